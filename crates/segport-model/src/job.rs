@@ -1,0 +1,793 @@
+//! Export jobs: the request rules of DESIGN §3, the stored spec (which is also the echo), and the
+//! job object clients see.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::fields::FieldList;
+use crate::ids::{truncate, BatchId, DatasetId};
+use crate::time::Rfc3339;
+use crate::validate::{body_object, join, Checker, Object};
+use crate::ValidationErrors;
+
+/// The only schema an export may target.
+pub const PROFILE_SCHEMA_NAME: &str = "_xdm.context.profile";
+/// `segmentNs` when a segment entry names none.
+pub const DEFAULT_SEGMENT_NS: &str = "ups";
+/// `profileInstanceId` when the request carries no `x-profile-instance-id`.
+pub const DEFAULT_PROFILE_INSTANCE: &str = "ups";
+
+/// Upper bounds that keep one request from holding the service hostage.
+const MAX_SEGMENTS: usize = 1000;
+const MAX_ID_LEN: usize = 256;
+
+/// The four statuses AEP clients know. A cancelled job ends `FAILED`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    New,
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 4] =
+        [JobStatus::New, JobStatus::Processing, JobStatus::Succeeded, JobStatus::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::New => "NEW",
+            JobStatus::Processing => "PROCESSING",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobStatus::Succeeded | JobStatus::Failed)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    /// Accepts the four statuses in any letter case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        JobStatus::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s)).ok_or_else(|| {
+            format!(
+                "{:?} is not a job status; use one of NEW, PROCESSING, SUCCEEDED, FAILED",
+                truncate(s)
+            )
+        })
+    }
+}
+
+/// A segment membership status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentStatus {
+    Realized,
+    Existing,
+    Exited,
+}
+
+impl SegmentStatus {
+    pub const DEFAULT: [SegmentStatus; 2] = [SegmentStatus::Realized, SegmentStatus::Existing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentStatus::Realized => "realized",
+            SegmentStatus::Existing => "existing",
+            SegmentStatus::Exited => "exited",
+        }
+    }
+}
+
+impl FromStr for SegmentStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "realized" => Ok(SegmentStatus::Realized),
+            "existing" => Ok(SegmentStatus::Existing),
+            "exited" => Ok(SegmentStatus::Exited),
+            other => Err(format!(
+                "{:?} is not a segment status; use realized, existing or exited",
+                truncate(other)
+            )),
+        }
+    }
+}
+
+/// One `filter.segments[]` entry, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentFilter {
+    pub segment_id: String,
+    pub segment_ns: String,
+    pub status: Vec<SegmentStatus>,
+}
+
+/// An inclusive time window; each bound optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QualificationWindow {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Rfc3339>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<Rfc3339>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Vec<SegmentFilter>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_qualification_time: Option<QualificationWindow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ingest_timestamp: Option<Rfc3339>,
+    pub empty_profiles: bool,
+}
+
+/// The ingest-time window of `additionalFields.eventList.filter`; both bounds exclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_ingest_timestamp: Option<Rfc3339>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_ingest_timestamp: Option<Rfc3339>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventList {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<FieldList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<EventFilter>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdditionalFields {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_list: Option<EventList>,
+}
+
+/// One destination batch of a `segmentPerBatch` job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationBatch {
+    pub segment_id: String,
+    pub segment_ns: String,
+    pub status: Vec<SegmentStatus>,
+    pub batch_id: BatchId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    pub dataset_id: DatasetId,
+    pub segment_per_batch: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<BatchId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batches: Option<Vec<DestinationBatch>>,
+}
+
+impl Destination {
+    /// Every batch the job writes, in segment order.
+    pub fn batch_ids(&self) -> Vec<&BatchId> {
+        match (&self.batch_id, &self.batches) {
+            (Some(id), _) => vec![id],
+            (None, Some(batches)) => batches.iter().map(|b| &b.batch_id).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaName {
+    pub name: String,
+}
+
+/// The merge policy a job uses, as echoed: `{id, version}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MergePolicyRef {
+    pub id: String,
+    pub version: i64,
+}
+
+/// A job as the client asked for it, validated, before the catalog resolves its merge policy
+/// and allocates its batches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportJobRequest {
+    pub dataset_id: DatasetId,
+    pub segment_per_batch: bool,
+    pub fields: Option<FieldList>,
+    pub filter: JobFilter,
+    pub additional_fields: Option<AdditionalFields>,
+    /// `mergePolicy.id` and optional `version`; `None` means the sandbox's default.
+    pub merge_policy: Option<(String, Option<i64>)>,
+}
+
+/// What a job was created with: stored in the catalog and echoed in every job object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportJobSpec {
+    pub destination: Destination,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<FieldList>,
+    pub schema: SchemaName,
+    pub filter: JobFilter,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_fields: Option<AdditionalFields>,
+    pub merge_policy: MergePolicyRef,
+    pub profile_instance_id: String,
+}
+
+impl ExportJobRequest {
+    /// Checks a create-job body against every rule of DESIGN §3 that needs no catalog lookup.
+    pub fn parse(body: &Value) -> Result<Self, ValidationErrors> {
+        let root = body_object(body)?;
+        let mut c = Checker::new();
+
+        let dataset_id = parse_destination_dataset(&mut c, root);
+        let destination = c.object(root, "destination", "");
+        let segment_per_batch =
+            destination.and_then(|d| c.bool(d, "segmentPerBatch", "destination")).unwrap_or(false);
+
+        match c.object(root, "schema", "") {
+            None if Checker::get(root, "schema").is_none() => c.fail("schema", "is required"),
+            None => {}
+            Some(schema) => {
+                if let Some(name) = c.required_string(schema, "name", "schema") {
+                    if name != PROFILE_SCHEMA_NAME {
+                        c.fail(
+                            "schema.name",
+                            format!(
+                                "{:?} is not supported; exports use {PROFILE_SCHEMA_NAME:?}",
+                                truncate(name)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        let fields = c.parsed(root, "fields", "", FieldList::parse);
+        let filter = parse_filter(&mut c, root);
+        let additional_fields = parse_additional_fields(&mut c, root);
+        let merge_policy = parse_merge_policy(&mut c, root);
+
+        if let Some(info) = c.object(root, "evaluationInfo", "") {
+            if c.bool(info, "segmentation", "evaluationInfo") == Some(true) {
+                c.fail(
+                    "evaluationInfo.segmentation",
+                    "segment evaluation is not supported yet; export the memberships already \
+                     in the profile store by leaving it false or absent",
+                );
+            }
+        }
+
+        if segment_per_batch && filter.segments.as_ref().is_none_or(|s| s.is_empty()) {
+            c.fail(
+                "destination.segmentPerBatch",
+                "true needs at least one entry in filter.segments (one batch is written per entry)",
+            );
+        }
+
+        let dataset_id = match dataset_id {
+            Some(id) => id,
+            None => return Err(c.errors),
+        };
+        c.errors.into_result(Self {
+            dataset_id,
+            segment_per_batch,
+            fields,
+            filter,
+            additional_fields,
+            merge_policy,
+        })
+    }
+
+    /// How many destination batches the job needs.
+    pub fn batch_count(&self) -> usize {
+        match (&self.filter.segments, self.segment_per_batch) {
+            (Some(segments), true) => segments.len(),
+            _ => 1,
+        }
+    }
+
+    /// Completes the request into the stored spec, once the catalog has resolved the policy and
+    /// allocated `batch_ids` (exactly [`Self::batch_count`] of them).
+    pub fn into_spec(
+        self,
+        merge_policy: MergePolicyRef,
+        mut batch_ids: Vec<BatchId>,
+        profile_instance_id: String,
+    ) -> ExportJobSpec {
+        let destination = match (&self.filter.segments, self.segment_per_batch) {
+            (Some(segments), true) => Destination {
+                dataset_id: self.dataset_id,
+                segment_per_batch: true,
+                batch_id: None,
+                batches: Some(
+                    segments
+                        .iter()
+                        .zip(batch_ids)
+                        .map(|(s, batch_id)| DestinationBatch {
+                            segment_id: s.segment_id.clone(),
+                            segment_ns: s.segment_ns.clone(),
+                            status: s.status.clone(),
+                            batch_id,
+                        })
+                        .collect(),
+                ),
+            },
+            _ => Destination {
+                dataset_id: self.dataset_id,
+                segment_per_batch: false,
+                batch_id: batch_ids.pop(),
+                batches: None,
+            },
+        };
+        ExportJobSpec {
+            destination,
+            fields: self.fields,
+            schema: SchemaName { name: PROFILE_SCHEMA_NAME.to_owned() },
+            filter: self.filter,
+            additional_fields: self.additional_fields,
+            merge_policy,
+            profile_instance_id,
+        }
+    }
+}
+
+fn parse_destination_dataset(c: &mut Checker, root: &Object) -> Option<DatasetId> {
+    let Some(destination) = c.object(root, "destination", "") else {
+        if Checker::get(root, "destination").is_none() {
+            c.fail("destination", "is required");
+        }
+        return None;
+    };
+    let canonical = c.parsed(destination, "datasetId", "destination", DatasetId::parse);
+    let alias = c.parsed(destination, "dataSetId", "destination", DatasetId::parse);
+    let given = |key| Checker::get(destination, key).is_some();
+    match (canonical, alias) {
+        (Some(a), Some(b)) if a != b => {
+            c.fail("destination.dataSetId", "differs from destination.datasetId; send only one");
+            None
+        }
+        (Some(id), _) | (None, Some(id)) => Some(id),
+        (None, None) => {
+            if !given("datasetId") && !given("dataSetId") {
+                c.fail("destination.datasetId", "is required");
+            }
+            None
+        }
+    }
+}
+
+fn parse_filter(c: &mut Checker, root: &Object) -> JobFilter {
+    let mut filter = JobFilter {
+        segments: None,
+        segment_qualification_time: None,
+        from_ingest_timestamp: None,
+        empty_profiles: false,
+    };
+    let Some(obj) = c.object(root, "filter", "") else { return filter };
+
+    if let Some(entries) = c.array(obj, "segments", "filter") {
+        if entries.is_empty() {
+            c.fail(
+                "filter.segments",
+                "must hold at least one entry; leave it out to export profiles of every segment",
+            );
+        } else if entries.len() > MAX_SEGMENTS {
+            c.fail(
+                "filter.segments",
+                format!("holds {} entries; at most {MAX_SEGMENTS} are allowed", entries.len()),
+            );
+        } else {
+            let parsed: Vec<_> = entries
+                .iter()
+                .enumerate()
+                .filter_map(|(i, entry)| parse_segment(c, entry, &format!("filter.segments[{i}]")))
+                .collect();
+            if parsed.len() == entries.len() {
+                filter.segments = Some(parsed);
+            }
+        }
+    }
+
+    if let Some(window) = c.object(obj, "segmentQualificationTime", "filter") {
+        let path = "filter.segmentQualificationTime";
+        let start_time = c.parsed(window, "startTime", path, Rfc3339::parse);
+        let end_time = c.parsed(window, "endTime", path, Rfc3339::parse);
+        if let (Some(s), Some(e)) = (&start_time, &end_time) {
+            if s.epoch_ms() > e.epoch_ms() {
+                c.fail(join(path, "endTime"), "must not be before startTime");
+            }
+        }
+        if Checker::get(obj, "segments").is_none() {
+            c.fail(path, "needs filter.segments: the window applies to segment qualifications");
+        }
+        filter.segment_qualification_time = Some(QualificationWindow { start_time, end_time });
+    }
+
+    filter.from_ingest_timestamp = c.parsed(obj, "fromIngestTimestamp", "filter", Rfc3339::parse);
+    filter.empty_profiles = c.bool(obj, "emptyProfiles", "filter").unwrap_or(false);
+    filter
+}
+
+fn parse_segment(c: &mut Checker, entry: &Value, path: &str) -> Option<SegmentFilter> {
+    let Value::Object(obj) = entry else {
+        c.fail(path, "must be an object with a segmentId");
+        return None;
+    };
+    let segment_id = c.required_string(obj, "segmentId", path).map(str::to_owned);
+    let segment_ns = match c.string(obj, "segmentNs", path) {
+        None => Some(DEFAULT_SEGMENT_NS.to_owned()),
+        Some(ns) if ns.trim().is_empty() => {
+            c.fail(join(path, "segmentNs"), "must not be empty; leave it out for \"ups\"");
+            None
+        }
+        Some(ns) => Some(ns.to_owned()),
+    };
+    for (key, value) in [("segmentId", &segment_id), ("segmentNs", &segment_ns)] {
+        if value.as_ref().is_some_and(|v| v.len() > MAX_ID_LEN) {
+            c.fail(join(path, key), format!("is longer than {MAX_ID_LEN} characters"));
+        }
+    }
+    let status = match c.array(obj, "status", path) {
+        None if Checker::get(obj, "status").is_some() => None,
+        None => Some(SegmentStatus::DEFAULT.to_vec()),
+        Some([]) => {
+            c.fail(join(path, "status"), "must hold at least one of realized, existing, exited");
+            None
+        }
+        Some(values) => {
+            let mut statuses = Vec::with_capacity(values.len());
+            for (i, v) in values.iter().enumerate() {
+                let field = format!("{path}.status[{i}]");
+                match v.as_str().map(SegmentStatus::from_str) {
+                    Some(Ok(s)) => statuses.push(s),
+                    Some(Err(message)) => c.fail(field, message),
+                    None => c.fail(field, "must be one of the strings realized, existing, exited"),
+                }
+            }
+            (statuses.len() == values.len()).then_some(statuses)
+        }
+    };
+    Some(SegmentFilter { segment_id: segment_id?, segment_ns: segment_ns?, status: status? })
+}
+
+fn parse_additional_fields(c: &mut Checker, root: &Object) -> Option<AdditionalFields> {
+    let obj = c.object(root, "additionalFields", "")?;
+    let event_list = c.object(obj, "eventList", "additionalFields").map(|list| {
+        let path = "additionalFields.eventList";
+        let fields = c.parsed(list, "fields", path, FieldList::parse);
+        let filter = c.object(list, "filter", path).map(|f| {
+            let path = "additionalFields.eventList.filter";
+            let from = c.parsed(f, "fromIngestTimestamp", path, Rfc3339::parse);
+            let to = c.parsed(f, "toIngestTimestamp", path, Rfc3339::parse);
+            if let (Some(from), Some(to)) = (&from, &to) {
+                if from.epoch_ms() >= to.epoch_ms() {
+                    c.fail(
+                        join(path, "toIngestTimestamp"),
+                        "must be after fromIngestTimestamp (both bounds are exclusive)",
+                    );
+                }
+            }
+            EventFilter { from_ingest_timestamp: from, to_ingest_timestamp: to }
+        });
+        EventList { fields, filter }
+    });
+    Some(AdditionalFields { event_list })
+}
+
+fn parse_merge_policy(c: &mut Checker, root: &Object) -> Option<(String, Option<i64>)> {
+    let obj = c.object(root, "mergePolicy", "")?;
+    let id = c.required_string(obj, "id", "mergePolicy");
+    let version = c.positive_int(obj, "version", "mergePolicy");
+    Some((id?.to_owned(), version))
+}
+
+/// One entry of a job's `errors`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobError {
+    pub code: String,
+    pub msg: String,
+    pub call_stack: String,
+}
+
+impl JobError {
+    pub fn cancelled() -> Self {
+        Self {
+            code: "EXPORT_CANCELLED".to_owned(),
+            msg: "the export job was cancelled by a DELETE request".to_owned(),
+            call_stack: String::new(),
+        }
+    }
+}
+
+/// One entry of a job's `warnings` (a segport addition, ignored by AEP clients).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobWarning {
+    pub code: String,
+    pub msg: String,
+}
+
+/// `progress` while a job runs (a segport addition).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobProgress {
+    pub partitions_done: u64,
+    pub partitions_total: u64,
+    pub profiles_scanned: u64,
+    pub profiles_exported: u64,
+}
+
+/// `{startTimeInMs, endTimeInMs, totalTimeInMs}`; the end fields only once finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeSpan {
+    pub start_time_in_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time_in_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_time_in_ms: Option<i64>,
+}
+
+impl TimeSpan {
+    fn new(start: i64, end: Option<i64>) -> Self {
+        Self {
+            start_time_in_ms: start,
+            end_time_in_ms: end,
+            total_time_in_ms: end.map(|e| e - start),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetrics {
+    pub total_time: TimeSpan,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_export_time: Option<TimeSpan>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_exported_profile_counter: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported_profile_by_namespace_counter: Option<BTreeMap<String, u64>>,
+}
+
+/// What a finished export counted, stored with the job when it commits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportCounters {
+    pub total: u64,
+    pub by_namespace: BTreeMap<String, u64>,
+}
+
+/// An export job as the catalog holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExportJobRecord {
+    pub id: i64,
+    pub org: String,
+    pub sandbox: String,
+    pub status: JobStatus,
+    pub spec: ExportJobSpec,
+    pub errors: Vec<JobError>,
+    pub warnings: Vec<JobWarning>,
+    pub progress: Option<JobProgress>,
+    pub counters: Option<ExportCounters>,
+    /// The running (or last) attempt's id; empty until a worker starts the job.
+    pub attempt_id: String,
+    pub attempt: i32,
+    pub cancel_requested: bool,
+    pub request_id: String,
+    pub creation_ms: i64,
+    pub update_ms: i64,
+    pub started_ms: Option<i64>,
+    pub finished_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComputeGatewayJobId {
+    pub export_job: String,
+}
+
+/// The job object of GET, POST and list answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportJob {
+    pub id: i64,
+    pub job_type: String,
+    #[serde(flatten)]
+    pub spec: ExportJobSpec,
+    pub ims_org_id: String,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<JobError>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<JobWarning>>,
+    pub metrics: JobMetrics,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<JobProgress>,
+    pub compute_gateway_job_id: ComputeGatewayJobId,
+    pub creation_time: i64,
+    pub update_time: i64,
+    pub request_id: String,
+}
+
+impl ExportJobRecord {
+    pub fn to_wire(&self) -> ExportJob {
+        let finished = self.finished_ms.filter(|_| self.status.is_finished());
+        let metrics = JobMetrics {
+            total_time: TimeSpan::new(self.creation_ms, finished),
+            profile_export_time: self.started_ms.map(|s| TimeSpan::new(s, finished)),
+            total_exported_profile_counter: self.counters.as_ref().map(|c| c.total),
+            exported_profile_by_namespace_counter: self
+                .counters
+                .as_ref()
+                .map(|c| c.by_namespace.clone()),
+        };
+        ExportJob {
+            id: self.id,
+            job_type: "BATCH".to_owned(),
+            spec: self.spec.clone(),
+            ims_org_id: self.org.clone(),
+            status: self.status,
+            errors: (!self.errors.is_empty()).then(|| self.errors.clone()),
+            warnings: (!self.warnings.is_empty()).then(|| self.warnings.clone()),
+            metrics,
+            progress: self.progress.clone().filter(|_| self.status == JobStatus::Processing),
+            compute_gateway_job_id: ComputeGatewayJobId { export_job: self.attempt_id.clone() },
+            creation_time: self.creation_ms,
+            update_time: self.update_ms,
+            request_id: self.request_id.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn fields_of(err: ValidationErrors) -> Vec<String> {
+        err.0.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn minimal_request_gets_defaults() {
+        let req = ExportJobRequest::parse(&json!({
+            "destination": {"datasetId": "5b7c86968f7b6501e21ba9df"},
+            "schema": {"name": "_xdm.context.profile"}
+        }))
+        .unwrap();
+        assert!(!req.segment_per_batch);
+        assert!(!req.filter.empty_profiles);
+        assert_eq!(req.batch_count(), 1);
+        let spec = req.into_spec(
+            MergePolicyRef { id: "m".into(), version: 1 },
+            vec![BatchId::generate()],
+            "ups".into(),
+        );
+        let echo = serde_json::to_value(&spec).unwrap();
+        assert_eq!(echo["filter"], json!({"emptyProfiles": false}));
+        assert_eq!(echo["destination"]["segmentPerBatch"], json!(false));
+        assert!(echo["destination"]["batchId"].is_string());
+    }
+
+    #[test]
+    fn segment_defaults_and_per_batch_allocation() {
+        let req = ExportJobRequest::parse(&json!({
+            "destination": {"dataSetId": "5b7c86968f7b6501e21ba9df", "segmentPerBatch": true},
+            "schema": {"name": "_xdm.context.profile"},
+            "filter": {"segments": [{"segmentId": "a"}, {"segmentId": "b", "segmentNs": "AAM", "status": ["exited"]}]}
+        }))
+        .unwrap();
+        assert_eq!(req.batch_count(), 2);
+        let segs = req.filter.segments.clone().unwrap();
+        assert_eq!(segs[0].segment_ns, "ups");
+        assert_eq!(segs[0].status, SegmentStatus::DEFAULT.to_vec());
+        let spec = req.into_spec(
+            MergePolicyRef { id: "m".into(), version: 1 },
+            vec![BatchId::generate(), BatchId::generate()],
+            "ups".into(),
+        );
+        assert!(spec.destination.batch_id.is_none());
+        assert_eq!(spec.destination.batches.as_ref().unwrap()[1].segment_ns, "AAM");
+        assert_eq!(spec.destination.batch_ids().len(), 2);
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let err = ExportJobRequest::parse(&json!({
+            "destination": {"segmentPerBatch": "yes"},
+            "schema": {"name": "other"},
+            "fields": "a..b",
+            "filter": {
+                "segments": [{"segmentNs": ""}, 7, {"segmentId": "x", "status": ["maybe"]}],
+                "segmentQualificationTime": {"startTime": "2020-01-02T00:00:00Z", "endTime": "2020-01-01T00:00:00Z"},
+                "fromIngestTimestamp": "now",
+                "emptyProfiles": 1
+            },
+            "additionalFields": {"eventList": {"filter": {"fromIngestTimestamp": "2020-01-01T00:00:00Z", "toIngestTimestamp": "2020-01-01T00:00:00Z"}}},
+            "mergePolicy": {"version": 0},
+            "evaluationInfo": {"segmentation": true}
+        }))
+        .unwrap_err();
+        let fields = fields_of(err);
+        for expected in [
+            "destination.datasetId",
+            "destination.segmentPerBatch",
+            "schema.name",
+            "fields",
+            "filter.segments[0].segmentId",
+            "filter.segments[0].segmentNs",
+            "filter.segments[1]",
+            "filter.segments[2].status[0]",
+            "filter.segmentQualificationTime.endTime",
+            "filter.fromIngestTimestamp",
+            "filter.emptyProfiles",
+            "additionalFields.eventList.filter.toIngestTimestamp",
+            "mergePolicy.id",
+            "mergePolicy.version",
+            "evaluationInfo.segmentation",
+        ] {
+            assert!(fields.iter().any(|f| f == expected), "{expected} not in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn qualification_window_needs_segments() {
+        let err = ExportJobRequest::parse(&json!({
+            "destination": {"datasetId": "5b7c86968f7b6501e21ba9df"},
+            "schema": {"name": "_xdm.context.profile"},
+            "filter": {"segmentQualificationTime": {"startTime": "2018-01-01T00:00:00Z"}}
+        }))
+        .unwrap_err();
+        assert_eq!(fields_of(err), ["filter.segmentQualificationTime"]);
+    }
+
+    #[test]
+    fn not_an_object() {
+        assert_eq!(fields_of(ExportJobRequest::parse(&json!([1])).unwrap_err()), ["body"]);
+    }
+
+    #[test]
+    fn spec_round_trips_through_storage() {
+        let req = ExportJobRequest::parse(&json!({
+            "destination": {"datasetId": "5b7c86968f7b6501e21ba9df"},
+            "schema": {"name": "_xdm.context.profile"},
+            "fields": "identities.id, personalEmail.address",
+            "filter": {"segments": [{"segmentId": "s"}], "segmentQualificationTime": {"endTime": "2018-02-01T00:00:00Z"}},
+            "additionalFields": {"eventList": {"fields": "_id"}}
+        }))
+        .unwrap();
+        let spec = req.into_spec(
+            MergePolicyRef { id: "m".into(), version: 3 },
+            vec![BatchId::generate()],
+            "ups".into(),
+        );
+        let text = serde_json::to_string(&spec).unwrap();
+        let back: ExportJobSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, spec);
+    }
+}
