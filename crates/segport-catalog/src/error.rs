@@ -1,0 +1,40 @@
+//! Catalog errors, with database errors mapped to what callers can act on in one place.
+
+/// What went wrong in the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The database cannot be reached (connection refused, pool timeout): a 503, retryable.
+    #[error("catalog database is unreachable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The change contradicts current state (a policy in use, a default that would vanish).
+    #[error("{0}")]
+    Conflict(String),
+    /// A row the catalog wrote could not be read back into its domain type.
+    #[error("corrupt catalog row: {0}")]
+    Corrupt(String),
+    #[error("invalid catalog configuration: {0}")]
+    Config(String),
+    #[error("catalog migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("catalog query failed")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => CatalogError::Unavailable(err),
+            other => CatalogError::Database(other),
+        }
+    }
+}
+
+impl From<serde_json::Error> for CatalogError {
+    fn from(err: serde_json::Error) -> Self {
+        CatalogError::Corrupt(err.to_string())
+    }
+}

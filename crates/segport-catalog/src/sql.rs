@@ -1,0 +1,825 @@
+//! The SQL both backends share, the rows it reads, and the one `Catalog` implementation that
+//! [`impl_catalog!`] stamps out for each backend's pool type.
+//!
+//! PostgreSQL and SQLite accept the same DML here: `$N` placeholders, row-value comparisons,
+//! `RETURNING` and `ON CONFLICT`. Only the DDL (in `migrations/`) and connection setup differ, so
+//! the statements live once, as constants a reader can find, and a macro instantiates the code
+//! that binds them for `sqlx::PgPool` and `sqlx::SqlitePool`.
+
+use std::collections::BTreeMap;
+
+use segport_model::batch::{Batch, BatchError, BatchKind, BatchStatus};
+use segport_model::dataset::{Dataset, DatasetClass, SchemaRef};
+use segport_model::job::{ExportJobRecord, JobStatus};
+use segport_model::merge_policy::MergePolicy;
+use segport_model::{BatchId, DatasetId};
+
+use crate::{CatalogError, Result, TokenRecord};
+
+pub(crate) const JOB_COLUMNS: &str = "id, org, sandbox, status, spec, errors, warnings, progress, \
+     counters, attempt, attempt_id, cancel_requested, request_id, creation_ms, update_ms, \
+     started_ms, finished_ms";
+
+pub(crate) const INSERT_SANDBOX: &str =
+    "INSERT INTO sandboxes (org, sandbox, created_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+pub(crate) const INSERT_DATASET: &str = "INSERT INTO datasets \
+     (id, org, sandbox, name, description, schema_ref, class, tags, created_ms, updated_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const SELECT_DATASET: &str =
+    "SELECT * FROM datasets WHERE org = $1 AND sandbox = $2 AND id = $3";
+pub(crate) const LIST_DATASETS: &str = "SELECT * FROM datasets WHERE org = $1 AND sandbox = $2 \
+     ORDER BY created_ms, id LIMIT $3 OFFSET $4";
+
+pub(crate) const INSERT_BATCH: &str = "INSERT INTO batches \
+     (id, org, sandbox, dataset_id, kind, status, job_id, input_format, created_ms, updated_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const SELECT_BATCH: &str =
+    "SELECT * FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
+/// `$3`/`$4` are optional filters, passed as NULL when absent.
+pub(crate) const LIST_BATCHES: &str = "SELECT * FROM batches WHERE org = $1 AND sandbox = $2 \
+     AND ($3 IS NULL OR dataset_id = $3) AND ($4 IS NULL OR status = $4) \
+     ORDER BY created_ms, id LIMIT $5 OFFSET $6";
+pub(crate) const FAIL_JOB_BATCHES: &str = "UPDATE batches SET status = 'failed', updated_ms = $2 \
+     WHERE job_id = $1 AND status IN ('loading', 'staging')";
+
+pub(crate) const INSERT_POLICY: &str = "INSERT INTO merge_policies \
+     (org, sandbox, id, version, is_default, body, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub(crate) const SELECT_POLICY: &str = "SELECT version, is_default, body FROM merge_policies \
+     WHERE org = $1 AND sandbox = $2 AND id = $3";
+pub(crate) const SELECT_DEFAULT_POLICY: &str = "SELECT version, is_default, body \
+     FROM merge_policies WHERE org = $1 AND sandbox = $2 AND is_default = $3";
+pub(crate) const LIST_POLICIES: &str = "SELECT version, is_default, body FROM merge_policies \
+     WHERE org = $1 AND sandbox = $2 ORDER BY created_ms, id LIMIT $3 OFFSET $4";
+pub(crate) const CLEAR_DEFAULT_POLICY: &str = "UPDATE merge_policies SET is_default = $3 \
+     WHERE org = $1 AND sandbox = $2 AND is_default = $4";
+pub(crate) const UPDATE_POLICY: &str = "UPDATE merge_policies SET version = $4, is_default = $5, \
+     body = $6 WHERE org = $1 AND sandbox = $2 AND id = $3 AND version = $7";
+pub(crate) const DELETE_POLICY: &str =
+    "DELETE FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3";
+pub(crate) const POLICY_IN_USE: &str = "SELECT COUNT(*) FROM export_jobs \
+     WHERE org = $1 AND sandbox = $2 AND merge_policy_id = $3 AND status IN ('NEW', 'PROCESSING')";
+
+pub(crate) const INSERT_JOB: &str = "INSERT INTO export_jobs \
+     (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, creation_ms, update_ms) \
+     VALUES ($1, $2, 'NEW', $3, $4, $5, $6, $7, $7) RETURNING id";
+pub(crate) const CANCEL_NEW_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $4, \
+     cancel_requested = $5, finished_ms = $6, update_ms = $6 \
+     WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'NEW'";
+pub(crate) const FLAG_RUNNING_JOB: &str = "UPDATE export_jobs SET cancel_requested = $4, \
+     update_ms = $5 WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'PROCESSING'";
+pub(crate) const DELETE_FINISHED_JOB: &str = "DELETE FROM export_jobs \
+     WHERE org = $1 AND sandbox = $2 AND id = $3 AND status IN ('SUCCEEDED', 'FAILED')";
+pub(crate) const COUNT_JOBS_BY_STATUS: &str =
+    "SELECT status, COUNT(*) AS n FROM export_jobs GROUP BY status";
+
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO api_tokens \
+     (id, org, token_sha256, created_ms, expires_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const LIST_TOKENS: &str = "SELECT * FROM api_tokens ORDER BY created_ms, id";
+pub(crate) const SELECT_TOKEN: &str = "SELECT * FROM api_tokens WHERE token_sha256 = $1";
+pub(crate) const REVOKE_TOKEN: &str =
+    "UPDATE api_tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL";
+
+/// `SELECT … FROM export_jobs` for one page, with or without a status filter. The keyset
+/// comparison `(creation_ms, id) < (…)` walks the `(org, sandbox[, status], creation_ms DESC,
+/// id DESC)` index, so a deep page costs what the first one does.
+pub(crate) fn list_jobs_sql(with_status: bool) -> String {
+    let status = if with_status { "AND status = $5 " } else { "" };
+    let limit = if with_status { "$6 OFFSET $7" } else { "$5 OFFSET $6" };
+    format!(
+        "SELECT {JOB_COLUMNS} FROM export_jobs WHERE org = $1 AND sandbox = $2 \
+         AND (creation_ms, id) < ($3, $4) {status}ORDER BY creation_ms DESC, id DESC LIMIT {limit}"
+    )
+}
+
+pub(crate) fn select_job_sql() -> String {
+    format!("SELECT {JOB_COLUMNS} FROM export_jobs WHERE org = $1 AND sandbox = $2 AND id = $3")
+}
+
+fn corrupt(what: &str, detail: impl std::fmt::Display) -> CatalogError {
+    CatalogError::Corrupt(format!("{what}: {detail}"))
+}
+
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(text: Option<&str>) -> Result<T> {
+    match text {
+        None => Ok(T::default()),
+        Some(t) => Ok(serde_json::from_str(t)?),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: i64,
+    org: String,
+    sandbox: String,
+    status: String,
+    spec: String,
+    errors: Option<String>,
+    warnings: Option<String>,
+    progress: Option<String>,
+    counters: Option<String>,
+    attempt: i32,
+    attempt_id: String,
+    cancel_requested: bool,
+    request_id: String,
+    creation_ms: i64,
+    update_ms: i64,
+    started_ms: Option<i64>,
+    finished_ms: Option<i64>,
+}
+
+impl TryFrom<JobRow> for ExportJobRecord {
+    type Error = CatalogError;
+    fn try_from(row: JobRow) -> Result<Self> {
+        Ok(ExportJobRecord {
+            id: row.id,
+            status: row
+                .status
+                .parse::<JobStatus>()
+                .map_err(|e| corrupt("export_jobs.status", e))?,
+            spec: serde_json::from_str(&row.spec)?,
+            errors: json_or_default(row.errors.as_deref())?,
+            warnings: json_or_default(row.warnings.as_deref())?,
+            progress: row.progress.as_deref().map(serde_json::from_str).transpose()?,
+            counters: row.counters.as_deref().map(serde_json::from_str).transpose()?,
+            org: row.org,
+            sandbox: row.sandbox,
+            attempt_id: row.attempt_id,
+            attempt: row.attempt,
+            cancel_requested: row.cancel_requested,
+            request_id: row.request_id,
+            creation_ms: row.creation_ms,
+            update_ms: row.update_ms,
+            started_ms: row.started_ms,
+            finished_ms: row.finished_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DatasetRow {
+    id: String,
+    org: String,
+    sandbox: String,
+    name: String,
+    description: Option<String>,
+    schema_ref: String,
+    class: String,
+    tags: String,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl TryFrom<DatasetRow> for Dataset {
+    type Error = CatalogError;
+    fn try_from(row: DatasetRow) -> Result<Self> {
+        Ok(Dataset {
+            id: DatasetId::parse(&row.id).map_err(|e| corrupt("datasets.id", e))?,
+            class: DatasetClass::parse(&row.class)
+                .ok_or_else(|| corrupt("datasets.class", &row.class))?,
+            schema_ref: serde_json::from_str::<SchemaRef>(&row.schema_ref)?,
+            tags: serde_json::from_str::<BTreeMap<String, Vec<String>>>(&row.tags)?,
+            org: row.org,
+            sandbox: row.sandbox,
+            name: row.name,
+            description: row.description,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BatchRow {
+    id: String,
+    org: String,
+    sandbox: String,
+    dataset_id: String,
+    kind: String,
+    status: String,
+    job_id: Option<i64>,
+    input_format: Option<String>,
+    record_count: Option<i64>,
+    failed_record_count: Option<i64>,
+    errors: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+    completed_ms: Option<i64>,
+}
+
+impl TryFrom<BatchRow> for Batch {
+    type Error = CatalogError;
+    fn try_from(row: BatchRow) -> Result<Self> {
+        Ok(Batch {
+            id: BatchId::parse(&row.id).map_err(|e| corrupt("batches.id", e))?,
+            dataset_id: DatasetId::parse(&row.dataset_id)
+                .map_err(|e| corrupt("batches.dataset_id", e))?,
+            kind: BatchKind::parse(&row.kind).ok_or_else(|| corrupt("batches.kind", &row.kind))?,
+            status: BatchStatus::parse(&row.status).map_err(|e| corrupt("batches.status", e))?,
+            errors: json_or_default::<Vec<BatchError>>(row.errors.as_deref())?,
+            org: row.org,
+            sandbox: row.sandbox,
+            job_id: row.job_id,
+            input_format: row.input_format,
+            record_count: row.record_count,
+            failed_record_count: row.failed_record_count,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+            completed_ms: row.completed_ms,
+        })
+    }
+}
+
+/// A merge policy row: the body is the source of truth but for `version` and `default`, which
+/// live in columns so that switching defaults and bumping versions are plain updates.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PolicyRow {
+    version: i64,
+    pub(crate) is_default: bool,
+    body: String,
+}
+
+impl TryFrom<PolicyRow> for MergePolicy {
+    type Error = CatalogError;
+    fn try_from(row: PolicyRow) -> Result<Self> {
+        let mut policy: MergePolicy = serde_json::from_str(&row.body)?;
+        policy.version = row.version;
+        policy.default = row.is_default;
+        Ok(policy)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TokenRow {
+    id: String,
+    org: String,
+    token_sha256: String,
+    created_ms: i64,
+    expires_ms: Option<i64>,
+    revoked_ms: Option<i64>,
+}
+
+impl From<TokenRow> for TokenRecord {
+    fn from(row: TokenRow) -> Self {
+        TokenRecord {
+            id: row.id,
+            org: row.org,
+            token_sha256: row.token_sha256,
+            created_ms: row.created_ms,
+            expires_ms: row.expires_ms,
+            revoked_ms: row.revoked_ms,
+        }
+    }
+}
+
+pub(crate) fn convert_all<R, T>(rows: Vec<R>) -> Result<Vec<T>>
+where
+    T: TryFrom<R, Error = CatalogError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}
+
+/// Converts a page size or offset for binding; both backends take BIGINT.
+pub(crate) fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Implements [`crate::Catalog`] for a backend struct that has `read()` and `write()` pool
+/// accessors, a `run_migrations()` method and a `sandboxes: SandboxCache` field.
+macro_rules! impl_catalog {
+    ($catalog:ty, $backend:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::Catalog for $catalog {
+            fn backend(&self) -> $crate::Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> $crate::Result<()> {
+                sqlx::query("SELECT 1").execute(self.read()).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> $crate::Result<()> {
+                self.run_migrations().await
+            }
+
+            async fn ensure_sandbox(
+                &self,
+                tenant: &segport_model::Tenant,
+                now_ms: i64,
+            ) -> $crate::Result<()> {
+                if self.sandboxes.contains(tenant) {
+                    return Ok(());
+                }
+                let mut tx = self.write().begin().await?;
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let created = sqlx::query($crate::sql::INSERT_SANDBOX)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if created == 1 {
+                    let policy =
+                        segport_model::merge_policy::MergePolicy::builtin_default(org, now_ms);
+                    sqlx::query($crate::sql::INSERT_POLICY)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(&policy.id)
+                        .bind(policy.version)
+                        .bind(true)
+                        .bind(serde_json::to_string(&policy)?)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                self.sandboxes.insert(tenant);
+                Ok(())
+            }
+
+            async fn create_dataset(
+                &self,
+                d: &segport_model::dataset::Dataset,
+            ) -> $crate::Result<()> {
+                sqlx::query($crate::sql::INSERT_DATASET)
+                    .bind(d.id.as_str())
+                    .bind(&d.org)
+                    .bind(&d.sandbox)
+                    .bind(&d.name)
+                    .bind(&d.description)
+                    .bind(serde_json::to_string(&d.schema_ref)?)
+                    .bind(d.class.as_str())
+                    .bind(serde_json::to_string(&d.tags)?)
+                    .bind(d.created_ms)
+                    .bind(d.updated_ms)
+                    .execute(self.write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn get_dataset(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: &segport_model::DatasetId,
+            ) -> $crate::Result<Option<segport_model::dataset::Dataset>> {
+                sqlx::query_as::<_, $crate::sql::DatasetRow>($crate::sql::SELECT_DATASET)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(self.read())
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn list_datasets(
+                &self,
+                tenant: &segport_model::Tenant,
+                page: &$crate::ListQuery,
+            ) -> $crate::Result<Vec<segport_model::dataset::Dataset>> {
+                let rows = sqlx::query_as::<_, $crate::sql::DatasetRow>($crate::sql::LIST_DATASETS)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(i64::from(page.limit))
+                    .bind($crate::sql::as_i64(page.start))
+                    .fetch_all(self.read())
+                    .await?;
+                $crate::sql::convert_all(rows)
+            }
+
+            async fn get_batch(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: &segport_model::BatchId,
+            ) -> $crate::Result<Option<segport_model::batch::Batch>> {
+                sqlx::query_as::<_, $crate::sql::BatchRow>($crate::sql::SELECT_BATCH)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id.as_str())
+                    .fetch_optional(self.read())
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn list_batches(
+                &self,
+                tenant: &segport_model::Tenant,
+                filter: &$crate::BatchFilter,
+                page: &$crate::ListQuery,
+            ) -> $crate::Result<Vec<segport_model::batch::Batch>> {
+                let rows = sqlx::query_as::<_, $crate::sql::BatchRow>($crate::sql::LIST_BATCHES)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(filter.dataset_id.as_ref().map(|d| d.as_str()))
+                    .bind(filter.status.map(|s| s.as_str()))
+                    .bind(i64::from(page.limit))
+                    .bind($crate::sql::as_i64(page.start))
+                    .fetch_all(self.read())
+                    .await?;
+                $crate::sql::convert_all(rows)
+            }
+
+            async fn list_merge_policies(
+                &self,
+                tenant: &segport_model::Tenant,
+                page: &$crate::ListQuery,
+            ) -> $crate::Result<Vec<segport_model::merge_policy::MergePolicy>> {
+                let rows = sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::LIST_POLICIES)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(i64::from(page.limit))
+                    .bind($crate::sql::as_i64(page.start))
+                    .fetch_all(self.read())
+                    .await?;
+                $crate::sql::convert_all(rows)
+            }
+
+            async fn get_merge_policy(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: &str,
+            ) -> $crate::Result<Option<segport_model::merge_policy::MergePolicy>> {
+                sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::SELECT_POLICY)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
+                    .fetch_optional(self.read())
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn default_merge_policy(
+                &self,
+                tenant: &segport_model::Tenant,
+            ) -> $crate::Result<Option<segport_model::merge_policy::MergePolicy>> {
+                sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::SELECT_DEFAULT_POLICY)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(true)
+                    .fetch_optional(self.read())
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn create_merge_policy(
+                &self,
+                tenant: &segport_model::Tenant,
+                policy: &segport_model::merge_policy::MergePolicy,
+            ) -> $crate::Result<()> {
+                let mut tx = self.write().begin().await?;
+                if policy.default {
+                    sqlx::query($crate::sql::CLEAR_DEFAULT_POLICY)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .bind(false)
+                        .bind(true)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query($crate::sql::INSERT_POLICY)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(&policy.id)
+                    .bind(policy.version)
+                    .bind(policy.default)
+                    .bind(serde_json::to_string(policy)?)
+                    .bind(segport_model::time::now_ms())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn update_merge_policy(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: &str,
+                input: segport_model::merge_policy::MergePolicyInput,
+                now_ms: i64,
+            ) -> $crate::Result<Option<segport_model::merge_policy::MergePolicy>> {
+                let mut tx = self.write().begin().await?;
+                let current =
+                    sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::SELECT_POLICY)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(current) = current else { return Ok(None) };
+                let current: segport_model::merge_policy::MergePolicy = current.try_into()?;
+                if current.default && !input.default {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "merge policy {id:?} is the sandbox's default; make another policy the \
+                         default instead of clearing this one"
+                    )));
+                }
+                let updated = input.into_policy(
+                    id.to_owned(),
+                    tenant.org.as_str(),
+                    current.version + 1,
+                    now_ms,
+                );
+                if updated.default && !current.default {
+                    sqlx::query($crate::sql::CLEAR_DEFAULT_POLICY)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .bind(false)
+                        .bind(true)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let changed = sqlx::query($crate::sql::UPDATE_POLICY)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
+                    .bind(updated.version)
+                    .bind(updated.default)
+                    .bind(serde_json::to_string(&updated)?)
+                    .bind(current.version)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if changed != 1 {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "merge policy {id:?} changed concurrently; retry the update"
+                    )));
+                }
+                tx.commit().await?;
+                Ok(Some(updated))
+            }
+
+            async fn delete_merge_policy(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: &str,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.write().begin().await?;
+                let current =
+                    sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::SELECT_POLICY)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(current) = current else { return Ok(false) };
+                if current.is_default {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "merge policy {id:?} is the sandbox's default; make another policy the \
+                         default before deleting it"
+                    )));
+                }
+                let (in_use,): (i64,) = sqlx::query_as($crate::sql::POLICY_IN_USE)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if in_use > 0 {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "merge policy {id:?} is used by {in_use} queued or running export \
+                         job(s); delete it once they have finished"
+                    )));
+                }
+                sqlx::query($crate::sql::DELETE_POLICY)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn create_export_job(
+                &self,
+                tenant: &segport_model::Tenant,
+                job: $crate::NewExportJob,
+            ) -> $crate::Result<segport_model::job::ExportJobRecord> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let mut tx = self.write().begin().await?;
+                let (id,): (i64,) = sqlx::query_as($crate::sql::INSERT_JOB)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(serde_json::to_string(&job.spec)?)
+                    .bind(&job.merge_policy.id)
+                    .bind(serde_json::to_string(&job.merge_policy)?)
+                    .bind(&job.request_id)
+                    .bind(job.now_ms)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for batch_id in job.spec.destination.batch_ids() {
+                    sqlx::query($crate::sql::INSERT_BATCH)
+                        .bind(batch_id.as_str())
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(job.spec.destination.dataset_id.as_str())
+                        .bind(segport_model::batch::BatchKind::Export.as_str())
+                        .bind(segport_model::batch::BatchStatus::Loading.as_str())
+                        .bind(id)
+                        .bind("parquet")
+                        .bind(job.now_ms)
+                        .bind(job.now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(segport_model::job::ExportJobRecord {
+                    id,
+                    org: org.to_owned(),
+                    sandbox: sandbox.to_owned(),
+                    status: segport_model::job::JobStatus::New,
+                    spec: job.spec,
+                    errors: Vec::new(),
+                    warnings: Vec::new(),
+                    progress: None,
+                    counters: None,
+                    attempt_id: String::new(),
+                    attempt: 0,
+                    cancel_requested: false,
+                    request_id: job.request_id,
+                    creation_ms: job.now_ms,
+                    update_ms: job.now_ms,
+                    started_ms: None,
+                    finished_ms: None,
+                })
+            }
+
+            async fn get_export_job(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: i64,
+            ) -> $crate::Result<Option<segport_model::job::ExportJobRecord>> {
+                sqlx::query_as::<_, $crate::sql::JobRow>(&$crate::sql::select_job_sql())
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
+                    .fetch_optional(self.read())
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn list_export_jobs(
+                &self,
+                tenant: &segport_model::Tenant,
+                q: &$crate::JobListQuery,
+            ) -> $crate::Result<Vec<segport_model::job::ExportJobRecord>> {
+                let (after_ms, after_id) = q.after.unwrap_or((i64::MAX, i64::MAX));
+                let sql = $crate::sql::list_jobs_sql(q.status.is_some());
+                let mut query = sqlx::query_as::<_, $crate::sql::JobRow>(&sql)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(after_ms)
+                    .bind(after_id);
+                if let Some(status) = q.status {
+                    query = query.bind(status.as_str());
+                }
+                let rows = query
+                    .bind(i64::from(q.limit))
+                    .bind($crate::sql::as_i64(q.skip))
+                    .fetch_all(self.read())
+                    .await?;
+                $crate::sql::convert_all(rows)
+            }
+
+            async fn cancel_export_job(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: i64,
+                now_ms: i64,
+            ) -> $crate::Result<Option<$crate::CancelOutcome>> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let errors = serde_json::to_string(&[segport_model::job::JobError::cancelled()])?;
+                let mut tx = self.write().begin().await?;
+                // Each step is a conditional update on the status it expects, so a worker that
+                // claims or finishes the job concurrently is never overwritten.
+                let outcome = if sqlx::query($crate::sql::CANCEL_NEW_JOB)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id)
+                    .bind(&errors)
+                    .bind(true)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1
+                {
+                    sqlx::query($crate::sql::FAIL_JOB_BATCHES)
+                        .bind(id)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    Some($crate::CancelOutcome::CancelledNew)
+                } else if sqlx::query($crate::sql::FLAG_RUNNING_JOB)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id)
+                    .bind(true)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1
+                {
+                    Some($crate::CancelOutcome::FlaggedRunning)
+                } else if sqlx::query($crate::sql::DELETE_FINISHED_JOB)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1
+                {
+                    Some($crate::CancelOutcome::DeletedFinished)
+                } else {
+                    None
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn count_jobs_by_status(
+                &self,
+            ) -> $crate::Result<Vec<(segport_model::job::JobStatus, i64)>> {
+                let rows: Vec<(String, i64)> = sqlx::query_as($crate::sql::COUNT_JOBS_BY_STATUS)
+                    .fetch_all(self.read())
+                    .await?;
+                rows.into_iter()
+                    .map(|(status, n)| {
+                        status
+                            .parse()
+                            .map(|s| (s, n))
+                            .map_err(|e: String| $crate::CatalogError::Corrupt(e))
+                    })
+                    .collect()
+            }
+
+            async fn insert_token(&self, t: &$crate::TokenRecord) -> $crate::Result<()> {
+                sqlx::query($crate::sql::INSERT_TOKEN)
+                    .bind(&t.id)
+                    .bind(&t.org)
+                    .bind(&t.token_sha256)
+                    .bind(t.created_ms)
+                    .bind(t.expires_ms)
+                    .bind(t.revoked_ms)
+                    .execute(self.write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_tokens(&self) -> $crate::Result<Vec<$crate::TokenRecord>> {
+                let rows = sqlx::query_as::<_, $crate::sql::TokenRow>($crate::sql::LIST_TOKENS)
+                    .fetch_all(self.read())
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn find_token(
+                &self,
+                token_sha256: &str,
+            ) -> $crate::Result<Option<$crate::TokenRecord>> {
+                Ok(sqlx::query_as::<_, $crate::sql::TokenRow>($crate::sql::SELECT_TOKEN)
+                    .bind(token_sha256)
+                    .fetch_optional(self.read())
+                    .await?
+                    .map(Into::into))
+            }
+
+            async fn revoke_token(&self, id: &str, now_ms: i64) -> $crate::Result<bool> {
+                let n = sqlx::query($crate::sql::REVOKE_TOKEN)
+                    .bind(id)
+                    .bind(now_ms)
+                    .execute(self.write())
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_catalog;
+
+/// Sandboxes this process has already made sure of, so that `ensure_sandbox` costs a write only
+/// the first time a process sees a sandbox.
+#[derive(Default)]
+pub(crate) struct SandboxCache(std::sync::Mutex<std::collections::HashSet<segport_model::Tenant>>);
+
+impl SandboxCache {
+    pub fn contains(&self, tenant: &segport_model::Tenant) -> bool {
+        self.0.lock().map(|set| set.contains(tenant)).unwrap_or(false)
+    }
+
+    pub fn insert(&self, tenant: &segport_model::Tenant) {
+        if let Ok(mut set) = self.0.lock() {
+            set.insert(tenant.clone());
+        }
+    }
+}

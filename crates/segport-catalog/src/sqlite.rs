@@ -1,0 +1,63 @@
+//! The embedded SQLite catalog: the default when no `DATABASE_URL` is set, so that one process
+//! runs with no external server.
+//!
+//! SQLite allows one writer at a time. Rather than let concurrent transactions fail with
+//! `SQLITE_BUSY` when they upgrade from reading to writing, every write goes through a pool of
+//! exactly one connection (writers queue in the pool), while reads use their own pool and, in WAL
+//! mode, never wait for the writer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+use crate::sql::{impl_catalog, SandboxCache};
+use crate::{Backend, CatalogError, ConnectOptions, Result};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// A catalog on an SQLite file.
+pub struct SqliteCatalog {
+    reader: SqlitePool,
+    writer: SqlitePool,
+    pub(crate) sandboxes: SandboxCache,
+}
+
+impl SqliteCatalog {
+    pub async fn connect(options: &ConnectOptions) -> Result<Self> {
+        let connect = SqliteConnectOptions::from_str(&options.url)
+            .map_err(|e| CatalogError::Config(format!("{}: {e}", options.url)))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(connect.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(connect.read_only(true))
+            .await?;
+        Ok(Self { reader, writer, sandboxes: SandboxCache::default() })
+    }
+
+    pub(crate) fn read(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    pub(crate) fn write(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    async fn run_migrations(&self) -> Result<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+}
+
+impl_catalog!(SqliteCatalog, Backend::Sqlite);
