@@ -1,1 +1,77 @@
-//! placeholder
+//! The HTTP API of segport, on axum.
+//!
+//! It authenticates each request, scopes it to its (org, sandbox), validates it at the edge and
+//! answers from the catalog: export jobs (DESIGN §3), Catalog datasets and batches, merge policies
+//! (§4), and the operational endpoints `/healthz`, `/readyz` and `/metrics`. It never evaluates
+//! profiles and never waits for an export.
+
+pub mod auth;
+mod error;
+mod extract;
+pub mod metrics;
+mod routes;
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::Router;
+use segport_catalog::Catalog;
+use tower::Layer;
+use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
+
+pub use auth::AuthMode;
+pub use error::ApiError;
+pub use metrics::ApiMetrics;
+
+/// JSON request bodies larger than this are refused with 413.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub catalog: Arc<dyn Catalog>,
+    pub auth: Arc<auth::Authenticator>,
+    pub metrics: Arc<ApiMetrics>,
+}
+
+impl AppState {
+    pub fn new(catalog: Arc<dyn Catalog>, auth: AuthMode) -> Self {
+        Self {
+            auth: Arc::new(auth::Authenticator::new(auth, catalog.clone())),
+            catalog,
+            metrics: Arc::new(ApiMetrics::new()),
+        }
+    }
+}
+
+/// Which endpoints a process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything: the public API and the operational endpoints.
+    Full,
+    /// Only `/healthz`, `/readyz` and `/metrics` (a worker-only process).
+    OpsOnly,
+}
+
+/// The router, with trailing slashes trimmed before routing so `/export/jobs/` routes like
+/// `/export/jobs`.
+pub fn app(state: AppState, surface: Surface) -> NormalizePath<Router> {
+    NormalizePathLayer::trim_trailing_slash().layer(router(state, surface))
+}
+
+/// The router without path normalisation (tests that need the raw router use [`app`] anyway).
+pub fn router(state: AppState, surface: Surface) -> Router {
+    let api = match surface {
+        Surface::Full => routes::api_routes(),
+        Surface::OpsOnly => Router::new(),
+    };
+    api.merge(routes::ops::routes())
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn(error::with_request_id))
+        .with_state(state)
+}
+
+/// The request type the app serves, for `tower::ServiceExt::oneshot` in tests.
+pub type AppRequest = Request;

@@ -243,8 +243,11 @@ impl ExportJobRequest {
         let root = body_object(body)?;
         let mut c = Checker::new();
 
-        let dataset_id = parse_destination_dataset(&mut c, root);
         let destination = c.object(root, "destination", "");
+        if destination.is_none() && Checker::get(root, "destination").is_none() {
+            c.fail("destination", "is required");
+        }
+        let dataset_id = destination.and_then(|d| parse_destination_dataset(&mut c, d));
         let segment_per_batch =
             destination.and_then(|d| c.bool(d, "segmentPerBatch", "destination")).unwrap_or(false);
 
@@ -355,13 +358,7 @@ impl ExportJobRequest {
     }
 }
 
-fn parse_destination_dataset(c: &mut Checker, root: &Object) -> Option<DatasetId> {
-    let Some(destination) = c.object(root, "destination", "") else {
-        if Checker::get(root, "destination").is_none() {
-            c.fail("destination", "is required");
-        }
-        return None;
-    };
+fn parse_destination_dataset(c: &mut Checker, destination: &Object) -> Option<DatasetId> {
     let canonical = c.parsed(destination, "datasetId", "destination", DatasetId::parse);
     let alias = c.parsed(destination, "dataSetId", "destination", DatasetId::parse);
     let given = |key| Checker::get(destination, key).is_some();

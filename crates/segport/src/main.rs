@@ -1,1 +1,47 @@
-fn main() {}
+//! `segport`: the one binary. `serve` runs the API and/or the worker, `migrate` applies the
+//! catalog migrations, `token` manages API tokens. All subcommands share one configuration
+//! loader ([`config`]), one telemetry setup ([`telemetry`]) and one shutdown signal.
+
+mod cli;
+mod config;
+mod serve;
+mod telemetry;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "segport failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Migrate(args) => {
+            let catalog = config::open_catalog(&args).await?;
+            tracing::info!(backend = catalog.backend().as_str(), "migrations applied");
+            Ok(())
+        }
+        Command::Token(cmd) => token::run(cmd).await,
+    }
+}

@@ -1,0 +1,141 @@
+//! Prometheus metrics of the API: requests and latencies by route and status, and export jobs
+//! by status (read from the catalog at scrape time, so every api process reports the same).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use segport_catalog::Catalog;
+use segport_model::job::JobStatus;
+
+use crate::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms to about 8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The API's metric registry.
+pub struct ApiMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: HistogramFamily<RouteLabels>,
+    jobs: Family<StatusLabels, Gauge>,
+}
+
+impl Default for ApiMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ApiMetrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("segport");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
+        let jobs = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency, by route and method",
+            latency.clone(),
+        );
+        registry.register("export_jobs", "Export jobs in the catalog, by status", jobs.clone());
+        Self { registry, requests, latency, jobs }
+    }
+
+    fn observe(&self, route: &str, method: &Method, status: u16, seconds: f64) {
+        let method = match *method {
+            Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::PATCH
+            | Method::DELETE
+            | Method::HEAD => method.as_str().to_owned(),
+            _ => "OTHER".to_owned(),
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.clone(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route: route.to_owned(), method })
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition, with job counts fresh from the catalog. When the catalog
+    /// cannot be read the job gauges keep their last values and the failure is logged.
+    pub async fn render(&self, catalog: &Arc<dyn Catalog>) -> String {
+        match catalog.count_jobs_by_status().await {
+            Ok(counts) => {
+                for status in JobStatus::ALL {
+                    let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+                    self.jobs.get_or_create(&StatusLabels { status: status.to_string() }).set(n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count export jobs for /metrics"),
+        }
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        out
+    }
+}
+
+/// Middleware: counts and times every request by its route template (never the raw path, so
+/// ids do not explode the label set).
+pub(crate) async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().clone();
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe(
+        &route,
+        &method,
+        response.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    response
+}

@@ -1,0 +1,124 @@
+//! Catalog `/data/foundation/catalog`: datasets and batches, answered as objects keyed by id.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use segport_catalog::{BatchFilter, ListQuery};
+use segport_model::batch::BatchStatus;
+use segport_model::dataset::{Dataset, NewDataset};
+use segport_model::time::now_ms;
+use segport_model::{BatchId, DatasetId, ValidationErrors};
+use serde_json::{json, Map, Value};
+
+use crate::auth::Authenticated;
+use crate::extract::{JsonBody, PathId, QueryPairs};
+use crate::{ApiError, AppState};
+
+const PREFIX: &str = "/data/foundation/catalog";
+const DEFAULT_LIMIT: u64 = 50;
+/// Catalog's documented maximum page size.
+const MAX_LIMIT: u64 = 100;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{PREFIX}/dataSets"), get(list_datasets).post(create_dataset))
+        .route(&format!("{PREFIX}/dataSets/{{id}}"), get(get_dataset))
+        .route(&format!("{PREFIX}/batches"), get(list_batches))
+        .route(&format!("{PREFIX}/batches/{{id}}"), get(get_batch))
+}
+
+/// Catalog's `limit` and `start` query parameters.
+fn page(query: &QueryPairs, errors: &mut ValidationErrors) -> ListQuery {
+    let limit = query.int_in("limit", DEFAULT_LIMIT, 1, MAX_LIMIT, errors);
+    let start = query.int_in("start", 0, 0, i64::MAX as u64, errors);
+    ListQuery { limit: u32::try_from(limit).unwrap_or(100), start }
+}
+
+fn keyed<T>(items: &[T], key: impl Fn(&T) -> String, value: impl Fn(&T) -> Value) -> Value {
+    let map: Map<String, Value> = items.iter().map(|i| (key(i), value(i))).collect();
+    Value::Object(map)
+}
+
+async fn create_dataset(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let new = NewDataset::parse(&body)?;
+    let now = now_ms();
+    let dataset = Dataset {
+        id: DatasetId::generate(),
+        org: tenant.org.to_string(),
+        sandbox: tenant.sandbox.to_string(),
+        name: new.name,
+        description: new.description,
+        schema_ref: new.schema_ref,
+        tags: new.tags,
+        class: new.class,
+        created_ms: now,
+        updated_ms: now,
+    };
+    state.catalog.create_dataset(&dataset).await?;
+    tracing::info!(dataset_id = %dataset.id, class = dataset.class.as_str(), "dataset created");
+    Ok((StatusCode::CREATED, Json(json!([format!("@/dataSets/{}", dataset.id)]))))
+}
+
+async fn list_datasets(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    query: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let mut errors = ValidationErrors::default();
+    let page = page(&query, &mut errors);
+    errors.into_result(())?;
+    let datasets = state.catalog.list_datasets(&tenant, &page).await?;
+    Ok(Json(keyed(&datasets, |d| d.id.to_string(), Dataset::to_wire)))
+}
+
+async fn get_dataset(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    PathId(raw): PathId,
+) -> Result<Json<Value>, ApiError> {
+    let id = DatasetId::parse(&raw).map_err(|m| ApiError::invalid("dataSetId", m))?;
+    let dataset = state
+        .catalog
+        .get_dataset(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("dataset {id} not found")))?;
+    Ok(Json(keyed(&[dataset], |d| d.id.to_string(), Dataset::to_wire)))
+}
+
+async fn list_batches(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    query: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let mut errors = ValidationErrors::default();
+    let page = page(&query, &mut errors);
+    let dataset_id = query
+        .get("dataSet")
+        .and_then(|raw| DatasetId::parse(raw).map_err(|m| errors.push("dataSet", m)).ok());
+    let status = query
+        .get("status")
+        .and_then(|raw| BatchStatus::parse(raw).map_err(|m| errors.push("status", m)).ok());
+    errors.into_result(())?;
+    let batches =
+        state.catalog.list_batches(&tenant, &BatchFilter { dataset_id, status }, &page).await?;
+    Ok(Json(keyed(&batches, |b| b.id.to_string(), |b| b.to_wire())))
+}
+
+async fn get_batch(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    PathId(raw): PathId,
+) -> Result<Json<Value>, ApiError> {
+    let id = BatchId::parse(&raw).map_err(|m| ApiError::invalid("batchId", m))?;
+    let batch = state
+        .catalog
+        .get_batch(&tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("batch {id} not found")))?;
+    Ok(Json(keyed(&[batch], |b| b.id.to_string(), |b| b.to_wire())))
+}

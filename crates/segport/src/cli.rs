@@ -1,0 +1,132 @@
+//! The command line: every flag has an environment variable, so containers configure segport
+//! through the environment and developers through flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "segport",
+    version,
+    about = "A self-hosted export job engine, wire-compatible with AEP's /export/jobs"
+)]
+pub struct Cli {
+    /// Log output format.
+    #[arg(long, global = true, env = "SEGPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API and/or the worker.
+    Serve(ServeArgs),
+    /// Apply the catalog migrations and exit (serve also applies them at start).
+    Migrate(CatalogArgs),
+    /// Manage API tokens for token auth mode.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Where the catalog and the files live.
+#[derive(Debug, Clone, Args)]
+pub struct CatalogArgs {
+    /// PostgreSQL (postgres://…) or SQLite (sqlite://…) catalog. Unset: the embedded SQLite
+    /// catalog at DATA_DIR/segport.db.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory of the embedded catalog and, unless --storage-url says otherwise, of the files.
+    #[arg(long, env = "SEGPORT_DATA_DIR", default_value = "./segport-data")]
+    pub data_dir: PathBuf,
+
+    /// Where profile-store and batch files live (file://…). Default: DATA_DIR.
+    #[arg(long, env = "SEGPORT_STORAGE_URL")]
+    pub storage_url: Option<String>,
+
+    /// Catalog connection pool size.
+    #[arg(long, env = "SEGPORT_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// The HTTP API only.
+    Api,
+    /// The worker only (serves /healthz, /readyz and /metrics).
+    Worker,
+    /// Both, in one process.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthArg {
+    /// Any non-empty bearer token; only allowed on a loopback address.
+    Dev,
+    /// Tokens from `segport token create`.
+    Token,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+
+    /// Which parts of segport this process runs.
+    #[arg(long, env = "SEGPORT_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// Address to listen on.
+    #[arg(long, env = "SEGPORT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Auth mode. Default: dev on a loopback address; any other address requires token.
+    #[arg(long, env = "SEGPORT_AUTH", value_enum)]
+    pub auth: Option<AuthArg>,
+
+    /// Tasks a worker runs at once.
+    #[arg(long, env = "SEGPORT_WORKER_SLOTS", default_value_t = 2)]
+    pub worker_slots: usize,
+
+    /// How long SIGTERM waits for in-flight work before exiting.
+    #[arg(long, env = "SEGPORT_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a token bound to an org; the secret is printed once and stored only hashed.
+    Create {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// The IMS org the token may act for.
+        #[arg(long)]
+        org: String,
+        /// Lifetime such as 30d or 12h. Default: no expiry.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<Duration>,
+    },
+    /// List tokens (ids, orgs, dates; never secrets).
+    List {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        #[command(flatten)]
+        catalog: CatalogArgs,
+        /// The token id (tok_…), as `token list` shows it.
+        id: String,
+    },
+}

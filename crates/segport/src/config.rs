@@ -1,0 +1,40 @@
+//! Turns the command line into opened resources: the catalog (migrated) and the data directory.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use segport_catalog::{redact_url, Catalog, ConnectOptions};
+
+use crate::cli::CatalogArgs;
+
+/// The catalog URL the arguments name: `DATABASE_URL`, or the embedded SQLite file.
+pub fn catalog_url(args: &CatalogArgs) -> anyhow::Result<String> {
+    match &args.database_url {
+        Some(url) if !url.trim().is_empty() => Ok(url.clone()),
+        _ => {
+            std::fs::create_dir_all(&args.data_dir).with_context(|| {
+                format!("cannot create the data directory {}", args.data_dir.display())
+            })?;
+            Ok(format!("sqlite://{}", args.data_dir.join("segport.db").display()))
+        }
+    }
+}
+
+/// Opens the catalog and applies its migrations.
+pub async fn open_catalog(args: &CatalogArgs) -> anyhow::Result<Arc<dyn Catalog>> {
+    if let Some(url) = &args.storage_url {
+        anyhow::ensure!(
+            url.starts_with("file://"),
+            "SEGPORT_STORAGE_URL {url:?} is not supported yet; use a file:// URL"
+        );
+    }
+    let url = catalog_url(args)?;
+    let shown = redact_url(&url);
+    let options = ConnectOptions { url, max_connections: args.db_connections.max(1) };
+    let catalog = segport_catalog::connect(&options)
+        .await
+        .with_context(|| format!("cannot open the catalog at {shown}"))?;
+    catalog.migrate().await.with_context(|| format!("cannot migrate the catalog at {shown}"))?;
+    tracing::debug!(catalog = %shown, backend = catalog.backend().as_str(), "catalog ready");
+    Ok(catalog)
+}

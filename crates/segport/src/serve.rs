@@ -1,0 +1,117 @@
+//! `segport serve`: the API, the worker, or both, until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use axum::extract::Request;
+use axum::ServiceExt;
+use segport_api::{AppState, AuthMode, Surface};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AuthArg, Role, ServeArgs};
+use crate::config::open_catalog;
+
+/// The auth mode to run with: dev is the default only on loopback, and never allowed elsewhere.
+pub fn resolve_auth(listen: SocketAddr, requested: Option<AuthArg>) -> anyhow::Result<AuthMode> {
+    let loopback = listen.ip().is_loopback();
+    match (requested, loopback) {
+        (Some(AuthArg::Token), _) => Ok(AuthMode::Token),
+        (Some(AuthArg::Dev) | None, true) => Ok(AuthMode::Dev),
+        (Some(AuthArg::Dev), false) => anyhow::bail!(
+            "dev auth accepts any token and is only allowed on a loopback address, not {listen}; \
+             use SEGPORT_AUTH=token with tokens from `segport token create`"
+        ),
+        (None, false) => anyhow::bail!(
+            "refusing to listen on {listen} without SEGPORT_AUTH=token; issue tokens with \
+             `segport token create --org ORG`"
+        ),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let auth = resolve_auth(args.listen, args.auth)?;
+    let catalog = open_catalog(&args.catalog).await?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+
+    let surface = match args.role {
+        Role::Api | Role::All => Surface::Full,
+        Role::Worker => Surface::OpsOnly,
+    };
+    if matches!(args.role, Role::Worker | Role::All) {
+        // Export and ingest tasks arrive with the store and the engine; until then a worker
+        // only reports its health.
+        tracing::info!(slots = args.worker_slots, "worker role started (no task kinds yet)");
+    }
+
+    let state = AppState::new(catalog.clone(), auth);
+    let app = segport_api::app(state, surface);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %args.listen,
+        role = ?args.role,
+        auth = ?auth,
+        catalog = catalog.backend().as_str(),
+        "segport serving"
+    );
+    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace = args.shutdown_grace;
+    tokio::select! {
+        result = server => result.context("server failed")?,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace = ?grace, "connections still open after the grace period; exiting"),
+    }
+    tracing::info!("segport stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+async fn wait_for_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+    token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_auth_only_on_loopback() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(resolve_auth(lo, None).unwrap(), AuthMode::Dev);
+        assert_eq!(resolve_auth(any, Some(AuthArg::Token)).unwrap(), AuthMode::Token);
+        assert!(resolve_auth(any, None).is_err());
+        assert!(resolve_auth(any, Some(AuthArg::Dev)).is_err());
+        assert!(resolve_auth("[::1]:80".parse().unwrap(), None).is_ok());
+    }
+}
