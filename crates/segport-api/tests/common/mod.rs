@@ -1,0 +1,208 @@
+//! The API under test: the real router over a fresh catalog, driven in-process with `oneshot`.
+
+#![allow(dead_code)]
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use segport_api::{AppState, AuthMode, Surface};
+use segport_catalog::testing::TestCatalog;
+use segport_catalog::Backend;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use tower_http::normalize_path::NormalizePath;
+
+pub const ORG: &str = "1BD6382559DF0C130A49422D@AdobeOrg";
+pub const SANDBOX: &str = "prod";
+pub const UNION: &str = "https://ns.adobe.com/xdm/context/profile__union";
+
+pub struct TestApp {
+    pub app: NormalizePath<Router>,
+    pub db: TestCatalog,
+    pub state: AppState,
+}
+
+/// One answer: status, headers and the body parsed as JSON (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Answer {
+    /// The `field`s named in a service error's `report.details`.
+    pub fn error_fields(&self) -> Vec<String> {
+        self.body["report"]["details"]
+            .as_array()
+            .map(|d| d.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asserts the service-error shape of DESIGN §3 and the status.
+    pub fn assert_service_error(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        let b = &self.body;
+        assert_eq!(b["status"], json!(status), "{}", self.text);
+        let ty = b["type"].as_str().unwrap_or_default();
+        assert!(
+            ty.starts_with("https://ns.adobe.com/aep/errors/SEGPORT-")
+                && ty.ends_with(&format!("-{status}")),
+            "type {ty:?}"
+        );
+        assert!(b["title"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
+        assert!(b["requestId"].as_str().is_some_and(|t| !t.is_empty()), "{}", self.text);
+        assert!(b["report"]["details"].is_array(), "{}", self.text);
+    }
+
+    /// Asserts the gateway shape `{error_code, message}`.
+    pub fn assert_gateway_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.text);
+        assert_eq!(self.body["error_code"], json!(code), "{}", self.text);
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_auth(backend, AuthMode::Dev).await
+    }
+
+    pub async fn with_auth(backend: Backend, auth: AuthMode) -> Self {
+        let db = TestCatalog::new(backend).await;
+        let state = AppState::new(db.catalog.clone(), auth);
+        let app = segport_api::app(state.clone(), Surface::Full);
+        Self { app, db, state }
+    }
+
+    /// Sends a raw request.
+    pub async fn send(&self, request: Request<Body>) -> Answer {
+        let response = self.app.clone().oneshot(request).await.expect("infallible service");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        };
+        Answer { status, headers, body, text }
+    }
+
+    /// A request with the standard headers of `org`/`sandbox` and an optional JSON body.
+    pub async fn call_as(
+        &self,
+        org: &str,
+        sandbox: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", "Bearer dev-token")
+            .header("x-api-key", "test")
+            .header("x-gw-ims-org-id", org)
+            .header("x-sandbox-name", sandbox);
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        self.call_as(ORG, SANDBOX, method, path, body).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// Creates a dataset of `schema` in the default tenant and returns its id.
+    pub async fn dataset_as(&self, org: &str, sandbox: &str, schema: &str) -> String {
+        let a = self
+            .call_as(
+                org,
+                sandbox,
+                Method::POST,
+                "/data/foundation/catalog/dataSets",
+                Some(json!({"name": "d", "schemaRef": {"id": schema, "contentType": "application/vnd.adobe.xed+json;version=1"}})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        let reference = a.body[0].as_str().expect("reference");
+        reference.strip_prefix("@/dataSets/").expect("@/dataSets/ prefix").to_owned()
+    }
+
+    pub async fn export_dataset(&self) -> String {
+        self.dataset_as(ORG, SANDBOX, UNION).await
+    }
+
+    /// Creates a job from `body` and returns the job object.
+    pub async fn create_job(&self, body: Value) -> Value {
+        let a = self.post("/export/jobs", body).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        a.body
+    }
+
+    /// Sets a job's status behind the API's back, as a worker would.
+    pub async fn force_status(&self, id: i64, status: &str) {
+        let sql = format!("UPDATE export_jobs SET status = '{status}' WHERE id = {id}");
+        if self.db.url.starts_with("postgres") {
+            let pool = sqlx::PgPool::connect(&self.db.url).await.expect("pg");
+            sqlx::query(&sql).execute(&pool).await.expect("update");
+        } else {
+            let pool = sqlx::SqlitePool::connect(&self.db.url).await.expect("sqlite");
+            sqlx::query(&sql).execute(&pool).await.expect("update");
+        }
+    }
+}
+
+/// A minimal valid job body for dataset `ds`.
+pub fn minimal_job(ds: &str) -> Value {
+    json!({"destination": {"datasetId": ds}, "schema": {"name": "_xdm.context.profile"}})
+}
+
+/// The create-job example of the endpoint guide, for dataset `ds`.
+pub fn seed_job(ds: &str) -> Value {
+    json!({
+        "fields": "identities.id,personalEmail.address",
+        "mergePolicy": {"id": "timestampOrdered-none-mp", "version": 1},
+        "filter": {
+            "segments": [{"segmentId": "52c26d0d-45f2-47a2-ab30-ed06abc981ff", "segmentNs": "ups", "status": ["realized"]}],
+            "segmentQualificationTime": {"startTime": "2018-01-01T00:00:00Z", "endTime": "2018-02-01T00:00:00Z"},
+            "fromIngestTimestamp": "2018-01-01T00:00:00Z",
+            "emptyProfiles": true
+        },
+        "additionalFields": {"eventList": {"fields": "_id, _experience", "filter": {"fromIngestTimestamp": "2018-01-01T00:00:00Z", "toIngestTimestamp": "2020-01-01T00:00:00Z"}}},
+        "destination": {"datasetId": ds, "segmentPerBatch": false},
+        "schema": {"name": "_xdm.context.profile"}
+    })
+}
+
+/// Runs each named async test on PostgreSQL and on SQLite.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name(segport_catalog::Backend::Postgres).await })*
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name(segport_catalog::Backend::Sqlite).await })*
+        }
+    };
+}
