@@ -49,8 +49,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let bound = listener.local_addr().context("cannot read the bound address")?;
     tracing::info!(
-        listen = %args.listen,
+        listen = %bound,
         role = ?args.role,
         auth = ?auth,
         catalog = catalog.backend().as_str(),

@@ -1,0 +1,288 @@
+//! The real binary: `serve` on the embedded default and on PostgreSQL, roles, auth modes,
+//! SIGTERM, JSON logs, `migrate` and `token`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use segport_catalog::testing::TestCatalog;
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_segport");
+const ORG: &str = "AcmeOrg@AdobeOrg";
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("segport-cli-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn segport(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir).args(args).env_remove("DATABASE_URL").env_remove("SEGPORT_AUTH");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    segport(dir, args, env).output().expect("run segport")
+}
+
+/// A running `segport serve`, killed on drop if still running.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    logs: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut full = vec!["--log-format", "json", "serve", "--listen", "127.0.0.1:0"];
+        full.extend_from_slice(args);
+        let mut child = segport(dir, &full, env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn segport serve");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("segport serve did not report its address"));
+            let log: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+            assert!(log["level"].is_string() && log["timestamp"].is_string(), "{line}");
+            if log["message"] == "segport serving" {
+                let addr = log["listen"].as_str().unwrap().parse().unwrap();
+                return Server { child, addr, logs: rx };
+            }
+        }
+    }
+
+    /// One HTTP/1.1 exchange; answers status and JSON body.
+    fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, payload) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let value = if head.to_ascii_lowercase().contains("content-type: application/json") {
+            serde_json::from_str(payload).unwrap_or_else(|e| panic!("{e}: {payload}"))
+        } else {
+            Value::String(payload.to_owned())
+        };
+        (status, value)
+    }
+
+    fn tenant_call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        org: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        self.http(
+            method,
+            path,
+            &[
+                ("Authorization", &auth),
+                ("x-api-key", "k"),
+                ("x-gw-ims-org-id", org),
+                ("x-sandbox-name", "prod"),
+            ],
+            body,
+        )
+    }
+
+    /// Sends SIGTERM and waits for the exit; the shutdown must be logged.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let status =
+            Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let logs: Vec<String> = self.logs.try_iter().collect();
+                assert!(logs.iter().any(|l| l.contains("segport stopped")), "{logs:?}");
+                return status;
+            }
+            assert!(Instant::now() < deadline, "segport did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn serve_on_the_embedded_default_then_stop_on_sigterm() {
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, &[], &[]);
+    let (status, body) = server.http("GET", "/healthz", &[], None);
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = server.http("GET", "/readyz", &[], None);
+    assert_eq!((status, body["catalog"].as_str()), (200, Some("sqlite")));
+    // Dev auth: any token works on loopback.
+    let (status, ds) = server.tenant_call(
+        "POST",
+        "/data/foundation/catalog/dataSets",
+        "anything",
+        ORG,
+        Some(&json!({"name": "d", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile__union"}})),
+    );
+    assert_eq!(status, 201, "{ds}");
+    let ds = ds[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let job = json!({"destination": {"datasetId": ds}, "schema": {"name": "_xdm.context.profile"}});
+    let (status, created) = server.tenant_call("POST", "/export/jobs", "t", ORG, Some(&job));
+    assert_eq!(status, 200, "{created}");
+    let (status, listed) = server.tenant_call("GET", "/export/jobs/", "t", ORG, None);
+    assert_eq!(status, 200);
+    assert_eq!(listed["records"][0]["id"], created["id"]);
+    let (status, metrics) = server.http("GET", "/metrics", &[], None);
+    assert_eq!(status, 200);
+    assert!(metrics.as_str().unwrap().contains("segport_export_jobs{status=\"NEW\"} 1"));
+    assert!(dir.0.join("segport-data/segport.db").exists());
+
+    let exit = server.terminate();
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[test]
+fn refuses_dev_auth_off_loopback() {
+    let dir = TempDir::new();
+    for args in [
+        vec!["serve", "--listen", "0.0.0.0:0"],
+        vec!["serve", "--listen", "0.0.0.0:0", "--auth", "dev"],
+    ] {
+        let out = run(&dir.0, &args, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("SEGPORT_AUTH=token"), "{err}");
+    }
+    let out = run(&dir.0, &["serve", "--role", "nobody"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn worker_role_serves_only_operational_endpoints() {
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, &["--role", "worker"], &[]);
+    assert_eq!(server.http("GET", "/healthz", &[], None).0, 200);
+    assert_eq!(server.http("GET", "/metrics", &[], None).0, 200);
+    let (status, body) = server.tenant_call("GET", "/export/jobs", "t", ORG, None);
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["status"], 404);
+}
+
+#[tokio::test]
+async fn tokens_and_token_mode_on_postgres() {
+    let db = TestCatalog::postgres().await;
+    let dir = TempDir::new();
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let out = run(&dir.0, &["migrate"], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let create = |org: &str| {
+        let out = run(&dir.0, &["token", "create", "--org", org, "--expires-in", "1h"], &env);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let note = String::from_utf8(out.stderr).unwrap();
+        let id = note.split_whitespace().find(|w| w.starts_with("tok_")).unwrap().to_owned();
+        (secret, id)
+    };
+    let (secret, id) = create(ORG);
+    let (revoked_secret, revoked_id) = create(ORG);
+    assert!(secret.starts_with("spt_") && secret.len() > 60);
+    let out = run(&dir.0, &["token", "revoke", &revoked_id], &env);
+    assert!(out.status.success());
+    let out = run(&dir.0, &["token", "revoke", "tok_nope"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    let listing = String::from_utf8(run(&dir.0, &["token", "list"], &env).stdout).unwrap();
+    let line =
+        |id: &str| listing.lines().find(|l| l.starts_with(id)).unwrap_or_default().to_owned();
+    assert!(line(&id).contains(ORG) && line(&id).ends_with("active"), "{listing}");
+    assert!(line(&revoked_id).ends_with("revoked"), "{listing}");
+    assert!(!listing.contains(&secret));
+    let bad = run(&dir.0, &["token", "create", "--org", "../x"], &env);
+    assert_eq!(bad.status.code(), Some(1));
+
+    let server = Server::start(&dir.0, &["--auth", "token"], &env);
+    let (status, body) = server.http("GET", "/readyz", &[], None);
+    assert_eq!((status, body["catalog"].as_str()), (200, Some("postgres")));
+    assert_eq!(server.tenant_call("GET", "/export/jobs", &secret, ORG, None).0, 200);
+    let (status, body) = server.tenant_call("GET", "/export/jobs", &secret, "OtherOrg", None);
+    assert_eq!((status, body["error_code"].as_str()), (403, Some("403025")));
+    let (status, body) = server.tenant_call("GET", "/export/jobs", &revoked_secret, ORG, None);
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("401013")));
+    let (status, body) = server.tenant_call("GET", "/export/jobs", "dev", ORG, None);
+    assert_eq!((status, body["error_code"].as_str()), (401, Some("401013")));
+    assert!(server.terminate().success());
+}
+
+#[test]
+fn unreachable_or_unknown_databases_fail_clearly() {
+    let dir = TempDir::new();
+    let out = run(&dir.0, &["migrate"], &[("DATABASE_URL", "mysql://x")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
+    let out =
+        run(&dir.0, &["migrate"], &[("DATABASE_URL", "postgres://postgres:secret@127.0.0.1:1/x")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot open the catalog") && !err.contains("secret"), "{err}");
+    // The embedded default migrates where SEGPORT_DATA_DIR says, twice without harm.
+    for _ in 0..2 {
+        let out = run(&dir.0, &["migrate"], &[("SEGPORT_DATA_DIR", "store")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(dir.0.join("store/segport.db").exists());
+}
