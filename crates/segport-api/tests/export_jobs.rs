@@ -1,5 +1,7 @@
 //! The export-jobs API of DESIGN §3, over both catalog backends.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use std::collections::{BTreeSet, HashSet};

@@ -1,6 +1,8 @@
 //! Everything around the job operations: headers and tokens, error shapes, tenancy, the Catalog
 //! and merge-policy endpoints, and the operational endpoints. Both catalog backends.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 mod common;
 
 use axum::body::Body;

@@ -1,5 +1,7 @@
 //! The catalog behaviour suite, run against PostgreSQL and SQLite alike.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::collections::BTreeMap;
 
 use segport_catalog::testing::TestCatalog;

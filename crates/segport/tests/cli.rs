@@ -1,6 +1,8 @@
 //! The real binary: `serve` on the embedded default and on PostgreSQL, roles, auth modes,
 //! SIGTERM, JSON logs, `migrate` and `token`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -54,13 +56,18 @@ impl Server {
     fn start(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut full = vec!["--log-format", "json", "serve", "--listen", "127.0.0.1:0"];
         full.extend_from_slice(args);
-        let mut child = segport(dir, &full, env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn segport serve");
-        let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        // The guard kills the process on drop, so a failed start leaves nothing behind.
+        let mut server = Server {
+            child: segport(dir, &full, env)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn segport serve"),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            logs: rx,
+        };
+        let stderr = server.child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -70,15 +77,16 @@ impl Server {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let line = rx
+            let line = server
+                .logs
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("segport serve did not report its address"));
             let log: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
             assert!(log["level"].is_string() && log["timestamp"].is_string(), "{line}");
             if log["message"] == "segport serving" {
-                let addr = log["listen"].as_str().unwrap().parse().unwrap();
-                return Server { child, addr, logs: rx };
+                server.addr = log["listen"].as_str().unwrap().parse().unwrap();
+                return server;
             }
         }
     }
