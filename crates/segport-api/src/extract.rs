@@ -28,12 +28,9 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::invalid("body", "is required: send a JSON object"));
         }
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            ApiError::invalid(
-                "body",
-                format!("is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
-            )
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::invalid("body", format!("is not valid JSON: {e}")))
     }
 }
 

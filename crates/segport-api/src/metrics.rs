@@ -28,12 +28,6 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    route: String,
-    method: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -49,7 +43,7 @@ fn latency_histogram() -> Histogram {
 pub struct ApiMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    latency: HistogramFamily<RouteLabels>,
+    latency: HistogramFamily<RequestLabels>,
     jobs: Family<StatusLabels, Gauge>,
 }
 
@@ -63,7 +57,8 @@ impl ApiMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("segport");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency: HistogramFamily<RouteLabels> = Family::new_with_constructor(latency_histogram);
+        let latency: HistogramFamily<RequestLabels> =
+            Family::new_with_constructor(latency_histogram);
         let jobs = Family::<StatusLabels, Gauge>::default();
         registry.register(
             "http_requests",
@@ -72,7 +67,7 @@ impl ApiMetrics {
         );
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency, by route and method",
+            "HTTP request latency, by route, method and status",
             latency.clone(),
         );
         registry.register("export_jobs", "Export jobs in the catalog, by status", jobs.clone());
@@ -89,16 +84,9 @@ impl ApiMetrics {
             | Method::HEAD => method.as_str().to_owned(),
             _ => "OTHER".to_owned(),
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                method: method.clone(),
-                status,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabels { route: route.to_owned(), method })
-            .observe(seconds);
+        let labels = RequestLabels { route: route.to_owned(), method, status };
+        self.requests.get_or_create(&labels).inc();
+        self.latency.get_or_create(&labels).observe(seconds);
     }
 
     /// The Prometheus text exposition, with job counts fresh from the catalog. When the catalog

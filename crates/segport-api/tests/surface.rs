@@ -510,10 +510,41 @@ async fn health_readiness_and_metrics(backend: Backend) {
     );
     assert!(
         text.contains(
-            r#"segport_http_request_duration_seconds_count{route="/export/jobs",method="POST"} 1"#
+            r#"segport_http_request_duration_seconds_count{route="/export/jobs",method="POST",status="200"} 1"#
         ),
         "{text}"
     );
     assert!(text.contains(r#"segport_export_jobs{status="NEW"} 1"#), "{text}");
     assert!(text.contains(r#"segport_export_jobs{status="FAILED"} 0"#), "{text}");
+}
+
+/// A catalog that cannot be reached answers 503 in the service shape, on /readyz and on API calls.
+#[tokio::test]
+async fn unreachable_catalog_is_a_503() {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/nowhere")
+        .unwrap();
+    let catalog = std::sync::Arc::new(segport_catalog::PgCatalog::from_pool(pool));
+    let app = segport_api::app(
+        segport_api::AppState::new(catalog, AuthMode::Dev),
+        segport_api::Surface::Full,
+    );
+    use tower::ServiceExt;
+    for req in [
+        Request::get("/readyz").body(Body::empty()).unwrap(),
+        with_headers(request(Method::GET, "/export/jobs"), &[], &[]),
+    ] {
+        let response = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let bytes =
+            http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["status"], 503);
+        assert!(body["type"].as_str().unwrap().ends_with("-503"));
+    }
+    // Liveness does not depend on the catalog.
+    let response =
+        app.oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -202,7 +202,6 @@ impl Dataset {
             "version": "1.0.0",
             "schemaRef": self.schema_ref,
             "tags": self.tags,
-            "files": format!("@/dataSetFiles?dataSetId={}", self.id),
         });
         if let Some(description) = &self.description {
             obj["description"] = json!(description);

@@ -16,7 +16,8 @@ use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let log_format = cli.log_format;
+    telemetry::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -27,7 +28,11 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "segport failed");
+            // Text logs go to the same terminal as this message; only JSON logs (read by
+            // machines) need the failure as a log record too.
+            if log_format == cli::LogFormat::Json {
+                tracing::error!(error = format!("{e:#}"), "segport failed");
+            }
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

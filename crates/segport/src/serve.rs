@@ -11,9 +11,15 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{AuthArg, Role, ServeArgs};
 use crate::config::open_catalog;
 
-/// The auth mode to run with: dev is the default only on loopback, and never allowed elsewhere.
-pub fn resolve_auth(listen: SocketAddr, requested: Option<AuthArg>) -> anyhow::Result<AuthMode> {
-    let loopback = listen.ip().is_loopback();
+/// The auth mode to run with: dev is the default only on loopback, and never allowed elsewhere
+/// for a process that serves the API. A worker-only process serves no authenticated route, so it
+/// may listen anywhere.
+pub fn resolve_auth(
+    listen: SocketAddr,
+    role: Role,
+    requested: Option<AuthArg>,
+) -> anyhow::Result<AuthMode> {
+    let loopback = listen.ip().is_loopback() || role == Role::Worker;
     match (requested, loopback) {
         (Some(AuthArg::Token), _) => Ok(AuthMode::Token),
         (Some(AuthArg::Dev) | None, true) => Ok(AuthMode::Dev),
@@ -29,7 +35,7 @@ pub fn resolve_auth(listen: SocketAddr, requested: Option<AuthArg>) -> anyhow::R
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let auth = resolve_auth(args.listen, args.auth)?;
+    let auth = resolve_auth(args.listen, args.role, args.auth)?;
     let catalog = open_catalog(&args.catalog).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -109,10 +115,11 @@ mod tests {
     fn dev_auth_only_on_loopback() {
         let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
         let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
-        assert_eq!(resolve_auth(lo, None).unwrap(), AuthMode::Dev);
-        assert_eq!(resolve_auth(any, Some(AuthArg::Token)).unwrap(), AuthMode::Token);
-        assert!(resolve_auth(any, None).is_err());
-        assert!(resolve_auth(any, Some(AuthArg::Dev)).is_err());
-        assert!(resolve_auth("[::1]:80".parse().unwrap(), None).is_ok());
+        assert_eq!(resolve_auth(lo, Role::All, None).unwrap(), AuthMode::Dev);
+        assert_eq!(resolve_auth(any, Role::Api, Some(AuthArg::Token)).unwrap(), AuthMode::Token);
+        assert!(resolve_auth(any, Role::All, None).is_err());
+        assert!(resolve_auth(any, Role::Api, Some(AuthArg::Dev)).is_err());
+        assert!(resolve_auth("[::1]:80".parse().unwrap(), Role::Api, None).is_ok());
+        assert!(resolve_auth(any, Role::Worker, None).is_ok());
     }
 }

@@ -21,8 +21,10 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready only while the catalog answers; any failure to reach it is a 503, so that a load
+/// balancer takes the process out of rotation.
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.catalog.ping().await?;
+    state.catalog.ping().await.map_err(ApiError::Unavailable)?;
     Ok(Json(json!({"status": "ready", "catalog": state.catalog.backend().as_str()})))
 }
 
