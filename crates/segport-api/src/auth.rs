@@ -60,7 +60,7 @@ pub fn issue_token(org: &str, expires_in: Option<Duration>) -> IssuedToken {
     let expires_ms = expires_in
         .map(|d| created_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
     let record = TokenRecord {
-        id: format!("tok_{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+        id: format!("tok_{}", &segport_model::ids::new_uuid().simple().to_string()[..16]),
         org: org.to_owned(),
         token_sha256: token_sha256(&secret),
         created_ms,

@@ -169,8 +169,8 @@ pub(crate) async fn with_request_id(request: Request, next: Next) -> Response {
         .map(|v| v.to_str().ok().filter(|s| valid_request_id(s)).map(str::to_owned).ok_or(()));
     let (request_id, bad_header) = match given {
         Some(Ok(id)) => (id, false),
-        Some(Err(())) => (uuid::Uuid::new_v4().to_string(), true),
-        None => (uuid::Uuid::new_v4().to_string(), false),
+        Some(Err(())) => (segport_model::ids::new_uuid().to_string(), true),
+        None => (segport_model::ids::new_uuid().to_string(), false),
     };
     let mut response = REQUEST_ID
         .scope(request_id.clone(), async move {

@@ -43,7 +43,7 @@ impl TestCatalog {
 
     pub async fn postgres() -> Self {
         let admin_url = postgres_admin_url();
-        let database = format!("segport_test_{}", uuid::Uuid::new_v4().simple());
+        let database = format!("segport_test_{}", segport_model::ids::new_uuid().simple());
         let admin = connect_admin(&admin_url).await;
         sqlx::query(&format!("CREATE DATABASE {database}"))
             .execute(&admin)
@@ -56,7 +56,8 @@ impl TestCatalog {
     }
 
     pub async fn sqlite() -> Self {
-        let dir = std::env::temp_dir().join(format!("segport-test-{}", uuid::Uuid::new_v4()));
+        let dir =
+            std::env::temp_dir().join(format!("segport-test-{}", segport_model::ids::new_uuid()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {dir:?}: {e}"));
         let url = format!("sqlite://{}", dir.join("catalog.db").display());
         let catalog = open(&url).await;

@@ -103,16 +103,22 @@ string_id!(
     "a batch id (32 lowercase hex characters)"
 );
 
+/// A random (version 4) UUID. Built from `rand` rather than uuid's own generator so that the
+/// workspace carries one `getrandom`, not two.
+pub fn new_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
 impl DatasetId {
     pub fn generate() -> Self {
-        let hex = uuid::Uuid::new_v4().simple().to_string();
+        let hex = new_uuid().simple().to_string();
         Self(hex[..24].to_owned())
     }
 }
 
 impl BatchId {
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
+        Self(new_uuid().simple().to_string())
     }
 }
 
@@ -155,6 +161,13 @@ mod tests {
         assert!(SandboxName::parse("Prod").is_err());
         assert!(SandboxName::parse("").is_err());
         assert!(SandboxName::parse("a_b").is_err());
+    }
+
+    #[test]
+    fn uuids_are_random_version_4() {
+        let (a, b) = (new_uuid(), new_uuid());
+        assert_ne!(a, b);
+        assert_eq!(a.get_version_num(), 4);
     }
 
     #[test]

@@ -20,7 +20,8 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("segport-cli-{}", uuid::Uuid::new_v4()));
+        let dir =
+            std::env::temp_dir().join(format!("segport-cli-{}", segport_model::ids::new_uuid()));
         std::fs::create_dir_all(&dir).unwrap();
         Self(dir)
     }

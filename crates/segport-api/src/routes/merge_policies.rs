@@ -61,7 +61,8 @@ async fn create(
     let input = MergePolicyInput::parse(&body)?;
     let now = now_ms();
     state.catalog.ensure_sandbox(&tenant, now).await?;
-    let policy = input.into_policy(uuid::Uuid::new_v4().to_string(), tenant.org.as_str(), 1, now);
+    let policy =
+        input.into_policy(segport_model::ids::new_uuid().to_string(), tenant.org.as_str(), 1, now);
     state.catalog.create_merge_policy(&tenant, &policy).await?;
     Ok(Json(policy))
 }
