@@ -12,6 +12,7 @@ use axum::Json;
 use segport_catalog::CatalogError;
 use segport_model::{FieldError, ValidationErrors};
 use serde_json::json;
+use tracing::Instrument;
 
 tokio::task_local! {
     /// The id of the request being served, for error bodies built deep in a handler.
@@ -172,6 +173,13 @@ pub(crate) async fn with_request_id(request: Request, next: Next) -> Response {
         Some(Err(())) => (segport_model::ids::new_uuid().to_string(), true),
         None => (segport_model::ids::new_uuid().to_string(), false),
     };
+    // Every log line written while serving the request carries its id.
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
     let mut response = REQUEST_ID
         .scope(request_id.clone(), async move {
             if bad_header {
@@ -184,6 +192,7 @@ pub(crate) async fn with_request_id(request: Request, next: Next) -> Response {
                 next.run(request).await
             }
         })
+        .instrument(span)
         .await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);

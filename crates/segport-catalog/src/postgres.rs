@@ -51,4 +51,4 @@ impl PgCatalog {
     }
 }
 
-impl_catalog!(PgCatalog, Backend::Postgres);
+impl_catalog!(PgCatalog, sqlx::Postgres, Backend::Postgres);

@@ -287,7 +287,30 @@ pub(crate) fn as_i64(n: u64) -> i64 {
 /// Implements [`crate::Catalog`] for a backend struct that has `read()` and `write()` pool
 /// accessors, a `run_migrations()` method and a `sandboxes: SandboxCache` field.
 macro_rules! impl_catalog {
-    ($catalog:ty, $backend:expr) => {
+    ($catalog:ty, $db:ty, $backend:expr) => {
+        impl $catalog {
+            /// One row of a tenant's, by the id in `$3` of `sql`, converted to its domain type.
+            async fn fetch_scoped<R, T>(
+                &self,
+                sql: &str,
+                tenant: &segport_model::Tenant,
+                id: &str,
+            ) -> $crate::Result<Option<T>>
+            where
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+                T: TryFrom<R, Error = $crate::CatalogError>,
+            {
+                sqlx::query_as::<_, R>(sql)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
+                    .fetch_optional(self.read())
+                    .await?
+                    .map(T::try_from)
+                    .transpose()
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::Catalog for $catalog {
             fn backend(&self) -> $crate::Backend {
@@ -364,14 +387,12 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 id: &segport_model::DatasetId,
             ) -> $crate::Result<Option<segport_model::dataset::Dataset>> {
-                sqlx::query_as::<_, $crate::sql::DatasetRow>($crate::sql::SELECT_DATASET)
-                    .bind(tenant.org.as_str())
-                    .bind(tenant.sandbox.as_str())
-                    .bind(id.as_str())
-                    .fetch_optional(self.read())
-                    .await?
-                    .map(TryInto::try_into)
-                    .transpose()
+                self.fetch_scoped::<$crate::sql::DatasetRow, _>(
+                    $crate::sql::SELECT_DATASET,
+                    tenant,
+                    id.as_str(),
+                )
+                .await
             }
 
             async fn list_datasets(
@@ -394,14 +415,12 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 id: &segport_model::BatchId,
             ) -> $crate::Result<Option<segport_model::batch::Batch>> {
-                sqlx::query_as::<_, $crate::sql::BatchRow>($crate::sql::SELECT_BATCH)
-                    .bind(tenant.org.as_str())
-                    .bind(tenant.sandbox.as_str())
-                    .bind(id.as_str())
-                    .fetch_optional(self.read())
-                    .await?
-                    .map(TryInto::try_into)
-                    .transpose()
+                self.fetch_scoped::<$crate::sql::BatchRow, _>(
+                    $crate::sql::SELECT_BATCH,
+                    tenant,
+                    id.as_str(),
+                )
+                .await
             }
 
             async fn list_batches(
@@ -442,14 +461,12 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 id: &str,
             ) -> $crate::Result<Option<segport_model::merge_policy::MergePolicy>> {
-                sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::SELECT_POLICY)
-                    .bind(tenant.org.as_str())
-                    .bind(tenant.sandbox.as_str())
-                    .bind(id)
-                    .fetch_optional(self.read())
-                    .await?
-                    .map(TryInto::try_into)
-                    .transpose()
+                self.fetch_scoped::<$crate::sql::PolicyRow, _>(
+                    $crate::sql::SELECT_POLICY,
+                    tenant,
+                    id,
+                )
+                .await
             }
 
             async fn default_merge_policy(

@@ -60,4 +60,4 @@ impl SqliteCatalog {
     }
 }
 
-impl_catalog!(SqliteCatalog, Backend::Sqlite);
+impl_catalog!(SqliteCatalog, sqlx::Sqlite, Backend::Sqlite);

@@ -6,7 +6,7 @@ use axum::{Json, Router};
 use segport_catalog::ListQuery;
 use segport_model::merge_policy::{parse_policy_id, MergePolicy, MergePolicyInput};
 use segport_model::time::now_ms;
-use segport_model::ValidationErrors;
+use segport_model::{Tenant, ValidationErrors};
 use serde_json::{json, Value};
 
 use crate::auth::Authenticated;
@@ -86,12 +86,17 @@ async fn replace(
     let id = policy_id(&raw)?;
     let input = MergePolicyInput::parse(&body)?;
     state.catalog.ensure_sandbox(&tenant, now_ms()).await?;
-    state
-        .catalog
-        .update_merge_policy(&tenant, id, input, now_ms())
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(id))
+    update(&state, &tenant, id, input).await
+}
+
+async fn update(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &str,
+    input: MergePolicyInput,
+) -> Result<Json<MergePolicy>, ApiError> {
+    let updated = state.catalog.update_merge_policy(tenant, id, input, now_ms()).await?;
+    updated.map(Json).ok_or_else(|| not_found(id))
 }
 
 /// Applies the top-level fields of the body to the current policy, then validates the result as
@@ -113,13 +118,7 @@ async fn patch(
     if let Value::Object(fields) = &mut merged {
         fields.extend(changes);
     }
-    let input = MergePolicyInput::parse(&merged)?;
-    state
-        .catalog
-        .update_merge_policy(&tenant, id, input, now_ms())
-        .await?
-        .map(Json)
-        .ok_or_else(|| not_found(id))
+    update(&state, &tenant, id, MergePolicyInput::parse(&merged)?).await
 }
 
 async fn delete(
