@@ -1,0 +1,114 @@
+//! Schema evolution on read: every file was written with the union schema of its time, so
+//! readers align its batches to today's union (missing fields become null, integers widen to
+//! floats, structs and lists are aligned member by member).
+
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
+use arrow::datatypes::{DataType, SchemaRef};
+
+use crate::{Result, StoreError};
+
+/// `array` as `target`, or an error when the types cannot meet (the union schema's type rules
+/// make that a corrupt store, not bad input).
+pub fn align_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
+    let source = array.data_type();
+    if source == target {
+        return Ok(array.clone());
+    }
+    match (source, target) {
+        (DataType::Null, _) => Ok(new_null_array(target, array.len())),
+        (DataType::Struct(_), DataType::Struct(target_fields)) => {
+            let s = array.as_struct();
+            let children = target_fields
+                .iter()
+                .map(|f| match s.column_by_name(f.name()) {
+                    Some(child) => align_array(child, f.data_type()),
+                    None => Ok(new_null_array(f.data_type(), s.len())),
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let aligned = StructArray::try_new(target_fields.clone(), children, s.nulls().cloned())
+                .map_err(StoreError::arrow("aligning a struct"))?;
+            Ok(Arc::new(aligned))
+        }
+        (DataType::List(_), DataType::List(target_item)) => {
+            let l = array.as_list::<i32>();
+            let values = align_array(l.values(), target_item.data_type())?;
+            let aligned = ListArray::try_new(
+                target_item.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )
+            .map_err(StoreError::arrow("aligning a list"))?;
+            Ok(Arc::new(aligned))
+        }
+        (DataType::Int64, DataType::Float64) => {
+            arrow::compute::cast(array, target).map_err(StoreError::arrow("widening to float"))
+        }
+        _ => Err(StoreError::Schema(format!("cannot read a {source} column as {target}"))),
+    }
+}
+
+/// `batch` with exactly the columns of `target`, in its order.
+pub fn align_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema() == *target {
+        return Ok(batch.clone());
+    }
+    let columns = target
+        .fields()
+        .iter()
+        .map(|f| match batch.column_by_name(f.name()) {
+            Some(c) => align_array(c, f.data_type()),
+            None => Ok(new_null_array(f.data_type(), batch.num_rows())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RecordBatch::try_new_with_options(
+        target.clone(),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(StoreError::arrow("aligning a batch"))
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, Int64Array};
+    use arrow::datatypes::{Field, Fields, Schema};
+
+    use super::*;
+
+    #[test]
+    fn widens_and_fills_missing_struct_members() {
+        let points: ArrayRef = Arc::new(Int64Array::from(vec![Some(1), None]));
+        let old = StructArray::try_new(
+            Fields::from(vec![Field::new("points", DataType::Int64, true)]),
+            vec![points],
+            None,
+        )
+        .unwrap();
+        let target = DataType::Struct(Fields::from(vec![
+            Field::new("points", DataType::Float64, true),
+            Field::new("tier", DataType::Utf8, true),
+        ]));
+        let aligned = align_array(&(Arc::new(old) as ArrayRef), &target).unwrap();
+        let s = aligned.as_struct();
+        let p = s.column(0).as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(p.value(0), 1.0);
+        assert!(p.is_null(1));
+        assert_eq!(s.column(1).null_count(), 2);
+
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let target = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Float64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let out = align_batch(&batch, &target).unwrap();
+        assert_eq!(out.schema(), target);
+        assert!(align_array(batch.column(0), &DataType::Utf8).is_err());
+    }
+}

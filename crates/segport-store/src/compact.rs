@@ -1,0 +1,1 @@
+//! Compaction (see the module below).

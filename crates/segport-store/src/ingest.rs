@@ -1,0 +1,398 @@
+//! The ingest pipeline: records in, partitioned and sorted Parquet files out.
+//!
+//! Input is processed a chunk at a time: records are parsed and normalised in parallel (rayon),
+//! then typed against the union schema in input order (so the first typed value of a field wins
+//! and later conflicting records fail), then built into one Arrow batch per partition. Batches
+//! are buffered per partition up to a memory budget; a flush sorts each partition's rows by key
+//! and writes one Parquet file per partition. Memory is bounded by the budget plus one chunk,
+//! whatever the size of the input.
+//!
+//! The pipeline is synchronous CPU work: run it off the async runtime (`spawn_blocking`); it
+//! reaches storage through the runtime handle it is given.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
+use tokio::runtime::Handle;
+
+use crate::align::align_batch;
+use crate::columns::{build_batch, file_schema, Prepared, IDENTITIES, KEY, ORD};
+use crate::input::{json_array_elements, ndjson_lines, parquet_rows, InputFormat, RawRecord};
+use crate::schema::UnionSchema;
+use crate::storage::store_file;
+use crate::xdm::{normalize, parse, Normalized, RecordError};
+use crate::{RecordKind, Result, Storage, StoreError};
+
+/// What is being ingested where.
+#[derive(Debug, Clone)]
+pub struct IngestTarget {
+    pub org: String,
+    pub sandbox: String,
+    pub dataset: String,
+    pub kind: RecordKind,
+    /// The sandbox's partition count.
+    pub partitions: u32,
+    /// Prefix of the files this attempt writes (`{batchId}-{attemptId}`), so that an attempt's
+    /// output is private to it and leftovers can be recognised.
+    pub file_prefix: String,
+    /// Whether records are written to the store (datasets tagged `unifiedProfile`); otherwise
+    /// they are only validated and counted.
+    pub write: bool,
+}
+
+/// Sizes that bound memory and shape the files.
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Records parsed and typed together.
+    pub chunk_records: usize,
+    /// Buffered Arrow bytes across partitions before a flush writes files.
+    pub flush_bytes: usize,
+    /// Rows per Parquet row group.
+    pub row_group_rows: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self { chunk_records: 16_384, flush_bytes: 192 * 1024 * 1024, row_group_rows: 64 * 1024 }
+    }
+}
+
+/// A Parquet file the ingest wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    pub path: String,
+    pub partition: u32,
+    pub rows: u64,
+    pub bytes: u64,
+    pub min_key: String,
+    pub max_key: String,
+}
+
+/// Failed records sharing a code and description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorGroup {
+    pub code: String,
+    pub description: String,
+    /// Row numbers (at most [`MAX_ROWS_PER_ERROR`] are listed).
+    pub rows: Vec<u64>,
+    /// How many records failed this way, listed or not.
+    pub count: u64,
+}
+
+pub const MAX_ROWS_PER_ERROR: usize = 1000;
+const MAX_ERROR_GROUPS: usize = 100;
+
+/// What an ingest produced.
+#[derive(Debug, Clone)]
+pub struct IngestOutcome {
+    pub files: Vec<WrittenFile>,
+    /// The union schema widened by this batch.
+    pub schema: UnionSchema,
+    pub record_count: u64,
+    pub failed_record_count: u64,
+    pub errors: Vec<ErrorGroup>,
+}
+
+/// Counters a progress display can read while the ingest runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub records: AtomicU64,
+    pub failed: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+/// One batch's ingest, fed file by file.
+pub struct Ingest {
+    target: IngestTarget,
+    limits: IngestLimits,
+    storage: Storage,
+    runtime: Handle,
+    schema: UnionSchema,
+    buffers: Vec<Vec<RecordBatch>>,
+    buffered_bytes: usize,
+    files: Vec<WrittenFile>,
+    flushes: u32,
+    next_ord: u64,
+    ok: u64,
+    failed: u64,
+    errors: BTreeMap<RecordError, (Vec<u64>, u64)>,
+    progress: Arc<Progress>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Ingest {
+    /// `schema` is the sandbox's union schema for this record kind when the ingest starts.
+    pub fn new(
+        storage: Storage,
+        runtime: Handle,
+        target: IngestTarget,
+        limits: IngestLimits,
+        schema: UnionSchema,
+    ) -> Self {
+        let partitions = target.partitions.max(1) as usize;
+        Self {
+            target,
+            limits,
+            storage,
+            runtime,
+            schema,
+            buffers: vec![Vec::new(); partitions],
+            buffered_bytes: 0,
+            files: Vec::new(),
+            flushes: 0,
+            next_ord: 0,
+            ok: 0,
+            failed: 0,
+            errors: BTreeMap::new(),
+            progress: Arc::new(Progress::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// A flag that, once set, makes the ingest stop at the next chunk with
+    /// [`StoreError::Cancelled`] (a lost lease, a shutdown).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    /// Ingests one uploaded file.
+    pub fn add_file(&mut self, name: &str, bytes: Bytes, format: InputFormat) -> Result<()> {
+        let size = bytes.len() as u64;
+        match format {
+            InputFormat::NdJson => self.add_records(name, ndjson_lines(&bytes))?,
+            InputFormat::JsonArray => self.add_records(name, json_array_elements(&bytes))?,
+            InputFormat::Parquet => self.add_records(name, parquet_rows(name, bytes.clone())?)?,
+        }
+        self.progress.bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn add_records<'a>(
+        &mut self,
+        name: &str,
+        records: impl IntoIterator<Item = (u64, RawRecord<'a>)>,
+    ) -> Result<()> {
+        let mut chunk = Vec::with_capacity(self.limits.chunk_records);
+        for record in records {
+            chunk.push(record);
+            if chunk.len() == self.limits.chunk_records {
+                self.process_chunk(name, std::mem::take(&mut chunk))?;
+            }
+        }
+        if !chunk.is_empty() {
+            self.process_chunk(name, chunk)?;
+        }
+        Ok(())
+    }
+
+    fn process_chunk(&mut self, file: &str, chunk: Vec<(u64, RawRecord<'_>)>) -> Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(StoreError::Cancelled);
+        }
+        let kind = self.target.kind;
+        let parsed: Vec<(u64, Result<Normalized, RecordError>)> = chunk
+            .into_par_iter()
+            .map(|(row, raw)| {
+                let value = match raw {
+                    RawRecord::Text(text) => parse(text),
+                    RawRecord::Value(v) => Ok(v),
+                    RawRecord::Broken(e) => Err(e),
+                };
+                (row, value.and_then(|v| normalize(v, kind)))
+            })
+            .collect();
+
+        let partitions = self.buffers.len();
+        let mut by_partition: Vec<Vec<Prepared>> = (0..partitions).map(|_| Vec::new()).collect();
+        for (row, result) in parsed {
+            let ord = self.next_ord;
+            self.next_ord += 1;
+            let record = result.and_then(|r| match self.schema.absorb(&r.attributes) {
+                Ok(()) => Ok(r),
+                Err(c) => Err(RecordError::new(
+                    "TYPE_CONFLICT",
+                    format!("field {} {}", c.field, c.message),
+                )),
+            });
+            match record {
+                Ok(record) => {
+                    self.ok += 1;
+                    let p = partition_of(&record.key, self.target.partitions);
+                    by_partition[p as usize].push(Prepared { ord, record });
+                }
+                Err(e) => {
+                    self.failed += 1;
+                    self.report(file, row, e);
+                }
+            }
+        }
+        self.progress.records.store(self.ok + self.failed, Ordering::Relaxed);
+        self.progress.failed.store(self.failed, Ordering::Relaxed);
+        if !self.target.write {
+            return Ok(());
+        }
+        for (p, records) in by_partition.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let batch = build_batch(kind, &records, &self.schema)?;
+            self.buffered_bytes += batch.get_array_memory_size();
+            self.buffers[p].push(batch);
+        }
+        if self.buffered_bytes >= self.limits.flush_bytes {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn report(&mut self, file: &str, row: u64, mut error: RecordError) {
+        error.description = format!("{file}: {}", error.description);
+        if !self.errors.contains_key(&error) && self.errors.len() >= MAX_ERROR_GROUPS {
+            error = RecordError::new("MORE_ERRORS", "further kinds of errors are not listed");
+        }
+        let (rows, count) = self.errors.entry(error).or_default();
+        *count += 1;
+        if rows.len() < MAX_ROWS_PER_ERROR {
+            rows.push(row);
+        }
+    }
+
+    /// Writes every buffered partition as one sorted file.
+    fn flush(&mut self) -> Result<()> {
+        let schema = file_schema(self.target.kind, &self.schema);
+        let partitions = self.buffers.len();
+        let buffers = std::mem::replace(&mut self.buffers, vec![Vec::new(); partitions]);
+        self.buffered_bytes = 0;
+        for (p, batches) in buffers.into_iter().enumerate() {
+            if batches.is_empty() {
+                continue;
+            }
+            let aligned =
+                batches.iter().map(|b| align_batch(b, &schema)).collect::<Result<Vec<_>>>()?;
+            let all = concat_batches(&schema, &aligned)
+                .map_err(StoreError::arrow("concatenating a partition"))?;
+            drop(aligned);
+            let sorted = sort_by_key(&all)?;
+            let name = format!("{}-{:05}.parquet", self.target.file_prefix, self.flushes);
+            let path = store_file(
+                &self.target.org,
+                &self.target.sandbox,
+                &self.target.dataset,
+                p as u32,
+                &name,
+            );
+            let bytes = encode_parquet(&sorted, self.limits.row_group_rows, &path)?;
+            let size = bytes.len() as u64;
+            self.runtime.block_on(self.storage.put(&path, bytes))?;
+            let keys = sorted
+                .column_by_name(KEY)
+                .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().cloned())
+                .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
+            self.files.push(WrittenFile {
+                path: path.to_string(),
+                partition: p as u32,
+                rows: sorted.num_rows() as u64,
+                bytes: size,
+                min_key: keys.value(0).to_owned(),
+                max_key: keys.value(arrow::array::Array::len(&keys) - 1).to_owned(),
+            });
+        }
+        self.flushes += 1;
+        Ok(())
+    }
+
+    /// Writes what is still buffered and reports the outcome.
+    pub fn finish(mut self) -> Result<IngestOutcome> {
+        if self.buffers.iter().any(|b| !b.is_empty()) {
+            self.flush()?;
+        }
+        let errors = self
+            .errors
+            .into_iter()
+            .map(|(e, (rows, count))| ErrorGroup {
+                code: e.code.to_owned(),
+                description: e.description,
+                rows,
+                count,
+            })
+            .collect();
+        Ok(IngestOutcome {
+            files: self.files,
+            schema: self.schema,
+            record_count: self.ok,
+            failed_record_count: self.failed,
+            errors,
+        })
+    }
+}
+
+/// The partition of a profile key: a stable 64-bit hash (XXH3) modulo the partition count.
+pub fn partition_of(key: &str, partitions: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(key.as_bytes()) % u64::from(partitions.max(1))) as u32
+}
+
+/// Rows ordered by key, then by their position in the batch.
+pub fn sort_by_key(batch: &RecordBatch) -> Result<RecordBatch> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| StoreError::Schema(format!("no {name} column")))
+    };
+    let indices = lexsort_to_indices(
+        &[
+            SortColumn { values: column(KEY)?, options: None },
+            SortColumn { values: column(ORD)?, options: None },
+        ],
+        None,
+    )
+    .map_err(StoreError::arrow("sorting by key"))?;
+    take_record_batch(batch, &indices).map_err(StoreError::arrow("sorting by key"))
+}
+
+/// Writer settings of store files: zstd, column-chunk statistics, no dictionary for the columns
+/// whose values are unique anyway.
+pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
+    let identity_ids = ColumnPath::new(vec![
+        IDENTITIES.to_owned(),
+        "list".to_owned(),
+        "item".to_owned(),
+        "id".to_owned(),
+    ]);
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_column_dictionary_enabled(ColumnPath::from(KEY), false)
+        .set_column_dictionary_enabled(ColumnPath::from(ORD), false)
+        .set_column_dictionary_enabled(identity_ids, false)
+        .build()
+}
+
+/// One record batch as a Parquet file in memory.
+pub fn encode_parquet(
+    batch: &RecordBatch,
+    row_group_rows: usize,
+    path: &object_store::path::Path,
+) -> Result<Bytes> {
+    let mut buffer = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut buffer, batch.schema(), Some(writer_properties(row_group_rows)))
+            .map_err(StoreError::parquet(path))?;
+    writer.write(batch).map_err(StoreError::parquet(path))?;
+    writer.close().map_err(StoreError::parquet(path))?;
+    Ok(Bytes::from(buffer))
+}

@@ -1,0 +1,291 @@
+//! The per-sandbox union schema of attribute fields, and the type rules of DESIGN §7.
+//!
+//! Every field's type is inferred from the values seen. Integers widen to floats when a
+//! fractional value arrives (no conflict); the XDM date-time fields become timestamps; a field
+//! seen only as null takes the type of its first typed value; any other disagreement (a string
+//! where a number is known, an object where a list is known) is a conflict that fails the record,
+//! reported with the field and both types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, TimeUnit};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The type of an attribute field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum XType {
+    Bool,
+    Int,
+    Float,
+    String,
+    /// An XDM date-time: `TIMESTAMP(ms, UTC)`.
+    Timestamp,
+    Object {
+        fields: BTreeMap<String, XType>,
+    },
+    Array {
+        /// `None` while only empty arrays (or nulls inside arrays) have been seen.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        items: Option<Box<XType>>,
+    },
+}
+
+impl fmt::Display for XType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            XType::Bool => "boolean",
+            XType::Int | XType::Float => "number",
+            XType::String => "string",
+            XType::Timestamp => "date-time",
+            XType::Object { .. } => "object",
+            XType::Array { .. } => "array",
+        })
+    }
+}
+
+/// The attribute schema of one record kind in one sandbox: top-level fields and their types.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnionSchema {
+    pub fields: BTreeMap<String, XType>,
+}
+
+/// A value that does not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub field: String,
+    pub message: String,
+}
+
+/// Leaf names whose values are XDM date-times wherever they appear.
+const DATE_TIME_LEAVES: [&str; 3] = ["timestamp", "lastQualificationTime", "validUntil"];
+/// Full paths of further XDM date-time fields.
+const DATE_TIME_PATHS: [&str; 2] = ["_repo.createDate", "_repo.modifyDate"];
+
+fn is_date_time(path: &str) -> bool {
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    DATE_TIME_LEAVES.contains(&leaf) || DATE_TIME_PATHS.contains(&path)
+}
+
+fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// The epoch milliseconds of an RFC 3339 string.
+pub fn parse_date_time(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+/// Infers the type of `value` at `path`; `Ok(None)` for null. A date-time field that is not an
+/// RFC 3339 string, or an array whose elements disagree, is a conflict.
+pub fn infer(value: &Value, path: &str) -> Result<Option<XType>, Conflict> {
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
+        _ if is_date_time(path) => match value {
+            Value::String(s) if parse_date_time(s).is_some() => XType::Timestamp,
+            other => {
+                return Err(Conflict {
+                    field: path.to_owned(),
+                    message: format!(
+                        "is an XDM date-time and needs an RFC 3339 string, not {}",
+                        short(other)
+                    ),
+                })
+            }
+        },
+        Value::Bool(_) => XType::Bool,
+        Value::Number(n) if n.is_i64() => XType::Int,
+        Value::Number(_) => XType::Float,
+        Value::String(_) => XType::String,
+        Value::Object(map) => {
+            let mut fields = BTreeMap::new();
+            for (k, v) in map {
+                if let Some(t) = infer(v, &join(path, k))? {
+                    fields.insert(k.clone(), t);
+                }
+            }
+            XType::Object { fields }
+        }
+        Value::Array(items) => {
+            let mut item: Option<XType> = None;
+            for v in items {
+                // Array elements share the array's path: `a.b` names every element of `a.b`.
+                if let Some(t) = infer(v, path)? {
+                    item = Some(match item {
+                        None => t,
+                        Some(prev) => unify(&prev, &t, path)?,
+                    });
+                }
+            }
+            XType::Array { items: item.map(Box::new) }
+        }
+    }))
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() > 40 {
+        format!("{}…", &text[..text.char_indices().nth(40).map_or(text.len(), |(i, _)| i)])
+    } else {
+        text
+    }
+}
+
+/// The type that holds both `a` and `b`, or the conflict between them.
+pub fn unify(a: &XType, b: &XType, path: &str) -> Result<XType, Conflict> {
+    Ok(match (a, b) {
+        (x, y) if x == y => x.clone(),
+        (XType::Int, XType::Float) | (XType::Float, XType::Int) => XType::Float,
+        (XType::Object { fields: fa }, XType::Object { fields: fb }) => {
+            let mut fields = fa.clone();
+            for (k, tb) in fb {
+                let merged = match fa.get(k) {
+                    Some(ta) => unify(ta, tb, &join(path, k))?,
+                    None => tb.clone(),
+                };
+                fields.insert(k.clone(), merged);
+            }
+            XType::Object { fields }
+        }
+        (XType::Array { items: ia }, XType::Array { items: ib }) => XType::Array {
+            items: match (ia, ib) {
+                (Some(x), Some(y)) => Some(Box::new(unify(x, y, path)?)),
+                (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+                (None, None) => None,
+            },
+        },
+        (known, got) => {
+            return Err(Conflict {
+                field: path.to_owned(),
+                message: format!("is a {got} here but the sandbox schema has it as a {known}"),
+            })
+        }
+    })
+}
+
+impl UnionSchema {
+    /// Checks one record's attributes against the schema and, when they fit, widens the schema
+    /// to hold them. On a conflict the schema is left unchanged.
+    pub fn absorb(&mut self, attributes: &serde_json::Map<String, Value>) -> Result<(), Conflict> {
+        let mut merged: Vec<(String, XType)> = Vec::new();
+        for (k, v) in attributes {
+            let Some(t) = infer(v, k)? else { continue };
+            let m = match self.fields.get(k) {
+                Some(known) if *known == t => continue,
+                Some(known) => unify(known, &t, k)?,
+                None => t,
+            };
+            merged.push((k.clone(), m));
+        }
+        self.fields.extend(merged);
+        Ok(())
+    }
+
+    /// Merges another schema in (used when two batches' schemas meet).
+    pub fn merge(&mut self, other: &UnionSchema) -> Result<(), Conflict> {
+        let mut merged = self.fields.clone();
+        for (k, t) in &other.fields {
+            let m = match merged.get(k) {
+                Some(known) => unify(known, t, k)?,
+                None => t.clone(),
+            };
+            merged.insert(k.clone(), m);
+        }
+        self.fields = merged;
+        Ok(())
+    }
+
+    /// The Arrow fields of the attributes, in name order.
+    pub fn arrow_fields(&self) -> Fields {
+        self.fields.iter().map(|(k, t)| Arc::new(Field::new(k, arrow_type(t), true))).collect()
+    }
+}
+
+/// The Arrow type that stores an [`XType`].
+pub fn arrow_type(t: &XType) -> DataType {
+    match t {
+        XType::Bool => DataType::Boolean,
+        XType::Int => DataType::Int64,
+        XType::Float => DataType::Float64,
+        XType::String => DataType::Utf8,
+        XType::Timestamp => timestamp_type(),
+        XType::Object { fields } => DataType::Struct(
+            fields.iter().map(|(k, t)| Arc::new(Field::new(k, arrow_type(t), true))).collect(),
+        ),
+        XType::Array { items } => DataType::List(Arc::new(Field::new(
+            "item",
+            items.as_deref().map_or(DataType::Null, arrow_type),
+            true,
+        ))),
+    }
+}
+
+/// `TIMESTAMP(ms, UTC)`, the type of every XDM date-time.
+pub fn timestamp_type() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn absorb(schema: &mut UnionSchema, v: Value) -> Result<(), Conflict> {
+        schema.absorb(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn widening_and_nulls() {
+        let mut s = UnionSchema::default();
+        absorb(&mut s, json!({"a": 1, "n": null, "o": {"x": null}})).unwrap();
+        assert_eq!(s.fields["a"], XType::Int);
+        assert!(!s.fields.contains_key("n"));
+        absorb(&mut s, json!({"a": 1.5, "n": "now typed", "o": {"x": true}})).unwrap();
+        assert_eq!(s.fields["a"], XType::Float);
+        assert_eq!(s.fields["n"], XType::String);
+        absorb(&mut s, json!({"a": 2})).unwrap();
+        assert_eq!(s.fields["a"], XType::Float);
+    }
+
+    #[test]
+    fn conflicts_name_the_field_and_leave_the_schema_alone() {
+        let mut s = UnionSchema::default();
+        absorb(&mut s, json!({"loyalty": {"points": 10}, "tags": ["a"]})).unwrap();
+        let before = s.clone();
+        let c = absorb(&mut s, json!({"new": 1, "loyalty": {"points": "ten"}})).unwrap_err();
+        assert_eq!(c.field, "loyalty.points");
+        assert!(c.message.contains("string") && c.message.contains("number"), "{}", c.message);
+        assert_eq!(s, before);
+        assert_eq!(absorb(&mut s, json!({"tags": [1]})).unwrap_err().field, "tags");
+        assert_eq!(absorb(&mut s, json!({"mixed": [1, "a"]})).unwrap_err().field, "mixed");
+    }
+
+    #[test]
+    fn date_times() {
+        let mut s = UnionSchema::default();
+        absorb(&mut s, json!({"timestamp": "2025-01-01T00:00:00Z", "_repo": {"modifyDate": "2025-01-01T00:00:00+02:00"}, "birth": "1990-01-01"})).unwrap();
+        assert_eq!(s.fields["timestamp"], XType::Timestamp);
+        assert_eq!(s.fields["birth"], XType::String);
+        let c = absorb(&mut s, json!({"timestamp": "yesterday"})).unwrap_err();
+        assert_eq!(c.field, "timestamp");
+        assert!(absorb(&mut s, json!({"x": {"validUntil": 5}})).is_err());
+    }
+
+    #[test]
+    fn empty_arrays_take_the_first_element_type() {
+        let mut s = UnionSchema::default();
+        absorb(&mut s, json!({"l": []})).unwrap();
+        assert_eq!(s.fields["l"], XType::Array { items: None });
+        absorb(&mut s, json!({"l": [{"a": 1}]})).unwrap();
+        assert!(matches!(&s.fields["l"], XType::Array { items: Some(_) }));
+        assert_eq!(arrow_type(&s.fields["l"]).to_string().contains("Struct"), true);
+    }
+}

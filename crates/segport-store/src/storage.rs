@@ -1,0 +1,152 @@
+//! The storage root and the layout under it (DESIGN §7), behind `object_store` so that S3 is a
+//! configuration change later:
+//!
+//! ```text
+//! {org}/{sandbox}/store/{datasetId}/p={partition}/{file}.parquet   fragments and events
+//! {org}/{sandbox}/batches/{batchId}/uploads/{name}                  files uploaded to a batch
+//! {org}/{sandbox}/batches/{batchId}/{attemptId}/part-N.parquet      export output (later)
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::{Result, StoreError};
+
+/// The storage root: an object store and the layout of segport's files in it.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Storage {
+    /// A storage root on the local filesystem (created when missing).
+    pub fn local(root: &std::path::Path) -> Result<Self> {
+        std::fs::create_dir_all(root).map_err(|e| {
+            StoreError::Location(format!("cannot create storage root {}: {e}", root.display()))
+        })?;
+        let fs = LocalFileSystem::new_with_prefix(root)
+            .map_err(|e| StoreError::Location(format!("{}: {e}", root.display())))?;
+        Ok(Self { store: Arc::new(fs) })
+    }
+
+    /// A storage root from a URL: `file:///abs/path` (S3 is planned).
+    pub fn from_url(url: &str) -> Result<Self> {
+        match url.strip_prefix("file://") {
+            Some(path) if !path.is_empty() => Self::local(std::path::Path::new(path)),
+            _ => Err(StoreError::Location(format!("{url}: only file:// URLs are supported"))),
+        }
+    }
+
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.store.put(path, PutPayload::from(bytes)).await.map_err(StoreError::storage(path))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, path: &Path) -> Result<Bytes> {
+        let result = self.store.get(path).await.map_err(StoreError::storage(path))?;
+        result.bytes().await.map_err(StoreError::storage(path))
+    }
+
+    pub async fn size(&self, path: &Path) -> Result<u64> {
+        Ok(self.store.head(path).await.map_err(StoreError::storage(path))?.size)
+    }
+
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(StoreError::Storage { path: path.to_string(), source: e }),
+        }
+    }
+
+    /// Every object under `prefix`, with its size.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<(Path, u64)>> {
+        self.store
+            .list(Some(prefix))
+            .map_ok(|meta| (meta.location, meta.size))
+            .try_collect()
+            .await
+            .map_err(StoreError::storage(prefix))
+    }
+
+    /// Deletes everything under `prefix`.
+    pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
+        for (path, _) in self.list(prefix).await? {
+            self.delete(&path).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The directory of one dataset's store files.
+pub fn dataset_dir(org: &str, sandbox: &str, dataset: &str) -> Path {
+    Path::from_iter([org, sandbox, "store", dataset])
+}
+
+/// A store file of one partition.
+pub fn store_file(org: &str, sandbox: &str, dataset: &str, partition: u32, name: &str) -> Path {
+    Path::from_iter([org, sandbox, "store", dataset, &format!("p={partition}"), name])
+}
+
+/// Where the files uploaded to a batch live.
+pub fn uploads_dir(org: &str, sandbox: &str, batch: &str) -> Path {
+    Path::from_iter([org, sandbox, "batches", batch, "uploads"])
+}
+
+/// One uploaded file; `name` is a relative path already validated by [`valid_upload_name`].
+pub fn upload_file(org: &str, sandbox: &str, batch: &str, name: &str) -> Path {
+    let mut parts = vec![org, sandbox, "batches", batch, "uploads"];
+    parts.extend(name.split('/'));
+    Path::from_iter(parts)
+}
+
+/// Checks an upload's file name: a relative path of 1 to 512 bytes, without `..` or `.`
+/// segments, empty segments, NUL, backslashes or control characters.
+pub fn valid_upload_name(name: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("file name {name:?} {why}"));
+    if name.is_empty() || name.len() > 512 {
+        return bad("must be 1 to 512 bytes long");
+    }
+    if name.contains('\0') || name.contains('\\') || name.chars().any(char::is_control) {
+        return bad("must not contain NUL, backslashes or control characters");
+    }
+    if name.starts_with('/') {
+        return bad("must be a relative path");
+    }
+    if name.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
+        return bad("must not contain empty, . or .. path segments");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_names() {
+        for ok in ["a.json", "dir/part-1.ndjson", "x y.parquet"] {
+            assert!(valid_upload_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a/../b", "/abs", "a\\b", "a\0b", "a//b", "./a", "a/"] {
+            assert!(valid_upload_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(store_file("o", "s", "d", 3, "f.parquet").as_ref(), "o/s/store/d/p=3/f.parquet");
+        assert_eq!(
+            upload_file("o", "s", "b", "x/y.json").as_ref(),
+            "o/s/batches/b/uploads/x/y.json"
+        );
+    }
+}
