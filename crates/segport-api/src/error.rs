@@ -164,15 +164,14 @@ const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Takes `x-request-id` (or makes a UUID), serves the request with it in scope, and echoes it
 /// in the answer's `x-request-id` header.
 pub(crate) async fn with_request_id(request: Request, next: Next) -> Response {
-    let given = request
+    // A missing or unusable id (too long, not visible ASCII) is replaced by a fresh UUID: the
+    // header is optional and only helps debugging, so it never fails a request.
+    let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
-        .map(|v| v.to_str().ok().filter(|s| valid_request_id(s)).map(str::to_owned).ok_or(()));
-    let (request_id, bad_header) = match given {
-        Some(Ok(id)) => (id, false),
-        Some(Err(())) => (segport_model::ids::new_uuid().to_string(), true),
-        None => (segport_model::ids::new_uuid().to_string(), false),
-    };
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| valid_request_id(s))
+        .map_or_else(|| segport_model::ids::new_uuid().to_string(), str::to_owned);
     // Every log line written while serving the request carries its id.
     let span = tracing::info_span!(
         "request",
@@ -180,20 +179,8 @@ pub(crate) async fn with_request_id(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path(),
     );
-    let mut response = REQUEST_ID
-        .scope(request_id.clone(), async move {
-            if bad_header {
-                ApiError::invalid(
-                    REQUEST_ID_HEADER,
-                    "must be 1 to 128 visible ASCII characters (letters, digits, punctuation)",
-                )
-                .into_response()
-            } else {
-                next.run(request).await
-            }
-        })
-        .instrument(span)
-        .await;
+    let mut response =
+        REQUEST_ID.scope(request_id.clone(), next.run(request)).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

@@ -59,7 +59,7 @@ async fn create_fills_defaults_and_allocates_a_batch(backend: Backend) {
     assert_eq!(job["mergePolicy"], json!({"id": "timestampOrdered-none-mp", "version": 1}));
     assert_eq!(job["computeGatewayJobId"], json!({"exportJob": ""}));
     assert!(job.get("errors").is_none());
-    assert!(job.get("fields").is_none());
+    assert_eq!(job["fields"], "", "the default (every field) is echoed");
     assert!(job.get("additionalFields").is_none());
     let created = job["creationTime"].as_i64().unwrap();
     assert_eq!(job["updateTime"].as_i64(), Some(created));
@@ -322,6 +322,34 @@ async fn every_field_rule_names_its_field(backend: Backend) {
 
 async fn several_invalid_fields_are_all_named(backend: Backend) {
     let t = TestApp::new(backend).await;
+    // Header, body and catalog references are all checked in one go.
+    let req = Request::post("/export/jobs")
+        .header("authorization", "Bearer x")
+        .header("x-api-key", "k")
+        .header("x-gw-ims-org-id", ORG)
+        .header("x-sandbox-name", SANDBOX)
+        .header("x-profile-instance-id", "bad id")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            json!({"destination": {"datasetId": "5b7c86968f7b6501e21ba9df"}, "schema": {"name": "nope"}, "mergePolicy": {"id": "missing"}})
+                .to_string(),
+        ))
+        .unwrap();
+    let a = t.send(req).await;
+    a.assert_service_error(400);
+    assert_eq!(
+        a.error_fields(),
+        ["x-profile-instance-id", "schema.name", "destination.datasetId", "mergePolicy.id"]
+    );
+    // An invalid segment entry is not also reported as a missing one.
+    let ds = t.export_dataset().await;
+    let a = t
+        .post(
+            "/export/jobs",
+            json!({"destination": {"datasetId": ds, "segmentPerBatch": true}, "schema": {"name": "_xdm.context.profile"}, "filter": {"segments": [{"segmentId": 5}]}}),
+        )
+        .await;
+    assert_eq!(a.error_fields(), ["filter.segments[0].segmentId"]);
     let a = t
         .post(
             "/export/jobs",

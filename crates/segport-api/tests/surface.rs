@@ -14,6 +14,7 @@ use segport_catalog::Backend;
 use serde_json::{json, Value};
 
 both_backends!(
+    concurrent_default_policies_stay_consistent,
     header_errors_use_the_gateway_shape,
     content_types_and_body_limits,
     unknown_routes_and_methods_answer_json,
@@ -217,16 +218,18 @@ async fn request_ids(backend: Backend) {
     let rid = a.body["requestId"].as_str().unwrap();
     assert_eq!(a.headers["x-request-id"], rid);
     assert_eq!(rid.len(), 36);
-    // A malformed one is refused, naming the header.
-    let a = t
-        .send(with_headers(
-            request(Method::GET, "/export/jobs"),
-            &[],
-            &[("x-request-id", &"x".repeat(129))],
-        ))
-        .await;
-    a.assert_service_error(400);
-    assert_eq!(a.error_fields(), ["x-request-id"]);
+    // An unusable one (too long, spaces) is replaced by a fresh UUID, never an error.
+    for bad in ["x".repeat(129), "a b".to_owned()] {
+        let a = t
+            .send(with_headers(
+                request(Method::GET, "/export/jobs/77"),
+                &[],
+                &[("x-request-id", &bad)],
+            ))
+            .await;
+        a.assert_service_error(404);
+        assert_eq!(a.body["requestId"].as_str().unwrap().len(), 36);
+    }
 }
 
 async fn tenants_are_isolated_for(t: &TestApp, org: &str, sandbox: &str, job: &Value, ds: &str) {
@@ -345,6 +348,8 @@ async fn datasets_follow_their_class_rules(backend: Backend) {
         (json!({"name": "x", "schemaRef": {}}), "schemaRef.id"),
         (json!({"name": "x", "schemaRef": {"id": UNION}, "tags": {"k": "v"}}), "tags.k"),
         (json!({"name": 5, "schemaRef": {"id": UNION}}), "name"),
+        (json!({"name": "a\u{0}b", "schemaRef": {"id": UNION}}), "name"),
+        (json!({"name": "x", "description": "\u{0}", "schemaRef": {"id": UNION}}), "description"),
     ] {
         let a = create(body).await;
         a.assert_service_error(400);
@@ -547,4 +552,28 @@ async fn unreachable_catalog_is_a_503() {
     let response =
         app.oneshot(Request::get("/healthz").body(Body::empty()).unwrap()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// Policies made default concurrently: every request answers, and exactly one default remains.
+async fn concurrent_default_policies_stay_consistent(backend: Backend) {
+    let t = std::sync::Arc::new(TestApp::new(backend).await);
+    let path = "/data/core/ups/config/mergePolicies";
+    t.get(path).await;
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let t = t.clone();
+            tokio::spawn(async move {
+                t.post(path, json!({"name": format!("p{i}"), "schema": {"name": "_xdm.context.profile"}, "identityGraph": {"type": "none"}, "attributeMerge": {"type": "timestampOrdered"}, "default": true}))
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), StatusCode::OK);
+    }
+    let list = t.get(&format!("{path}?limit=100")).await;
+    let defaults =
+        list.body["children"].as_array().unwrap().iter().filter(|p| p["default"] == true).count();
+    assert_eq!(defaults, 1);
 }

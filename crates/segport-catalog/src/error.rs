@@ -28,6 +28,11 @@ impl From<sqlx::Error> for CatalogError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed => CatalogError::Unavailable(err),
+            sqlx::Error::Database(ref db)
+                if db.code().as_deref().is_some_and(server_unavailable) =>
+            {
+                CatalogError::Unavailable(err)
+            }
             other => CatalogError::Database(other),
         }
     }
@@ -37,4 +42,11 @@ impl From<serde_json::Error> for CatalogError {
     fn from(err: serde_json::Error) -> Self {
         CatalogError::Corrupt(err.to_string())
     }
+}
+
+/// SQLSTATEs with which a PostgreSQL server refuses service rather than the statement: connection
+/// exceptions (class 08), shutdown and startup (57P01–57P03), a missing database (3D000) and too
+/// many connections (53300).
+fn server_unavailable(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "3D000" | "53300")
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::sql::{impl_catalog, SandboxCache};
+use crate::sql::{impl_catalog, Dialect, SandboxCache};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -51,4 +51,12 @@ impl PgCatalog {
     }
 }
 
-impl_catalog!(PgCatalog, sqlx::Postgres, Backend::Postgres);
+impl_catalog!(
+    PgCatalog,
+    sqlx::Postgres,
+    Backend::Postgres,
+    Dialect {
+        lock_policy_shared: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR SHARE",
+        lock_policy_exclusive: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR UPDATE",
+    }
+);

@@ -20,6 +20,21 @@ pub(crate) const JOB_COLUMNS: &str = "id, org, sandbox, status, spec, errors, wa
      counters, attempt, attempt_id, cancel_requested, request_id, creation_ms, update_ms, \
      started_ms, finished_ms";
 
+/// Statements that differ between the backends: PostgreSQL row locks, which SQLite (one writer at
+/// a time) does not need.
+pub(crate) struct Dialect {
+    /// Locks a merge policy against deletion while a job that uses it is inserted; yields its
+    /// version.
+    pub lock_policy_shared: &'static str,
+    /// Locks a merge policy for deletion, waiting for jobs being inserted with it.
+    pub lock_policy_exclusive: &'static str,
+}
+
+/// Serialises changes to one sandbox's merge policies and store (a row lock on PostgreSQL; SQLite
+/// has one writer anyway).
+pub(crate) const LOCK_SANDBOX: &str =
+    "UPDATE sandboxes SET created_ms = created_ms WHERE org = $1 AND sandbox = $2";
+
 pub(crate) const INSERT_SANDBOX: &str =
     "INSERT INTO sandboxes (org, sandbox, created_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
 
@@ -287,8 +302,23 @@ pub(crate) fn as_i64(n: u64) -> i64 {
 /// Implements [`crate::Catalog`] for a backend struct that has `read()` and `write()` pool
 /// accessors, a `run_migrations()` method and a `sandboxes: SandboxCache` field.
 macro_rules! impl_catalog {
-    ($catalog:ty, $db:ty, $backend:expr) => {
+    ($catalog:ty, $db:ty, $backend:expr, $dialect:expr) => {
         impl $catalog {
+            const DIALECT: $crate::sql::Dialect = $dialect;
+
+            /// Takes the sandbox's row lock inside `tx`.
+            async fn lock_sandbox(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant: &segport_model::Tenant,
+            ) -> $crate::Result<()> {
+                sqlx::query($crate::sql::LOCK_SANDBOX)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
             /// One row of a tenant's, by the id in `$3` of `sql`, converted to its domain type.
             async fn fetch_scoped<R, T>(
                 &self,
@@ -489,6 +519,7 @@ macro_rules! impl_catalog {
                 policy: &segport_model::merge_policy::MergePolicy,
             ) -> $crate::Result<()> {
                 let mut tx = self.write().begin().await?;
+                Self::lock_sandbox(&mut tx, tenant).await?;
                 if policy.default {
                     sqlx::query($crate::sql::CLEAR_DEFAULT_POLICY)
                         .bind(tenant.org.as_str())
@@ -576,6 +607,18 @@ macro_rules! impl_catalog {
                 id: &str,
             ) -> $crate::Result<bool> {
                 let mut tx = self.write().begin().await?;
+                Self::lock_sandbox(&mut tx, tenant).await?;
+                // Waits for jobs being inserted with this policy, so that the count below sees
+                // them.
+                let locked: Option<(i64,)> = sqlx::query_as(Self::DIALECT.lock_policy_exclusive)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if locked.is_none() {
+                    return Ok(false);
+                }
                 let current =
                     sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::SELECT_POLICY)
                         .bind(tenant.org.as_str())
@@ -619,6 +662,21 @@ macro_rules! impl_catalog {
             ) -> $crate::Result<segport_model::job::ExportJobRecord> {
                 let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
                 let mut tx = self.write().begin().await?;
+                // The policy must still exist at the version resolved, and must not be deleted
+                // until this job is in (the delete waits for this lock, then sees the job).
+                let policy: Option<(i64,)> = sqlx::query_as(Self::DIALECT.lock_policy_shared)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(&job.merge_policy.id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if policy.map(|(v,)| v) != Some(job.merge_policy.version) {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "merge policy {:?} was changed or deleted while the job was being \
+                         created; retry the request",
+                        job.merge_policy.id
+                    )));
+                }
                 let (id,): (i64,) = sqlx::query_as($crate::sql::INSERT_JOB)
                     .bind(org)
                     .bind(sandbox)

@@ -12,7 +12,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use crate::sql::{impl_catalog, SandboxCache};
+use crate::sql::{impl_catalog, Dialect, SandboxCache};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -60,4 +60,15 @@ impl SqliteCatalog {
     }
 }
 
-impl_catalog!(SqliteCatalog, sqlx::Sqlite, Backend::Sqlite);
+impl_catalog!(
+    SqliteCatalog,
+    sqlx::Sqlite,
+    Backend::Sqlite,
+    // One writer at a time: the write transaction itself is the lock.
+    Dialect {
+        lock_policy_shared:
+            "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
+        lock_policy_exclusive:
+            "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
+    }
+);

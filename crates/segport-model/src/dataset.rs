@@ -79,6 +79,12 @@ impl NewDataset {
             c.fail("name", format!("is longer than {MAX_NAME_LEN} characters"));
         }
         let description = c.string(root, "description", "").map(str::to_owned);
+        // NUL cannot be stored in a PostgreSQL text column; refuse it on both backends alike.
+        for (field, value) in [("name", &name), ("description", &description)] {
+            if value.as_ref().is_some_and(|v| v.contains('\0')) {
+                c.fail(field, "must not contain NUL characters");
+            }
+        }
         let tags = parse_tags(&mut c, root);
         let schema_ref = match c.object(root, "schemaRef", "") {
             None => {
@@ -145,7 +151,7 @@ fn class_of(
     tags: Option<&BTreeMap<String, Vec<String>>>,
 ) -> Result<DatasetClass, (&'static str, String)> {
     match schema_id {
-        PROFILE_UNION_SCHEMA => return Ok(DatasetClass::Export),
+        PROFILE_UNION_SCHEMA | crate::job::PROFILE_SCHEMA_NAME => return Ok(DatasetClass::Export),
         PROFILE_SCHEMA => return Ok(DatasetClass::Profile),
         EXPERIENCE_EVENT_SCHEMA => return Ok(DatasetClass::ExperienceEvent),
         _ => {}
@@ -231,6 +237,12 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0[0].field, "schemaRef.id");
+        let alias =
+            NewDataset::parse(&json!({"name": "x", "schemaRef": {"id": "_xdm.context.profile"}}));
+        assert_eq!(alias.unwrap().class, DatasetClass::Export);
+        let nul =
+            NewDataset::parse(&json!({"name": "a\0b", "schemaRef": {"id": PROFILE_UNION_SCHEMA}}));
+        assert_eq!(nul.unwrap_err().0[0].field, "name");
         let err = NewDataset::parse(&json!({"schemaRef": {}, "tags": {"a": "b"}})).unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["name", "tags.a", "schemaRef.id"]);

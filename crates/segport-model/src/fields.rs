@@ -43,8 +43,24 @@ pub struct FieldList {
     paths: Vec<FieldPath>,
 }
 
+/// Longest `fields` text accepted: it is stored and echoed with every job.
+const MAX_FIELDS_LEN: usize = 16 * 1024;
+
+impl Default for FieldList {
+    /// Every field.
+    fn default() -> Self {
+        Self { text: String::new(), paths: Vec::new() }
+    }
+}
+
 impl FieldList {
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > MAX_FIELDS_LEN {
+            return Err(format!(
+                "is {} bytes long; at most {MAX_FIELDS_LEN} are allowed",
+                text.len()
+            ));
+        }
         let paths = text
             .split(',')
             .map(str::trim)

@@ -215,7 +215,7 @@ pub struct MergePolicyRef {
 pub struct ExportJobRequest {
     pub dataset_id: DatasetId,
     pub segment_per_batch: bool,
-    pub fields: Option<FieldList>,
+    pub fields: FieldList,
     pub filter: JobFilter,
     pub additional_fields: Option<AdditionalFields>,
     /// `mergePolicy.id` and optional `version`; `None` means the sandbox's default.
@@ -227,8 +227,9 @@ pub struct ExportJobRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ExportJobSpec {
     pub destination: Destination,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fields: Option<FieldList>,
+    /// As given; `""` (every field) when the request had none.
+    #[serde(default)]
+    pub fields: FieldList,
     pub schema: SchemaName,
     pub filter: JobFilter,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -269,7 +270,7 @@ impl ExportJobRequest {
             }
         }
 
-        let fields = c.parsed(root, "fields", "", FieldList::parse);
+        let fields = c.parsed(root, "fields", "", FieldList::parse).unwrap_or_default();
         let filter = parse_filter(&mut c, root);
         let additional_fields = parse_additional_fields(&mut c, root);
         let merge_policy = parse_merge_policy(&mut c, root);
@@ -284,7 +285,12 @@ impl ExportJobRequest {
             }
         }
 
-        if segment_per_batch && filter.segments.as_ref().is_none_or(|s| s.is_empty()) {
+        // Judged on what was sent, so that an invalid entry is not also reported as missing.
+        let segments_sent = Checker::get(root, "filter")
+            .and_then(|f| f.get("segments"))
+            .and_then(Value::as_array)
+            .is_some_and(|s| !s.is_empty());
+        if segment_per_batch && !segments_sent {
             c.fail(
                 "destination.segmentPerBatch",
                 "true needs at least one entry in filter.segments (one batch is written per entry)",
@@ -303,6 +309,22 @@ impl ExportJobRequest {
             additional_fields,
             merge_policy,
         })
+    }
+
+    /// The dataset and merge policy a body refers to, read leniently, so that the catalog can
+    /// check them even when other fields are invalid (one answer names every problem).
+    pub fn references(body: &Value) -> (Option<DatasetId>, Option<(String, Option<i64>)>) {
+        let destination = body.get("destination");
+        let dataset = ["datasetId", "dataSetId"]
+            .iter()
+            .find_map(|k| destination.and_then(|d| d.get(*k)).and_then(Value::as_str))
+            .and_then(|s| DatasetId::parse(s).ok());
+        let policy = body.get("mergePolicy").and_then(|p| {
+            let id = p.get("id").and_then(Value::as_str).filter(|s| !s.trim().is_empty())?;
+            let version = p.get("version").and_then(Value::as_i64).filter(|v| *v >= 1);
+            Some((id.to_owned(), version))
+        });
+        (dataset, policy)
     }
 
     /// How many destination batches the job needs.

@@ -286,6 +286,6 @@ mod tests {
         assert_eq!(s.fields["l"], XType::Array { items: None });
         absorb(&mut s, json!({"l": [{"a": 1}]})).unwrap();
         assert!(matches!(&s.fields["l"], XType::Array { items: Some(_) }));
-        assert_eq!(arrow_type(&s.fields["l"]).to_string().contains("Struct"), true);
+        assert!(arrow_type(&s.fields["l"]).to_string().contains("Struct"));
     }
 }

@@ -107,7 +107,7 @@ fn push_identity(out: &mut Vec<Identity>, identity: Identity) {
     }
 }
 
-fn non_empty_str<'a>(v: Option<&'a Value>) -> Option<&'a str> {
+fn non_empty_str(v: Option<&Value>) -> Option<&str> {
     v.and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 

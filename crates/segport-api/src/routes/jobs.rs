@@ -12,7 +12,7 @@ use segport_model::job::{
 };
 use segport_model::merge_policy::{parse_policy_id, IdentityGraphType, MergePolicy};
 use segport_model::time::now_ms;
-use segport_model::{BatchId, Tenant, ValidationErrors};
+use segport_model::{BatchId, DatasetId, Tenant, ValidationErrors};
 use serde_json::{json, Value};
 
 use crate::auth::Authenticated;
@@ -38,37 +38,29 @@ async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let profile_instance_id = profile_instance(&headers)?;
-    let request = ExportJobRequest::parse(&body)?;
+    // Every problem is collected, header, body and catalog references alike, so that one 400
+    // names all of them.
+    let mut errors = ValidationErrors::default();
+    let profile_instance_id =
+        profile_instance(&headers).map_err(|m| errors.push("x-profile-instance-id", m)).ok();
+    let request = ExportJobRequest::parse(&body).map_err(|e| errors.0.extend(e.0)).ok();
+    let (dataset_id, policy_ref) = match &request {
+        Some(r) => (Some(r.dataset_id.clone()), r.merge_policy.clone()),
+        None => ExportJobRequest::references(&body),
+    };
     let now = now_ms();
     state.catalog.ensure_sandbox(&tenant, now).await?;
-
-    let dataset = state.catalog.get_dataset(&tenant, &request.dataset_id).await?;
-    match dataset {
-        None => {
-            return Err(ApiError::invalid(
-                "destination.datasetId",
-                format!(
-                    "no dataset {} in sandbox {}; create one with POST /data/foundation/catalog/dataSets",
-                    request.dataset_id, tenant.sandbox
-                ),
-            ))
-        }
-        Some(d) if d.class != DatasetClass::Export => {
-            return Err(ApiError::invalid(
-                "destination.datasetId",
-                format!(
-                    "dataset {} holds {} records; exports go to a dataset of schema \
-                     https://ns.adobe.com/xdm/context/profile__union",
-                    d.id,
-                    d.class.as_str()
-                ),
-            ))
-        }
-        Some(_) => {}
+    if let Some(id) = &dataset_id {
+        check_destination(&state, &tenant, id, &mut errors).await?;
     }
+    let policy = resolve_merge_policy(&state, &tenant, policy_ref.as_ref(), &mut errors).await?;
+    let (Some(request), Some(policy), Some(profile_instance_id)) =
+        (request, policy, profile_instance_id)
+    else {
+        return Err(ApiError::Invalid(errors));
+    };
+    errors.into_result(())?;
 
-    let policy = resolve_merge_policy(&state, &tenant, request.merge_policy.as_ref()).await?;
     let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
     let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
     let job =
@@ -83,7 +75,36 @@ async fn create(
     Ok(response)
 }
 
-fn profile_instance(headers: &HeaderMap) -> Result<String, ApiError> {
+/// The destination must be an export dataset of this sandbox.
+async fn check_destination(
+    state: &AppState,
+    tenant: &Tenant,
+    id: &DatasetId,
+    errors: &mut ValidationErrors,
+) -> Result<(), ApiError> {
+    let field = "destination.datasetId";
+    match state.catalog.get_dataset(tenant, id).await? {
+        None => errors.push(
+            field,
+            format!(
+                "no dataset {id} in sandbox {}; create one with POST /data/foundation/catalog/dataSets",
+                tenant.sandbox
+            ),
+        ),
+        Some(d) if d.class != DatasetClass::Export => errors.push(
+            field,
+            format!(
+                "dataset {id} holds {} records; exports go to a dataset of schema \
+                 https://ns.adobe.com/xdm/context/profile__union",
+                d.class.as_str()
+            ),
+        ),
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+fn profile_instance(headers: &HeaderMap) -> Result<String, &'static str> {
     match headers.get("x-profile-instance-id") {
         None => Ok(DEFAULT_PROFILE_INSTANCE.to_owned()),
         Some(value) => value
@@ -94,60 +115,68 @@ fn profile_instance(headers: &HeaderMap) -> Result<String, ApiError> {
                     && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             })
             .map(str::to_owned)
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "x-profile-instance-id",
-                    "must be 1 to 64 characters of A-Z, a-z, 0-9, ., _ and -",
-                )
-            }),
+            .ok_or("must be 1 to 64 characters of A-Z, a-z, 0-9, ., _ and -"),
     }
 }
 
 /// The policy a new job uses: the one named (at its latest version) or the sandbox's default.
+/// Problems are added to `errors`.
 async fn resolve_merge_policy(
     state: &AppState,
     tenant: &Tenant,
     requested: Option<&(String, Option<i64>)>,
-) -> Result<MergePolicy, ApiError> {
+    errors: &mut ValidationErrors,
+) -> Result<Option<MergePolicy>, ApiError> {
     let policy = match requested {
-        None => state.catalog.default_merge_policy(tenant).await?.ok_or_else(|| {
-            ApiError::invalid("mergePolicy", "the sandbox has no default merge policy; name one")
-        })?,
-        Some((id, version)) => {
-            let unknown = || {
-                ApiError::invalid(
-                    "mergePolicy.id",
-                    format!("no merge policy {id:?} in sandbox {}", tenant.sandbox),
-                )
-            };
-            parse_policy_id(id).map_err(|_| unknown())?;
-            let policy = state.catalog.get_merge_policy(tenant, id).await?.ok_or_else(unknown)?;
-            if let Some(v) = version {
-                if *v != policy.version {
-                    return Err(ApiError::invalid(
-                        "mergePolicy.version",
-                        format!(
-                            "version {v} of merge policy {id:?} is not its latest ({}); \
-                             leave version out to use the latest",
-                            policy.version
-                        ),
-                    ));
-                }
+        None => {
+            let policy = state.catalog.default_merge_policy(tenant).await?;
+            if policy.is_none() {
+                errors.push("mergePolicy", "the sandbox has no default merge policy; name one");
             }
             policy
         }
+        Some((id, version)) => {
+            let found = match parse_policy_id(id) {
+                Ok(id) => state.catalog.get_merge_policy(tenant, id).await?,
+                Err(_) => None,
+            };
+            match (found, version) {
+                (None, _) => {
+                    errors.push(
+                        "mergePolicy.id",
+                        format!("no merge policy {id:?} in sandbox {}", tenant.sandbox),
+                    );
+                    None
+                }
+                (Some(p), Some(v)) if *v != p.version => {
+                    errors.push(
+                        "mergePolicy.version",
+                        format!(
+                            "version {v} of merge policy {id:?} is not its latest ({}); leave \
+                             version out to use the latest",
+                            p.version
+                        ),
+                    );
+                    None
+                }
+                (Some(p), _) => Some(p),
+            }
+        }
     };
-    if policy.identity_graph.kind != IdentityGraphType::None {
-        return Err(ApiError::invalid(
-            "mergePolicy.id",
-            format!(
-                "merge policy {:?} stitches identities (identityGraph pdg), which segport does not \
-                 support yet; use a policy with identityGraph none",
-                policy.id
-            ),
-        ));
-    }
-    Ok(policy)
+    Ok(policy.filter(|p| {
+        let stitching = p.identity_graph.kind != IdentityGraphType::None;
+        if stitching {
+            errors.push(
+                "mergePolicy.id",
+                format!(
+                    "merge policy {:?} stitches identities (identityGraph pdg), which segport \
+                     does not support yet; use a policy with identityGraph none",
+                    p.id
+                ),
+            );
+        }
+        !stitching
+    }))
 }
 
 /// `{creationTimeMs}_{id}` of a job, the list cursor.
