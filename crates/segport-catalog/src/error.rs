@@ -12,6 +12,12 @@ pub enum CatalogError {
     /// A row the catalog wrote could not be read back into its domain type.
     #[error("corrupt catalog row: {0}")]
     Corrupt(String),
+    /// The task's lease belongs to another attempt now: its work must not be committed.
+    #[error("the task's lease was lost to another attempt")]
+    LeaseLost,
+    /// The union schema changed since the attempt read it.
+    #[error("the sandbox schema changed during the ingest")]
+    SchemaChanged,
     #[error("invalid catalog configuration: {0}")]
     Config(String),
     #[error("catalog migration failed")]

@@ -14,7 +14,7 @@ pub mod testing;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use segport_model::batch::{Batch, BatchStatus};
+use segport_model::batch::{Batch, BatchError, BatchKind, BatchStatus};
 use segport_model::dataset::Dataset;
 use segport_model::job::{ExportJobRecord, ExportJobSpec, JobStatus};
 use segport_model::merge_policy::{MergePolicy, MergePolicyInput};
@@ -143,6 +143,171 @@ pub enum CancelOutcome {
     DeletedFinished,
 }
 
+/// A sandbox's store: partition count, commit sequence and attribute schemas (JSON documents the
+/// store crate defines; the catalog only keeps them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreState {
+    pub partitions: u32,
+    pub commit_seq: i64,
+    pub last_ingest_ms: i64,
+    pub profile_schema: String,
+    pub event_schema: String,
+    /// Bumped whenever either schema changes; commits name the version they extended.
+    pub schema_version: i64,
+}
+
+/// Whether a store file holds profile fragments or events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    Profile,
+    Event,
+}
+
+impl StoreKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreKind::Profile => "profile",
+            StoreKind::Event => "event",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "profile" => Some(StoreKind::Profile),
+            "event" => Some(StoreKind::Event),
+            _ => None,
+        }
+    }
+}
+
+/// A Parquet file of the store, as the manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFile {
+    pub id: i64,
+    pub dataset_id: String,
+    pub kind: StoreKind,
+    pub partition: u32,
+    pub path: String,
+    pub batch_id: Option<String>,
+    /// The ingest time of all its rows; `None` for compacted files, whose rows carry their own.
+    pub ingest_ms: Option<i64>,
+    /// The commit that added it.
+    pub seq: i64,
+    pub rows: i64,
+    pub bytes: i64,
+    pub min_key: String,
+    pub max_key: String,
+}
+
+/// A file to add to the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewStoreFile {
+    pub dataset_id: String,
+    pub kind: StoreKind,
+    pub partition: u32,
+    pub path: String,
+    pub rows: i64,
+    pub bytes: i64,
+    pub min_key: String,
+    pub max_key: String,
+}
+
+/// The files of a sandbox's store at one commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSnapshot {
+    pub seq: i64,
+    pub files: Vec<StoreFile>,
+}
+
+/// A file uploaded to an ingest batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    pub name: String,
+    pub bytes: i64,
+    pub uploaded_ms: i64,
+}
+
+/// What kind of work a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    Ingest,
+    Export,
+}
+
+/// The right to work on a task: its id and the attempt that holds it. Every change a worker
+/// makes names its lease; a lease taken over by another attempt fences the old one out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLease {
+    pub task_id: i64,
+    pub attempt_id: String,
+}
+
+/// A task a worker has claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedTask {
+    pub lease: TaskLease,
+    pub kind: TaskKind,
+    pub tenant: Tenant,
+    pub batch_id: Option<BatchId>,
+    pub job_id: Option<i64>,
+    pub attempt: i32,
+}
+
+/// What a heartbeat learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// False once the lease is no longer this attempt's: the worker must stop and not commit.
+    pub alive: bool,
+    /// A cancel was requested (export jobs).
+    pub cancel_requested: bool,
+}
+
+/// A task whose lease expired, as the reaper left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReapedTask {
+    pub task_id: i64,
+    pub kind: TaskKind,
+    /// Requeued for another attempt; otherwise failed for good (`WORKER_LOST`).
+    pub requeued: bool,
+}
+
+/// The result of an ingest attempt, committed in one transaction fenced by its lease.
+#[derive(Debug, Clone)]
+pub struct IngestCommit {
+    pub lease: TaskLease,
+    pub tenant: Tenant,
+    pub batch_id: BatchId,
+    pub kind: StoreKind,
+    pub files: Vec<NewStoreFile>,
+    pub record_count: i64,
+    pub failed_record_count: i64,
+    pub errors: Vec<BatchError>,
+    /// The widened union schema of `kind`, when the batch changed it.
+    pub schema: Option<String>,
+    /// The schema version the attempt started from; a commit on another fails with
+    /// [`CatalogError::SchemaChanged`] and the attempt types its records again.
+    pub schema_version: i64,
+    pub now_ms: i64,
+}
+
+/// What an ingest commit recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestCommitted {
+    /// The batch's ingest time (`completed`), strictly increasing per sandbox.
+    pub completed_ms: i64,
+    pub seq: i64,
+    pub status: BatchStatus,
+}
+
+/// How a batch stands after a COMPLETE or ABORT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchTransition {
+    pub kind: BatchKind,
+    pub status: BatchStatus,
+    /// This call changed the status (false for a repeated or refused call).
+    pub changed: bool,
+}
+
 /// The state segport keeps transactionally. Every tenant-facing method is scoped by [`Tenant`]:
 /// another tenant's rows are invisible, exactly as if they did not exist.
 #[async_trait]
@@ -216,6 +381,100 @@ pub trait Catalog: Send + Sync + 'static {
     ) -> Result<Option<CancelOutcome>>;
     /// Jobs per status over all tenants, for `/metrics`.
     async fn count_jobs_by_status(&self) -> Result<Vec<(JobStatus, i64)>>;
+
+    // The profile store.
+    /// The store settings and state of a sandbox (which must exist).
+    async fn store_state(&self, tenant: &Tenant) -> Result<StoreState>;
+    /// The files of the store now. With a lease, the snapshot's sequence is recorded with the
+    /// task, so that no file it includes is deleted before the task ends.
+    async fn store_snapshot(
+        &self,
+        tenant: &Tenant,
+        lease: Option<&TaskLease>,
+    ) -> Result<StoreSnapshot>;
+    /// Commits an ingest attempt: files, batch status and counts, union schema and ingest time,
+    /// all or nothing, only while `commit.lease` holds ([`CatalogError::LeaseLost`] otherwise).
+    async fn commit_ingest(&self, commit: IngestCommit) -> Result<IngestCommitted>;
+    /// Replaces compacted files by the file that merges them, in one commit. Fails with
+    /// `Conflict` when one of them was removed meanwhile.
+    async fn commit_compaction(
+        &self,
+        tenant: &Tenant,
+        replaced: &[i64],
+        merged: &NewStoreFile,
+        now_ms: i64,
+    ) -> Result<i64>;
+    /// Every sandbox with a store, for maintenance.
+    async fn sandboxes(&self) -> Result<Vec<Tenant>>;
+    /// Every manifest path of a sandbox, live or removed but not yet collected.
+    async fn store_paths(&self, tenant: &Tenant) -> Result<Vec<String>>;
+    /// Removed files that no running task's snapshot can hold any more, removed before
+    /// `removed_before_ms`: `(id, path)`.
+    async fn collectable_store_files(&self, removed_before_ms: i64) -> Result<Vec<(i64, String)>>;
+    /// Drops collected files from the manifest.
+    async fn forget_store_files(&self, ids: &[i64]) -> Result<()>;
+
+    // Ingest batches.
+    async fn create_ingest_batch(&self, batch: &Batch) -> Result<()>;
+    /// Records an uploaded file (replacing one of the same name) while the batch is `loading`;
+    /// `false` when it no longer is.
+    async fn record_upload(
+        &self,
+        tenant: &Tenant,
+        batch_id: &BatchId,
+        name: &str,
+        bytes: i64,
+        now_ms: i64,
+    ) -> Result<bool>;
+    async fn list_uploads(&self, batch_id: &BatchId) -> Result<Vec<Upload>>;
+    /// `loading → staging`, queueing the ingest task. `None` when the batch does not exist.
+    async fn complete_batch(
+        &self,
+        tenant: &Tenant,
+        batch_id: &BatchId,
+        now_ms: i64,
+    ) -> Result<Option<BatchTransition>>;
+    /// `loading → aborted`. `None` when the batch does not exist.
+    async fn abort_batch(
+        &self,
+        tenant: &Tenant,
+        batch_id: &BatchId,
+        now_ms: i64,
+    ) -> Result<Option<BatchTransition>>;
+    /// Deletes a dataset, its batches and (after every snapshot holding them) its store files.
+    /// Answers the ids of its batches, whose uploaded files the caller removes; `None` when it
+    /// does not exist; `Conflict` while a queued or running task writes to it.
+    async fn delete_dataset(
+        &self,
+        tenant: &Tenant,
+        id: &DatasetId,
+        now_ms: i64,
+    ) -> Result<Option<Vec<BatchId>>>;
+
+    // Tasks.
+    /// Claims the oldest queued task for `owner`, with a lease until `now_ms + lease_ms`.
+    async fn claim_task(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<ClaimedTask>>;
+    async fn heartbeat(&self, lease: &TaskLease, lease_ms: i64, now_ms: i64) -> Result<Heartbeat>;
+    /// Hands a task back without using up its attempt (graceful shutdown).
+    async fn release_task(&self, lease: &TaskLease, now_ms: i64) -> Result<bool>;
+    /// Fails a task and its batch or job for good, with `errors`.
+    async fn fail_task(
+        &self,
+        lease: &TaskLease,
+        errors: &[BatchError],
+        now_ms: i64,
+    ) -> Result<bool>;
+    /// Requeues tasks whose lease expired, or fails them after their last attempt.
+    async fn reap_expired_tasks(&self, now_ms: i64) -> Result<Vec<ReapedTask>>;
+    /// Attempt ids of running tasks (their private files must not be swept).
+    async fn running_attempts(&self) -> Result<Vec<String>>;
+    /// Waits until a task may have been queued, or `timeout` passes.
+    async fn wait_for_tasks(&self, timeout: std::time::Duration);
 
     // API tokens.
     async fn insert_token(&self, token: &TokenRecord) -> Result<()>;

@@ -1,19 +1,28 @@
 //! The PostgreSQL catalog: the production backend, shared by every api and worker process.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
+use tokio::sync::Notify;
 
-use crate::sql::{impl_catalog, Dialect, SandboxCache};
+use crate::sql::{claim_sql, impl_catalog, Dialect, SandboxCache};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// The channel on which queued tasks are announced.
+const TASKS_CHANNEL: &str = "segport_tasks";
 
 /// A catalog on PostgreSQL.
 pub struct PgCatalog {
     pool: PgPool,
     pub(crate) sandboxes: SandboxCache,
+    /// Woken by `LISTEN segport_tasks` (and by this process's own announcements).
+    tasks: Arc<Notify>,
+    listening: AtomicBool,
 }
 
 impl PgCatalog {
@@ -30,7 +39,62 @@ impl PgCatalog {
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, sandboxes: SandboxCache::default() }
+        Self {
+            pool,
+            sandboxes: SandboxCache::default(),
+            tasks: Arc::new(Notify::new()),
+            listening: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn task_signal(&self) -> &Notify {
+        &self.tasks
+    }
+
+    /// Starts, once, the listener that turns `NOTIFY segport_tasks` from any process into a
+    /// wake-up here. It reconnects after a lost connection and ends with the catalog.
+    pub(crate) fn ensure_listening(&self) {
+        if self.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let notify = Arc::downgrade(&self.tasks);
+        tokio::spawn(async move {
+            while !pool.is_closed() {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if let Err(e) = listener.listen(TASKS_CHANNEL).await {
+                            tracing::warn!(error = %e, "cannot LISTEN for tasks; polling only");
+                        } else {
+                            loop {
+                                let Some(n) = notify.upgrade() else { return };
+                                // Tasks queued while no one listened are found by claiming.
+                                n.notify_one();
+                                drop(n);
+                                if listener.recv().await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "task listener cannot connect"),
+                }
+                if notify.upgrade().is_none() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    /// Wakes workers here and, through `NOTIFY`, in every other process.
+    pub(crate) async fn announce_tasks(&self) {
+        self.tasks.notify_one();
+        if let Err(e) =
+            sqlx::query("SELECT pg_notify($1, '')").bind(TASKS_CHANNEL).execute(&self.pool).await
+        {
+            tracing::debug!(error = %e, "cannot NOTIFY; workers will find the task by polling");
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -56,6 +120,7 @@ impl_catalog!(
     sqlx::Postgres,
     Backend::Postgres,
     Dialect {
+        claim_task: claim_sql!("FOR UPDATE SKIP LOCKED"),
         lock_policy_shared: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR SHARE",
         lock_policy_exclusive: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR UPDATE",
     }

@@ -23,6 +23,8 @@ pub(crate) const JOB_COLUMNS: &str = "id, org, sandbox, status, spec, errors, wa
 /// Statements that differ between the backends: PostgreSQL row locks, which SQLite (one writer at
 /// a time) does not need.
 pub(crate) struct Dialect {
+    /// Claims the oldest queued task: `$1` attempt id, `$2` owner, `$3` lease expiry, `$4` now.
+    pub claim_task: &'static str,
     /// Locks a merge policy against deletion while a job that uses it is inserted; yields its
     /// version.
     pub lock_policy_shared: &'static str,
@@ -46,9 +48,9 @@ pub(crate) const SELECT_DATASET: &str =
 pub(crate) const LIST_DATASETS: &str = "SELECT * FROM datasets WHERE org = $1 AND sandbox = $2 \
      ORDER BY created_ms, id LIMIT $3 OFFSET $4";
 
-pub(crate) const INSERT_BATCH: &str = "INSERT INTO batches \
-     (id, org, sandbox, dataset_id, kind, status, job_id, input_format, created_ms, updated_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const INSERT_BATCH: &str = "INSERT INTO batches (id, org, sandbox, dataset_id, kind, \
+     status, job_id, input_format, multiline_json, created_ms, updated_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub(crate) const SELECT_BATCH: &str =
     "SELECT * FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
 /// `$3`/`$4` are optional filters, passed as NULL when absent.
@@ -94,6 +96,89 @@ pub(crate) const LIST_TOKENS: &str = "SELECT * FROM api_tokens ORDER BY created_
 pub(crate) const SELECT_TOKEN: &str = "SELECT * FROM api_tokens WHERE token_sha256 = $1";
 pub(crate) const REVOKE_TOKEN: &str =
     "UPDATE api_tokens SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL";
+
+pub(crate) const SELECT_STORE_STATE: &str = "SELECT partitions, commit_seq, last_ingest_ms, \
+     profile_schema, event_schema, schema_version FROM sandboxes WHERE org = $1 AND sandbox = $2";
+pub(crate) const SELECT_COMMIT_SEQ: &str =
+    "SELECT commit_seq FROM sandboxes WHERE org = $1 AND sandbox = $2";
+/// Records the current commit sequence as the task's snapshot, in one statement so that no
+/// commit can slip between reading and recording it.
+pub(crate) const REGISTER_SNAPSHOT: &str = "UPDATE tasks SET snapshot_seq = \
+     (SELECT commit_seq FROM sandboxes WHERE org = $3 AND sandbox = $4) \
+     WHERE id = $1 AND attempt_id = $2 AND state = 'running' RETURNING snapshot_seq";
+pub(crate) const SNAPSHOT_FILES: &str =
+    "SELECT id, dataset_id, kind, partition_no, path, batch_id, \
+     ingest_ms, seq, row_count, byte_count, min_key, max_key FROM store_files \
+     WHERE org = $1 AND sandbox = $2 AND seq <= $3 AND (removed_seq IS NULL OR removed_seq > $3) \
+     ORDER BY dataset_id, partition_no, seq, id";
+/// Takes the sandbox's commit lock and the next commit sequence number.
+pub(crate) const NEXT_COMMIT: &str = "UPDATE sandboxes SET commit_seq = commit_seq + 1 \
+     WHERE org = $1 AND sandbox = $2 RETURNING commit_seq, last_ingest_ms, schema_version";
+pub(crate) const RECORD_INGEST: &str = "UPDATE sandboxes SET last_ingest_ms = $3, \
+     profile_schema = CASE WHEN $4 = 'profile' THEN COALESCE($5, profile_schema) ELSE profile_schema END, \
+     event_schema = CASE WHEN $4 = 'event' THEN COALESCE($5, event_schema) ELSE event_schema END, \
+     schema_version = schema_version + CASE WHEN $5 IS NULL THEN 0 ELSE 1 END \
+     WHERE org = $1 AND sandbox = $2";
+pub(crate) const INSERT_STORE_FILE: &str =
+    "INSERT INTO store_files (org, sandbox, dataset_id, kind, \
+     partition_no, path, batch_id, ingest_ms, seq, row_count, byte_count, min_key, max_key) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+pub(crate) const REMOVE_STORE_FILE: &str =
+    "UPDATE store_files SET removed_seq = $4, removed_ms = $5 \
+     WHERE org = $1 AND sandbox = $2 AND id = $3 AND removed_seq IS NULL";
+pub(crate) const REMOVE_DATASET_FILES: &str = "UPDATE store_files SET removed_seq = $4, \
+     removed_ms = $5 WHERE org = $1 AND sandbox = $2 AND dataset_id = $3 AND removed_seq IS NULL";
+pub(crate) const LIST_SANDBOXES: &str = "SELECT org, sandbox FROM sandboxes ORDER BY org, sandbox";
+pub(crate) const STORE_PATHS: &str = "SELECT path FROM store_files WHERE org = $1 AND sandbox = $2";
+pub(crate) const COLLECTABLE_FILES: &str = "SELECT f.id, f.path FROM store_files f \
+     WHERE f.removed_seq IS NOT NULL AND f.removed_ms < $1 AND NOT EXISTS (SELECT 1 FROM tasks t \
+     WHERE t.state = 'running' AND t.org = f.org AND t.sandbox = f.sandbox \
+     AND t.snapshot_seq IS NOT NULL AND t.snapshot_seq < f.removed_seq) ORDER BY f.id LIMIT 1000";
+pub(crate) const FORGET_FILE: &str = "DELETE FROM store_files WHERE id = $1";
+pub(crate) const FINISH_INGEST_BATCH: &str = "UPDATE batches SET status = $2, record_count = $3, \
+     failed_record_count = $4, errors = $5, completed_ms = $6, updated_ms = $7 WHERE id = $1";
+
+pub(crate) const UPSERT_UPLOAD: &str = "INSERT INTO batch_uploads (batch_id, name, bytes, uploaded_ms) \
+     SELECT $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM batches WHERE org = $1 AND sandbox = $2 \
+     AND id = $3 AND kind = 'ingest' AND status = 'loading') \
+     ON CONFLICT (batch_id, name) DO UPDATE SET bytes = excluded.bytes, uploaded_ms = excluded.uploaded_ms";
+pub(crate) const LIST_UPLOADS: &str =
+    "SELECT name, bytes, uploaded_ms FROM batch_uploads WHERE batch_id = $1 ORDER BY name";
+pub(crate) const MOVE_BATCH: &str = "UPDATE batches SET status = $5, updated_ms = $6 \
+     WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = $4";
+pub(crate) const BATCH_STATE: &str =
+    "SELECT kind, status FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
+pub(crate) const INSERT_INGEST_TASK: &str =
+    "INSERT INTO tasks (kind, org, sandbox, batch_id, state, \
+     created_ms, updated_ms) VALUES ('ingest', $1, $2, $3, 'queued', $4, $4)";
+pub(crate) const DATASET_BUSY: &str = "SELECT \
+     (SELECT COUNT(*) FROM tasks t JOIN batches b ON t.batch_id = b.id \
+      WHERE b.dataset_id = $1 AND t.state IN ('queued', 'running')) + \
+     (SELECT COUNT(*) FROM batches b JOIN export_jobs j ON j.id = b.job_id \
+      WHERE b.dataset_id = $1 AND j.status IN ('NEW', 'PROCESSING'))";
+pub(crate) const DATASET_BATCHES: &str = "SELECT id FROM batches WHERE dataset_id = $1";
+pub(crate) const DELETE_DATASET: &str =
+    "DELETE FROM datasets WHERE org = $1 AND sandbox = $2 AND id = $3";
+
+pub(crate) const HEARTBEAT: &str = "UPDATE tasks SET lease_expires_ms = $3, updated_ms = $4 \
+     WHERE id = $1 AND attempt_id = $2 AND state = 'running' RETURNING job_id";
+pub(crate) const JOB_CANCEL_FLAG: &str = "SELECT cancel_requested FROM export_jobs WHERE id = $1";
+pub(crate) const RELEASE_TASK: &str = "UPDATE tasks SET state = 'queued', attempt = attempt - 1, \
+     lease_owner = NULL, lease_expires_ms = NULL, snapshot_seq = NULL, updated_ms = $3 \
+     WHERE id = $1 AND attempt_id = $2 AND state = 'running'";
+pub(crate) const FAIL_TASK: &str = "UPDATE tasks SET state = 'failed', lease_owner = NULL, \
+     lease_expires_ms = NULL, updated_ms = $3 WHERE id = $1 AND attempt_id = $2 \
+     AND state = 'running' RETURNING batch_id, job_id";
+pub(crate) const FINISH_TASK: &str = "UPDATE tasks SET state = 'done', lease_owner = NULL, \
+     lease_expires_ms = NULL, updated_ms = $3 WHERE id = $1 AND attempt_id = $2 AND state = 'running'";
+pub(crate) const FAIL_BATCH: &str = "UPDATE batches SET status = 'failed', errors = $2, \
+     updated_ms = $3 WHERE id = $1";
+pub(crate) const REAP_TASKS: &str = "UPDATE tasks SET \
+     state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'queued' END, \
+     lease_owner = NULL, lease_expires_ms = NULL, snapshot_seq = NULL, updated_ms = $1 \
+     WHERE state = 'running' AND lease_expires_ms < $1 RETURNING id, kind, state, batch_id";
+pub(crate) const RUNNING_ATTEMPTS: &str =
+    "SELECT attempt_id FROM tasks WHERE state = 'running' AND attempt_id IS NOT NULL";
 
 /// `SELECT … FROM export_jobs` for one page, with or without a status filter. The keyset
 /// comparison `(creation_ms, id) < (…)` walks the `(org, sandbox[, status], creation_ms DESC,
@@ -205,6 +290,110 @@ impl TryFrom<DatasetRow> for Dataset {
 }
 
 #[derive(sqlx::FromRow)]
+pub(crate) struct StoreFileRow {
+    id: i64,
+    dataset_id: String,
+    kind: String,
+    partition_no: i32,
+    path: String,
+    batch_id: Option<String>,
+    ingest_ms: Option<i64>,
+    seq: i64,
+    row_count: i64,
+    byte_count: i64,
+    min_key: String,
+    max_key: String,
+}
+
+impl TryFrom<StoreFileRow> for crate::StoreFile {
+    type Error = CatalogError;
+    fn try_from(row: StoreFileRow) -> Result<Self> {
+        Ok(crate::StoreFile {
+            id: row.id,
+            kind: crate::StoreKind::parse(&row.kind)
+                .ok_or_else(|| corrupt("store_files.kind", &row.kind))?,
+            partition: u32::try_from(row.partition_no)
+                .map_err(|e| corrupt("store_files.partition_no", e))?,
+            dataset_id: row.dataset_id,
+            path: row.path,
+            batch_id: row.batch_id,
+            ingest_ms: row.ingest_ms,
+            seq: row.seq,
+            rows: row.row_count,
+            bytes: row.byte_count,
+            min_key: row.min_key,
+            max_key: row.max_key,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct StoreStateRow {
+    partitions: i32,
+    commit_seq: i64,
+    last_ingest_ms: i64,
+    profile_schema: String,
+    event_schema: String,
+    schema_version: i64,
+}
+
+impl TryFrom<StoreStateRow> for crate::StoreState {
+    type Error = CatalogError;
+    fn try_from(row: StoreStateRow) -> Result<Self> {
+        Ok(crate::StoreState {
+            partitions: u32::try_from(row.partitions)
+                .map_err(|e| corrupt("sandboxes.partitions", e))?,
+            commit_seq: row.commit_seq,
+            last_ingest_ms: row.last_ingest_ms,
+            profile_schema: row.profile_schema,
+            event_schema: row.event_schema,
+            schema_version: row.schema_version,
+        })
+    }
+}
+
+pub(crate) fn task_kind(kind: &str) -> Result<crate::TaskKind> {
+    match kind {
+        "ingest" => Ok(crate::TaskKind::Ingest),
+        "export" => Ok(crate::TaskKind::Export),
+        other => Err(corrupt("tasks.kind", other)),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ClaimRow {
+    id: i64,
+    kind: String,
+    org: String,
+    sandbox: String,
+    batch_id: Option<String>,
+    job_id: Option<i64>,
+    attempt: i32,
+    attempt_id: Option<String>,
+}
+
+impl TryFrom<ClaimRow> for crate::ClaimedTask {
+    type Error = CatalogError;
+    fn try_from(row: ClaimRow) -> Result<Self> {
+        Ok(crate::ClaimedTask {
+            lease: crate::TaskLease {
+                task_id: row.id,
+                attempt_id: row.attempt_id.ok_or_else(|| corrupt("tasks.attempt_id", "null"))?,
+            },
+            kind: task_kind(&row.kind)?,
+            tenant: segport_model::Tenant::parse(&row.org, &row.sandbox)
+                .map_err(|e| corrupt("tasks.org/sandbox", e))?,
+            batch_id: row
+                .batch_id
+                .map(|b| BatchId::parse(&b).map_err(|e| corrupt("tasks.batch_id", e)))
+                .transpose()?,
+            job_id: row.job_id,
+            attempt: row.attempt,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
 pub(crate) struct BatchRow {
     id: String,
     org: String,
@@ -214,6 +403,7 @@ pub(crate) struct BatchRow {
     status: String,
     job_id: Option<i64>,
     input_format: Option<String>,
+    multiline_json: bool,
     record_count: Option<i64>,
     failed_record_count: Option<i64>,
     errors: Option<String>,
@@ -236,6 +426,7 @@ impl TryFrom<BatchRow> for Batch {
             sandbox: row.sandbox,
             job_id: row.job_id,
             input_format: row.input_format,
+            multiline_json: row.multiline_json,
             record_count: row.record_count,
             failed_record_count: row.failed_record_count,
             created_ms: row.created_ms,
@@ -317,6 +508,54 @@ macro_rules! impl_catalog {
                     .execute(&mut **tx)
                     .await?;
                 Ok(())
+            }
+
+            /// Moves an ingest batch from `loading` to `to`, queueing its ingest task in the
+            /// same transaction when `enqueue`; reports how the batch stands either way.
+            async fn move_batch(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+                to: &str,
+                now_ms: i64,
+                enqueue: bool,
+            ) -> $crate::Result<Option<$crate::BatchTransition>> {
+                let mut tx = self.write().begin().await?;
+                let moved = sqlx::query($crate::sql::MOVE_BATCH)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(batch_id.as_str())
+                    .bind("loading")
+                    .bind(to)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if moved && enqueue {
+                    sqlx::query($crate::sql::INSERT_INGEST_TASK)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .bind(batch_id.as_str())
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let state: Option<(String, String)> = sqlx::query_as($crate::sql::BATCH_STATE)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(batch_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let Some((kind, status)) = state else { return Ok(None) };
+                let corrupt = |e: String| $crate::CatalogError::Corrupt(e);
+                Ok(Some($crate::BatchTransition {
+                    kind: segport_model::batch::BatchKind::parse(&kind)
+                        .ok_or_else(|| corrupt(format!("batches.kind {kind:?}")))?,
+                    status: segport_model::batch::BatchStatus::parse(&status).map_err(corrupt)?,
+                    changed: moved,
+                }))
             }
 
             /// One row of a tenant's, by the id in `$3` of `sql`, converted to its domain type.
@@ -697,6 +936,7 @@ macro_rules! impl_catalog {
                         .bind(segport_model::batch::BatchStatus::Loading.as_str())
                         .bind(id)
                         .bind("parquet")
+                        .bind(false)
                         .bind(job.now_ms)
                         .bind(job.now_ms)
                         .execute(&mut *tx)
@@ -836,6 +1076,514 @@ macro_rules! impl_catalog {
                     .collect()
             }
 
+            async fn store_state(
+                &self,
+                tenant: &segport_model::Tenant,
+            ) -> $crate::Result<$crate::StoreState> {
+                let row = sqlx::query_as::<_, $crate::sql::StoreStateRow>(
+                    $crate::sql::SELECT_STORE_STATE,
+                )
+                .bind(tenant.org.as_str())
+                .bind(tenant.sandbox.as_str())
+                .fetch_optional(self.read())
+                .await?;
+                match row {
+                    Some(row) => row.try_into(),
+                    None => Err($crate::CatalogError::Corrupt(format!(
+                        "sandbox {}/{} has no store state",
+                        tenant.org, tenant.sandbox
+                    ))),
+                }
+            }
+
+            async fn store_snapshot(
+                &self,
+                tenant: &segport_model::Tenant,
+                lease: Option<&$crate::TaskLease>,
+            ) -> $crate::Result<$crate::StoreSnapshot> {
+                let seq: Option<(Option<i64>,)> = match lease {
+                    Some(lease) => {
+                        sqlx::query_as($crate::sql::REGISTER_SNAPSHOT)
+                            .bind(lease.task_id)
+                            .bind(&lease.attempt_id)
+                            .bind(tenant.org.as_str())
+                            .bind(tenant.sandbox.as_str())
+                            .fetch_optional(self.write())
+                            .await?
+                    }
+                    None => sqlx::query_as::<_, (i64,)>($crate::sql::SELECT_COMMIT_SEQ)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .fetch_optional(self.read())
+                        .await?
+                        .map(|(s,)| (Some(s),)),
+                };
+                let seq = match (seq, lease) {
+                    (None, Some(_)) => return Err($crate::CatalogError::LeaseLost),
+                    (Some((Some(s),)), _) => s,
+                    _ => 0,
+                };
+                let rows =
+                    sqlx::query_as::<_, $crate::sql::StoreFileRow>($crate::sql::SNAPSHOT_FILES)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .bind(seq)
+                        .fetch_all(self.read())
+                        .await?;
+                Ok($crate::StoreSnapshot { seq, files: $crate::sql::convert_all(rows)? })
+            }
+
+            async fn commit_ingest(
+                &self,
+                c: $crate::IngestCommit,
+            ) -> $crate::Result<$crate::IngestCommitted> {
+                let (org, sandbox) = (c.tenant.org.as_str(), c.tenant.sandbox.as_str());
+                let mut tx = self.write().begin().await?;
+                // The sandbox row serialises commits: ingest times follow commit order.
+                let (seq, last_ingest_ms, schema_version): (i64, i64, i64) =
+                    sqlx::query_as($crate::sql::NEXT_COMMIT)
+                        .bind(org)
+                        .bind(sandbox)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if c.schema.is_some() && schema_version != c.schema_version {
+                    return Err($crate::CatalogError::SchemaChanged);
+                }
+                let fenced = sqlx::query($crate::sql::FINISH_TASK)
+                    .bind(c.lease.task_id)
+                    .bind(&c.lease.attempt_id)
+                    .bind(c.now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if fenced != 1 {
+                    return Err($crate::CatalogError::LeaseLost);
+                }
+                let success = c.record_count > 0;
+                let completed_ms = c.now_ms.max(last_ingest_ms + 1);
+                let status = if success {
+                    segport_model::batch::BatchStatus::Success
+                } else {
+                    segport_model::batch::BatchStatus::Failed
+                };
+                if success {
+                    sqlx::query($crate::sql::RECORD_INGEST)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(completed_ms)
+                        .bind(c.kind.as_str())
+                        .bind(c.schema.as_deref())
+                        .execute(&mut *tx)
+                        .await?;
+                    for f in &c.files {
+                        sqlx::query($crate::sql::INSERT_STORE_FILE)
+                            .bind(org)
+                            .bind(sandbox)
+                            .bind(&f.dataset_id)
+                            .bind(f.kind.as_str())
+                            .bind(i64::from(f.partition))
+                            .bind(&f.path)
+                            .bind(c.batch_id.as_str())
+                            .bind(completed_ms)
+                            .bind(seq)
+                            .bind(f.rows)
+                            .bind(f.bytes)
+                            .bind(&f.min_key)
+                            .bind(&f.max_key)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                sqlx::query($crate::sql::FINISH_INGEST_BATCH)
+                    .bind(c.batch_id.as_str())
+                    .bind(status.as_str())
+                    .bind(c.record_count)
+                    .bind(c.failed_record_count)
+                    .bind(serde_json::to_string(&c.errors)?)
+                    .bind(success.then_some(completed_ms))
+                    .bind(c.now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok($crate::IngestCommitted { completed_ms, seq, status })
+            }
+
+            async fn commit_compaction(
+                &self,
+                tenant: &segport_model::Tenant,
+                replaced: &[i64],
+                merged: &$crate::NewStoreFile,
+                now_ms: i64,
+            ) -> $crate::Result<i64> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let mut tx = self.write().begin().await?;
+                let (seq, _, _): (i64, i64, i64) = sqlx::query_as($crate::sql::NEXT_COMMIT)
+                    .bind(org)
+                    .bind(sandbox)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                for id in replaced {
+                    let removed = sqlx::query($crate::sql::REMOVE_STORE_FILE)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(id)
+                        .bind(seq)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if removed != 1 {
+                        return Err($crate::CatalogError::Conflict(format!(
+                            "store file {id} was removed during compaction"
+                        )));
+                    }
+                }
+                sqlx::query($crate::sql::INSERT_STORE_FILE)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(&merged.dataset_id)
+                    .bind(merged.kind.as_str())
+                    .bind(i64::from(merged.partition))
+                    .bind(&merged.path)
+                    .bind(None::<String>)
+                    .bind(None::<i64>)
+                    .bind(seq)
+                    .bind(merged.rows)
+                    .bind(merged.bytes)
+                    .bind(&merged.min_key)
+                    .bind(&merged.max_key)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(seq)
+            }
+
+            async fn sandboxes(&self) -> $crate::Result<Vec<segport_model::Tenant>> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as($crate::sql::LIST_SANDBOXES).fetch_all(self.read()).await?;
+                rows.iter()
+                    .map(|(o, s)| {
+                        segport_model::Tenant::parse(o, s)
+                            .map_err(|e| $crate::CatalogError::Corrupt(e.to_string()))
+                    })
+                    .collect()
+            }
+
+            async fn store_paths(
+                &self,
+                tenant: &segport_model::Tenant,
+            ) -> $crate::Result<Vec<String>> {
+                let rows: Vec<(String,)> = sqlx::query_as($crate::sql::STORE_PATHS)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .fetch_all(self.read())
+                    .await?;
+                Ok(rows.into_iter().map(|(p,)| p).collect())
+            }
+
+            async fn collectable_store_files(
+                &self,
+                removed_before_ms: i64,
+            ) -> $crate::Result<Vec<(i64, String)>> {
+                Ok(sqlx::query_as($crate::sql::COLLECTABLE_FILES)
+                    .bind(removed_before_ms)
+                    .fetch_all(self.read())
+                    .await?)
+            }
+
+            async fn forget_store_files(&self, ids: &[i64]) -> $crate::Result<()> {
+                let mut tx = self.write().begin().await?;
+                for id in ids {
+                    sqlx::query($crate::sql::FORGET_FILE).bind(id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_ingest_batch(
+                &self,
+                b: &segport_model::batch::Batch,
+            ) -> $crate::Result<()> {
+                sqlx::query($crate::sql::INSERT_BATCH)
+                    .bind(b.id.as_str())
+                    .bind(&b.org)
+                    .bind(&b.sandbox)
+                    .bind(b.dataset_id.as_str())
+                    .bind(b.kind.as_str())
+                    .bind(b.status.as_str())
+                    .bind(b.job_id)
+                    .bind(&b.input_format)
+                    .bind(b.multiline_json)
+                    .bind(b.created_ms)
+                    .bind(b.updated_ms)
+                    .execute(self.write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn record_upload(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+                name: &str,
+                bytes: i64,
+                now_ms: i64,
+            ) -> $crate::Result<bool> {
+                let n = sqlx::query($crate::sql::UPSERT_UPLOAD)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(batch_id.as_str())
+                    .bind(name)
+                    .bind(bytes)
+                    .bind(now_ms)
+                    .execute(self.write())
+                    .await?
+                    .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn list_uploads(
+                &self,
+                batch_id: &segport_model::BatchId,
+            ) -> $crate::Result<Vec<$crate::Upload>> {
+                let rows: Vec<(String, i64, i64)> = sqlx::query_as($crate::sql::LIST_UPLOADS)
+                    .bind(batch_id.as_str())
+                    .fetch_all(self.read())
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, bytes, uploaded_ms)| $crate::Upload { name, bytes, uploaded_ms })
+                    .collect())
+            }
+
+            async fn complete_batch(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+                now_ms: i64,
+            ) -> $crate::Result<Option<$crate::BatchTransition>> {
+                let outcome = self.move_batch(tenant, batch_id, "staging", now_ms, true).await?;
+                if outcome.is_some_and(|o| o.changed) {
+                    self.announce_tasks().await;
+                }
+                Ok(outcome)
+            }
+
+            async fn abort_batch(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+                now_ms: i64,
+            ) -> $crate::Result<Option<$crate::BatchTransition>> {
+                self.move_batch(tenant, batch_id, "aborted", now_ms, false).await
+            }
+
+            async fn delete_dataset(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: &segport_model::DatasetId,
+                now_ms: i64,
+            ) -> $crate::Result<Option<Vec<segport_model::BatchId>>> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let mut tx = self.write().begin().await?;
+                let exists = sqlx::query($crate::sql::SELECT_DATASET)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .is_some();
+                if !exists {
+                    return Ok(None);
+                }
+                let (busy,): (i64,) = sqlx::query_as($crate::sql::DATASET_BUSY)
+                    .bind(id.as_str())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if busy > 0 {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "dataset {id} is used by {busy} queued or running task(s); delete it \
+                         once they have finished"
+                    )));
+                }
+                let seq: Option<(i64, i64, i64)> = sqlx::query_as($crate::sql::NEXT_COMMIT)
+                    .bind(org)
+                    .bind(sandbox)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some((seq, _, _)) = seq {
+                    sqlx::query($crate::sql::REMOVE_DATASET_FILES)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(id.as_str())
+                        .bind(seq)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                let batches: Vec<(String,)> = sqlx::query_as($crate::sql::DATASET_BATCHES)
+                    .bind(id.as_str())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                sqlx::query($crate::sql::DELETE_DATASET)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                batches
+                    .into_iter()
+                    .map(|(b,)| {
+                        segport_model::BatchId::parse(&b)
+                            .map_err(|e| $crate::CatalogError::Corrupt(e))
+                    })
+                    .collect::<$crate::Result<Vec<_>>>()
+                    .map(Some)
+            }
+
+            async fn claim_task(
+                &self,
+                owner: &str,
+                lease_ms: i64,
+                now_ms: i64,
+            ) -> $crate::Result<Option<$crate::ClaimedTask>> {
+                let attempt_id = segport_model::ids::new_uuid().to_string();
+                sqlx::query_as::<_, $crate::sql::ClaimRow>(Self::DIALECT.claim_task)
+                    .bind(&attempt_id)
+                    .bind(owner)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .fetch_optional(self.write())
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn heartbeat(
+                &self,
+                lease: &$crate::TaskLease,
+                lease_ms: i64,
+                now_ms: i64,
+            ) -> $crate::Result<$crate::Heartbeat> {
+                let row: Option<(Option<i64>,)> = sqlx::query_as($crate::sql::HEARTBEAT)
+                    .bind(lease.task_id)
+                    .bind(&lease.attempt_id)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .fetch_optional(self.write())
+                    .await?;
+                let Some((job_id,)) = row else {
+                    return Ok($crate::Heartbeat { alive: false, cancel_requested: false });
+                };
+                let cancel_requested = match job_id {
+                    Some(job) => sqlx::query_as::<_, (bool,)>($crate::sql::JOB_CANCEL_FLAG)
+                        .bind(job)
+                        .fetch_optional(self.read())
+                        .await?
+                        .is_some_and(|(c,)| c),
+                    None => false,
+                };
+                Ok($crate::Heartbeat { alive: true, cancel_requested })
+            }
+
+            async fn release_task(
+                &self,
+                lease: &$crate::TaskLease,
+                now_ms: i64,
+            ) -> $crate::Result<bool> {
+                let n = sqlx::query($crate::sql::RELEASE_TASK)
+                    .bind(lease.task_id)
+                    .bind(&lease.attempt_id)
+                    .bind(now_ms)
+                    .execute(self.write())
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    self.announce_tasks().await;
+                }
+                Ok(n == 1)
+            }
+
+            async fn fail_task(
+                &self,
+                lease: &$crate::TaskLease,
+                errors: &[segport_model::batch::BatchError],
+                now_ms: i64,
+            ) -> $crate::Result<bool> {
+                let mut tx = self.write().begin().await?;
+                let row: Option<(Option<String>, Option<i64>)> =
+                    sqlx::query_as($crate::sql::FAIL_TASK)
+                        .bind(lease.task_id)
+                        .bind(&lease.attempt_id)
+                        .bind(now_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((batch_id, _job_id)) = row else { return Ok(false) };
+                if let Some(batch_id) = batch_id {
+                    sqlx::query($crate::sql::FAIL_BATCH)
+                        .bind(batch_id)
+                        .bind(serde_json::to_string(errors)?)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn reap_expired_tasks(
+                &self,
+                now_ms: i64,
+            ) -> $crate::Result<Vec<$crate::ReapedTask>> {
+                let mut tx = self.write().begin().await?;
+                let rows: Vec<(i64, String, String, Option<String>)> =
+                    sqlx::query_as($crate::sql::REAP_TASKS)
+                        .bind(now_ms)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let lost = serde_json::to_string(&[segport_model::batch::BatchError {
+                    code: "WORKER_LOST".to_owned(),
+                    description: "the workers running this batch stopped answering; it was \
+                                  retried until its attempts were used up"
+                        .to_owned(),
+                    rows: Vec::new(),
+                }])?;
+                let mut reaped = Vec::with_capacity(rows.len());
+                for (task_id, kind, state, batch_id) in rows {
+                    let requeued = state == "queued";
+                    if let (false, Some(batch_id)) = (requeued, batch_id) {
+                        sqlx::query($crate::sql::FAIL_BATCH)
+                            .bind(batch_id)
+                            .bind(&lost)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    reaped.push($crate::ReapedTask {
+                        task_id,
+                        kind: $crate::sql::task_kind(&kind)?,
+                        requeued,
+                    });
+                }
+                tx.commit().await?;
+                if reaped.iter().any(|r| r.requeued) {
+                    self.announce_tasks().await;
+                }
+                Ok(reaped)
+            }
+
+            async fn running_attempts(&self) -> $crate::Result<Vec<String>> {
+                let rows: Vec<(String,)> =
+                    sqlx::query_as($crate::sql::RUNNING_ATTEMPTS).fetch_all(self.read()).await?;
+                Ok(rows.into_iter().map(|(a,)| a).collect())
+            }
+
+            async fn wait_for_tasks(&self, timeout: std::time::Duration) {
+                self.ensure_listening();
+                let _ = tokio::time::timeout(timeout, self.task_signal().notified()).await;
+            }
+
             async fn insert_token(&self, t: &$crate::TokenRecord) -> $crate::Result<()> {
                 sqlx::query($crate::sql::INSERT_TOKEN)
                     .bind(&t.id)
@@ -898,3 +1646,19 @@ impl SandboxCache {
         }
     }
 }
+
+/// The claim statement, with the row-locking clause of the backend (`FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL, so that concurrent workers never wait for each other's claims).
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, attempt_id = $1, ",
+            "lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 ",
+            "WHERE id = (SELECT id FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 1 ",
+            $lock,
+            ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id"
+        )
+    };
+}
+
+pub(crate) use claim_sql;

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use tokio::sync::Notify;
 
-use crate::sql::{impl_catalog, Dialect, SandboxCache};
+use crate::sql::{claim_sql, impl_catalog, Dialect, SandboxCache};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -22,6 +23,8 @@ pub struct SqliteCatalog {
     reader: SqlitePool,
     writer: SqlitePool,
     pub(crate) sandboxes: SandboxCache,
+    /// Wakes this process's workers; other processes on the same file find tasks by polling.
+    tasks: Notify,
 }
 
 impl SqliteCatalog {
@@ -43,7 +46,18 @@ impl SqliteCatalog {
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(connect.read_only(true))
             .await?;
-        Ok(Self { reader, writer, sandboxes: SandboxCache::default() })
+        Ok(Self { reader, writer, sandboxes: SandboxCache::default(), tasks: Notify::new() })
+    }
+
+    pub(crate) fn task_signal(&self) -> &Notify {
+        &self.tasks
+    }
+
+    /// SQLite has no notifications between processes; nothing to start.
+    pub(crate) fn ensure_listening(&self) {}
+
+    pub(crate) async fn announce_tasks(&self) {
+        self.tasks.notify_one();
     }
 
     pub(crate) fn read(&self) -> &SqlitePool {
@@ -66,6 +80,7 @@ impl_catalog!(
     Backend::Sqlite,
     // One writer at a time: the write transaction itself is the lock.
     Dialect {
+        claim_task: claim_sql!(""),
         lock_policy_shared:
             "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
         lock_policy_exclusive:

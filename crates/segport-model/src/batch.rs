@@ -74,6 +74,86 @@ impl BatchStatus {
     }
 }
 
+/// The input formats an ingest batch accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestFormat {
+    Json,
+    Parquet,
+}
+
+impl IngestFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IngestFormat::Json => "json",
+            IngestFormat::Parquet => "parquet",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(IngestFormat::Json),
+            "parquet" => Some(IngestFormat::Parquet),
+            _ => None,
+        }
+    }
+}
+
+/// A validated `POST /data/foundation/import/batches` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewIngestBatch {
+    pub dataset_id: DatasetId,
+    pub format: IngestFormat,
+    pub multiline_json: bool,
+}
+
+impl NewIngestBatch {
+    pub fn parse(body: &serde_json::Value) -> Result<Self, crate::ValidationErrors> {
+        use crate::validate::{body_object, Checker};
+        let root = body_object(body)?;
+        let mut c = Checker::new();
+        let dataset_id = match c.parsed(root, "datasetId", "", DatasetId::parse) {
+            Some(id) => Some(id),
+            None => {
+                if Checker::get(root, "datasetId").is_none() {
+                    c.fail("datasetId", "is required");
+                }
+                None
+            }
+        };
+        let (format, multiline_json) = match c.object(root, "inputFormat", "") {
+            None => {
+                if Checker::get(root, "inputFormat").is_none() {
+                    c.fail("inputFormat", "is required, e.g. {\"format\": \"json\"}");
+                }
+                (None, false)
+            }
+            Some(obj) => {
+                let format = c.required_string(obj, "format", "inputFormat").and_then(|f| {
+                    let parsed = IngestFormat::parse(f);
+                    if parsed.is_none() {
+                        c.fail(
+                            "inputFormat.format",
+                            format!("{:?} is not supported; use json or parquet", truncate(f)),
+                        );
+                    }
+                    parsed
+                });
+                let multiline = c.bool(obj, "isMultiLineJson", "inputFormat").unwrap_or(false);
+                if multiline && format == Some(IngestFormat::Parquet) {
+                    c.fail("inputFormat.isMultiLineJson", "applies to json only");
+                }
+                (format, multiline)
+            }
+        };
+        match (dataset_id, format) {
+            (Some(dataset_id), Some(format)) if c.errors.is_empty() => {
+                Ok(Self { dataset_id, format, multiline_json })
+            }
+            _ => Err(c.errors),
+        }
+    }
+}
+
 /// One entry of a batch's `errors`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchError {
@@ -93,6 +173,8 @@ pub struct Batch {
     pub status: BatchStatus,
     pub job_id: Option<i64>,
     pub input_format: Option<String>,
+    /// `inputFormat.isMultiLineJson`: each JSON file is one array of records.
+    pub multiline_json: bool,
     pub record_count: Option<i64>,
     pub failed_record_count: Option<i64>,
     pub errors: Vec<BatchError>,
@@ -102,6 +184,27 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A fresh ingest batch, `loading` until its client completes it.
+    pub fn new_ingest(org: &str, sandbox: &str, new: &NewIngestBatch, now_ms: i64) -> Self {
+        Self {
+            id: BatchId::generate(),
+            org: org.to_owned(),
+            sandbox: sandbox.to_owned(),
+            dataset_id: new.dataset_id.clone(),
+            kind: BatchKind::Ingest,
+            status: BatchStatus::Loading,
+            job_id: None,
+            input_format: Some(new.format.as_str().to_owned()),
+            multiline_json: new.multiline_json,
+            record_count: None,
+            failed_record_count: None,
+            errors: Vec::new(),
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            completed_ms: None,
+        }
+    }
+
     /// A fresh destination batch of export job `job_id`.
     pub fn new_export(
         id: BatchId,
@@ -119,6 +222,7 @@ impl Batch {
             status: BatchStatus::Loading,
             job_id: None,
             input_format: Some("parquet".to_owned()),
+            multiline_json: false,
             record_count: None,
             failed_record_count: None,
             errors: Vec::new(),
@@ -143,6 +247,9 @@ impl Batch {
         });
         if let Some(format) = &self.input_format {
             obj["inputFormat"] = json!({"format": format});
+            if self.multiline_json {
+                obj["inputFormat"]["isMultiLineJson"] = json!(true);
+            }
         }
         if let Some(n) = self.record_count {
             obj["recordCount"] = json!(n);
@@ -157,5 +264,27 @@ impl Batch {
             obj["tags"] = json!({"segport:exportJobId": [job.to_string()]});
         }
         obj
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn ingest_batch_bodies() {
+        let ok = NewIngestBatch::parse(&json!({"datasetId": "5b7c86968f7b6501e21ba9df", "inputFormat": {"format": "json", "isMultiLineJson": true}})).unwrap();
+        assert!(ok.multiline_json);
+        assert_eq!(ok.format, IngestFormat::Json);
+        let err =
+            NewIngestBatch::parse(&json!({"datasetId": "x", "inputFormat": {"format": "csv"}}))
+                .unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["datasetId", "inputFormat.format"]);
+        let err = NewIngestBatch::parse(&json!({})).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["datasetId", "inputFormat"]);
     }
 }
