@@ -67,11 +67,11 @@ impl Storage {
         }
     }
 
-    /// Every object under `prefix`, with its size.
-    pub async fn list(&self, prefix: &Path) -> Result<Vec<(Path, u64)>> {
+    /// Every object under `prefix`, with its size and last modification (epoch ms).
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<(Path, u64, i64)>> {
         self.store
             .list(Some(prefix))
-            .map_ok(|meta| (meta.location, meta.size))
+            .map_ok(|meta| (meta.location, meta.size, meta.last_modified.timestamp_millis()))
             .try_collect()
             .await
             .map_err(StoreError::storage(prefix))
@@ -79,7 +79,7 @@ impl Storage {
 
     /// Deletes everything under `prefix`.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<()> {
-        for (path, _) in self.list(prefix).await? {
+        for (path, _, _) in self.list(prefix).await? {
             self.delete(&path).await?;
         }
         Ok(())

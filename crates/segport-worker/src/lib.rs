@@ -1,1 +1,93 @@
-//! placeholder
+//! The segport worker: claims tasks from the catalog, runs them, commits their results under a
+//! lease, and keeps the store tidy.
+//!
+//! Each of `slots` loops claims the oldest queued task (DESIGN §6), holds its lease with
+//! heartbeats while it runs, and commits through the catalog in one transaction fenced by the
+//! lease. A maintenance loop returns expired leases to the queue, deletes store files no
+//! snapshot needs any more, removes files of attempts that never committed, and compacts
+//! partitions that have gathered many small files.
+
+mod failpoint;
+mod ingest;
+mod maintenance;
+mod runner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use segport_catalog::Catalog;
+use segport_store::ingest::IngestLimits;
+use segport_store::Storage;
+
+pub use failpoint::Failpoints;
+pub use ingest::run_ingest;
+pub use maintenance::{compact_sandbox, sweep};
+pub use runner::{TaskOutcome, Worker};
+
+/// How a worker behaves; the defaults are DESIGN §6's.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Tasks run at once.
+    pub slots: usize,
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// How often an idle slot looks for work when no notification arrives.
+    pub poll: Duration,
+    /// How often expired leases are reaped.
+    pub reap_every: Duration,
+    /// How often the store is swept and compacted.
+    pub maintain_every: Duration,
+    /// How long a removed or orphaned file is kept before it is deleted.
+    pub file_grace: Duration,
+    /// A partition is compacted once it holds this many files of one dataset.
+    pub compact_min_files: usize,
+    pub ingest: IngestLimits,
+    pub failpoints: Failpoints,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            slots: 2,
+            lease: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(10),
+            poll: Duration::from_secs(1),
+            reap_every: Duration::from_secs(5),
+            maintain_every: Duration::from_secs(60),
+            file_grace: Duration::from_secs(300),
+            compact_min_files: 8,
+            ingest: IngestLimits::default(),
+            failpoints: Failpoints::default(),
+        }
+    }
+}
+
+/// What every task needs.
+#[derive(Clone)]
+pub struct Context {
+    pub catalog: Arc<dyn Catalog>,
+    pub storage: Storage,
+    pub config: Arc<WorkerConfig>,
+}
+
+/// Errors of task runs, reported on the batch or job they belong to.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error(transparent)]
+    Catalog(#[from] segport_catalog::CatalogError),
+    #[error(transparent)]
+    Store(#[from] segport_store::StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the task was stopped")]
+    Stopped,
+}
+
+/// The current time in epoch milliseconds.
+fn now_ms() -> i64 {
+    segport_model::time::now_ms()
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,196 @@
+//! The task loop: claim, run under a heartbeated lease, commit or hand back.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use segport_catalog::{ClaimedTask, TaskKind};
+use segport_model::batch::BatchError;
+use tokio_util::sync::CancellationToken;
+
+use crate::{duration_ms, now_ms, run_ingest, Context, TaskError};
+
+/// How a task run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// Committed.
+    Done,
+    /// Failed for good; its batch or job says why.
+    Failed,
+    /// Another attempt holds the task now; nothing was committed.
+    LeaseLost,
+    /// Handed back to the queue at shutdown, without using up an attempt.
+    HandedBack,
+}
+
+/// A worker process's task runner.
+pub struct Worker {
+    ctx: Context,
+    owner: String,
+}
+
+impl Worker {
+    pub fn new(ctx: Context) -> Self {
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            &segport_model::ids::new_uuid().simple().to_string()[..8]
+        );
+        Self { ctx, owner }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Runs the slots and the maintenance loop until `shutdown`; running tasks then get `grace`
+    /// to finish before they are handed back.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken, grace: Duration) {
+        let mut handles = Vec::new();
+        for slot in 0..self.ctx.config.slots.max(1) {
+            let (worker, shutdown) = (self.clone(), shutdown.clone());
+            handles.push(tokio::spawn(async move { worker.slot(slot, shutdown, grace).await }));
+        }
+        let (worker, stop) = (self.clone(), shutdown.clone());
+        handles.push(tokio::spawn(async move { crate::maintenance::run(&worker.ctx, stop).await }));
+        tracing::info!(owner = %self.owner, slots = self.ctx.config.slots, "worker started");
+        for handle in handles {
+            if let Err(e) = handle.await {
+                tracing::error!(error = %e, "a worker loop ended abnormally");
+            }
+        }
+        tracing::info!(owner = %self.owner, "worker stopped");
+    }
+
+    async fn slot(&self, slot: usize, shutdown: CancellationToken, grace: Duration) {
+        let config = &self.ctx.config;
+        while !shutdown.is_cancelled() {
+            let claimed =
+                self.ctx.catalog.claim_task(&self.owner, duration_ms(config.lease), now_ms()).await;
+            match claimed {
+                Ok(Some(task)) => {
+                    tracing::info!(slot, task_id = task.lease.task_id, attempt = task.attempt, kind = ?task.kind, "task claimed");
+                    let outcome = self.run_claimed(task, shutdown.clone(), grace).await;
+                    tracing::info!(slot, ?outcome, "task ended");
+                }
+                Ok(None) => {
+                    tokio::select! {
+                        () = self.ctx.catalog.wait_for_tasks(config.poll) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(slot, error = %e, "cannot claim tasks; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(config.poll) => {}
+                        () = shutdown.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a claimed task to its end while holding its lease.
+    pub async fn run_claimed(
+        &self,
+        task: ClaimedTask,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) -> TaskOutcome {
+        let stop = CancellationToken::new();
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        let handed_back = Arc::new(AtomicBool::new(false));
+        let heartbeat = {
+            let (ctx, lease, stop, lost) =
+                (self.ctx.clone(), task.lease.clone(), stop.clone(), lease_lost.clone());
+            tokio::spawn(async move {
+                let every = ctx.config.heartbeat;
+                loop {
+                    tokio::time::sleep(every).await;
+                    match ctx
+                        .catalog
+                        .heartbeat(&lease, duration_ms(ctx.config.lease), now_ms())
+                        .await
+                    {
+                        Ok(h) if !h.alive => {
+                            tracing::warn!(
+                                task_id = lease.task_id,
+                                "lease lost; stopping the task"
+                            );
+                            lost.store(true, Ordering::SeqCst);
+                            stop.cancel();
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(task_id = lease.task_id, error = %e, "heartbeat failed")
+                        }
+                    }
+                }
+            })
+        };
+        let grace_timer = {
+            let (stop, handed_back) = (stop.clone(), handed_back.clone());
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tokio::time::sleep(grace).await;
+                handed_back.store(true, Ordering::SeqCst);
+                stop.cancel();
+            })
+        };
+
+        let result = match task.kind {
+            TaskKind::Ingest => run_ingest(&self.ctx, &task, stop.clone()).await,
+            TaskKind::Export => {
+                Err(TaskError::Invalid("export tasks are not supported by this worker".into()))
+            }
+        };
+        heartbeat.abort();
+        grace_timer.abort();
+
+        let lease = &task.lease;
+        match result {
+            Ok(()) => TaskOutcome::Done,
+            Err(_) if handed_back.load(Ordering::SeqCst) => {
+                match self.ctx.catalog.release_task(lease, now_ms()).await {
+                    Ok(_) => TaskOutcome::HandedBack,
+                    Err(e) => {
+                        tracing::warn!(task_id = lease.task_id, error = %e, "cannot hand the task back; its lease will expire");
+                        TaskOutcome::HandedBack
+                    }
+                }
+            }
+            Err(TaskError::Catalog(segport_catalog::CatalogError::LeaseLost)) => {
+                TaskOutcome::LeaseLost
+            }
+            Err(_) if lease_lost.load(Ordering::SeqCst) => TaskOutcome::LeaseLost,
+            Err(e) => {
+                tracing::error!(task_id = lease.task_id, error = %error_chain(&e), "task failed");
+                let errors = [BatchError {
+                    code: "INGEST_FAILED".to_owned(),
+                    description: format!("the batch could not be ingested: {}", error_chain(&e)),
+                    rows: Vec::new(),
+                }];
+                match self.ctx.catalog.fail_task(lease, &errors, now_ms()).await {
+                    Ok(true) => TaskOutcome::Failed,
+                    Ok(false) => TaskOutcome::LeaseLost,
+                    Err(e) => {
+                        tracing::error!(task_id = lease.task_id, error = %e, "cannot record the failure; the lease will expire and the task be retried");
+                        TaskOutcome::Failed
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
