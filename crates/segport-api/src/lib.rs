@@ -2,7 +2,7 @@
 //!
 //! It authenticates each request, scopes it to its (org, sandbox), validates it at the edge and
 //! answers from the catalog: export jobs (DESIGN §3), Catalog datasets and batches, merge policies
-//! (§4), and the operational endpoints `/healthz`, `/readyz` and `/metrics`. It never evaluates
+//! (§4), Batch Ingestion uploads, and the operational endpoints `/healthz`, `/readyz` and `/metrics`. It never evaluates
 //! profiles and never waits for an export.
 
 pub mod auth;
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use axum::extract::Request;
 use axum::Router;
 use segport_catalog::Catalog;
+use segport_store::Storage;
 use tower::Layer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
@@ -26,20 +27,28 @@ pub use metrics::ApiMetrics;
 /// JSON request bodies larger than this are refused with 413.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
 
+/// Uploaded files larger than this are refused with 413 unless configured otherwise.
+pub const DEFAULT_MAX_UPLOAD: u64 = 256 * 1024 * 1024;
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
+    pub storage: Storage,
     pub auth: Arc<auth::Authenticator>,
     pub metrics: Arc<ApiMetrics>,
+    /// Largest file accepted by the Batch Ingestion upload.
+    pub max_upload_bytes: u64,
 }
 
 impl AppState {
-    pub fn new(catalog: Arc<dyn Catalog>, auth: AuthMode) -> Self {
+    pub fn new(catalog: Arc<dyn Catalog>, storage: Storage, auth: AuthMode) -> Self {
         Self {
             auth: Arc::new(auth::Authenticator::new(auth, catalog.clone())),
             catalog,
+            storage,
             metrics: Arc::new(ApiMetrics::new()),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD,
         }
     }
 }

@@ -531,10 +531,12 @@ async fn unreachable_catalog_is_a_503() {
         .connect_lazy("postgres://postgres@127.0.0.1:1/nowhere")
         .unwrap();
     let catalog = std::sync::Arc::new(segport_catalog::PgCatalog::from_pool(pool));
+    let (storage, dir) = temp_storage();
     let app = segport_api::app(
-        segport_api::AppState::new(catalog, AuthMode::Dev),
+        segport_api::AppState::new(catalog, storage, AuthMode::Dev),
         segport_api::Surface::Full,
     );
+    let _cleanup = scopeguard(dir);
     use tower::ServiceExt;
     for req in [
         Request::get("/readyz").body(Body::empty()).unwrap(),
@@ -576,4 +578,17 @@ async fn concurrent_default_policies_stay_consistent(backend: Backend) {
     let defaults =
         list.body["children"].as_array().unwrap().iter().filter(|p| p["default"] == true).count();
     assert_eq!(defaults, 1);
+}
+
+/// Removes a directory when dropped.
+struct DirGuard(std::path::PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scopeguard(dir: std::path::PathBuf) -> DirGuard {
+    DirGuard(dir)
 }

@@ -99,9 +99,49 @@ pub struct ServeArgs {
     #[arg(long, env = "SEGPORT_WORKER_SLOTS", default_value_t = 2)]
     pub worker_slots: usize,
 
-    /// How long SIGTERM waits for in-flight work before exiting.
+    /// How long SIGTERM waits for in-flight work before exiting (running tasks are then handed
+    /// back to the queue).
     #[arg(long, env = "SEGPORT_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
     pub shutdown_grace: Duration,
+
+    /// Largest file the Batch Ingestion upload accepts, in bytes.
+    #[arg(long, env = "SEGPORT_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_upload_bytes: u64,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// Lease and maintenance timings of the worker role.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// How long a claimed task's lease lasts without a heartbeat.
+    #[arg(long, env = "SEGPORT_LEASE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub lease: Duration,
+
+    /// How often a running task's lease is extended.
+    #[arg(long, env = "SEGPORT_HEARTBEAT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub heartbeat: Duration,
+
+    /// How often an idle worker looks for tasks when no notification arrives.
+    #[arg(long, env = "SEGPORT_POLL_INTERVAL", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub poll_interval: Duration,
+
+    /// How often expired leases are returned to the queue.
+    #[arg(long, env = "SEGPORT_REAP_INTERVAL", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub reap_interval: Duration,
+
+    /// How often the store is swept and compacted.
+    #[arg(long, env = "SEGPORT_MAINTENANCE_INTERVAL", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub maintenance_interval: Duration,
+
+    /// How long removed or unreferenced store files are kept before deletion.
+    #[arg(long, env = "SEGPORT_FILE_GRACE", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub file_grace: Duration,
+
+    /// Failure points to arm, for crash tests (e.g. ingest-after-files).
+    #[arg(long, env = "SEGPORT_FAILPOINTS", hide = true, default_value = "")]
+    pub failpoints: String,
 }
 
 #[derive(Debug, Subcommand)]

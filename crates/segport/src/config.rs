@@ -38,3 +38,27 @@ pub async fn open_catalog(args: &CatalogArgs) -> anyhow::Result<Arc<dyn Catalog>
     tracing::debug!(catalog = %shown, backend = catalog.backend().as_str(), "catalog ready");
     Ok(catalog)
 }
+
+/// The storage root the arguments name: `SEGPORT_STORAGE_URL`, or the data directory.
+pub fn open_storage(args: &CatalogArgs) -> anyhow::Result<segport_store::Storage> {
+    let storage = match &args.storage_url {
+        Some(url) => segport_store::Storage::from_url(url),
+        None => segport_store::Storage::local(&args.data_dir),
+    };
+    storage.context("cannot open the storage root")
+}
+
+/// The worker settings the arguments name.
+pub fn worker_config(args: &crate::cli::WorkerArgs, slots: usize) -> segport_worker::WorkerConfig {
+    segport_worker::WorkerConfig {
+        slots: slots.max(1),
+        lease: args.lease,
+        heartbeat: args.heartbeat,
+        poll: args.poll_interval,
+        reap_every: args.reap_interval,
+        maintain_every: args.maintenance_interval,
+        file_grace: args.file_grace,
+        failpoints: segport_worker::Failpoints::parse(&args.failpoints),
+        ..segport_worker::WorkerConfig::default()
+    }
+}

@@ -1,6 +1,7 @@
 //! `segport serve`: the API, the worker, or both, until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::Request;
@@ -9,7 +10,7 @@ use segport_api::{AppState, AuthMode, Surface};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AuthArg, Role, ServeArgs};
-use crate::config::open_catalog;
+use crate::config::{open_catalog, open_storage, worker_config};
 
 /// The auth mode to run with: dev is the default only on loopback, and never allowed elsewhere
 /// for a process that serves the API. A worker-only process serves no authenticated route, so it
@@ -40,17 +41,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
+    let storage = open_storage(&args.catalog)?;
     let surface = match args.role {
         Role::Api | Role::All => Surface::Full,
         Role::Worker => Surface::OpsOnly,
     };
-    if matches!(args.role, Role::Worker | Role::All) {
-        // Export and ingest tasks arrive with the store and the engine; until then a worker
-        // only reports its health.
-        tracing::info!(slots = args.worker_slots, "worker role started (no task kinds yet)");
-    }
+    let worker = matches!(args.role, Role::Worker | Role::All).then(|| {
+        let ctx = segport_worker::Context {
+            catalog: catalog.clone(),
+            storage: storage.clone(),
+            config: Arc::new(worker_config(&args.worker, args.worker_slots)),
+        };
+        let worker = Arc::new(segport_worker::Worker::new(ctx));
+        tokio::spawn(worker.run(shutdown.clone(), args.shutdown_grace))
+    });
 
-    let state = AppState::new(catalog.clone(), auth);
+    let mut state = AppState::new(catalog.clone(), storage, auth);
+    state.max_upload_bytes = args.max_upload_bytes;
     let app = segport_api::app(state, surface);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -72,6 +79,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!(grace = ?grace, "connections still open after the grace period; exiting"),
+    }
+    if let Some(worker) = worker {
+        // The worker hands running tasks back once the grace period is over.
+        if tokio::time::timeout(grace + std::time::Duration::from_secs(5), worker).await.is_err() {
+            tracing::warn!("the worker did not stop in time");
+        }
     }
     tracing::info!("segport stopped");
     Ok(())

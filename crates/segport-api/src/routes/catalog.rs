@@ -23,7 +23,7 @@ const MAX_LIMIT: u64 = 100;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route(&format!("{PREFIX}/dataSets"), get(list_datasets).post(create_dataset))
-        .route(&format!("{PREFIX}/dataSets/{{id}}"), get(get_dataset))
+        .route(&format!("{PREFIX}/dataSets/{{id}}"), get(get_dataset).delete(delete_dataset))
         .route(&format!("{PREFIX}/batches"), get(list_batches))
         .route(&format!("{PREFIX}/batches/{{id}}"), get(get_batch))
 }
@@ -121,4 +121,32 @@ async fn get_batch(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("batch {id} not found")))?;
     Ok(Json(keyed(&[batch], |b| b.id.to_string(), |b| b.to_wire())))
+}
+
+/// Deletes a dataset with its batches and store files (files stay until no running export's
+/// snapshot holds them); 409 while a queued or running task writes to it.
+async fn delete_dataset(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    PathId(raw): PathId,
+) -> Result<Json<Value>, ApiError> {
+    let id = DatasetId::parse(&raw).map_err(|m| ApiError::invalid("dataSetId", m))?;
+    let batches = state
+        .catalog
+        .delete_dataset(&tenant, &id, now_ms())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("dataset {id} not found")))?;
+    for batch in batches {
+        let dir = object_store::path::Path::from_iter([
+            tenant.org.as_str(),
+            tenant.sandbox.as_str(),
+            "batches",
+            batch.as_str(),
+        ]);
+        if let Err(e) = state.storage.delete_prefix(&dir).await {
+            tracing::warn!(batch_id = %batch, error = %e, "cannot remove a deleted batch's files");
+        }
+    }
+    tracing::info!(dataset_id = %id, "dataset deleted");
+    Ok(Json(json!([format!("@/dataSets/{id}")])))
 }

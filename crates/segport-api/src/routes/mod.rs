@@ -1,6 +1,7 @@
 //! The routes of the API, one module per resource family.
 
 mod catalog;
+mod import;
 mod jobs;
 mod merge_policies;
 pub(crate) mod ops;
@@ -12,7 +13,11 @@ use crate::{ApiError, AppState};
 
 /// Every tenant-facing route.
 pub(crate) fn api_routes() -> Router<AppState> {
-    Router::new().merge(jobs::routes()).merge(catalog::routes()).merge(merge_policies::routes())
+    Router::new()
+        .merge(jobs::routes())
+        .merge(catalog::routes())
+        .merge(import::routes())
+        .merge(merge_policies::routes())
 }
 
 pub(crate) async fn not_found(uri: Uri) -> ApiError {

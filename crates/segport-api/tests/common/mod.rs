@@ -21,6 +21,21 @@ pub struct TestApp {
     pub app: NormalizePath<Router>,
     pub db: TestCatalog,
     pub state: AppState,
+    /// The storage root, removed on drop.
+    pub storage_dir: std::path::PathBuf,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.storage_dir);
+    }
+}
+
+/// A fresh storage root under the system's temporary directory.
+pub fn temp_storage() -> (segport_store::Storage, std::path::PathBuf) {
+    let dir =
+        std::env::temp_dir().join(format!("segport-store-{}", segport_model::ids::new_uuid()));
+    (segport_store::Storage::local(&dir).expect("storage root"), dir)
 }
 
 /// One answer: status, headers and the body parsed as JSON (`Value::Null` when empty).
@@ -72,9 +87,10 @@ impl TestApp {
 
     pub async fn with_auth(backend: Backend, auth: AuthMode) -> Self {
         let db = TestCatalog::new(backend).await;
-        let state = AppState::new(db.catalog.clone(), auth);
+        let (storage, storage_dir) = temp_storage();
+        let state = AppState::new(db.catalog.clone(), storage, auth);
         let app = segport_api::app(state.clone(), Surface::Full);
-        Self { app, db, state }
+        Self { app, db, state, storage_dir }
     }
 
     /// Sends a raw request.

@@ -1,0 +1,195 @@
+//! Batch Ingestion `/data/foundation/import`: create a batch, upload its files (streamed to
+//! storage, idempotent, size-capped), then COMPLETE (queue the ingest) or ABORT.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{post, put};
+use axum::{Json, Router};
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use segport_model::batch::{Batch, BatchKind, BatchStatus, NewIngestBatch};
+use segport_model::dataset::DatasetClass;
+use segport_model::time::now_ms;
+use segport_model::{BatchId, DatasetId, Tenant};
+use segport_store::storage::{upload_file, uploads_dir, valid_upload_name};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::Authenticated;
+use crate::extract::{JsonBody, PathId, QueryPairs};
+use crate::{ApiError, AppState};
+
+const PREFIX: &str = "/data/foundation/import";
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route(&format!("{PREFIX}/batches"), post(create))
+        .route(&format!("{PREFIX}/batches/{{id}}"), post(action))
+        .route(
+            &format!("{PREFIX}/batches/{{batch}}/datasets/{{dataset}}/files/{{*name}}"),
+            put(upload),
+        )
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let new = NewIngestBatch::parse(&body)?;
+    let dataset = state.catalog.get_dataset(&tenant, &new.dataset_id).await?.ok_or_else(|| {
+        ApiError::invalid(
+            "datasetId",
+            format!("no dataset {} in sandbox {}", new.dataset_id, tenant.sandbox),
+        )
+    })?;
+    if dataset.class == DatasetClass::Export {
+        return Err(ApiError::invalid(
+            "datasetId",
+            format!(
+                "dataset {} is an export destination; ingest into a dataset of profile or \
+                 experience-event records",
+                dataset.id
+            ),
+        ));
+    }
+    let now = now_ms();
+    state.catalog.ensure_sandbox(&tenant, now).await?;
+    let batch = Batch::new_ingest(tenant.org.as_str(), tenant.sandbox.as_str(), &new, now);
+    state.catalog.create_ingest_batch(&batch).await?;
+    tracing::info!(batch_id = %batch.id, dataset_id = %batch.dataset_id, "ingest batch created");
+    let mut wire = batch.to_wire();
+    wire["id"] = json!(batch.id);
+    Ok((StatusCode::CREATED, Json(wire)))
+}
+
+/// The batch an import call names, which must be an ingest batch of this tenant.
+async fn ingest_batch(state: &AppState, tenant: &Tenant, raw: &str) -> Result<Batch, ApiError> {
+    let id = BatchId::parse(raw).map_err(|m| ApiError::invalid("batchId", m))?;
+    let batch = state
+        .catalog
+        .get_batch(tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("batch {id} not found")))?;
+    if batch.kind == BatchKind::Export {
+        return Err(ApiError::Conflict(format!(
+            "batch {id} was allocated by an export job; only the export writes to it"
+        )));
+    }
+    Ok(batch)
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    Path((batch_raw, dataset_raw, name)): Path<(String, String, String)>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    valid_upload_name(&name).map_err(|m| ApiError::invalid("fileName", m))?;
+    let dataset = DatasetId::parse(&dataset_raw).map_err(|m| ApiError::invalid("datasetId", m))?;
+    let batch = ingest_batch(&state, &tenant, &batch_raw).await?;
+    if batch.dataset_id != dataset {
+        return Err(ApiError::NotFound(format!(
+            "batch {} belongs to dataset {}, not {dataset}",
+            batch.id, batch.dataset_id
+        )));
+    }
+    if batch.status != BatchStatus::Loading {
+        return Err(ApiError::Conflict(format!(
+            "batch {} is {}; files can only be uploaded while it is loading",
+            batch.id,
+            batch.status.as_str()
+        )));
+    }
+
+    let path = upload_file(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str(), &name);
+    let limit = state.max_upload_bytes;
+    let mut writer = BufWriter::new(state.storage.object_store(), path.clone());
+    let mut stream = body.into_data_stream();
+    let mut size: u64 = 0;
+    let failure = loop {
+        match stream.next().await {
+            None => break None,
+            Some(Err(e)) => {
+                break Some(ApiError::invalid("body", format!("could not be read: {e}")))
+            }
+            Some(Ok(chunk)) => {
+                size += chunk.len() as u64;
+                if size > limit {
+                    break Some(ApiError::PayloadTooLarge {
+                        limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                    });
+                }
+                if let Err(e) = writer.write_all(&chunk).await {
+                    break Some(ApiError::Internal(Box::new(e)));
+                }
+            }
+        }
+    };
+    let failure = failure.or_else(|| {
+        (size == 0)
+            .then(|| ApiError::invalid("body", "the file is empty; upload a file with records"))
+    });
+    if let Some(error) = failure {
+        // Nothing partial stays: the multipart upload is abandoned, and a file of this name
+        // uploaded earlier is left as it was.
+        let _ = writer.abort().await;
+        return Err(error);
+    }
+    writer.shutdown().await.map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let recorded = state
+        .catalog
+        .record_upload(&tenant, &batch.id, &name, i64::try_from(size).unwrap_or(i64::MAX), now_ms())
+        .await?;
+    if !recorded {
+        return Err(ApiError::Conflict(format!(
+            "batch {} stopped loading during the upload; the file was not added",
+            batch.id
+        )));
+    }
+    tracing::info!(batch_id = %batch.id, file = %name, bytes = size, "file uploaded");
+    Ok(Json(json!({"batchId": batch.id, "name": name, "size": size})))
+}
+
+async fn action(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    PathId(raw): PathId,
+    query: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let action = query.get("action").unwrap_or_default().to_ascii_uppercase();
+    if action != "COMPLETE" && action != "ABORT" {
+        return Err(ApiError::invalid("action", "must be COMPLETE or ABORT"));
+    }
+    let batch = ingest_batch(&state, &tenant, &raw).await?;
+    let now = now_ms();
+    let transition = if action == "COMPLETE" {
+        state.catalog.complete_batch(&tenant, &batch.id, now).await?
+    } else {
+        state.catalog.abort_batch(&tenant, &batch.id, now).await?
+    }
+    .ok_or_else(|| ApiError::NotFound(format!("batch {} not found", batch.id)))?;
+
+    let status = transition.status;
+    let acceptable = match action.as_str() {
+        // Completing again is harmless; completing an aborted batch is not possible.
+        "COMPLETE" => status != BatchStatus::Aborted,
+        _ => status == BatchStatus::Aborted,
+    };
+    if !acceptable {
+        return Err(ApiError::Conflict(format!(
+            "batch {} is {}; {action} is not possible any more",
+            batch.id,
+            status.as_str()
+        )));
+    }
+    if action == "ABORT" && transition.changed {
+        let dir = uploads_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str());
+        if let Err(e) = state.storage.delete_prefix(&dir).await {
+            tracing::warn!(batch_id = %batch.id, error = %e, "cannot remove the aborted batch's files");
+        }
+    }
+    tracing::info!(batch_id = %batch.id, action, status = status.as_str(), "batch action");
+    Ok(Json(json!({"id": batch.id, "status": status.as_str()})))
+}
