@@ -459,6 +459,14 @@ pub trait Catalog: Send + Sync + 'static {
         lease_ms: i64,
         now_ms: i64,
     ) -> Result<Option<ClaimedTask>>;
+    /// Claims the queued task of one batch, if it is still queued.
+    async fn claim_batch_task(
+        &self,
+        owner: &str,
+        batch_id: &BatchId,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<ClaimedTask>>;
     async fn heartbeat(&self, lease: &TaskLease, lease_ms: i64, now_ms: i64) -> Result<Heartbeat>;
     /// Hands a task back without using up its attempt (graceful shutdown).
     async fn release_task(&self, lease: &TaskLease, now_ms: i64) -> Result<bool>;

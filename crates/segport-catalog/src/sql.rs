@@ -177,6 +177,11 @@ pub(crate) const REAP_TASKS: &str = "UPDATE tasks SET \
      state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'queued' END, \
      lease_owner = NULL, lease_expires_ms = NULL, snapshot_seq = NULL, updated_ms = $1 \
      WHERE state = 'running' AND lease_expires_ms < $1 RETURNING id, kind, state, batch_id";
+/// Claims the queued task of one batch (for `segport ingest`, which runs its own task).
+pub(crate) const CLAIM_BATCH_TASK: &str = "UPDATE tasks SET state = 'running', attempt = attempt + 1, \
+     attempt_id = $1, lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 \
+     WHERE batch_id = $5 AND state = 'queued' \
+     RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id";
 pub(crate) const RUNNING_ATTEMPTS: &str =
     "SELECT attempt_id FROM tasks WHERE state = 'running' AND attempt_id IS NOT NULL";
 
@@ -1454,6 +1459,26 @@ macro_rules! impl_catalog {
                     .bind(owner)
                     .bind(now_ms + lease_ms)
                     .bind(now_ms)
+                    .fetch_optional(self.write())
+                    .await?
+                    .map(TryInto::try_into)
+                    .transpose()
+            }
+
+            async fn claim_batch_task(
+                &self,
+                owner: &str,
+                batch_id: &segport_model::BatchId,
+                lease_ms: i64,
+                now_ms: i64,
+            ) -> $crate::Result<Option<$crate::ClaimedTask>> {
+                let attempt_id = segport_model::ids::new_uuid().to_string();
+                sqlx::query_as::<_, $crate::sql::ClaimRow>($crate::sql::CLAIM_BATCH_TASK)
+                    .bind(&attempt_id)
+                    .bind(owner)
+                    .bind(now_ms + lease_ms)
+                    .bind(now_ms)
+                    .bind(batch_id.as_str())
                     .fetch_optional(self.write())
                     .await?
                     .map(TryInto::try_into)

@@ -12,7 +12,7 @@ use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Int32Type, Schema, SchemaRef};
 use serde_json::{Map, Value};
 
-use crate::schema::{timestamp_type, UnionSchema};
+use crate::schema::{timestamp_type, UnionSchema, UTC};
 use crate::xdm::Normalized;
 use crate::{RecordKind, Result, StoreError};
 
@@ -134,10 +134,10 @@ fn memberships_column(records: &[Prepared]) -> Result<ListArray> {
     let segment: DictionaryArray<Int32Type> = all().map(|m| m.segment_id.as_str()).collect();
     let status: DictionaryArray<Int32Type> = all().map(|m| m.status.as_str()).collect();
     let lqt = TimestampMillisecondArray::from_iter(all().map(|m| m.last_qualification_ms))
-        .with_timezone("UTC");
+        .with_timezone(UTC);
     let version = StringArray::from_iter(all().map(|m| m.version.as_deref()));
     let until =
-        TimestampMillisecondArray::from_iter(all().map(|m| m.valid_until_ms)).with_timezone("UTC");
+        TimestampMillisecondArray::from_iter(all().map(|m| m.valid_until_ms)).with_timezone(UTC);
     let values = StructArray::try_new(
         membership_fields(),
         vec![

@@ -168,6 +168,21 @@ impl Ingest {
         self.stop.clone()
     }
 
+    /// Counts progress into `progress` instead of a counter of its own.
+    pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// Ingests a part of an NDJSON file that ends at a line boundary; its first line is line
+    /// `first_line` of the file. Large files are fed part by part, so memory stays bounded.
+    pub fn add_ndjson_part(&mut self, name: &str, part: &[u8], first_line: u64) -> Result<()> {
+        let records = ndjson_lines(part).map(|(line, r)| (line + first_line - 1, r));
+        self.add_records(name, records)?;
+        self.progress.bytes.fetch_add(part.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Ingests one uploaded file.
     pub fn add_file(&mut self, name: &str, bytes: Bytes, format: InputFormat) -> Result<()> {
         let size = bytes.len() as u64;

@@ -227,9 +227,13 @@ pub fn arrow_type(t: &XType) -> DataType {
     }
 }
 
+/// The timezone of every stored date-time: UTC, written as an offset because arrow-json can
+/// parse offsets without a timezone database.
+pub const UTC: &str = "+00:00";
+
 /// `TIMESTAMP(ms, UTC)`, the type of every XDM date-time.
 pub fn timestamp_type() -> DataType {
-    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+    DataType::Timestamp(TimeUnit::Millisecond, Some(UTC.into()))
 }
 
 #[cfg(test)]

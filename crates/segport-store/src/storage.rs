@@ -56,6 +56,11 @@ impl Storage {
         result.bytes().await.map_err(StoreError::storage(path))
     }
 
+    /// Bytes `range` of the object at `path`.
+    pub async fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Bytes> {
+        self.store.get_range(path, range).await.map_err(StoreError::storage(path))
+    }
+
     pub async fn size(&self, path: &Path) -> Result<u64> {
         Ok(self.store.head(path).await.map_err(StoreError::storage(path))?.size)
     }

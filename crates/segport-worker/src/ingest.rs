@@ -6,7 +6,9 @@ use segport_catalog::{
 use segport_model::batch::{Batch, BatchError, BatchStatus};
 use segport_model::dataset::DatasetClass;
 use segport_model::Tenant;
-use segport_store::ingest::{Ingest, IngestOutcome, IngestTarget};
+use std::sync::Arc;
+
+use segport_store::ingest::{Ingest, IngestOutcome, IngestTarget, Progress};
 use segport_store::input::InputFormat;
 use segport_store::schema::UnionSchema;
 use segport_store::storage::upload_file;
@@ -24,6 +26,7 @@ pub async fn run_ingest(
     ctx: &Context,
     task: &ClaimedTask,
     stop: CancellationToken,
+    progress: Arc<Progress>,
 ) -> Result<(), TaskError> {
     let tenant = &task.tenant;
     let batch_id = task
@@ -77,7 +80,9 @@ pub async fn run_ingest(
             ),
             write: dataset.unified_profile(),
         };
-        let outcome = ingest_files(ctx, &batch, target, format, schema.clone(), &stop).await?;
+        let outcome =
+            ingest_files(ctx, &batch, target, format, schema.clone(), &stop, progress.clone())
+                .await?;
         ctx.config.failpoints.hit("ingest-after-files");
         match commit(ctx, tenant, &task.lease, &batch, kind, &state, &schema, &outcome).await {
             Ok(()) => return Ok(()),
@@ -101,13 +106,15 @@ async fn ingest_files(
     format: InputFormat,
     schema: UnionSchema,
     stop: &CancellationToken,
+    progress: Arc<Progress>,
 ) -> Result<IngestOutcome, TaskError> {
     let uploads = ctx.catalog.list_uploads(&batch.id).await?;
     let storage = ctx.storage.clone();
     let limits = ctx.config.ingest.clone();
     let handle = tokio::runtime::Handle::current();
     let (org, sandbox, batch_id) = (batch.org.clone(), batch.sandbox.clone(), batch.id.to_string());
-    let mut ingest = Ingest::new(storage.clone(), handle.clone(), target, limits, schema);
+    let mut ingest = Ingest::new(storage.clone(), handle.clone(), target, limits, schema)
+        .with_progress(progress);
     let flag = ingest.stop_flag();
     let watcher = {
         let stop = stop.clone();
@@ -119,8 +126,12 @@ async fn ingest_files(
     let result = tokio::task::spawn_blocking(move || {
         for upload in uploads {
             let path = upload_file(&org, &sandbox, &batch_id, &upload.name);
-            let bytes = handle.block_on(storage.get(&path))?;
-            ingest.add_file(&upload.name, bytes, format)?;
+            if format == InputFormat::NdJson {
+                ingest_ndjson(&mut ingest, &storage, &handle, &path, &upload.name)?;
+            } else {
+                let bytes = handle.block_on(storage.get(&path))?;
+                ingest.add_file(&upload.name, bytes, format)?;
+            }
         }
         ingest.finish()
     })
@@ -132,6 +143,42 @@ async fn ingest_files(
         Ok(Err(e)) => Err(e.into()),
         Err(join) => Err(TaskError::Invalid(format!("the ingest thread failed: {join}"))),
     }
+}
+
+/// How much of an NDJSON file is read at a time.
+const NDJSON_PART: u64 = 32 * 1024 * 1024;
+
+/// Feeds an NDJSON file to the ingest a part at a time, each part ending at a line boundary.
+fn ingest_ndjson(
+    ingest: &mut Ingest,
+    storage: &segport_store::Storage,
+    handle: &tokio::runtime::Handle,
+    path: &object_store::path::Path,
+    name: &str,
+) -> Result<(), segport_store::StoreError> {
+    let size = handle.block_on(storage.size(path))?;
+    let mut carry: Vec<u8> = Vec::new();
+    let mut next_line = 1u64;
+    let mut offset = 0u64;
+    while offset < size {
+        let end = (offset + NDJSON_PART).min(size);
+        let bytes = handle.block_on(storage.get_range(path, offset..end))?;
+        offset = end;
+        carry.extend_from_slice(&bytes);
+        let cut = if offset == size {
+            carry.len()
+        } else {
+            match carry.iter().rposition(|b| *b == b'\n') {
+                Some(i) => i + 1,
+                None => continue, // one line longer than a part: read on
+            }
+        };
+        let rest = carry.split_off(cut);
+        ingest.add_ndjson_part(name, &carry, next_line)?;
+        next_line += carry.iter().filter(|b| **b == b'\n').count() as u64;
+        carry = rest;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -39,6 +39,11 @@ impl Worker {
         Self { ctx, owner }
     }
 
+    /// The name this worker claims tasks under.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
     pub fn context(&self) -> &Context {
         &self.ctx
     }
@@ -97,6 +102,17 @@ impl Worker {
         shutdown: CancellationToken,
         grace: Duration,
     ) -> TaskOutcome {
+        self.run_claimed_with_progress(task, shutdown, grace, Arc::default()).await
+    }
+
+    /// [`Self::run_claimed`], counting records and bytes into `progress` as it goes.
+    pub async fn run_claimed_with_progress(
+        &self,
+        task: ClaimedTask,
+        shutdown: CancellationToken,
+        grace: Duration,
+        progress: Arc<segport_store::ingest::Progress>,
+    ) -> TaskOutcome {
         let stop = CancellationToken::new();
         let lease_lost = Arc::new(AtomicBool::new(false));
         let handed_back = Arc::new(AtomicBool::new(false));
@@ -140,7 +156,7 @@ impl Worker {
         };
 
         let result = match task.kind {
-            TaskKind::Ingest => run_ingest(&self.ctx, &task, stop.clone()).await,
+            TaskKind::Ingest => run_ingest(&self.ctx, &task, stop.clone(), progress).await,
             TaskKind::Export => {
                 Err(TaskError::Invalid("export tasks are not supported by this worker".into()))
             }

@@ -37,6 +37,56 @@ pub enum Command {
     /// Manage API tokens for token auth mode.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Write deterministic synthetic profiles, events and segments (NDJSON).
+    Generate(GenerateArgs),
+    /// Load files into a dataset as one batch, through the same code as the Batch Ingestion API.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Number of profiles (about 3% of them have events only).
+    #[arg(long)]
+    pub profiles: u64,
+    /// Seed; the same seed gives the same data.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output directory: profiles.ndjson, events.ndjson and segments.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub catalog: CatalogArgs,
+    /// The IMS org of the dataset.
+    #[arg(long)]
+    pub org: String,
+    /// The sandbox of the dataset.
+    #[arg(long)]
+    pub sandbox: String,
+    /// The dataset id (24 hex characters) to load into.
+    #[arg(long)]
+    pub dataset: String,
+    /// Input format; by default taken from the file extension (.parquet, else json).
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Each JSON file is one array of records rather than one record per line.
+    #[arg(long)]
+    pub multiline_json: bool,
+    /// No progress bar (for logs and scripts).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Files to load.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Json,
+    Parquet,
 }
 
 /// Where the catalog and the files live.

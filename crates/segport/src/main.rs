@@ -1,9 +1,12 @@
 //! `segport`: the one binary. `serve` runs the API and/or the worker, `migrate` applies the
-//! catalog migrations, `token` manages API tokens. All subcommands share one configuration
+//! catalog migrations, `token` manages API tokens, `generate` writes synthetic data and `ingest`
+//! loads files into a dataset. All subcommands share one configuration
 //! loader ([`config`]), one telemetry setup ([`telemetry`]) and one shutdown signal.
 
 mod cli;
 mod config;
+mod generate;
+mod ingest;
 mod serve;
 mod telemetry;
 mod token;
@@ -48,5 +51,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(cmd) => token::run(cmd).await,
+        Command::Generate(args) => generate::run(args).await,
+        Command::Ingest(args) => ingest::run(args).await,
     }
 }
