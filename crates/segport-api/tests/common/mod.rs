@@ -222,3 +222,199 @@ macro_rules! both_backends {
         }
     };
 }
+
+pub const PROFILE_SCHEMA: &str = "https://ns.adobe.com/xdm/context/profile";
+pub const EVENT_SCHEMA: &str = "https://ns.adobe.com/xdm/context/experienceevent";
+
+/// Small sizes so that a few thousand records make several files per partition and several row
+/// groups per file.
+pub fn small_limits() -> segport_store::ingest::IngestLimits {
+    segport_store::ingest::IngestLimits {
+        chunk_records: 2048,
+        flush_bytes: 2 * 1024 * 1024,
+        row_group_rows: 100,
+    }
+}
+
+impl TestApp {
+    /// A dataset of `schema` that feeds the profile store.
+    pub async fn store_dataset(&self, schema: &str) -> String {
+        let a = self
+            .post(
+                "/data/foundation/catalog/dataSets",
+                json!({"name": "in", "schemaRef": {"id": schema}, "tags": {"unifiedProfile": ["enabled:true"]}}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        a.body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned()
+    }
+
+    /// Creates an ingest batch and answers its id.
+    pub async fn new_batch(&self, dataset: &str, input_format: Value) -> String {
+        let a = self
+            .post(
+                "/data/foundation/import/batches",
+                json!({"datasetId": dataset, "inputFormat": input_format}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        assert_eq!(a.body["status"], "loading");
+        a.body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn upload(&self, batch: &str, dataset: &str, name: &str, bytes: Vec<u8>) -> Answer {
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri(format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{name}"))
+            .header("authorization", "Bearer t")
+            .header("x-api-key", "k")
+            .header("x-gw-ims-org-id", ORG)
+            .header("x-sandbox-name", SANDBOX)
+            .header("content-type", "application/octet-stream")
+            .body(Body::from(bytes))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn batch_action(&self, batch: &str, action: &str) -> Answer {
+        self.call(
+            Method::POST,
+            &format!("/data/foundation/import/batches/{batch}?action={action}"),
+            None,
+        )
+        .await
+    }
+
+    /// The Catalog object of a batch.
+    pub async fn batch(&self, batch: &str) -> Value {
+        let a = self.get(&format!("/data/foundation/catalog/batches/{batch}")).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        a.body[batch].clone()
+    }
+
+    pub fn worker_context(
+        &self,
+        limits: segport_store::ingest::IngestLimits,
+    ) -> segport_worker::Context {
+        segport_worker::Context {
+            catalog: self.db.catalog.clone(),
+            storage: self.state.storage.clone(),
+            config: std::sync::Arc::new(segport_worker::WorkerConfig {
+                ingest: limits,
+                file_grace: std::time::Duration::ZERO,
+                compact_min_files: 2,
+                ..segport_worker::WorkerConfig::default()
+            }),
+        }
+    }
+
+    /// Runs queued tasks in this process until none is left; answers how many ran.
+    pub async fn run_tasks(&self) -> usize {
+        let worker = segport_worker::Worker::new(self.worker_context(small_limits()));
+        let mut ran = 0;
+        while let Some(task) = self
+            .db
+            .catalog
+            .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
+            .await
+            .unwrap()
+        {
+            worker
+                .run_claimed(
+                    task,
+                    tokio_util::sync::CancellationToken::new(),
+                    std::time::Duration::from_secs(30),
+                )
+                .await;
+            ran += 1;
+        }
+        ran
+    }
+
+    /// Creates a batch of `files`, completes it and runs its ingest; answers the batch object.
+    pub async fn ingest(
+        &self,
+        dataset: &str,
+        input_format: Value,
+        files: Vec<(&str, Vec<u8>)>,
+    ) -> (String, Value) {
+        let batch = self.new_batch(dataset, input_format).await;
+        for (name, bytes) in files {
+            let a = self.upload(&batch, dataset, name, bytes).await;
+            assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        }
+        let a = self.batch_action(&batch, "COMPLETE").await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        assert_eq!(self.run_tasks().await, 1);
+        let object = self.batch(&batch).await;
+        (batch, object)
+    }
+
+    /// Every stored row of `dataset`, as XDM JSON, ordered by key and recency.
+    pub async fn stored(&self, dataset: &str, kind: segport_store::RecordKind) -> Vec<Value> {
+        let batch = self.stored_batch(dataset, kind, None).await;
+        segport_store::read::rows_as_xdm(&batch).unwrap()
+    }
+
+    /// The fragments of `dataset` in the current snapshot, or in `files` when given.
+    pub async fn stored_batch(
+        &self,
+        dataset: &str,
+        kind: segport_store::RecordKind,
+        files: Option<&[segport_catalog::StoreFile]>,
+    ) -> arrow::array::RecordBatch {
+        let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+        let snapshot;
+        let files = match files {
+            Some(f) => f,
+            None => {
+                snapshot = self.db.catalog.store_snapshot(&tenant, None).await.unwrap();
+                &snapshot.files
+            }
+        };
+        let state = self.db.catalog.store_state(&tenant).await.unwrap();
+        let schema_text = match kind {
+            segport_store::RecordKind::Profile => state.profile_schema,
+            segport_store::RecordKind::Event => state.event_schema,
+        };
+        let union: segport_store::schema::UnionSchema = serde_json::from_str(&schema_text).unwrap();
+        let refs: Vec<_> = files
+            .iter()
+            .filter(|f| f.dataset_id == dataset)
+            .map(|f| segport_store::compact::FileRef {
+                path: f.path.clone(),
+                ingest_ms: f.ingest_ms,
+                seq: f.seq,
+            })
+            .collect();
+        let schema = segport_store::compact::fragment_schema(kind, &union);
+        segport_store::compact::read_fragments(&self.state.storage, &refs, &schema).await.unwrap()
+    }
+}
+
+/// Numbers compare as numbers, date-time strings as instants, objects without their null
+/// members.
+pub fn same_json(a: &Value, b: &Value) -> bool {
+    let instant =
+        |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis());
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::String(x), Value::String(y)) => {
+            x == y || (instant(x).is_some() && instant(x) == instant(y))
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_json(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            let present = |m: &serde_json::Map<String, Value>| -> Vec<String> {
+                let mut k: Vec<_> =
+                    m.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.clone()).collect();
+                k.sort();
+                k
+            };
+            present(x) == present(y)
+                && x.iter().filter(|(_, v)| !v.is_null()).all(|(k, v)| same_json(v, &y[k]))
+        }
+        _ => a == b,
+    }
+}

@@ -1,0 +1,666 @@
+//! Ingestion into the profile store through the Batch Ingestion API, read back from the store and
+//! compared with the input by a naive oracle. Both catalog backends.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::{Method, StatusCode};
+use common::*;
+use segport_catalog::Backend;
+use segport_store::RecordKind;
+use serde_json::{json, Value};
+
+both_backends!(
+    generated_profiles_and_events_round_trip,
+    reingesting_makes_newer_fragments_and_events_dedupe_by_id,
+    bad_records_are_counted_and_reported_by_row,
+    a_type_conflict_fails_exactly_the_conflicting_records,
+    concurrent_batches_get_increasing_ingest_times,
+    json_arrays_and_parquet_take_the_same_path,
+    batch_ingestion_api_rules,
+    compaction_keeps_what_readers_see,
+    deleting_a_dataset_removes_it_and_its_files,
+);
+
+/// The oracle's profile key: the identity marked primary, or the only one.
+fn naive_key(record: &Value) -> String {
+    let mut all = Vec::new();
+    for (ns, list) in record["identityMap"].as_object().unwrap() {
+        for i in list.as_array().unwrap() {
+            all.push((ns.clone(), i["id"].as_str().unwrap().to_owned(), i["primary"] == true));
+        }
+    }
+    let chosen =
+        all.iter().find(|i| i.2).or(if all.len() == 1 { all.first() } else { None }).unwrap();
+    format!("{}:{}", chosen.0, chosen.1)
+}
+
+fn identities(record: &Value) -> BTreeSet<(String, String, bool)> {
+    record["identityMap"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(ns, list)| {
+            list.as_array().unwrap().iter().map(move |i| {
+                (ns.clone(), i["id"].as_str().unwrap().to_owned(), i["primary"] == true)
+            })
+        })
+        .collect()
+}
+
+/// The attributes of a record: everything but identities, memberships and bookkeeping.
+fn attributes(record: &Value) -> Value {
+    let mut o = record.as_object().unwrap().clone();
+    o.retain(|k, _| {
+        !["identityMap", "identities", "segmentMembership"].contains(&k.as_str())
+            && !k.starts_with("__")
+    });
+    Value::Object(o)
+}
+
+fn ndjson(records: &[Value]) -> Vec<u8> {
+    records.iter().map(|r| format!("{r}\n")).collect::<String>().into_bytes()
+}
+
+fn generated(n: u64, seed: u64) -> (Vec<Value>, Vec<Value>) {
+    let segments = segport_datagen::segments(seed);
+    let mut profiles = Vec::new();
+    let mut events = Vec::new();
+    for i in 0..n {
+        let g = segport_datagen::profile(seed, i, &segments);
+        profiles.extend(g.profile);
+        events.extend(g.events);
+    }
+    (profiles, events)
+}
+
+async fn generated_profiles_and_events_round_trip(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let (profiles, events) = generated(20_000, 11);
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let eds = t.store_dataset(EVENT_SCHEMA).await;
+    // Three files, so the batch spans uploads; row numbers restart in every file.
+    let thirds: Vec<_> = profiles.chunks(profiles.len() / 3 + 1).map(ndjson).collect();
+    let files = vec![
+        ("a.json", thirds[0].clone()),
+        ("b.json", thirds[1].clone()),
+        ("c.json", thirds[2].clone()),
+    ];
+    let (_, batch) = t.ingest(&pds, json!({"format": "json"}), files).await;
+    assert_eq!(batch["status"], "success", "{batch}");
+    assert_eq!(batch["recordCount"], profiles.len());
+    assert_eq!(batch["failedRecordCount"], 0);
+    assert!(batch["completed"].as_i64().is_some());
+    let (_, ebatch) =
+        t.ingest(&eds, json!({"format": "json"}), vec![("events.json", ndjson(&events))]).await;
+    assert_eq!(ebatch["recordCount"], events.len());
+
+    // The store is spread over partitions, files and row groups.
+    let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    let snapshot = t.db.catalog.store_snapshot(&tenant, None).await.unwrap();
+    let profile_files: Vec<_> = snapshot.files.iter().filter(|f| f.dataset_id == pds).collect();
+    let partitions: BTreeSet<u32> = profile_files.iter().map(|f| f.partition).collect();
+    assert_eq!(partitions.len(), 16);
+    assert!(profile_files.len() > partitions.len(), "{} files", profile_files.len());
+    let groups =
+        segport_store::read::row_groups(&t.state.storage, &profile_files[0].path).await.unwrap();
+    assert!(groups > 1, "{groups} row groups");
+    // Every file is sorted by key and holds only keys of its partition.
+    for f in &profile_files {
+        let rows = segport_store::read::read_file(&t.state.storage, &f.path, None).await.unwrap();
+        let mut last = String::new();
+        for b in rows {
+            let keys = arrow::array::AsArray::as_string::<i32>(b.column(0));
+            for k in keys.iter().flatten() {
+                assert!(k >= last.as_str());
+                assert_eq!(segport_store::ingest::partition_of(k, 16), f.partition);
+                last = k.to_owned();
+            }
+        }
+    }
+
+    // Every profile comes back with the same identities, memberships and attributes.
+    let stored = t.stored(&pds, RecordKind::Profile).await;
+    assert_eq!(stored.len(), profiles.len());
+    let by_key: BTreeMap<String, &Value> =
+        stored.iter().map(|r| (r["__key"].as_str().unwrap().to_owned(), r)).collect();
+    assert_eq!(by_key.len(), profiles.len());
+    for input in &profiles {
+        let out = by_key[&naive_key(input)];
+        assert_eq!(identities(input), identities(out), "{input}");
+        let memberships = |r: &Value| -> BTreeSet<(String, String, String, i64)> {
+            r["segmentMembership"].as_object().map_or_else(BTreeSet::new, |m| {
+                m.iter()
+                    .flat_map(|(ns, segs)| {
+                        segs.as_object().unwrap().iter().map(move |(id, s)| {
+                            let at = chrono::DateTime::parse_from_rfc3339(
+                                s["lastQualificationTime"].as_str().unwrap(),
+                            )
+                            .unwrap();
+                            (
+                                ns.clone(),
+                                id.clone(),
+                                s["status"].as_str().unwrap().to_owned(),
+                                at.timestamp_millis(),
+                            )
+                        })
+                    })
+                    .collect()
+            })
+        };
+        assert_eq!(memberships(input), memberships(out), "{input}");
+        assert!(same_json(&attributes(input), &attributes(out)), "{input}\n{out}");
+    }
+
+    // Every event comes back, keyed by its profile.
+    let stored = t.stored(&eds, RecordKind::Event).await;
+    assert_eq!(stored.len(), events.len());
+    let by_id: BTreeMap<&str, &Value> =
+        stored.iter().map(|e| (e["_id"].as_str().unwrap(), e)).collect();
+    for input in &events {
+        let out = by_id[input["_id"].as_str().unwrap()];
+        assert_eq!(out["__key"].as_str().unwrap(), naive_key(input));
+        assert!(same_json(&attributes(input), &attributes(out)), "{input}\n{out}");
+    }
+}
+
+fn profile(id: &str, points: Value) -> Value {
+    json!({"identityMap": {"ECID": [{"id": id, "primary": true}]}, "loyalty": {"points": points}})
+}
+
+fn event(id: &str, profile: &str, page: &str) -> Value {
+    json!({"_id": id, "timestamp": "2026-01-01T00:00:00Z", "identityMap": {"ECID": [{"id": profile}]}, "web": {"page": page}})
+}
+
+async fn reingesting_makes_newer_fragments_and_events_dedupe_by_id(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let (_, first) = t
+        .ingest(
+            &pds,
+            json!({"format": "json"}),
+            vec![("1.json", ndjson(&[profile("x", json!(1)), profile("y", json!(5))]))],
+        )
+        .await;
+    let (_, second) = t
+        .ingest(
+            &pds,
+            json!({"format": "json"}),
+            vec![("2.json", ndjson(&[profile("x", json!(2))]))],
+        )
+        .await;
+    let (t1, t2) = (first["completed"].as_i64().unwrap(), second["completed"].as_i64().unwrap());
+    assert!(t2 > t1);
+    let stored = t.stored(&pds, RecordKind::Profile).await;
+    let x: Vec<_> = stored.iter().filter(|r| r["__key"] == "ECID:x").collect();
+    assert_eq!(x.len(), 2, "both fragments are kept");
+    assert_eq!(
+        (x[0]["__ingest_ms"].as_i64(), x[0]["loyalty"]["points"].as_i64()),
+        (Some(t1), Some(1))
+    );
+    assert_eq!(
+        (x[1]["__ingest_ms"].as_i64(), x[1]["loyalty"]["points"].as_i64()),
+        (Some(t2), Some(2))
+    );
+
+    let eds = t.store_dataset(EVENT_SCHEMA).await;
+    t.ingest(
+        &eds,
+        json!({"format": "json"}),
+        vec![("e1.json", ndjson(&[event("e1", "x", "home"), event("e2", "x", "cart")]))],
+    )
+    .await;
+    // e1 again (changed) and within one batch e3 twice: the later row wins.
+    t.ingest(
+        &eds,
+        json!({"format": "json"}),
+        vec![(
+            "e2.json",
+            ndjson(&[
+                event("e1", "x", "search"),
+                event("e3", "y", "first"),
+                event("e3", "y", "second"),
+            ]),
+        )],
+    )
+    .await;
+    let all = t.stored_batch(&eds, RecordKind::Event, None).await;
+    assert_eq!(all.num_rows(), 5);
+    let latest = segport_store::read::latest_events(&all).unwrap();
+    let rows = segport_store::read::rows_as_xdm(&latest).unwrap();
+    let pages: BTreeMap<&str, &str> = rows
+        .iter()
+        .map(|r| (r["_id"].as_str().unwrap(), r["web"]["page"].as_str().unwrap()))
+        .collect();
+    assert_eq!(pages, BTreeMap::from([("e1", "search"), ("e2", "cart"), ("e3", "second")]));
+}
+
+async fn bad_records_are_counted_and_reported_by_row(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let lines = [
+        profile("a", json!(1)).to_string(),                                               // 1 ok
+        "{\"identityMap\": ".to_owned(),                                                  // 2 not JSON
+        "   ".to_owned(),                                                                 // 3 blank, not a record
+        json!({"loyalty": {"points": 3}}).to_string(),                                    // 4 no identity
+        profile("b", json!(2)).to_string(),                                               // 5 ok
+        "[1, 2]".to_owned(),                                                              // 6 not an object
+        json!({"identityMap": {"A": [{"id": "1"}], "B": [{"id": "2"}]}}).to_string(),     // 7 no primary
+        profile("c", json!("many")).to_string(),                                          // 8 type conflict
+        json!({"identityMap": {"ECID": [{"id": "d"}]}, "segmentMembership": {"ups": {"s": {"status": "gone"}}}}).to_string(), // 9
+    ];
+    let body = lines.join("\n").into_bytes();
+    let (_, batch) = t.ingest(&pds, json!({"format": "json"}), vec![("mixed.json", body)]).await;
+    assert_eq!(batch["status"], "success", "{batch}");
+    assert_eq!(batch["recordCount"], 2);
+    assert_eq!(batch["failedRecordCount"], 6);
+    let mut reported: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for e in batch["errors"].as_array().unwrap() {
+        let rows: Vec<u64> =
+            e["rows"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()).collect();
+        assert!(e["description"].as_str().unwrap().starts_with("mixed.json: "), "{e}");
+        reported.entry(e["code"].as_str().unwrap().to_owned()).or_default().extend(rows);
+    }
+    assert_eq!(
+        reported,
+        BTreeMap::from([
+            ("INVALID_JSON".to_owned(), vec![2]),
+            ("NO_IDENTITY".to_owned(), vec![4]),
+            ("NOT_AN_OBJECT".to_owned(), vec![6]),
+            ("AMBIGUOUS_PRIMARY_IDENTITY".to_owned(), vec![7]),
+            ("TYPE_CONFLICT".to_owned(), vec![8]),
+            ("INVALID_SEGMENT_MEMBERSHIP".to_owned(), vec![9]),
+        ])
+    );
+    let conflict =
+        batch["errors"].as_array().unwrap().iter().find(|e| e["code"] == "TYPE_CONFLICT").unwrap();
+    let text = conflict["description"].as_str().unwrap();
+    assert!(
+        text.contains("loyalty.points") && text.contains("string") && text.contains("number"),
+        "{text}"
+    );
+    let keys: Vec<_> = t
+        .stored(&pds, RecordKind::Profile)
+        .await
+        .iter()
+        .map(|r| r["__key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["ECID:a", "ECID:b"]);
+
+    // A batch in which no record lands fails; the uploaded file stays.
+    let (bad, batch) =
+        t.ingest(&pds, json!({"format": "json"}), vec![("bad.json", b"nope\n{}\n".to_vec())]).await;
+    assert_eq!(batch["status"], "failed");
+    assert_eq!(
+        (batch["recordCount"].as_i64(), batch["failedRecordCount"].as_i64()),
+        (Some(0), Some(2))
+    );
+    let upload = t
+        .state
+        .storage
+        .list(&segport_store::storage::uploads_dir(ORG, SANDBOX, &bad))
+        .await
+        .unwrap();
+    assert_eq!(upload.len(), 1);
+}
+
+async fn a_type_conflict_fails_exactly_the_conflicting_records(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    t.ingest(&pds, json!({"format": "json"}), vec![("1.json", ndjson(&[json!({"identityMap": {"ECID": [{"id": "a"}]}, "loyalty": {"points": 1, "tier": "gold"}, "tags": ["x"]})]))]).await;
+    let records = [
+        json!({"identityMap": {"ECID": [{"id": "b"}]}, "loyalty": {"points": 2.5}}), // widens, fine
+        json!({"identityMap": {"ECID": [{"id": "c"}]}, "loyalty": {"points": "3"}}), // conflict
+        json!({"identityMap": {"ECID": [{"id": "d"}]}, "loyalty": {"tier": 4}}),     // conflict
+        json!({"identityMap": {"ECID": [{"id": "e"}]}, "loyalty": {"tier": null}, "new": {"n": true}}), // fine
+        json!({"identityMap": {"ECID": [{"id": "f"}]}, "tags": "x"}), // conflict
+        json!({"identityMap": {"ECID": [{"id": "g"}]}, "new": {"n": "yes"}}), // conflict with row 4
+        json!({"identityMap": {"ECID": [{"id": "h"}]}, "tags": ["y", "z"]}), // fine
+    ];
+    let (_, batch) =
+        t.ingest(&pds, json!({"format": "json"}), vec![("2.json", ndjson(&records))]).await;
+    assert_eq!(batch["recordCount"], 3);
+    let failed: BTreeSet<u64> = batch["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["code"] == "TYPE_CONFLICT")
+        .flat_map(|e| e["rows"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap()))
+        .collect();
+    assert_eq!(failed, BTreeSet::from([2, 3, 5, 6]));
+    let stored = t.stored(&pds, RecordKind::Profile).await;
+    let points: BTreeMap<&str, Value> = stored
+        .iter()
+        .map(|r| (r["__key"].as_str().unwrap(), r["loyalty"]["points"].clone()))
+        .collect();
+    assert_eq!(points["ECID:a"], json!(1.0));
+    assert_eq!(points["ECID:b"], json!(2.5));
+}
+
+async fn concurrent_batches_get_increasing_ingest_times(backend: Backend) {
+    let t = std::sync::Arc::new(TestApp::new(backend).await);
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let mut batches = Vec::new();
+    for i in 0..6 {
+        let b = t.new_batch(&pds, json!({"format": "json"})).await;
+        let records: Vec<Value> =
+            (0..50).map(|n| profile(&format!("p{i}-{n}"), json!(n))).collect();
+        t.upload(&b, &pds, "f.json", ndjson(&records)).await;
+        t.batch_action(&b, "COMPLETE").await;
+        batches.push(b);
+    }
+    // Three workers run the six batches at once; their commits race.
+    let runners: Vec<_> = (0..3)
+        .map(|_| {
+            let t = t.clone();
+            tokio::spawn(async move { t.run_tasks().await })
+        })
+        .collect();
+    let mut ran = 0;
+    for r in runners {
+        ran += r.await.unwrap();
+    }
+    assert_eq!(ran, 6);
+    let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    let snapshot = t.db.catalog.store_snapshot(&tenant, None).await.unwrap();
+    let mut by_seq: BTreeMap<i64, i64> = BTreeMap::new();
+    for f in &snapshot.files {
+        by_seq.insert(f.seq, f.ingest_ms.unwrap());
+    }
+    assert_eq!(by_seq.len(), 6);
+    let times: Vec<i64> = by_seq.values().copied().collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "ingest times follow commit order: {times:?}");
+    let mut completed = BTreeSet::new();
+    for b in &batches {
+        let object = t.batch(b).await;
+        assert_eq!(object["status"], "success");
+        completed.insert(object["completed"].as_i64().unwrap());
+    }
+    assert_eq!(completed.into_iter().collect::<Vec<_>>(), times);
+}
+
+async fn json_arrays_and_parquet_take_the_same_path(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let (profiles, _) = generated(300, 5);
+    let as_lines = t.store_dataset(PROFILE_SCHEMA).await;
+    let as_array = t.store_dataset(PROFILE_SCHEMA).await;
+    let as_parquet = t.store_dataset(PROFILE_SCHEMA).await;
+    t.ingest(&as_lines, json!({"format": "json"}), vec![("p.json", ndjson(&profiles))]).await;
+    let array = serde_json::to_vec_pretty(&profiles).unwrap();
+    let (_, b) = t
+        .ingest(
+            &as_array,
+            json!({"format": "json", "isMultiLineJson": true}),
+            vec![("p.json", array)],
+        )
+        .await;
+    assert_eq!(b["recordCount"], profiles.len());
+    // The stored rows of the line-delimited batch, written back out as a Parquet input file.
+    let stored = t.stored(&as_lines, RecordKind::Profile).await;
+    let plain: Vec<Value> = stored
+        .iter()
+        .map(|r| {
+            let mut o = r.as_object().unwrap().clone();
+            o.retain(|k, _| !k.starts_with("__"));
+            Value::Object(o)
+        })
+        .collect();
+    let parquet = to_parquet(&plain);
+    let (_, b) =
+        t.ingest(&as_parquet, json!({"format": "parquet"}), vec![("p.parquet", parquet)]).await;
+    assert_eq!(b["recordCount"], profiles.len(), "{b}");
+    let strip = |rows: Vec<Value>| -> Vec<Value> {
+        rows.into_iter()
+            .map(|r| {
+                let mut o = r.as_object().unwrap().clone();
+                // Which batch and which input position a row came from differs by design.
+                o.retain(|k, _| !["__ingest_ms", "__seq", "__ord"].contains(&k.as_str()));
+                Value::Object(o)
+            })
+            .collect()
+    };
+    let lines = strip(t.stored(&as_lines, RecordKind::Profile).await);
+    for other in [&as_array, &as_parquet] {
+        let rows = strip(t.stored(other, RecordKind::Profile).await);
+        assert_eq!(rows.len(), lines.len());
+        for (a, b) in lines.iter().zip(&rows) {
+            assert!(same_json(a, b), "{a}\n{b}");
+        }
+    }
+}
+
+/// JSON rows as a Parquet file, via arrow's own JSON reader and Parquet writer.
+fn to_parquet(rows: &[Value]) -> Vec<u8> {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let (schema, _) =
+        arrow::json::reader::infer_json_schema(std::io::Cursor::new(text.as_bytes()), None)
+            .unwrap();
+    let schema = std::sync::Arc::new(schema);
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .build(std::io::Cursor::new(text.as_bytes()))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    for batch in reader {
+        writer.write(&batch.unwrap()).unwrap();
+    }
+    writer.close().unwrap();
+    out
+}
+
+async fn batch_ingestion_api_rules(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let export = t.export_dataset().await;
+    let create = |body: Value| t.post("/data/foundation/import/batches", body);
+    // Creation rules.
+    let a =
+        create(json!({"datasetId": "5b7c86968f7b6501e21ba9df", "inputFormat": {"format": "json"}}))
+            .await;
+    a.assert_service_error(400);
+    assert_eq!(a.error_fields(), ["datasetId"]);
+    let a = create(json!({"datasetId": export, "inputFormat": {"format": "json"}})).await;
+    assert_eq!(a.error_fields(), ["datasetId"]);
+    let a = create(json!({"datasetId": pds, "inputFormat": {"format": "csv"}})).await;
+    assert_eq!(a.error_fields(), ["inputFormat.format"]);
+
+    // Uploads: empty file, bad names, unknown batch, wrong dataset, too large.
+    let batch = t.new_batch(&pds, json!({"format": "json"})).await;
+    t.upload(&batch, &pds, "empty.json", Vec::new()).await.assert_service_error(400);
+    for bad in ["a%5Cb", "x%00y"] {
+        t.upload(&batch, &pds, bad, b"{}".to_vec()).await.assert_service_error(400);
+    }
+    t.upload(&"0".repeat(32), &pds, "f.json", b"{}".to_vec()).await.assert_service_error(404);
+    let other = t.store_dataset(PROFILE_SCHEMA).await;
+    t.upload(&batch, &other, "f.json", b"{}".to_vec()).await.assert_service_error(404);
+    // Idempotent: the same name twice keeps one file, with the second content.
+    assert_eq!(
+        t.upload(&batch, &pds, "dir/f.json", ndjson(&[profile("a", json!(1))])).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        t.upload(
+            &batch,
+            &pds,
+            "dir/f.json",
+            ndjson(&[profile("a", json!(1)), profile("b", json!(2))])
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let mut small = TestApp::new(backend).await;
+    small.state.max_upload_bytes = 10;
+    small.app = segport_api::app(small.state.clone(), segport_api::Surface::Full);
+    let sds = small.store_dataset(PROFILE_SCHEMA).await;
+    let sb = small.new_batch(&sds, json!({"format": "json"})).await;
+    small.upload(&sb, &sds, "big.json", vec![b'x'; 11]).await.assert_service_error(413);
+    assert_eq!(small.upload(&sb, &sds, "ok.json", vec![b'x'; 10]).await.status, StatusCode::OK);
+
+    // Actions.
+    t.batch_action(&batch, "FOO").await.assert_service_error(400);
+    assert_eq!(t.batch_action(&batch, "COMPLETE").await.status, StatusCode::OK);
+    assert_eq!(t.batch(&batch).await["status"], "staging");
+    assert_eq!(
+        t.batch_action(&batch, "COMPLETE").await.status,
+        StatusCode::OK,
+        "completing twice is harmless"
+    );
+    t.batch_action(&batch, "ABORT").await.assert_service_error(409);
+    t.upload(&batch, &pds, "late.json", b"{}".to_vec()).await.assert_service_error(409);
+    assert_eq!(t.run_tasks().await, 1);
+    let done = t.batch(&batch).await;
+    assert_eq!((done["status"].as_str(), done["recordCount"].as_i64()), (Some("success"), Some(2)));
+    t.upload(&batch, &pds, "after.json", b"{}".to_vec()).await.assert_service_error(409);
+
+    // Abort removes the uploaded files; a completed batch without files fails.
+    let aborted = t.new_batch(&pds, json!({"format": "json"})).await;
+    t.upload(&aborted, &pds, "f.json", b"{}".to_vec()).await;
+    assert_eq!(t.batch_action(&aborted, "ABORT").await.body["status"], "aborted");
+    assert!(t
+        .state
+        .storage
+        .list(&segport_store::storage::uploads_dir(ORG, SANDBOX, &aborted))
+        .await
+        .unwrap()
+        .is_empty());
+    t.batch_action(&aborted, "COMPLETE").await.assert_service_error(409);
+    let empty = t.new_batch(&pds, json!({"format": "json"})).await;
+    t.batch_action(&empty, "COMPLETE").await;
+    t.run_tasks().await;
+    let failed = t.batch(&empty).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["errors"][0]["code"], "NO_RECORDS");
+
+    // Batches an export allocated are not for import.
+    let job = t.create_job(minimal_job(&export)).await;
+    let allocated = job["destination"]["batchId"].as_str().unwrap();
+    t.upload(allocated, &export, "f.json", b"{}".to_vec()).await.assert_service_error(409);
+    t.batch_action(allocated, "COMPLETE").await.assert_service_error(409);
+    t.batch_action(allocated, "ABORT").await.assert_service_error(409);
+    // Another tenant sees nothing.
+    let a = t
+        .call_as(
+            "Other@AdobeOrg",
+            SANDBOX,
+            Method::POST,
+            &format!("/data/foundation/import/batches/{batch}?action=COMPLETE"),
+            None,
+        )
+        .await;
+    a.assert_service_error(404);
+}
+
+async fn compaction_keeps_what_readers_see(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let (profiles, _) = generated(3_000, 21);
+    for chunk in profiles.chunks(1_000) {
+        t.ingest(&pds, json!({"format": "json"}), vec![("p.json", ndjson(chunk))]).await;
+    }
+    // One profile updated, so that a key has fragments in two batches.
+    t.ingest(
+        &pds,
+        json!({"format": "json"}),
+        vec![("u.json", ndjson(&[profile("ECID-1", json!(77))]))],
+    )
+    .await;
+    let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    let before = t.db.catalog.store_snapshot(&tenant, None).await.unwrap();
+    let rows_before =
+        segport_store::read::rows_as_xdm(&t.stored_batch(&pds, RecordKind::Profile, None).await)
+            .unwrap();
+
+    // A running task takes its snapshot before the compaction.
+    let eds = t.store_dataset(EVENT_SCHEMA).await;
+    let b = t.new_batch(&eds, json!({"format": "json"})).await;
+    t.upload(&b, &eds, "e.json", ndjson(&[event("e", "x", "p")])).await;
+    t.batch_action(&b, "COMPLETE").await;
+    let task =
+        t.db.catalog
+            .claim_task("test", 60_000, segport_model::time::now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+    let held = t.db.catalog.store_snapshot(&tenant, Some(&task.lease)).await.unwrap();
+    assert_eq!(held.files, before.files);
+
+    let ctx = t.worker_context(small_limits());
+    let compacted = segport_worker::compact_sandbox(&ctx, &tenant).await.unwrap();
+    assert!(compacted > 0);
+    let after = t.db.catalog.store_snapshot(&tenant, None).await.unwrap();
+    assert!(after.files.len() < before.files.len());
+    let per_partition: BTreeMap<u32, usize> =
+        after.files.iter().fold(BTreeMap::new(), |mut m, f| {
+            *m.entry(f.partition).or_default() += 1;
+            m
+        });
+    assert!(per_partition.values().all(|n| *n == 1), "{per_partition:?}");
+    let rows_after =
+        segport_store::read::rows_as_xdm(&t.stored_batch(&pds, RecordKind::Profile, None).await)
+            .unwrap();
+    assert_eq!(rows_before.len(), rows_after.len());
+    assert_eq!(rows_before, rows_after, "readers see exactly the same fragments in the same order");
+
+    // The replaced files outlive the running task's snapshot, then go.
+    segport_worker::sweep(&ctx).await.unwrap();
+    let old = t.stored_batch(&pds, RecordKind::Profile, Some(&before.files)).await;
+    assert_eq!(
+        segport_store::read::rows_as_xdm(&old).unwrap(),
+        rows_before,
+        "the old snapshot is still readable"
+    );
+    assert!(t.db.catalog.release_task(&task.lease, segport_model::time::now_ms()).await.unwrap());
+    let swept = segport_worker::sweep(&ctx).await.unwrap();
+    assert_eq!(swept, before.files.len());
+    for f in &before.files {
+        assert!(
+            t.state.storage.size(&f.path.as_str().into()).await.is_err(),
+            "{} still exists",
+            f.path
+        );
+    }
+    // What is left reads the same.
+    let rows_now =
+        segport_store::read::rows_as_xdm(&t.stored_batch(&pds, RecordKind::Profile, None).await)
+            .unwrap();
+    assert_eq!(rows_now, rows_before);
+}
+
+async fn deleting_a_dataset_removes_it_and_its_files(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    t.ingest(&pds, json!({"format": "json"}), vec![("p.json", ndjson(&[profile("a", json!(1))]))])
+        .await;
+    // A queued ingest makes the dataset busy.
+    let queued = t.new_batch(&pds, json!({"format": "json"})).await;
+    t.upload(&queued, &pds, "p.json", ndjson(&[profile("b", json!(1))])).await;
+    t.batch_action(&queued, "COMPLETE").await;
+    let path = format!("/data/foundation/catalog/dataSets/{pds}");
+    t.call(Method::DELETE, &path, None).await.assert_service_error(409);
+    t.run_tasks().await;
+    let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    let files = t.db.catalog.store_snapshot(&tenant, None).await.unwrap().files;
+    assert!(!files.is_empty());
+    let a = t.call(Method::DELETE, &path, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    t.get(&path).await.assert_service_error(404);
+    t.get(&format!("/data/foundation/catalog/batches/{queued}")).await.assert_service_error(404);
+    assert!(t.db.catalog.store_snapshot(&tenant, None).await.unwrap().files.is_empty());
+    assert!(t
+        .state
+        .storage
+        .list(&segport_store::storage::uploads_dir(ORG, SANDBOX, &queued))
+        .await
+        .unwrap()
+        .is_empty());
+    // Store files go once no snapshot needs them.
+    segport_worker::sweep(&t.worker_context(small_limits())).await.unwrap();
+    for f in files {
+        assert!(t.state.storage.size(&f.path.as_str().into()).await.is_err());
+    }
+    t.call(Method::DELETE, &path, None).await.assert_service_error(404);
+}
