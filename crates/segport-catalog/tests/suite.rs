@@ -9,7 +9,8 @@ use segport_catalog::{
     Backend, BatchFilter, CancelOutcome, CatalogError, JobListQuery, ListQuery, NewExportJob,
     TokenRecord,
 };
-use segport_model::batch::BatchStatus;
+use segport_catalog::{CatalogError as E, IngestCommit, NewStoreFile, StoreKind};
+use segport_model::batch::{Batch, BatchStatus, IngestFormat, NewIngestBatch};
 use segport_model::dataset::{Dataset, DatasetClass, SchemaRef, PROFILE_UNION_SCHEMA};
 use segport_model::job::{ExportJobRequest, JobStatus};
 use segport_model::merge_policy::{MergePolicyInput, DEFAULT_POLICY_ID};
@@ -71,6 +72,8 @@ macro_rules! suite {
 }
 
 suite!(
+    task_leases_fence_and_reap,
+    ingest_commits_are_fenced_and_ordered,
     sandbox_gets_default_policy_once,
     jobs_and_batches_round_trip,
     keyset_listing_orders_and_filters,
@@ -319,4 +322,135 @@ async fn tokens(backend: Backend) {
         Some(50)
     );
     assert!(db.catalog.find_token(&"cd".repeat(32)).await.unwrap().is_none());
+}
+
+async fn queued_batch(db: &TestCatalog, t: &Tenant, now: i64) -> Batch {
+    db.catalog.ensure_sandbox(t, now).await.unwrap();
+    let mut d = dataset(db, t).await;
+    d.id = DatasetId::generate();
+    d.class = DatasetClass::Profile;
+    db.catalog.create_dataset(&d).await.unwrap();
+    let new = NewIngestBatch {
+        dataset_id: d.id.clone(),
+        format: IngestFormat::Json,
+        multiline_json: false,
+    };
+    let batch = Batch::new_ingest(t.org.as_str(), t.sandbox.as_str(), &new, now);
+    db.catalog.create_ingest_batch(&batch).await.unwrap();
+    assert!(db.catalog.record_upload(t, &batch.id, "f.json", 10, now).await.unwrap());
+    let moved = db.catalog.complete_batch(t, &batch.id, now).await.unwrap().unwrap();
+    assert!(moved.changed);
+    assert_eq!(moved.status, BatchStatus::Staging);
+    batch
+}
+
+fn commit(
+    lease: &segport_catalog::TaskLease,
+    t: &Tenant,
+    batch: &Batch,
+    now_ms: i64,
+) -> IngestCommit {
+    IngestCommit {
+        lease: lease.clone(),
+        tenant: t.clone(),
+        batch_id: batch.id.clone(),
+        kind: StoreKind::Profile,
+        files: vec![NewStoreFile {
+            dataset_id: batch.dataset_id.to_string(),
+            kind: StoreKind::Profile,
+            partition: 0,
+            path: format!("x/{}.parquet", batch.id),
+            rows: 1,
+            bytes: 1,
+            min_key: "a".into(),
+            max_key: "a".into(),
+        }],
+        record_count: 1,
+        failed_record_count: 0,
+        errors: Vec::new(),
+        schema: None,
+        schema_version: 0,
+        now_ms,
+    }
+}
+
+async fn task_leases_fence_and_reap(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let batch = queued_batch(&db, &t, 1_000).await;
+    let c = &db.catalog;
+    let first = c.claim_task("w1", 1_000, 10_000).await.unwrap().unwrap();
+    assert_eq!((first.attempt, first.batch_id.as_ref()), (1, Some(&batch.id)));
+    assert!(c.claim_task("w2", 1_000, 10_000).await.unwrap().is_none(), "one attempt at a time");
+    assert!(c.heartbeat(&first.lease, 1_000, 10_500).await.unwrap().alive);
+    assert!(
+        c.reap_expired_tasks(11_000).await.unwrap().is_empty(),
+        "the heartbeat extended the lease"
+    );
+    let reaped = c.reap_expired_tasks(12_000).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert!(reaped[0].requeued);
+    assert!(!c.heartbeat(&first.lease, 1_000, 12_001).await.unwrap().alive);
+    assert!(c.running_attempts().await.unwrap().is_empty());
+
+    let second = c.claim_task("w2", 1_000, 13_000).await.unwrap().unwrap();
+    assert_eq!(second.attempt, 2);
+    assert_ne!(second.lease.attempt_id, first.lease.attempt_id);
+    assert_eq!(c.running_attempts().await.unwrap(), vec![second.lease.attempt_id.clone()]);
+    // The first attempt's late commit is fenced out and leaves nothing behind.
+    assert!(matches!(
+        c.commit_ingest(commit(&first.lease, &t, &batch, 13_100)).await,
+        Err(E::LeaseLost)
+    ));
+    assert!(c.store_snapshot(&t, None).await.unwrap().files.is_empty());
+    assert_eq!(c.get_batch(&t, &batch.id).await.unwrap().unwrap().status, BatchStatus::Staging);
+
+    // A hand-back does not use up an attempt.
+    assert!(c.release_task(&second.lease, 13_200).await.unwrap());
+    let third = c.claim_task("w3", 1_000, 14_000).await.unwrap().unwrap();
+    assert_eq!(third.attempt, 2);
+    assert!(c.reap_expired_tasks(20_000).await.unwrap()[0].requeued);
+    let last = c.claim_task("w3", 1_000, 21_000).await.unwrap().unwrap();
+    assert_eq!(last.attempt, 3);
+    let reaped = c.reap_expired_tasks(30_000).await.unwrap();
+    assert!(!reaped[0].requeued, "no attempts left");
+    let failed = c.get_batch(&t, &batch.id).await.unwrap().unwrap();
+    assert_eq!(failed.status, BatchStatus::Failed);
+    assert_eq!(failed.errors[0].code, "WORKER_LOST");
+    assert!(c.claim_task("w4", 1_000, 31_000).await.unwrap().is_none());
+}
+
+async fn ingest_commits_are_fenced_and_ordered(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let c = &db.catalog;
+    let a = queued_batch(&db, &t, 1_000).await;
+    let b = queued_batch(&db, &t, 1_000).await;
+    let ta = c.claim_task("w", 60_000, 5_000).await.unwrap().unwrap();
+    let tb = c.claim_task("w", 60_000, 5_000).await.unwrap().unwrap();
+    let snapshot = c.store_snapshot(&t, Some(&ta.lease)).await.unwrap();
+    assert_eq!(snapshot.seq, 0);
+    // The second commit's clock is behind the first's: ingest times still increase.
+    let first = c.commit_ingest(commit(&tb.lease, &t, &b, 9_000)).await.unwrap();
+    let second = c.commit_ingest(commit(&ta.lease, &t, &a, 8_000)).await.unwrap();
+    assert_eq!(first.completed_ms, 9_000);
+    assert_eq!(second.completed_ms, 9_001);
+    assert!(second.seq > first.seq);
+    assert_eq!(c.get_batch(&t, &a.id).await.unwrap().unwrap().completed_ms, Some(9_001));
+    let mut files = c.store_snapshot(&t, None).await.unwrap().files;
+    files.sort_by_key(|f| f.seq);
+    assert_eq!(files.len(), 2);
+    assert_eq!(files.iter().map(|f| f.ingest_ms).collect::<Vec<_>>(), [Some(9_000), Some(9_001)]);
+    // A committed task cannot commit again.
+    assert!(matches!(c.commit_ingest(commit(&ta.lease, &t, &a, 10_000)).await, Err(E::LeaseLost)));
+    // A schema change races: the commit naming an older version is refused.
+    let d = queued_batch(&db, &t, 1_000).await;
+    let td = c.claim_task("w", 60_000, 11_000).await.unwrap().unwrap();
+    let mut with_schema = commit(&td.lease, &t, &d, 11_000);
+    with_schema.schema = Some("{\"fields\":{}}".into());
+    with_schema.schema_version = 7;
+    assert!(matches!(c.commit_ingest(with_schema.clone()).await, Err(E::SchemaChanged)));
+    with_schema.schema_version = c.store_state(&t).await.unwrap().schema_version;
+    c.commit_ingest(with_schema).await.unwrap();
+    assert_eq!(c.store_state(&t).await.unwrap().schema_version, 1);
 }
