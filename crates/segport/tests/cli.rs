@@ -92,6 +92,31 @@ impl Server {
         }
     }
 
+    /// One HTTP/1.1 exchange with a raw body.
+    fn http_bytes(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> (u16, Value) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+        stream.write_all(req.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut raw = String::new();
+        stream.read_to_string(&mut raw).unwrap();
+        let (head, payload) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, serde_json::from_str(payload).unwrap_or(Value::String(payload.to_owned())))
+    }
+
     /// One HTTP/1.1 exchange; answers status and JSON body.
     fn http(
         &self,
@@ -294,4 +319,156 @@ fn unreachable_or_unknown_databases_fail_clearly() {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(dir.0.join("store/segport.db").exists());
+}
+
+const TENANT_HEADERS: [(&str, &str); 4] = [
+    ("Authorization", "Bearer t"),
+    ("x-api-key", "k"),
+    ("x-gw-ims-org-id", ORG),
+    ("x-sandbox-name", "prod"),
+];
+
+/// Waits until `f` answers `Some`, or fails after `secs`.
+fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn store_files_on_disk(root: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "parquet") {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root.join(ORG).join("prod").join("store"), &mut out);
+    out
+}
+
+/// A worker killed (SIGABRT at an injected failure point) between writing its files and
+/// committing them leaves nothing visible; another worker takes the batch over as attempt 2 once
+/// the lease expires, and the first attempt's files are swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_before_its_commit_leaves_nothing_visible() {
+    let db = TestCatalog::postgres().await;
+    let dir = TempDir::new();
+    let data = dir.0.join("data");
+    let data_str = data.to_str().unwrap().to_owned();
+    let env = [("DATABASE_URL", db.url.as_str()), ("SEGPORT_DATA_DIR", data_str.as_str())];
+    let timings = [
+        "--lease",
+        "2s",
+        "--heartbeat",
+        "500ms",
+        "--reap-interval",
+        "300ms",
+        "--poll-interval",
+        "200ms",
+    ];
+
+    let mut crash_env = env.to_vec();
+    crash_env.push(("SEGPORT_FAILPOINTS", "ingest-after-files"));
+    let mut crashing = Server::start(&dir.0, &timings, &crash_env);
+    let (status, ds) = crashing.tenant_call(
+        "POST",
+        "/data/foundation/catalog/dataSets",
+        "t",
+        ORG,
+        Some(&json!({"name": "p", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}, "tags": {"unifiedProfile": ["enabled:true"]}})),
+    );
+    assert_eq!(status, 201, "{ds}");
+    let ds = ds[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let (status, batch) = crashing.tenant_call(
+        "POST",
+        "/data/foundation/import/batches",
+        "t",
+        ORG,
+        Some(&json!({"datasetId": ds, "inputFormat": {"format": "json"}})),
+    );
+    assert_eq!(status, 201, "{batch}");
+    let batch = batch["id"].as_str().unwrap().to_owned();
+    let segments = segport_datagen::segments(3);
+    let records: String = (0..2_000)
+        .filter_map(|n| segport_datagen::profile(3, n, &segments).profile)
+        .map(|p| format!("{p}\n"))
+        .collect();
+    let expected = records.lines().count();
+    let (status, body) = crashing.http_bytes(
+        "PUT",
+        &format!("/data/foundation/import/batches/{batch}/datasets/{ds}/files/p.json"),
+        &TENANT_HEADERS,
+        records.as_bytes(),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = crashing.tenant_call(
+        "POST",
+        &format!("/data/foundation/import/batches/{batch}?action=COMPLETE"),
+        "t",
+        ORG,
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let exit = eventually(30, "the worker to hit its failure point", || {
+        crashing.child.try_wait().unwrap()
+    });
+    assert!(!exit.success(), "the process was killed: {exit:?}");
+    let leftovers = store_files_on_disk(&data);
+    assert!(!leftovers.is_empty(), "the first attempt wrote files before dying");
+    let first_attempt: std::collections::BTreeSet<String> = leftovers
+        .iter()
+        .map(|p| p.file_name().unwrap().to_str().unwrap()[33..69].to_owned())
+        .collect();
+    assert_eq!(first_attempt.len(), 1);
+
+    // Nothing of it is visible.
+    let catalog = segport_catalog::connect(&segport_catalog::ConnectOptions::new(db.url.clone()))
+        .await
+        .unwrap();
+    let tenant = segport_model::Tenant::parse(ORG, "prod").unwrap();
+    assert!(catalog.store_snapshot(&tenant, None).await.unwrap().files.is_empty());
+    let id = segport_model::BatchId::parse(&batch).unwrap();
+    assert_eq!(catalog.get_batch(&tenant, &id).await.unwrap().unwrap().status.as_str(), "staging");
+
+    // A healthy worker takes the batch over once the lease has expired.
+    let mut healthy_args = timings.to_vec();
+    healthy_args.extend(["--maintenance-interval", "300ms", "--file-grace", "0s"]);
+    let healthy = Server::start(&dir.0, &healthy_args, &env);
+    let done = eventually(60, "the batch to succeed", || {
+        let (_, b) = healthy.tenant_call(
+            "GET",
+            &format!("/data/foundation/catalog/batches/{batch}"),
+            "t",
+            ORG,
+            None,
+        );
+        (b[&batch]["status"] == "success").then(|| b[&batch].clone())
+    });
+    assert_eq!(done["recordCount"].as_u64(), Some(expected as u64));
+    assert_eq!(done["failedRecordCount"].as_u64(), Some(0));
+    let files = catalog.store_snapshot(&tenant, None).await.unwrap().files;
+    assert!(!files.is_empty());
+    for f in &files {
+        let attempt = &f.path.rsplit('/').next().unwrap()[33..69];
+        assert!(!first_attempt.contains(attempt), "{} comes from the killed attempt", f.path);
+    }
+    // Exactly once: one set of files, all from the second attempt; the first attempt's are swept.
+    eventually(30, "the first attempt's files to be swept", || {
+        let remaining = store_files_on_disk(&data);
+        (remaining.len() == files.len()).then_some(())
+    });
+    assert!(healthy.terminate().success());
 }
