@@ -454,3 +454,25 @@ async fn ingest_commits_are_fenced_and_ordered(backend: Backend) {
     c.commit_ingest(with_schema).await.unwrap();
     assert_eq!(c.store_state(&t).await.unwrap().schema_version, 1);
 }
+
+/// A task queued through one PostgreSQL catalog wakes a worker waiting on another (another
+/// process in production) at once, through LISTEN/NOTIFY rather than the polling fallback.
+#[tokio::test]
+async fn postgres_notifies_other_processes_of_new_tasks() {
+    let db = TestCatalog::postgres().await;
+    let other = segport_catalog::connect(&segport_catalog::ConnectOptions::new(db.url.clone()))
+        .await
+        .unwrap();
+    let t = tenant("org", "prod");
+    // Start listening, and drain the wake-up that every new listener gets.
+    other.wait_for_tasks(std::time::Duration::from_secs(5)).await;
+    let waiter = tokio::spawn(async move {
+        let start = std::time::Instant::now();
+        other.wait_for_tasks(std::time::Duration::from_secs(20)).await;
+        start.elapsed()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    queued_batch(&db, &t, 1_000).await;
+    let waited = waiter.await.unwrap();
+    assert!(waited < std::time::Duration::from_secs(5), "woken after {waited:?}");
+}
