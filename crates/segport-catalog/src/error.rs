@@ -15,6 +15,9 @@ pub enum CatalogError {
     /// The task's lease belongs to another attempt now: its work must not be committed.
     #[error("the task's lease was lost to another attempt")]
     LeaseLost,
+    /// A cancel was requested for the job: its output must not be committed.
+    #[error("the export job was cancelled")]
+    Cancelled,
     /// The union schema changed since the attempt read it.
     #[error("the sandbox schema changed during the ingest")]
     SchemaChanged,

@@ -299,6 +299,35 @@ pub struct IngestCommitted {
     pub status: BatchStatus,
 }
 
+/// A file an export wrote into one of its batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchFile {
+    pub name: String,
+    pub path: String,
+    pub rows: i64,
+    pub bytes: i64,
+}
+
+/// One destination batch of a finished export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedBatch {
+    pub batch_id: BatchId,
+    pub files: Vec<BatchFile>,
+    pub rows: i64,
+}
+
+/// The result of an export attempt, committed in one transaction fenced by its lease and by the
+/// job's cancel flag.
+#[derive(Debug, Clone)]
+pub struct ExportCommit {
+    pub lease: TaskLease,
+    pub job_id: i64,
+    pub batches: Vec<ExportedBatch>,
+    pub counters: segport_model::job::ExportCounters,
+    pub warnings: Vec<segport_model::job::JobWarning>,
+    pub now_ms: i64,
+}
+
 /// How a batch stands after a COMPLETE or ABORT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchTransition {
@@ -451,6 +480,22 @@ pub trait Catalog: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Option<Vec<BatchId>>>;
 
+    // Exports.
+    /// Commits an export attempt: files, batches, job status and metrics. `LeaseLost` when the
+    /// lease is gone, `Cancelled` when a cancel was requested (nothing is committed then).
+    async fn commit_export(&self, commit: ExportCommit) -> Result<()>;
+    /// Records a running job's progress (ignored once the lease is gone).
+    async fn set_job_progress(
+        &self,
+        lease: &TaskLease,
+        job_id: i64,
+        progress: &segport_model::job::JobProgress,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// The committed files of a batch.
+    async fn list_batch_files(&self, tenant: &Tenant, batch_id: &BatchId)
+        -> Result<Vec<BatchFile>>;
+
     // Tasks.
     /// Claims the oldest queued task for `owner`, with a lease until `now_ms + lease_ms`.
     async fn claim_task(
@@ -470,7 +515,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn heartbeat(&self, lease: &TaskLease, lease_ms: i64, now_ms: i64) -> Result<Heartbeat>;
     /// Hands a task back without using up its attempt (graceful shutdown).
     async fn release_task(&self, lease: &TaskLease, now_ms: i64) -> Result<bool>;
-    /// Fails a task and its batch or job for good, with `errors`.
+    /// Fails a task and its batch or job for good, with `errors` (their `code` and
+    /// `description` become a job's `errors[].code` and `msg`).
     async fn fail_task(
         &self,
         lease: &TaskLease,

@@ -148,6 +148,30 @@ pub(crate) const MOVE_BATCH: &str = "UPDATE batches SET status = $5, updated_ms 
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = $4";
 pub(crate) const BATCH_STATE: &str =
     "SELECT kind, status FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
+pub(crate) const INSERT_EXPORT_TASK: &str =
+    "INSERT INTO tasks (kind, org, sandbox, job_id, state, \
+     created_ms, updated_ms) VALUES ('export', $1, $2, $3, 'queued', $4, $4)";
+pub(crate) const FAIL_QUEUED_JOB_TASK: &str =
+    "UPDATE tasks SET state = 'failed', updated_ms = $2 WHERE job_id = $1 AND state = 'queued'";
+pub(crate) const START_JOB: &str =
+    "UPDATE export_jobs SET status = 'PROCESSING', attempt_id = $2, \
+     attempt = $3, started_ms = COALESCE(started_ms, $4), update_ms = $4 \
+     WHERE id = $1 AND status IN ('NEW', 'PROCESSING')";
+pub(crate) const REQUEUE_JOB: &str =
+    "UPDATE export_jobs SET status = 'NEW', progress = NULL, update_ms = $2 WHERE id = $1 AND status = 'PROCESSING'";
+pub(crate) const FAIL_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $2, \
+     progress = NULL, finished_ms = $3, update_ms = $3 WHERE id = $1 AND status IN ('NEW', 'PROCESSING')";
+pub(crate) const SUCCEED_JOB: &str = "UPDATE export_jobs SET status = 'SUCCEEDED', counters = $2, \
+     warnings = $3, progress = NULL, finished_ms = $4, update_ms = $4 WHERE id = $1 AND status = 'PROCESSING'";
+pub(crate) const JOB_PROGRESS: &str = "UPDATE export_jobs SET progress = $3, update_ms = $4 \
+     WHERE id = $1 AND attempt_id = $2 AND status = 'PROCESSING'";
+pub(crate) const SUCCEED_BATCH: &str = "UPDATE batches SET status = 'success', record_count = $2, \
+     failed_record_count = 0, completed_ms = $3, updated_ms = $3 WHERE id = $1";
+pub(crate) const INSERT_BATCH_FILE: &str = "INSERT INTO batch_files \
+     (batch_id, name, path, row_count, byte_count, created_ms) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(crate) const LIST_BATCH_FILES: &str = "SELECT f.name, f.path, f.row_count, f.byte_count \
+     FROM batch_files f JOIN batches b ON b.id = f.batch_id \
+     WHERE b.org = $1 AND b.sandbox = $2 AND f.batch_id = $3 ORDER BY f.name";
 pub(crate) const INSERT_INGEST_TASK: &str =
     "INSERT INTO tasks (kind, org, sandbox, batch_id, state, \
      created_ms, updated_ms) VALUES ('ingest', $1, $2, $3, 'queued', $4, $4)";
@@ -176,7 +200,7 @@ pub(crate) const FAIL_BATCH: &str = "UPDATE batches SET status = 'failed', error
 pub(crate) const REAP_TASKS: &str = "UPDATE tasks SET \
      state = CASE WHEN attempt >= max_attempts THEN 'failed' ELSE 'queued' END, \
      lease_owner = NULL, lease_expires_ms = NULL, snapshot_seq = NULL, updated_ms = $1 \
-     WHERE state = 'running' AND lease_expires_ms < $1 RETURNING id, kind, state, batch_id";
+     WHERE state = 'running' AND lease_expires_ms < $1 RETURNING id, kind, state, batch_id, job_id";
 /// Claims the queued task of one batch (for `segport ingest`, which runs its own task).
 pub(crate) const CLAIM_BATCH_TASK: &str = "UPDATE tasks SET state = 'running', attempt = attempt + 1, \
      attempt_id = $1, lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 \
@@ -501,6 +525,35 @@ macro_rules! impl_catalog {
     ($catalog:ty, $db:ty, $backend:expr, $dialect:expr) => {
         impl $catalog {
             const DIALECT: $crate::sql::Dialect = $dialect;
+
+            /// Fails an export job and its open batches with `errors`.
+            async fn fail_job(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                job_id: i64,
+                errors: &[segport_model::batch::BatchError],
+                now_ms: i64,
+            ) -> $crate::Result<()> {
+                let job_errors: Vec<segport_model::job::JobError> = errors
+                    .iter()
+                    .map(|e| segport_model::job::JobError {
+                        code: e.code.clone(),
+                        msg: e.description.clone(),
+                        call_stack: String::new(),
+                    })
+                    .collect();
+                sqlx::query($crate::sql::FAIL_JOB)
+                    .bind(job_id)
+                    .bind(serde_json::to_string(&job_errors)?)
+                    .bind(now_ms)
+                    .execute(&mut **tx)
+                    .await?;
+                sqlx::query($crate::sql::FAIL_JOB_BATCHES)
+                    .bind(job_id)
+                    .bind(now_ms)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
 
             /// Takes the sandbox's row lock inside `tx`.
             async fn lock_sandbox(
@@ -947,7 +1000,15 @@ macro_rules! impl_catalog {
                         .execute(&mut *tx)
                         .await?;
                 }
+                sqlx::query($crate::sql::INSERT_EXPORT_TASK)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id)
+                    .bind(job.now_ms)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
+                self.announce_tasks().await;
                 Ok(segport_model::job::ExportJobRecord {
                     id,
                     org: org.to_owned(),
@@ -1031,6 +1092,11 @@ macro_rules! impl_catalog {
                     == 1
                 {
                     sqlx::query($crate::sql::FAIL_JOB_BATCHES)
+                        .bind(id)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query($crate::sql::FAIL_QUEUED_JOB_TASK)
                         .bind(id)
                         .bind(now_ms)
                         .execute(&mut *tx)
@@ -1447,6 +1513,94 @@ macro_rules! impl_catalog {
                     .map(Some)
             }
 
+            async fn commit_export(&self, c: $crate::ExportCommit) -> $crate::Result<()> {
+                let mut tx = self.write().begin().await?;
+                let fenced = sqlx::query($crate::sql::FINISH_TASK)
+                    .bind(c.lease.task_id)
+                    .bind(&c.lease.attempt_id)
+                    .bind(c.now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if fenced != 1 {
+                    return Err($crate::CatalogError::LeaseLost);
+                }
+                let cancel: Option<(bool,)> = sqlx::query_as($crate::sql::JOB_CANCEL_FLAG)
+                    .bind(c.job_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if cancel.is_none_or(|(c,)| c) {
+                    return Err($crate::CatalogError::Cancelled);
+                }
+                let succeeded = sqlx::query($crate::sql::SUCCEED_JOB)
+                    .bind(c.job_id)
+                    .bind(serde_json::to_string(&c.counters)?)
+                    .bind(serde_json::to_string(&c.warnings)?)
+                    .bind(c.now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if succeeded != 1 {
+                    return Err($crate::CatalogError::LeaseLost);
+                }
+                for batch in &c.batches {
+                    sqlx::query($crate::sql::SUCCEED_BATCH)
+                        .bind(batch.batch_id.as_str())
+                        .bind(batch.rows)
+                        .bind(c.now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    for f in &batch.files {
+                        sqlx::query($crate::sql::INSERT_BATCH_FILE)
+                            .bind(batch.batch_id.as_str())
+                            .bind(&f.name)
+                            .bind(&f.path)
+                            .bind(f.rows)
+                            .bind(f.bytes)
+                            .bind(c.now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn set_job_progress(
+                &self,
+                lease: &$crate::TaskLease,
+                job_id: i64,
+                progress: &segport_model::job::JobProgress,
+                now_ms: i64,
+            ) -> $crate::Result<()> {
+                sqlx::query($crate::sql::JOB_PROGRESS)
+                    .bind(job_id)
+                    .bind(&lease.attempt_id)
+                    .bind(serde_json::to_string(progress)?)
+                    .bind(now_ms)
+                    .execute(self.write())
+                    .await?;
+                Ok(())
+            }
+
+            async fn list_batch_files(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+            ) -> $crate::Result<Vec<$crate::BatchFile>> {
+                let rows: Vec<(String, String, i64, i64)> =
+                    sqlx::query_as($crate::sql::LIST_BATCH_FILES)
+                        .bind(tenant.org.as_str())
+                        .bind(tenant.sandbox.as_str())
+                        .bind(batch_id.as_str())
+                        .fetch_all(self.read())
+                        .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, path, rows, bytes)| $crate::BatchFile { name, path, rows, bytes })
+                    .collect())
+            }
+
             async fn claim_task(
                 &self,
                 owner: &str,
@@ -1454,15 +1608,30 @@ macro_rules! impl_catalog {
                 now_ms: i64,
             ) -> $crate::Result<Option<$crate::ClaimedTask>> {
                 let attempt_id = segport_model::ids::new_uuid().to_string();
-                sqlx::query_as::<_, $crate::sql::ClaimRow>(Self::DIALECT.claim_task)
-                    .bind(&attempt_id)
-                    .bind(owner)
-                    .bind(now_ms + lease_ms)
-                    .bind(now_ms)
-                    .fetch_optional(self.write())
-                    .await?
-                    .map(TryInto::try_into)
-                    .transpose()
+                let mut tx = self.write().begin().await?;
+                let claimed: Option<$crate::ClaimedTask> =
+                    sqlx::query_as::<_, $crate::sql::ClaimRow>(Self::DIALECT.claim_task)
+                        .bind(&attempt_id)
+                        .bind(owner)
+                        .bind(now_ms + lease_ms)
+                        .bind(now_ms)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(TryInto::try_into)
+                        .transpose()?;
+                // An export job shows PROCESSING, with the attempt as its compute job id.
+                if let Some(job_id) = claimed.as_ref().and_then(|c| c.job_id) {
+                    let attempt = claimed.as_ref().map_or(0, |c| c.attempt);
+                    sqlx::query($crate::sql::START_JOB)
+                        .bind(job_id)
+                        .bind(&attempt_id)
+                        .bind(attempt)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(claimed)
             }
 
             async fn claim_batch_task(
@@ -1544,7 +1713,7 @@ macro_rules! impl_catalog {
                         .bind(now_ms)
                         .fetch_optional(&mut *tx)
                         .await?;
-                let Some((batch_id, _job_id)) = row else { return Ok(false) };
+                let Some((batch_id, job_id)) = row else { return Ok(false) };
                 if let Some(batch_id) = batch_id {
                     sqlx::query($crate::sql::FAIL_BATCH)
                         .bind(batch_id)
@@ -1552,6 +1721,9 @@ macro_rules! impl_catalog {
                         .bind(now_ms)
                         .execute(&mut *tx)
                         .await?;
+                }
+                if let Some(job_id) = job_id {
+                    Self::fail_job(&mut tx, job_id, errors, now_ms).await?;
                 }
                 tx.commit().await?;
                 Ok(true)
@@ -1562,7 +1734,7 @@ macro_rules! impl_catalog {
                 now_ms: i64,
             ) -> $crate::Result<Vec<$crate::ReapedTask>> {
                 let mut tx = self.write().begin().await?;
-                let rows: Vec<(i64, String, String, Option<String>)> =
+                let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> =
                     sqlx::query_as($crate::sql::REAP_TASKS)
                         .bind(now_ms)
                         .fetch_all(&mut *tx)
@@ -1575,7 +1747,7 @@ macro_rules! impl_catalog {
                     rows: Vec::new(),
                 }])?;
                 let mut reaped = Vec::with_capacity(rows.len());
-                for (task_id, kind, state, batch_id) in rows {
+                for (task_id, kind, state, batch_id, job_id) in rows {
                     let requeued = state == "queued";
                     if let (false, Some(batch_id)) = (requeued, batch_id) {
                         sqlx::query($crate::sql::FAIL_BATCH)
@@ -1584,6 +1756,26 @@ macro_rules! impl_catalog {
                             .bind(now_ms)
                             .execute(&mut *tx)
                             .await?;
+                    }
+                    match (requeued, job_id) {
+                        (true, Some(job)) => {
+                            sqlx::query($crate::sql::REQUEUE_JOB)
+                                .bind(job)
+                                .bind(now_ms)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        (false, Some(job)) => {
+                            let errors = [segport_model::batch::BatchError {
+                                code: "WORKER_LOST".to_owned(),
+                                description: "the workers running this export stopped answering; \
+                                              it was retried until its attempts were used up"
+                                    .to_owned(),
+                                rows: Vec::new(),
+                            }];
+                            Self::fail_job(&mut tx, job, &errors, now_ms).await?;
+                        }
+                        _ => {}
                     }
                     reaped.push($crate::ReapedTask {
                         task_id,
