@@ -16,7 +16,8 @@ use segport_model::{BatchId, DatasetId};
 
 use crate::{CatalogError, Result, TokenRecord};
 
-pub(crate) const JOB_COLUMNS: &str = "id, org, sandbox, status, spec, errors, warnings, progress, \
+pub(crate) const JOB_COLUMNS: &str =
+    "id, org, sandbox, status, spec, merge_policy, errors, warnings, progress, \
      counters, attempt, attempt_id, cancel_requested, request_id, creation_ms, update_ms, \
      started_ms, finished_ms";
 
@@ -243,6 +244,7 @@ pub(crate) struct JobRow {
     sandbox: String,
     status: String,
     spec: String,
+    merge_policy: String,
     errors: Option<String>,
     warnings: Option<String>,
     progress: Option<String>,
@@ -267,6 +269,7 @@ impl TryFrom<JobRow> for ExportJobRecord {
                 .parse::<JobStatus>()
                 .map_err(|e| corrupt("export_jobs.status", e))?,
             spec: serde_json::from_str(&row.spec)?,
+            merge_policy: Some(serde_json::from_str(&row.merge_policy)?),
             errors: json_or_default(row.errors.as_deref())?,
             warnings: json_or_default(row.warnings.as_deref())?,
             progress: row.progress.as_deref().map(serde_json::from_str).transpose()?,
@@ -1015,6 +1018,7 @@ macro_rules! impl_catalog {
                     sandbox: sandbox.to_owned(),
                     status: segport_model::job::JobStatus::New,
                     spec: job.spec,
+                    merge_policy: Some(job.merge_policy),
                     errors: Vec::new(),
                     warnings: Vec::new(),
                     progress: None,

@@ -608,6 +608,8 @@ pub struct ExportJobRecord {
     pub sandbox: String,
     pub status: JobStatus,
     pub spec: ExportJobSpec,
+    /// The merge policy resolved at creation, whole.
+    pub merge_policy: Option<crate::merge_policy::MergePolicy>,
     pub errors: Vec<JobError>,
     pub warnings: Vec<JobWarning>,
     pub progress: Option<JobProgress>,

@@ -56,7 +56,11 @@ pub async fn read_fragments(
 
 /// `batch` aligned to `schema`, with ingest time and sequence filled from `file` when it is a
 /// fresh file.
-fn with_recency(batch: &RecordBatch, file: &FileRef, schema: &SchemaRef) -> Result<RecordBatch> {
+pub fn with_recency(
+    batch: &RecordBatch,
+    file: &FileRef,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let rows = batch.num_rows();
     let mut columns = batch.columns().to_vec();
     let mut fields: Vec<Field> =

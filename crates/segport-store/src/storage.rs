@@ -21,6 +21,9 @@ use crate::{Result, StoreError};
 #[derive(Clone, Debug)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
+    /// The directory behind the store when it is the local filesystem: readers that stream
+    /// row groups open files directly.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl Storage {
@@ -31,7 +34,8 @@ impl Storage {
         })?;
         let fs = LocalFileSystem::new_with_prefix(root)
             .map_err(|e| StoreError::Location(format!("{}: {e}", root.display())))?;
-        Ok(Self { store: Arc::new(fs) })
+        let local_root = std::fs::canonicalize(root).ok();
+        Ok(Self { store: Arc::new(fs), local_root })
     }
 
     /// A storage root from a URL: `file:///abs/path` (S3 is planned).
@@ -40,6 +44,11 @@ impl Storage {
             Some(path) if !path.is_empty() => Self::local(std::path::Path::new(path)),
             _ => Err(StoreError::Location(format!("{url}: only file:// URLs are supported"))),
         }
+    }
+
+    /// The filesystem path of an object, when storage is local.
+    pub fn local_path(&self, path: &str) -> Option<std::path::PathBuf> {
+        self.local_root.as_ref().map(|root| path.split('/').fold(root.clone(), |p, s| p.join(s)))
     }
 
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {

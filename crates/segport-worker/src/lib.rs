@@ -7,6 +7,7 @@
 //! snapshot needs any more, removes files of attempts that never committed, and compacts
 //! partitions that have gathered many small files.
 
+mod export;
 mod failpoint;
 mod ingest;
 mod maintenance;
@@ -19,6 +20,7 @@ use segport_catalog::Catalog;
 use segport_store::ingest::IngestLimits;
 use segport_store::Storage;
 
+pub use export::run_export;
 pub use failpoint::Failpoints;
 pub use ingest::run_ingest;
 pub use maintenance::{compact_sandbox, sweep};
@@ -79,6 +81,9 @@ pub enum TaskError {
     Store(#[from] segport_store::StoreError),
     #[error("{0}")]
     Invalid(String),
+    /// A failure with the code the batch or job reports (`STORE_READ_ERROR`, …).
+    #[error("{message}")]
+    Failed { code: &'static str, message: String },
     #[error("the task was stopped")]
     Stopped,
 }

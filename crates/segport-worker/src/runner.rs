@@ -8,7 +8,7 @@ use segport_catalog::{ClaimedTask, TaskKind};
 use segport_model::batch::BatchError;
 use tokio_util::sync::CancellationToken;
 
-use crate::{duration_ms, now_ms, run_ingest, Context, TaskError};
+use crate::{duration_ms, now_ms, run_export, run_ingest, Context, TaskError};
 
 /// How a task run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +116,15 @@ impl Worker {
         let stop = CancellationToken::new();
         let lease_lost = Arc::new(AtomicBool::new(false));
         let handed_back = Arc::new(AtomicBool::new(false));
+        let cancelled = Arc::new(AtomicBool::new(false));
         let heartbeat = {
-            let (ctx, lease, stop, lost) =
-                (self.ctx.clone(), task.lease.clone(), stop.clone(), lease_lost.clone());
+            let (ctx, lease, stop, lost, cancelled) = (
+                self.ctx.clone(),
+                task.lease.clone(),
+                stop.clone(),
+                lease_lost.clone(),
+                cancelled.clone(),
+            );
             tokio::spawn(async move {
                 let every = ctx.config.heartbeat;
                 loop {
@@ -128,6 +134,11 @@ impl Worker {
                         .heartbeat(&lease, duration_ms(ctx.config.lease), now_ms())
                         .await
                     {
+                        Ok(h) if h.alive && h.cancel_requested => {
+                            tracing::info!(task_id = lease.task_id, "cancel requested; stopping");
+                            cancelled.store(true, Ordering::SeqCst);
+                            stop.cancel();
+                        }
                         Ok(h) if !h.alive => {
                             tracing::warn!(
                                 task_id = lease.task_id,
@@ -157,9 +168,7 @@ impl Worker {
 
         let result = match task.kind {
             TaskKind::Ingest => run_ingest(&self.ctx, &task, stop.clone(), progress).await,
-            TaskKind::Export => {
-                Err(TaskError::Invalid("export tasks are not supported by this worker".into()))
-            }
+            TaskKind::Export => run_export(&self.ctx, &task, stop.clone(), cancelled.clone()).await,
         };
         heartbeat.abort();
         grace_timer.abort();
@@ -179,22 +188,45 @@ impl Worker {
             Err(TaskError::Catalog(segport_catalog::CatalogError::LeaseLost)) => {
                 TaskOutcome::LeaseLost
             }
+            Err(_) if cancelled.load(Ordering::SeqCst) => {
+                self.fail(
+                    lease,
+                    "EXPORT_CANCELLED",
+                    "the export job was cancelled by a DELETE request; nothing of it was committed"
+                        .into(),
+                )
+                .await
+            }
             Err(_) if lease_lost.load(Ordering::SeqCst) => TaskOutcome::LeaseLost,
+            Err(TaskError::Failed { code, message }) => {
+                tracing::error!(task_id = lease.task_id, code, error = %message, "task failed");
+                self.fail(lease, code, message).await
+            }
             Err(e) => {
                 tracing::error!(task_id = lease.task_id, error = %error_chain(&e), "task failed");
-                let errors = [BatchError {
-                    code: "INGEST_FAILED".to_owned(),
-                    description: format!("the batch could not be ingested: {}", error_chain(&e)),
-                    rows: Vec::new(),
-                }];
-                match self.ctx.catalog.fail_task(lease, &errors, now_ms()).await {
-                    Ok(true) => TaskOutcome::Failed,
-                    Ok(false) => TaskOutcome::LeaseLost,
-                    Err(e) => {
-                        tracing::error!(task_id = lease.task_id, error = %e, "cannot record the failure; the lease will expire and the task be retried");
-                        TaskOutcome::Failed
-                    }
-                }
+                let (code, what) = match task.kind {
+                    TaskKind::Ingest => ("INGEST_FAILED", "the batch could not be ingested"),
+                    TaskKind::Export => ("INTERNAL", "the export failed"),
+                };
+                self.fail(lease, code, format!("{what}: {}", error_chain(&e))).await
+            }
+        }
+    }
+
+    /// Fails the task and its batch or job for good.
+    async fn fail(
+        &self,
+        lease: &segport_catalog::TaskLease,
+        code: &str,
+        message: String,
+    ) -> TaskOutcome {
+        let errors = [BatchError { code: code.to_owned(), description: message, rows: Vec::new() }];
+        match self.ctx.catalog.fail_task(lease, &errors, now_ms()).await {
+            Ok(true) => TaskOutcome::Failed,
+            Ok(false) => TaskOutcome::LeaseLost,
+            Err(e) => {
+                tracing::error!(task_id = lease.task_id, error = %e, "cannot record the failure; the lease will expire and the task be retried");
+                TaskOutcome::Failed
             }
         }
     }

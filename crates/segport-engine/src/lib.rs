@@ -1,0 +1,20 @@
+//! The export engine: given a snapshot of a sandbox's store and an export job's plan, it merges
+//! every profile's fragments under the merge policy, applies the job's filters, projects the
+//! requested fields and encodes the rows as Parquet, one destination batch at a time.
+//!
+//! Work is split by partition and run on rayon. Within a partition, the store files (each sorted
+//! by profile key) are merged by key while being read row group by row group, so memory holds a
+//! row group per file, never a partition. Only profiles that pass the cheap filters (segment
+//! memberships, update time) are turned into JSON and projected. No SQL, no HTTP: the worker
+//! hands in the files and takes the encoded output away.
+
+mod merge;
+pub mod plan;
+pub mod project;
+mod run;
+
+pub use plan::{EventWindow, ExportPlan, Precedence, SegmentMatch};
+pub use run::{
+    encode_rows, projections, run_partition, EngineError, PartitionInput, PartitionOutput,
+    Progress, Projections, SourceFile,
+};

@@ -1,0 +1,442 @@
+//! Evaluating one partition: a k-way merge by profile key over the partition's store files,
+//! read a row group at a time, then filters, merge, projection and Parquet encoding.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
+use segport_store::compact::{fragment_schema, with_recency, FileRef};
+use segport_store::ingest::writer_properties;
+use segport_store::RecordKind;
+use serde_json::{json, Map, Value};
+
+use crate::merge::{self, Loaded, RowRef};
+use crate::plan::{ExportPlan, Precedence};
+use crate::project::{self, Projection};
+
+/// Why an evaluation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Reading the store failed (`STORE_READ_ERROR`).
+    #[error("cannot read the store: {0}")]
+    Store(String),
+    /// Encoding the output failed (`OUTPUT_WRITE_ERROR`).
+    #[error("cannot encode the output: {0}")]
+    Output(String),
+    #[error("the export was cancelled")]
+    Cancelled,
+}
+
+/// A store file to read: where it is on disk, its recency, and its dataset.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub file: FileRef,
+    pub local_path: std::path::PathBuf,
+    pub dataset: String,
+}
+
+/// The files of one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionInput {
+    pub partition: u32,
+    pub profiles: Vec<SourceFile>,
+    pub events: Vec<SourceFile>,
+}
+
+/// What one partition produced, per output batch.
+#[derive(Debug, Default)]
+pub struct PartitionOutput {
+    /// Encoded Parquet and its row count, per batch; `None` where the batch got no rows here.
+    pub files: Vec<Option<(Bytes, u64)>>,
+    /// Per batch: rows by identity namespace.
+    pub by_namespace: Vec<BTreeMap<String, u64>>,
+}
+
+/// Counters a running export reports.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub partitions_done: AtomicU64,
+    pub profiles_scanned: AtomicU64,
+    pub profiles_exported: AtomicU64,
+}
+
+/// Reads one store file a row group at a time.
+struct Cursor {
+    reader: ParquetRecordBatchReader,
+    current: Option<Arc<Loaded>>,
+    row: usize,
+    file: FileRef,
+    schema: SchemaRef,
+    rank: usize,
+}
+
+impl Cursor {
+    fn open(source: &SourceFile, schema: &SchemaRef, rank: usize) -> Result<Self, EngineError> {
+        let file = std::fs::File::open(&source.local_path)
+            .map_err(|e| EngineError::Store(format!("{}: {e}", source.file.path)))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .and_then(|b| b.with_batch_size(8192).build())
+            .map_err(|e| EngineError::Store(format!("{}: {e}", source.file.path)))?;
+        let mut cursor = Self {
+            reader,
+            current: None,
+            row: 0,
+            file: source.file.clone(),
+            schema: schema.clone(),
+            rank,
+        };
+        cursor.load()?;
+        Ok(cursor)
+    }
+
+    fn load(&mut self) -> Result<(), EngineError> {
+        self.row = 0;
+        self.current = match self.reader.next() {
+            None => None,
+            Some(batch) => {
+                let batch =
+                    batch.map_err(|e| EngineError::Store(format!("{}: {e}", self.file.path)))?;
+                let aligned = with_recency(&batch, &self.file, &self.schema)
+                    .map_err(|e| EngineError::Store(e.to_string()))?;
+                Some(Arc::new(Loaded::new(aligned, self.rank)?))
+            }
+        };
+        Ok(())
+    }
+
+    fn key(&self) -> Option<&str> {
+        self.current.as_ref().map(|l| l.keys.value(self.row))
+    }
+
+    /// Takes every row of `key` at the cursor, loading further row groups as needed.
+    fn take(
+        &mut self,
+        key: &str,
+        out: &mut Vec<RowRef>,
+        cancel: &AtomicBool,
+    ) -> Result<(), EngineError> {
+        while let Some(loaded) = self.current.clone() {
+            if loaded.keys.value(self.row) != key {
+                return Ok(());
+            }
+            out.push(RowRef { loaded: loaded.clone(), row: self.row });
+            self.row += 1;
+            if self.row == loaded.batch.num_rows() {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(EngineError::Cancelled);
+                }
+                self.load()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_all(
+    files: &[SourceFile],
+    kind: RecordKind,
+    plan: &ExportPlan,
+) -> Result<Vec<Cursor>, EngineError> {
+    let schema = match kind {
+        RecordKind::Profile => fragment_schema(kind, &plan.profile_schema),
+        RecordKind::Event => fragment_schema(kind, &plan.event_schema),
+    };
+    let mut cursors = Vec::new();
+    for f in files {
+        let rank = match (&plan.precedence, kind) {
+            (Precedence::DatasetOrder(order), RecordKind::Profile) => {
+                match order.iter().position(|d| *d == f.dataset) {
+                    Some(rank) => rank,
+                    // Datasets outside the order are ignored for everything.
+                    None => continue,
+                }
+            }
+            _ => 0,
+        };
+        let cursor = Cursor::open(f, &schema, rank)?;
+        if cursor.current.is_some() {
+            cursors.push(cursor);
+        }
+    }
+    Ok(cursors)
+}
+
+/// Buffers output rows of one batch and encodes them as Parquet.
+struct Sink {
+    schema: SchemaRef,
+    rows: Vec<Value>,
+    writer: Option<ArrowWriter<Vec<u8>>>,
+    count: u64,
+    by_namespace: BTreeMap<String, u64>,
+}
+
+const SINK_ROWS: usize = 4096;
+
+impl Sink {
+    fn push(&mut self, row: Value) -> Result<(), EngineError> {
+        self.rows.push(row);
+        self.count += 1;
+        if self.rows.len() >= SINK_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), EngineError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = encode_rows(&self.schema, &self.rows)?;
+        self.rows.clear();
+        if self.writer.is_none() {
+            self.writer = Some(
+                ArrowWriter::try_new(
+                    Vec::new(),
+                    self.schema.clone(),
+                    Some(writer_properties(64 * 1024)),
+                )
+                .map_err(|e| EngineError::Output(e.to_string()))?,
+            );
+        }
+        if let Some(w) = self.writer.as_mut() {
+            w.write(&batch).map_err(|e| EngineError::Output(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(Option<(Bytes, u64)>, BTreeMap<String, u64>), EngineError> {
+        self.flush()?;
+        let file = match self.writer {
+            None => None,
+            Some(w) => Some((
+                Bytes::from(w.into_inner().map_err(|e| EngineError::Output(e.to_string()))?),
+                self.count,
+            )),
+        };
+        Ok((file, self.by_namespace))
+    }
+}
+
+/// JSON rows as a record batch of `schema`.
+pub fn encode_rows(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, EngineError> {
+    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(rows.len().max(1))
+        .build_decoder()
+        .map_err(|e| EngineError::Output(e.to_string()))?;
+    decoder.serialize(rows).map_err(|e| EngineError::Output(e.to_string()))?;
+    match decoder.flush().map_err(|e| EngineError::Output(e.to_string()))? {
+        Some(b) => Ok(b),
+        None => Ok(RecordBatch::new_empty(schema.clone())),
+    }
+}
+
+/// The projections of a plan: profile rows, and the event rows inside them.
+pub struct Projections {
+    pub profile: Projection,
+    pub events: Option<Projection>,
+    pub schema: SchemaRef,
+}
+
+/// Resolves the plan's fields against the store's schemas.
+pub fn projections(plan: &ExportPlan) -> Projections {
+    let events = plan
+        .events
+        .as_ref()
+        .map(|e| project::resolve(&project::event_tree(&plan.event_schema), &e.fields, &[]));
+    let events = events.map(|mut p| {
+        if p.selection.children.is_empty() && !p.selection.all && p.unknown.is_empty() {
+            // No event fields named: every field of the event.
+            let tree = project::event_tree(&plan.event_schema);
+            p.selection.all = true;
+            p.output = tree;
+        }
+        p
+    });
+    let mut profile = project::resolve(
+        &project::profile_tree(&plan.profile_schema),
+        &plan.fields,
+        &default_profile_fields(&plan.profile_schema),
+    );
+    if let Some(e) = &events {
+        profile.output.insert(
+            "timeSeriesEvents".into(),
+            project::OType::List(Box::new(project::OType::Struct(e.output.clone()))),
+        );
+        profile.selection.children.entry("timeSeriesEvents".into()).or_default().all = true;
+    }
+    let schema = project::output_schema(&profile.output);
+    Projections { profile, events, schema }
+}
+
+fn default_profile_fields(schema: &segport_store::schema::UnionSchema) -> Vec<&str> {
+    let mut fields: Vec<&str> = schema.fields.keys().map(String::as_str).collect();
+    fields.push("identityMap");
+    fields.push("segmentMembership");
+    fields
+}
+
+/// Evaluates one partition.
+pub fn run_partition(
+    plan: &ExportPlan,
+    projections: &Projections,
+    input: &PartitionInput,
+    progress: &Progress,
+    cancel: &AtomicBool,
+) -> Result<PartitionOutput, EngineError> {
+    let mut profiles = open_all(&input.profiles, RecordKind::Profile, plan)?;
+    let mut events = if plan.needs_events() {
+        open_all(&input.events, RecordKind::Event, plan)?
+    } else {
+        Vec::new()
+    };
+    let mut sinks: Vec<Sink> = (0..plan.batch_count())
+        .map(|_| Sink {
+            schema: projections.schema.clone(),
+            rows: Vec::new(),
+            writer: None,
+            count: 0,
+            by_namespace: BTreeMap::new(),
+        })
+        .collect();
+
+    let mut profile_rows = Vec::new();
+    let mut event_rows = Vec::new();
+    let mut scanned = 0u64;
+    loop {
+        let Some(key) =
+            profiles.iter().chain(events.iter()).filter_map(Cursor::key).min().map(str::to_owned)
+        else {
+            break;
+        };
+        profile_rows.clear();
+        event_rows.clear();
+        for c in &mut profiles {
+            c.take(&key, &mut profile_rows, cancel)?;
+        }
+        for c in &mut events {
+            c.take(&key, &mut event_rows, cancel)?;
+        }
+        scanned += 1;
+        if scanned % 1024 == 0 {
+            progress.profiles_scanned.fetch_add(1024, Ordering::Relaxed);
+            if cancel.load(Ordering::Relaxed) {
+                return Err(EngineError::Cancelled);
+            }
+        }
+        evaluate(plan, projections, &mut profile_rows, &event_rows, &mut sinks, progress)?;
+    }
+    progress.profiles_scanned.fetch_add(scanned % 1024, Ordering::Relaxed);
+    let mut output = PartitionOutput::default();
+    for sink in sinks {
+        let (file, by_namespace) = sink.finish()?;
+        output.files.push(file);
+        output.by_namespace.push(by_namespace);
+    }
+    progress.partitions_done.fetch_add(1, Ordering::Relaxed);
+    Ok(output)
+}
+
+/// One profile: filters, then (only when it is exported) merge, projection and output.
+fn evaluate(
+    plan: &ExportPlan,
+    projections: &Projections,
+    profile_rows: &mut [RowRef],
+    event_rows: &[RowRef],
+    sinks: &mut [Sink],
+    progress: &Progress,
+) -> Result<(), EngineError> {
+    if profile_rows.is_empty() && !plan.empty_profiles {
+        return Ok(());
+    }
+    if profile_rows.is_empty() && event_rows.is_empty() {
+        return Ok(());
+    }
+    let update_ms = if profile_rows.is_empty() {
+        event_rows.iter().map(RowRef::ingest_ms).max()
+    } else {
+        profile_rows.iter().map(RowRef::ingest_ms).max()
+    };
+    if let (Some(from), Some(update)) = (plan.from_ingest_ms, update_ms) {
+        if update <= from {
+            return Ok(());
+        }
+    }
+    let memberships = merge::memberships(profile_rows);
+    let targets: Vec<usize> = match &plan.segments {
+        None => vec![0],
+        Some(entries) => {
+            let matched: Vec<usize> = entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| {
+                    memberships.iter().any(|((ns, segment), m)| {
+                        *segment == e.segment_id
+                            && ns.to_lowercase() == e.ns
+                            && e.statuses.iter().any(|s| *s == m.status)
+                            && e.from_ms
+                                .is_none_or(|f| m.last_qualification_ms.is_some_and(|t| t >= f))
+                            && e.to_ms
+                                .is_none_or(|to| m.last_qualification_ms.is_some_and(|t| t <= to))
+                    })
+                })
+                .map(|(i, _)| i)
+                .collect();
+            if plan.per_segment {
+                matched
+            } else if matched.is_empty() {
+                Vec::new()
+            } else {
+                vec![0]
+            }
+        }
+    };
+    if targets.is_empty() {
+        return Ok(());
+    }
+
+    // Weakest first, so that the strongest fragment is written last.
+    match plan.precedence {
+        Precedence::TimestampOrdered => profile_rows.sort_by_key(RowRef::recency),
+        Precedence::DatasetOrder(_) => {
+            profile_rows.sort_by_key(|r| (std::cmp::Reverse(r.loaded.rank), r.recency()))
+        }
+    }
+    let identities = if profile_rows.is_empty() {
+        merge::identities(event_rows)
+    } else {
+        merge::identities(profile_rows)
+    };
+    let mut row: Map<String, Value> = merge::attributes(profile_rows)?;
+    row.insert("identityMap".into(), merge::identity_map(&identities));
+    row.insert("identities".into(), merge::legacy_identities(&identities));
+    if !memberships.is_empty() {
+        row.insert("segmentMembership".into(), merge::membership_map(&memberships));
+    }
+    if let (Some(window), Some(event_projection)) = (&plan.events, &projections.events) {
+        let events = merge::events(event_rows, window.from_ms, window.to_ms)?;
+        let projected: Vec<Value> = events
+            .iter()
+            .map(|e| project::project(e, &event_projection.selection).unwrap_or_else(|| json!({})))
+            .collect();
+        row.insert("timeSeriesEvents".into(), Value::Array(projected));
+    }
+    let out = project::project(&Value::Object(row), &projections.profile.selection)
+        .unwrap_or_else(|| json!({}));
+    let mut namespaces: Vec<&str> = identities.iter().map(|i| i.namespace.as_str()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    for t in targets {
+        let sink = &mut sinks[t];
+        for ns in &namespaces {
+            *sink.by_namespace.entry((*ns).to_owned()).or_default() += 1;
+        }
+        sink.push(out.clone())?;
+        progress.profiles_exported.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}

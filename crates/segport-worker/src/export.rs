@@ -1,0 +1,363 @@
+//! The export task: evaluates a job over a snapshot of the store with the engine, writes each
+//! destination batch's Parquet files under the attempt's private folder, and commits them with
+//! the job's status and metrics in one transaction fenced by the lease and the cancel flag.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rayon::prelude::*;
+use segport_catalog::{
+    BatchFile, CatalogError, ClaimedTask, ExportCommit, ExportedBatch, StoreKind, TaskLease,
+};
+use segport_engine::{
+    encode_rows, projections, run_partition, EngineError, EventWindow, ExportPlan, PartitionInput,
+    PartitionOutput, Precedence, Progress, SegmentMatch, SourceFile,
+};
+use segport_model::job::{ExportCounters, ExportJobRecord, JobProgress, JobWarning};
+use segport_model::merge_policy::AttributeMergeType;
+use segport_model::Tenant;
+use segport_store::compact::FileRef;
+use segport_store::schema::UnionSchema;
+use tokio_util::sync::CancellationToken;
+
+use crate::{now_ms, Context, TaskError};
+
+/// Runs the export task `task` until it commits, fails, or `stop` fires (`cancelled` tells a
+/// requested cancel from a lost lease or a shutdown).
+pub async fn run_export(
+    ctx: &Context,
+    task: &ClaimedTask,
+    stop: CancellationToken,
+    cancelled: Arc<AtomicBool>,
+) -> Result<(), TaskError> {
+    let tenant = &task.tenant;
+    let job_id =
+        task.job_id.ok_or_else(|| TaskError::Invalid("export task without a job".into()))?;
+    let job = ctx
+        .catalog
+        .get_export_job(tenant, job_id)
+        .await?
+        .ok_or_else(|| TaskError::Invalid(format!("export job {job_id} no longer exists")))?;
+    let snapshot = ctx.catalog.store_snapshot(tenant, Some(&task.lease)).await?;
+    let state = ctx.catalog.store_state(tenant).await?;
+    let schema = |text: &str| -> Result<UnionSchema, TaskError> {
+        serde_json::from_str(text)
+            .map_err(|e| TaskError::Invalid(format!("the sandbox schema is unreadable: {e}")))
+    };
+    let plan = plan(&job, schema(&state.profile_schema)?, schema(&state.event_schema)?)?;
+    let projections = Arc::new(projections(&plan));
+
+    // The partitions' files, on disk.
+    let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
+    for f in &snapshot.files {
+        let local_path = ctx.storage.local_path(&f.path).ok_or_else(|| TaskError::Failed {
+            code: "STORE_READ_ERROR",
+            message: "the export engine reads the store from a local storage root".into(),
+        })?;
+        let source = SourceFile {
+            file: FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq },
+            local_path,
+            dataset: f.dataset_id.clone(),
+        };
+        let input = inputs.entry(f.partition).or_insert_with(|| PartitionInput {
+            partition: f.partition,
+            profiles: Vec::new(),
+            events: Vec::new(),
+        });
+        match f.kind {
+            StoreKind::Profile => input.profiles.push(source),
+            StoreKind::Event => input.events.push(source),
+        }
+    }
+    let total = inputs.len() as u64;
+
+    let progress = Arc::new(Progress::default());
+    let cancel = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, cancel) = (stop.clone(), cancel.clone());
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            cancel.store(true, Ordering::SeqCst);
+        })
+    };
+    let reporter = {
+        let (ctx, lease, progress) = (ctx.clone(), task.lease.clone(), progress.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                report_progress(&ctx, &lease, job_id, total, &progress).await;
+            }
+        })
+    };
+    let evaluated = {
+        let (plan, projections, progress, cancel) =
+            (plan.clone(), projections.clone(), progress.clone(), cancel.clone());
+        let inputs: Vec<PartitionInput> = inputs.into_values().collect();
+        tokio::task::spawn_blocking(move || {
+            inputs
+                .par_iter()
+                .map(|input| run_partition(&plan, &projections, input, &progress, &cancel))
+                .collect::<Result<Vec<PartitionOutput>, EngineError>>()
+        })
+        .await
+    };
+    watcher.abort();
+    reporter.abort();
+    let outputs = match evaluated {
+        Ok(Ok(outputs)) => outputs,
+        Ok(Err(EngineError::Cancelled)) => return Err(TaskError::Stopped),
+        Ok(Err(e @ EngineError::Store(_))) => {
+            return Err(TaskError::Failed { code: "STORE_READ_ERROR", message: e.to_string() })
+        }
+        Ok(Err(e @ EngineError::Output(_))) => {
+            return Err(TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message: e.to_string() })
+        }
+        Err(join) => return Err(TaskError::Invalid(format!("the export thread failed: {join}"))),
+    };
+
+    let batches = write_outputs(ctx, tenant, &task.lease, &job, &projections, outputs).await?;
+    ctx.config.failpoints.hit("export-after-files");
+    let counters = ExportCounters {
+        total: batches.iter().map(|(b, _)| u64::try_from(b.rows).unwrap_or(0)).sum(),
+        by_namespace: batches.iter().fold(BTreeMap::new(), |mut all, (_, ns)| {
+            for (k, v) in ns {
+                *all.entry(k.clone()).or_default() += v;
+            }
+            all
+        }),
+    };
+    let warnings = projections
+        .profile
+        .unknown
+        .iter()
+        .map(|p| (p, "fields"))
+        .chain(
+            projections
+                .events
+                .iter()
+                .flat_map(|e| e.unknown.iter().map(|p| (p, "additionalFields.eventList.fields"))),
+        )
+        .map(|(path, field)| JobWarning {
+            code: "UNKNOWN_FIELD".to_owned(),
+            msg: format!(
+                "{field}: {path:?} matches no field in the profile store; it was left out"
+            ),
+        })
+        .collect();
+    let commit = ExportCommit {
+        lease: task.lease.clone(),
+        job_id,
+        batches: batches.into_iter().map(|(b, _)| b).collect(),
+        counters,
+        warnings,
+        now_ms: now_ms(),
+    };
+    match ctx.catalog.commit_export(commit).await {
+        Ok(()) => {
+            remove_other_attempts(ctx, tenant, &job, &task.lease.attempt_id).await;
+            tracing::info!(job_id, "export committed");
+            Ok(())
+        }
+        Err(CatalogError::Cancelled) => {
+            cancelled.store(true, Ordering::SeqCst);
+            remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
+            Err(TaskError::Stopped)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn report_progress(
+    ctx: &Context,
+    lease: &TaskLease,
+    job_id: i64,
+    total: u64,
+    progress: &Progress,
+) {
+    let p = JobProgress {
+        partitions_done: progress.partitions_done.load(Ordering::Relaxed),
+        partitions_total: total,
+        profiles_scanned: progress.profiles_scanned.load(Ordering::Relaxed),
+        profiles_exported: progress.profiles_exported.load(Ordering::Relaxed),
+    };
+    if let Err(e) = ctx.catalog.set_job_progress(lease, job_id, &p, now_ms()).await {
+        tracing::debug!(job_id, error = %e, "cannot record progress");
+    }
+}
+
+/// The engine's view of a job.
+fn plan(
+    job: &ExportJobRecord,
+    profile_schema: UnionSchema,
+    event_schema: UnionSchema,
+) -> Result<ExportPlan, TaskError> {
+    let spec = &job.spec;
+    let window = spec.filter.segment_qualification_time.as_ref();
+    let segments = spec.filter.segments.as_ref().map(|list| {
+        list.iter()
+            .map(|s| SegmentMatch {
+                segment_id: s.segment_id.clone(),
+                ns: s.segment_ns.to_lowercase(),
+                statuses: s.status.iter().map(|st| st.as_str().to_owned()).collect(),
+                from_ms: window.and_then(|w| w.start_time.as_ref()).map(|t| t.epoch_ms()),
+                to_ms: window.and_then(|w| w.end_time.as_ref()).map(|t| t.epoch_ms()),
+            })
+            .collect()
+    });
+    let paths = |list: &segport_model::fields::FieldList| -> Vec<Vec<String>> {
+        list.paths().iter().map(|p| p.segments().to_vec()).collect()
+    };
+    let events = spec.additional_fields.as_ref().and_then(|a| a.event_list.as_ref()).map(|e| {
+        let filter = e.filter.as_ref();
+        EventWindow {
+            from_ms: filter.and_then(|f| f.from_ingest_timestamp.as_ref()).map(|t| t.epoch_ms()),
+            to_ms: filter.and_then(|f| f.to_ingest_timestamp.as_ref()).map(|t| t.epoch_ms()),
+            fields: e.fields.as_ref().map(paths).unwrap_or_default(),
+        }
+    });
+    let policy = job
+        .merge_policy
+        .as_ref()
+        .ok_or_else(|| TaskError::Invalid("the job has no merge policy".into()))?;
+    let precedence = match policy.attribute_merge.kind {
+        AttributeMergeType::TimestampOrdered => Precedence::TimestampOrdered,
+        AttributeMergeType::DataSetPrecedence => Precedence::DatasetOrder(
+            policy.attribute_merge.order.iter().flatten().map(|d| d.to_string()).collect(),
+        ),
+    };
+    Ok(ExportPlan {
+        segments,
+        from_ingest_ms: spec.filter.from_ingest_timestamp.as_ref().map(|t| t.epoch_ms()),
+        empty_profiles: spec.filter.empty_profiles,
+        fields: paths(&spec.fields),
+        events,
+        per_segment: spec.destination.segment_per_batch,
+        precedence,
+        profile_schema,
+        event_schema,
+    })
+}
+
+fn attempt_dir(tenant: &Tenant, batch: &str, attempt: &str) -> object_store::path::Path {
+    object_store::path::Path::from_iter([
+        tenant.org.as_str(),
+        tenant.sandbox.as_str(),
+        "batches",
+        batch,
+        attempt,
+    ])
+}
+
+type Written = (ExportedBatch, BTreeMap<String, u64>);
+
+/// Puts every partition's file of every batch under the attempt's folder; a batch without rows
+/// gets one file that carries the schema.
+async fn write_outputs(
+    ctx: &Context,
+    tenant: &Tenant,
+    lease: &TaskLease,
+    job: &ExportJobRecord,
+    projections: &segport_engine::Projections,
+    outputs: Vec<PartitionOutput>,
+) -> Result<Vec<Written>, TaskError> {
+    let batch_ids = job.spec.destination.batch_ids();
+    let mut written = Vec::with_capacity(batch_ids.len());
+    for (b, batch_id) in batch_ids.iter().enumerate() {
+        let dir = attempt_dir(tenant, batch_id.as_str(), &lease.attempt_id);
+        let mut files = Vec::new();
+        let mut by_namespace: BTreeMap<String, u64> = BTreeMap::new();
+        let mut rows = 0u64;
+        for (part, output) in outputs.iter().enumerate() {
+            for (k, v) in output.by_namespace.get(b).into_iter().flatten() {
+                *by_namespace.entry(k.clone()).or_default() += v;
+            }
+            let Some(Some((bytes, count))) = output.files.get(b) else { continue };
+            let name = format!("part-{part:05}.parquet");
+            files.push(put(ctx, &dir, &name, bytes.clone(), *count).await?);
+            rows += count;
+        }
+        if files.is_empty() {
+            let empty = encode_rows(&projections.schema, &[])
+                .and_then(|batch| {
+                    let mut w =
+                        parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)
+                            .map_err(|e| EngineError::Output(e.to_string()))?;
+                    w.write(&batch).map_err(|e| EngineError::Output(e.to_string()))?;
+                    w.into_inner().map_err(|e| EngineError::Output(e.to_string()))
+                })
+                .map_err(|e| TaskError::Failed {
+                    code: "OUTPUT_WRITE_ERROR",
+                    message: e.to_string(),
+                })?;
+            files.push(put(ctx, &dir, "part-00000.parquet", bytes::Bytes::from(empty), 0).await?);
+        }
+        written.push((
+            ExportedBatch {
+                batch_id: (*batch_id).clone(),
+                files,
+                rows: i64::try_from(rows).unwrap_or(i64::MAX),
+            },
+            by_namespace,
+        ));
+    }
+    Ok(written)
+}
+
+async fn put(
+    ctx: &Context,
+    dir: &object_store::path::Path,
+    name: &str,
+    bytes: bytes::Bytes,
+    rows: u64,
+) -> Result<BatchFile, TaskError> {
+    let path = dir.clone().join(name);
+    let size = bytes.len();
+    ctx.storage.put(&path, bytes).await.map_err(|e| TaskError::Failed {
+        code: "OUTPUT_WRITE_ERROR",
+        message: format!("cannot write {path}: {}", error_text(&e)),
+    })?;
+    Ok(BatchFile {
+        name: name.to_owned(),
+        path: path.to_string(),
+        rows: i64::try_from(rows).unwrap_or(i64::MAX),
+        bytes: i64::try_from(size).unwrap_or(i64::MAX),
+    })
+}
+
+fn error_text(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Deletes the folders of the job's other attempts (crashed, lost or cancelled ones).
+async fn remove_other_attempts(ctx: &Context, tenant: &Tenant, job: &ExportJobRecord, keep: &str) {
+    for batch in job.spec.destination.batch_ids() {
+        let prefix = object_store::path::Path::from_iter([
+            tenant.org.as_str(),
+            tenant.sandbox.as_str(),
+            "batches",
+            batch.as_str(),
+        ]);
+        let Ok(listed) = ctx.storage.list(&prefix).await else { continue };
+        for (path, _, _) in listed {
+            let attempt = path.parts().nth(4).map(|p| p.as_ref().to_owned());
+            if attempt.as_deref() != Some(keep) {
+                let _ = ctx.storage.delete(&path).await;
+            }
+        }
+    }
+}
+
+async fn remove_attempt(ctx: &Context, tenant: &Tenant, job: &ExportJobRecord, attempt: &str) {
+    for batch in job.spec.destination.batch_ids() {
+        let _ = ctx.storage.delete_prefix(&attempt_dir(tenant, batch.as_str(), attempt)).await;
+    }
+}
