@@ -34,6 +34,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     #[error("the catalog database is unreachable; retry later")]
     Unavailable(#[source] CatalogError),
     #[error("internal error")]
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
@@ -80,6 +83,7 @@ impl ApiError {
             ApiError::Conflict(_) => "100409",
             ApiError::PayloadTooLarge { .. } => "100413",
             ApiError::UnsupportedMediaType(_) => "100415",
+            ApiError::RangeNotSatisfiable(_) => "100416",
             ApiError::Unavailable(_) => "100503",
             _ => "100500",
         }

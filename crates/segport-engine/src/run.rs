@@ -209,7 +209,7 @@ impl Sink {
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(Option<(Bytes, u64)>, BTreeMap<String, u64>), EngineError> {
+    fn finish(mut self) -> Result<Finished, EngineError> {
         self.flush()?;
         let file = match self.writer {
             None => None,
@@ -221,6 +221,9 @@ impl Sink {
         Ok((file, self.by_namespace))
     }
 }
+
+/// A sink's encoded file (with its row count) and its rows by namespace.
+type Finished = (Option<(Bytes, u64)>, BTreeMap<String, u64>);
 
 /// JSON rows as a record batch of `schema`.
 pub fn encode_rows(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, EngineError> {
@@ -307,12 +310,9 @@ pub fn run_partition(
     let mut profile_rows = Vec::new();
     let mut event_rows = Vec::new();
     let mut scanned = 0u64;
-    loop {
-        let Some(key) =
-            profiles.iter().chain(events.iter()).filter_map(Cursor::key).min().map(str::to_owned)
-        else {
-            break;
-        };
+    while let Some(key) =
+        profiles.iter().chain(events.iter()).filter_map(Cursor::key).min().map(str::to_owned)
+    {
         profile_rows.clear();
         event_rows.clear();
         for c in &mut profiles {
@@ -322,7 +322,7 @@ pub fn run_partition(
             c.take(&key, &mut event_rows, cancel)?;
         }
         scanned += 1;
-        if scanned % 1024 == 0 {
+        if scanned.is_multiple_of(1024) {
             progress.profiles_scanned.fetch_add(1024, Ordering::Relaxed);
             if cancel.load(Ordering::Relaxed) {
                 return Err(EngineError::Cancelled);
@@ -377,7 +377,7 @@ fn evaluate(
                     memberships.iter().any(|((ns, segment), m)| {
                         *segment == e.segment_id
                             && ns.to_lowercase() == e.ns
-                            && e.statuses.iter().any(|s| *s == m.status)
+                            && e.statuses.contains(&m.status)
                             && e.from_ms
                                 .is_none_or(|f| m.last_qualification_ms.is_some_and(|t| t >= f))
                             && e.to_ms

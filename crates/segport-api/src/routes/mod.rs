@@ -1,6 +1,7 @@
 //! The routes of the API, one module per resource family.
 
 mod catalog;
+mod data_access;
 mod import;
 mod jobs;
 mod merge_policies;
@@ -16,6 +17,7 @@ pub(crate) fn api_routes() -> Router<AppState> {
     Router::new()
         .merge(jobs::routes())
         .merge(catalog::routes())
+        .merge(data_access::routes())
         .merge(import::routes())
         .merge(merge_policies::routes())
 }

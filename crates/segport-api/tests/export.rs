@@ -1,0 +1,558 @@
+//! Exports against a naive oracle: a store of generated profiles (two profile datasets, fragments
+//! updated over time, events, empty profiles) is exported with random job specs, and the Parquet
+//! read back must equal a plain evaluation of DESIGN §5 over the same input records.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use segport_catalog::Backend;
+use serde_json::{json, Map, Value};
+
+both_backends!(random_jobs_match_the_oracle);
+
+/// One input record with what the oracle needs to order it.
+#[derive(Clone)]
+struct Fragment {
+    dataset: String,
+    ingest_ms: i64,
+    /// Commit order, then position in the batch.
+    order: (i64, usize),
+    record: Value,
+}
+
+fn key_of(record: &Value) -> String {
+    let mut all = Vec::new();
+    for (ns, list) in record["identityMap"].as_object().unwrap() {
+        for i in list.as_array().unwrap() {
+            all.push((ns.clone(), i["id"].as_str().unwrap().to_owned(), i["primary"] == true));
+        }
+    }
+    let chosen =
+        all.iter().find(|i| i.2).or(if all.len() == 1 { all.first() } else { None }).unwrap();
+    format!("{}:{}", chosen.0, chosen.1)
+}
+
+fn ms(s: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+}
+
+/// Non-null leaves of `top` win; objects merge; arrays are leaves.
+fn overlay(base: &mut Map<String, Value>, top: &Map<String, Value>) {
+    for (k, v) in top {
+        if ["identityMap", "identities", "segmentMembership"].contains(&k.as_str()) || v.is_null() {
+            continue;
+        }
+        match (base.get_mut(k), v) {
+            (Some(Value::Object(b)), Value::Object(t)) => overlay(b, t),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The event window bounds and the event fields.
+type EventSpec = (Option<i64>, Option<i64>, Vec<Vec<String>>);
+/// Per membership: qualification time, recency of its fragment, the entry.
+type Resolved = (i64, (i64, (i64, usize)), Value);
+
+struct Spec {
+    body: Value,
+    segments: Option<Vec<(String, String, Vec<String>)>>,
+    window: (Option<i64>, Option<i64>),
+    from_ingest: Option<i64>,
+    empty_profiles: bool,
+    fields: Vec<Vec<String>>,
+    events: Option<EventSpec>,
+    per_segment: bool,
+    order: Option<Vec<String>>,
+}
+
+fn project(value: &Value, paths: &[Vec<String>]) -> Value {
+    fn select(v: &Value, path: &[String]) -> Option<Value> {
+        match (v, path.split_first()) {
+            (v, None) => (!v.is_null()).then(|| v.clone()),
+            (Value::Object(m), Some((h, rest))) => {
+                m.get(h).and_then(|c| select(c, rest)).map(|c| json!({h.clone(): c}))
+            }
+            (Value::Array(items), Some(_)) => Some(Value::Array(
+                items.iter().map(|i| select(i, path).unwrap_or(json!({}))).collect(),
+            )),
+            _ => None,
+        }
+    }
+    fn merge(a: &mut Value, b: Value) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for (k, v) in y {
+                    match x.get_mut(&k) {
+                        Some(e) => merge(e, v),
+                        None => {
+                            x.insert(k, v);
+                        }
+                    }
+                }
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                for (e, v) in x.iter_mut().zip(y) {
+                    merge(e, v);
+                }
+            }
+            (a, b) => *a = b,
+        }
+    }
+    let mut out = json!({});
+    for p in paths {
+        if let Some(v) = select(value, p) {
+            merge(&mut out, v);
+        }
+    }
+    out
+}
+
+/// The oracle: DESIGN §5 evaluated record by record.
+fn expected(spec: &Spec, profiles: &[Fragment], events: &[Fragment]) -> Vec<Vec<Value>> {
+    // Grouped by key once, so the oracle stays linear; everything below is per profile.
+    let mut by_key: BTreeMap<String, (Vec<&Fragment>, Vec<&Fragment>)> = BTreeMap::new();
+    for f in profiles {
+        by_key.entry(key_of(&f.record)).or_default().0.push(f);
+    }
+    for e in events {
+        by_key.entry(key_of(&e.record)).or_default().1.push(e);
+    }
+    let batches = if spec.per_segment { spec.segments.as_ref().unwrap().len() } else { 1 };
+    let mut out = vec![Vec::new(); batches];
+    for (all_frags, evs) in by_key.values() {
+        let mut frags: Vec<&Fragment> = all_frags
+            .iter()
+            .copied()
+            .filter(|f| spec.order.as_ref().is_none_or(|o| o.contains(&f.dataset)))
+            .collect();
+        if frags.is_empty() && !spec.empty_profiles {
+            continue;
+        }
+        let update = if frags.is_empty() {
+            evs.iter().map(|e| e.ingest_ms).max()
+        } else {
+            frags.iter().map(|f| f.ingest_ms).max()
+        };
+        if let (Some(from), Some(u)) = (spec.from_ingest, update) {
+            if u <= from {
+                continue;
+            }
+        }
+        frags.sort_by_key(|f| (f.ingest_ms, f.order));
+        // Memberships: latest qualification, ties to the most recent fragment.
+        let mut members: BTreeMap<(String, String), Resolved> = BTreeMap::new();
+        for f in &frags {
+            if let Some(m) = f.record["segmentMembership"].as_object() {
+                for (ns, segs) in m {
+                    for (id, entry) in segs.as_object().unwrap() {
+                        let lqt = entry["lastQualificationTime"].as_str().map_or(i64::MIN, ms);
+                        let rank = (lqt, (f.ingest_ms, f.order));
+                        let k = (ns.clone(), id.clone());
+                        if members.get(&k).is_none_or(|(l, r, _)| (*l, *r) < (rank.0, rank.1)) {
+                            members.insert(k, (rank.0, rank.1, entry.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        let targets: Vec<usize> = match &spec.segments {
+            None => vec![0],
+            Some(entries) => {
+                let hits: Vec<usize> = entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (id, ns, statuses))| {
+                        members.iter().any(|((mns, mid), (lqt, _, e))| {
+                            mid == id
+                                && mns.to_lowercase() == ns.to_lowercase()
+                                && statuses.contains(&e["status"].as_str().unwrap().to_owned())
+                                && spec.window.0.is_none_or(|s| *lqt != i64::MIN && *lqt >= s)
+                                && spec.window.1.is_none_or(|t| *lqt != i64::MIN && *lqt <= t)
+                        })
+                    })
+                    .map(|(i, _)| i)
+                    .collect();
+                if spec.per_segment {
+                    hits
+                } else if hits.is_empty() {
+                    vec![]
+                } else {
+                    vec![0]
+                }
+            }
+        };
+        if targets.is_empty() {
+            continue;
+        }
+        let mut merged = Map::new();
+        match &spec.order {
+            None => frags.iter().for_each(|f| overlay(&mut merged, f.record.as_object().unwrap())),
+            Some(order) => {
+                let mut ranked = frags.clone();
+                ranked.sort_by_key(|f| {
+                    (
+                        std::cmp::Reverse(order.iter().position(|d| *d == f.dataset).unwrap()),
+                        f.ingest_ms,
+                        f.order,
+                    )
+                });
+                ranked.iter().for_each(|f| overlay(&mut merged, f.record.as_object().unwrap()));
+            }
+        }
+        let sources: Vec<&Fragment> = if frags.is_empty() { evs.clone() } else { frags.clone() };
+        let mut ids: Vec<(String, String, bool, Option<Value>)> = Vec::new();
+        for f in &sources {
+            for (ns, list) in f.record["identityMap"].as_object().unwrap() {
+                for i in list.as_array().unwrap() {
+                    let id = i["id"].as_str().unwrap().to_owned();
+                    let primary = i["primary"] == true;
+                    match ids.iter_mut().find(|x| x.0 == *ns && x.1 == id) {
+                        Some(x) => x.2 |= primary,
+                        None => ids.push((
+                            ns.clone(),
+                            id,
+                            primary,
+                            i.get("authenticatedState").cloned(),
+                        )),
+                    }
+                }
+            }
+        }
+        let mut identity_map = Map::new();
+        for (ns, id, primary, auth) in &ids {
+            let mut e = json!({"id": id, "primary": primary});
+            if let Some(a) = auth {
+                e["authenticatedState"] = a.clone();
+            }
+            identity_map.entry(ns.clone()).or_insert(json!([])).as_array_mut().unwrap().push(e);
+        }
+        merged.insert("identityMap".into(), Value::Object(identity_map));
+        merged.insert(
+            "identities".into(),
+            Value::Array(
+                ids.iter()
+                    .map(|(ns, id, p, auth)| {
+                        let mut e = json!({"id": id, "namespace": {"code": ns}, "primary": p});
+                        if let Some(a) = auth {
+                            e["authenticatedState"] = a.clone();
+                        }
+                        e
+                    })
+                    .collect(),
+            ),
+        );
+        if !members.is_empty() {
+            let mut m = Map::new();
+            for ((ns, id), (_, _, e)) in &members {
+                m.entry(ns.clone()).or_insert(json!({}))[id] = e.clone();
+            }
+            merged.insert("segmentMembership".into(), Value::Object(m));
+        }
+        let mut row = if spec.fields.is_empty() {
+            let mut all = merged.clone();
+            all.remove("identities");
+            Value::Object(all)
+        } else {
+            project(&Value::Object(merged.clone()), &spec.fields)
+        };
+        if let Some((from, to, fields)) = &spec.events {
+            let mut latest: BTreeMap<String, &Fragment> = BTreeMap::new();
+            for e in evs.iter() {
+                if from.is_some_and(|f| e.ingest_ms <= f) || to.is_some_and(|t| e.ingest_ms >= t) {
+                    continue;
+                }
+                let id = e.record["_id"].as_str().unwrap().to_owned();
+                if latest.get(&id).is_none_or(|p| (p.ingest_ms, p.order) < (e.ingest_ms, e.order)) {
+                    latest.insert(id, e);
+                }
+            }
+            let mut list: Vec<&Fragment> = latest.into_values().collect();
+            list.sort_by(|a, b| {
+                (ms(a.record["timestamp"].as_str().unwrap()), a.record["_id"].as_str())
+                    .cmp(&(ms(b.record["timestamp"].as_str().unwrap()), b.record["_id"].as_str()))
+            });
+            let projected: Vec<Value> =
+                list.iter()
+                    .map(|e| {
+                        if fields.is_empty() {
+                            e.record.clone()
+                        } else {
+                            project(&e.record, fields)
+                        }
+                    })
+                    .collect();
+            row["timeSeriesEvents"] = Value::Array(projected);
+        }
+        for t in targets {
+            out[t].push(row.clone());
+        }
+    }
+    out
+}
+
+/// A canonical text of a row: object keys sorted, date-times as instants, numbers as floats,
+/// nulls and empty objects inside structs dropped.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            let sorted: BTreeMap<String, Value> = m
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), canonical(v)))
+                .collect();
+            json!(sorted)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        Value::Number(n) => json!(n.as_f64().unwrap()),
+        Value::String(s) => match chrono::DateTime::parse_from_rfc3339(s) {
+            Ok(t) if s.len() > 10 => json!(t.timestamp_millis()),
+            _ => v.clone(),
+        },
+        other => other.clone(),
+    }
+}
+
+fn paths(list: &str) -> Vec<Vec<String>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split('.').map(str::to_owned).collect())
+        .collect()
+}
+
+async fn random_jobs_match_the_oracle(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let seed = 17;
+    let segments = segport_datagen::segments(seed);
+    let n = 20_000;
+    let mut base = Vec::new();
+    let mut evs = Vec::new();
+    for i in 0..n {
+        let g = segport_datagen::profile(seed, i, &segments);
+        base.extend(g.profile);
+        evs.extend(g.events);
+    }
+    let p1 = t.store_dataset(PROFILE_SCHEMA).await;
+    let p2 = t.store_dataset(PROFILE_SCHEMA).await;
+    let ed = t.store_dataset(EVENT_SCHEMA).await;
+    let mut profiles: Vec<Fragment> = Vec::new();
+    let mut events: Vec<Fragment> = Vec::new();
+    let mut seq = 0;
+    let mut load = |records: Vec<Value>, dataset: &str, ingest_ms: i64, out: &mut Vec<Fragment>| {
+        seq += 1;
+        for (i, r) in records.into_iter().enumerate() {
+            out.push(Fragment {
+                dataset: dataset.to_owned(),
+                ingest_ms,
+                order: (seq, i),
+                record: r,
+            });
+        }
+    };
+    let ndjson = |records: &[Value]| {
+        records.iter().map(|r| format!("{r}\n")).collect::<String>().into_bytes()
+    };
+    // Dataset 1: everyone, in two batches; then 10% of them updated (points, tier, a membership).
+    let half = base.len() / 2;
+    let updates: Vec<Value> = base
+        .iter()
+        .step_by(10)
+        .map(|p| {
+            let mut u = json!({"identityMap": p["identityMap"].clone(), "loyalty": {"points": 99_999, "tier": "diamond"}});
+            u["segmentMembership"] = json!({"ups": {segments[1].id.clone(): {"status": "realized", "lastQualificationTime": "2026-10-30T00:00:00Z"}}});
+            u
+        })
+        .collect();
+    // Dataset 2: 10% of the profiles with another email and tier.
+    let second: Vec<Value> = base
+        .iter()
+        .skip(3)
+        .step_by(10)
+        .map(|p| json!({"identityMap": p["identityMap"].clone(), "personalEmail": {"address": "other@example.org"}, "loyalty": {"tier": "lead"}}))
+        .collect();
+    for (records, dataset) in [
+        (base[..half].to_vec(), p1.clone()),
+        (base[half..].to_vec(), p1.clone()),
+        (updates, p1.clone()),
+        (second, p2.clone()),
+    ] {
+        let (_, batch) =
+            t.ingest(&dataset, json!({"format": "json"}), vec![("f.json", ndjson(&records))]).await;
+        assert_eq!(batch["status"], "success");
+        load(records, &dataset, batch["completed"].as_i64().unwrap(), &mut profiles);
+    }
+    let (_, batch) = t.ingest(&ed, json!({"format": "json"}), vec![("e.json", ndjson(&evs))]).await;
+    let events_ingest = batch["completed"].as_i64().unwrap();
+    load(evs.clone(), &ed, events_ingest, &mut events);
+    let times: Vec<i64> =
+        profiles.iter().map(|f| f.ingest_ms).collect::<BTreeSet<_>>().into_iter().collect();
+
+    let export = t.export_dataset().await;
+    let policy = t
+        .post(
+            "/data/core/ups/config/mergePolicies",
+            json!({"name": "p2 first", "schema": {"name": "_xdm.context.profile"}, "identityGraph": {"type": "none"}, "attributeMerge": {"type": "dataSetPrecedence", "order": [p2, p1]}}),
+        )
+        .await;
+    let policy_id = policy.body["id"].as_str().unwrap().to_owned();
+    let field_choices = [
+        "",
+        "identities.id,personalEmail.address",
+        "identityMap,loyalty",
+        "loyalty.tier,segmentMembership.ups,person.name.firstName",
+        "homeAddress,identities.namespace.code,nope.nothing",
+    ];
+    let statuses = ["realized", "existing", "exited"];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    for case in 0..8 {
+        let mut segs = Vec::new();
+        let with_segments = case % 4 != 3;
+        if with_segments {
+            for _ in 0..rng.gen_range(1..4) {
+                let s = &segments[rng.gen_range(0..12)];
+                let mut st: Vec<String> = statuses
+                    .iter()
+                    .filter(|_| rng.gen_bool(0.6))
+                    .map(|s| (*s).to_owned())
+                    .collect();
+                if st.is_empty() {
+                    st.push("realized".into());
+                }
+                let ns = if rng.gen_bool(0.2) { "UPS" } else { "ups" };
+                segs.push((s.id.clone(), ns.to_owned(), st));
+            }
+        }
+        let window = if with_segments && rng.gen_bool(0.5) {
+            (
+                Some(segport_datagen::TIME_FROM_MS + rng.gen_range(0..20_000_000_000)),
+                if rng.gen_bool(0.5) {
+                    Some(segport_datagen::TIME_TO_MS - rng.gen_range(0..20_000_000_000))
+                } else {
+                    None
+                },
+            )
+        } else {
+            (None, None)
+        };
+        let from_ingest = rng.gen_bool(0.3).then(|| times[rng.gen_range(0..times.len())]);
+        let empty_profiles = rng.gen_bool(0.3);
+        let fields = field_choices[rng.gen_range(0..field_choices.len())];
+        let with_events = rng.gen_bool(0.4);
+        let event_fields = if rng.gen_bool(0.5) {
+            ""
+        } else {
+            "_id,web.webPageDetails.name,commerce.order.priceTotal"
+        };
+        let event_window = (rng.gen_bool(0.3).then_some(events_ingest - 1), None::<i64>);
+        let per_segment = with_segments && rng.gen_bool(0.4);
+        let precedence = rng.gen_bool(0.4);
+
+        let rfc = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+        let mut body = json!({
+            "destination": {"datasetId": export, "segmentPerBatch": per_segment},
+            "schema": {"name": "_xdm.context.profile"},
+            "fields": fields,
+            "filter": {"emptyProfiles": empty_profiles},
+        });
+        if with_segments {
+            body["filter"]["segments"] = json!(segs
+                .iter()
+                .map(|(id, ns, st)| json!({"segmentId": id, "segmentNs": ns, "status": st}))
+                .collect::<Vec<_>>());
+            if let Some(start) = window.0 {
+                let mut w = json!({"startTime": rfc(start)});
+                if let Some(e) = window.1 {
+                    w["endTime"] = json!(rfc(e));
+                }
+                body["filter"]["segmentQualificationTime"] = w;
+            }
+        }
+        if let Some(f) = from_ingest {
+            body["filter"]["fromIngestTimestamp"] = json!(rfc(f));
+        }
+        if with_events {
+            let mut list = json!({"fields": event_fields});
+            if let Some(f) = event_window.0 {
+                list["filter"] = json!({"fromIngestTimestamp": rfc(f)});
+            }
+            body["additionalFields"] = json!({"eventList": list});
+        }
+        if precedence {
+            body["mergePolicy"] = json!({"id": policy_id});
+        }
+        let spec = Spec {
+            body: body.clone(),
+            segments: with_segments.then(|| segs.clone()),
+            window,
+            from_ingest,
+            empty_profiles,
+            fields: paths(fields).into_iter().filter(|p| p[0] != "nope").collect(),
+            events: with_events.then(|| (event_window.0, None, paths(event_fields))),
+            per_segment,
+            order: precedence.then(|| vec![p2.clone(), p1.clone()]),
+        };
+
+        let job = t.create_job(spec.body.clone()).await;
+        assert_eq!(t.run_tasks().await, 1);
+        let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+        assert_eq!(done["status"], "SUCCEEDED", "case {case}: {done}");
+        let want = expected(&spec, &profiles, &events);
+        let batch_ids: Vec<String> = match done["destination"]["batches"].as_array() {
+            Some(list) => list.iter().map(|b| b["batchId"].as_str().unwrap().to_owned()).collect(),
+            None => vec![done["destination"]["batchId"].as_str().unwrap().to_owned()],
+        };
+        let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+        let mut total = 0;
+        for (b, batch_id) in batch_ids.iter().enumerate() {
+            let files =
+                t.db.catalog
+                    .list_batch_files(&tenant, &segport_model::BatchId::parse(batch_id).unwrap())
+                    .await
+                    .unwrap();
+            assert!(!files.is_empty(), "every batch has at least one file");
+            let mut got = Vec::new();
+            for f in files {
+                let bytes = t.state.storage.get(&f.path.as_str().into()).await.unwrap();
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+                        .unwrap()
+                        .build()
+                        .unwrap();
+                for batch in reader {
+                    let batch = batch.unwrap();
+                    let mut w = arrow::json::ArrayWriter::new(Vec::new());
+                    w.write(&batch).unwrap();
+                    w.finish().unwrap();
+                    let rows: Vec<Value> =
+                        serde_json::from_slice(&w.into_inner()).unwrap_or_default();
+                    got.extend(rows);
+                }
+            }
+            let mut got: Vec<String> = got.iter().map(|r| canonical(r).to_string()).collect();
+            let mut exp: Vec<String> = want[b].iter().map(|r| canonical(r).to_string()).collect();
+            got.sort();
+            exp.sort();
+            assert_eq!(got.len(), exp.len(), "case {case} batch {b}: row count\n{}", spec.body);
+            for (g, e) in got.iter().zip(&exp) {
+                assert_eq!(g, e, "case {case} batch {b}\n{}", spec.body);
+            }
+            total += exp.len();
+        }
+        assert_eq!(
+            done["metrics"]["totalExportedProfileCounter"].as_u64(),
+            Some(total as u64),
+            "case {case}"
+        );
+        if fields.contains("nope") {
+            assert_eq!(done["warnings"][0]["code"], "UNKNOWN_FIELD");
+        }
+    }
+}
