@@ -13,7 +13,101 @@ use rand::{Rng, SeedableRng};
 use segport_catalog::Backend;
 use serde_json::{json, Map, Value};
 
-both_backends!(random_jobs_match_the_oracle);
+both_backends!(
+    random_jobs_match_the_oracle,
+    cancelling_a_running_export_leaves_nothing,
+    an_unwritable_destination_fails_with_output_write_error,
+);
+
+/// A small store: `n` generated profiles with their events, in one batch each.
+async fn small_store(t: &TestApp, n: u64) {
+    let segments = segport_datagen::segments(5);
+    let (mut p, mut e) = (String::new(), String::new());
+    for i in 0..n {
+        let g = segport_datagen::profile(5, i, &segments);
+        if let Some(r) = g.profile {
+            p.push_str(&format!("{r}\n"));
+        }
+        for ev in g.events {
+            e.push_str(&format!("{ev}\n"));
+        }
+    }
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let eds = t.store_dataset(EVENT_SCHEMA).await;
+    t.ingest(&pds, json!({"format": "json"}), vec![("p.json", p.into_bytes())]).await;
+    t.ingest(&eds, json!({"format": "json"}), vec![("e.json", e.into_bytes())]).await;
+}
+
+async fn cancelling_a_running_export_leaves_nothing(backend: Backend) {
+    let t = std::sync::Arc::new(TestApp::new(backend).await);
+    small_store(&t, 500).await;
+    let export = t.export_dataset().await;
+    let job = t.create_job(minimal_job(&export)).await;
+    let id = job["id"].as_i64().unwrap();
+    let batch = job["destination"]["batchId"].as_str().unwrap().to_owned();
+    let mut ctx = t.worker_context(small_limits());
+    let config = std::sync::Arc::make_mut(&mut ctx.config);
+    config.failpoints = segport_worker::Failpoints::parse("export-pause");
+    config.heartbeat = std::time::Duration::from_millis(100);
+    let worker = segport_worker::Worker::new(ctx);
+    let task =
+        t.db.catalog
+            .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+    let running = tokio::spawn(async move {
+        worker
+            .run_claimed(
+                task,
+                tokio_util::sync::CancellationToken::new(),
+                std::time::Duration::from_secs(30),
+            )
+            .await
+    });
+    let processing = t.get(&format!("/export/jobs/{id}")).await.body;
+    assert_eq!(processing["status"], "PROCESSING");
+    let attempt = processing["computeGatewayJobId"]["exportJob"].as_str().unwrap().to_owned();
+    assert_eq!(attempt.len(), 36);
+    assert_eq!(
+        t.call(axum::http::Method::DELETE, &format!("/export/jobs/{id}"), None).await.status,
+        axum::http::StatusCode::OK
+    );
+    let outcome = running.await.unwrap();
+    assert_eq!(outcome, segport_worker::TaskOutcome::Failed);
+    let done = t.get(&format!("/export/jobs/{id}")).await.body;
+    assert_eq!(done["status"], "FAILED");
+    assert_eq!(done["errors"][0]["code"], "EXPORT_CANCELLED");
+    assert_eq!(t.batch(&batch).await["status"], "failed");
+    let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    assert!(t
+        .db
+        .catalog
+        .list_batch_files(&tenant, &segport_model::BatchId::parse(&batch).unwrap())
+        .await
+        .unwrap()
+        .is_empty());
+    let dir = object_store::path::Path::from_iter([ORG, SANDBOX, "batches", batch.as_str()]);
+    assert!(t.state.storage.list(&dir).await.unwrap().is_empty(), "nothing of the attempt stays");
+}
+
+async fn an_unwritable_destination_fails_with_output_write_error(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    small_store(&t, 200).await;
+    let export = t.export_dataset().await;
+    let job = t.create_job(minimal_job(&export)).await;
+    let batch = job["destination"]["batchId"].as_str().unwrap().to_owned();
+    // A file where the batch's folder must go: the storage root refuses the output.
+    let blocked = t.storage_dir.join(ORG).join(SANDBOX).join("batches");
+    std::fs::create_dir_all(&blocked).unwrap();
+    std::fs::write(blocked.join(&batch), b"in the way").unwrap();
+    assert_eq!(t.run_tasks().await, 1);
+    let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+    assert_eq!(done["status"], "FAILED", "{done}");
+    assert_eq!(done["errors"][0]["code"], "OUTPUT_WRITE_ERROR");
+    assert!(done["errors"][0]["msg"].as_str().unwrap().contains(&batch));
+    assert_eq!(t.batch(&batch).await["status"], "failed");
+}
 
 /// One input record with what the oracle needs to order it.
 #[derive(Clone)]

@@ -32,8 +32,10 @@ impl Storage {
         std::fs::create_dir_all(root).map_err(|e| {
             StoreError::Location(format!("cannot create storage root {}: {e}", root.display()))
         })?;
+        // Empty directories go with their last file, so removed attempts leave no folders.
         let fs = LocalFileSystem::new_with_prefix(root)
-            .map_err(|e| StoreError::Location(format!("{}: {e}", root.display())))?;
+            .map_err(|e| StoreError::Location(format!("{}: {e}", root.display())))?
+            .with_automatic_cleanup(true);
         let local_root = std::fs::canonicalize(root).ok();
         Ok(Self { store: Arc::new(fs), local_root })
     }

@@ -117,7 +117,18 @@ pub async fn run_export(
         Err(join) => return Err(TaskError::Invalid(format!("the export thread failed: {join}"))),
     };
 
-    let batches = write_outputs(ctx, tenant, &task.lease, &job, &projections, outputs).await?;
+    ctx.config.failpoints.pause("export-pause", &stop).await;
+    if stop.is_cancelled() {
+        return Err(TaskError::Stopped);
+    }
+    let batches = match write_outputs(ctx, tenant, &task.lease, &job, &projections, outputs).await {
+        Ok(b) => b,
+        Err(e) => {
+            // Nothing of a failed attempt stays: its folder goes with it.
+            remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
+            return Err(e);
+        }
+    };
     ctx.config.failpoints.hit("export-after-files");
     let counters = ExportCounters {
         total: batches.iter().map(|(b, _)| u64::try_from(b.rows).unwrap_or(0)).sum(),

@@ -3,6 +3,9 @@
 //!
 //! Set with `SEGPORT_FAILPOINTS=name[,name…]`. Known points:
 //! - `ingest-after-files`: the ingest has written its files but not committed them.
+//! - `export-after-files`: the export has written its batch files but not committed them.
+//! - `export-pause`: the export waits (up to a minute) before writing its files, until it is
+//!   stopped: lets tests cancel a running export.
 
 use std::collections::HashSet;
 
@@ -18,6 +21,16 @@ impl Failpoints {
 
     pub fn is_armed(&self, name: &str) -> bool {
         self.0.contains(name)
+    }
+
+    /// Waits at `name` when it is armed, until `stop` fires or a minute passes.
+    pub async fn pause(&self, name: &str, stop: &tokio_util::sync::CancellationToken) {
+        if self.is_armed(name) {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+            }
+        }
     }
 
     /// Kills the process at `name` when it is armed: no unwinding, no cleanup, no release of

@@ -63,7 +63,9 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
         deleted += ids.len();
     }
 
+    let running: HashSet<String> = ctx.catalog.running_attempts().await?.into_iter().collect();
     for tenant in ctx.catalog.sandboxes().await? {
+        deleted += sweep_batch_attempts(ctx, &tenant, &running, now_ms() - grace).await?;
         let prefix = object_store::path::Path::from_iter([
             tenant.org.as_str(),
             tenant.sandbox.as_str(),
@@ -76,7 +78,6 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
             continue;
         }
         let known: HashSet<String> = ctx.catalog.store_paths(&tenant).await?.into_iter().collect();
-        let running: HashSet<String> = ctx.catalog.running_attempts().await?.into_iter().collect();
         let cutoff = now_ms() - grace;
         for (path, _, modified_ms) in listed {
             let text = path.to_string();
@@ -92,6 +93,46 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
             ctx.storage.delete(&path).await?;
             deleted += 1;
         }
+    }
+    Ok(deleted)
+}
+
+/// Removes export attempt folders (`batches/{batchId}/{attemptId}/…`) that no commit references
+/// and whose attempt no longer runs: the output of crashed, lost or cancelled attempts.
+async fn sweep_batch_attempts(
+    ctx: &Context,
+    tenant: &Tenant,
+    running: &HashSet<String>,
+    cutoff_ms: i64,
+) -> Result<usize, TaskError> {
+    let prefix = object_store::path::Path::from_iter([
+        tenant.org.as_str(),
+        tenant.sandbox.as_str(),
+        "batches",
+    ]);
+    let mut deleted = 0;
+    let mut committed: std::collections::HashMap<String, HashSet<String>> =
+        std::collections::HashMap::new();
+    for (path, _, modified_ms) in ctx.storage.list(&prefix).await? {
+        let parts: Vec<String> = path.parts().map(|p| p.as_ref().to_owned()).collect();
+        // org / sandbox / batches / batch / attempt-or-"uploads" / …
+        let (Some(batch), Some(attempt)) = (parts.get(3), parts.get(4)) else { continue };
+        if attempt == "uploads" || running.contains(attempt) || modified_ms > cutoff_ms {
+            continue;
+        }
+        if !committed.contains_key(batch) {
+            let files = match segport_model::BatchId::parse(batch) {
+                Ok(id) => ctx.catalog.list_batch_files(tenant, &id).await?,
+                Err(_) => Vec::new(),
+            };
+            committed.insert(batch.clone(), files.into_iter().map(|f| f.path).collect());
+        }
+        if committed.get(batch).is_some_and(|c| c.contains(&path.to_string())) {
+            continue;
+        }
+        tracing::info!(path = %path, "removing an export attempt's uncommitted file");
+        ctx.storage.delete(&path).await?;
+        deleted += 1;
     }
     Ok(deleted)
 }

@@ -92,6 +92,25 @@ impl Server {
         }
     }
 
+    /// One HTTP/1.1 GET answering the status, the head and the raw body bytes.
+    fn download(&self, path: &str, extra: &[(&str, &str)]) -> (u16, String, Vec<u8>) {
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut req =
+            format!("GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        for (k, v) in TENANT_HEADERS.iter().chain(extra) {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        stream.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).unwrap();
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, head, raw[split + 4..].to_vec())
+    }
+
     /// One HTTP/1.1 exchange with a raw body.
     fn http_bytes(
         &self,
@@ -470,5 +489,183 @@ async fn a_worker_killed_before_its_commit_leaves_nothing_visible() {
         let remaining = store_files_on_disk(&data);
         (remaining.len() == files.len()).then_some(())
     });
+    assert!(healthy.terminate().success());
+}
+
+/// The whole export path through the real binary: ingest over HTTP, an export whose first worker
+/// is killed after writing its files (nothing visible), a second worker completing it as attempt
+/// 2 exactly once, and the files downloaded through Data Access and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_survive_a_crash_and_are_downloaded_through_data_access() {
+    let db = TestCatalog::postgres().await;
+    let dir = TempDir::new();
+    let data = dir.0.join("data");
+    let data_str = data.to_str().unwrap().to_owned();
+    let env = [("DATABASE_URL", db.url.as_str()), ("SEGPORT_DATA_DIR", data_str.as_str())];
+    let timings = [
+        "--lease",
+        "2s",
+        "--heartbeat",
+        "500ms",
+        "--reap-interval",
+        "300ms",
+        "--poll-interval",
+        "200ms",
+    ];
+    let mut crash_env = env.to_vec();
+    crash_env.push(("SEGPORT_FAILPOINTS", "export-after-files"));
+    let mut crashing = Server::start(&dir.0, &timings, &crash_env);
+
+    let dataset = |server: &Server, schema: &str| -> String {
+        let (status, body) = server.tenant_call(
+            "POST",
+            "/data/foundation/catalog/dataSets",
+            "t",
+            ORG,
+            Some(&json!({"name": "d", "schemaRef": {"id": schema}, "tags": {"unifiedProfile": ["enabled:true"]}})),
+        );
+        assert_eq!(status, 201, "{body}");
+        body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned()
+    };
+    let profiles = dataset(&crashing, "https://ns.adobe.com/xdm/context/profile");
+    let export = dataset(&crashing, "https://ns.adobe.com/xdm/context/profile__union");
+    let segments = segport_datagen::segments(9);
+    let records: String = (0..1_500)
+        .filter_map(|n| segport_datagen::profile(9, n, &segments).profile)
+        .map(|p| format!("{p}\n"))
+        .collect();
+    let (_, batch) = crashing.tenant_call(
+        "POST",
+        "/data/foundation/import/batches",
+        "t",
+        ORG,
+        Some(&json!({"datasetId": profiles, "inputFormat": {"format": "json"}})),
+    );
+    let batch = batch["id"].as_str().unwrap().to_owned();
+    crashing.http_bytes(
+        "PUT",
+        &format!("/data/foundation/import/batches/{batch}/datasets/{profiles}/files/p.json"),
+        &TENANT_HEADERS,
+        records.as_bytes(),
+    );
+    crashing.tenant_call(
+        "POST",
+        &format!("/data/foundation/import/batches/{batch}?action=COMPLETE"),
+        "t",
+        ORG,
+        None,
+    );
+    eventually(30, "the ingest", || {
+        let (_, b) = crashing.tenant_call(
+            "GET",
+            &format!("/data/foundation/catalog/batches/{batch}"),
+            "t",
+            ORG,
+            None,
+        );
+        (b[&batch]["status"] == "success").then_some(())
+    });
+
+    let job = json!({
+        "destination": {"datasetId": export},
+        "schema": {"name": "_xdm.context.profile"},
+        "fields": "identities.id,personalEmail.address",
+        "filter": {"segments": [{"segmentId": segments[0].id}]}
+    });
+    let (status, created) = crashing.tenant_call("POST", "/export/jobs", "t", ORG, Some(&job));
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let out_batch = created["destination"]["batchId"].as_str().unwrap().to_owned();
+    let exit = eventually(30, "the worker to die after writing its files", || {
+        crashing.child.try_wait().unwrap()
+    });
+    assert!(!exit.success());
+    let batch_dir = data.join(ORG).join("prod").join("batches").join(&out_batch);
+    let first: Vec<String> = std::fs::read_dir(&batch_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(first.len(), 1, "one attempt folder: {first:?}");
+
+    // Nothing is visible: the job still runs, its batch has no files.
+    let healthy = Server::start(&dir.0, &timings, &env);
+    let (_, before) = healthy.tenant_call("GET", &format!("/export/jobs/{id}"), "t", ORG, None);
+    assert_ne!(before["status"], "SUCCEEDED");
+    let (_, listed) = healthy.tenant_call(
+        "GET",
+        &format!("/data/foundation/export/batches/{out_batch}/files"),
+        "t",
+        ORG,
+        None,
+    );
+    assert_eq!(listed["data"], json!([]));
+
+    let done = eventually(60, "attempt 2 to finish the export", || {
+        let (_, j) = healthy.tenant_call("GET", &format!("/export/jobs/{id}"), "t", ORG, None);
+        (j["status"] == "SUCCEEDED").then_some(j)
+    });
+    let second = done["computeGatewayJobId"]["exportJob"].as_str().unwrap().to_owned();
+    assert_ne!(second, first[0]);
+    let folders: Vec<String> = std::fs::read_dir(&batch_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(folders, vec![second.clone()], "only the committed attempt's folder remains");
+
+    // Data Access lists the committed files; they download whole and by range, and read back.
+    let (_, listed) = healthy.tenant_call(
+        "GET",
+        &format!("/data/foundation/export/batches/{out_batch}/files"),
+        "t",
+        ORG,
+        None,
+    );
+    let file_id = listed["data"][0]["dataSetFileId"].as_str().unwrap().to_owned();
+    let (_, files) = healthy.tenant_call(
+        "GET",
+        &format!("/data/foundation/export/files/{file_id}"),
+        "t",
+        ORG,
+        None,
+    );
+    let names: Vec<String> = files["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!names.is_empty());
+    let mut rows = 0;
+    for name in &names {
+        let (status, _, body) =
+            healthy.download(&format!("/data/foundation/export/files/{file_id}?path={name}"), &[]);
+        assert_eq!(status, 200);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(body.clone()),
+        )
+        .unwrap();
+        let schema = reader.schema().clone();
+        assert!(
+            schema.field_with_name("identities").is_ok()
+                && schema.field_with_name("personalEmail").is_ok(),
+            "{schema:?}"
+        );
+        for b in reader.build().unwrap() {
+            rows += b.unwrap().num_rows();
+        }
+        let (status, head, part) = healthy.download(
+            &format!("/data/foundation/export/files/{file_id}?path={name}"),
+            &[("Range", "bytes=4-99")],
+        );
+        assert_eq!(status, 206);
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("content-range: bytes 4-99/{}", body.len())),
+            "{head}"
+        );
+        assert_eq!(part, body[4..100]);
+    }
+    assert!(rows > 0);
+    assert_eq!(done["metrics"]["totalExportedProfileCounter"].as_u64(), Some(rows as u64));
     assert!(healthy.terminate().success());
 }
