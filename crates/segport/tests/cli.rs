@@ -240,9 +240,20 @@ fn serve_on_the_embedded_default_then_stop_on_sigterm() {
     let (status, listed) = server.tenant_call("GET", "/export/jobs/", "t", ORG, None);
     assert_eq!(status, 200);
     assert_eq!(listed["records"][0]["id"], created["id"]);
+    // The embedded worker runs it at once; an empty store exports an empty batch, whose one
+    // file still carries the schema.
+    let id = created["id"].as_i64().unwrap();
+    let done = eventually(30, "the export", || {
+        let (_, j) = server.tenant_call("GET", &format!("/export/jobs/{id}"), "t", ORG, None);
+        (j["status"] == "SUCCEEDED").then_some(j)
+    });
+    assert_eq!(done["metrics"]["totalExportedProfileCounter"], 0);
+    let out_batch = done["destination"]["batchId"].as_str().unwrap();
+    let (_, files) = server.tenant_call("GET", &format!("/data/foundation/export/files/{out_batch}"), "t", ORG, None);
+    assert_eq!(files["data"].as_array().map(Vec::len), Some(1), "{files}");
     let (status, metrics) = server.http("GET", "/metrics", &[], None);
     assert_eq!(status, 200);
-    assert!(metrics.as_str().unwrap().contains("segport_export_jobs{status=\"NEW\"} 1"));
+    assert!(metrics.as_str().unwrap().contains("segport_export_jobs{status=\"SUCCEEDED\"} 1"));
     assert!(dir.0.join("segport-data/segport.db").exists());
 
     let exit = server.terminate();
