@@ -91,15 +91,34 @@ pub async fn run_export(
             }
         })
     };
+    ctx.config.failpoints.pause("export-pause", &stop).await;
+    if stop.is_cancelled() {
+        return Err(TaskError::Stopped);
+    }
+    // Each partition's files are written as soon as the partition is done, so memory holds the
+    // output of the partitions being evaluated, not of the whole export.
+    let dirs: Vec<object_store::path::Path> = job
+        .spec
+        .destination
+        .batch_ids()
+        .iter()
+        .map(|b| attempt_dir(tenant, b.as_str(), &task.lease.attempt_id))
+        .collect();
     let evaluated = {
         let (plan, projections, progress, cancel) =
             (plan.clone(), projections.clone(), progress.clone(), cancel.clone());
+        let (storage, handle) = (ctx.storage.clone(), tokio::runtime::Handle::current());
         let inputs: Vec<PartitionInput> = inputs.into_values().collect();
         tokio::task::spawn_blocking(move || {
             inputs
                 .par_iter()
-                .map(|input| run_partition(&plan, &projections, input, &progress, &cancel))
-                .collect::<Result<Vec<PartitionOutput>, EngineError>>()
+                .enumerate()
+                .map(|(part, input)| {
+                    let output = run_partition(&plan, &projections, input, &progress, &cancel)
+                        .map_err(Failure::Engine)?;
+                    write_partition(&storage, &handle, &dirs, part, output)
+                })
+                .collect::<Result<Vec<PartitionWritten>, Failure>>()
         })
         .await
     };
@@ -107,24 +126,28 @@ pub async fn run_export(
     reporter.abort();
     let outputs = match evaluated {
         Ok(Ok(outputs)) => outputs,
-        Ok(Err(EngineError::Cancelled)) => return Err(TaskError::Stopped),
-        Ok(Err(e @ EngineError::Store(_))) => {
-            return Err(TaskError::Failed { code: "STORE_READ_ERROR", message: e.to_string() })
-        }
-        Ok(Err(e @ EngineError::Output(_))) => {
-            return Err(TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message: e.to_string() })
+        Ok(Err(failure)) => {
+            // Nothing of a failed attempt stays: its folder goes with it.
+            remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
+            return Err(match failure {
+                Failure::Engine(EngineError::Cancelled) => TaskError::Stopped,
+                Failure::Engine(e @ EngineError::Store(_)) => {
+                    TaskError::Failed { code: "STORE_READ_ERROR", message: e.to_string() }
+                }
+                Failure::Engine(e @ EngineError::Output(_)) => {
+                    TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message: e.to_string() }
+                }
+                Failure::Write(message) => {
+                    TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message }
+                }
+            });
         }
         Err(join) => return Err(TaskError::Invalid(format!("the export thread failed: {join}"))),
     };
 
-    ctx.config.failpoints.pause("export-pause", &stop).await;
-    if stop.is_cancelled() {
-        return Err(TaskError::Stopped);
-    }
     let batches = match write_outputs(ctx, tenant, &task.lease, &job, &projections, outputs).await {
         Ok(b) => b,
         Err(e) => {
-            // Nothing of a failed attempt stays: its folder goes with it.
             remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
             return Err(e);
         }
@@ -263,32 +286,66 @@ fn attempt_dir(tenant: &Tenant, batch: &str, attempt: &str) -> object_store::pat
 
 type Written = (ExportedBatch, BTreeMap<String, u64>);
 
-/// Puts every partition's file of every batch under the attempt's folder; a batch without rows
-/// gets one file that carries the schema.
+/// Why evaluating or writing a partition failed.
+enum Failure {
+    Engine(EngineError),
+    Write(String),
+}
+
+/// A partition's written files, per batch, with its rows by namespace.
+struct PartitionWritten {
+    files: Vec<Option<BatchFile>>,
+    by_namespace: Vec<BTreeMap<String, u64>>,
+}
+
+/// Writes one partition's encoded files (blocking on the runtime from a rayon thread).
+fn write_partition(
+    storage: &segport_store::Storage,
+    handle: &tokio::runtime::Handle,
+    dirs: &[object_store::path::Path],
+    part: usize,
+    output: PartitionOutput,
+) -> Result<PartitionWritten, Failure> {
+    let mut files = Vec::with_capacity(dirs.len());
+    for (dir, file) in dirs.iter().zip(output.files) {
+        files.push(match file {
+            None => None,
+            Some((bytes, rows)) => {
+                let name = format!("part-{part:05}.parquet");
+                Some(
+                    handle
+                        .block_on(put(storage, dir, &name, bytes, rows))
+                        .map_err(Failure::Write)?,
+                )
+            }
+        });
+    }
+    Ok(PartitionWritten { files, by_namespace: output.by_namespace })
+}
+
+/// Assembles each batch's files; a batch without rows gets one file that carries the schema.
 async fn write_outputs(
     ctx: &Context,
     tenant: &Tenant,
     lease: &TaskLease,
     job: &ExportJobRecord,
     projections: &segport_engine::Projections,
-    outputs: Vec<PartitionOutput>,
+    outputs: Vec<PartitionWritten>,
 ) -> Result<Vec<Written>, TaskError> {
     let batch_ids = job.spec.destination.batch_ids();
     let mut written = Vec::with_capacity(batch_ids.len());
     for (b, batch_id) in batch_ids.iter().enumerate() {
-        let dir = attempt_dir(tenant, batch_id.as_str(), &lease.attempt_id);
         let mut files = Vec::new();
         let mut by_namespace: BTreeMap<String, u64> = BTreeMap::new();
-        let mut rows = 0u64;
-        for (part, output) in outputs.iter().enumerate() {
+        for output in &outputs {
             for (k, v) in output.by_namespace.get(b).into_iter().flatten() {
                 *by_namespace.entry(k.clone()).or_default() += v;
             }
-            let Some(Some((bytes, count))) = output.files.get(b) else { continue };
-            let name = format!("part-{part:05}.parquet");
-            files.push(put(ctx, &dir, &name, bytes.clone(), *count).await?);
-            rows += count;
+            if let Some(Some(file)) = output.files.get(b) {
+                files.push(file.clone());
+            }
         }
+        let rows: i64 = files.iter().map(|f| f.rows).sum();
         if files.is_empty() {
             let empty = encode_rows(&projections.schema, &[])
                 .and_then(|batch| {
@@ -302,33 +359,30 @@ async fn write_outputs(
                     code: "OUTPUT_WRITE_ERROR",
                     message: e.to_string(),
                 })?;
-            files.push(put(ctx, &dir, "part-00000.parquet", bytes::Bytes::from(empty), 0).await?);
+            let dir = attempt_dir(tenant, batch_id.as_str(), &lease.attempt_id);
+            let file = put(&ctx.storage, &dir, "part-00000.parquet", bytes::Bytes::from(empty), 0)
+                .await
+                .map_err(|message| TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message })?;
+            files.push(file);
         }
-        written.push((
-            ExportedBatch {
-                batch_id: (*batch_id).clone(),
-                files,
-                rows: i64::try_from(rows).unwrap_or(i64::MAX),
-            },
-            by_namespace,
-        ));
+        written.push((ExportedBatch { batch_id: (*batch_id).clone(), files, rows }, by_namespace));
     }
     Ok(written)
 }
 
 async fn put(
-    ctx: &Context,
+    storage: &segport_store::Storage,
     dir: &object_store::path::Path,
     name: &str,
     bytes: bytes::Bytes,
     rows: u64,
-) -> Result<BatchFile, TaskError> {
+) -> Result<BatchFile, String> {
     let path = dir.clone().join(name);
     let size = bytes.len();
-    ctx.storage.put(&path, bytes).await.map_err(|e| TaskError::Failed {
-        code: "OUTPUT_WRITE_ERROR",
-        message: format!("cannot write {path}: {}", error_text(&e)),
-    })?;
+    storage
+        .put(&path, bytes)
+        .await
+        .map_err(|e| format!("cannot write {path}: {}", error_text(&e)))?;
     Ok(BatchFile {
         name: name.to_owned(),
         path: path.to_string(),

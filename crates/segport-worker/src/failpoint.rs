@@ -33,11 +33,14 @@ impl Failpoints {
         }
     }
 
-    /// Kills the process at `name` when it is armed: no unwinding, no cleanup, no release of
-    /// leases, exactly like a crash.
+    /// Kills the process at `name` when it is armed, with SIGKILL (falling back to an abort):
+    /// no unwinding, no cleanup, no release of leases, exactly like a crash.
     pub fn hit(&self, name: &str) {
         if self.is_armed(name) {
-            eprintln!("failpoint {name} hit: aborting the process");
+            eprintln!("failpoint {name} hit: killing the process");
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &std::process::id().to_string()])
+                .status();
             std::process::abort();
         }
     }

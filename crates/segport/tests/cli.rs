@@ -249,7 +249,13 @@ fn serve_on_the_embedded_default_then_stop_on_sigterm() {
     });
     assert_eq!(done["metrics"]["totalExportedProfileCounter"], 0);
     let out_batch = done["destination"]["batchId"].as_str().unwrap();
-    let (_, files) = server.tenant_call("GET", &format!("/data/foundation/export/files/{out_batch}"), "t", ORG, None);
+    let (_, files) = server.tenant_call(
+        "GET",
+        &format!("/data/foundation/export/files/{out_batch}"),
+        "t",
+        ORG,
+        None,
+    );
     assert_eq!(files["data"].as_array().map(Vec::len), Some(1), "{files}");
     let (status, metrics) = server.http("GET", "/metrics", &[], None);
     assert_eq!(status, 200);
