@@ -65,8 +65,12 @@ async fn cancelling_a_running_export_leaves_nothing(backend: Backend) {
             )
             .await
     });
+    // While it runs, the job reports its progress (an addition AEP clients ignore).
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     let processing = t.get(&format!("/export/jobs/{id}")).await.body;
     assert_eq!(processing["status"], "PROCESSING");
+    assert_eq!(processing["progress"]["partitionsTotal"], 16, "{processing}");
+    assert_eq!(processing["progress"]["partitionsDone"], 0);
     let attempt = processing["computeGatewayJobId"]["exportJob"].as_str().unwrap().to_owned();
     assert_eq!(attempt.len(), 36);
     assert_eq!(
