@@ -14,6 +14,7 @@ use segport_catalog::Backend;
 use serde_json::{json, Map, Value};
 
 both_backends!(
+    fields_that_match_nothing_are_warned_about,
     random_jobs_match_the_oracle,
     cancelling_a_running_export_leaves_nothing,
     an_unwritable_destination_fails_with_output_write_error,
@@ -653,4 +654,32 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
             assert_eq!(done["warnings"][0]["code"], "UNKNOWN_FIELD");
         }
     }
+}
+
+/// Paths that match nothing are left out and named in `warnings`; when nothing at all matches,
+/// rows still carry their identities, and events with no matching field add no column.
+async fn fields_that_match_nothing_are_warned_about(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    small_store(&t, 100).await;
+    let export = t.export_dataset().await;
+    let mut body = minimal_job(&export);
+    body["fields"] = json!("nope,person.nope");
+    body["additionalFields"] = json!({"eventList": {"fields": "string"}});
+    let job = t.create_job(body).await;
+    t.run_tasks().await;
+    let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let warned: Vec<&str> =
+        done["warnings"].as_array().unwrap().iter().map(|w| w["msg"].as_str().unwrap()).collect();
+    assert_eq!(warned.len(), 3, "{warned:?}");
+    assert!(warned.iter().all(|w| w.contains("matches no field")));
+    let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    let batch =
+        segport_model::BatchId::parse(done["destination"]["batchId"].as_str().unwrap()).unwrap();
+    let files = t.db.catalog.list_batch_files(&tenant, &batch).await.unwrap();
+    let bytes = t.state.storage.get(&files[0].path.as_str().into()).await.unwrap();
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+    let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(names, ["identityMap"]);
 }

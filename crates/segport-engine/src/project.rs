@@ -129,9 +129,26 @@ pub fn resolve(
     }
     let output = tree
         .iter()
-        .filter_map(|(k, t)| selection.children.get(k).map(|s| (k.clone(), prune(t, s))))
+        .filter_map(|(k, t)| {
+            selection.children.get(k).and_then(|s| drop_empty(prune(t, s))).map(|t| (k.clone(), t))
+        })
         .collect();
     Projection { selection, output, unknown }
+}
+
+/// `t` without structs that hold no field (Parquet cannot store them): `None` when nothing is
+/// left.
+pub fn drop_empty(t: OType) -> Option<OType> {
+    match t {
+        OType::Leaf(_) => Some(t),
+        OType::Struct(fields) => {
+            let kept: BTreeMap<String, OType> =
+                fields.into_iter().filter_map(|(k, c)| drop_empty(c).map(|c| (k, c))).collect();
+            (!kept.is_empty()).then_some(OType::Struct(kept))
+        }
+        OType::List(inner) => drop_empty(*inner).map(|i| OType::List(Box::new(i))),
+        OType::Map(value) => drop_empty(*value).map(|v| OType::Map(Box::new(v))),
+    }
 }
 
 fn resolves(tree: &BTreeMap<String, OType>, path: &[String]) -> bool {

@@ -265,12 +265,21 @@ pub fn projections(plan: &ExportPlan) -> Projections {
         &plan.fields,
         &default_profile_fields(&plan.profile_schema),
     );
-    if let Some(e) = &events {
+    // Events whose fields all match nothing add no column.
+    if let Some(e) = events.as_ref().filter(|e| !e.output.is_empty()) {
         profile.output.insert(
             "timeSeriesEvents".into(),
             project::OType::List(Box::new(project::OType::Struct(e.output.clone()))),
         );
         profile.selection.children.entry("timeSeriesEvents".into()).or_default().all = true;
+    }
+    // Rows need at least one column: when no field matched, they carry their identities.
+    if profile.output.is_empty() {
+        let tree = project::profile_tree(&plan.profile_schema);
+        if let Some(t) = tree.get("identityMap") {
+            profile.output.insert("identityMap".into(), t.clone());
+            profile.selection.children.entry("identityMap".into()).or_default().all = true;
+        }
     }
     let schema = project::output_schema(&profile.output);
     Projections { profile, events, schema }
