@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use segport_catalog::CatalogError;
+use segport_model::error::chain;
 use segport_model::{FieldError, ValidationErrors};
 use serde_json::json;
 use tracing::Instrument;
@@ -115,18 +116,6 @@ impl From<ValidationErrors> for ApiError {
     fn from(errors: ValidationErrors) -> Self {
         ApiError::Invalid(errors)
     }
-}
-
-/// The cause chain of an error, for logs.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 impl IntoResponse for ApiError {

@@ -124,18 +124,6 @@ struct Fragment {
     record: Value,
 }
 
-fn key_of(record: &Value) -> String {
-    let mut all = Vec::new();
-    for (ns, list) in record["identityMap"].as_object().unwrap() {
-        for i in list.as_array().unwrap() {
-            all.push((ns.clone(), i["id"].as_str().unwrap().to_owned(), i["primary"] == true));
-        }
-    }
-    let chosen =
-        all.iter().find(|i| i.2).or(if all.len() == 1 { all.first() } else { None }).unwrap();
-    format!("{}:{}", chosen.0, chosen.1)
-}
-
 fn ms(s: &str) -> i64 {
     chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
 }
@@ -219,10 +207,10 @@ fn expected(spec: &Spec, profiles: &[Fragment], events: &[Fragment]) -> Vec<Vec<
     // Grouped by key once, so the oracle stays linear; everything below is per profile.
     let mut by_key: BTreeMap<String, (Vec<&Fragment>, Vec<&Fragment>)> = BTreeMap::new();
     for f in profiles {
-        by_key.entry(key_of(&f.record)).or_default().0.push(f);
+        by_key.entry(naive_key(&f.record)).or_default().0.push(f);
     }
     for e in events {
-        by_key.entry(key_of(&e.record)).or_default().1.push(e);
+        by_key.entry(naive_key(&e.record)).or_default().1.push(e);
     }
     let batches = if spec.per_segment { spec.segments.as_ref().unwrap().len() } else { 1 };
     let mut out = vec![Vec::new(); batches];

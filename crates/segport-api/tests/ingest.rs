@@ -25,19 +25,6 @@ both_backends!(
     deleting_a_dataset_removes_it_and_its_files,
 );
 
-/// The oracle's profile key: the identity marked primary, or the only one.
-fn naive_key(record: &Value) -> String {
-    let mut all = Vec::new();
-    for (ns, list) in record["identityMap"].as_object().unwrap() {
-        for i in list.as_array().unwrap() {
-            all.push((ns.clone(), i["id"].as_str().unwrap().to_owned(), i["primary"] == true));
-        }
-    }
-    let chosen =
-        all.iter().find(|i| i.2).or(if all.len() == 1 { all.first() } else { None }).unwrap();
-    format!("{}:{}", chosen.0, chosen.1)
-}
-
 fn identities(record: &Value) -> BTreeSet<(String, String, bool)> {
     record["identityMap"]
         .as_object()

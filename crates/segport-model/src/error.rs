@@ -52,3 +52,15 @@ impl ValidationErrors {
         }
     }
 }
+
+/// An error and its causes on one line (`outer: inner: root`), for logs and failure messages.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

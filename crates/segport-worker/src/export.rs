@@ -382,24 +382,13 @@ async fn put(
     storage
         .put(&path, bytes)
         .await
-        .map_err(|e| format!("cannot write {path}: {}", error_text(&e)))?;
+        .map_err(|e| format!("cannot write {path}: {}", segport_model::error::chain(&e)))?;
     Ok(BatchFile {
         name: name.to_owned(),
         path: path.to_string(),
         rows: i64::try_from(rows).unwrap_or(i64::MAX),
         bytes: i64::try_from(size).unwrap_or(i64::MAX),
     })
-}
-
-fn error_text(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Deletes the folders of the job's other attempts (crashed, lost or cancelled ones).

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use segport_catalog::{ClaimedTask, TaskKind};
 use segport_model::batch::BatchError;
+use segport_model::error::chain as error_chain;
 use tokio_util::sync::CancellationToken;
 
 use crate::{duration_ms, now_ms, run_export, run_ingest, Context, TaskError};
@@ -230,15 +231,4 @@ impl Worker {
             }
         }
     }
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -8,7 +8,7 @@ use segport_catalog::{BatchFilter, ListQuery};
 use segport_model::batch::BatchStatus;
 use segport_model::dataset::{Dataset, NewDataset};
 use segport_model::time::now_ms;
-use segport_model::{BatchId, DatasetId, ValidationErrors};
+use segport_model::{DatasetId, ValidationErrors};
 use serde_json::{json, Map, Value};
 
 use crate::auth::Authenticated;
@@ -114,12 +114,7 @@ async fn get_batch(
     Authenticated(tenant): Authenticated,
     PathId(raw): PathId,
 ) -> Result<Json<Value>, ApiError> {
-    let id = BatchId::parse(&raw).map_err(|m| ApiError::invalid("batchId", m))?;
-    let batch = state
-        .catalog
-        .get_batch(&tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("batch {id} not found")))?;
+    let batch = super::batch_of(&state, &tenant, &raw).await?;
     Ok(Json(keyed(&[batch], |b| b.id.to_string(), |b| b.to_wire())))
 }
 

@@ -37,12 +37,8 @@ async fn committed_files(
     tenant: &Tenant,
     raw: &str,
 ) -> Result<(BatchId, Vec<Listed>, i64), ApiError> {
-    let id = BatchId::parse(raw).map_err(|m| ApiError::invalid("batchId", m))?;
-    let batch = state
-        .catalog
-        .get_batch(tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("batch {id} not found")))?;
+    let batch = super::batch_of(state, tenant, raw).await?;
+    let id = batch.id.clone();
     let files = match batch.kind {
         BatchKind::Export => state
             .catalog

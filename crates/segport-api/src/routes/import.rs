@@ -11,7 +11,7 @@ use object_store::buffered::BufWriter;
 use segport_model::batch::{Batch, BatchKind, BatchStatus, NewIngestBatch};
 use segport_model::dataset::DatasetClass;
 use segport_model::time::now_ms;
-use segport_model::{BatchId, DatasetId, Tenant};
+use segport_model::{DatasetId, Tenant};
 use segport_store::storage::{upload_file, uploads_dir, valid_upload_name};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
@@ -66,15 +66,11 @@ async fn create(
 
 /// The batch an import call names, which must be an ingest batch of this tenant.
 async fn ingest_batch(state: &AppState, tenant: &Tenant, raw: &str) -> Result<Batch, ApiError> {
-    let id = BatchId::parse(raw).map_err(|m| ApiError::invalid("batchId", m))?;
-    let batch = state
-        .catalog
-        .get_batch(tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("batch {id} not found")))?;
+    let batch = super::batch_of(state, tenant, raw).await?;
     if batch.kind == BatchKind::Export {
         return Err(ApiError::Conflict(format!(
-            "batch {id} was allocated by an export job; only the export writes to it"
+            "batch {} was allocated by an export job; only the export writes to it",
+            batch.id
         )));
     }
     Ok(batch)

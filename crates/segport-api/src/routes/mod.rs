@@ -22,6 +22,20 @@ pub(crate) fn api_routes() -> Router<AppState> {
         .merge(merge_policies::routes())
 }
 
+/// The batch a path names (validated id) in the request's tenant, or 400/404.
+pub(crate) async fn batch_of(
+    state: &AppState,
+    tenant: &segport_model::Tenant,
+    raw: &str,
+) -> Result<segport_model::batch::Batch, ApiError> {
+    let id = segport_model::BatchId::parse(raw).map_err(|m| ApiError::invalid("batchId", m))?;
+    state
+        .catalog
+        .get_batch(tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("batch {id} not found")))
+}
+
 pub(crate) async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
 }
