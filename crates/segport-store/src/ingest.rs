@@ -27,7 +27,7 @@ use tokio::runtime::Handle;
 use crate::align::align_batch;
 use crate::columns::{build_batch, file_schema, Prepared, IDENTITIES, KEY, ORD};
 use crate::input::{json_array_elements, ndjson_lines, parquet_rows, InputFormat, RawRecord};
-use crate::schema::UnionSchema;
+use crate::schema::{infer_record, Conflict, UnionSchema, XType};
 use crate::storage::store_file;
 use crate::xdm::{normalize, parse, Normalized, RecordError};
 use crate::{RecordKind, Result, Storage, StoreError};
@@ -218,7 +218,9 @@ impl Ingest {
             return Err(StoreError::Cancelled);
         }
         let kind = self.target.kind;
-        let parsed: Vec<(u64, Result<Normalized, RecordError>)> = chunk
+        // Parsing, normalising and typing need no shared state: they run in parallel. Only
+        // absorbing the types into the union schema runs in input order, below.
+        let parsed: Vec<(u64, Result<Typed, RecordError>)> = chunk
             .into_par_iter()
             .map(|(row, raw)| {
                 let value = match raw {
@@ -226,7 +228,11 @@ impl Ingest {
                     RawRecord::Value(v) => Ok(v),
                     RawRecord::Broken(e) => Err(e),
                 };
-                (row, value.and_then(|v| normalize(v, kind)))
+                let typed = value.and_then(|v| normalize(v, kind)).and_then(|r| {
+                    let types = infer_record(&r.attributes).map_err(conflict)?;
+                    Ok((r, types))
+                });
+                (row, typed)
             })
             .collect();
 
@@ -235,12 +241,9 @@ impl Ingest {
         for (row, result) in parsed {
             let ord = self.next_ord;
             self.next_ord += 1;
-            let record = result.and_then(|r| match self.schema.absorb(&r.attributes) {
-                Ok(()) => Ok(r),
-                Err(c) => Err(RecordError::new(
-                    "TYPE_CONFLICT",
-                    format!("field {} {}", c.field, c.message),
-                )),
+            let record = result.and_then(|(r, types)| {
+                self.schema.absorb_inferred(types).map_err(conflict)?;
+                Ok(r)
             });
             match record {
                 Ok(record) => {
@@ -259,11 +262,14 @@ impl Ingest {
         if !self.target.write {
             return Ok(());
         }
-        for (p, records) in by_partition.into_iter().enumerate() {
-            if records.is_empty() {
-                continue;
-            }
-            let batch = build_batch(kind, &records, &self.schema)?;
+        let schema = &self.schema;
+        let built: Vec<(usize, RecordBatch)> = by_partition
+            .into_par_iter()
+            .enumerate()
+            .filter(|(_, records)| !records.is_empty())
+            .map(|(p, records)| build_batch(kind, &records, schema).map(|b| (p, b)))
+            .collect::<Result<_>>()?;
+        for (p, batch) in built {
             self.buffered_bytes += batch.get_array_memory_size();
             self.buffers[p].push(batch);
         }
@@ -285,45 +291,48 @@ impl Ingest {
         }
     }
 
-    /// Writes every buffered partition as one sorted file.
+    /// Writes every buffered partition as one sorted file; partitions are sorted and encoded in
+    /// parallel.
     fn flush(&mut self) -> Result<()> {
         let schema = file_schema(self.target.kind, &self.schema);
         let partitions = self.buffers.len();
         let buffers = std::mem::replace(&mut self.buffers, vec![Vec::new(); partitions]);
         self.buffered_bytes = 0;
-        for (p, batches) in buffers.into_iter().enumerate() {
-            if batches.is_empty() {
-                continue;
-            }
-            let aligned =
-                batches.iter().map(|b| align_batch(b, &schema)).collect::<Result<Vec<_>>>()?;
-            let all = concat_batches(&schema, &aligned)
-                .map_err(StoreError::arrow("concatenating a partition"))?;
-            drop(aligned);
-            let sorted = sort_by_key(&all)?;
-            let name = format!("{}-{:05}.parquet", self.target.file_prefix, self.flushes);
-            let path = store_file(
-                &self.target.org,
-                &self.target.sandbox,
-                &self.target.dataset,
-                p as u32,
-                &name,
-            );
-            let bytes = encode_parquet(&sorted, self.limits.row_group_rows, &path)?;
-            let size = bytes.len() as u64;
+        let name = format!("{}-{:05}.parquet", self.target.file_prefix, self.flushes);
+        let (target, row_group_rows) = (&self.target, self.limits.row_group_rows);
+        let encoded: Vec<(WrittenFile, Bytes)> = buffers
+            .into_par_iter()
+            .enumerate()
+            .filter(|(_, batches)| !batches.is_empty())
+            .map(|(p, batches)| {
+                let aligned =
+                    batches.iter().map(|b| align_batch(b, &schema)).collect::<Result<Vec<_>>>()?;
+                let all = concat_batches(&schema, &aligned)
+                    .map_err(StoreError::arrow("concatenating a partition"))?;
+                drop(aligned);
+                let sorted = sort_by_key(&all)?;
+                let path =
+                    store_file(&target.org, &target.sandbox, &target.dataset, p as u32, &name);
+                let bytes = encode_parquet(&sorted, row_group_rows, &path)?;
+                let keys = sorted
+                    .column_by_name(KEY)
+                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().cloned())
+                    .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
+                let file = WrittenFile {
+                    path: path.to_string(),
+                    partition: p as u32,
+                    rows: sorted.num_rows() as u64,
+                    bytes: bytes.len() as u64,
+                    min_key: keys.value(0).to_owned(),
+                    max_key: keys.value(arrow::array::Array::len(&keys) - 1).to_owned(),
+                };
+                Ok((file, bytes))
+            })
+            .collect::<Result<_>>()?;
+        for (file, bytes) in encoded {
+            let path = object_store::path::Path::from(file.path.as_str());
             self.runtime.block_on(self.storage.put(&path, bytes))?;
-            let keys = sorted
-                .column_by_name(KEY)
-                .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().cloned())
-                .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
-            self.files.push(WrittenFile {
-                path: path.to_string(),
-                partition: p as u32,
-                rows: sorted.num_rows() as u64,
-                bytes: size,
-                min_key: keys.value(0).to_owned(),
-                max_key: keys.value(arrow::array::Array::len(&keys) - 1).to_owned(),
-            });
+            self.files.push(file);
         }
         self.flushes += 1;
         Ok(())
@@ -352,6 +361,13 @@ impl Ingest {
             errors,
         })
     }
+}
+
+/// A normalised record with the types of its attributes.
+type Typed = (Normalized, Vec<(String, XType)>);
+
+fn conflict(c: Conflict) -> RecordError {
+    RecordError::new("TYPE_CONFLICT", format!("field {} {}", c.field, c.message))
 }
 
 /// The partition of a profile key: a stable 64-bit hash (XXH3) modulo the partition count.

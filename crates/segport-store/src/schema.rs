@@ -138,6 +138,19 @@ fn short(value: &Value) -> String {
     }
 }
 
+/// The types of a record's top-level attributes (null ones left out).
+pub fn infer_record(
+    attributes: &serde_json::Map<String, Value>,
+) -> Result<Vec<(String, XType)>, Conflict> {
+    let mut out = Vec::with_capacity(attributes.len());
+    for (k, v) in attributes {
+        if let Some(t) = infer(v, k)? {
+            out.push((k.clone(), t));
+        }
+    }
+    Ok(out)
+}
+
 /// The type that holds both `a` and `b`, or the conflict between them.
 pub fn unify(a: &XType, b: &XType, path: &str) -> Result<XType, Conflict> {
     Ok(match (a, b) {
@@ -174,15 +187,20 @@ impl UnionSchema {
     /// Checks one record's attributes against the schema and, when they fit, widens the schema
     /// to hold them. On a conflict the schema is left unchanged.
     pub fn absorb(&mut self, attributes: &serde_json::Map<String, Value>) -> Result<(), Conflict> {
+        self.absorb_inferred(infer_record(attributes)?)
+    }
+
+    /// [`Self::absorb`] for a record typed beforehand by [`infer_record`] (which needs no schema,
+    /// so records can be typed in parallel and absorbed in order).
+    pub fn absorb_inferred(&mut self, types: Vec<(String, XType)>) -> Result<(), Conflict> {
         let mut merged: Vec<(String, XType)> = Vec::new();
-        for (k, v) in attributes {
-            let Some(t) = infer(v, k)? else { continue };
-            let m = match self.fields.get(k) {
+        for (k, t) in types {
+            let m = match self.fields.get(&k) {
                 Some(known) if *known == t => continue,
-                Some(known) => unify(known, &t, k)?,
+                Some(known) => unify(known, &t, &k)?,
                 None => t,
             };
-            merged.push((k.clone(), m));
+            merged.push((k, m));
         }
         self.fields.extend(merged);
         Ok(())
