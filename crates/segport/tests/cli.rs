@@ -394,7 +394,32 @@ fn store_files_on_disk(root: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// A worker killed (SIGABRT at an injected failure point) between writing its files and
+/// Short leases and intervals, so that crash tests see a lost lease taken over quickly.
+const CRASH_TIMINGS: [&str; 8] = [
+    "--lease",
+    "2s",
+    "--heartbeat",
+    "500ms",
+    "--reap-interval",
+    "300ms",
+    "--poll-interval",
+    "200ms",
+];
+
+/// Creates a dataset of `schema` that feeds the profile store; answers its id.
+fn store_dataset(server: &Server, schema: &str) -> String {
+    let (status, body) = server.tenant_call(
+        "POST",
+        "/data/foundation/catalog/dataSets",
+        "t",
+        ORG,
+        Some(&json!({"name": "d", "schemaRef": {"id": schema}, "tags": {"unifiedProfile": ["enabled:true"]}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned()
+}
+
+/// A worker killed (SIGKILL at an injected failure point) between writing its files and
 /// committing them leaves nothing visible; another worker takes the batch over as attempt 2 once
 /// the lease expires, and the first attempt's files are swept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,29 +429,12 @@ async fn a_worker_killed_before_its_commit_leaves_nothing_visible() {
     let data = dir.0.join("data");
     let data_str = data.to_str().unwrap().to_owned();
     let env = [("DATABASE_URL", db.url.as_str()), ("SEGPORT_DATA_DIR", data_str.as_str())];
-    let timings = [
-        "--lease",
-        "2s",
-        "--heartbeat",
-        "500ms",
-        "--reap-interval",
-        "300ms",
-        "--poll-interval",
-        "200ms",
-    ];
+    let timings = CRASH_TIMINGS;
 
     let mut crash_env = env.to_vec();
     crash_env.push(("SEGPORT_FAILPOINTS", "ingest-after-files"));
     let mut crashing = Server::start(&dir.0, &timings, &crash_env);
-    let (status, ds) = crashing.tenant_call(
-        "POST",
-        "/data/foundation/catalog/dataSets",
-        "t",
-        ORG,
-        Some(&json!({"name": "p", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}, "tags": {"unifiedProfile": ["enabled:true"]}})),
-    );
-    assert_eq!(status, 201, "{ds}");
-    let ds = ds[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let ds = store_dataset(&crashing, "https://ns.adobe.com/xdm/context/profile");
     let (status, batch) = crashing.tenant_call(
         "POST",
         "/data/foundation/import/batches",
@@ -519,33 +527,13 @@ async fn exports_survive_a_crash_and_are_downloaded_through_data_access() {
     let data = dir.0.join("data");
     let data_str = data.to_str().unwrap().to_owned();
     let env = [("DATABASE_URL", db.url.as_str()), ("SEGPORT_DATA_DIR", data_str.as_str())];
-    let timings = [
-        "--lease",
-        "2s",
-        "--heartbeat",
-        "500ms",
-        "--reap-interval",
-        "300ms",
-        "--poll-interval",
-        "200ms",
-    ];
+    let timings = CRASH_TIMINGS;
     let mut crash_env = env.to_vec();
     crash_env.push(("SEGPORT_FAILPOINTS", "export-after-files"));
     let mut crashing = Server::start(&dir.0, &timings, &crash_env);
 
-    let dataset = |server: &Server, schema: &str| -> String {
-        let (status, body) = server.tenant_call(
-            "POST",
-            "/data/foundation/catalog/dataSets",
-            "t",
-            ORG,
-            Some(&json!({"name": "d", "schemaRef": {"id": schema}, "tags": {"unifiedProfile": ["enabled:true"]}})),
-        );
-        assert_eq!(status, 201, "{body}");
-        body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned()
-    };
-    let profiles = dataset(&crashing, "https://ns.adobe.com/xdm/context/profile");
-    let export = dataset(&crashing, "https://ns.adobe.com/xdm/context/profile__union");
+    let profiles = store_dataset(&crashing, "https://ns.adobe.com/xdm/context/profile");
+    let export = store_dataset(&crashing, "https://ns.adobe.com/xdm/context/profile__union");
     let segments = segport_datagen::segments(9);
     let records: String = (0..1_500)
         .filter_map(|n| segport_datagen::profile(9, n, &segments).profile)
