@@ -122,10 +122,43 @@ async fn upload(
         .and_then(|n| n.to_str())
         .with_context(|| format!("{} has no usable file name", file.display()))?;
     segport_store::storage::valid_upload_name(name).map_err(anyhow::Error::msg)?;
+    let path = upload_file(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str(), name);
+    let size = match storage.local_path(path.as_ref()) {
+        // On a local storage root the kernel copies the file (copy_file_range, reflinks).
+        Some(target) => copy_local(file, &target).await?,
+        None => stream_to_storage(storage, file, path).await?,
+    };
+    let size_i64 = i64::try_from(size).unwrap_or(i64::MAX);
+    if !catalog.record_upload(tenant, &batch.id, name, size_i64, now_ms()).await? {
+        bail!("batch {} stopped loading during the upload", batch.id);
+    }
+    Ok(size)
+}
+
+async fn copy_local(file: &std::path::Path, target: &std::path::Path) -> anyhow::Result<u64> {
+    let size = tokio::fs::metadata(file)
+        .await
+        .with_context(|| format!("cannot read {}", file.display()))?
+        .len();
+    if size == 0 {
+        bail!("{} is empty", file.display());
+    }
+    if let Some(dir) = target.parent() {
+        tokio::fs::create_dir_all(dir).await.context("cannot write to storage")?;
+    }
+    tokio::fs::copy(file, target)
+        .await
+        .with_context(|| format!("cannot copy {} into storage", file.display()))
+}
+
+async fn stream_to_storage(
+    storage: &Storage,
+    file: &std::path::Path,
+    path: object_store::path::Path,
+) -> anyhow::Result<u64> {
     let mut input = tokio::fs::File::open(file)
         .await
         .with_context(|| format!("cannot open {}", file.display()))?;
-    let path = upload_file(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str(), name);
     let mut writer = BufWriter::new(storage.object_store(), path);
     let mut buffer = vec![0u8; 1 << 20];
     let mut size = 0u64;
@@ -145,10 +178,6 @@ async fn upload(
         bail!("{} is empty", file.display());
     }
     writer.shutdown().await.context("cannot write to storage")?;
-    let size_i64 = i64::try_from(size).unwrap_or(i64::MAX);
-    if !catalog.record_upload(tenant, &batch.id, name, size_i64, now_ms()).await? {
-        bail!("batch {} stopped loading during the upload", batch.id);
-    }
     Ok(size)
 }
 

@@ -674,3 +674,60 @@ async fn exports_survive_a_crash_and_are_downloaded_through_data_access() {
     assert_eq!(done["metrics"]["totalExportedProfileCounter"].as_u64(), Some(rows as u64));
     assert!(healthy.terminate().success());
 }
+
+/// `segport generate` is deterministic for a seed, and `segport ingest` loads its files into a
+/// dataset on the embedded default as one batch, without a running server.
+#[test]
+fn generate_then_ingest_from_the_command_line() {
+    let dir = TempDir::new();
+    for out in ["a", "b"] {
+        let out = run(&dir.0, &["generate", "--profiles", "400", "--seed", "7", "--out", out], &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for f in ["profiles.ndjson", "events.ndjson", "segments.json"] {
+        let a = std::fs::read(dir.0.join("a").join(f)).unwrap();
+        assert_eq!(a, std::fs::read(dir.0.join("b").join(f)).unwrap(), "{f} differs for one seed");
+        assert!(!a.is_empty());
+    }
+    let profiles =
+        std::fs::read_to_string(dir.0.join("a/profiles.ndjson")).unwrap().lines().count();
+
+    let server = Server::start(&dir.0, &[], &[]);
+    let ds = store_dataset(&server, "https://ns.adobe.com/xdm/context/profile");
+    assert!(server.terminate().success());
+    let out = run(
+        &dir.0,
+        &[
+            "ingest",
+            "--org",
+            ORG,
+            "--sandbox",
+            "prod",
+            "--dataset",
+            &ds,
+            "--quiet",
+            "a/profiles.ndjson",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("success — {profiles} records ingested, 0 failed")), "{err}");
+    // An unknown dataset is a clear error, not a crash.
+    let out = run(
+        &dir.0,
+        &[
+            "ingest",
+            "--org",
+            ORG,
+            "--sandbox",
+            "prod",
+            "--dataset",
+            "5b7c86968f7b6501e21ba9df",
+            "a/profiles.ndjson",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dataset"));
+}
