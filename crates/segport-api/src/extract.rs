@@ -58,6 +58,18 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
 pub struct QueryPairs(Vec<(String, String)>);
 
 impl QueryPairs {
+    /// Catalog-style paging: `limit` (1..=`max`, default `default`) and `start` (a row offset).
+    pub fn page(
+        &self,
+        default: u64,
+        max: u64,
+        errors: &mut ValidationErrors,
+    ) -> segport_catalog::ListQuery {
+        let limit = self.int_in("limit", default, 1, max, errors);
+        let start = self.int_in("start", 0, 0, i64::MAX as u64, errors);
+        segport_catalog::ListQuery { limit: u32::try_from(limit).unwrap_or(u32::MAX), start }
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }

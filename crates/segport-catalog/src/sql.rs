@@ -619,6 +619,27 @@ macro_rules! impl_catalog {
                 }))
             }
 
+            /// One page of a tenant's rows: `sql` takes the tenant, then `LIMIT $3 OFFSET $4`.
+            async fn fetch_page<R, T>(
+                &self,
+                sql: &str,
+                tenant: &segport_model::Tenant,
+                page: &$crate::ListQuery,
+            ) -> $crate::Result<Vec<T>>
+            where
+                R: for<'r> sqlx::FromRow<'r, <$db as sqlx::Database>::Row> + Send + Unpin,
+                T: TryFrom<R, Error = $crate::CatalogError>,
+            {
+                let rows = sqlx::query_as::<_, R>(sql)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(i64::from(page.limit))
+                    .bind($crate::sql::as_i64(page.start))
+                    .fetch_all(self.read())
+                    .await?;
+                $crate::sql::convert_all(rows)
+            }
+
             /// One row of a tenant's, by the id in `$3` of `sql`, converted to its domain type.
             async fn fetch_scoped<R, T>(
                 &self,
@@ -730,14 +751,8 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 page: &$crate::ListQuery,
             ) -> $crate::Result<Vec<segport_model::dataset::Dataset>> {
-                let rows = sqlx::query_as::<_, $crate::sql::DatasetRow>($crate::sql::LIST_DATASETS)
-                    .bind(tenant.org.as_str())
-                    .bind(tenant.sandbox.as_str())
-                    .bind(i64::from(page.limit))
-                    .bind($crate::sql::as_i64(page.start))
-                    .fetch_all(self.read())
-                    .await?;
-                $crate::sql::convert_all(rows)
+                self.fetch_page::<$crate::sql::DatasetRow, _>($crate::sql::LIST_DATASETS, tenant, page)
+                    .await
             }
 
             async fn get_batch(
@@ -776,14 +791,8 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 page: &$crate::ListQuery,
             ) -> $crate::Result<Vec<segport_model::merge_policy::MergePolicy>> {
-                let rows = sqlx::query_as::<_, $crate::sql::PolicyRow>($crate::sql::LIST_POLICIES)
-                    .bind(tenant.org.as_str())
-                    .bind(tenant.sandbox.as_str())
-                    .bind(i64::from(page.limit))
-                    .bind($crate::sql::as_i64(page.start))
-                    .fetch_all(self.read())
-                    .await?;
-                $crate::sql::convert_all(rows)
+                self.fetch_page::<$crate::sql::PolicyRow, _>($crate::sql::LIST_POLICIES, tenant, page)
+                    .await
             }
 
             async fn get_merge_policy(

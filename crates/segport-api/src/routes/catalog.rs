@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use segport_catalog::{BatchFilter, ListQuery};
+use segport_catalog::BatchFilter;
 use segport_model::batch::BatchStatus;
 use segport_model::dataset::{Dataset, NewDataset};
 use segport_model::time::now_ms;
@@ -26,13 +26,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route(&format!("{PREFIX}/dataSets/{{id}}"), get(get_dataset).delete(delete_dataset))
         .route(&format!("{PREFIX}/batches"), get(list_batches))
         .route(&format!("{PREFIX}/batches/{{id}}"), get(get_batch))
-}
-
-/// Catalog's `limit` and `start` query parameters.
-fn page(query: &QueryPairs, errors: &mut ValidationErrors) -> ListQuery {
-    let limit = query.int_in("limit", DEFAULT_LIMIT, 1, MAX_LIMIT, errors);
-    let start = query.int_in("start", 0, 0, i64::MAX as u64, errors);
-    ListQuery { limit: u32::try_from(limit).unwrap_or(100), start }
 }
 
 fn keyed<T>(items: &[T], key: impl Fn(&T) -> String, value: impl Fn(&T) -> Value) -> Value {
@@ -70,7 +63,7 @@ async fn list_datasets(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     let mut errors = ValidationErrors::default();
-    let page = page(&query, &mut errors);
+    let page = query.page(DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
     errors.into_result(())?;
     let datasets = state.catalog.list_datasets(&tenant, &page).await?;
     Ok(Json(keyed(&datasets, |d| d.id.to_string(), Dataset::to_wire)))
@@ -96,7 +89,7 @@ async fn list_batches(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     let mut errors = ValidationErrors::default();
-    let page = page(&query, &mut errors);
+    let page = query.page(DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
     let dataset_id = query
         .get("dataSet")
         .and_then(|raw| DatasetId::parse(raw).map_err(|m| errors.push("dataSet", m)).ok());

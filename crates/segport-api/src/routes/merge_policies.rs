@@ -37,11 +37,9 @@ async fn list(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     let mut errors = ValidationErrors::default();
-    let limit = query.int_in("limit", DEFAULT_LIMIT, 1, MAX_LIMIT, &mut errors);
-    let start = query.int_in("start", 0, 0, i64::MAX as u64, &mut errors);
+    let ListQuery { limit, start } = query.page(DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
     errors.into_result(())?;
     state.catalog.ensure_sandbox(&tenant, now_ms()).await?;
-    let limit = u32::try_from(limit).unwrap_or(100);
     let mut policies =
         state.catalog.list_merge_policies(&tenant, &ListQuery { limit: limit + 1, start }).await?;
     let next = if policies.len() > limit as usize {
