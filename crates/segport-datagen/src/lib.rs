@@ -95,10 +95,15 @@ fn rfc3339(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-/// One generated profile: its profile record (absent for an empty profile) and its events.
+/// Share of profiles (with a profile record) that get a fragment in the second, updating dataset.
+const UPDATED: f64 = 0.10;
+
+/// One generated profile: its profile record (absent for an empty profile), its fragment in the
+/// updating dataset (about 10% of profiles with a record) and its events.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Generated {
     pub profile: Option<Value>,
+    pub update: Option<Value>,
     pub events: Vec<Value>,
 }
 
@@ -199,7 +204,35 @@ pub fn profile(seed: u64, n: u64, segments: &[Segment]) -> Generated {
             event
         })
         .collect();
-    Generated { profile, events }
+    let update = profile.as_ref().and_then(|_| update(seed, n, segments, &identity_map));
+    Generated { profile, update, events }
+}
+
+/// The updating fragment of profile `n`, if it has one: same identities, new loyalty figures, and
+/// for half of them a new qualification in one segment, which wins over the profile record's only
+/// when its qualification time is later (so that merging decides both ways).
+fn update(
+    seed: u64,
+    n: u64,
+    segments: &[Segment],
+    identity_map: &Map<String, Value>,
+) -> Option<Value> {
+    // A stream of its own, so that adding updates left the base data unchanged.
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed ^ 0x5550_4441_5445_5321, n));
+    if !rng.gen_bool(UPDATED) {
+        return None;
+    }
+    let mut record = json!({
+        "identityMap": identity_map,
+        "loyalty": {"points": rng.gen_range(0..50_000), "tier": TIERS[rng.gen_range(0..TIERS.len())]},
+    });
+    if rng.gen_bool(0.5) {
+        let s = &segments[rng.gen_range(0..segments.len())];
+        let status = if rng.gen_bool(0.7) { "realized" } else { "exited" };
+        let at = rng.gen_range(TIME_FROM_MS..TIME_TO_MS);
+        record["segmentMembership"] = json!({"ups": {s.id.clone(): {"status": status, "lastQualificationTime": rfc3339(at)}}});
+    }
+    Some(record)
 }
 
 /// What a generation run wrote.
@@ -207,12 +240,14 @@ pub fn profile(seed: u64, n: u64, segments: &[Segment]) -> Generated {
 pub struct Summary {
     pub profiles: u64,
     pub empty_profiles: u64,
+    pub updates: u64,
     pub events: u64,
     pub bytes: u64,
 }
 
 /// Writes `profiles` profiles of `seed` to `dir/profiles.ndjson`, their events to
-/// `dir/events.ndjson` and the segments to `dir/segments.json`, in parallel chunks, in order.
+/// `dir/events.ndjson`, the updating fragments to `dir/updates.ndjson` and the segments to
+/// `dir/segments.json`, in parallel chunks, in order.
 pub fn write(dir: &Path, profiles: u64, seed: u64) -> std::io::Result<Summary> {
     std::fs::create_dir_all(dir)?;
     let segments = segments(seed);
@@ -225,18 +260,23 @@ pub fn write(dir: &Path, profiles: u64, seed: u64) -> std::io::Result<Summary> {
         1 << 20,
         std::fs::File::create(dir.join("events.ndjson"))?,
     );
+    let mut update_out = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(dir.join("updates.ndjson"))?,
+    );
     let mut summary = Summary::default();
     const CHUNK: u64 = 20_000;
     let mut start = 0;
     while start < profiles {
         let end = (start + CHUNK * 8).min(profiles);
-        let chunks: Vec<(Vec<u8>, Vec<u8>, Summary)> = (start..end)
+        let chunks: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Summary)> = (start..end)
             .step_by(CHUNK as usize)
             .collect::<Vec<_>>()
             .into_par_iter()
             .map(|from| {
                 let mut p = Vec::with_capacity(CHUNK as usize * 500);
                 let mut e = Vec::with_capacity(CHUNK as usize * 1500);
+                let mut u = Vec::with_capacity(CHUNK as usize * 40);
                 let mut s = Summary::default();
                 for n in from..(from + CHUNK).min(end) {
                     let g = profile(seed, n, &segments);
@@ -248,27 +288,35 @@ pub fn write(dir: &Path, profiles: u64, seed: u64) -> std::io::Result<Summary> {
                         }
                         None => s.empty_profiles += 1,
                     }
+                    if let Some(record) = &g.update {
+                        serde_json::to_writer(&mut u, record).map_err(std::io::Error::other)?;
+                        u.push(b'\n');
+                        s.updates += 1;
+                    }
                     for event in &g.events {
                         serde_json::to_writer(&mut e, event).map_err(std::io::Error::other)?;
                         e.push(b'\n');
                         s.events += 1;
                     }
                 }
-                Ok((p, e, s))
+                Ok((p, e, u, s))
             })
             .collect::<std::io::Result<_>>()?;
-        for (p, e, s) in chunks {
+        for (p, e, u, s) in chunks {
             profile_out.write_all(&p)?;
             event_out.write_all(&e)?;
+            update_out.write_all(&u)?;
             summary.profiles += s.profiles;
             summary.empty_profiles += s.empty_profiles;
+            summary.updates += s.updates;
             summary.events += s.events;
-            summary.bytes += (p.len() + e.len()) as u64;
+            summary.bytes += (p.len() + e.len() + u.len()) as u64;
         }
         start = end;
     }
     profile_out.flush()?;
     event_out.flush()?;
+    update_out.flush()?;
     Ok(summary)
 }
 
@@ -310,5 +358,13 @@ mod tests {
             .count() as f64
             / n as f64;
         assert!((0.08..0.12).contains(&email_primary), "{email_primary}");
+        let with_record = all.iter().filter(|g| g.profile.is_some()).count() as f64;
+        let updated = all.iter().filter(|g| g.update.is_some()).count() as f64 / with_record;
+        assert!((0.09..0.11).contains(&updated), "{updated}");
+        for g in all.iter().filter(|g| g.update.is_some()) {
+            let (p, u) = (g.profile.as_ref().unwrap(), g.update.as_ref().unwrap());
+            assert_eq!(p["identityMap"], u["identityMap"]);
+        }
+        assert!(all.iter().all(|g| g.profile.is_some() || g.update.is_none()));
     }
 }

@@ -51,7 +51,8 @@ pub struct GenerateArgs {
     /// Seed; the same seed gives the same data.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Output directory: profiles.ndjson, events.ndjson and segments.json.
+    /// Output directory: profiles.ndjson, events.ndjson, updates.ndjson (a second profile
+    /// dataset updating about 10% of the profiles) and segments.json.
     #[arg(long)]
     pub out: PathBuf,
 }

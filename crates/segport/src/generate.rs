@@ -17,9 +17,10 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot write synthetic data to {}", out.display()))?;
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
-        "wrote {} profiles ({} of them events only), {} events, {:.1} MiB to {} in {:.1} s ({:.0} profiles/s)",
+        "wrote {} profiles ({} of them events only, {} updated by a second fragment), {} events, {:.1} MiB to {} in {:.1} s ({:.0} profiles/s)",
         summary.profiles + summary.empty_profiles,
         summary.empty_profiles,
+        summary.updates,
         summary.events,
         summary.bytes as f64 / 1_048_576.0,
         out.display(),
