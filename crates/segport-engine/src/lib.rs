@@ -10,6 +10,7 @@
 
 mod merge;
 pub mod plan;
+mod prefilter;
 pub mod project;
 mod run;
 

@@ -1,7 +1,7 @@
 //! Evaluating one partition: a k-way merge by profile key over the partition's store files,
 //! read a row group at a time, then filters, merge, projection and Parquet encoding.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -9,14 +9,16 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use segport_store::compact::{fragment_schema, with_recency, FileRef};
 use segport_store::ingest::writer_properties;
+use segport_store::schema::UnionSchema;
 use segport_store::RecordKind;
 use serde_json::{json, Map, Value};
 
 use crate::merge::{self, Loaded, RowRef};
 use crate::plan::{ExportPlan, Precedence};
+use crate::prefilter::{self, Selected};
 use crate::project::{self, Projection};
 
 /// Why an evaluation stopped.
@@ -76,12 +78,34 @@ struct Cursor {
 }
 
 impl Cursor {
-    fn open(source: &SourceFile, schema: &SchemaRef, rank: usize) -> Result<Self, EngineError> {
-        let file = std::fs::File::open(&source.local_path)
-            .map_err(|e| EngineError::Store(format!("{}: {e}", source.file.path)))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.with_batch_size(8192).build())
-            .map_err(|e| EngineError::Store(format!("{}: {e}", source.file.path)))?;
+    /// Opens `source` to read the columns of `read` at the `selected` rows.
+    fn open(
+        source: &SourceFile,
+        read: &ReadColumns,
+        selected: Selected,
+        rank: usize,
+    ) -> Result<Self, EngineError> {
+        let store_error =
+            |e: &dyn std::fmt::Display| EngineError::Store(format!("{}: {e}", source.file.path));
+        let file = std::fs::File::open(&source.local_path).map_err(|e| store_error(&e))?;
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| store_error(&e))?;
+        let roots: Vec<usize> = builder
+            .parquet_schema()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| read.wants(f.name()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mut builder = builder.with_projection(mask).with_batch_size(8192);
+        if let Some(selection) = selected {
+            builder = builder.with_row_selection(selection);
+        }
+        let reader = builder.build().map_err(|e| store_error(&e))?;
+        let schema = &read.schema;
         let mut cursor = Self {
             reader,
             current: None,
@@ -137,28 +161,35 @@ impl Cursor {
     }
 }
 
-fn open_all(
-    files: &[SourceFile],
+/// The files the plan reads, with their merge rank: datasets outside a precedence order are
+/// ignored for everything.
+fn included<'a>(
+    files: &'a [SourceFile],
     kind: RecordKind,
     plan: &ExportPlan,
-) -> Result<Vec<Cursor>, EngineError> {
-    let schema = match kind {
-        RecordKind::Profile => fragment_schema(kind, &plan.profile_schema),
-        RecordKind::Event => fragment_schema(kind, &plan.event_schema),
-    };
-    let mut cursors = Vec::new();
-    for f in files {
-        let rank = match (&plan.precedence, kind) {
+) -> Vec<(&'a SourceFile, usize)> {
+    files
+        .iter()
+        .filter_map(|f| match (&plan.precedence, kind) {
             (Precedence::DatasetOrder(order), RecordKind::Profile) => {
-                match order.iter().position(|d| *d == f.dataset) {
-                    Some(rank) => rank,
-                    // Datasets outside the order are ignored for everything.
-                    None => continue,
-                }
+                order.iter().position(|d| *d == f.dataset).map(|rank| (f, rank))
             }
-            _ => 0,
-        };
-        let cursor = Cursor::open(f, &schema, rank)?;
+            _ => Some((f, 0)),
+        })
+        .collect()
+}
+
+fn open_all(
+    files: &[(&SourceFile, usize)],
+    selected: Vec<Selected>,
+    read: &ReadColumns,
+) -> Result<Vec<Cursor>, EngineError> {
+    let mut cursors = Vec::new();
+    for ((f, rank), selected) in files.iter().zip(selected) {
+        if selected.as_ref().is_some_and(|s| s.row_count() == 0) {
+            continue;
+        }
+        let cursor = Cursor::open(f, read, selected, *rank)?;
         if cursor.current.is_some() {
             cursors.push(cursor);
         }
@@ -238,11 +269,52 @@ pub fn encode_rows(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, En
     }
 }
 
+/// The columns a read needs: the fixed ones always, attributes as the projection needs them,
+/// and the schema read batches are aligned to.
+#[derive(Debug, Clone)]
+pub struct ReadColumns {
+    /// Top-level attribute fields to read; `None` reads all.
+    attributes: Option<BTreeSet<String>>,
+    schema: SchemaRef,
+}
+
+impl ReadColumns {
+    fn new(kind: RecordKind, schema: &UnionSchema, selection: Option<&project::Selection>) -> Self {
+        let attributes = selection.filter(|s| !s.all).map(|s| {
+            let mut names: BTreeSet<String> =
+                s.children.keys().filter(|k| schema.fields.contains_key(*k)).cloned().collect();
+            if kind == RecordKind::Event {
+                // Events are deduplicated by `_id` and ordered by `timestamp`.
+                names.extend(["_id".to_owned(), "timestamp".to_owned()]);
+            }
+            names
+        });
+        let narrowed = match &attributes {
+            None => schema.clone(),
+            Some(names) => UnionSchema {
+                fields: schema
+                    .fields
+                    .iter()
+                    .filter(|(k, _)| names.contains(*k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            },
+        };
+        Self { attributes, schema: fragment_schema(kind, &narrowed) }
+    }
+
+    fn wants(&self, column: &str) -> bool {
+        column.starts_with("__") || self.attributes.as_ref().is_none_or(|a| a.contains(column))
+    }
+}
+
 /// The projections of a plan: profile rows, and the event rows inside them.
 pub struct Projections {
     pub profile: Projection,
     pub events: Option<Projection>,
     pub schema: SchemaRef,
+    profile_read: ReadColumns,
+    event_read: ReadColumns,
 }
 
 /// Resolves the plan's fields against the store's schemas.
@@ -282,7 +354,14 @@ pub fn projections(plan: &ExportPlan) -> Projections {
         }
     }
     let schema = project::output_schema(&profile.output);
-    Projections { profile, events, schema }
+    let profile_read =
+        ReadColumns::new(RecordKind::Profile, &plan.profile_schema, Some(&profile.selection));
+    let event_read = ReadColumns::new(
+        RecordKind::Event,
+        &plan.event_schema,
+        events.as_ref().map(|e| &e.selection),
+    );
+    Projections { profile, events, schema, profile_read, event_read }
 }
 
 fn default_profile_fields(schema: &segport_store::schema::UnionSchema) -> Vec<&str> {
@@ -300,12 +379,24 @@ pub fn run_partition(
     progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<PartitionOutput, EngineError> {
-    let mut profiles = open_all(&input.profiles, RecordKind::Profile, plan)?;
-    let mut events = if plan.needs_events() {
-        open_all(&input.events, RecordKind::Event, plan)?
-    } else {
-        Vec::new()
+    let profile_files = included(&input.profiles, RecordKind::Profile, plan);
+    let event_files =
+        if plan.needs_events() { included(&input.events, RecordKind::Event, plan) } else { vec![] };
+    let (profile_rows, event_rows) = match &plan.segments {
+        // Only profiles with a membership in a wanted segment can match: find their rows first.
+        Some(entries) => {
+            let ids: HashSet<&str> = entries.iter().map(|e| e.segment_id.as_str()).collect();
+            let profiles: Vec<&SourceFile> = profile_files.iter().map(|(f, _)| *f).collect();
+            let events: Vec<&SourceFile> = event_files.iter().map(|(f, _)| *f).collect();
+            prefilter::by_segment(&ids, &profiles, &events)?
+        }
+        None => (vec![None; profile_files.len()], vec![None; event_files.len()]),
     };
+    if cancel.load(Ordering::Relaxed) {
+        return Err(EngineError::Cancelled);
+    }
+    let mut profiles = open_all(&profile_files, profile_rows, &projections.profile_read)?;
+    let mut events = open_all(&event_files, event_rows, &projections.event_read)?;
     let mut sinks: Vec<Sink> = (0..plan.batch_count())
         .map(|_| Sink {
             schema: projections.schema.clone(),

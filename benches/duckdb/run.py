@@ -1,0 +1,201 @@
+#!/usr/bin/env python3
+"""DuckDB side of the export benchmark (segport issue 4).
+
+    python run.py convert --gen GENDIR --data DATADIR
+    python run.py query --case q1 --data DATADIR --out OUTDIR --params PARAMS [--threads N]
+
+`convert` turns the NDJSON of `segport generate` into the Parquet layout of convert.sql (once,
+not timed). `query` runs one case (q1..q5, the SQL of q1.sql..q5.sql) and prints one JSON line:
+
+    {"case": "q1", "seconds": <wall time of the query statements only>, "rows": <rows written>,
+     "peak_rss_kib": <peak RSS of this process>, "out": ..., ["rows_per_segment": {...}]}
+
+PARAMS is a JSON object (inline, or @FILE, or a path to a .json file such as the params.json
+that reference.py writes) with:
+
+    t_base, t_upd, t_events   ingest times (epoch ms) of dataset A (profiles), dataset B
+                              (updates) and the events dataset; t_upd > t_base
+    from_ingest               filter.fromIngestTimestamp in epoch ms (default t_base - 1)
+    ev_from, ev_to            eventList window in epoch ms (default t_events -/+ 1)
+    q_start, q_end            filter.segmentQualificationTime, RFC 3339
+                              (default 2025-06-01T00:00:00Z .. 2026-06-01T00:00:00Z)
+    seg0, seg19, seg31, seg59, seg99
+                              segment ids (index in segments.json); or give --gen GENDIR and
+                              they are read from GENDIR/segments.json
+    seg_ns                    segment namespace (default ups)
+
+Each case writes its result with COPY ... (FORMAT parquet, COMPRESSION zstd): OUTDIR/q1.parquet
+.. OUTDIR/q4.parquet, and for q5 (segmentPerBatch) one folder per segment entry,
+OUTDIR/q5/seg=<entry index>/data_0.parquet (entry index 0..4 = segments #0, #19, #31, #59, #99,
+in the job's order); rows_per_segment reports the rows of each, keyed by segment id.
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import resource
+import sys
+import time
+
+import duckdb
+
+# Q5's segment entries, in the job's order: segments #0, #19, #31, #59, #99.
+SEGMENTS_Q5 = ["seg0", "seg19", "seg31", "seg59", "seg99"]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# Intermediate (converted) files: which Parquet codec. Not part of the measured output; snappy
+# decodes faster than zstd and the files sit in the page cache either way.
+CONVERT_CODEC = os.environ.get("DUCK_CONVERT_CODEC", "snappy")
+
+
+def connect(threads=None):
+    con = duckdb.connect()  # in-memory database: nothing but the Parquet files is read
+    # Settings a skilled DuckDB user sets for this job; everything else is DuckDB's default.
+    # - preserve_insertion_order=false: the export has no defined row order (segport's isn't
+    #   either), so let DuckDB write in parallel without re-establishing scan order, and spill
+    #   less. (The ordered lists inside rows use ORDER BY in their aggregates.)
+    con.execute("SET preserve_insertion_order = false")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    return con
+
+
+def sql_sections(path):
+    """Splits a .sql file into its `-- @@ name` sections (the whole file as '' if none)."""
+    text = open(path).read()
+    parts = re.split(r"^-- @@ (.+)$", text, flags=re.M)
+    sections = {"": parts[0]}
+    for name, body in zip(parts[1::2], parts[2::2]):
+        sections[name.strip()] = body
+    return sections
+
+
+def statements(sql):
+    """Splits SQL text on ';' at the end of a line (our files end each statement so), and drops
+    whole-line comments."""
+    sql = "\n".join(l for l in sql.splitlines() if not l.strip().startswith("--"))
+    return [s.strip() for s in re.split(r";\s*$", sql, flags=re.M) if s.strip()]
+
+
+def convert(args):
+    os.makedirs(args.data, exist_ok=True)
+    sec = sql_sections(os.path.join(HERE, "convert.sql"))
+    con = duckdb.connect()
+    t0 = time.time()
+    jobs = [(sec["profile dataset"], {"src": os.path.join(args.gen, "profiles.ndjson"), "ds": "a"}),
+            (sec["profile dataset"], {"src": os.path.join(args.gen, "updates.ndjson"), "ds": "b"}),
+            (sec["events"], {})]
+    for body, extra in jobs:
+        subst = {"gen": args.gen, "data": args.data, "codec": CONVERT_CODEC, **extra}
+        for stmt in statements(body):
+            stmt = re.sub(r"\{(\w+)\}", lambda m: str(subst[m.group(1)]) if m.group(1) in subst
+                          else m.group(0), stmt)
+            res = con.execute(stmt)
+            if stmt.lstrip().upper().startswith("SELECT"):
+                cols = [d[0] for d in res.description]
+                for row in res.fetchall():
+                    print(json.dumps(dict(zip(cols, row))), file=sys.stderr)
+    segs = os.path.join(args.gen, "segments.json")
+    if os.path.exists(segs):
+        with open(segs) as f, open(os.path.join(args.data, "segments.json"), "w") as w:
+            w.write(f.read())
+    print(f"converted in {time.time() - t0:.1f} s", file=sys.stderr)
+
+
+def load_params(args):
+    spec = args.params
+    if spec.startswith("@"):
+        spec = open(spec[1:]).read()
+    elif spec.endswith(".json") and os.path.exists(spec):
+        spec = open(spec).read()
+    p = json.loads(spec)
+    gen_segments = None
+    for d in (args.gen, args.data):
+        if d and os.path.exists(os.path.join(d, "segments.json")):
+            gen_segments = json.load(open(os.path.join(d, "segments.json")))
+            break
+    if gen_segments:
+        for i in (0, 19, 31, 59, 99):
+            p.setdefault(f"seg{i}", gen_segments[i]["id"])
+    p.setdefault("seg_ns", "ups")
+    p.setdefault("q_start", "2025-06-01T00:00:00Z")
+    p.setdefault("q_end", "2026-06-01T00:00:00Z")
+    p.setdefault("from_ingest", int(p["t_base"]) - 1)
+    p.setdefault("ev_from", int(p["t_events"]) - 1)
+    p.setdefault("ev_to", int(p["t_events"]) + 1)
+    # Only plain values go into the SQL text.
+    for k, v in p.items():
+        if isinstance(v, str) and not re.fullmatch(r"[A-Za-z0-9:._+-]*", v):
+            sys.exit(f"parameter {k}={v!r} has characters not allowed in the SQL text")
+    return p
+
+
+def fill(sql, values):
+    def repl(m):
+        if m.group(1) not in values:
+            sys.exit(f"no value for placeholder {{{m.group(1)}}}")
+        return str(values[m.group(1)])
+    # {name} placeholders; DuckDB struct literals use "{name:" or "{'", which do not match.
+    return re.sub(r"\{(\w+)\}", repl, sql)
+
+
+def query(args):
+    p = load_params(args)
+    os.makedirs(args.out, exist_ok=True)
+    values = {**p, "data": os.path.abspath(args.data), "out": os.path.abspath(args.out),
+              "case": args.case}
+    sql = open(os.path.join(HERE, f"{args.case}.sql")).read()
+    stmts = [fill(s, values) for s in statements(sql)]
+    if args.case == "q5" and os.path.exists(os.path.join(args.out, "q5")):
+        shutil.rmtree(os.path.join(args.out, "q5"))
+    con = connect(args.threads)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = 0
+    t0 = time.perf_counter()
+    for s in stmts:
+        res = con.execute(s).fetchall()
+        if s.lstrip().upper().startswith("COPY") and res:
+            rows += int(res[0][0])
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = {"case": args.case, "seconds": round(seconds, 4), "rows": rows, "peak_rss_kib": peak,
+           "rss_before_query_kib": rss_before, "threads": con.execute(
+               "SELECT current_setting('threads')").fetchone()[0]}
+    if args.case == "q5":
+        # Not timed: rows of each segment entry's output (PARTITION_BY entry=<i>).
+        per = {}
+        for i, seg in enumerate(SEGMENTS_Q5):
+            folder = os.path.join(args.out, "q5", f"entry={i}")
+            files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+            n = con.execute(f"SELECT count(*) FROM read_parquet({files!r})").fetchone()[0] if files else 0
+            per[f"{i}:{p[seg]}"] = n
+        out["rows_per_segment"] = per
+    print(json.dumps(out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert")
+    c.add_argument("--gen", required=True)
+    c.add_argument("--data", required=True)
+    q = sub.add_parser("query")
+    q.add_argument("--case", required=True, choices=["q1", "q2", "q3", "q4", "q5"])
+    q.add_argument("--data", required=True)
+    q.add_argument("--out", required=True)
+    q.add_argument("--params", required=True)
+    q.add_argument("--gen")
+    q.add_argument("--threads", type=int)
+    args = ap.parse_args()
+    if args.cmd == "convert":
+        convert(args)
+    else:
+        query(args)
+
+
+if __name__ == "__main__":
+    main()
