@@ -245,6 +245,9 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+/// One chunk's NDJSON: profiles, events, updates, and what it holds.
+type Chunk = (Vec<u8>, Vec<u8>, Vec<u8>, Summary);
+
 /// Writes `profiles` profiles of `seed` to `dir/profiles.ndjson`, their events to
 /// `dir/events.ndjson`, the updating fragments to `dir/updates.ndjson` and the segments to
 /// `dir/segments.json`, in parallel chunks, in order.
@@ -269,7 +272,7 @@ pub fn write(dir: &Path, profiles: u64, seed: u64) -> std::io::Result<Summary> {
     let mut start = 0;
     while start < profiles {
         let end = (start + CHUNK * 8).min(profiles);
-        let chunks: Vec<(Vec<u8>, Vec<u8>, Vec<u8>, Summary)> = (start..end)
+        let chunks: Vec<Chunk> = (start..end)
             .step_by(CHUNK as usize)
             .collect::<Vec<_>>()
             .into_par_iter()
