@@ -49,7 +49,8 @@ SELECT * FROM read_json('{src}', format = 'newline_delimited', columns = {
     loyalty: 'STRUCT(points BIGINT, tier VARCHAR)'
 });
 
--- identities per record: deduplicated per (ns, id), and the key
+-- identities per record: deduplicated per (ns, id), as a flat list and as the identityMap
+-- (output shape), and the key
 CREATE OR REPLACE TEMP TABLE ids AS
 WITH u AS (
     SELECT rowid AS ord,
@@ -60,14 +61,22 @@ g AS (
     SELECT ord, i.ns AS ns, i.id AS id, bool_or(i."primary") AS prim,
            arg_min(i.authenticatedState, i.pos) FILTER (WHERE i.authenticatedState IS NOT NULL) AS auth,
            min(i.pos) AS pos
-    FROM u GROUP BY ALL)
+    FROM u GROUP BY ALL),
+by_ns AS (
+    SELECT ord, ns, min(pos) AS pos,
+           list({authenticatedState: auth, id: id, "primary": prim} ORDER BY pos) AS l
+    FROM g GROUP BY ord, ns),
+maps AS (
+    SELECT ord, map_from_entries(list({k: ns, v: l} ORDER BY pos)) AS identityMap
+    FROM by_ns GROUP BY ord)
 SELECT ord,
        list({ns: ns, id: id, "primary": prim, authenticatedState: auth} ORDER BY pos) AS identities,
+       any_value(maps.identityMap) AS identityMap,
        CASE WHEN bool_or(coalesce(id, '') = '' OR coalesce(ns, '') = '') THEN NULL
             WHEN count_if(prim) = 1 THEN arg_max(ns || ':' || id, prim)
             WHEN count_if(prim) = 0 AND count(*) = 1 THEN any_value(ns || ':' || id)
        END AS key
-FROM g GROUP BY ord;
+FROM g JOIN maps USING (ord) GROUP BY ord;
 
 CREATE OR REPLACE TEMP TABLE prof AS
 WITH m AS (
@@ -78,10 +87,18 @@ WITH m AS (
                    lqt: s.value.lastQualificationTime, version: s.value.version,
                    vu: s.value.validUntil}))), []) AS m
     FROM raw)
-SELECT ids.key, m.ord, ids.identities,
+SELECT ids.key, m.ord, ids.identities, ids.identityMap,
        list_transform(m.m, lambda s: {
            ns: s.ns, segmentId: s.segmentId, status: s.status,
            lastQualificationTime: ts_ms(s.lqt), version: s.version, validUntil: ts_ms(s.vu)}) AS segs,
+       -- the same memberships in the output shape; NULL when there are none
+       CASE WHEN len(m.m) > 0 THEN map_from_entries(list_transform(
+           list_filter(map_entries(segmentMembership), lambda e: cardinality(e.value) > 0),
+           lambda e: {k: e.key, v: map_from_entries(list_transform(map_entries(e.value), lambda s: {
+               k: s.key, v: {lastQualificationTime: ts_ms(s.value.lastQualificationTime),
+                             status: s.value.status, validUntil: ts_ms(s.value.validUntil),
+                             "version": s.value.version}}))}))
+       END AS segmentMembership,
        personalEmail, person, homeAddress, loyalty
 FROM m JOIN ids USING (ord)
 WHERE ids.key IS NOT NULL
@@ -126,18 +143,26 @@ g AS (
     SELECT ord, i.ns AS ns, i.id AS id, bool_or(i."primary") AS prim,
            arg_min(i.authenticatedState, i.pos) FILTER (WHERE i.authenticatedState IS NOT NULL) AS auth,
            min(i.pos) AS pos
-    FROM u GROUP BY ALL)
+    FROM u GROUP BY ALL),
+by_ns AS (
+    SELECT ord, ns, min(pos) AS pos,
+           list({authenticatedState: auth, id: id, "primary": prim} ORDER BY pos) AS l
+    FROM g GROUP BY ord, ns),
+maps AS (
+    SELECT ord, map_from_entries(list({k: ns, v: l} ORDER BY pos)) AS identityMap
+    FROM by_ns GROUP BY ord)
 SELECT ord,
        list({ns: ns, id: id, "primary": prim, authenticatedState: auth} ORDER BY pos) AS identities,
+       any_value(maps.identityMap) AS identityMap,
        CASE WHEN bool_or(coalesce(id, '') = '' OR coalesce(ns, '') = '') THEN NULL
             WHEN count_if(prim) = 1 THEN arg_max(ns || ':' || id, prim)
             WHEN count_if(prim) = 0 AND count(*) = 1 THEN any_value(ns || ':' || id)
        END AS key
-FROM g GROUP BY ord;
+FROM g JOIN maps USING (ord) GROUP BY ord;
 
 CREATE OR REPLACE TEMP TABLE ev AS
 SELECT ids.key, r.ord, r._id, ts_ms(r."timestamp") AS "timestamp", r.eventType,
-       ids.identities, r.web, r.commerce
+       ids.identityMap, r.web, r.commerce
 FROM (SELECT rowid AS ord, * FROM raw) r JOIN ids USING (ord)
 WHERE ids.key IS NOT NULL AND coalesce(r._id, '') <> '' AND rfc3339(r."timestamp");
 

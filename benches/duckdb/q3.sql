@@ -2,20 +2,30 @@
 -- identities as identityMap, and segmentMembership. No segment filter, no fromIngestTimestamp.
 -- Placeholders ({name}) are filled in by run.py; see its docstring.
 --
--- General form: fragments of both datasets grouped by key. Each leaf is the value of the most
--- recent fragment that has one (recency = (ingest time of the dataset's batch, line in the
--- batch)); an object is present when any fragment has it. Identities are united per (ns, id)
--- (primary if any fragment says so; authenticatedState of the earliest fragment that has the
--- identity, as segport does). Memberships: per (ns, segmentId) the entry with the latest
--- lastQualificationTime (missing = earliest), ties to the most recent fragment.
+-- Most profiles have a single fragment, and a single fragment IS its merged profile: the
+-- converted files already hold identityMap and segmentMembership in the output shape, so those
+-- rows are copied as they are. Only the keys with two or more fragments (in any datasets, the
+-- same dataset included) are merged:
+--   * each leaf is the value of the most recent fragment that has one (recency = (ingest time
+--     of the dataset's batch, line in the batch)); an object is present when a fragment has it;
+--   * identities are united per (ns, id): primary if a fragment says so, authenticatedState of
+--     the earliest fragment that has the identity (as segport does);
+--   * memberships: per (ns, segmentId) the entry with the latest lastQualificationTime (a missing
+--     one is the earliest), ties to the most recent fragment.
 COPY (
     WITH
     frag AS (
         SELECT {t_base}::BIGINT AS ingest, * FROM read_parquet('{data}/profiles_a.parquet')
         UNION ALL
         SELECT {t_upd}::BIGINT, * FROM read_parquet('{data}/profiles_b.parquet')),
+    multi AS (
+        SELECT key
+        FROM (SELECT key FROM read_parquet('{data}/profiles_a.parquet')
+              UNION ALL
+              SELECT key FROM read_parquet('{data}/profiles_b.parquet'))
+        GROUP BY key HAVING count(*) > 1),
     merged AS (
-        SELECT key, count(*) AS n,
+        SELECT key,
             bool_or(homeAddress IS NOT NULL) AS has_home,
             arg_max(homeAddress.city, (ingest, ord)) FILTER (WHERE homeAddress.city IS NOT NULL) AS city,
             arg_max(homeAddress.country, (ingest, ord)) FILTER (WHERE homeAddress.country IS NOT NULL) AS country,
@@ -30,15 +40,18 @@ COPY (
             arg_max(person."name".lastName, (ingest, ord)) FILTER (WHERE person."name".lastName IS NOT NULL) AS lastName,
             bool_or(personalEmail IS NOT NULL) AS has_email,
             arg_max(personalEmail.address, (ingest, ord)) FILTER (WHERE personalEmail.address IS NOT NULL) AS address,
-            -- oldest fragment first
-            flatten(list(identities ORDER BY ingest, ord)) AS ids,
-            flatten(list(list_transform(segs, lambda s: struct_insert(s, ingest := ingest, ord := ord)))) AS segs
-        FROM frag
+            -- every fragment's identities and memberships, tagged with the fragment's recency;
+            -- sorted, so the oldest fragment comes first
+            list_sort(flatten(list(list_transform(identities, lambda i: {
+                ingest: ingest, ord: ord, ns: i.ns, id: i.id, "primary": i."primary",
+                authenticatedState: i.authenticatedState})))) AS ids,
+            flatten(list(list_transform(segs, lambda s:
+                struct_insert(s, ingest := ingest, ord := ord)))) AS segs
+        FROM frag SEMI JOIN multi USING (key)
         GROUP BY key),
     resolved AS (
         SELECT *,
-            -- identities united per (ns, id)
-            CASE WHEN n = 1 THEN ids ELSE list_transform(
+            list_transform(
                 list_distinct(list_transform(ids, lambda x: {ns: x.ns, id: x.id})),
                 lambda d: {ns: d.ns, id: d.id,
                            "primary": list_bool_or(list_transform(
@@ -46,31 +59,33 @@ COPY (
                                lambda y: y."primary")),
                            authenticatedState: list_filter(
                                ids, lambda y: y.ns = d.ns AND y.id = d.id)[1].authenticatedState})
-            END AS uids,
+                AS uids,
             -- one entry per (ns, segmentId): the one no other entry beats
-            CASE WHEN n = 1 THEN segs ELSE list_filter(segs, lambda s: NOT list_bool_or(
-                list_transform(segs, lambda t: t.ns = s.ns AND t.segmentId = s.segmentId AND
-                    (coalesce(t.lastQualificationTime, '-infinity'::TIMESTAMPTZ), t.ingest, t.ord) >
-                    (coalesce(s.lastQualificationTime, '-infinity'::TIMESTAMPTZ), s.ingest, s.ord))))
-            END AS usegs
+            list_filter(segs, lambda s: NOT list_bool_or(list_transform(segs, lambda t:
+                t.ns = s.ns AND t.segmentId = s.segmentId AND
+                (coalesce(t.lastQualificationTime, '-infinity'::TIMESTAMPTZ), t.ingest, t.ord) >
+                (coalesce(s.lastQualificationTime, '-infinity'::TIMESTAMPTZ), s.ingest, s.ord))))
+                AS usegs
         FROM merged)
+    SELECT homeAddress, identityMap, loyalty, person, personalEmail, segmentMembership
+    FROM frag ANTI JOIN multi USING (key)
+    UNION ALL
     SELECT
-        CASE WHEN has_home THEN {city: city, country: country, postalCode: postalCode} END AS homeAddress,
+        CASE WHEN has_home THEN {city: city, country: country, postalCode: postalCode} END,
         map_from_entries(list_transform(list_distinct(list_transform(uids, lambda i: i.ns)),
             lambda n: {k: n, v: list_transform(list_filter(uids, lambda i: i.ns = n),
-                lambda i: {authenticatedState: i.authenticatedState, id: i.id, "primary": i."primary"})}))
-            AS identityMap,
-        CASE WHEN has_loyalty THEN {points: points, tier: tier} END AS loyalty,
+                lambda i: {authenticatedState: i.authenticatedState, id: i.id, "primary": i."primary"})})),
+        CASE WHEN has_loyalty THEN {points: points, tier: tier} END,
         CASE WHEN has_person THEN {birthDate: birthDate,
                                    "name": CASE WHEN has_name THEN {firstName: firstName, lastName: lastName} END}
-        END AS person,
-        CASE WHEN has_email THEN {address: address} END AS personalEmail,
+        END,
+        CASE WHEN has_email THEN {address: address} END,
         CASE WHEN len(usegs) > 0 THEN
             map_from_entries(list_transform(list_distinct(list_transform(usegs, lambda s: s.ns)),
                 lambda n: {k: n, v: map_from_entries(list_transform(list_filter(usegs, lambda s: s.ns = n),
                     lambda s: {k: s.segmentId, v: {lastQualificationTime: s.lastQualificationTime,
                                                    status: s.status, validUntil: s.validUntil,
                                                    "version": s."version"}}))}))
-        END AS segmentMembership
+        END
     FROM resolved
 ) TO '{out}/{case}.parquet' (FORMAT parquet, COMPRESSION zstd);

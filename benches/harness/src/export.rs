@@ -1,0 +1,599 @@
+//! `segport-bench export`: the export cases Q1–Q5 as real jobs through segport's API and, on
+//! the same generated data converted once to Parquet, in DuckDB; both outputs are digested and
+//! must agree before a ratio is reported.
+//!
+//! Everything slow to make is cached by (profiles, seed) under the work directory: the
+//! generated NDJSON, segport's store (with the ingest figures of the run that made it) and
+//! DuckDB's Parquet copy.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::canon::{digest_files, Digest};
+use crate::client::{Client, Tenant};
+use crate::proc::{self, Server};
+
+const ORG: &str = "bench";
+const SANDBOX: &str = "prod";
+const ADDR: &str = "127.0.0.1:18571";
+/// The qualification window of Q1, Q2, Q4 and Q5 (inclusive).
+const WINDOW: (&str, &str) = ("2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z");
+const WINDOW_MS: (i64, i64) = (1_748_736_000_000, 1_780_272_000_000);
+/// Segments by index in `segments.json` (most popular first): ~30%, ~10%, ~5%, ~1%, ~0.1%.
+const SEG_30: usize = 0;
+const SEG_10: usize = 19;
+const SEG_5: usize = 31;
+const SEG_1: usize = 59;
+const SEG_01: usize = 99;
+const EVENT_FIELDS: &str = "_id,timestamp,eventType,web.webPageDetails.name";
+const TWO_FIELDS: &str = "identities.id,personalEmail.address";
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Profiles to generate.
+    #[arg(long, default_value_t = 1_000_000)]
+    profiles: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where generated data, stores and outputs are kept (cached by profiles and seed).
+    #[arg(long, env = "SEGPORT_BENCH_DIR", default_value = "bench-data")]
+    work: PathBuf,
+    /// Cases to run.
+    #[arg(long, value_delimiter = ',', default_value = "q1,q2,q3,q4,q5")]
+    cases: Vec<String>,
+    /// Keep the NDJSON after both engines loaded it (it is about 2.3 GB per million profiles).
+    #[arg(long)]
+    keep_ndjson: bool,
+    /// Skip DuckDB (segport figures only, no ratios or digests compared).
+    #[arg(long)]
+    no_duckdb: bool,
+}
+
+/// One case: the job's segments (by index), fields, events and batching.
+struct Case {
+    name: &'static str,
+    segments: &'static [usize],
+    fields: &'static str,
+    events: bool,
+    per_segment: bool,
+}
+
+const CASES: [Case; 5] = [
+    Case { name: "q1", segments: &[SEG_5], fields: TWO_FIELDS, events: false, per_segment: false },
+    Case { name: "q2", segments: &[SEG_30], fields: TWO_FIELDS, events: false, per_segment: false },
+    Case { name: "q3", segments: &[], fields: "", events: false, per_segment: false },
+    Case { name: "q4", segments: &[SEG_5], fields: TWO_FIELDS, events: true, per_segment: false },
+    Case {
+        name: "q5",
+        segments: &[SEG_30, SEG_10, SEG_5, SEG_1, SEG_01],
+        fields: TWO_FIELDS,
+        events: false,
+        per_segment: true,
+    },
+];
+
+/// What loading the store measured, kept with the store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Loaded {
+    profile_dataset: String,
+    update_dataset: String,
+    event_dataset: String,
+    t_base: i64,
+    t_upd: i64,
+    t_events: i64,
+    counts: Counts,
+    /// Per input: wall seconds and peak RSS (KiB) of `segport ingest`.
+    ingest: Vec<(String, f64, u64)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+struct Counts {
+    profiles: u64,
+    updates: u64,
+    events: u64,
+}
+
+fn rfc3339(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn count_lines(path: &Path) -> anyhow::Result<u64> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut lines = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+}
+
+fn tenant() -> Tenant {
+    Tenant { token: "bench".into(), org: ORG.into(), sandbox: SANDBOX.into() }
+}
+
+async fn create_dataset(client: &mut Client, name: &str, schema: &str) -> anyhow::Result<String> {
+    let body = json!({
+        "name": name,
+        "schemaRef": {"id": schema, "contentType": "application/vnd.adobe.xed+json;version=1"},
+        "tags": {"unifiedProfile": ["enabled:true"]},
+    });
+    let answer =
+        client.json(Method::POST, "/data/foundation/catalog/dataSets", Some(&body)).await?;
+    answer
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(Value::as_str)
+        .and_then(|s| s.rsplit('/').next())
+        .map(str::to_owned)
+        .with_context(|| format!("unexpected dataset answer {answer}"))
+}
+
+async fn completed(client: &mut Client, dataset: &str) -> anyhow::Result<i64> {
+    let answer = client
+        .json(Method::GET, &format!("/data/foundation/catalog/batches?dataSet={dataset}"), None)
+        .await?;
+    answer
+        .as_object()
+        .and_then(|o| o.values().filter_map(|b| b["completed"].as_i64()).max())
+        .with_context(|| format!("no completed batch in {dataset}: {answer}"))
+}
+
+/// Generates the data unless a previous run did.
+fn generate(binary: &Path, dir: &Path, args: &ExportArgs) -> anyhow::Result<()> {
+    let gen = dir.join("gen");
+    if gen.join(".done").exists() {
+        return Ok(());
+    }
+    eprintln!("generating {} profiles (seed {}) into {}", args.profiles, args.seed, gen.display());
+    let (secs, _) = proc::run_measured(
+        Command::new(binary)
+            .args(["generate", "--profiles", &args.profiles.to_string()])
+            .args(["--seed", &args.seed.to_string(), "--out"])
+            .arg(&gen),
+    )?;
+    eprintln!("generated in {secs:.1} s");
+    std::fs::write(gen.join(".done"), "")?;
+    Ok(())
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The virtualenv's python with DuckDB installed (made on first use).
+fn python() -> anyhow::Result<PathBuf> {
+    let venv = repo_root().join("benches/.venv");
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        eprintln!("installing DuckDB into {}", venv.display());
+        let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?.success();
+        anyhow::ensure!(ok, "python3 -m venv failed");
+    }
+    let has = Command::new(&python).args(["-c", "import duckdb"]).status()?.success();
+    if !has {
+        let ok = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(repo_root().join("benches/duckdb/requirements.txt"))
+            .status()?
+            .success();
+        anyhow::ensure!(ok, "installing duckdb failed");
+    }
+    Ok(python)
+}
+
+fn duckdb_script() -> PathBuf {
+    repo_root().join("benches/duckdb/run.py")
+}
+
+/// Converts the NDJSON to DuckDB's Parquet copy unless a previous run did.
+fn convert(dir: &Path) -> anyhow::Result<()> {
+    let data = dir.join("duckdb");
+    if data.join(".done").exists() {
+        return Ok(());
+    }
+    eprintln!("converting the NDJSON for DuckDB into {}", data.display());
+    let (secs, _) = proc::run_measured(
+        Command::new(python()?)
+            .arg(duckdb_script())
+            .arg("convert")
+            .arg("--gen")
+            .arg(dir.join("gen"))
+            .arg("--data")
+            .arg(&data),
+    )?;
+    eprintln!("converted in {secs:.1} s");
+    std::fs::write(data.join(".done"), "")?;
+    Ok(())
+}
+
+/// Loads the store unless a previous run did: datasets made through the API, each file loaded
+/// by `segport ingest` (timed), ingest times read back from the catalog.
+async fn load(binary: &Path, dir: &Path) -> anyhow::Result<Loaded> {
+    let record = dir.join("segport-loaded.json");
+    if let Ok(text) = std::fs::read_to_string(&record) {
+        return Ok(serde_json::from_str(&text)?);
+    }
+    let data = dir.join("segport");
+    let _ = std::fs::remove_dir_all(&data);
+    let data_arg = data.to_string_lossy().into_owned();
+    let log = dir.join("serve-load.log");
+    let server = Server::start(binary, ADDR, &["--data-dir", &data_arg], &[], &log).await?;
+    let mut client = Client::connect(ADDR, tenant()).await?;
+    const PROFILE: &str = "https://ns.adobe.com/xdm/context/profile";
+    const EVENT: &str = "https://ns.adobe.com/xdm/context/experienceevent";
+    let profile_dataset = create_dataset(&mut client, "profiles", PROFILE).await?;
+    let update_dataset = create_dataset(&mut client, "updates", PROFILE).await?;
+    let event_dataset = create_dataset(&mut client, "events", EVENT).await?;
+    drop(client);
+    server.stop()?;
+
+    let gen = dir.join("gen");
+    let counts = Counts {
+        profiles: count_lines(&gen.join("profiles.ndjson"))?,
+        updates: count_lines(&gen.join("updates.ndjson"))?,
+        events: count_lines(&gen.join("events.ndjson"))?,
+    };
+    let mut ingest = Vec::new();
+    for (file, dataset) in
+        [("profiles", &profile_dataset), ("updates", &update_dataset), ("events", &event_dataset)]
+    {
+        eprintln!("segport ingest {file}");
+        let (secs, kib) = proc::run_measured(
+            Command::new(binary)
+                .args(["ingest", "--data-dir", &data_arg, "--org", ORG, "--sandbox", SANDBOX])
+                .args(["--dataset", dataset, "--quiet"])
+                .arg(gen.join(format!("{file}.ndjson"))),
+        )?;
+        ingest.push((file.to_owned(), secs, kib));
+    }
+    let server = Server::start(binary, ADDR, &["--data-dir", &data_arg], &[], &log).await?;
+    let mut client = Client::connect(ADDR, tenant()).await?;
+    let loaded = Loaded {
+        t_base: completed(&mut client, &profile_dataset).await?,
+        t_upd: completed(&mut client, &update_dataset).await?,
+        t_events: completed(&mut client, &event_dataset).await?,
+        profile_dataset,
+        update_dataset,
+        event_dataset,
+        counts,
+        ingest,
+    };
+    drop(client);
+    server.stop()?;
+    std::fs::write(&record, serde_json::to_vec_pretty(&loaded)?)?;
+    Ok(loaded)
+}
+
+fn job_body(case: &Case, segments: &[String], loaded: &Loaded, destination: &str) -> Value {
+    let mut body = json!({
+        "destination": {"datasetId": destination, "segmentPerBatch": case.per_segment},
+        "schema": {"name": "_xdm.context.profile"},
+        "fields": case.fields,
+    });
+    if !case.segments.is_empty() {
+        body["filter"] = json!({
+            "segments": case.segments.iter().map(|i| json!({
+                "segmentId": segments[*i], "segmentNs": "ups", "status": ["realized", "existing"],
+            })).collect::<Vec<_>>(),
+            "segmentQualificationTime": {"startTime": WINDOW.0, "endTime": WINDOW.1},
+            "fromIngestTimestamp": rfc3339(loaded.t_base - 1),
+        });
+    }
+    if case.events {
+        body["additionalFields"] = json!({"eventList": {
+            "fields": EVENT_FIELDS,
+            "filter": {
+                "fromIngestTimestamp": rfc3339(loaded.t_events - 1),
+                "toIngestTimestamp": rfc3339(loaded.t_events + 1),
+            },
+        }});
+    }
+    body
+}
+
+/// The parameters DuckDB's SQL takes for a case.
+fn duckdb_params(case: &Case, segments: &[String], loaded: &Loaded) -> Value {
+    json!({
+        "t_base": loaded.t_base,
+        "t_upd": loaded.t_upd,
+        "t_events": loaded.t_events,
+        "segments": case.segments.iter().map(|i| &segments[*i]).collect::<Vec<_>>(),
+        "window_start_ms": WINDOW_MS.0,
+        "window_end_ms": WINDOW_MS.1,
+        "from_ingest_ms": loaded.t_base - 1,
+        "event_from_ms": loaded.t_events - 1,
+        "event_to_ms": loaded.t_events + 1,
+    })
+}
+
+fn parquet_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.exists() {
+        return Ok(out);
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(parquet_files(&path)?);
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn bytes_of(files: &[PathBuf]) -> u64 {
+    files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
+}
+
+/// segport's side of one case.
+struct SegportRun {
+    seconds: f64,
+    rows: u64,
+    bytes: u64,
+    peak_kib: u64,
+    /// Per output batch.
+    digests: Vec<Digest>,
+}
+
+async fn run_segport(
+    server: &Server,
+    client: &mut Client,
+    data: &Path,
+    body: &Value,
+) -> anyhow::Result<SegportRun> {
+    proc::reset_peak_rss(server.pid())?;
+    let job = client.json(Method::POST, "/export/jobs", Some(body)).await?;
+    let id = job["id"].as_i64().context("job without id")?;
+    let done = loop {
+        let job = client.json(Method::GET, &format!("/export/jobs/{id}"), None).await?;
+        match job["status"].as_str() {
+            Some("SUCCEEDED") => break job,
+            Some("FAILED") => anyhow::bail!("export job {id} failed: {}", job["errors"]),
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let peak_kib = proc::peak_rss_kib(server.pid()).unwrap_or(0);
+    let metrics = &done["metrics"];
+    let seconds = metrics["totalTime"]["totalTimeInMs"].as_f64().unwrap_or(0.0) / 1000.0;
+    let batches: Vec<String> = match done["destination"]["batches"].as_array() {
+        Some(list) => {
+            list.iter().filter_map(|b| b["batchId"].as_str().map(str::to_owned)).collect()
+        }
+        None => done["destination"]["batchId"].as_str().map(str::to_owned).into_iter().collect(),
+    };
+    let mut digests = Vec::new();
+    let mut bytes = 0;
+    for batch in &batches {
+        let files = parquet_files(&data.join(ORG).join(SANDBOX).join("batches").join(batch))?;
+        bytes += bytes_of(&files);
+        digests.push(digest_files(&files)?);
+    }
+    Ok(SegportRun {
+        seconds,
+        rows: metrics["totalExportedProfileCounter"].as_u64().unwrap_or(0),
+        bytes,
+        peak_kib,
+        digests,
+    })
+}
+
+/// DuckDB's side of one case.
+struct DuckRun {
+    seconds: f64,
+    peak_kib: u64,
+    digests: Vec<Digest>,
+}
+
+#[derive(Deserialize)]
+struct DuckAnswer {
+    seconds: f64,
+    #[serde(default)]
+    peak_rss_kib: u64,
+}
+
+fn run_duckdb(dir: &Path, case: &Case, params: &Value) -> anyhow::Result<DuckRun> {
+    let out = dir.join("out").join(case.name);
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let output = Command::new(python()?)
+        .arg(duckdb_script())
+        .args(["query", "--case", case.name, "--data"])
+        .arg(dir.join("duckdb"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--params")
+        .arg(params.to_string())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "DuckDB {} failed: {}",
+        case.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let answer: DuckAnswer = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("DuckDB {} printed no result: {text}", case.name))?;
+    // One output per batch: `out/` itself, or `out/b{i}` for per-segment cases.
+    let digests = if case.per_segment {
+        (0..case.segments.len())
+            .map(|i| digest_files(&parquet_files(&out.join(format!("b{i}")))?))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    } else {
+        vec![digest_files(&parquet_files(&out)?)?]
+    };
+    Ok(DuckRun { seconds: answer.seconds, peak_kib: answer.peak_rss_kib, digests })
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
+    let binary = proc::segport_binary()?;
+    std::fs::create_dir_all(&args.work)?;
+    let dir = std::path::absolute(args.work.join(format!("n{}-s{}", args.profiles, args.seed)))?;
+    std::fs::create_dir_all(&dir)?;
+    // NDJSON ~2.3 GB, segport's store ~1 GB and DuckDB's copy ~0.8 GB per million profiles.
+    let need = args.profiles * 4_500;
+    let free = proc::free_bytes(&dir)?;
+    let cached = dir.join("segport-loaded.json").exists();
+    anyhow::ensure!(
+        cached || free > need,
+        "{} has {:.1} GB free; {} profiles need about {:.1} GB",
+        dir.display(),
+        free as f64 / 1e9,
+        args.profiles,
+        need as f64 / 1e9
+    );
+
+    let gen_needed = !cached || (!args.no_duckdb && !dir.join("duckdb/.done").exists());
+    if gen_needed {
+        generate(&binary, &dir, &args)?;
+    }
+    if !args.no_duckdb {
+        convert(&dir)?;
+    }
+    let loaded = load(&binary, &dir).await?;
+    if !args.keep_ndjson {
+        for f in ["profiles", "updates", "events"] {
+            let _ = std::fs::remove_file(dir.join("gen").join(format!("{f}.ndjson")));
+        }
+        let _ = std::fs::remove_file(dir.join("gen/.done"));
+    }
+    let segments: Vec<String> = {
+        let text = std::fs::read_to_string(dir.join("gen/segments.json"))
+            .context("no gen/segments.json")?;
+        let list: Vec<Value> = serde_json::from_str(&text)?;
+        list.iter().filter_map(|s| s["id"].as_str().map(str::to_owned)).collect()
+    };
+
+    println!(
+        "segport-bench export: {} profiles, seed {}, in {}",
+        args.profiles,
+        args.seed,
+        dir.display()
+    );
+    for (file, secs, kib) in &loaded.ingest {
+        let records = match file.as_str() {
+            "profiles" => loaded.counts.profiles,
+            "updates" => loaded.counts.updates,
+            _ => loaded.counts.events,
+        };
+        println!(
+            "ingest {file:<8} {records:>10} records  {secs:>7.1} s  {:>9.0} records/s  peak RSS {:>6.0} MiB",
+            records as f64 / secs,
+            mib(*kib)
+        );
+    }
+
+    let data = dir.join("segport");
+    let data_arg = data.to_string_lossy().into_owned();
+    let server = Server::start(
+        &binary,
+        ADDR,
+        &["--data-dir", &data_arg],
+        &[],
+        &dir.join("serve-export.log"),
+    )
+    .await?;
+    let mut client = Client::connect(ADDR, tenant()).await?;
+    let destination = create_dataset(
+        &mut client,
+        &format!("bench-out-{}", std::process::id()),
+        "https://ns.adobe.com/xdm/context/profile__union",
+    )
+    .await?;
+
+    println!();
+    println!(
+        "| case | rows | output MiB | segport s | rows/s | segport peak RSS MiB | DuckDB s | DuckDB peak RSS MiB | DuckDB ÷ segport | same rows |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let mut mismatches = Vec::new();
+    for case in CASES.iter().filter(|c| args.cases.iter().any(|n| n == c.name)) {
+        let body = job_body(case, &segments, &loaded, &destination);
+        let started = Instant::now();
+        let ours = run_segport(&server, &mut client, &data, &body).await?;
+        eprintln!("{}: segport done in {:.1} s wall", case.name, started.elapsed().as_secs_f64());
+        let (duck_s, duck_mib, ratio, same) = if args.no_duckdb {
+            ("-".to_owned(), "-".to_owned(), "-".to_owned(), "not compared".to_owned())
+        } else {
+            let theirs = run_duckdb(&dir, case, &duckdb_params(case, &segments, &loaded))?;
+            let same = ours.digests == theirs.digests;
+            if !same {
+                mismatches.push(case.name);
+            }
+            (
+                format!("{:.2}", theirs.seconds),
+                format!("{:.0}", mib(theirs.peak_kib)),
+                if same { format!("{:.1}×", theirs.seconds / ours.seconds) } else { "—".into() },
+                if same {
+                    format!("yes ({:016x})", ours.digests.iter().fold(0u64, |a, d| a ^ d.hash))
+                } else {
+                    format!(
+                        "NO: segport {:?} vs DuckDB {:?}",
+                        ours.digests.iter().map(|d| d.rows).collect::<Vec<_>>(),
+                        theirs.digests.iter().map(|d| d.rows).collect::<Vec<_>>()
+                    )
+                },
+            )
+        };
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {:.0} | {:.0} | {duck_s} | {duck_mib} | {ratio} | {same} |",
+            case.name.to_uppercase(),
+            ours.rows,
+            ours.bytes as f64 / 1_048_576.0,
+            ours.seconds,
+            ours.rows as f64 / ours.seconds.max(1e-9),
+            mib(ours.peak_kib),
+        );
+    }
+    drop(client);
+    server.stop()?;
+    anyhow::ensure!(mismatches.is_empty(), "segport and DuckDB disagree on {mismatches:?}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_formats_epoch_milliseconds() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_748_736_000_000), "2025-06-01T00:00:00.000Z");
+        assert_eq!(super::rfc3339(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,25 @@
+//! `segport-bench`: segport's benchmarks, run on demand (never by the test suite).
+//!
+//! - `export`: Q1–Q5 as export jobs through the API, side by side with DuckDB on the same data;
+//! - `api`: the job API under load from 1, 16 and 64 clients, and job pickup latency.
+
+mod canon;
+mod client;
+mod export;
+mod proc;
+
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(about = "segport's benchmarks")]
+enum Cli {
+    /// Export cases Q1–Q5 against DuckDB on the same generated data.
+    Export(export::ExportArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse() {
+        Cli::Export(args) => export::run(args).await,
+    }
+}
