@@ -59,7 +59,7 @@ def load(files):
     con.execute("SET TimeZone = 'UTC'")
     if not files:
         return collections.Counter(), []
-    rel = con.sql(f"SELECT * FROM read_parquet({files!r}, union_by_name = true)")
+    rel = con.sql(f"SELECT * FROM read_parquet({files!r}, union_by_name = true, hive_partitioning = false)")
     cols = rel.columns
     schema = list(zip(cols, [str(t) for t in rel.types]))
     rows = collections.Counter()
@@ -78,9 +78,10 @@ def compare(a_files, b_files, label, show, schema):
           f"({len(b_files)} files): {'IDENTICAL' if ok else 'DIFFERENT'}"
           + ("" if ok else f" ({sum(only_a.values())} rows only in A, "
                            f"{sum(only_b.values())} only in B)"))
-    if schema or sa != sb:
-        if sa != sb:
-            print(f"  schemas differ (informational):\n    A {sa}\n    B {sb}")
+    if schema:
+        print(f"  schema A {sa}\n  schema B {sb}")
+    elif sa != sb and sa and sb:
+        print(f"  schemas differ (informational):\n    A {sa}\n    B {sb}")
     for side, diff in (("A", only_a), ("B", only_b)):
         for r in list(diff)[:show]:
             print(f"  only in {side}: {r}")

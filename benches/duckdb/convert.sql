@@ -14,11 +14,26 @@
 --     status, non-RFC 3339 date-times, events without _id), are counted and dropped;
 --   * `ord` = the record's line number in its file: "most recent" within a batch (DESIGN §5);
 --   * date-times parsed to TIMESTAMPTZ (ms precision, like segport's store);
---   * segmentMembership flattened to list<struct{ns, segmentId, status, lastQualificationTime,
---     version, validUntil}> in the profile row, and ALSO written as a separate flat table
---     (memberships_{ds}.parquet) sorted by segmentId, so a segment filter reads only the row
---     groups of its segment (Parquet min/max pruning) instead of every profile's list;
---   * every file sorted by key (memberships: by segmentId, key).
+--   * identities and memberships kept in two forms each: flat lists (identities, segs) for
+--     merging, and identityMap / segmentMembership in the export's output shape (MAPs; NULL
+--     when a record has no membership), so that a profile with a single fragment is written
+--     out as it is;
+--   * memberships also written as a separate flat table sorted by segmentId, so that a segment
+--     filter reads only the row groups of its segments (Parquet min/max statistics) instead of
+--     every profile's list: the one index-like structure of this layout;
+--   * Parquet with snappy (DuckDB's default; DUCK_CONVERT_CODEC overrides), default row groups.
+--
+-- Files in {data}:
+--   profiles_a.parquet, profiles_b.parquet (sorted by key)
+--       key, ord, identities list<{ns, id, primary, authenticatedState}>,
+--       identityMap MAP<ns, list<{authenticatedState, id, primary}>>,
+--       segs list<{ns, segmentId, status, lastQualificationTime, version, validUntil}>,
+--       segmentMembership MAP<ns, MAP<segmentId, {lastQualificationTime, status, validUntil,
+--       version}>>, personalEmail, person, homeAddress, loyalty
+--   memberships_a.parquet, memberships_b.parquet (sorted by segmentId, key)
+--       segmentId, key, ord, ns, status, lastQualificationTime, version, validUntil
+--   events.parquet (sorted by key, timestamp, _id)
+--       key, ord, _id, timestamp, eventType, identityMap, web, commerce
 -- Attribute columns (personalEmail, person, homeAddress, loyalty; events: eventType, web,
 -- commerce) are typed explicitly: the union schema of the generated data.
 

@@ -51,4 +51,4 @@ COPY (
            CASE WHEN email IS NOT NULL THEN {address: email} END AS personalEmail
     FROM merged
     WHERE updated > {from_ingest}
-) TO '{out}/{case}.parquet' (FORMAT parquet, COMPRESSION zstd);
+) TO '{out}/{case}.parquet' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1);

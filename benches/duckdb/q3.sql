@@ -2,28 +2,34 @@
 -- identities as identityMap, and segmentMembership. No segment filter, no fromIngestTimestamp.
 -- Placeholders ({name}) are filled in by run.py; see its docstring.
 --
--- Most profiles have a single fragment, and a single fragment IS its merged profile: the
--- converted files already hold identityMap and segmentMembership in the output shape, so those
--- rows are copied as they are. Only the keys with two or more fragments (in any datasets, the
--- same dataset included) are merged:
---   * each leaf is the value of the most recent fragment that has one (recency = (ingest time
---     of the dataset's batch, line in the batch)); an object is present when a fragment has it;
---   * identities are united per (ns, id): primary if a fragment says so, authenticatedState of
---     the earliest fragment that has the identity (as segport does);
---   * memberships: per (ns, segmentId) the entry with the latest lastQualificationTime (a missing
---     one is the earliest), ties to the most recent fragment.
+-- The converted files hold identityMap and segmentMembership per fragment in the output shape,
+-- so a profile with one fragment is copied as it is. Two paths:
+--
+-- * Fast path, every key with at most one fragment per dataset: A FULL JOIN B on the key (one
+--   pass over each file). B is the more recent fragment (its batch committed after A's:
+--   t_upd > t_base, which run.py checks). Merge of a pair (o = A, n = B):
+--     - a leaf: n's value where not null, else o's; an object is present when either has it;
+--     - identityMap: per namespace, o's identities (primary if either fragment says so,
+--       o's authenticatedState, as segport keeps the earliest fragment's), then n's new ones;
+--     - segmentMembership: per (ns, segmentId), n's entry when o has none or when n's
+--       lastQualificationTime is later or equal (a tie goes to the more recent fragment; a
+--       missing time is the earliest), else o's.
+-- * General path, the keys that have several fragments in one dataset (none in the generated
+--   data, but DESIGN §5 allows them): all their fragments grouped by key, recency = (ingest time
+--   of the dataset's batch, line in the batch); the same rules over any number of fragments.
 COPY (
     WITH
+    -- keys with more than one fragment in the same dataset: merged by the general path
+    dups AS (
+        SELECT key FROM read_parquet('{data}/profiles_a.parquet') GROUP BY key HAVING count(*) > 1
+        UNION
+        SELECT key FROM read_parquet('{data}/profiles_b.parquet') GROUP BY key HAVING count(*) > 1),
+    o AS (SELECT * FROM read_parquet('{data}/profiles_a.parquet') ANTI JOIN dups USING (key)),
+    n AS (SELECT * FROM read_parquet('{data}/profiles_b.parquet') ANTI JOIN dups USING (key)),
     frag AS (
         SELECT {t_base}::BIGINT AS ingest, * FROM read_parquet('{data}/profiles_a.parquet')
         UNION ALL
         SELECT {t_upd}::BIGINT, * FROM read_parquet('{data}/profiles_b.parquet')),
-    multi AS (
-        SELECT key
-        FROM (SELECT key FROM read_parquet('{data}/profiles_a.parquet')
-              UNION ALL
-              SELECT key FROM read_parquet('{data}/profiles_b.parquet'))
-        GROUP BY key HAVING count(*) > 1),
     merged AS (
         SELECT key,
             bool_or(homeAddress IS NOT NULL) AS has_home,
@@ -41,16 +47,18 @@ COPY (
             bool_or(personalEmail IS NOT NULL) AS has_email,
             arg_max(personalEmail.address, (ingest, ord)) FILTER (WHERE personalEmail.address IS NOT NULL) AS address,
             -- every fragment's identities and memberships, tagged with the fragment's recency;
-            -- sorted, so the oldest fragment comes first
+            -- identities sorted, so the oldest fragment's come first
             list_sort(flatten(list(list_transform(identities, lambda i: {
                 ingest: ingest, ord: ord, ns: i.ns, id: i.id, "primary": i."primary",
                 authenticatedState: i.authenticatedState})))) AS ids,
             flatten(list(list_transform(segs, lambda s:
                 struct_insert(s, ingest := ingest, ord := ord)))) AS segs
-        FROM frag SEMI JOIN multi USING (key)
+        FROM frag SEMI JOIN dups USING (key)
         GROUP BY key),
     resolved AS (
         SELECT *,
+            -- identities united per (ns, id): primary if any fragment says so,
+            -- authenticatedState of the oldest fragment that has it
             list_transform(
                 list_distinct(list_transform(ids, lambda x: {ns: x.ns, id: x.id})),
                 lambda d: {ns: d.ns, id: d.id,
@@ -67,9 +75,56 @@ COPY (
                 (coalesce(s.lastQualificationTime, '-infinity'::TIMESTAMPTZ), s.ingest, s.ord))))
                 AS usegs
         FROM merged)
-    SELECT homeAddress, identityMap, loyalty, person, personalEmail, segmentMembership
-    FROM frag ANTI JOIN multi USING (key)
+    -- fast path
+    SELECT
+        CASE WHEN n.key IS NULL THEN o.homeAddress WHEN o.key IS NULL THEN n.homeAddress
+             WHEN o.homeAddress IS NULL AND n.homeAddress IS NULL THEN NULL
+             ELSE {city: coalesce(n.homeAddress.city, o.homeAddress.city),
+                   country: coalesce(n.homeAddress.country, o.homeAddress.country),
+                   postalCode: coalesce(n.homeAddress.postalCode, o.homeAddress.postalCode)} END AS homeAddress,
+        CASE WHEN n.key IS NULL THEN o.identityMap WHEN o.key IS NULL THEN n.identityMap
+             ELSE map_from_entries(list_transform(
+                 list_distinct(list_concat(map_keys(o.identityMap), map_keys(n.identityMap))),
+                 lambda ns: {k: ns, v: list_concat(
+                     list_transform(coalesce(o.identityMap[ns], []), lambda i: {
+                         authenticatedState: i.authenticatedState, id: i.id,
+                         "primary": i."primary" OR coalesce(list_bool_or(list_transform(
+                             list_filter(coalesce(n.identityMap[ns], []), lambda j: j.id = i.id),
+                             lambda j: j."primary")), false)}),
+                     list_filter(coalesce(n.identityMap[ns], []), lambda j: NOT list_contains(
+                         list_transform(coalesce(o.identityMap[ns], []), lambda i: i.id), j.id)))}))
+        END AS identityMap,
+        CASE WHEN n.key IS NULL THEN o.loyalty WHEN o.key IS NULL THEN n.loyalty
+             WHEN o.loyalty IS NULL AND n.loyalty IS NULL THEN NULL
+             ELSE {points: coalesce(n.loyalty.points, o.loyalty.points),
+                   tier: coalesce(n.loyalty.tier, o.loyalty.tier)} END AS loyalty,
+        CASE WHEN n.key IS NULL THEN o.person WHEN o.key IS NULL THEN n.person
+             WHEN o.person IS NULL AND n.person IS NULL THEN NULL
+             ELSE {birthDate: coalesce(n.person.birthDate, o.person.birthDate),
+                   "name": CASE WHEN o.person."name" IS NULL AND n.person."name" IS NULL THEN NULL
+                                ELSE {firstName: coalesce(n.person."name".firstName, o.person."name".firstName),
+                                      lastName: coalesce(n.person."name".lastName, o.person."name".lastName)} END}
+        END AS person,
+        CASE WHEN n.key IS NULL THEN o.personalEmail WHEN o.key IS NULL THEN n.personalEmail
+             WHEN o.personalEmail IS NULL AND n.personalEmail IS NULL THEN NULL
+             ELSE {address: coalesce(n.personalEmail.address, o.personalEmail.address)} END AS personalEmail,
+        CASE WHEN n.segmentMembership IS NULL THEN o.segmentMembership
+             WHEN o.segmentMembership IS NULL THEN n.segmentMembership
+             ELSE map_from_entries(list_transform(
+                 list_distinct(list_concat(map_keys(o.segmentMembership), map_keys(n.segmentMembership))),
+                 lambda ns: {k: ns, v: CASE
+                     WHEN o.segmentMembership[ns] IS NULL THEN n.segmentMembership[ns]
+                     WHEN n.segmentMembership[ns] IS NULL THEN o.segmentMembership[ns]
+                     ELSE map_concat(o.segmentMembership[ns], map_from_entries(list_filter(
+                         map_entries(n.segmentMembership[ns]), lambda e:
+                             o.segmentMembership[ns][e.key] IS NULL OR
+                             coalesce(e.value.lastQualificationTime, '-infinity'::TIMESTAMPTZ) >=
+                             coalesce(o.segmentMembership[ns][e.key].lastQualificationTime, '-infinity'::TIMESTAMPTZ))))
+                     END}))
+        END AS segmentMembership
+    FROM o FULL JOIN n USING (key)
     UNION ALL
+    -- general path
     SELECT
         CASE WHEN has_home THEN {city: city, country: country, postalCode: postalCode} END,
         map_from_entries(list_transform(list_distinct(list_transform(uids, lambda i: i.ns)),
@@ -88,4 +143,4 @@ COPY (
                                                    "version": s."version"}}))}))
         END
     FROM resolved
-) TO '{out}/{case}.parquet' (FORMAT parquet, COMPRESSION zstd);
+) TO '{out}/{case}.parquet' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1);

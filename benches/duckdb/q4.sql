@@ -51,24 +51,24 @@ COPY (
         GROUP BY key),
     exported AS (
         SELECT * FROM merged WHERE updated > {from_ingest}),
-    -- The exported profiles' events, latest version of each _id (the key of an event is
-    -- dataset, profile key and _id; a later version replaces an earlier one), then kept when
-    -- their batch's ingest time is strictly inside the window.
-    ev AS (
-        SELECT key, _id, "timestamp", eventType, web.webPageDetails."name" AS page,
-               {t_events}::BIGINT AS ingest
-        FROM read_parquet('{data}/events.parquet') SEMI JOIN exported USING (key)
-        QUALIFY row_number() OVER (PARTITION BY key, _id ORDER BY ingest DESC, ord DESC) = 1),
+    -- The exported profiles' events, grouped per profile. The events dataset is one batch, so
+    -- the window test on its ingest time is a constant, and a later version of an event
+    -- (same _id; the key of an event is dataset, profile key and _id) is the later line (ord).
     tse AS (
-        SELECT key,
-               list({_id: _id, eventType: eventType, "timestamp": "timestamp",
-                     web: CASE WHEN page IS NOT NULL THEN {webPageDetails: {"name": page}} END}
-                    ORDER BY "timestamp", _id) AS events
-        FROM ev
-        WHERE ingest > {ev_from} AND ingest < {ev_to}
+        SELECT key, list({"timestamp": "timestamp", _id: _id, ord: ord, eventType: eventType,
+                          page: web.webPageDetails."name"}) AS l
+        FROM read_parquet('{data}/events.parquet') SEMI JOIN exported USING (key)
+        WHERE {t_events}::BIGINT > {ev_from} AND {t_events}::BIGINT < {ev_to}
         GROUP BY key)
+    -- per profile: latest version of each _id, ordered by timestamp then _id (the sort order of
+    -- the element struct), projected onto _id, eventType, timestamp, web.webPageDetails.name
     SELECT list_transform(ids, lambda i: {id: i.id}) AS identities,
            CASE WHEN email IS NOT NULL THEN {address: email} END AS personalEmail,
-           coalesce(tse.events, []) AS timeSeriesEvents
+           coalesce(list_transform(
+               list_sort(list_filter(tse.l, lambda e: NOT list_bool_or(
+                   list_transform(tse.l, lambda f: f._id = e._id AND f.ord > e.ord)))),
+               lambda e: {_id: e._id, eventType: e.eventType, "timestamp": e."timestamp",
+                          web: CASE WHEN e.page IS NOT NULL THEN {webPageDetails: {"name": e.page}} END}),
+               []) AS timeSeriesEvents
     FROM exported LEFT JOIN tse USING (key)
-) TO '{out}/{case}.parquet' (FORMAT parquet, COMPRESSION zstd);
+) TO '{out}/{case}.parquet' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1);

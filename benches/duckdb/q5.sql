@@ -65,4 +65,4 @@ COPY (
            hits.entry
     FROM merged JOIN hits USING (key)
     WHERE updated > {from_ingest}
-) TO '{out}/q5' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (entry));
+) TO '{out}/q5' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, PARTITION_BY (entry));

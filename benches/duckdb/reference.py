@@ -3,6 +3,7 @@
 compare.py and the ingest times (t_base, t_upd, t_events) that run.py's queries take.
 
     python reference.py --gen GENDIR --data DATADIR --out OUTDIR [--bin SEGPORT] [--port 18555]
+                        [--cases q1,q2,q3,q4,q5] [--from-offset MS]
 
 Starts `segport serve` on an empty DATADIR (embedded SQLite, dev auth), creates the datasets
 (profiles = dataset A, updates = dataset B, events, and one export destination), ingests
@@ -84,6 +85,9 @@ def main():
     ap.add_argument("--bin", default="/work/bin/segport")
     ap.add_argument("--port", type=int, default=18555)
     ap.add_argument("--cases", default="q1,q2,q3,q4,q5")
+    ap.add_argument("--from-offset", type=int, default=-1,
+                    help="filter.fromIngestTimestamp = t_base + this many ms (default -1: every "
+                         "profile passes; 0 keeps only the profiles that dataset B updated)")
     a = ap.parse_args()
     if os.path.exists(a.data) and os.listdir(a.data):
         sys.exit(f"{a.data} is not empty")
@@ -123,7 +127,7 @@ def main():
                   f"({time.time() - t0:.1f} s)", file=sys.stderr)
         p = params_for(a.gen)
         p.update(times)
-        p["from_ingest"] = p["t_base"] - 1
+        p["from_ingest"] = p["t_base"] + a.from_offset
         p["ev_from"] = p["t_events"] - 1
         p["ev_to"] = p["t_events"] + 1
         json.dump(p, open(os.path.join(a.out, "params.json"), "w"), indent=1)

@@ -8,7 +8,10 @@
 not timed). `query` runs one case (q1..q5, the SQL of q1.sql..q5.sql) and prints one JSON line:
 
     {"case": "q1", "seconds": <wall time of the query statements only>, "rows": <rows written>,
-     "peak_rss_kib": <peak RSS of this process>, "out": ..., ["rows_per_segment": {...}]}
+     "peak_rss_kib": <peak RSS of this process (Python and DuckDB), from getrusage>,
+     "cpu_seconds": <user+sys CPU of the query statements>,
+     "rss_before_query_kib": <the same just before the query>, "threads": <DuckDB threads>,
+     ["rows_per_segment": {"<entry>:<segment id>": rows, ...}]}  (q5 only)
 
 PARAMS is a JSON object (inline, or @FILE, or a path to a .json file such as the params.json
 that reference.py writes) with:
@@ -24,10 +27,14 @@ that reference.py writes) with:
                               they are read from GENDIR/segments.json
     seg_ns                    segment namespace (default ups)
 
-Each case writes its result with COPY ... (FORMAT parquet, COMPRESSION zstd): OUTDIR/q1.parquet
-.. OUTDIR/q4.parquet, and for q5 (segmentPerBatch) one folder per segment entry,
-OUTDIR/q5/seg=<entry index>/data_0.parquet (entry index 0..4 = segments #0, #19, #31, #59, #99,
-in the job's order); rows_per_segment reports the rows of each, keyed by segment id.
+Each case writes its result with COPY ... (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1;
+level 1 is what segport's writer uses): OUTDIR/q1.parquet .. OUTDIR/q4.parquet, and for q5
+(segmentPerBatch) one folder per segment entry, OUTDIR/q5/entry=<i>/data_0.parquet, i = 0..4 for
+segments #0, #19, #31, #59, #99 (the job's order; an entry without rows gets no folder);
+rows_per_segment gives the rows of each (counted after the timed part).
+
+Compare the output with segport's using compare.py (reference.py produces segport's output and
+the params). t_upd must be later than t_base (dataset B is ingested after A); run.py checks it.
 """
 
 import argparse
@@ -55,10 +62,15 @@ CONVERT_CODEC = os.environ.get("DUCK_CONVERT_CODEC", "snappy")
 def connect(threads=None):
     con = duckdb.connect()  # in-memory database: nothing but the Parquet files is read
     # Settings a skilled DuckDB user sets for this job; everything else is DuckDB's default.
-    # - preserve_insertion_order=false: the export has no defined row order (segport's isn't
-    #   either), so let DuckDB write in parallel without re-establishing scan order, and spill
-    #   less. (The ordered lists inside rows use ORDER BY in their aggregates.)
+    # - preserve_insertion_order=false: an export has no defined row order (segport's rows come
+    #   in partition order), so DuckDB may write the Parquet output in parallel without
+    #   re-establishing the scan order. (Orders inside a row, timeSeriesEvents, are explicit.)
+    # - threads: DuckDB's default is the number of cores (2 here); --threads overrides it.
+    # The COPY statements also set COMPRESSION_LEVEL 1 (zstd level 1, segport's level), and
+    # DuckDB's default memory_limit (80% of RAM) is left alone.
     con.execute("SET preserve_insertion_order = false")
+    # - no progress bar: stdout carries only the JSON line (no effect on speed).
+    con.execute("SET enable_progress_bar = false")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con
@@ -85,6 +97,7 @@ def convert(args):
     os.makedirs(args.data, exist_ok=True)
     sec = sql_sections(os.path.join(HERE, "convert.sql"))
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
     t0 = time.time()
     jobs = [(sec["profile dataset"], {"src": os.path.join(args.gen, "profiles.ndjson"), "ds": "a"}),
             (sec["profile dataset"], {"src": os.path.join(args.gen, "updates.ndjson"), "ds": "b"}),
@@ -127,6 +140,8 @@ def load_params(args):
     p.setdefault("from_ingest", int(p["t_base"]) - 1)
     p.setdefault("ev_from", int(p["t_events"]) - 1)
     p.setdefault("ev_to", int(p["t_events"]) + 1)
+    if int(p["t_upd"]) <= int(p["t_base"]):
+        sys.exit("t_upd must be later than t_base: dataset B (updates) is ingested after A")
     # Only plain values go into the SQL text.
     for k, v in p.items():
         if isinstance(v, str) and not re.fullmatch(r"[A-Za-z0-9:._+-]*", v):
@@ -153,7 +168,8 @@ def query(args):
     if args.case == "q5" and os.path.exists(os.path.join(args.out, "q5")):
         shutil.rmtree(os.path.join(args.out, "q5"))
     con = connect(args.threads)
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    rss_before = ru0.ru_maxrss
     rows = 0
     t0 = time.perf_counter()
     for s in stmts:
@@ -161,8 +177,11 @@ def query(args):
         if s.lstrip().upper().startswith("COPY") and res:
             rows += int(res[0][0])
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+    peak = ru1.ru_maxrss
     out = {"case": args.case, "seconds": round(seconds, 4), "rows": rows, "peak_rss_kib": peak,
+           "cpu_seconds": round(cpu, 3),
            "rss_before_query_kib": rss_before, "threads": con.execute(
                "SELECT current_setting('threads')").fetchone()[0]}
     if args.case == "q5":

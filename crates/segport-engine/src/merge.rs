@@ -2,7 +2,7 @@
 //! policy, identities united, memberships resolved per segment, events windowed and deduplicated.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, StructArray};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt64Type};
@@ -19,6 +19,9 @@ pub(crate) struct Loaded {
     pub keys: StringArray,
     /// Merge precedence of the file's dataset (0 is highest).
     pub rank: usize,
+    /// The attributes of every row as JSON, made on first use: one conversion per batch costs
+    /// far less than one per row.
+    json: OnceLock<Result<Vec<Map<String, Value>>, String>>,
 }
 
 impl Loaded {
@@ -34,7 +37,17 @@ impl Loaded {
         let attributes = batch
             .project(&keep)
             .map_err(|e| EngineError::Store(format!("projecting attributes: {e}")))?;
-        Ok(Self { batch, attributes, keys, rank })
+        Ok(Self { batch, attributes, keys, rank, json: OnceLock::new() })
+    }
+
+    fn json_rows(&self) -> Result<&[Map<String, Value>], EngineError> {
+        let rows = self.json.get_or_init(|| {
+            let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+            writer.write(&self.attributes).map_err(|e| e.to_string())?;
+            writer.finish().map_err(|e| e.to_string())?;
+            serde_json::from_slice(&writer.into_inner()).map_err(|e| e.to_string())
+        });
+        rows.as_deref().map_err(|e| EngineError::Store(format!("rows to JSON: {e}")))
     }
 
     fn int(&self, name: &str, row: usize) -> i64 {
@@ -71,13 +84,7 @@ impl RowRef {
 
     /// The row's attributes as JSON (null members left out).
     pub fn attributes(&self) -> Result<Map<String, Value>, EngineError> {
-        let slice = self.loaded.attributes.slice(self.row, 1);
-        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-        writer.write(&slice).map_err(|e| EngineError::Store(format!("row to JSON: {e}")))?;
-        writer.finish().map_err(|e| EngineError::Store(format!("row to JSON: {e}")))?;
-        let mut rows: Vec<Map<String, Value>> = serde_json::from_slice(&writer.into_inner())
-            .map_err(|e| EngineError::Store(format!("row to JSON: {e}")))?;
-        Ok(rows.pop().unwrap_or_default())
+        Ok(self.loaded.json_rows()?.get(self.row).cloned().unwrap_or_default())
     }
 }
 
