@@ -120,6 +120,11 @@ def main():
     A.append({"identityMap": {"ECID": [{"id": "ECID-19"}, {"id": "ECID-19", "primary": True, "authenticatedState": "loggedOut"}]},
               "personalEmail": email(19),
               "segmentMembership": {"ups": {S31: {"status": "realized", "lastQualificationTime": "2025-07-01T02:00:00+02:00"}}}})
+    # 21: A's identity has no authenticatedState, B's has one (segport keeps the earliest
+    # fragment's, null here)
+    A.append(prof(21, [("ups", S31, "realized", IN)], personalEmail=email(21)))
+    A[-1]["identityMap"]["ECID"][0].pop("authenticatedState")
+    B.append({"identityMap": {"ECID": [ecid(21, True, "authenticated")]}, "loyalty": {"points": 21}})
     # refused records: no identity, ambiguous primary, bad status, bad date-time
     A.append({"personalEmail": {"address": "nobody@example.com"}})
     A.append({"identityMap": {"A": [{"id": "1"}], "B": [{"id": "2"}]}})

@@ -3,6 +3,7 @@
 //! - `export`: Q1–Q5 as export jobs through the API, side by side with DuckDB on the same data;
 //! - `api`: the job API under load from 1, 16 and 64 clients, and job pickup latency.
 
+mod api;
 mod canon;
 mod client;
 mod export;
@@ -15,11 +16,14 @@ use clap::Parser;
 enum Cli {
     /// Export cases Q1–Q5 against DuckDB on the same generated data.
     Export(export::ExportArgs),
+    /// The job API under load (1, 16, 64 clients) on PostgreSQL, and job pickup latency.
+    Api(api::ApiArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse() {
         Cli::Export(args) => export::run(args).await,
+        Cli::Api(args) => api::run(args).await,
     }
 }
