@@ -8,6 +8,7 @@
 //! memberships, update time) are turned into JSON and projected. No SQL, no HTTP: the worker
 //! hands in the files and takes the encoded output away.
 
+mod columnar;
 mod merge;
 pub mod plan;
 mod prefilter;

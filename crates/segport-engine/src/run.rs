@@ -16,6 +16,7 @@ use segport_store::schema::UnionSchema;
 use segport_store::RecordKind;
 use serde_json::{json, Map, Value};
 
+use crate::columnar::{self, FastRow};
 use crate::merge::{self, Loaded, RowRef};
 use crate::plan::{ExportPlan, Precedence};
 use crate::prefilter::{self, Selected};
@@ -201,6 +202,8 @@ fn open_all(
 struct Sink {
     schema: SchemaRef,
     rows: Vec<Value>,
+    /// Single-fragment rows, built column by column without JSON.
+    fast: Vec<FastRow>,
     writer: Option<ArrowWriter<Vec<u8>>>,
     count: u64,
     by_namespace: BTreeMap<String, u64>,
@@ -213,17 +216,43 @@ impl Sink {
         self.rows.push(row);
         self.count += 1;
         if self.rows.len() >= SINK_ROWS {
-            self.flush()?;
+            let batch = encode_rows(&self.schema, &self.rows)?;
+            self.rows.clear();
+            self.write(&batch)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), EngineError> {
+    fn push_fast(
+        &mut self,
+        row: FastRow,
+        selection: &project::Selection,
+    ) -> Result<(), EngineError> {
+        self.fast.push(row);
+        self.count += 1;
+        if self.fast.len() >= SINK_ROWS {
+            let batch = columnar::encode(&self.schema, selection, &self.fast)?;
+            self.fast.clear();
+            self.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, selection: &project::Selection) -> Result<(), EngineError> {
+        if !self.fast.is_empty() {
+            let batch = columnar::encode(&self.schema, selection, &self.fast)?;
+            self.fast.clear();
+            self.write(&batch)?;
+        }
         if self.rows.is_empty() {
             return Ok(());
         }
         let batch = encode_rows(&self.schema, &self.rows)?;
         self.rows.clear();
+        self.write(&batch)
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
         if self.writer.is_none() {
             self.writer = Some(
                 ArrowWriter::try_new(
@@ -235,13 +264,13 @@ impl Sink {
             );
         }
         if let Some(w) = self.writer.as_mut() {
-            w.write(&batch).map_err(|e| EngineError::Output(e.to_string()))?;
+            w.write(batch).map_err(|e| EngineError::Output(e.to_string()))?;
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<Finished, EngineError> {
-        self.flush()?;
+    fn finish(mut self, selection: &project::Selection) -> Result<Finished, EngineError> {
+        self.flush(selection)?;
         let file = match self.writer {
             None => None,
             Some(w) => Some((
@@ -315,6 +344,9 @@ pub struct Projections {
     pub schema: SchemaRef,
     profile_read: ReadColumns,
     event_read: ReadColumns,
+    /// Whether single-fragment profiles may take the columnar path: no events, and map
+    /// selections that only pick keys (so the map's value type is not cut).
+    columnar: bool,
 }
 
 /// Resolves the plan's fields against the store's schemas.
@@ -361,7 +393,15 @@ pub fn projections(plan: &ExportPlan) -> Projections {
         &plan.event_schema,
         events.as_ref().map(|e| &e.selection),
     );
-    Projections { profile, events, schema, profile_read, event_read }
+    let columnar = plan.events.is_none() && {
+        let keys_only = |s: &project::Selection| s.all || s.children.values().all(|c| c.all);
+        let sel = &profile.selection.children;
+        sel.get("identityMap").is_none_or(keys_only)
+            && sel
+                .get("segmentMembership")
+                .is_none_or(|s| s.all || s.children.values().all(keys_only))
+    };
+    Projections { profile, events, schema, profile_read, event_read, columnar }
 }
 
 fn default_profile_fields(schema: &segport_store::schema::UnionSchema) -> Vec<&str> {
@@ -401,6 +441,7 @@ pub fn run_partition(
         .map(|_| Sink {
             schema: projections.schema.clone(),
             rows: Vec::new(),
+            fast: Vec::new(),
             writer: None,
             count: 0,
             by_namespace: BTreeMap::new(),
@@ -433,7 +474,7 @@ pub fn run_partition(
     progress.profiles_scanned.fetch_add(scanned % 1024, Ordering::Relaxed);
     let mut output = PartitionOutput::default();
     for sink in sinks {
-        let (file, by_namespace) = sink.finish()?;
+        let (file, by_namespace) = sink.finish(&projections.profile.selection)?;
         output.files.push(file);
         output.by_namespace.push(by_namespace);
     }
@@ -498,6 +539,38 @@ fn evaluate(
     if targets.is_empty() {
         return Ok(());
     }
+    if projections.columnar && profile_rows.len() == 1 {
+        let identities = merge::identities(profile_rows);
+        let namespaces = namespaces_of(&identities);
+        let last = targets.len() - 1;
+        let mut fast = Some(FastRow {
+            loaded: profile_rows[0].loaded.clone(),
+            row: profile_rows[0].row,
+            identities,
+            memberships,
+        });
+        for (i, t) in targets.into_iter().enumerate() {
+            let sink = &mut sinks[t];
+            for ns in &namespaces {
+                *sink.by_namespace.entry(ns.clone()).or_default() += 1;
+            }
+            let row = match (i == last, fast.as_ref()) {
+                (true, _) => fast.take(),
+                (false, Some(f)) => Some(FastRow {
+                    loaded: f.loaded.clone(),
+                    row: f.row,
+                    identities: f.identities.clone(),
+                    memberships: f.memberships.clone(),
+                }),
+                (false, None) => None,
+            };
+            if let Some(row) = row {
+                sink.push_fast(row, &projections.profile.selection)?;
+                progress.profiles_exported.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        return Ok(());
+    }
 
     // Weakest first, so that the strongest fragment is written last.
     match plan.precedence {
@@ -527,16 +600,22 @@ fn evaluate(
     }
     let out = project::project(&Value::Object(row), &projections.profile.selection)
         .unwrap_or_else(|| json!({}));
-    let mut namespaces: Vec<&str> = identities.iter().map(|i| i.namespace.as_str()).collect();
-    namespaces.sort_unstable();
-    namespaces.dedup();
+    let namespaces = namespaces_of(&identities);
     for t in targets {
         let sink = &mut sinks[t];
         for ns in &namespaces {
-            *sink.by_namespace.entry((*ns).to_owned()).or_default() += 1;
+            *sink.by_namespace.entry(ns.clone()).or_default() += 1;
         }
         sink.push(out.clone())?;
         progress.profiles_exported.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// The distinct namespaces of a profile's identities.
+fn namespaces_of(identities: &[merge::Identity]) -> Vec<String> {
+    let mut namespaces: Vec<String> = identities.iter().map(|i| i.namespace.clone()).collect();
+    namespaces.sort_unstable();
+    namespaces.dedup();
+    namespaces
 }

@@ -1,0 +1,342 @@
+//! Output rows built column by column from the store's Arrow batches, for the common profile
+//! that has a single fragment: its attribute columns are gathered with `interleave` and cut to
+//! the projection, and the XDM maps are built with Arrow builders, so no JSON is made.
+//!
+//! The result must equal what the JSON path (`merge` + `project::project` + `encode_rows`)
+//! makes of the same row, including its rules for empty values: under a partial selection a
+//! struct left with nothing selected becomes null, while list elements keep their place and a
+//! wholly selected value is kept as it is.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanBuilder, ListArray, MapArray, RecordBatch,
+    RecordBatchOptions, StringBuilder, StructArray, TimestampMillisecondBuilder,
+};
+use arrow::buffer::{NullBuffer, OffsetBuffer};
+use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
+use segport_store::align::align_array;
+use segport_store::schema::UTC;
+
+use crate::merge::{Identity, Loaded, Membership};
+use crate::project::Selection;
+use crate::run::EngineError;
+
+/// One output row of a single-fragment profile.
+pub(crate) struct FastRow {
+    pub loaded: Arc<Loaded>,
+    pub row: usize,
+    pub identities: Vec<Identity>,
+    pub memberships: BTreeMap<(String, String), Membership>,
+}
+
+fn output_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Output(e.to_string())
+}
+
+/// `rows` as a record batch of `schema`, projected by `selection`.
+pub(crate) fn encode(
+    schema: &SchemaRef,
+    selection: &Selection,
+    rows: &[FastRow],
+) -> Result<RecordBatch, EngineError> {
+    // Distinct source batches, and each row's (source, row) index.
+    let mut sources: Vec<&Arc<Loaded>> = Vec::new();
+    let mut indices: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
+    for r in rows {
+        let source = match sources.iter().position(|s| Arc::ptr_eq(s, &r.loaded)) {
+            Some(i) => i,
+            None => {
+                sources.push(&r.loaded);
+                sources.len() - 1
+            }
+        };
+        indices.push((source, r.row));
+    }
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let sel = selection.children.get(name).cloned().unwrap_or_default();
+        let column = match name {
+            "identityMap" => identity_map(rows, &sel)?,
+            "identities" => legacy_identities(rows)?,
+            "segmentMembership" => membership_map(rows, &sel)?,
+            _ => {
+                let arrays: Vec<&dyn Array> = sources
+                    .iter()
+                    .map(|s| {
+                        s.batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| {
+                            EngineError::Store(format!("no column {name} in a store batch"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                arrow::compute::interleave(&arrays, &indices).map_err(output_error)?
+            }
+        };
+        columns.push(project(&column, &sel, field.data_type(), false)?);
+    }
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
+    )
+    .map_err(output_error)
+}
+
+/// `array` cut down to `selection` and cast to `target`, with the JSON path's rules for empty
+/// values. `keep_empty` is set for list elements, which keep their place when nothing selected
+/// is in them.
+fn project(
+    array: &ArrayRef,
+    selection: &Selection,
+    target: &DataType,
+    keep_empty: bool,
+) -> Result<ArrayRef, EngineError> {
+    if selection.all {
+        return align_array(array, target).map_err(output_error);
+    }
+    match (array.data_type(), target) {
+        (DataType::Struct(_), DataType::Struct(target_fields)) => {
+            let s = array.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
+                EngineError::Output("a struct column that is not a struct array".into())
+            })?;
+            let children = target_fields
+                .iter()
+                .map(|f| match (s.column_by_name(f.name()), selection.children.get(f.name())) {
+                    (Some(child), Some(sel)) => project(child, sel, f.data_type(), false),
+                    _ => Ok(new_null_array(f.data_type(), s.len())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let nulls = if keep_empty {
+                s.nulls().cloned()
+            } else {
+                // Valid where the struct is and at least one selected child is.
+                let valid: Vec<bool> = (0..s.len())
+                    .map(|i| s.is_valid(i) && children.iter().any(|c| c.is_valid(i)))
+                    .collect();
+                Some(NullBuffer::from(valid))
+            };
+            let out = StructArray::try_new(target_fields.clone(), children, nulls)
+                .map_err(output_error)?;
+            Ok(Arc::new(out))
+        }
+        (DataType::List(_), DataType::List(target_item)) => {
+            let l = array.as_any().downcast_ref::<ListArray>().ok_or_else(|| {
+                EngineError::Output("a list column that is not a list array".into())
+            })?;
+            let values = project(l.values(), selection, target_item.data_type(), true)?;
+            let out = ListArray::try_new(
+                target_item.clone(),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )
+            .map_err(output_error)?;
+            Ok(Arc::new(out))
+        }
+        // Maps are built already cut to their selection; leaves have nothing to cut.
+        _ => align_array(array, target).map_err(output_error),
+    }
+}
+
+/// Whether `key` of a map is selected, and with what.
+fn key_selection<'a>(selection: &'a Selection, key: &str) -> Option<&'a Selection> {
+    if selection.all {
+        Some(selection)
+    } else {
+        selection.children.get(key)
+    }
+}
+
+fn map_fields(value: DataType) -> (FieldRef, Fields) {
+    let fields = Fields::from(vec![
+        arrow::datatypes::Field::new("keys", DataType::Utf8, false),
+        arrow::datatypes::Field::new("values", value, true),
+    ]);
+    let entries =
+        Arc::new(arrow::datatypes::Field::new("entries", DataType::Struct(fields.clone()), false));
+    (entries, fields)
+}
+
+/// A map column from per-row entry counts, keys and values; rows without entries are null
+/// (as the JSON path leaves an empty selection out).
+fn map_array(
+    counts: Vec<usize>,
+    keys: StringBuilder,
+    values: ArrayRef,
+    empty_is_null: bool,
+) -> Result<ArrayRef, EngineError> {
+    let (entries_field, fields) = map_fields(values.data_type().clone());
+    let mut keys = keys;
+    let entries = StructArray::try_new(fields, vec![Arc::new(keys.finish()), values], None)
+        .map_err(output_error)?;
+    let nulls =
+        empty_is_null.then(|| NullBuffer::from(counts.iter().map(|c| *c > 0).collect::<Vec<_>>()));
+    let map =
+        MapArray::try_new(entries_field, OffsetBuffer::from_lengths(counts), entries, nulls, false)
+            .map_err(output_error)?;
+    Ok(Arc::new(map))
+}
+
+fn identity_item_fields() -> Fields {
+    Fields::from(vec![
+        arrow::datatypes::Field::new("authenticatedState", DataType::Utf8, true),
+        arrow::datatypes::Field::new("id", DataType::Utf8, true),
+        arrow::datatypes::Field::new("primary", DataType::Boolean, true),
+    ])
+}
+
+/// `identityMap`: namespace → list of `{authenticatedState, id, primary}`, namespaces in
+/// first-seen order.
+fn identity_map(rows: &[FastRow], selection: &Selection) -> Result<ArrayRef, EngineError> {
+    let mut counts = Vec::with_capacity(rows.len());
+    let mut keys = StringBuilder::new();
+    let mut list_lengths = Vec::new();
+    let (mut state, mut id, mut primary) =
+        (StringBuilder::new(), StringBuilder::new(), BooleanBuilder::new());
+    for r in rows {
+        let mut namespaces: Vec<&str> = Vec::new();
+        for i in &r.identities {
+            if !namespaces.contains(&i.namespace.as_str()) {
+                namespaces.push(&i.namespace);
+            }
+        }
+        let mut count = 0;
+        for ns in namespaces {
+            if key_selection(selection, ns).is_none() {
+                continue;
+            }
+            keys.append_value(ns);
+            count += 1;
+            let mut length = 0;
+            for i in r.identities.iter().filter(|i| i.namespace == ns) {
+                state.append_option(i.authenticated_state.as_deref());
+                id.append_value(&i.id);
+                primary.append_value(i.primary);
+                length += 1;
+            }
+            list_lengths.push(length);
+        }
+        counts.push(count);
+    }
+    let items = StructArray::try_new(
+        identity_item_fields(),
+        vec![Arc::new(state.finish()), Arc::new(id.finish()), Arc::new(primary.finish())],
+        None,
+    )
+    .map_err(output_error)?;
+    let item_field =
+        Arc::new(arrow::datatypes::Field::new("item", items.data_type().clone(), true));
+    let lists = ListArray::try_new(
+        item_field,
+        OffsetBuffer::from_lengths(list_lengths),
+        Arc::new(items),
+        None,
+    )
+    .map_err(output_error)?;
+    map_array(counts, keys, Arc::new(lists), !selection.all)
+}
+
+/// `identities`: the legacy list of `{authenticatedState, id, namespace: {code}, primary}`.
+fn legacy_identities(rows: &[FastRow]) -> Result<ArrayRef, EngineError> {
+    let (mut state, mut id, mut code, mut primary) =
+        (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), BooleanBuilder::new());
+    let mut lengths = Vec::with_capacity(rows.len());
+    for r in rows {
+        for i in &r.identities {
+            state.append_option(i.authenticated_state.as_deref());
+            id.append_value(&i.id);
+            code.append_value(&i.namespace);
+            primary.append_value(i.primary);
+        }
+        lengths.push(r.identities.len());
+    }
+    let namespace_fields =
+        Fields::from(vec![arrow::datatypes::Field::new("code", DataType::Utf8, true)]);
+    let namespace = StructArray::try_new(namespace_fields, vec![Arc::new(code.finish())], None)
+        .map_err(output_error)?;
+    let fields = Fields::from(vec![
+        arrow::datatypes::Field::new("authenticatedState", DataType::Utf8, true),
+        arrow::datatypes::Field::new("id", DataType::Utf8, true),
+        arrow::datatypes::Field::new("namespace", namespace.data_type().clone(), true),
+        arrow::datatypes::Field::new("primary", DataType::Boolean, true),
+    ]);
+    let items = StructArray::try_new(
+        fields,
+        vec![
+            Arc::new(state.finish()),
+            Arc::new(id.finish()),
+            Arc::new(namespace),
+            Arc::new(primary.finish()),
+        ],
+        None,
+    )
+    .map_err(output_error)?;
+    let item_field =
+        Arc::new(arrow::datatypes::Field::new("item", items.data_type().clone(), true));
+    let list =
+        ListArray::try_new(item_field, OffsetBuffer::from_lengths(lengths), Arc::new(items), None)
+            .map_err(output_error)?;
+    Ok(Arc::new(list))
+}
+
+/// `segmentMembership`: namespace → segment id → `{lastQualificationTime, status, validUntil,
+/// version}`; null for a profile with no (selected) membership.
+fn membership_map(rows: &[FastRow], selection: &Selection) -> Result<ArrayRef, EngineError> {
+    let mut outer_counts = Vec::with_capacity(rows.len());
+    let mut outer_keys = StringBuilder::new();
+    let mut inner_counts = Vec::new();
+    let mut inner_keys = StringBuilder::new();
+    let mut lqt = TimestampMillisecondBuilder::new().with_timezone(UTC);
+    let mut status = StringBuilder::new();
+    let mut until = TimestampMillisecondBuilder::new().with_timezone(UTC);
+    let mut version = StringBuilder::new();
+    for r in rows {
+        let mut outer = 0;
+        let mut current: Option<&str> = None;
+        for ((ns, segment), m) in &r.memberships {
+            let Some(ns_selection) = key_selection(selection, ns) else { continue };
+            if key_selection(ns_selection, segment).is_none() {
+                continue;
+            }
+            if current != Some(ns.as_str()) {
+                current = Some(ns);
+                outer_keys.append_value(ns);
+                outer += 1;
+                inner_counts.push(0);
+            }
+            inner_keys.append_value(segment);
+            lqt.append_option(m.last_qualification_ms);
+            status.append_value(&m.status);
+            until.append_option(m.valid_until_ms);
+            version.append_option(m.version.as_deref());
+            if let Some(last) = inner_counts.last_mut() {
+                *last += 1;
+            }
+        }
+        outer_counts.push(outer);
+    }
+    let ts = DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some(UTC.into()));
+    let fields = Fields::from(vec![
+        arrow::datatypes::Field::new("lastQualificationTime", ts.clone(), true),
+        arrow::datatypes::Field::new("status", DataType::Utf8, true),
+        arrow::datatypes::Field::new("validUntil", ts, true),
+        arrow::datatypes::Field::new("version", DataType::Utf8, true),
+    ]);
+    let values = StructArray::try_new(
+        fields,
+        vec![
+            Arc::new(lqt.finish()),
+            Arc::new(status.finish()),
+            Arc::new(until.finish()),
+            Arc::new(version.finish()),
+        ],
+        None,
+    )
+    .map_err(output_error)?;
+    // Inner maps always hold at least one entry; the outer map is null when empty, as the
+    // JSON path leaves `segmentMembership` out of a profile without memberships.
+    let inner = map_array(inner_counts, inner_keys, Arc::new(values), false)?;
+    map_array(outer_counts, outer_keys, inner, true)
+}
