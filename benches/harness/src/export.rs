@@ -24,7 +24,6 @@ const SANDBOX: &str = "prod";
 const ADDR: &str = "127.0.0.1:18571";
 /// The qualification window of Q1, Q2, Q4 and Q5 (inclusive).
 const WINDOW: (&str, &str) = ("2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z");
-const WINDOW_MS: (i64, i64) = (1_748_736_000_000, 1_780_272_000_000);
 /// Segments by index in `segments.json` (most popular first): ~30%, ~10%, ~5%, ~1%, ~0.1%.
 const SEG_30: usize = 0;
 const SEG_10: usize = 19;
@@ -320,19 +319,23 @@ fn job_body(case: &Case, segments: &[String], loaded: &Loaded, destination: &str
     body
 }
 
-/// The parameters DuckDB's SQL takes for a case.
-fn duckdb_params(case: &Case, segments: &[String], loaded: &Loaded) -> Value {
-    json!({
+/// The parameters DuckDB's SQL takes (benches/duckdb/run.py documents them).
+fn duckdb_params(segments: &[String], loaded: &Loaded) -> Value {
+    let mut params = json!({
         "t_base": loaded.t_base,
         "t_upd": loaded.t_upd,
         "t_events": loaded.t_events,
-        "segments": case.segments.iter().map(|i| &segments[*i]).collect::<Vec<_>>(),
-        "window_start_ms": WINDOW_MS.0,
-        "window_end_ms": WINDOW_MS.1,
-        "from_ingest_ms": loaded.t_base - 1,
-        "event_from_ms": loaded.t_events - 1,
-        "event_to_ms": loaded.t_events + 1,
-    })
+        "from_ingest": loaded.t_base - 1,
+        "ev_from": loaded.t_events - 1,
+        "ev_to": loaded.t_events + 1,
+        "q_start": WINDOW.0,
+        "q_end": WINDOW.1,
+        "seg_ns": "ups",
+    });
+    for i in [SEG_30, SEG_10, SEG_5, SEG_1, SEG_01] {
+        params[format!("seg{i}")] = json!(segments[i]);
+    }
+    params
 }
 
 fn parquet_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -447,10 +450,10 @@ fn run_duckdb(dir: &Path, case: &Case, params: &Value) -> anyhow::Result<DuckRun
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
         .with_context(|| format!("DuckDB {} printed no result: {text}", case.name))?;
-    // One output per batch: `out/` itself, or `out/b{i}` for per-segment cases.
+    // One output per batch: `out/{case}.parquet`, or `out/{case}/entry={i}/` per segment entry.
     let digests = if case.per_segment {
         (0..case.segments.len())
-            .map(|i| digest_files(&parquet_files(&out.join(format!("b{i}")))?))
+            .map(|i| digest_files(&parquet_files(&out.join(case.name).join(format!("entry={i}")))?))
             .collect::<anyhow::Result<Vec<_>>>()?
     } else {
         vec![digest_files(&parquet_files(&out)?)?]
@@ -552,7 +555,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         let (duck_s, duck_mib, ratio, same) = if args.no_duckdb {
             ("-".to_owned(), "-".to_owned(), "-".to_owned(), "not compared".to_owned())
         } else {
-            let theirs = run_duckdb(&dir, case, &duckdb_params(case, &segments, &loaded))?;
+            let theirs = run_duckdb(&dir, case, &duckdb_params(&segments, &loaded))?;
             let same = ours.digests == theirs.digests;
             if !same {
                 mismatches.push(case.name);
