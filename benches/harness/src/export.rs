@@ -52,6 +52,14 @@ pub struct ExportArgs {
     /// Skip DuckDB (segport figures only, no ratios or digests compared).
     #[arg(long)]
     no_duckdb: bool,
+    /// Runs per case and engine; the table gives the median time and the highest peak RSS.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// One case: the job's segments (by index), fields, events and batching.
@@ -549,13 +557,36 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut mismatches = Vec::new();
     for case in CASES.iter().filter(|c| args.cases.iter().any(|n| n == c.name)) {
         let body = job_body(case, &segments, &loaded, &destination);
-        let started = Instant::now();
-        let ours = run_segport(&server, &mut client, &data, &body).await?;
-        eprintln!("{}: segport done in {:.1} s wall", case.name, started.elapsed().as_secs_f64());
+        let mut runs = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let started = Instant::now();
+            runs.push(run_segport(&server, &mut client, &data, &body).await?);
+            eprintln!(
+                "{}: segport done in {:.2} s wall",
+                case.name,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        anyhow::ensure!(
+            runs.windows(2).all(|w| w[0].digests == w[1].digests),
+            "{}: segport's runs disagree",
+            case.name
+        );
+        let seconds = median(runs.iter().map(|r| r.seconds).collect());
+        let peak_kib = runs.iter().map(|r| r.peak_kib).max().unwrap_or(0);
+        let Some(ours) = runs.pop() else { continue };
+        let ours = SegportRun { seconds, peak_kib, ..ours };
         let (duck_s, duck_mib, ratio, same) = if args.no_duckdb {
             ("-".to_owned(), "-".to_owned(), "-".to_owned(), "not compared".to_owned())
         } else {
-            let theirs = run_duckdb(&dir, case, &duckdb_params(&segments, &loaded))?;
+            let mut runs = Vec::new();
+            for _ in 0..args.repeat.max(1) {
+                runs.push(run_duckdb(&dir, case, &duckdb_params(&segments, &loaded))?);
+            }
+            let seconds = median(runs.iter().map(|r| r.seconds).collect());
+            let peak_kib = runs.iter().map(|r| r.peak_kib).max().unwrap_or(0);
+            let Some(theirs) = runs.pop() else { continue };
+            let theirs = DuckRun { seconds, peak_kib, ..theirs };
             let same = ours.digests == theirs.digests;
             if !same {
                 mismatches.push(case.name);

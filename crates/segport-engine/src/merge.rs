@@ -4,7 +4,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray, StructArray};
+use arrow::array::{
+    Array, AsArray, BooleanArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt64Array,
+};
+use arrow::buffer::OffsetBuffer;
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt64Type};
 use segport_store::columns::{IDENTITIES, INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
 use serde_json::{json, Map, Value};
@@ -22,6 +26,89 @@ pub(crate) struct Loaded {
     /// The attributes of every row as JSON, made on first use: one conversion per batch costs
     /// far less than one per row.
     json: OnceLock<Result<Vec<Map<String, Value>>, String>>,
+    ingest: Int64Array,
+    seq: Int64Array,
+    ord: UInt64Array,
+    identities: Option<Identities>,
+    memberships: Option<Memberships>,
+}
+
+/// A dictionary-encoded string column.
+struct Dict {
+    keys: Int32Array,
+    values: StringArray,
+}
+
+impl Dict {
+    fn of(column: Option<&arrow::array::ArrayRef>) -> Option<Self> {
+        let d = column?.as_dictionary_opt::<Int32Type>()?;
+        Some(Self { keys: d.keys().clone(), values: d.values().as_string_opt::<i32>()?.clone() })
+    }
+
+    fn get(&self, i: usize) -> Option<&str> {
+        if self.keys.is_null(i) {
+            return None;
+        }
+        let key = usize::try_from(self.keys.value(i)).ok()?;
+        (key < self.values.len()).then(|| self.values.value(key))
+    }
+}
+
+/// The identities column split once per batch, so that rows read it without slicing.
+struct Identities {
+    offsets: OffsetBuffer<i32>,
+    namespace: Dict,
+    id: StringArray,
+    primary: BooleanArray,
+    state: Option<Dict>,
+}
+
+/// The memberships column, split the same way.
+struct Memberships {
+    offsets: OffsetBuffer<i32>,
+    ns: Dict,
+    segment: Dict,
+    status: Dict,
+    lqt: Option<TimestampMillisecondArray>,
+    version: Option<StringArray>,
+    until: Option<TimestampMillisecondArray>,
+}
+
+fn range(offsets: &OffsetBuffer<i32>, row: usize) -> std::ops::Range<usize> {
+    let (a, b) = (offsets[row], offsets[row + 1]);
+    usize::try_from(a).unwrap_or(0)..usize::try_from(b).unwrap_or(0)
+}
+
+fn split_identities(batch: &RecordBatch) -> Option<Identities> {
+    let list = batch.column_by_name(IDENTITIES)?.as_list_opt::<i32>()?;
+    let items = list.values().as_struct_opt()?;
+    Some(Identities {
+        offsets: list.offsets().clone(),
+        namespace: Dict::of(items.column_by_name("namespace"))?,
+        id: items.column_by_name("id")?.as_string_opt::<i32>()?.clone(),
+        primary: items.column_by_name("primary")?.as_boolean_opt()?.clone(),
+        state: Dict::of(items.column_by_name("authenticatedState")),
+    })
+}
+
+fn split_memberships(batch: &RecordBatch) -> Option<Memberships> {
+    let list = batch.column_by_name(SEGMENTS)?.as_list_opt::<i32>()?;
+    let items = list.values().as_struct_opt()?;
+    let time = |name: &str| {
+        items
+            .column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+            .cloned()
+    };
+    Some(Memberships {
+        offsets: list.offsets().clone(),
+        ns: Dict::of(items.column_by_name("ns"))?,
+        segment: Dict::of(items.column_by_name("segmentId"))?,
+        status: Dict::of(items.column_by_name("status"))?,
+        lqt: time("lastQualificationTime"),
+        version: items.column_by_name("version").and_then(|c| c.as_string_opt::<i32>()).cloned(),
+        until: time("validUntil"),
+    })
 }
 
 impl Loaded {
@@ -37,7 +124,30 @@ impl Loaded {
         let attributes = batch
             .project(&keep)
             .map_err(|e| EngineError::Store(format!("projecting attributes: {e}")))?;
-        Ok(Self { batch, attributes, keys, rank, json: OnceLock::new() })
+        let int = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .cloned()
+                .ok_or_else(|| EngineError::Store(format!("a store batch without {name}")))
+        };
+        let ord = batch
+            .column_by_name(ORD)
+            .and_then(|c| c.as_primitive_opt::<UInt64Type>())
+            .cloned()
+            .ok_or_else(|| EngineError::Store("a store batch without ordinals".into()))?;
+        Ok(Self {
+            ingest: int(INGEST_MS)?,
+            seq: int(SEQ)?,
+            ord,
+            identities: split_identities(&batch),
+            memberships: split_memberships(&batch),
+            batch,
+            attributes,
+            keys,
+            rank,
+            json: OnceLock::new(),
+        })
     }
 
     fn json_rows(&self) -> Result<&[Map<String, Value>], EngineError> {
@@ -48,20 +158,6 @@ impl Loaded {
             serde_json::from_slice(&writer.into_inner()).map_err(|e| e.to_string())
         });
         rows.as_deref().map_err(|e| EngineError::Store(format!("rows to JSON: {e}")))
-    }
-
-    fn int(&self, name: &str, row: usize) -> i64 {
-        self.batch.column_by_name(name).map_or(0, |c| c.as_primitive::<Int64Type>().value(row))
-    }
-
-    fn ord(&self, row: usize) -> u64 {
-        self.batch.column_by_name(ORD).map_or(0, |c| c.as_primitive::<UInt64Type>().value(row))
-    }
-
-    fn list(&self, name: &str, row: usize) -> Option<StructArray> {
-        let column = self.batch.column_by_name(name)?;
-        let list = column.as_list::<i32>();
-        Some(list.value(row).as_struct().clone())
     }
 }
 
@@ -74,39 +170,18 @@ pub(crate) struct RowRef {
 
 impl RowRef {
     pub fn ingest_ms(&self) -> i64 {
-        self.loaded.int(INGEST_MS, self.row)
+        self.loaded.ingest.value(self.row)
     }
 
     /// The total order of "most recent": ingest time, commit, position in the batch.
     pub fn recency(&self) -> (i64, i64, u64) {
-        (self.ingest_ms(), self.loaded.int(SEQ, self.row), self.loaded.ord(self.row))
+        (self.ingest_ms(), self.loaded.seq.value(self.row), self.loaded.ord.value(self.row))
     }
 
     /// The row's attributes as JSON (null members left out).
     pub fn attributes(&self) -> Result<Map<String, Value>, EngineError> {
         Ok(self.loaded.json_rows()?.get(self.row).cloned().unwrap_or_default())
     }
-}
-
-fn dict_value(array: &StructArray, name: &str, i: usize) -> Option<String> {
-    let column = array.column_by_name(name)?;
-    if column.is_null(i) {
-        return None;
-    }
-    let dict = column.as_dictionary::<Int32Type>();
-    let values = dict.values().as_string::<i32>();
-    let key = dict.keys().value(i);
-    Some(values.value(usize::try_from(key).ok()?).to_owned())
-}
-
-fn string_value(array: &StructArray, name: &str, i: usize) -> Option<String> {
-    let column = array.column_by_name(name)?;
-    (!column.is_null(i)).then(|| column.as_string::<i32>().value(i).to_owned())
-}
-
-fn time_value(array: &StructArray, name: &str, i: usize) -> Option<i64> {
-    let column = array.column_by_name(name)?;
-    (!column.is_null(i)).then(|| column.as_primitive::<TimestampMillisecondType>().value(i))
 }
 
 /// One identity of the merged profile.
@@ -122,22 +197,24 @@ pub(crate) struct Identity {
 pub(crate) fn identities(rows: &[RowRef]) -> Vec<Identity> {
     let mut out: Vec<Identity> = Vec::new();
     for r in rows {
-        let Some(list) = r.loaded.list(IDENTITIES, r.row) else { continue };
-        let primary = list.column_by_name("primary").map(|c| c.as_boolean().clone());
-        for i in 0..list.len() {
-            let (Some(namespace), Some(id)) =
-                (dict_value(&list, "namespace", i), string_value(&list, "id", i))
-            else {
+        let Some(view) = r.loaded.identities.as_ref() else { continue };
+        for i in range(&view.offsets, r.row) {
+            let (Some(namespace), false) = (view.namespace.get(i), view.id.is_null(i)) else {
                 continue;
             };
-            let is_primary = primary.as_ref().is_some_and(|p| p.value(i));
+            let id = view.id.value(i);
+            let is_primary = view.primary.is_valid(i) && view.primary.value(i);
             match out.iter_mut().find(|x| x.namespace == namespace && x.id == id) {
                 Some(existing) => existing.primary |= is_primary,
                 None => out.push(Identity {
-                    namespace,
-                    id,
+                    namespace: namespace.to_owned(),
+                    id: id.to_owned(),
                     primary: is_primary,
-                    authenticated_state: dict_value(&list, "authenticatedState", i),
+                    authenticated_state: view
+                        .state
+                        .as_ref()
+                        .and_then(|s| s.get(i))
+                        .map(str::to_owned),
                 }),
             }
         }
@@ -160,30 +237,39 @@ pub(crate) struct Membership {
 pub(crate) fn memberships(rows: &[RowRef]) -> BTreeMap<(String, String), Membership> {
     let mut out: BTreeMap<(String, String), Membership> = BTreeMap::new();
     for r in rows {
-        let Some(list) = r.loaded.list(SEGMENTS, r.row) else { continue };
+        let Some(view) = r.loaded.memberships.as_ref() else { continue };
         let recency = r.recency();
-        for i in 0..list.len() {
-            let (Some(ns), Some(segment), Some(status)) = (
-                dict_value(&list, "ns", i),
-                dict_value(&list, "segmentId", i),
-                dict_value(&list, "status", i),
-            ) else {
+        for i in range(&view.offsets, r.row) {
+            let (Some(ns), Some(segment), Some(status)) =
+                (view.ns.get(i), view.segment.get(i), view.status.get(i))
+            else {
                 continue;
             };
-            let candidate = Membership {
-                status,
-                last_qualification_ms: time_value(&list, "lastQualificationTime", i),
-                version: string_value(&list, "version", i),
-                valid_until_ms: time_value(&list, "validUntil", i),
-                recency,
+            let time = |a: &Option<TimestampMillisecondArray>| {
+                a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
             };
-            let order = |m: &Membership| (m.last_qualification_ms.unwrap_or(i64::MIN), m.recency);
-            match out.get(&(ns.clone(), segment.clone())) {
-                Some(existing) if order(existing) >= order(&candidate) => {}
-                _ => {
-                    out.insert((ns, segment), candidate);
+            let lqt = time(&view.lqt);
+            let order = (lqt.unwrap_or(i64::MIN), recency);
+            let key = (ns.to_owned(), segment.to_owned());
+            if let Some(existing) = out.get(&key) {
+                if (existing.last_qualification_ms.unwrap_or(i64::MIN), existing.recency) >= order {
+                    continue;
                 }
             }
+            out.insert(
+                key,
+                Membership {
+                    status: status.to_owned(),
+                    last_qualification_ms: lqt,
+                    version: view
+                        .version
+                        .as_ref()
+                        .filter(|v| v.is_valid(i))
+                        .map(|v| v.value(i).to_owned()),
+                    valid_until_ms: time(&view.until),
+                    recency,
+                },
+            );
         }
     }
     out
