@@ -10,7 +10,7 @@ PROFILES=${1:-1000000}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/segport-target}
 cargo build --release -q -p segport
 BIN=$CARGO_TARGET_DIR/release/segport
-WORK=${SEGPORT_BENCH_DIR:-$(mktemp -d)}  # keep it to run benches/export.sh on the same data
+WORK=${SEGPORT_BENCH_DIR:-$(mktemp -d)}
 cd "$WORK"
 echo "working in $WORK"
 
