@@ -135,16 +135,12 @@ async fn phase(
 }
 
 async fn destination(client: &mut Client) -> anyhow::Result<String> {
-    let body = json!({"name": "bench-out", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile__union"}});
-    let answer =
-        client.json(Method::POST, "/data/foundation/catalog/dataSets", Some(&body)).await?;
-    answer
-        .as_array()
-        .and_then(|a| a.first())
-        .and_then(Value::as_str)
-        .and_then(|s| s.rsplit('/').next())
-        .map(str::to_owned)
-        .with_context(|| format!("unexpected dataset answer {answer}"))
+    crate::export::create_dataset(
+        client,
+        "bench-out",
+        "https://ns.adobe.com/xdm/context/profile__union",
+    )
+    .await
 }
 
 pub async fn run(args: ApiArgs) -> anyhow::Result<()> {

@@ -147,7 +147,12 @@ fn tenant() -> Tenant {
     Tenant { token: "bench".into(), org: ORG.into(), sandbox: SANDBOX.into() }
 }
 
-async fn create_dataset(client: &mut Client, name: &str, schema: &str) -> anyhow::Result<String> {
+/// Creates a dataset through the Catalog API and returns its id.
+pub(crate) async fn create_dataset(
+    client: &mut Client,
+    name: &str,
+    schema: &str,
+) -> anyhow::Result<String> {
     let body = json!({
         "name": name,
         "schemaRef": {"id": schema, "contentType": "application/vnd.adobe.xed+json;version=1"},
