@@ -18,6 +18,7 @@ both_backends!(
     random_jobs_match_the_oracle,
     cancelling_a_running_export_leaves_nothing,
     an_unwritable_destination_fails_with_output_write_error,
+    a_replaced_event_is_gone_from_earlier_windows,
 );
 
 /// A small store: `n` generated profiles with their events, in one batch each.
@@ -351,17 +352,21 @@ fn expected(spec: &Spec, profiles: &[Fragment], events: &[Fragment]) -> Vec<Vec<
             project(&Value::Object(merged.clone()), &spec.fields)
         };
         if let Some((from, to, fields)) = &spec.events {
+            // The latest version of each `_id` replaces the others; then the window applies.
             let mut latest: BTreeMap<String, &Fragment> = BTreeMap::new();
             for e in evs.iter() {
-                if from.is_some_and(|f| e.ingest_ms <= f) || to.is_some_and(|t| e.ingest_ms >= t) {
-                    continue;
-                }
                 let id = e.record["_id"].as_str().unwrap().to_owned();
                 if latest.get(&id).is_none_or(|p| (p.ingest_ms, p.order) < (e.ingest_ms, e.order)) {
                     latest.insert(id, e);
                 }
             }
-            let mut list: Vec<&Fragment> = latest.into_values().collect();
+            let mut list: Vec<&Fragment> = latest
+                .into_values()
+                .filter(|e| {
+                    !(from.is_some_and(|f| e.ingest_ms <= f)
+                        || to.is_some_and(|t| e.ingest_ms >= t))
+                })
+                .collect();
             list.sort_by(|a, b| {
                 (ms(a.record["timestamp"].as_str().unwrap()), a.record["_id"].as_str())
                     .cmp(&(ms(b.record["timestamp"].as_str().unwrap()), b.record["_id"].as_str()))
@@ -607,24 +612,7 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
                     .await
                     .unwrap();
             assert!(!files.is_empty(), "every batch has at least one file");
-            let mut got = Vec::new();
-            for f in files {
-                let bytes = t.state.storage.get(&f.path.as_str().into()).await.unwrap();
-                let reader =
-                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-                        .unwrap()
-                        .build()
-                        .unwrap();
-                for batch in reader {
-                    let batch = batch.unwrap();
-                    let mut w = arrow::json::ArrayWriter::new(Vec::new());
-                    w.write(&batch).unwrap();
-                    w.finish().unwrap();
-                    let rows: Vec<Value> =
-                        serde_json::from_slice(&w.into_inner()).unwrap_or_default();
-                    got.extend(rows);
-                }
-            }
+            let got = output_rows(&t, &files).await;
             let mut got: Vec<String> = got.iter().map(|r| canonical(r).to_string()).collect();
             let mut exp: Vec<String> = want[b].iter().map(|r| canonical(r).to_string()).collect();
             got.sort();
@@ -643,6 +631,81 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
         if fields.contains("nope") {
             assert_eq!(done["warnings"][0]["code"], "UNKNOWN_FIELD");
         }
+    }
+}
+
+/// The rows of a batch's files, read back with the Parquet reader, as JSON.
+async fn output_rows(t: &TestApp, files: &[segport_catalog::BatchFile]) -> Vec<Value> {
+    let mut got = Vec::new();
+    for f in files {
+        let bytes = t.state.storage.get(&f.path.as_str().into()).await.unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let mut w = arrow::json::ArrayWriter::new(Vec::new());
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            let rows: Vec<Value> = serde_json::from_slice(&w.into_inner()).unwrap_or_default();
+            got.extend(rows);
+        }
+    }
+    got
+}
+
+/// DESIGN §5: a later event with the same `_id` replaces the earlier one, so the earlier
+/// version is not exported from a window that holds only its batch.
+async fn a_replaced_event_is_gone_from_earlier_windows(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let eds = t.store_dataset(EVENT_SCHEMA).await;
+    let profile = json!({"identityMap": {"ECID": [{"id": "E1", "primary": true}]}});
+    t.ingest(
+        &pds,
+        json!({"format": "json"}),
+        vec![("p.json", format!("{profile}\n").into_bytes())],
+    )
+    .await;
+    let event = |kind: &str| {
+        json!({"_id": "x", "timestamp": "2026-01-01T00:00:00Z", "eventType": kind,
+               "identityMap": {"ECID": [{"id": "E1", "primary": true}]}})
+    };
+    let mut completed = Vec::new();
+    for kind in ["v1", "v2"] {
+        let (_, batch) = t
+            .ingest(
+                &eds,
+                json!({"format": "json"}),
+                vec![("e.json", format!("{}\n", event(kind)).into_bytes())],
+            )
+            .await;
+        completed.push(batch["completed"].as_i64().unwrap());
+    }
+    let export = t.export_dataset().await;
+    let rfc = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap().to_rfc3339();
+    for (from, to, want) in [
+        (completed[0] - 1, completed[0] + 1, json!([])),
+        (completed[1] - 1, completed[1] + 1, json!([{"_id": "x", "eventType": "v2"}])),
+        (completed[0] - 1, completed[1] + 1, json!([{"_id": "x", "eventType": "v2"}])),
+    ] {
+        let mut body = minimal_job(&export);
+        body["fields"] = json!("identityMap");
+        body["additionalFields"] = json!({"eventList": {"fields": "_id,eventType",
+            "filter": {"fromIngestTimestamp": rfc(from), "toIngestTimestamp": rfc(to)}}});
+        let job = t.create_job(body).await;
+        t.run_tasks().await;
+        let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+        assert_eq!(done["status"], "SUCCEEDED", "{done}");
+        let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+        let batch = segport_model::BatchId::parse(done["destination"]["batchId"].as_str().unwrap())
+            .unwrap();
+        let files = t.db.catalog.list_batch_files(&tenant, &batch).await.unwrap();
+        let rows = output_rows(&t, &files).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let events = rows[0].get("timeSeriesEvents").cloned().unwrap_or(json!([]));
+        assert_eq!(events, want, "window {from}..{to}");
     }
 }
 

@@ -353,8 +353,9 @@ pub(crate) fn membership_map(m: &BTreeMap<(String, String), Membership>) -> Valu
     Value::Object(by_ns)
 }
 
-/// The profile's events inside the ingest window, latest version of each `_id`, ordered by
-/// `timestamp` then `_id`, as JSON with their identities.
+/// The profile's events: the latest version of each `_id` (a later event replaces an earlier
+/// one, DESIGN §5), kept when its ingest time is inside the window, ordered by `timestamp`
+/// then `_id`, as JSON with their identities.
 pub(crate) fn events(
     rows: &[RowRef],
     from_ms: Option<i64>,
@@ -362,10 +363,6 @@ pub(crate) fn events(
 ) -> Result<Vec<Value>, EngineError> {
     let mut latest: HashMap<String, (&RowRef, (i64, i64, u64))> = HashMap::new();
     for r in rows {
-        let ingest = r.ingest_ms();
-        if from_ms.is_some_and(|f| ingest <= f) || to_ms.is_some_and(|t| ingest >= t) {
-            continue;
-        }
         let Some(id) = r
             .loaded
             .batch
@@ -385,6 +382,10 @@ pub(crate) fn events(
     }
     let mut out: Vec<(i64, String, Value)> = Vec::with_capacity(latest.len());
     for (id, (r, _)) in latest {
+        let ingest = r.ingest_ms();
+        if from_ms.is_some_and(|f| ingest <= f) || to_ms.is_some_and(|t| ingest >= t) {
+            continue;
+        }
         let time = r
             .loaded
             .batch
