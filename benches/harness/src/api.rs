@@ -34,6 +34,9 @@ pub struct ApiArgs {
     /// Concurrent clients to measure at.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
+    /// Operations to load (gets read the jobs the creates made, or the first page of jobs).
+    #[arg(long, value_delimiter = ',', default_value = "create,get,list")]
+    ops: Vec<String>,
     /// Jobs created one after the other (an idle worker picking each up) for pickup latency.
     #[arg(long, default_value_t = 200)]
     pickups: usize,
@@ -208,7 +211,16 @@ async fn load(
     println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut ids = Arc::new(Vec::new());
     for op in [Op::Create, Op::Get, Op::List] {
-        for &clients in &args.clients {
+        let name = format!("{op:?}").to_lowercase();
+        if !args.ops.contains(&name) {
+            if matches!(op, Op::Create) {
+                // Gets need jobs to read.
+                for _ in 0..100 {
+                    client.json(Method::POST, "/export/jobs", Some(&body)).await?;
+                }
+            }
+        }
+        for &clients in args.clients.iter().filter(|_| args.ops.contains(&name)) {
             let result = phase(op, clients, tenant, &body, &ids, args).await?;
             println!(
                 "| {op:?} | {clients} | {} | {} | {:.0} | {:.2} | {:.2} |",

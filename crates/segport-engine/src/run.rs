@@ -1,7 +1,7 @@
 //! Evaluating one partition: a k-way merge by profile key over the partition's store files,
 //! read a row group at a time, then filters, merge, projection and Parquet encoding.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
+use segport_store::columns::SEGMENTS;
 use segport_store::compact::{fragment_schema, with_recency, FileRef};
 use segport_store::ingest::writer_properties;
 use segport_store::schema::UnionSchema;
@@ -304,6 +305,9 @@ pub fn encode_rows(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, En
 pub struct ReadColumns {
     /// Top-level attribute fields to read; `None` reads all.
     attributes: Option<BTreeSet<String>>,
+    /// Whether the memberships column is read: only when the output holds them (the segment
+    /// filter was decided by the first pass).
+    memberships: bool,
     schema: SchemaRef,
 }
 
@@ -329,10 +333,21 @@ impl ReadColumns {
                     .collect(),
             },
         };
-        Self { attributes, schema: fragment_schema(kind, &narrowed) }
+        let memberships =
+            selection.is_none_or(|s| s.all || s.children.contains_key("segmentMembership"));
+        let mut schema = fragment_schema(kind, &narrowed);
+        if !memberships {
+            let fields: Vec<_> =
+                schema.fields().iter().filter(|f| f.name() != SEGMENTS).cloned().collect();
+            schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        }
+        Self { attributes, memberships, schema }
     }
 
     fn wants(&self, column: &str) -> bool {
+        if column == SEGMENTS {
+            return self.memberships;
+        }
         column.starts_with("__") || self.attributes.as_ref().is_none_or(|a| a.contains(column))
     }
 }
@@ -422,15 +437,15 @@ pub fn run_partition(
     let profile_files = included(&input.profiles, RecordKind::Profile, plan);
     let event_files =
         if plan.needs_events() { included(&input.events, RecordKind::Event, plan) } else { vec![] };
-    let (profile_rows, event_rows) = match &plan.segments {
-        // Only profiles with a membership in a wanted segment can match: find their rows first.
+    let (profile_rows, event_rows, matches) = match &plan.segments {
+        // Only profiles with a matching membership are exported: find them and their rows first.
         Some(entries) => {
-            let ids: HashSet<&str> = entries.iter().map(|e| e.segment_id.as_str()).collect();
             let profiles: Vec<&SourceFile> = profile_files.iter().map(|(f, _)| *f).collect();
             let events: Vec<&SourceFile> = event_files.iter().map(|(f, _)| *f).collect();
-            prefilter::by_segment(&ids, &profiles, &events)?
+            let found = prefilter::by_segment(entries, &profiles, &events)?;
+            (found.profile_rows, found.event_rows, Some(found.matches))
         }
-        None => (vec![None; profile_files.len()], vec![None; event_files.len()]),
+        None => (vec![None; profile_files.len()], vec![None; event_files.len()], None),
     };
     if cancel.load(Ordering::Relaxed) {
         return Err(EngineError::Cancelled);
@@ -469,7 +484,8 @@ pub fn run_partition(
                 return Err(EngineError::Cancelled);
             }
         }
-        evaluate(plan, projections, &mut profile_rows, &event_rows, &mut sinks, progress)?;
+        let matched = matches.as_ref().map(|m| m.get(&key).map_or(&[][..], Vec::as_slice));
+        evaluate(plan, projections, matched, &mut profile_rows, &event_rows, &mut sinks, progress)?;
     }
     progress.profiles_scanned.fetch_add(scanned % 1024, Ordering::Relaxed);
     let mut output = PartitionOutput::default();
@@ -486,6 +502,8 @@ pub fn run_partition(
 fn evaluate(
     plan: &ExportPlan,
     projections: &Projections,
+    // With a segment filter: the entries the profile matches.
+    matched: Option<&[usize]>,
     profile_rows: &mut [RowRef],
     event_rows: &[RowRef],
     sinks: &mut [Sink],
@@ -508,33 +526,13 @@ fn evaluate(
         }
     }
     let memberships = merge::memberships(profile_rows);
-    let targets: Vec<usize> = match &plan.segments {
+    // The first pass decided the segment entries each profile matches (DESIGN §5 rules, in
+    // `prefilter`); without a segment filter every profile goes to the one batch.
+    let targets: Vec<usize> = match matched {
         None => vec![0],
-        Some(entries) => {
-            let matched: Vec<usize> = entries
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| {
-                    memberships.iter().any(|((ns, segment), m)| {
-                        *segment == e.segment_id
-                            && ns.to_lowercase() == e.ns
-                            && e.statuses.contains(&m.status)
-                            && e.from_ms
-                                .is_none_or(|f| m.last_qualification_ms.is_some_and(|t| t >= f))
-                            && e.to_ms
-                                .is_none_or(|to| m.last_qualification_ms.is_some_and(|t| t <= to))
-                    })
-                })
-                .map(|(i, _)| i)
-                .collect();
-            if plan.per_segment {
-                matched
-            } else if matched.is_empty() {
-                Vec::new()
-            } else {
-                vec![0]
-            }
-        }
+        Some(m) if plan.per_segment => m.to_vec(),
+        Some([]) => Vec::new(),
+        Some(_) => vec![0],
     };
     if targets.is_empty() {
         return Ok(());
