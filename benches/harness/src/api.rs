@@ -212,12 +212,10 @@ async fn load(
     let mut ids = Arc::new(Vec::new());
     for op in [Op::Create, Op::Get, Op::List] {
         let name = format!("{op:?}").to_lowercase();
-        if !args.ops.contains(&name) {
-            if matches!(op, Op::Create) {
-                // Gets need jobs to read.
-                for _ in 0..100 {
-                    client.json(Method::POST, "/export/jobs", Some(&body)).await?;
-                }
+        if !args.ops.contains(&name) && matches!(op, Op::Create) {
+            // Gets need jobs to read.
+            for _ in 0..100 {
+                client.json(Method::POST, "/export/jobs", Some(&body)).await?;
             }
         }
         for &clients in args.clients.iter().filter(|_| args.ops.contains(&name)) {
