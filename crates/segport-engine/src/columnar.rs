@@ -1,6 +1,7 @@
-//! Output rows built column by column from the store's Arrow batches, for the common profile
-//! that has a single fragment: its attribute columns are gathered with `interleave` and cut to
-//! the projection, and the XDM maps are built with Arrow builders, so no JSON is made.
+//! Output rows built column by column from the store's Arrow batches: attribute columns are
+//! merged leaf by leaf (per output row, the strongest fragment with a non-null value, as the
+//! JSON overlay of `merge` does) and gathered with `interleave`, then cut to the projection;
+//! the XDM maps are built with Arrow builders. No JSON is made.
 //!
 //! The result must equal what the JSON path (`merge` + `project::project` + `encode_rows`)
 //! makes of the same row, including its rules for empty values: under a partial selection a
@@ -23,10 +24,11 @@ use crate::merge::{Identity, Loaded, Membership};
 use crate::project::Selection;
 use crate::run::EngineError;
 
-/// One output row of a single-fragment profile.
+/// One output row: the profile's fragments (batch and row), weakest first, and its merged
+/// identities and memberships.
+#[derive(Clone)]
 pub(crate) struct FastRow {
-    pub loaded: Arc<Loaded>,
-    pub row: usize,
+    pub fragments: Vec<(Arc<Loaded>, usize)>,
     pub identities: Vec<Identity>,
     pub memberships: BTreeMap<(String, String), Membership>,
 }
@@ -41,18 +43,21 @@ pub(crate) fn encode(
     selection: &Selection,
     rows: &[FastRow],
 ) -> Result<RecordBatch, EngineError> {
-    // Distinct source batches, and each row's (source, row) index.
+    // Distinct source batches, and each output row's candidates (source, row), weakest first.
     let mut sources: Vec<&Arc<Loaded>> = Vec::new();
-    let mut indices: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
+    let mut candidates = Candidates { offsets: vec![0], items: Vec::new() };
     for r in rows {
-        let source = match sources.iter().position(|s| Arc::ptr_eq(s, &r.loaded)) {
-            Some(i) => i,
-            None => {
-                sources.push(&r.loaded);
-                sources.len() - 1
-            }
-        };
-        indices.push((source, r.row));
+        for (loaded, row) in &r.fragments {
+            let source = match sources.iter().position(|s| Arc::ptr_eq(s, loaded)) {
+                Some(i) => i,
+                None => {
+                    sources.push(loaded);
+                    sources.len() - 1
+                }
+            };
+            candidates.items.push((source, *row));
+        }
+        candidates.offsets.push(candidates.items.len());
     }
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
@@ -71,7 +76,7 @@ pub(crate) fn encode(
                         })
                     })
                     .collect::<Result<_, _>>()?;
-                arrow::compute::interleave(&arrays, &indices).map_err(output_error)?
+                merge_leaves(&arrays, &candidates)?
             }
         };
         columns.push(project(&column, &sel, field.data_type(), false)?);
@@ -82,6 +87,75 @@ pub(crate) fn encode(
         &RecordBatchOptions::new().with_row_count(Some(rows.len())),
     )
     .map_err(output_error)
+}
+
+/// Per output row, the (source, row) fragments that may give it a value, weakest first.
+struct Candidates {
+    offsets: Vec<usize>,
+    items: Vec<(usize, usize)>,
+}
+
+impl Candidates {
+    fn rows(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    fn of(&self, row: usize) -> &[(usize, usize)] {
+        &self.items[self.offsets[row]..self.offsets[row + 1]]
+    }
+}
+
+/// One output column from the same column of every source: a struct is present where any
+/// candidate has it and merges member by member among those that do; any other value comes
+/// from the strongest candidate that has one (lists are values, as in the JSON overlay).
+fn merge_leaves(arrays: &[&dyn Array], candidates: &Candidates) -> Result<ArrayRef, EngineError> {
+    let Some(first) = arrays.first() else {
+        return Err(EngineError::Output("no source for a column".into()));
+    };
+    if let DataType::Struct(fields) = first.data_type() {
+        let structs: Vec<&StructArray> = arrays
+            .iter()
+            .map(|a| {
+                a.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
+                    EngineError::Output("a struct column that is not a struct array".into())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        // Only fragments where the struct is present take part below it.
+        let mut present = Candidates { offsets: vec![0], items: Vec::new() };
+        for row in 0..candidates.rows() {
+            present
+                .items
+                .extend(candidates.of(row).iter().filter(|(s, r)| structs[*s].is_valid(*r)));
+            present.offsets.push(present.items.len());
+        }
+        let children = (0..fields.len())
+            .map(|i| {
+                let child: Vec<&dyn Array> = structs.iter().map(|s| s.column(i).as_ref()).collect();
+                merge_leaves(&child, &present)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let valid: Vec<bool> = (0..present.rows()).map(|r| !present.of(r).is_empty()).collect();
+        let out = StructArray::try_new(fields.clone(), children, Some(NullBuffer::from(valid)))
+            .map_err(output_error)?;
+        return Ok(Arc::new(out));
+    }
+    // The last source is a single null, for rows no candidate gives a value.
+    let null = new_null_array(first.data_type(), 1);
+    let mut sources: Vec<&dyn Array> = arrays.to_vec();
+    sources.push(null.as_ref());
+    let indices: Vec<(usize, usize)> = (0..candidates.rows())
+        .map(|row| {
+            candidates
+                .of(row)
+                .iter()
+                .rev()
+                .find(|(s, r)| arrays[*s].is_valid(*r))
+                .copied()
+                .unwrap_or((arrays.len(), 0))
+        })
+        .collect();
+    arrow::compute::interleave(&sources, &indices).map_err(output_error)
 }
 
 /// `array` cut down to `selection` and cast to `target`, with the JSON path's rules for empty

@@ -203,7 +203,7 @@ fn open_all(
 struct Sink {
     schema: SchemaRef,
     rows: Vec<Value>,
-    /// Single-fragment rows, built column by column without JSON.
+    /// Rows of profiles with fragments, built column by column without JSON.
     fast: Vec<FastRow>,
     writer: Option<ArrowWriter<Vec<u8>>>,
     count: u64,
@@ -359,7 +359,7 @@ pub struct Projections {
     pub schema: SchemaRef,
     profile_read: ReadColumns,
     event_read: ReadColumns,
-    /// Whether single-fragment profiles may take the columnar path: no events, and map
+    /// Whether profiles with fragments may take the columnar path: no events, and map
     /// selections that only pick keys (so the map's value type is not cut).
     columnar: bool,
 }
@@ -537,13 +537,19 @@ fn evaluate(
     if targets.is_empty() {
         return Ok(());
     }
-    if projections.columnar && profile_rows.len() == 1 {
+    // Weakest first, so that the strongest fragment is written last.
+    match plan.precedence {
+        Precedence::TimestampOrdered => profile_rows.sort_by_key(RowRef::recency),
+        Precedence::DatasetOrder(_) => {
+            profile_rows.sort_by_key(|r| (std::cmp::Reverse(r.loaded.rank), r.recency()))
+        }
+    }
+    if projections.columnar && !profile_rows.is_empty() {
         let identities = merge::identities(profile_rows);
         let namespaces = namespaces_of(&identities);
         let last = targets.len() - 1;
         let mut fast = Some(FastRow {
-            loaded: profile_rows[0].loaded.clone(),
-            row: profile_rows[0].row,
+            fragments: profile_rows.iter().map(|r| (r.loaded.clone(), r.row)).collect(),
             identities,
             memberships,
         });
@@ -554,12 +560,7 @@ fn evaluate(
             }
             let row = match (i == last, fast.as_ref()) {
                 (true, _) => fast.take(),
-                (false, Some(f)) => Some(FastRow {
-                    loaded: f.loaded.clone(),
-                    row: f.row,
-                    identities: f.identities.clone(),
-                    memberships: f.memberships.clone(),
-                }),
+                (false, Some(f)) => Some(f.clone()),
                 (false, None) => None,
             };
             if let Some(row) = row {
@@ -570,13 +571,6 @@ fn evaluate(
         return Ok(());
     }
 
-    // Weakest first, so that the strongest fragment is written last.
-    match plan.precedence {
-        Precedence::TimestampOrdered => profile_rows.sort_by_key(RowRef::recency),
-        Precedence::DatasetOrder(_) => {
-            profile_rows.sort_by_key(|r| (std::cmp::Reverse(r.loaded.rank), r.recency()))
-        }
-    }
     let identities = if profile_rows.is_empty() {
         merge::identities(event_rows)
     } else {
