@@ -29,6 +29,8 @@ use crate::run::EngineError;
 #[derive(Clone)]
 pub(crate) struct FastRow {
     pub fragments: Vec<(Arc<Loaded>, usize)>,
+    /// The events of `timeSeriesEvents` (already deduplicated, windowed and ordered).
+    pub events: Vec<(Arc<Loaded>, usize)>,
     pub identities: Vec<Identity>,
     pub memberships: BTreeMap<(String, String), Membership>,
 }
@@ -37,10 +39,12 @@ fn output_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Output(e.to_string())
 }
 
-/// `rows` as a record batch of `schema`, projected by `selection`.
+/// `rows` as a record batch of `schema`, projected by `selection` (and their events by
+/// `event_selection`).
 pub(crate) fn encode(
     schema: &SchemaRef,
     selection: &Selection,
+    event_selection: Option<&Selection>,
     rows: &[FastRow],
 ) -> Result<RecordBatch, EngineError> {
     // Distinct source batches, and each output row's candidates (source, row), weakest first.
@@ -64,7 +68,10 @@ pub(crate) fn encode(
         let name = field.name().as_str();
         let sel = selection.children.get(name).cloned().unwrap_or_default();
         let column = match name {
-            "identityMap" => identity_map(rows, &sel)?,
+            "identityMap" => identity_map(rows.iter().map(|r| r.identities.as_slice()), &sel)?,
+            "timeSeriesEvents" => {
+                event_list(rows, event_selection.unwrap_or(&ALL), field.data_type())?
+            }
             "identities" => legacy_identities(rows)?,
             "segmentMembership" => membership_map(rows, &sel)?,
             _ => {
@@ -87,6 +94,88 @@ pub(crate) fn encode(
         &RecordBatchOptions::new().with_row_count(Some(rows.len())),
     )
     .map_err(output_error)
+}
+
+/// Keeps everything.
+static ALL: Selection = Selection { all: true, children: BTreeMap::new() };
+
+/// `timeSeriesEvents`: per row the list of its events, each cut to `selection` (an event keeps
+/// its place even when nothing selected is in it, as in the JSON path).
+fn event_list(
+    rows: &[FastRow],
+    selection: &Selection,
+    target: &DataType,
+) -> Result<ArrayRef, EngineError> {
+    let (DataType::List(item_field), Some(DataType::Struct(item_fields))) = (
+        target,
+        match target {
+            DataType::List(f) => Some(f.data_type()),
+            _ => None,
+        },
+    ) else {
+        return Err(EngineError::Output("timeSeriesEvents is not a list of structs".into()));
+    };
+    let mut sources: Vec<&Arc<Loaded>> = Vec::new();
+    let mut indices: Vec<(usize, usize)> = Vec::new();
+    let mut lengths = Vec::with_capacity(rows.len());
+    for r in rows {
+        for (loaded, row) in &r.events {
+            let source = match sources.iter().position(|s| Arc::ptr_eq(s, loaded)) {
+                Some(i) => i,
+                None => {
+                    sources.push(loaded);
+                    sources.len() - 1
+                }
+            };
+            indices.push((source, *row));
+        }
+        lengths.push(r.events.len());
+    }
+    let children = item_fields
+        .iter()
+        .map(|f| {
+            let name = f.name().as_str();
+            let sel =
+                if selection.all { &ALL } else { selection.children.get(name).unwrap_or(&ALL) };
+            let column = if name == "identityMap" {
+                let identities: Vec<Vec<Identity>> = rows
+                    .iter()
+                    .flat_map(|r| r.events.iter())
+                    .map(|(loaded, row)| {
+                        crate::merge::identities(&[crate::merge::RowRef {
+                            loaded: loaded.clone(),
+                            row: *row,
+                        }])
+                    })
+                    .collect();
+                identity_map(identities.iter().map(Vec::as_slice), sel)?
+            } else {
+                let arrays: Vec<&dyn Array> = sources
+                    .iter()
+                    .map(|s| {
+                        s.batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| {
+                            EngineError::Store(format!("no event column {name} in a store batch"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                if arrays.is_empty() {
+                    new_null_array(f.data_type(), 0)
+                } else {
+                    arrow::compute::interleave(&arrays, &indices).map_err(output_error)?
+                }
+            };
+            project(&column, sel, f.data_type(), false)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let items = StructArray::try_new(item_fields.clone(), children, None).map_err(output_error)?;
+    let list = ListArray::try_new(
+        item_field.clone(),
+        OffsetBuffer::from_lengths(lengths),
+        Arc::new(items),
+        None,
+    )
+    .map_err(output_error)?;
+    Ok(Arc::new(list))
 }
 
 /// Per output row, the (source, row) fragments that may give it a value, weakest first.
@@ -263,15 +352,18 @@ fn identity_item_fields() -> Fields {
 
 /// `identityMap`: namespace → list of `{authenticatedState, id, primary}`, namespaces in
 /// first-seen order.
-fn identity_map(rows: &[FastRow], selection: &Selection) -> Result<ArrayRef, EngineError> {
+fn identity_map<'a>(
+    rows: impl ExactSizeIterator<Item = &'a [Identity]>,
+    selection: &Selection,
+) -> Result<ArrayRef, EngineError> {
     let mut counts = Vec::with_capacity(rows.len());
     let mut keys = StringBuilder::new();
     let mut list_lengths = Vec::new();
     let (mut state, mut id, mut primary) =
         (StringBuilder::new(), StringBuilder::new(), BooleanBuilder::new());
-    for r in rows {
+    for identities in rows {
         let mut namespaces: Vec<&str> = Vec::new();
-        for i in &r.identities {
+        for i in identities {
             if !namespaces.contains(&i.namespace.as_str()) {
                 namespaces.push(&i.namespace);
             }
@@ -284,7 +376,7 @@ fn identity_map(rows: &[FastRow], selection: &Selection) -> Result<ArrayRef, Eng
             keys.append_value(ns);
             count += 1;
             let mut length = 0;
-            for i in r.identities.iter().filter(|i| i.namespace == ns) {
+            for i in identities.iter().filter(|i| i.namespace == ns) {
                 state.append_option(i.authenticated_state.as_deref());
                 id.append_value(&i.id);
                 primary.append_value(i.primary);

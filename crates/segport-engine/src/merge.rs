@@ -355,47 +355,63 @@ pub(crate) fn membership_map(m: &BTreeMap<(String, String), Membership>) -> Valu
 
 /// The profile's events: the latest version of each `_id` (a later event replaces an earlier
 /// one, DESIGN §5), kept when its ingest time is inside the window, ordered by `timestamp`
-/// then `_id`, as JSON with their identities.
-pub(crate) fn events(
+/// then `_id`.
+pub(crate) fn latest_events(
     rows: &[RowRef],
     from_ms: Option<i64>,
     to_ms: Option<i64>,
-) -> Result<Vec<Value>, EngineError> {
-    let mut latest: HashMap<String, (&RowRef, (i64, i64, u64))> = HashMap::new();
+) -> Vec<&RowRef> {
+    let mut latest: HashMap<&str, (&RowRef, (i64, i64, u64))> = HashMap::new();
     for r in rows {
         let Some(id) = r
             .loaded
             .batch
             .column_by_name("_id")
             .filter(|c| !c.is_null(r.row))
-            .map(|c| c.as_string::<i32>().value(r.row).to_owned())
+            .map(|c| c.as_string::<i32>().value(r.row))
         else {
             continue;
         };
         let recency = r.recency();
-        match latest.get(&id) {
+        match latest.get(id) {
             Some((_, existing)) if *existing >= recency => {}
             _ => {
                 latest.insert(id, (r, recency));
             }
         }
     }
-    let mut out: Vec<(i64, String, Value)> = Vec::with_capacity(latest.len());
-    for (id, (r, _)) in latest {
-        let ingest = r.ingest_ms();
-        if from_ms.is_some_and(|f| ingest <= f) || to_ms.is_some_and(|t| ingest >= t) {
-            continue;
-        }
-        let time = r
-            .loaded
-            .batch
-            .column_by_name("timestamp")
-            .filter(|c| !c.is_null(r.row))
-            .map_or(i64::MIN, |c| c.as_primitive::<TimestampMillisecondType>().value(r.row));
-        let mut value = Value::Object(r.attributes()?);
-        value["identityMap"] = identity_map(&identities(std::slice::from_ref(r)));
-        out.push((time, id, value));
-    }
-    out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    Ok(out.into_iter().map(|(_, _, v)| v).collect())
+    let mut out: Vec<(i64, &str, &RowRef)> = latest
+        .into_iter()
+        .filter(|(_, (r, _))| {
+            let ingest = r.ingest_ms();
+            !(from_ms.is_some_and(|f| ingest <= f) || to_ms.is_some_and(|t| ingest >= t))
+        })
+        .map(|(id, (r, _))| {
+            let time = r
+                .loaded
+                .batch
+                .column_by_name("timestamp")
+                .filter(|c| !c.is_null(r.row))
+                .map_or(i64::MIN, |c| c.as_primitive::<TimestampMillisecondType>().value(r.row));
+            (time, id, r)
+        })
+        .collect();
+    out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    out.into_iter().map(|(_, _, r)| r).collect()
+}
+
+/// [`latest_events`] as JSON with their identities.
+pub(crate) fn events(
+    rows: &[RowRef],
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+) -> Result<Vec<Value>, EngineError> {
+    latest_events(rows, from_ms, to_ms)
+        .into_iter()
+        .map(|r| {
+            let mut value = Value::Object(r.attributes()?);
+            value["identityMap"] = identity_map(&identities(std::slice::from_ref(r)));
+            Ok(value)
+        })
+        .collect()
 }

@@ -224,24 +224,30 @@ impl Sink {
         Ok(())
     }
 
-    fn push_fast(
-        &mut self,
-        row: FastRow,
-        selection: &project::Selection,
-    ) -> Result<(), EngineError> {
+    fn push_fast(&mut self, row: FastRow, projections: &Projections) -> Result<(), EngineError> {
         self.fast.push(row);
         self.count += 1;
         if self.fast.len() >= SINK_ROWS {
-            let batch = columnar::encode(&self.schema, selection, &self.fast)?;
+            let batch = columnar::encode(
+                &self.schema,
+                &projections.profile.selection,
+                projections.events.as_ref().map(|e| &e.selection),
+                &self.fast,
+            )?;
             self.fast.clear();
             self.write(&batch)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self, selection: &project::Selection) -> Result<(), EngineError> {
+    fn flush(&mut self, projections: &Projections) -> Result<(), EngineError> {
         if !self.fast.is_empty() {
-            let batch = columnar::encode(&self.schema, selection, &self.fast)?;
+            let batch = columnar::encode(
+                &self.schema,
+                &projections.profile.selection,
+                projections.events.as_ref().map(|e| &e.selection),
+                &self.fast,
+            )?;
             self.fast.clear();
             self.write(&batch)?;
         }
@@ -270,8 +276,8 @@ impl Sink {
         Ok(())
     }
 
-    fn finish(mut self, selection: &project::Selection) -> Result<Finished, EngineError> {
-        self.flush(selection)?;
+    fn finish(mut self, projections: &Projections) -> Result<Finished, EngineError> {
+        self.flush(projections)?;
         let file = match self.writer {
             None => None,
             Some(w) => Some((
@@ -408,10 +414,14 @@ pub fn projections(plan: &ExportPlan) -> Projections {
         &plan.event_schema,
         events.as_ref().map(|e| &e.selection),
     );
-    let columnar = plan.events.is_none() && {
+    let columnar = {
         let keys_only = |s: &project::Selection| s.all || s.children.values().all(|c| c.all);
         let sel = &profile.selection.children;
-        sel.get("identityMap").is_none_or(keys_only)
+        let event_maps_ok = events.as_ref().is_none_or(|e| {
+            e.selection.all || e.selection.children.get("identityMap").is_none_or(keys_only)
+        });
+        event_maps_ok
+            && sel.get("identityMap").is_none_or(keys_only)
             && sel
                 .get("segmentMembership")
                 .is_none_or(|s| s.all || s.children.values().all(keys_only))
@@ -490,7 +500,7 @@ pub fn run_partition(
     progress.profiles_scanned.fetch_add(scanned % 1024, Ordering::Relaxed);
     let mut output = PartitionOutput::default();
     for sink in sinks {
-        let (file, by_namespace) = sink.finish(&projections.profile.selection)?;
+        let (file, by_namespace) = sink.finish(projections)?;
         output.files.push(file);
         output.by_namespace.push(by_namespace);
     }
@@ -548,7 +558,15 @@ fn evaluate(
         let identities = merge::identities(profile_rows);
         let namespaces = namespaces_of(&identities);
         let last = targets.len() - 1;
+        let events = match &plan.events {
+            Some(window) => merge::latest_events(event_rows, window.from_ms, window.to_ms)
+                .into_iter()
+                .map(|r| (r.loaded.clone(), r.row))
+                .collect(),
+            None => Vec::new(),
+        };
         let mut fast = Some(FastRow {
+            events,
             fragments: profile_rows.iter().map(|r| (r.loaded.clone(), r.row)).collect(),
             identities,
             memberships,
@@ -564,7 +582,7 @@ fn evaluate(
                 (false, None) => None,
             };
             if let Some(row) = row {
-                sink.push_fast(row, &projections.profile.selection)?;
+                sink.push_fast(row, projections)?;
                 progress.profiles_exported.fetch_add(1, Ordering::Relaxed);
             }
         }
