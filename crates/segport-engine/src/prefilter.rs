@@ -140,13 +140,30 @@ fn scan(
     Ok((keys, seen))
 }
 
-/// The rows of `keys` whose key is in `candidates`, as a selection of consecutive ranges.
-fn select(keys: &[StringArray], candidates: &HashMap<String, Vec<usize>>) -> RowSelection {
+/// The rows of `keys` whose key is one of `wanted` (sorted), as a selection of consecutive
+/// ranges. Store files are sorted by key, so one walk over both compares strings instead of
+/// hashing every key of the file; from the first key out of order (files are never written
+/// so) it falls back to a binary search per key.
+fn select(keys: &[StringArray], wanted: &[&str]) -> RowSelection {
     let mut ranges: Vec<Range<usize>> = Vec::new();
     let mut row = 0;
+    let mut next = 0;
+    let mut previous: Option<&str> = None;
+    let mut sorted = true;
     for array in keys {
         for i in 0..array.len() {
-            if candidates.contains_key(array.value(i)) {
+            let key = array.value(i);
+            sorted &= previous.is_none_or(|p| p <= key);
+            let hit = if !sorted {
+                wanted.binary_search(&key).is_ok()
+            } else {
+                while next < wanted.len() && wanted[next] < key {
+                    next += 1;
+                }
+                wanted.get(next) == Some(&key)
+            };
+            previous = Some(key);
+            if hit {
                 match ranges.last_mut() {
                     Some(r) if r.end == row => r.end += 1,
                     _ => ranges.push(row..row + 1),
@@ -209,10 +226,12 @@ pub(crate) fn by_segment(
             matches.insert(key.to_owned(), matched);
         }
     }
-    let profile_rows = scanned.iter().map(|(keys, _)| Some(select(keys, &matches))).collect();
+    let mut wanted: Vec<&str> = matches.keys().map(String::as_str).collect();
+    wanted.sort_unstable();
+    let profile_rows = scanned.iter().map(|(keys, _)| Some(select(keys, &wanted))).collect();
     let event_rows = events
         .iter()
-        .map(|f| Ok(Some(select(&scan(f, None)?.0, &matches))))
+        .map(|f| Ok(Some(select(&scan(f, None)?.0, &wanted))))
         .collect::<Result<_, EngineError>>()?;
     Ok(Prefiltered { profile_rows, event_rows, matches })
 }
