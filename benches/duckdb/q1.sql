@@ -1,5 +1,6 @@
--- Q1: segment #31 (~5%), status realized|existing, qualification window, fromIngestTimestamp;
--- fields identities.id, personalEmail.address. (Q2 is the same query on segment #0.)
+-- Q1 and Q2: one segment (#31, ~5%, for Q1; #0, ~30%, for Q2; placeholder segment), status
+-- realized|existing, qualification window, fromIngestTimestamp; fields identities.id,
+-- personalEmail.address.
 -- Placeholders ({name}) are filled in by run.py; see its docstring.
 --
 -- Filter first, merge after: only the membership rows of the one segment are read (the
@@ -13,11 +14,11 @@ COPY (
     mem AS (
         SELECT key, ns, status, lastQualificationTime AS lqt, {t_base}::BIGINT AS ingest, ord
         FROM read_parquet('{data}/memberships_a.parquet')
-        WHERE segmentId = '{seg31}' AND lower(ns) = lower('{seg_ns}')
+        WHERE segmentId = '{segment}' AND lower(ns) = lower('{seg_ns}')
         UNION ALL
         SELECT key, ns, status, lastQualificationTime, {t_upd}::BIGINT, ord
         FROM read_parquet('{data}/memberships_b.parquet')
-        WHERE segmentId = '{seg31}' AND lower(ns) = lower('{seg_ns}')),
+        WHERE segmentId = '{segment}' AND lower(ns) = lower('{seg_ns}')),
     -- Per (profile, ns, segment): the entry with the latest lastQualificationTime (a missing
     -- one is the earliest), ties to the most recent fragment.
     resolved AS (

@@ -193,6 +193,22 @@ fn job_body(dataset: &str) -> Value {
     })
 }
 
+/// A server of `role` on `addr`, a client of it, and a valid job body for its sandbox.
+async fn start(
+    binary: &std::path::Path,
+    addr: &str,
+    role: &str,
+    common: &[&str],
+    work: &std::path::Path,
+    tenant: &Tenant,
+) -> anyhow::Result<(Server, Client, Value)> {
+    let args: Vec<&str> = common.iter().copied().chain(["--role", role]).collect();
+    let server = Server::start(binary, addr, &args, &[], &work.join(format!("{role}.log"))).await?;
+    let mut client = Client::connect(addr, tenant.clone()).await?;
+    let body = job_body(&destination(&mut client).await?);
+    Ok((server, client, body))
+}
+
 /// Requests/s and latency of create, get and list at each concurrency (API role only).
 async fn load(
     binary: &std::path::Path,
@@ -201,11 +217,7 @@ async fn load(
     tenant: &Tenant,
     args: &ApiArgs,
 ) -> anyhow::Result<()> {
-    let api_args: Vec<&str> = common.iter().copied().chain(["--role", "api"]).collect();
-    let server = Server::start(binary, ADDR_API, &api_args, &[], &work.join("api.log")).await?;
-    let mut client = Client::connect(ADDR_API, tenant.clone()).await?;
-    let dataset = destination(&mut client).await?;
-    let body = job_body(&dataset);
+    let (server, mut client, body) = start(binary, ADDR_API, "api", common, work, tenant).await?;
     println!();
     println!("| operation | clients | requests | errors | requests/s | p50 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -254,10 +266,7 @@ async fn pickup(
     tenant: &Tenant,
     args: &ApiArgs,
 ) -> anyhow::Result<()> {
-    let all_args: Vec<&str> = common.iter().copied().chain(["--role", "all"]).collect();
-    let server = Server::start(binary, ADDR_ALL, &all_args, &[], &work.join("all.log")).await?;
-    let mut client = Client::connect(ADDR_ALL, tenant.clone()).await?;
-    let body = job_body(&destination(&mut client).await?);
+    let (server, mut client, body) = start(binary, ADDR_ALL, "all", common, work, tenant).await?;
     let mut pickups = Vec::new();
     for _ in 0..args.pickups {
         let job = client.json(Method::POST, "/export/jobs", Some(&body)).await?;

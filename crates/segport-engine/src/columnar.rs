@@ -52,14 +52,7 @@ pub(crate) fn encode(
     let mut candidates = Candidates { offsets: vec![0], items: Vec::new() };
     for r in rows {
         for (loaded, row) in &r.fragments {
-            let source = match sources.iter().position(|s| Arc::ptr_eq(s, loaded)) {
-                Some(i) => i,
-                None => {
-                    sources.push(loaded);
-                    sources.len() - 1
-                }
-            };
-            candidates.items.push((source, *row));
+            candidates.items.push((source_of(&mut sources, loaded), *row));
         }
         candidates.offsets.push(candidates.items.len());
     }
@@ -74,17 +67,7 @@ pub(crate) fn encode(
             }
             "identities" => legacy_identities(rows)?,
             "segmentMembership" => membership_map(rows, &sel)?,
-            _ => {
-                let arrays: Vec<&dyn Array> = sources
-                    .iter()
-                    .map(|s| {
-                        s.batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| {
-                            EngineError::Store(format!("no column {name} in a store batch"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
-                merge_leaves(&arrays, &candidates)?
-            }
+            _ => merge_leaves(&columns_of(&sources, name)?, &candidates)?,
         };
         columns.push(project(&column, &sel, field.data_type(), false)?);
     }
@@ -94,6 +77,33 @@ pub(crate) fn encode(
         &RecordBatchOptions::new().with_row_count(Some(rows.len())),
     )
     .map_err(output_error)
+}
+
+/// The index of `loaded` among the distinct `sources` of a batch being built, added if new.
+fn source_of<'a>(sources: &mut Vec<&'a Arc<Loaded>>, loaded: &'a Arc<Loaded>) -> usize {
+    match sources.iter().position(|s| Arc::ptr_eq(s, loaded)) {
+        Some(i) => i,
+        None => {
+            sources.push(loaded);
+            sources.len() - 1
+        }
+    }
+}
+
+/// Column `name` of every source.
+fn columns_of<'a>(
+    sources: &[&'a Arc<Loaded>],
+    name: &str,
+) -> Result<Vec<&'a dyn Array>, EngineError> {
+    sources
+        .iter()
+        .map(|s| {
+            s.batch
+                .column_by_name(name)
+                .map(|c| c.as_ref())
+                .ok_or_else(|| EngineError::Store(format!("no column {name} in a store batch")))
+        })
+        .collect()
 }
 
 /// Keeps everything.
@@ -120,14 +130,7 @@ fn event_list(
     let mut lengths = Vec::with_capacity(rows.len());
     for r in rows {
         for (loaded, row) in &r.events {
-            let source = match sources.iter().position(|s| Arc::ptr_eq(s, loaded)) {
-                Some(i) => i,
-                None => {
-                    sources.push(loaded);
-                    sources.len() - 1
-                }
-            };
-            indices.push((source, *row));
+            indices.push((source_of(&mut sources, loaded), *row));
         }
         lengths.push(r.events.len());
     }
@@ -150,14 +153,7 @@ fn event_list(
                     .collect();
                 identity_map(identities.iter().map(Vec::as_slice), sel)?
             } else {
-                let arrays: Vec<&dyn Array> = sources
-                    .iter()
-                    .map(|s| {
-                        s.batch.column_by_name(name).map(|c| c.as_ref()).ok_or_else(|| {
-                            EngineError::Store(format!("no event column {name} in a store batch"))
-                        })
-                    })
-                    .collect::<Result<_, _>>()?;
+                let arrays = columns_of(&sources, name)?;
                 if arrays.is_empty() {
                     new_null_array(f.data_type(), 0)
                 } else {

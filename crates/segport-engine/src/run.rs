@@ -228,29 +228,27 @@ impl Sink {
         self.fast.push(row);
         self.count += 1;
         if self.fast.len() >= SINK_ROWS {
-            let batch = columnar::encode(
-                &self.schema,
-                &projections.profile.selection,
-                projections.events.as_ref().map(|e| &e.selection),
-                &self.fast,
-            )?;
-            self.fast.clear();
-            self.write(&batch)?;
+            self.flush_fast(projections)?;
         }
         Ok(())
     }
 
-    fn flush(&mut self, projections: &Projections) -> Result<(), EngineError> {
-        if !self.fast.is_empty() {
-            let batch = columnar::encode(
-                &self.schema,
-                &projections.profile.selection,
-                projections.events.as_ref().map(|e| &e.selection),
-                &self.fast,
-            )?;
-            self.fast.clear();
-            self.write(&batch)?;
+    fn flush_fast(&mut self, projections: &Projections) -> Result<(), EngineError> {
+        if self.fast.is_empty() {
+            return Ok(());
         }
+        let batch = columnar::encode(
+            &self.schema,
+            &projections.profile.selection,
+            projections.events.as_ref().map(|e| &e.selection),
+            &self.fast,
+        )?;
+        self.fast.clear();
+        self.write(&batch)
+    }
+
+    fn flush(&mut self, projections: &Projections) -> Result<(), EngineError> {
+        self.flush_fast(projections)?;
         if self.rows.is_empty() {
             return Ok(());
         }
