@@ -463,13 +463,19 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
             u
         })
         .collect();
-    // Dataset 2: 10% of the profiles with another email and tier.
-    let second: Vec<Value> = base
+    // Dataset 2: 10% of the profiles with another email and tier; 2% of them twice in the
+    // same batch, the second time with a membership (a file whose keys repeat).
+    let mut second: Vec<Value> = base
         .iter()
         .skip(3)
         .step_by(10)
         .map(|p| json!({"identityMap": p["identityMap"].clone(), "personalEmail": {"address": "other@example.org"}, "loyalty": {"tier": "lead"}}))
         .collect();
+    second.extend(base.iter().skip(3).step_by(50).map(|p| {
+        let mut u = json!({"identityMap": p["identityMap"].clone(), "loyalty": {"tier": "lead2"}});
+        u["segmentMembership"] = json!({"ups": {segments[2].id.clone(): {"status": "existing", "lastQualificationTime": "2026-10-29T00:00:00Z"}}});
+        u
+    }));
     for (records, dataset) in [
         (base[..half].to_vec(), p1.clone()),
         (base[half..].to_vec(), p1.clone()),
@@ -505,6 +511,16 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
     let statuses = ["realized", "existing", "exited"];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
     for case in 0..8 {
+        if case == 4 {
+            // Stores written before membership indexes existed have none: from here on, every
+            // other index is gone and the export scans those files instead.
+            let mut indexes = index_files(&t.storage_dir);
+            assert!(indexes.len() > 2, "ingest writes membership indexes");
+            indexes.sort();
+            for path in indexes.iter().step_by(2) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
         let mut segs = Vec::new();
         let with_segments = case % 4 != 3;
         if with_segments {
@@ -520,6 +536,10 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
                 }
                 let ns = if rng.gen_bool(0.2) { "UPS" } else { "ups" };
                 segs.push((s.id.clone(), ns.to_owned(), st));
+            }
+            // The segment the repeated keys of dataset 2 qualify for, every third case.
+            if case % 3 == 0 && segs.iter().all(|(id, _, _)| *id != segments[2].id) {
+                segs.push((segments[2].id.clone(), "ups".into(), vec!["existing".into()]));
             }
         }
         let window = if with_segments && rng.gen_bool(0.5) {
@@ -632,6 +652,23 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
             assert_eq!(done["warnings"][0]["code"], "UNKNOWN_FIELD");
         }
     }
+}
+
+/// The membership index files under `dir`.
+fn index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.to_string_lossy().ends_with(".members.parquet") {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// The rows of a batch's files, read back with the Parquet reader, as JSON.

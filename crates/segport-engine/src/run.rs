@@ -8,7 +8,10 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use segport_store::columns::SEGMENTS;
 use segport_store::compact::{fragment_schema, with_recency, FileRef};
@@ -90,8 +93,10 @@ impl Cursor {
         let store_error =
             |e: &dyn std::fmt::Display| EngineError::Store(format!("{}: {e}", source.file.path));
         let file = std::fs::File::open(&source.local_path).map_err(|e| store_error(&e))?;
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| store_error(&e))?;
+        // With the page index, pages holding no selected row are skipped, not decompressed.
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+            .map_err(|e| store_error(&e))?;
         let roots: Vec<usize> = builder
             .parquet_schema()
             .root_schema()

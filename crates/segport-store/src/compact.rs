@@ -124,6 +124,11 @@ pub async fn compact(
     }
     let bytes = encode_parquet(&merged, row_group_rows, out)?;
     let size = bytes.len() as u64;
+    if let (Some(index), Some(at)) =
+        (crate::index::encode(&merged, out)?, crate::index::index_path(out.as_ref()))
+    {
+        storage.put(&at.as_str().into(), index).await?;
+    }
     storage.put(out, bytes).await?;
     let keys = merged
         .column_by_name(KEY)

@@ -300,7 +300,7 @@ impl Ingest {
         self.buffered_bytes = 0;
         let name = format!("{}-{:05}.parquet", self.target.file_prefix, self.flushes);
         let (target, row_group_rows) = (&self.target, self.limits.row_group_rows);
-        let encoded: Vec<(WrittenFile, Bytes)> = buffers
+        let encoded: Vec<(WrittenFile, Bytes, Option<Bytes>)> = buffers
             .into_par_iter()
             .enumerate()
             .filter(|(_, batches)| !batches.is_empty())
@@ -314,6 +314,7 @@ impl Ingest {
                 let path =
                     store_file(&target.org, &target.sandbox, &target.dataset, p as u32, &name);
                 let bytes = encode_parquet(&sorted, row_group_rows, &path)?;
+                let index = crate::index::encode(&sorted, &path)?;
                 let keys = sorted
                     .column_by_name(KEY)
                     .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().cloned())
@@ -326,11 +327,15 @@ impl Ingest {
                     min_key: keys.value(0).to_owned(),
                     max_key: keys.value(arrow::array::Array::len(&keys) - 1).to_owned(),
                 };
-                Ok((file, bytes))
+                Ok((file, bytes, index))
             })
             .collect::<Result<_>>()?;
-        for (file, bytes) in encoded {
+        for (file, bytes, index) in encoded {
             let path = object_store::path::Path::from(file.path.as_str());
+            // The index first: a data file is never without its index.
+            if let (Some(index), Some(at)) = (index, crate::index::index_path(&file.path)) {
+                self.runtime.block_on(self.storage.put(&at.as_str().into(), index))?;
+            }
             self.runtime.block_on(self.storage.put(&path, bytes))?;
             self.files.push(file);
         }
@@ -394,9 +399,26 @@ pub fn sort_by_key(batch: &RecordBatch) -> Result<RecordBatch> {
     take_record_batch(batch, &indices).map_err(StoreError::arrow("sorting by key"))
 }
 
-/// Writer settings of store files: zstd, column-chunk statistics, no dictionary for the columns
-/// whose values are unique anyway.
+/// Rows per data page of store files.
+const DATA_PAGE_ROWS: usize = 2048;
+
+/// Writer settings of Parquet that segport writes (store files and export output): zstd,
+/// column-chunk statistics, no dictionary for the columns whose values are unique anyway.
 pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
+    builder(row_group_rows).build()
+}
+
+/// Writer settings of store files: those of [`writer_properties`], and small pages with the
+/// key's range per page, so that a reader wanting a few profiles decompresses only the pages
+/// that hold them.
+pub fn store_writer_properties(row_group_rows: usize) -> WriterProperties {
+    builder(row_group_rows)
+        .set_data_page_row_count_limit(DATA_PAGE_ROWS)
+        .set_column_statistics_enabled(ColumnPath::from(KEY), EnabledStatistics::Page)
+        .build()
+}
+
+fn builder(row_group_rows: usize) -> parquet::file::properties::WriterPropertiesBuilder {
     let identity_ids = ColumnPath::new(vec![
         IDENTITIES.to_owned(),
         "list".to_owned(),
@@ -410,10 +432,9 @@ pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
         .set_column_dictionary_enabled(ColumnPath::from(KEY), false)
         .set_column_dictionary_enabled(ColumnPath::from(ORD), false)
         .set_column_dictionary_enabled(identity_ids, false)
-        .build()
 }
 
-/// One record batch as a Parquet file in memory.
+/// One record batch as a store file in memory.
 pub fn encode_parquet(
     batch: &RecordBatch,
     row_group_rows: usize,
@@ -421,7 +442,11 @@ pub fn encode_parquet(
 ) -> Result<Bytes> {
     let mut buffer = Vec::new();
     let mut writer =
-        ArrowWriter::try_new(&mut buffer, batch.schema(), Some(writer_properties(row_group_rows)))
+        ArrowWriter::try_new(
+            &mut buffer,
+            batch.schema(),
+            Some(store_writer_properties(row_group_rows)),
+        )
             .map_err(StoreError::parquet(path))?;
     writer.write(batch).map_err(StoreError::parquet(path))?;
     writer.close().map_err(StoreError::parquet(path))?;

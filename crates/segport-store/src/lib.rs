@@ -12,6 +12,7 @@ pub mod align;
 pub mod columns;
 pub mod compact;
 mod error;
+pub mod index;
 pub mod ingest;
 pub mod input;
 pub mod read;

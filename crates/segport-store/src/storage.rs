@@ -83,6 +83,16 @@ impl Storage {
         }
     }
 
+    /// Deletes a store file and its membership index ([`crate::index`]); the index goes last,
+    /// so that an interrupted delete leaves an index without data, which the sweep removes.
+    pub async fn delete_store_file(&self, path: &Path) -> Result<()> {
+        self.delete(path).await?;
+        if let Some(index) = crate::index::index_path(path.as_ref()) {
+            self.delete(&index.as_str().into()).await?;
+        }
+        Ok(())
+    }
+
     /// Every object under `prefix`, with its size and last modification (epoch ms).
     pub async fn list(&self, prefix: &Path) -> Result<Vec<(Path, u64, i64)>> {
         self.store

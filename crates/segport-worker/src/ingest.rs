@@ -89,7 +89,7 @@ pub async fn run_ingest(
             Err(TaskError::Catalog(CatalogError::SchemaChanged)) => {
                 tracing::info!(batch_id = %batch.id, "sandbox schema changed meanwhile; typing the batch again");
                 for file in &outcome.files {
-                    ctx.storage.delete(&file.path.as_str().into()).await?;
+                    ctx.storage.delete_store_file(&file.path.as_str().into()).await?;
                 }
             }
             Err(e) => return Err(e),

@@ -56,7 +56,7 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
     let collectable = ctx.catalog.collectable_store_files(now_ms() - grace).await?;
     if !collectable.is_empty() {
         for (_, path) in &collectable {
-            ctx.storage.delete(&path.as_str().into()).await?;
+            ctx.storage.delete_store_file(&path.as_str().into()).await?;
         }
         let ids: Vec<i64> = collectable.iter().map(|(id, _)| *id).collect();
         ctx.catalog.forget_store_files(&ids).await?;
@@ -82,7 +82,12 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
         for (path, _, modified_ms) in listed {
             let text = path.to_string();
             // Young files may belong to a compaction or an attempt that is about to commit.
-            if known.contains(&text) || modified_ms > cutoff {
+            // A membership index lives and dies with its data file.
+            let data = segport_store::index::data_path(&text);
+            if known.contains(&text)
+                || data.is_some_and(|d| known.contains(&d))
+                || modified_ms > cutoff
+            {
                 continue;
             }
             let attempt = attempt_of(&text);
@@ -210,7 +215,7 @@ async fn compact_files(
         }
         Err(e) => {
             // The merged file is not referenced; remove it now rather than wait for the sweep.
-            ctx.storage.delete(&out).await?;
+            ctx.storage.delete_store_file(&out).await?;
             Err(e.into())
         }
     }

@@ -1,0 +1,205 @@
+//! The membership index: a companion Parquet file next to every profile store file, holding
+//! each segment membership of the file as one row, grouped by segment (one row group per
+//! segment, named in the file's metadata). A segment filter reads the row groups of its segments
+//! and nothing else, so finding a segment's profiles costs what the segment holds, not what the
+//! store holds.
+//!
+//! Each index row carries what resolving a membership needs without the data file: the profile
+//! key, the row's recency (`__ord`, and `__ingest_ms`/`__seq` where the data file has them) and
+//! the row's position in the data file (`__row`), so the export reads the data file only at the
+//! rows of profiles that match. The index is derived data: it is written and removed with its
+//! data file and never listed in the manifest; readers fall back to scanning the data file when
+//! an index is missing (stores written before it existed).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
+use arrow::compute::{cast, lexsort_to_indices, take, take_record_batch, SortColumn};
+use arrow::datatypes::{DataType, Field, Schema};
+use bytes::Bytes;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::columns::{INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
+use crate::{Result, StoreError};
+
+/// The row of the membership in its data file.
+pub const ROW: &str = "__row";
+/// Metadata key: the segment id of each row group, as a JSON list in row-group order.
+pub const SEGMENTS_KEY: &str = "segport.segments";
+/// Metadata key: `"true"` when no key occurs twice in the data file, so that a profile's row in
+/// it is known from its index rows alone.
+pub const UNIQUE_KEYS: &str = "segport.unique_keys";
+/// The membership fields an index row carries.
+pub const FIELDS: [&str; 4] = ["ns", "segmentId", "status", "lastQualificationTime"];
+
+const DATA_SUFFIX: &str = ".parquet";
+const INDEX_SUFFIX: &str = ".members.parquet";
+
+/// The index path of the data file at `data`, `None` for a path that is not a data file.
+pub fn index_path(data: &str) -> Option<String> {
+    if data.ends_with(INDEX_SUFFIX) {
+        return None;
+    }
+    data.strip_suffix(DATA_SUFFIX).map(|stem| format!("{stem}{INDEX_SUFFIX}"))
+}
+
+/// The data file of the index at `index`, `None` for a path that is not an index.
+pub fn data_path(index: &str) -> Option<String> {
+    index.strip_suffix(INDEX_SUFFIX).map(|stem| format!("{stem}{DATA_SUFFIX}"))
+}
+
+/// The index of `data` (a profile file's rows, sorted by key as written) as Parquet; `None` when
+/// the rows hold no memberships.
+pub fn encode(data: &RecordBatch, path: &object_store::path::Path) -> Result<Option<Bytes>> {
+    let Some(rows) = build(data)? else { return Ok(None) };
+    let segments = rows
+        .column_by_name("segmentId")
+        .ok_or_else(|| StoreError::Schema("index without segment ids".into()))?
+        .as_string::<i32>()
+        .clone();
+    // One row group per segment: cut the sorted rows where the segment changes.
+    let mut groups: Vec<(String, usize, usize)> = Vec::new();
+    for i in 0..segments.len() {
+        match groups.last_mut() {
+            Some((id, _, len)) if id == segments.value(i) => *len += 1,
+            _ => groups.push((segments.value(i).to_owned(), i, 1)),
+        }
+    }
+    let names: Vec<&str> = groups.iter().map(|(id, _, _)| id.as_str()).collect();
+    let metadata = vec![
+        KeyValue::new(SEGMENTS_KEY.to_owned(), serde_json::to_string(&names).unwrap_or_default()),
+        KeyValue::new(UNIQUE_KEYS.to_owned(), unique_keys(data)?.to_string()),
+    ];
+    let properties = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_max_row_group_row_count(None)
+        .set_key_value_metadata(Some(metadata))
+        .build();
+    let mut writer =
+        ArrowWriter::try_new(Vec::new(), rows.schema(), Some(properties)).map_err(StoreError::parquet(path))?;
+    for (_, offset, len) in &groups {
+        writer.write(&rows.slice(*offset, *len)).map_err(StoreError::parquet(path))?;
+        writer.flush().map_err(StoreError::parquet(path))?;
+    }
+    let bytes = writer.into_inner().map_err(StoreError::parquet(path))?;
+    Ok(Some(Bytes::from(bytes)))
+}
+
+/// Whether every key of `data` (sorted by key) occurs once.
+fn unique_keys(data: &RecordBatch) -> Result<bool> {
+    let keys = data
+        .column_by_name(KEY)
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
+    Ok((1..keys.len()).all(|i| keys.value(i - 1) != keys.value(i)))
+}
+
+/// The index rows of `data`: one per membership, sorted by segment, key and row.
+fn build(data: &RecordBatch) -> Result<Option<RecordBatch>> {
+    let Some(list) = data.column_by_name(SEGMENTS).and_then(|c| c.as_list_opt::<i32>()) else {
+        return Ok(None);
+    };
+    let entries = list.values().as_struct();
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    // The data row of each entry.
+    let offsets = list.value_offsets();
+    let first = offsets[0] as usize;
+    let mut parents = Vec::with_capacity(entries.len());
+    for row in 0..list.len() {
+        let (start, end) = (offsets[row] as usize - first, offsets[row + 1] as usize - first);
+        parents.extend(std::iter::repeat_n(row as u32, end - start));
+    }
+    let parents = UInt32Array::from(parents);
+    let entries = entries.slice(first, parents.len());
+
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    let error = |what: &'static str| StoreError::arrow(what);
+    for name in FIELDS {
+        let column = entries
+            .column_by_name(name)
+            .ok_or_else(|| StoreError::Schema(format!("memberships without {name}")))?;
+        // Strings are written plain: the index is read a segment at a time.
+        let column = match column.data_type() {
+            DataType::Dictionary(_, _) => {
+                cast(column, &DataType::Utf8).map_err(error("flattening memberships"))?
+            }
+            _ => column.clone(),
+        };
+        fields.push(Field::new(name, column.data_type().clone(), column.null_count() > 0));
+        columns.push(column);
+    }
+    for name in [KEY, ORD, INGEST_MS, SEQ] {
+        if let Some(column) = data.column_by_name(name) {
+            let taken = take(column, &parents, None).map_err(error("flattening memberships"))?;
+            fields.push(Field::new(name, taken.data_type().clone(), false));
+            columns.push(taken);
+        }
+    }
+    fields.push(Field::new(ROW, DataType::UInt32, false));
+    columns.push(Arc::new(parents));
+    let flat = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map_err(error("flattening memberships"))?;
+
+    let sort = |name: &str| -> Result<SortColumn> {
+        let values = flat
+            .column_by_name(name)
+            .cloned()
+            .ok_or_else(|| StoreError::Schema(format!("index without {name}")))?;
+        Ok(SortColumn { values, options: None })
+    };
+    let indices = lexsort_to_indices(&[sort("segmentId")?, sort(KEY)?, sort(ROW)?], None)
+        .map_err(error("sorting memberships"))?;
+    take_record_batch(&flat, &indices).map(Some).map_err(error("sorting memberships"))
+}
+
+/// The row groups of an index holding the `wanted` segments, from its metadata.
+pub fn row_groups_of(
+    metadata: &parquet::file::metadata::FileMetaData,
+    wanted: &HashSet<&str>,
+) -> Option<Vec<usize>> {
+    let value = |key: &str| {
+        metadata.key_value_metadata()?.iter().find(|kv| kv.key == key)?.value.clone()
+    };
+    let segments: Vec<String> = serde_json::from_str(&value(SEGMENTS_KEY)?).ok()?;
+    Some(
+        segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| wanted.contains(s.as_str()))
+            .map(|(i, _)| i)
+            .collect(),
+    )
+}
+
+/// Whether the index says its data file's keys are unique.
+pub fn has_unique_keys(metadata: &parquet::file::metadata::FileMetaData) -> bool {
+    metadata
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|kv| kv.key == UNIQUE_KEYS))
+        .and_then(|kv| kv.value.as_deref())
+        == Some("true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_pair_up() {
+        let data = "o/s/store/d/p=3/b-a-00000.parquet";
+        let index = index_path(data).unwrap();
+        assert_eq!(index, "o/s/store/d/p=3/b-a-00000.members.parquet");
+        assert_eq!(data_path(&index).as_deref(), Some(data));
+        assert_eq!(index_path(&index), None);
+        assert_eq!(data_path(data), None);
+        assert_eq!(index_path("o/s/store/d/p=3/readme.txt"), None);
+    }
+}
