@@ -603,12 +603,18 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
     assert!(t.db.catalog.release_task(&task.lease, segport_model::time::now_ms()).await.unwrap());
     let swept = segport_worker::sweep(&ctx).await.unwrap();
     assert_eq!(swept, before.files.len());
+    let exists = |path: String| {
+        let storage = t.state.storage.clone();
+        async move { storage.size(&path.as_str().into()).await.is_ok() }
+    };
+    let index_of = |path: &str| segport_store::index::index_path(path).unwrap();
     for f in &before.files {
-        assert!(
-            t.state.storage.size(&f.path.as_str().into()).await.is_err(),
-            "{} still exists",
-            f.path
-        );
+        assert!(!exists(f.path.clone()).await, "{} still exists", f.path);
+        assert!(!exists(index_of(&f.path)).await, "the index of {} still exists", f.path);
+    }
+    // Compaction wrote each merged file's membership index, and the sweep left it alone.
+    for f in &after.files {
+        assert!(exists(index_of(&f.path)).await, "{} has no membership index", f.path);
     }
     // What is left reads the same.
     let rows_now =

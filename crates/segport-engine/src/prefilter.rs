@@ -15,16 +15,14 @@ use std::ops::Range;
 
 use arrow::array::{Array, AsArray, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type};
-use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
-};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::ProjectionMask;
-use parquet::file::metadata::{ColumnChunkMask, PageIndexPolicy};
+use parquet::bloom_filter::Sbbf;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use segport_store::columns::{INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
 
 use crate::plan::SegmentMatch;
-use crate::run::{EngineError, SourceFile};
+use crate::run::{EngineError, OpenFile};
 
 /// Rows to read of one file: `None` reads them all; an empty selection skips the file.
 pub(crate) type Selected = Option<RowSelection>;
@@ -51,27 +49,24 @@ struct Scanned {
     unique: bool,
 }
 
-fn store_error(path: &str) -> impl Fn(&dyn std::fmt::Display) -> EngineError + '_ {
-    move |e| EngineError::Store(format!("{path}: {e}"))
-}
-
 /// The wanted segments' memberships of a profile file: from its membership index
 /// ([`segport_store::index`]) when it has one, else by scanning the file.
-fn memberships(file: &SourceFile, wanted: &HashSet<&str>) -> Result<Scanned, EngineError> {
+fn memberships(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Scanned, EngineError> {
+    let file = open.source;
     let index = segport_store::index::index_path(&file.file.path)
         .and_then(|_| segport_store::index::index_path(&file.local_path.to_string_lossy()))
         .map(std::path::PathBuf::from);
     let handle = match index.as_ref().map(File::open) {
         Some(Ok(handle)) => handle,
         Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(store_error(&file.file.path)(&e));
+            return Err(file.error(&e));
         }
         _ => {
-            let (keys, seen) = scan(file, Some(wanted))?;
+            let (keys, seen) = scan(open, Some(wanted))?;
             return Ok(Scanned { seen, keys: Some(keys), unique: false });
         }
     };
-    let error = store_error(&file.file.path);
+    let error = |e: &dyn std::fmt::Display| file.error(e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| error(&e))?;
     let metadata = builder.metadata().file_metadata();
     let unique = segport_store::index::has_unique_keys(metadata);
@@ -96,7 +91,8 @@ fn memberships(file: &SourceFile, wanted: &HashSet<&str>) -> Result<Scanned, Eng
         };
         let (key, ns, segment, status) =
             (text(KEY)?, text("ns")?, text("segmentId")?, text("status")?);
-        let int = |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
+        let int =
+            |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
         let (ingest, seq) = (int(INGEST_MS), int(SEQ));
         let ord = batch.column_by_name(ORD).and_then(|c| c.as_primitive_opt::<UInt64Type>());
         let row = batch
@@ -128,13 +124,12 @@ fn memberships(file: &SourceFile, wanted: &HashSet<&str>) -> Result<Scanned, Eng
 /// The keys of `file` (in file order) and, when `wanted` is given, its memberships of those
 /// segment ids.
 fn scan(
-    file: &SourceFile,
+    open: &OpenFile,
     wanted: Option<&HashSet<&str>>,
 ) -> Result<(Vec<StringArray>, Vec<Seen>), EngineError> {
-    let path = &file.file.path;
-    let store_error = |e: &dyn std::fmt::Display| EngineError::Store(format!("{path}: {e}"));
-    let handle = File::open(&file.local_path).map_err(|e| store_error(&e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| store_error(&e))?;
+    let file = open.source;
+    let store_error = |e: &dyn std::fmt::Display| file.error(e);
+    let builder = open.builder()?;
     const MEMBERSHIP: [&str; 4] = ["ns", "segmentId", "status", "lastQualificationTime"];
     let leaves: Vec<usize> = builder
         .parquet_schema()
@@ -236,10 +231,7 @@ fn scan(
 /// files are sorted by key, so one walk over both compares strings instead of hashing every
 /// key; from the first key out of order (files are never written so) it falls back to a
 /// binary search per key.
-fn matching_rows<'a>(
-    rows: impl Iterator<Item = (usize, &'a str)>,
-    wanted: &[&str],
-) -> Vec<usize> {
+fn matching_rows<'a>(rows: impl Iterator<Item = (usize, &'a str)>, wanted: &[&str]) -> Vec<usize> {
     let mut found = Vec::new();
     let mut next = 0;
     let mut previous: Option<&str> = None;
@@ -281,8 +273,8 @@ pub(crate) struct Prefiltered {
 /// the profiles that match at least one entry.
 pub(crate) fn by_segment(
     entries: &[SegmentMatch],
-    profiles: &[&SourceFile],
-    events: &[&SourceFile],
+    profiles: &[&OpenFile],
+    events: &[&OpenFile],
 ) -> Result<Prefiltered, EngineError> {
     let ids: HashSet<&str> = entries.iter().map(|e| e.segment_id.as_str()).collect();
     let scanned: Vec<Scanned> =
@@ -341,27 +333,18 @@ pub(crate) fn by_segment(
                     let elsewhere: Vec<&str> =
                         wanted.iter().copied().filter(|k| !here.contains(k)).collect();
                     rows.extend(lookup(file, &elsewhere)?);
-                    rows_selection(rows, row_count(file)?)
+                    rows_selection(rows, file.rows())
                 }
-                None => rows_selection(lookup(file, &wanted)?, row_count(file)?),
+                None => rows_selection(lookup(file, &wanted)?, file.rows()),
             };
             Ok(Some(selection))
         })
         .collect::<Result<_, EngineError>>()?;
     let event_rows = events
         .iter()
-        .map(|f| Ok(Some(rows_selection(lookup(f, &wanted)?, row_count(f)?))))
+        .map(|f| Ok(Some(rows_selection(lookup(f, &wanted)?, f.rows()))))
         .collect::<Result<_, EngineError>>()?;
     Ok(Prefiltered { profile_rows, event_rows, matches })
-}
-
-/// The rows of `file`.
-fn row_count(file: &SourceFile) -> Result<usize, EngineError> {
-    let error = store_error(&file.file.path);
-    let handle = File::open(&file.local_path).map_err(|e| error(&e))?;
-    let metadata =
-        parquet::file::metadata::ParquetMetaDataReader::new().parse_and_finish(&handle).map_err(|e| error(&e))?;
-    Ok(usize::try_from(metadata.file_metadata().num_rows()).unwrap_or(0))
 }
 
 /// `rows` (in any order, repeats allowed) of a file of `total` rows as a selection.
@@ -379,28 +362,42 @@ fn rows_selection(mut rows: Vec<usize>, total: usize) -> RowSelection {
 }
 
 /// The rows of `file` whose key is one of `wanted` (sorted). Store files are sorted by key and
-/// carry page statistics of the key column, so only the pages whose key range holds a wanted
-/// key are read; a file without them is read whole.
-fn lookup(file: &SourceFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
+/// carry a bloom filter and page statistics of the key column, so only the pages whose key
+/// range holds a wanted key the filter lets through are read; a file without them is read
+/// whole.
+fn lookup(open: &OpenFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
-    let error = store_error(&file.file.path);
-    let handle = File::open(&file.local_path).map_err(|e| error(&e))?;
+    let file = open.source;
+    let error = |e: &dyn std::fmt::Display| file.error(e);
+    let builder = open.builder()?;
     // The key is the first column of every store file.
-    let options = ArrowReaderOptions::new()
-        .with_page_index_policy(PageIndexPolicy::Optional)
-        .with_page_index_mask(ColumnChunkMask::columns([0]));
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(handle, options)
-        .map_err(|e| error(&e))?;
     if builder.parquet_schema().columns().first().is_none_or(|c| c.path().parts() != [KEY]) {
         return Err(error(&"the first column is not the profile key"));
     }
     let metadata = builder.metadata().clone();
+    // A second handle for the bloom filters: the builder owns the first.
+    let filters = File::open(&file.local_path).map_err(|e| error(&e))?;
     let mut pages: Vec<Range<usize>> = Vec::new();
     let mut start = 0usize;
+    let mut present: Vec<&str> = Vec::new();
     for (g, group) in metadata.row_groups().iter().enumerate() {
         let rows = usize::try_from(group.num_rows()).unwrap_or(0);
+        // The key's bloom filter rules out most keys the row group does not hold.
+        let wanted =
+            match Sbbf::read_from_column_chunk(group.column(0), &filters).map_err(|e| error(&e))? {
+                Some(bloom) => {
+                    present.clear();
+                    present.extend(wanted.iter().copied().filter(|k| bloom.check(*k)));
+                    if present.is_empty() {
+                        start += rows;
+                        continue;
+                    }
+                    &present[..]
+                }
+                None => wanted,
+            };
         let index = metadata.page_index_for_row_group(g);
         match (index.column_index(0), index.page_locations(0)) {
             (Some(ColumnIndexMetaData::BYTE_ARRAY(keys)), Some(locations)) => {

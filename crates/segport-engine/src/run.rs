@@ -9,10 +9,11 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderOptions, ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
 };
-use parquet::file::metadata::PageIndexPolicy;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::file::metadata::PageIndexPolicy;
 use segport_store::columns::SEGMENTS;
 use segport_store::compact::{fragment_schema, with_recency, FileRef};
 use segport_store::ingest::writer_properties;
@@ -55,6 +56,46 @@ pub struct PartitionInput {
     pub events: Vec<SourceFile>,
 }
 
+/// A store file with its footer parsed once per job: the first pass and the reader share it.
+pub(crate) struct OpenFile<'a> {
+    pub source: &'a SourceFile,
+    pub metadata: ArrowReaderMetadata,
+}
+
+impl<'a> OpenFile<'a> {
+    /// Parses `source`'s footer, with the page index when rows will be picked from it (pages
+    /// holding no picked row are then skipped, not decompressed; a whole file is read faster
+    /// without it).
+    pub(crate) fn open(source: &'a SourceFile, page_index: bool) -> Result<Self, EngineError> {
+        let file = std::fs::File::open(&source.local_path).map_err(|e| source.error(&e))?;
+        let policy = if page_index { PageIndexPolicy::Optional } else { PageIndexPolicy::Skip };
+        let options = ArrowReaderOptions::new().with_page_index_policy(policy);
+        let metadata = ArrowReaderMetadata::load(&file, options).map_err(|e| source.error(&e))?;
+        Ok(Self { source, metadata })
+    }
+
+    /// A reader of the file.
+    pub(crate) fn builder(
+        &self,
+    ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, EngineError> {
+        let file =
+            std::fs::File::open(&self.source.local_path).map_err(|e| self.source.error(&e))?;
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone()))
+    }
+
+    /// The file's row count.
+    pub(crate) fn rows(&self) -> usize {
+        usize::try_from(self.metadata.metadata().file_metadata().num_rows()).unwrap_or(0)
+    }
+}
+
+impl SourceFile {
+    /// A store read error about this file.
+    pub(crate) fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
+        EngineError::Store(format!("{}: {e}", self.file.path))
+    }
+}
+
 /// What one partition produced, per output batch.
 #[derive(Debug, Default)]
 pub struct PartitionOutput {
@@ -83,20 +124,16 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Opens `source` to read the columns of `read` at the `selected` rows.
+    /// Opens `file` to read the columns of `read` at the `selected` rows.
     fn open(
-        source: &SourceFile,
+        file: &OpenFile,
         read: &ReadColumns,
         selected: Selected,
         rank: usize,
     ) -> Result<Self, EngineError> {
-        let store_error =
-            |e: &dyn std::fmt::Display| EngineError::Store(format!("{}: {e}", source.file.path));
-        let file = std::fs::File::open(&source.local_path).map_err(|e| store_error(&e))?;
-        // With the page index, pages holding no selected row are skipped, not decompressed.
-        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
-        let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
-            .map_err(|e| store_error(&e))?;
+        let source = file.source;
+        let store_error = |e: &dyn std::fmt::Display| source.error(e);
+        let builder = file.builder()?;
         let roots: Vec<usize> = builder
             .parquet_schema()
             .root_schema()
@@ -187,7 +224,7 @@ fn included<'a>(
 }
 
 fn open_all(
-    files: &[(&SourceFile, usize)],
+    files: &[(OpenFile, usize)],
     selected: Vec<Selected>,
     read: &ReadColumns,
 ) -> Result<Vec<Cursor>, EngineError> {
@@ -440,21 +477,31 @@ fn default_profile_fields(schema: &segport_store::schema::UnionSchema) -> Vec<&s
 }
 
 /// Evaluates one partition.
-pub fn run_partition(
+pub fn run_partition<'a>(
     plan: &ExportPlan,
     projections: &Projections,
-    input: &PartitionInput,
+    input: &'a PartitionInput,
     progress: &Progress,
     cancel: &AtomicBool,
 ) -> Result<PartitionOutput, EngineError> {
-    let profile_files = included(&input.profiles, RecordKind::Profile, plan);
-    let event_files =
-        if plan.needs_events() { included(&input.events, RecordKind::Event, plan) } else { vec![] };
+    let open = |files: Vec<(&'a SourceFile, usize)>| {
+        let page_index = plan.segments.is_some();
+        files
+            .into_iter()
+            .map(|(f, rank)| Ok((OpenFile::open(f, page_index)?, rank)))
+            .collect::<Result<Vec<_>, EngineError>>()
+    };
+    let profile_files = open(included(&input.profiles, RecordKind::Profile, plan))?;
+    let event_files = if plan.needs_events() {
+        open(included(&input.events, RecordKind::Event, plan))?
+    } else {
+        Vec::new()
+    };
     let (profile_rows, event_rows, matches) = match &plan.segments {
         // Only profiles with a matching membership are exported: find them and their rows first.
         Some(entries) => {
-            let profiles: Vec<&SourceFile> = profile_files.iter().map(|(f, _)| *f).collect();
-            let events: Vec<&SourceFile> = event_files.iter().map(|(f, _)| *f).collect();
+            let profiles: Vec<&OpenFile> = profile_files.iter().map(|(f, _)| f).collect();
+            let events: Vec<&OpenFile> = event_files.iter().map(|(f, _)| f).collect();
             let found = prefilter::by_segment(entries, &profiles, &events)?;
             (found.profile_rows, found.event_rows, Some(found.matches))
         }

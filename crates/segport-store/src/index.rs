@@ -19,7 +19,7 @@ use arrow::compute::{cast, lexsort_to_indices, take, take_record_batch, SortColu
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
@@ -75,13 +75,13 @@ pub fn encode(data: &RecordBatch, path: &object_store::path::Path) -> Result<Opt
         KeyValue::new(UNIQUE_KEYS.to_owned(), unique_keys(data)?.to_string()),
     ];
     let properties = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_compression(Compression::LZ4_RAW)
         .set_statistics_enabled(EnabledStatistics::None)
         .set_max_row_group_row_count(None)
         .set_key_value_metadata(Some(metadata))
         .build();
-    let mut writer =
-        ArrowWriter::try_new(Vec::new(), rows.schema(), Some(properties)).map_err(StoreError::parquet(path))?;
+    let mut writer = ArrowWriter::try_new(Vec::new(), rows.schema(), Some(properties))
+        .map_err(StoreError::parquet(path))?;
     for (_, offset, len) in &groups {
         writer.write(&rows.slice(*offset, *len)).map_err(StoreError::parquet(path))?;
         writer.flush().map_err(StoreError::parquet(path))?;
@@ -165,9 +165,8 @@ pub fn row_groups_of(
     metadata: &parquet::file::metadata::FileMetaData,
     wanted: &HashSet<&str>,
 ) -> Option<Vec<usize>> {
-    let value = |key: &str| {
-        metadata.key_value_metadata()?.iter().find(|kv| kv.key == key)?.value.clone()
-    };
+    let value =
+        |key: &str| metadata.key_value_metadata()?.iter().find(|kv| kv.key == key)?.value.clone();
     let segments: Vec<String> = serde_json::from_str(&value(SEGMENTS_KEY)?).ok()?;
     Some(
         segments
@@ -191,6 +190,102 @@ pub fn has_unique_keys(metadata: &parquet::file::metadata::FileMetaData) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use serde_json::json;
+
+    use crate::columns::{build_batch, Prepared};
+    use crate::schema::UnionSchema;
+    use crate::xdm::normalize;
+    use crate::RecordKind;
+
+    /// A sorted profile batch of `records` (XDM JSON).
+    fn data(records: &[serde_json::Value]) -> RecordBatch {
+        let mut schema = UnionSchema::default();
+        let prepared: Vec<Prepared> = records
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let record = normalize(v.clone(), RecordKind::Profile).unwrap();
+                schema.absorb(&record.attributes).unwrap();
+                Prepared { ord: i as u64, record }
+            })
+            .collect();
+        let batch = build_batch(RecordKind::Profile, &prepared, &schema).unwrap();
+        crate::ingest::sort_by_key(&batch).unwrap()
+    }
+
+    fn profile(id: &str, segments: &[(&str, &str)]) -> serde_json::Value {
+        let memberships: serde_json::Map<String, serde_json::Value> = segments
+            .iter()
+            .map(|(s, status)| {
+                (
+                    s.to_string(),
+                    json!({"status": status, "lastQualificationTime": "2025-01-01T00:00:00Z"}),
+                )
+            })
+            .collect();
+        json!({"identityMap": {"ECID": [{"id": id, "primary": true}]}, "segmentMembership": {"ups": memberships}})
+    }
+
+    #[test]
+    fn one_row_group_per_segment_pointing_at_the_data_rows() {
+        let batch = data(&[
+            profile("c", &[("s2", "realized"), ("s1", "exited")]),
+            profile("a", &[("s1", "existing")]),
+            profile("b", &[]),
+            profile("d", &[("s2", "existing")]),
+        ]);
+        let bytes = encode(&batch, &"x.parquet".into()).unwrap().unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        let meta = builder.metadata().file_metadata().clone();
+        assert!(has_unique_keys(&meta));
+        assert_eq!(row_groups_of(&meta, &HashSet::from(["s2"])), Some(vec![1]));
+        assert_eq!(row_groups_of(&meta, &HashSet::from(["s1", "s9"])), Some(vec![0]));
+        let rows: Vec<(String, String, String, u32)> = builder
+            .build()
+            .unwrap()
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let text = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
+                let (seg, key, status) = (text("segmentId"), text(KEY), text("status"));
+                let row = b
+                    .column_by_name(ROW)
+                    .unwrap()
+                    .as_primitive::<arrow::datatypes::UInt32Type>()
+                    .clone();
+                (0..b.num_rows())
+                    .map(|i| {
+                        (
+                            seg.value(i).into(),
+                            key.value(i).into(),
+                            status.value(i).into(),
+                            row.value(i),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Data rows are sorted by key: a, b, c, d.
+        assert_eq!(
+            rows,
+            vec![
+                ("s1".into(), "ECID:a".into(), "existing".into(), 0),
+                ("s1".into(), "ECID:c".into(), "exited".into(), 2),
+                ("s2".into(), "ECID:c".into(), "realized".into(), 2),
+                ("s2".into(), "ECID:d".into(), "existing".into(), 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn repeated_keys_are_flagged_and_no_memberships_mean_no_index() {
+        let batch = data(&[profile("a", &[("s1", "existing")]), profile("a", &[])]);
+        let bytes = encode(&batch, &"x.parquet".into()).unwrap().unwrap();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        assert!(!has_unique_keys(builder.metadata().file_metadata()));
+        assert!(encode(&data(&[profile("a", &[])]), &"x.parquet".into()).unwrap().is_none());
+    }
 
     #[test]
     fn paths_pair_up() {

@@ -409,12 +409,16 @@ pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
 }
 
 /// Writer settings of store files: those of [`writer_properties`], and small pages with the
-/// key's range per page, so that a reader wanting a few profiles decompresses only the pages
-/// that hold them.
+/// key's range per page and a bloom filter of the keys per row group, so that a reader wanting
+/// a few profiles decompresses only the pages that hold them.
 pub fn store_writer_properties(row_group_rows: usize) -> WriterProperties {
     builder(row_group_rows)
+        .set_compression(Compression::LZ4_RAW)
         .set_data_page_row_count_limit(DATA_PAGE_ROWS)
         .set_column_statistics_enabled(ColumnPath::from(KEY), EnabledStatistics::Page)
+        .set_column_bloom_filter_enabled(ColumnPath::from(KEY), true)
+        .set_column_bloom_filter_fpp(ColumnPath::from(KEY), 0.01)
+        .set_column_bloom_filter_max_ndv(ColumnPath::from(KEY), row_group_rows as u64)
         .build()
 }
 
@@ -441,13 +445,12 @@ pub fn encode_parquet(
     path: &object_store::path::Path,
 ) -> Result<Bytes> {
     let mut buffer = Vec::new();
-    let mut writer =
-        ArrowWriter::try_new(
-            &mut buffer,
-            batch.schema(),
-            Some(store_writer_properties(row_group_rows)),
-        )
-            .map_err(StoreError::parquet(path))?;
+    let mut writer = ArrowWriter::try_new(
+        &mut buffer,
+        batch.schema(),
+        Some(store_writer_properties(row_group_rows)),
+    )
+    .map_err(StoreError::parquet(path))?;
     writer.write(batch).map_err(StoreError::parquet(path))?;
     writer.close().map_err(StoreError::parquet(path))?;
     Ok(Bytes::from(buffer))
