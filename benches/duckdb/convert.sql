@@ -53,7 +53,7 @@ CREATE OR REPLACE TEMP MACRO raw_identities(im, legacy) AS list_concat(
         ns: i.namespace.code, id: i.id, "primary": coalesce(i."primary", false),
         authenticatedState: i.authenticatedState}), []));
 
-CREATE OR REPLACE TEMP TABLE raw AS
+CREATE OR REPLACE TABLE raw AS
 SELECT * FROM read_json('{src}', format = 'newline_delimited', columns = {
     identityMap: 'MAP(VARCHAR, STRUCT(id VARCHAR, "primary" BOOLEAN, authenticatedState VARCHAR)[])',
     identities: 'STRUCT(id VARCHAR, namespace STRUCT(code VARCHAR), "primary" BOOLEAN, authenticatedState VARCHAR)[]',
@@ -66,7 +66,7 @@ SELECT * FROM read_json('{src}', format = 'newline_delimited', columns = {
 
 -- identities per record: deduplicated per (ns, id), as a flat list and as the identityMap
 -- (output shape), and the key
-CREATE OR REPLACE TEMP TABLE ids AS
+CREATE OR REPLACE TABLE ids AS
 WITH u AS (
     SELECT rowid AS ord,
            unnest(list_transform(raw_identities(identityMap, identities),
@@ -93,7 +93,7 @@ SELECT ord,
        END AS key
 FROM g JOIN maps USING (ord) GROUP BY ord;
 
-CREATE OR REPLACE TEMP TABLE prof AS
+CREATE OR REPLACE TABLE prof AS
 WITH m AS (
     SELECT rowid AS ord, *,
            coalesce(flatten(list_transform(map_entries(segmentMembership), lambda e:
@@ -137,7 +137,7 @@ TO '{data}/memberships_{ds}.parquet' (FORMAT parquet, COMPRESSION {codec});
 -- @@ events
 SET preserve_insertion_order = true;
 
-CREATE OR REPLACE TEMP TABLE raw AS
+CREATE OR REPLACE TABLE raw AS
 SELECT * FROM read_json('{gen}/events.ndjson', format = 'newline_delimited', columns = {
     _id: 'VARCHAR',
     "timestamp": 'VARCHAR',
@@ -148,7 +148,7 @@ SELECT * FROM read_json('{gen}/events.ndjson', format = 'newline_delimited', col
     commerce: 'STRUCT("order" STRUCT(priceTotal DOUBLE, currency VARCHAR))'
 });
 
-CREATE OR REPLACE TEMP TABLE ids AS
+CREATE OR REPLACE TABLE ids AS
 WITH u AS (
     SELECT rowid AS ord,
            unnest(list_transform(raw_identities(identityMap, identities),
@@ -175,7 +175,7 @@ SELECT ord,
        END AS key
 FROM g JOIN maps USING (ord) GROUP BY ord;
 
-CREATE OR REPLACE TEMP TABLE ev AS
+CREATE OR REPLACE TABLE ev AS
 SELECT ids.key, r.ord, r._id, ts_ms(r."timestamp") AS "timestamp", r.eventType,
        ids.identityMap, r.web, r.commerce
 FROM (SELECT rowid AS ord, * FROM raw) r JOIN ids USING (ord)

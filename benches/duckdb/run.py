@@ -57,6 +57,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Intermediate (converted) files: which Parquet codec. Not part of the measured output; snappy
 # decodes faster than zstd and the files sit in the page cache either way.
 CONVERT_CODEC = os.environ.get("DUCK_CONVERT_CODEC", "snappy")
+# Memory the one-time conversion may use before it spills (DUCK_CONVERT_MEMORY overrides).
+CONVERT_MEMORY = os.environ.get("DUCK_CONVERT_MEMORY", "8GB")
 
 
 def connect(threads=None):
@@ -96,8 +98,18 @@ def statements(sql):
 def convert(args):
     os.makedirs(args.data, exist_ok=True)
     sec = sql_sections(os.path.join(HERE, "convert.sql"))
-    con = duckdb.connect()
+    # The intermediate tables go to a database file, not memory, and DuckDB spills beyond its
+    # memory limit to a temporary directory: held in memory, 1M profiles took about 13 GB, so
+    # 10M would not fit. Both are removed at the end.
+    db = os.path.join(args.data, "convert.duckdb")
+    tmp = os.path.join(args.data, "convert.tmp")
+    for leftover in (db, db + ".wal"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    con = duckdb.connect(db)
     con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET temp_directory = '{tmp}'")
+    con.execute(f"SET memory_limit = '{CONVERT_MEMORY}'")
     t0 = time.time()
     jobs = [(sec["profile dataset"], {"src": os.path.join(args.gen, "profiles.ndjson"), "ds": "a"}),
             (sec["profile dataset"], {"src": os.path.join(args.gen, "updates.ndjson"), "ds": "b"}),
@@ -116,6 +128,9 @@ def convert(args):
     if os.path.exists(segs):
         with open(segs) as f, open(os.path.join(args.data, "segments.json"), "w") as w:
             w.write(f.read())
+    con.close()
+    os.remove(db)
+    shutil.rmtree(tmp, ignore_errors=True)
     print(f"converted in {time.time() - t0:.1f} s", file=sys.stderr)
 
 
