@@ -509,10 +509,17 @@ async fn a_worker_killed_before_its_commit_leaves_nothing_visible() {
         let attempt = &f.path.rsplit('/').next().unwrap()[33..69];
         assert!(!first_attempt.contains(attempt), "{} comes from the killed attempt", f.path);
     }
-    // Exactly once: one set of files, all from the second attempt; the first attempt's are swept.
+    // Exactly once: one set of files (each with its membership index), all from the second
+    // attempt; the first attempt's are swept.
+    let name = |p: &str| p.rsplit('/').next().unwrap().to_owned();
+    let committed: std::collections::BTreeSet<String> = files
+        .iter()
+        .flat_map(|f| [name(&f.path), name(&segport_store::index::index_path(&f.path).unwrap())])
+        .collect();
     eventually(30, "the first attempt's files to be swept", || {
-        let remaining = store_files_on_disk(&data);
-        (remaining.len() == files.len()).then_some(())
+        let remaining: std::collections::BTreeSet<String> =
+            store_files_on_disk(&data).iter().map(|p| name(p.to_str().unwrap())).collect();
+        (remaining == committed).then_some(())
     });
     assert!(healthy.terminate().success());
 }
