@@ -13,13 +13,14 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::ops::Range;
 
-use arrow::array::{Array, AsArray, StringArray};
+use arrow::array::{Array, AsArray, DictionaryArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::ProjectionMask;
 use parquet::bloom_filter::Sbbf;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use segport_store::columns::{INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
+use segport_store::compact::FileRef;
 
 use crate::plan::SegmentMatch;
 use crate::run::{EngineError, OpenFile};
@@ -27,12 +28,13 @@ use crate::run::{EngineError, OpenFile};
 /// Rows to read of one file: `None` reads them all; an empty selection skips the file.
 pub(crate) type Selected = Option<RowSelection>;
 
-/// A membership of a wanted segment, as one fragment holds it.
-struct Seen {
-    key: String,
-    ns: String,
-    segment: String,
-    status: String,
+/// A membership of a wanted segment, as one fragment holds it; its strings borrow from the
+/// batches the first pass read.
+struct Seen<'a> {
+    key: &'a str,
+    ns: &'a str,
+    segment: &'a str,
+    status: &'a str,
     lqt: Option<i64>,
     /// Ingest time, commit sequence, position in the batch: "most recent" (DESIGN §5).
     recency: (i64, i64, u64),
@@ -40,93 +42,129 @@ struct Seen {
     row: usize,
 }
 
-/// What the first pass learnt of one profile file.
-struct Scanned {
-    seen: Vec<Seen>,
-    /// The file's keys in file order, when the file itself was scanned (it has no index).
-    keys: Option<Vec<StringArray>>,
+/// What the first pass read of one profile file.
+struct Read {
+    /// The index's row groups of the wanted segments, or (a file without an index) the file's
+    /// own key, recency and membership columns.
+    batches: Vec<RecordBatch>,
+    indexed: bool,
     /// Whether no key occurs twice in the file (its index says so).
     unique: bool,
 }
 
+impl Read {
+    /// The file's keys in file order, when the file itself was scanned.
+    fn keys(&self) -> Option<Vec<&StringArray>> {
+        if self.indexed {
+            return None;
+        }
+        self.batches.iter().map(|b| b.column_by_name(KEY).and_then(|c| c.as_string_opt())).collect()
+    }
+
+    /// The memberships of `wanted` segments it holds.
+    fn entries<'a>(
+        &'a self,
+        file: &FileRef,
+        wanted: &HashSet<&str>,
+    ) -> Result<Vec<Seen<'a>>, EngineError> {
+        let mut seen = Vec::new();
+        let mut base = 0;
+        for batch in &self.batches {
+            if self.indexed {
+                index_entries(batch, file, &mut seen)?;
+            } else {
+                scan_entries(batch, base, file, wanted, &mut seen)?;
+                base += batch.num_rows();
+            }
+        }
+        Ok(seen)
+    }
+}
+
+fn missing(what: &str) -> EngineError {
+    EngineError::Store(format!("a store file without {what}"))
+}
+
+/// The recency of row `row` of `batch`: per row in compacted files, else the file's.
+fn recency(batch: &RecordBatch, row: usize, file: &FileRef) -> (i64, i64, u64) {
+    let int =
+        |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
+    let ord = batch.column_by_name(ORD).and_then(|c| c.as_primitive_opt::<UInt64Type>());
+    (
+        int(INGEST_MS).map_or(file.ingest_ms.unwrap_or(0), |c| c.value(row)),
+        int(SEQ).map_or(file.seq, |c| c.value(row)),
+        ord.map_or(0, |c| c.value(row)),
+    )
+}
+
 /// The wanted segments' memberships of a profile file: from its membership index
 /// ([`segport_store::index`]) when it has one, else by scanning the file.
-fn memberships(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Scanned, EngineError> {
+fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     let file = open.source;
+    let error = |e: &dyn std::fmt::Display| file.error(e);
     let index = segport_store::index::index_path(&file.file.path)
-        .and_then(|_| segport_store::index::index_path(&file.local_path.to_string_lossy()))
-        .map(std::path::PathBuf::from);
+        .and_then(|_| segport_store::index::index_path(&file.local_path.to_string_lossy()));
     let handle = match index.as_ref().map(File::open) {
         Some(Ok(handle)) => handle,
-        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(file.error(&e));
-        }
-        _ => {
-            let (keys, seen) = scan(open, Some(wanted))?;
-            return Ok(Scanned { seen, keys: Some(keys), unique: false });
-        }
+        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => return Err(error(&e)),
+        _ => return Ok(Read { batches: scan(open)?, indexed: false, unique: false }),
     };
-    let error = |e: &dyn std::fmt::Display| file.error(e);
     let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| error(&e))?;
     let metadata = builder.metadata().file_metadata();
     let unique = segport_store::index::has_unique_keys(metadata);
     let groups = segport_store::index::row_groups_of(metadata, wanted)
         .ok_or_else(|| error(&"the membership index names no segments"))?;
-    let mut seen = Vec::new();
-    if groups.is_empty() {
-        return Ok(Scanned { seen, keys: None, unique });
-    }
-    let reader = builder
-        .with_row_groups(groups)
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| error(&e))?;
-    for batch in reader {
-        let batch = batch.map_err(|e| error(&e))?;
-        let text = |name: &str| {
-            batch
-                .column_by_name(name)
-                .and_then(|c| c.as_string_opt::<i32>())
-                .ok_or_else(|| error(&format!("the membership index has no {name}")))
-        };
-        let (key, ns, segment, status) =
-            (text(KEY)?, text("ns")?, text("segmentId")?, text("status")?);
-        let int =
-            |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
-        let (ingest, seq) = (int(INGEST_MS), int(SEQ));
-        let ord = batch.column_by_name(ORD).and_then(|c| c.as_primitive_opt::<UInt64Type>());
-        let row = batch
-            .column_by_name(segport_store::index::ROW)
-            .and_then(|c| c.as_primitive_opt::<UInt32Type>())
-            .ok_or_else(|| error(&"the membership index has no rows"))?;
-        let lqt = batch
-            .column_by_name("lastQualificationTime")
-            .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
-        for i in 0..batch.num_rows() {
-            seen.push(Seen {
-                key: key.value(i).to_owned(),
-                ns: ns.value(i).to_owned(),
-                segment: segment.value(i).to_owned(),
-                status: status.value(i).to_owned(),
-                lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
-                recency: (
-                    ingest.map_or(file.file.ingest_ms.unwrap_or(0), |c| c.value(i)),
-                    seq.map_or(file.file.seq, |c| c.value(i)),
-                    ord.map_or(0, |c| c.value(i)),
-                ),
-                row: row.value(i) as usize,
-            });
+    let mut batches = Vec::new();
+    if !groups.is_empty() {
+        let reader = builder
+            .with_row_groups(groups)
+            .with_batch_size(64 * 1024)
+            .build()
+            .map_err(|e| error(&e))?;
+        for batch in reader {
+            batches.push(batch.map_err(|e| error(&e))?);
         }
     }
-    Ok(Scanned { seen, keys: None, unique })
+    Ok(Read { batches, indexed: true, unique })
 }
 
-/// The keys of `file` (in file order) and, when `wanted` is given, its memberships of those
-/// segment ids.
-fn scan(
-    open: &OpenFile,
-    wanted: Option<&HashSet<&str>>,
-) -> Result<(Vec<StringArray>, Vec<Seen>), EngineError> {
+/// The index rows of `batch` (all of wanted segments: only their row groups were read).
+fn index_entries<'a>(
+    batch: &'a RecordBatch,
+    file: &FileRef,
+    seen: &mut Vec<Seen<'a>>,
+) -> Result<(), EngineError> {
+    let text = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| missing(name))
+    };
+    let (key, ns, segment, status) = (text(KEY)?, text("ns")?, text("segmentId")?, text("status")?);
+    let row = batch
+        .column_by_name(segport_store::index::ROW)
+        .and_then(|c| c.as_primitive_opt::<UInt32Type>())
+        .ok_or_else(|| missing("index rows"))?;
+    let lqt = batch
+        .column_by_name("lastQualificationTime")
+        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+    for i in 0..batch.num_rows() {
+        seen.push(Seen {
+            key: key.value(i),
+            ns: ns.value(i),
+            segment: segment.value(i),
+            status: status.value(i),
+            lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
+            recency: recency(batch, i, file),
+            row: row.value(i) as usize,
+        });
+    }
+    Ok(())
+}
+
+/// The key, recency and the memberships' namespace, segment id, status and qualification time
+/// of every row of a file without an index.
+fn scan(open: &OpenFile) -> Result<Vec<RecordBatch>, EngineError> {
     let file = open.source;
     let store_error = |e: &dyn std::fmt::Display| file.error(e);
     let builder = open.builder()?;
@@ -139,12 +177,11 @@ fn scan(
         .filter(|(_, c)| {
             let parts = c.path().parts();
             parts == [KEY]
-                || (wanted.is_some()
-                    && (parts == [ORD]
-                        || parts == [INGEST_MS]
-                        || parts == [SEQ]
-                        || (parts.first().is_some_and(|p| p == SEGMENTS)
-                            && parts.last().is_some_and(|p| MEMBERSHIP.contains(&p.as_str())))))
+                || parts == [ORD]
+                || parts == [INGEST_MS]
+                || parts == [SEQ]
+                || (parts.first().is_some_and(|p| p == SEGMENTS)
+                    && parts.last().is_some_and(|p| MEMBERSHIP.contains(&p.as_str())))
         })
         .map(|(i, _)| i)
         .collect();
@@ -154,77 +191,66 @@ fn scan(
         .with_batch_size(64 * 1024)
         .build()
         .map_err(|e| store_error(&e))?;
-    let mut keys = Vec::new();
-    let mut seen = Vec::new();
-    let mut base = 0;
-    for batch in reader {
-        let batch = batch.map_err(|e| store_error(&e))?;
-        let key = batch
-            .column_by_name(KEY)
-            .and_then(|c| c.as_string_opt::<i32>())
-            .ok_or_else(|| store_error(&"no key column"))?
-            .clone();
-        if let (Some(wanted), Some(segments)) = (wanted, batch.column_by_name(SEGMENTS)) {
-            let int = |name: &str| {
-                batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>())
-            };
-            let (ingest, seq) = (int(INGEST_MS), int(SEQ));
-            let ord = batch.column_by_name(ORD).and_then(|c| c.as_primitive_opt::<UInt64Type>());
-            let list = segments.as_list::<i32>();
-            let items = list.values().as_struct();
-            let dict = |name: &str| {
-                items
-                    .column_by_name(name)
-                    .and_then(|c| c.as_dictionary_opt::<Int32Type>())
-                    .ok_or_else(|| store_error(&format!("membership {name} is not a dictionary")))
-            };
-            let (ns, ids, status) = (dict("ns")?, dict("segmentId")?, dict("status")?);
-            let lqt = items
-                .column_by_name("lastQualificationTime")
-                .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
-            let text = |d: &arrow::array::DictionaryArray<Int32Type>, i: usize| -> Option<String> {
-                let k = usize::try_from(d.keys().value(i)).ok()?;
-                (d.keys().is_valid(i)).then(|| d.values().as_string::<i32>().value(k).to_owned())
-            };
-            let id_values = ids.values().as_string::<i32>();
-            let wanted_ids: Vec<bool> =
-                (0..id_values.len()).map(|i| wanted.contains(id_values.value(i))).collect();
-            for row in 0..batch.num_rows() {
-                let range =
-                    list.value_offsets()[row] as usize..list.value_offsets()[row + 1] as usize;
-                for i in range {
-                    let is_wanted = ids.keys().is_valid(i)
-                        && usize::try_from(ids.keys().value(i))
-                            .is_ok_and(|k| wanted_ids.get(k).copied().unwrap_or(false));
-                    if !is_wanted {
-                        continue;
-                    }
-                    let (Some(ns), Some(segment), Some(status)) =
-                        (text(ns, i), text(ids, i), text(status, i))
-                    else {
-                        continue;
-                    };
-                    let recency = (
-                        ingest.map_or(file.file.ingest_ms.unwrap_or(0), |c| c.value(row)),
-                        seq.map_or(file.file.seq, |c| c.value(row)),
-                        ord.map_or(0, |c| c.value(row)),
-                    );
-                    seen.push(Seen {
-                        key: key.value(row).to_owned(),
-                        ns,
-                        segment,
-                        status,
-                        lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
-                        recency,
-                        row: base + row,
-                    });
-                }
+    reader.map(|b| b.map_err(|e| store_error(&e))).collect()
+}
+
+/// The memberships of `wanted` segments in a scanned batch whose first row is row `base` of
+/// its file. Segment ids are compared as dictionary keys.
+fn scan_entries<'a>(
+    batch: &'a RecordBatch,
+    base: usize,
+    file: &FileRef,
+    wanted: &HashSet<&str>,
+    seen: &mut Vec<Seen<'a>>,
+) -> Result<(), EngineError> {
+    let key = batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>());
+    let key = key.ok_or_else(|| missing("a key column"))?;
+    let Some(segments) = batch.column_by_name(SEGMENTS) else { return Ok(()) };
+    let list = segments.as_list::<i32>();
+    let items = list.values().as_struct();
+    let dict = |name: &str| {
+        items
+            .column_by_name(name)
+            .and_then(|c| c.as_dictionary_opt::<Int32Type>())
+            .ok_or_else(|| missing(&format!("memberships' {name} as a dictionary")))
+    };
+    let (ns, ids, status) = (dict("ns")?, dict("segmentId")?, dict("status")?);
+    let lqt = items
+        .column_by_name("lastQualificationTime")
+        .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+    let text = |d: &'a DictionaryArray<Int32Type>, i: usize| -> Option<&'a str> {
+        let k = usize::try_from(d.keys().value(i)).ok()?;
+        (d.keys().is_valid(i)).then(|| d.values().as_string::<i32>().value(k))
+    };
+    let id_values = ids.values().as_string::<i32>();
+    let wanted_ids: Vec<bool> =
+        (0..id_values.len()).map(|i| wanted.contains(id_values.value(i))).collect();
+    for row in 0..batch.num_rows() {
+        let range = list.value_offsets()[row] as usize..list.value_offsets()[row + 1] as usize;
+        for i in range {
+            let is_wanted = ids.keys().is_valid(i)
+                && usize::try_from(ids.keys().value(i))
+                    .is_ok_and(|k| wanted_ids.get(k).copied().unwrap_or(false));
+            if !is_wanted {
+                continue;
             }
+            let (Some(ns), Some(segment), Some(status)) =
+                (text(ns, i), text(ids, i), text(status, i))
+            else {
+                continue;
+            };
+            seen.push(Seen {
+                key: key.value(row),
+                ns,
+                segment,
+                status,
+                lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
+                recency: recency(batch, row, file),
+                row: base + row,
+            });
         }
-        base += key.len();
-        keys.push(key);
     }
-    Ok((keys, seen))
+    Ok(())
 }
 
 /// The rows (of `rows`, each with its key) whose key is one of `wanted` (sorted). Store
@@ -255,7 +281,7 @@ fn matching_rows<'a>(rows: impl Iterator<Item = (usize, &'a str)>, wanted: &[&st
 }
 
 /// The rows of a scanned file's `keys` whose key is one of `wanted` (sorted).
-fn select(keys: &[StringArray], wanted: &[&str]) -> RowSelection {
+fn select(keys: &[&StringArray], wanted: &[&str]) -> RowSelection {
     let total = keys.iter().map(Array::len).sum();
     let all = keys.iter().flat_map(|a| (0..a.len()).map(move |i| a.value(i))).enumerate();
     rows_selection(matching_rows(all, wanted), total)
@@ -277,59 +303,60 @@ pub(crate) fn by_segment(
     events: &[&OpenFile],
 ) -> Result<Prefiltered, EngineError> {
     let ids: HashSet<&str> = entries.iter().map(|e| e.segment_id.as_str()).collect();
-    let scanned: Vec<Scanned> =
-        profiles.iter().map(|f| memberships(f, &ids)).collect::<Result<_, _>>()?;
+    let reads: Vec<Read> = profiles.iter().map(|f| read(f, &ids)).collect::<Result<_, _>>()?;
+    let seen: Vec<Vec<Seen>> = reads
+        .iter()
+        .zip(profiles)
+        .map(|(r, f)| r.entries(&f.source.file, &ids))
+        .collect::<Result<_, _>>()?;
     // Per key and (ns, segment id): the entry with the latest qualification, ties to the most
     // recent fragment — the rule of `merge::memberships`.
-    let mut resolved: HashMap<&str, HashMap<(&str, &str), &Seen>> = HashMap::new();
-    for seen in scanned.iter().flat_map(|s| &s.seen) {
-        let order = |s: &Seen| (s.lqt.unwrap_or(i64::MIN), s.recency);
-        let slot = resolved.entry(&seen.key).or_default();
-        match slot.get(&(seen.ns.as_str(), seen.segment.as_str())) {
-            Some(existing) if order(existing) >= order(seen) => {}
-            _ => {
-                slot.insert((&seen.ns, &seen.segment), seen);
+    let order = |s: &Seen| (s.lqt.unwrap_or(i64::MIN), s.recency);
+    let mut resolved: foldhash::HashMap<(&str, &str, &str), &Seen> = foldhash::HashMap::default();
+    for s in seen.iter().flatten() {
+        resolved
+            .entry((s.key, s.ns, s.segment))
+            .and_modify(|existing| {
+                if order(s) > order(existing) {
+                    *existing = s;
+                }
+            })
+            .or_insert(s);
+    }
+    let mut matches: HashMap<String, Vec<usize>> = HashMap::new();
+    for ((key, _, _), m) in resolved {
+        for (i, e) in entries.iter().enumerate() {
+            let hit = m.segment == e.segment_id
+                && m.ns.chars().flat_map(char::to_lowercase).eq(e.ns.chars())
+                && e.statuses.iter().any(|s| s == m.status)
+                && e.from_ms.is_none_or(|f| m.lqt.is_some_and(|t| t >= f))
+                && e.to_ms.is_none_or(|to| m.lqt.is_some_and(|t| t <= to));
+            if hit {
+                matches.entry(key.to_owned()).or_default().push(i);
             }
         }
     }
-    let mut matches: HashMap<String, Vec<usize>> = HashMap::new();
-    for (key, memberships) in resolved {
-        let matched: Vec<usize> = entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
-                memberships.values().any(|m| {
-                    m.segment == e.segment_id
-                        && m.ns.to_lowercase() == e.ns
-                        && e.statuses.contains(&m.status)
-                        && e.from_ms.is_none_or(|f| m.lqt.is_some_and(|t| t >= f))
-                        && e.to_ms.is_none_or(|to| m.lqt.is_some_and(|t| t <= to))
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if !matched.is_empty() {
-            matches.insert(key.to_owned(), matched);
-        }
+    for matched in matches.values_mut() {
+        matched.sort_unstable();
+        matched.dedup();
     }
     let mut wanted: Vec<&str> = matches.keys().map(String::as_str).collect();
     wanted.sort_unstable();
     let profile_rows = profiles
         .iter()
-        .zip(&scanned)
-        .map(|(file, scanned)| {
-            let selection = match &scanned.keys {
-                Some(keys) => select(keys, &wanted),
-                None if scanned.unique => {
+        .zip(reads.iter().zip(&seen))
+        .map(|(file, (read, seen))| {
+            let selection = match read.keys() {
+                Some(keys) => select(&keys, &wanted),
+                None if read.unique => {
                     // A matching profile's only row here is the one its index rows name; the
                     // others are looked up by key (they matched through another file).
-                    let mut rows: Vec<usize> = scanned
-                        .seen
+                    let mut rows: Vec<usize> = seen
                         .iter()
-                        .filter(|s| matches.contains_key(&s.key))
+                        .filter(|s| matches.contains_key(s.key))
                         .map(|s| s.row)
                         .collect();
-                    let here: HashSet<&str> = scanned.seen.iter().map(|s| s.key.as_str()).collect();
+                    let here: HashSet<&str> = seen.iter().map(|s| s.key).collect();
                     let elsewhere: Vec<&str> =
                         wanted.iter().copied().filter(|k| !here.contains(k)).collect();
                     rows.extend(lookup(file, &elsewhere)?);
