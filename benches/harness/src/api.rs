@@ -178,7 +178,9 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         args.max_requests
     );
     // Pickup first, while the queue is empty: the load below leaves thousands of queued jobs.
-    pickup(&binary, &common, &work, &tenant, &args).await?;
+    if args.pickups > 0 {
+        pickup(&binary, &common, &work, &tenant, &args).await?;
+    }
     load(&binary, &common, &work, &tenant, &args).await?;
     let _ = std::fs::remove_dir_all(&work);
     Ok(())

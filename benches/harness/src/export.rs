@@ -281,7 +281,16 @@ async fn load(binary: &Path, dir: &Path) -> anyhow::Result<Loaded> {
         eprintln!("segport ingest {file}");
         let (secs, kib) = proc::run_measured(
             Command::new(binary)
-                .args(["ingest", "--data-dir", &data_arg, "--org", ORG, "--sandbox", SANDBOX])
+                .args([
+                    "ingest",
+                    "--link",
+                    "--data-dir",
+                    &data_arg,
+                    "--org",
+                    ORG,
+                    "--sandbox",
+                    SANDBOX,
+                ])
                 .args(["--dataset", dataset, "--quiet"])
                 .arg(gen.join(format!("{file}.ndjson"))),
         )?;

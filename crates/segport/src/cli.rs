@@ -79,6 +79,11 @@ pub struct IngestArgs {
     /// No progress bar (for logs and scripts).
     #[arg(long)]
     pub quiet: bool,
+    /// Hard-link each file into a local storage root instead of copying it (same filesystem
+    /// only; falls back to a copy). The batch then shares the input's bytes: the input must not
+    /// be changed afterwards.
+    #[arg(long)]
+    pub link: bool,
     /// Files to load.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,

@@ -55,7 +55,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     catalog.create_ingest_batch(&batch).await?;
     let mut total_bytes = 0;
     for file in &args.files {
-        total_bytes += upload(&catalog, &storage, &tenant, &batch, file).await?;
+        total_bytes += upload(&catalog, &storage, &tenant, &batch, file, args.link).await?;
     }
     catalog.complete_batch(&tenant, &batch.id, now_ms()).await?;
     eprintln!(
@@ -109,13 +109,15 @@ fn format_of(files: &[std::path::PathBuf]) -> anyhow::Result<IngestFormat> {
     }
 }
 
-/// Copies a local file into the batch's upload area, as the upload endpoint does.
+/// Copies (or with `link`, hard-links) a local file into the batch's upload area, as the upload
+/// endpoint does.
 async fn upload(
     catalog: &Arc<dyn Catalog>,
     storage: &Storage,
     tenant: &Tenant,
     batch: &Batch,
     file: &std::path::Path,
+    link: bool,
 ) -> anyhow::Result<u64> {
     let name = file
         .file_name()
@@ -125,7 +127,7 @@ async fn upload(
     let path = upload_file(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str(), name);
     let size = match storage.local_path(path.as_ref()) {
         // On a local storage root the kernel copies the file (copy_file_range, reflinks).
-        Some(target) => copy_local(file, &target).await?,
+        Some(target) => copy_local(file, &target, link).await?,
         None => stream_to_storage(storage, file, path).await?,
     };
     let size_i64 = i64::try_from(size).unwrap_or(i64::MAX);
@@ -135,7 +137,11 @@ async fn upload(
     Ok(size)
 }
 
-async fn copy_local(file: &std::path::Path, target: &std::path::Path) -> anyhow::Result<u64> {
+async fn copy_local(
+    file: &std::path::Path,
+    target: &std::path::Path,
+    link: bool,
+) -> anyhow::Result<u64> {
     let size = tokio::fs::metadata(file)
         .await
         .with_context(|| format!("cannot read {}", file.display()))?
@@ -145,6 +151,9 @@ async fn copy_local(file: &std::path::Path, target: &std::path::Path) -> anyhow:
     }
     if let Some(dir) = target.parent() {
         tokio::fs::create_dir_all(dir).await.context("cannot write to storage")?;
+    }
+    if link && tokio::fs::hard_link(file, target).await.is_ok() {
+        return Ok(size);
     }
     tokio::fs::copy(file, target)
         .await

@@ -720,6 +720,15 @@ fn generate_then_ingest_from_the_command_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("success — {profiles} records ingested, 0 failed")), "{err}");
+    // The batch kept a copy of its input; with --link it shares the input's bytes instead.
+    use std::os::unix::fs::MetadataExt;
+    let links = |f: &str| std::fs::metadata(dir.0.join(f)).unwrap().nlink();
+    assert_eq!(links("a/profiles.ndjson"), 1);
+    let args = ["ingest", "--link", "--org", ORG, "--sandbox", "prod", "--dataset", &ds];
+    let out = run(&dir.0, &[&args[..], &["--quiet", "b/profiles.ndjson"]].concat(), &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("success — {profiles} records ingested, 0 failed")), "{err}");
+    assert_eq!(links("b/profiles.ndjson"), 2, "the upload is a hard link of the input");
     // An unknown dataset is a clear error, not a crash.
     let out = run(
         &dir.0,
