@@ -34,6 +34,8 @@ pub const DEFAULT_MAX_UPLOAD: u64 = 256 * 1024 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     pub catalog: Arc<dyn Catalog>,
+    /// Creates export jobs, the concurrent ones in shared transactions.
+    pub jobs: Arc<segport_catalog::group::JobWriter>,
     pub storage: Storage,
     pub auth: Arc<auth::Authenticator>,
     pub metrics: Arc<ApiMetrics>,
@@ -45,6 +47,7 @@ impl AppState {
     pub fn new(catalog: Arc<dyn Catalog>, storage: Storage, auth: AuthMode) -> Self {
         Self {
             auth: Arc::new(auth::Authenticator::new(auth, catalog.clone())),
+            jobs: Arc::new(segport_catalog::group::JobWriter::new(catalog.clone())),
             catalog,
             storage,
             metrics: Arc::new(ApiMetrics::new()),

@@ -6,6 +6,7 @@
 //! crate; callers see domain types from `segport-model` only.
 
 mod error;
+pub mod group;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -395,6 +396,12 @@ pub trait Catalog: Send + Sync + 'static {
         tenant: &Tenant,
         job: NewExportJob,
     ) -> Result<ExportJobRecord>;
+    /// Inserts several jobs (of any sandboxes) in one transaction: one durable commit for all.
+    /// Answers per job, in order; a job whose merge policy changed meanwhile fails alone.
+    async fn create_export_jobs(
+        &self,
+        jobs: Vec<(Tenant, NewExportJob)>,
+    ) -> Vec<Result<ExportJobRecord>>;
     async fn get_export_job(&self, tenant: &Tenant, id: i64) -> Result<Option<ExportJobRecord>>;
     async fn list_export_jobs(
         &self,

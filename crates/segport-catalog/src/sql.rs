@@ -529,6 +529,83 @@ macro_rules! impl_catalog {
         impl $catalog {
             const DIALECT: $crate::sql::Dialect = $dialect;
 
+            /// Inserts a job, its destination batches and its task inside `tx`.
+            async fn insert_export_job(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant: &segport_model::Tenant,
+                job: $crate::NewExportJob,
+            ) -> $crate::Result<segport_model::job::ExportJobRecord> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                // The policy must still exist at the version resolved, and must not be deleted
+                // until this job is in (the delete waits for this lock, then sees the job).
+                let policy: Option<(i64,)> = sqlx::query_as(Self::DIALECT.lock_policy_shared)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(&job.merge_policy.id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                if policy.map(|(v,)| v) != Some(job.merge_policy.version) {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "merge policy {:?} was changed or deleted while the job was being \
+                         created; retry the request",
+                        job.merge_policy.id
+                    )));
+                }
+                let (id,): (i64,) = sqlx::query_as($crate::sql::INSERT_JOB)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(serde_json::to_string(&job.spec)?)
+                    .bind(&job.merge_policy.id)
+                    .bind(serde_json::to_string(&job.merge_policy)?)
+                    .bind(&job.request_id)
+                    .bind(job.now_ms)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                for batch_id in job.spec.destination.batch_ids() {
+                    sqlx::query($crate::sql::INSERT_BATCH)
+                        .bind(batch_id.as_str())
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(job.spec.destination.dataset_id.as_str())
+                        .bind(segport_model::batch::BatchKind::Export.as_str())
+                        .bind(segport_model::batch::BatchStatus::Loading.as_str())
+                        .bind(id)
+                        .bind("parquet")
+                        .bind(false)
+                        .bind(job.now_ms)
+                        .bind(job.now_ms)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                sqlx::query($crate::sql::INSERT_EXPORT_TASK)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id)
+                    .bind(job.now_ms)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(segport_model::job::ExportJobRecord {
+                    id,
+                    org: org.to_owned(),
+                    sandbox: sandbox.to_owned(),
+                    status: segport_model::job::JobStatus::New,
+                    spec: job.spec,
+                    merge_policy: Some(job.merge_policy),
+                    errors: Vec::new(),
+                    warnings: Vec::new(),
+                    progress: None,
+                    counters: None,
+                    attempt_id: String::new(),
+                    attempt: 0,
+                    cancel_requested: false,
+                    request_id: job.request_id,
+                    creation_ms: job.now_ms,
+                    update_ms: job.now_ms,
+                    started_ms: None,
+                    finished_ms: None,
+                })
+            }
+
             /// Fails an export job and its open batches with `errors`.
             async fn fail_job(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -969,78 +1046,45 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 job: $crate::NewExportJob,
             ) -> $crate::Result<segport_model::job::ExportJobRecord> {
-                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
                 let mut tx = self.write().begin().await?;
-                // The policy must still exist at the version resolved, and must not be deleted
-                // until this job is in (the delete waits for this lock, then sees the job).
-                let policy: Option<(i64,)> = sqlx::query_as(Self::DIALECT.lock_policy_shared)
-                    .bind(org)
-                    .bind(sandbox)
-                    .bind(&job.merge_policy.id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                if policy.map(|(v,)| v) != Some(job.merge_policy.version) {
-                    return Err($crate::CatalogError::Conflict(format!(
-                        "merge policy {:?} was changed or deleted while the job was being \
-                         created; retry the request",
-                        job.merge_policy.id
-                    )));
-                }
-                let (id,): (i64,) = sqlx::query_as($crate::sql::INSERT_JOB)
-                    .bind(org)
-                    .bind(sandbox)
-                    .bind(serde_json::to_string(&job.spec)?)
-                    .bind(&job.merge_policy.id)
-                    .bind(serde_json::to_string(&job.merge_policy)?)
-                    .bind(&job.request_id)
-                    .bind(job.now_ms)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                for batch_id in job.spec.destination.batch_ids() {
-                    sqlx::query($crate::sql::INSERT_BATCH)
-                        .bind(batch_id.as_str())
-                        .bind(org)
-                        .bind(sandbox)
-                        .bind(job.spec.destination.dataset_id.as_str())
-                        .bind(segport_model::batch::BatchKind::Export.as_str())
-                        .bind(segport_model::batch::BatchStatus::Loading.as_str())
-                        .bind(id)
-                        .bind("parquet")
-                        .bind(false)
-                        .bind(job.now_ms)
-                        .bind(job.now_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                sqlx::query($crate::sql::INSERT_EXPORT_TASK)
-                    .bind(org)
-                    .bind(sandbox)
-                    .bind(id)
-                    .bind(job.now_ms)
-                    .execute(&mut *tx)
-                    .await?;
+                let record = Self::insert_export_job(&mut tx, tenant, job).await?;
                 tx.commit().await?;
                 self.announce_tasks().await;
-                Ok(segport_model::job::ExportJobRecord {
-                    id,
-                    org: org.to_owned(),
-                    sandbox: sandbox.to_owned(),
-                    status: segport_model::job::JobStatus::New,
-                    spec: job.spec,
-                    merge_policy: Some(job.merge_policy),
-                    errors: Vec::new(),
-                    warnings: Vec::new(),
-                    progress: None,
-                    counters: None,
-                    attempt_id: String::new(),
-                    attempt: 0,
-                    cancel_requested: false,
-                    request_id: job.request_id,
-                    creation_ms: job.now_ms,
-                    update_ms: job.now_ms,
-                    started_ms: None,
-                    finished_ms: None,
-                })
+                Ok(record)
+            }
+
+            async fn create_export_jobs(
+                &self,
+                jobs: Vec<(segport_model::Tenant, $crate::NewExportJob)>,
+            ) -> Vec<$crate::Result<segport_model::job::ExportJobRecord>> {
+                // One transaction, one durable commit for all. A job whose policy changed
+                // meanwhile fails alone (a read, the transaction goes on); any other error
+                // aborts the transaction, and the jobs are then inserted one by one.
+                let group = async {
+                    let mut tx = self.write().begin().await?;
+                    let mut out = Vec::with_capacity(jobs.len());
+                    for (tenant, job) in &jobs {
+                        match Self::insert_export_job(&mut tx, tenant, job.clone()).await {
+                            Err(e @ $crate::CatalogError::Conflict(_)) => out.push(Err(e)),
+                            other => out.push(Ok(other?)),
+                        }
+                    }
+                    tx.commit().await?;
+                    Ok::<_, $crate::CatalogError>(out)
+                };
+                match group.await {
+                    Ok(out) => {
+                        self.announce_tasks().await;
+                        out
+                    }
+                    Err(_) => {
+                        let mut out = Vec::with_capacity(jobs.len());
+                        for (tenant, job) in jobs {
+                            out.push(self.create_export_job(&tenant, job).await);
+                        }
+                        out
+                    }
+                }
             }
 
             async fn get_export_job(

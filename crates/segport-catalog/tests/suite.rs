@@ -38,7 +38,13 @@ async fn dataset(db: &TestCatalog, t: &Tenant) -> Dataset {
     d
 }
 
-async fn job(db: &TestCatalog, t: &Tenant, d: &Dataset, now_ms: i64, per_batch: bool) -> i64 {
+async fn new_job(
+    db: &TestCatalog,
+    t: &Tenant,
+    d: &Dataset,
+    now_ms: i64,
+    per_batch: bool,
+) -> NewExportJob {
     db.catalog.ensure_sandbox(t, now_ms).await.unwrap();
     let req = ExportJobRequest::parse(&json!({
         "destination": {"datasetId": d.id.as_str(), "segmentPerBatch": per_batch},
@@ -49,15 +55,12 @@ async fn job(db: &TestCatalog, t: &Tenant, d: &Dataset, now_ms: i64, per_batch: 
     let policy = db.catalog.default_merge_policy(t).await.unwrap().unwrap();
     let batches = (0..req.batch_count()).map(|_| BatchId::generate()).collect();
     let spec = req.into_spec(policy.to_ref(), batches, "ups".into());
-    let rec = db
-        .catalog
-        .create_export_job(
-            t,
-            NewExportJob { spec, merge_policy: policy, request_id: "r".into(), now_ms },
-        )
-        .await
-        .unwrap();
-    rec.id
+    NewExportJob { spec, merge_policy: policy, request_id: "r".into(), now_ms }
+}
+
+async fn job(db: &TestCatalog, t: &Tenant, d: &Dataset, now_ms: i64, per_batch: bool) -> i64 {
+    let job = new_job(db, t, d, now_ms, per_batch).await;
+    db.catalog.create_export_job(t, job).await.unwrap().id
 }
 
 macro_rules! suite {
@@ -81,7 +84,65 @@ suite!(
     tenants_are_isolated,
     merge_policy_lifecycle,
     tokens,
+    grouped_creates_share_a_transaction_and_fail_alone,
+    the_job_writer_answers_every_concurrent_create,
 );
+
+async fn grouped_creates_share_a_transaction_and_fail_alone(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let d = dataset(&db, &t).await;
+    let mut stale = new_job(&db, &t, &d, 10, false).await;
+    stale.merge_policy.version -= 1;
+    let jobs = vec![
+        (t.clone(), new_job(&db, &t, &d, 10, true).await),
+        (t.clone(), stale),
+        (t.clone(), new_job(&db, &t, &d, 11, false).await),
+    ];
+    let answers = db.catalog.create_export_jobs(jobs).await;
+    assert_eq!(answers.len(), 3);
+    assert!(matches!(answers[1], Err(E::Conflict(_))), "{:?}", answers[1]);
+    let ids: Vec<i64> = [&answers[0], &answers[2]].iter().map(|a| a.as_ref().unwrap().id).collect();
+    assert_ne!(ids[0], ids[1]);
+    for (id, batches) in ids.iter().zip([2, 1]) {
+        let rec = db.catalog.get_export_job(&t, *id).await.unwrap().unwrap();
+        assert_eq!(rec.status, JobStatus::New);
+        assert_eq!(rec.spec.destination.batch_ids().len(), batches);
+        for b in rec.spec.destination.batch_ids() {
+            assert_eq!(db.catalog.get_batch(&t, b).await.unwrap().unwrap().job_id, Some(*id));
+        }
+    }
+    // Exactly the two created jobs have tasks.
+    let mut claimed = Vec::new();
+    while let Some(task) = db.catalog.claim_task("w", 60_000, 20).await.unwrap() {
+        claimed.push(task.job_id.unwrap());
+    }
+    claimed.sort_unstable();
+    assert_eq!(claimed, ids);
+}
+
+async fn the_job_writer_answers_every_concurrent_create(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let d = dataset(&db, &t).await;
+    let writer = std::sync::Arc::new(segport_catalog::group::JobWriter::new(db.catalog.clone()));
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..60 {
+        let job = new_job(&db, &t, &d, 100 + i, i % 2 == 0).await;
+        let (writer, t) = (writer.clone(), t.clone());
+        creates.spawn(async move { writer.create(t, job).await.map(|r| (r.id, r.creation_ms)) });
+    }
+    let mut ids = Vec::new();
+    while let Some(answer) = creates.join_next().await {
+        let (id, creation_ms) = answer.unwrap().unwrap();
+        let stored = db.catalog.get_export_job(&t, id).await.unwrap().unwrap();
+        assert_eq!(stored.creation_ms, creation_ms, "each create is answered with its own job");
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 60);
+}
 
 async fn sandbox_gets_default_policy_once(backend: Backend) {
     let db = TestCatalog::new(backend).await;

@@ -65,7 +65,7 @@ async fn create(
     let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
     let job =
         NewExportJob { spec, merge_policy: policy, request_id: current_request_id(), now_ms: now };
-    let record = state.catalog.create_export_job(&tenant, job).await?;
+    let record = state.jobs.create(tenant.clone(), job).await?;
     tracing::info!(job_id = record.id, org = %tenant.org, sandbox = %tenant.sandbox, "export job created");
 
     let mut response = Json(record.to_wire()).into_response();
