@@ -612,9 +612,34 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
         assert!(!exists(f.path.clone()).await, "{} still exists", f.path);
         assert!(!exists(index_of(&f.path)).await, "the index of {} still exists", f.path);
     }
-    // Compaction wrote each merged file's membership index, and the sweep left it alone.
+    // Compaction wrote each merged file sorted by key, with its membership index naming the
+    // right rows, and the sweep left the index alone.
+    use arrow::array::{Array, AsArray};
     for f in &after.files {
         assert!(exists(index_of(&f.path)).await, "{} has no membership index", f.path);
+        let storage = &t.state.storage;
+        let data = segport_store::read::read_file(storage, &f.path, None).await.unwrap();
+        let keys: Vec<String> = data
+            .iter()
+            .flat_map(|b| {
+                let k = b.column_by_name("__key").unwrap().as_string::<i32>();
+                (0..k.len()).map(|i| k.value(i).to_owned()).collect::<Vec<_>>()
+            })
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{} is not sorted by key", f.path);
+        let index =
+            segport_store::read::read_file(storage, &index_of(&f.path), None).await.unwrap();
+        let mut entries = 0;
+        for b in &index {
+            let k = b.column_by_name("__key").unwrap().as_string::<i32>();
+            let rows =
+                b.column_by_name("__row").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();
+            for i in 0..b.num_rows() {
+                assert_eq!(k.value(i), keys[rows.value(i) as usize], "index row {i} of {}", f.path);
+                entries += 1;
+            }
+        }
+        assert!(entries > 0, "{} holds memberships", f.path);
     }
     // What is left reads the same.
     let rows_now =

@@ -4,14 +4,22 @@
 //! A fresh file takes its rows' ingest time and commit sequence from the manifest; the merged
 //! file carries them per row ([`INGEST_MS`], [`SEQ`]), because its rows come from many batches.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch};
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{AsArray, Int64Array, RecordBatch};
+use arrow::compute::{
+    concat_batches, interleave_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
+};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ArrowWriter;
 
 use crate::columns::{file_schema, INGEST_MS, KEY, ORD, SEQ};
-use crate::ingest::encode_parquet;
+use crate::index::IndexBuilder;
+use crate::ingest::store_writer_properties;
 use crate::read::read_file;
 use crate::schema::UnionSchema;
 use crate::{RecordKind, Result, Storage, StoreError};
@@ -108,7 +116,49 @@ pub struct Compacted {
     pub max_key: String,
 }
 
-/// Merges `files` (one dataset, one partition) into one file at `out`.
+/// Rows merged into the output at a time.
+const MERGE_CHUNK: usize = 8192;
+
+/// Where a row goes in the merged file: key, ingest time, commit sequence, position.
+type MergeOrder = (String, i64, i64, u64);
+
+/// One input of the merge: a file read a batch at a time, aligned, with its recency.
+struct Head {
+    reader: ParquetRecordBatchReader,
+    file: FileRef,
+    batch: Option<RecordBatch>,
+    row: usize,
+}
+
+impl Head {
+    /// Moves to the next batch (`None` at the end of the file).
+    fn next_batch(&mut self, schema: &SchemaRef) -> Result<()> {
+        self.row = 0;
+        self.batch = match self.reader.next() {
+            None => None,
+            Some(batch) => {
+                let batch = batch.map_err(StoreError::arrow("reading a file to compact"))?;
+                Some(with_recency(&batch, &self.file, schema)?)
+            }
+        };
+        Ok(())
+    }
+
+    /// The merge order of the current row: key, ingest time, commit sequence, position.
+    fn order(&self) -> Option<MergeOrder> {
+        let batch = self.batch.as_ref()?;
+        let key = batch.column_by_name(KEY)?.as_string_opt::<i32>()?.value(self.row);
+        let int = |name: &str| {
+            batch.column_by_name(name)?.as_primitive_opt::<Int64Type>().map(|c| c.value(self.row))
+        };
+        let ord = batch.column_by_name(ORD)?.as_primitive_opt::<UInt64Type>()?.value(self.row);
+        Some((key.to_owned(), int(INGEST_MS)?, int(SEQ)?, ord))
+    }
+}
+
+/// Merges `files` (one dataset, one partition) into one file at `out`, with the same rows in
+/// the order [`read_fragments`] gives. The files are sorted, so a k-way merge keeps one batch
+/// per file in memory (and the encoded output), whatever the size of the partition.
 pub async fn compact(
     storage: &Storage,
     files: &[FileRef],
@@ -118,27 +168,96 @@ pub async fn compact(
     out: &object_store::path::Path,
 ) -> Result<Compacted> {
     let schema = fragment_schema(kind, attributes);
-    let merged = read_fragments(storage, files, &schema).await?;
-    if merged.num_rows() == 0 {
-        return Err(StoreError::Schema("nothing to compact".into()));
+    let mut heads = Vec::with_capacity(files.len());
+    for file in files {
+        let location = object_store::path::Path::from(file.path.as_str());
+        let builder = match storage.local_path(&file.path) {
+            Some(local) => {
+                let handle = std::fs::File::open(&local)
+                    .map_err(|e| StoreError::Schema(format!("{}: {e}", file.path)))?;
+                ParquetRecordBatchReaderBuilder::try_new(handle)
+                    .map(|b| b.with_batch_size(MERGE_CHUNK).build())
+            }
+            None => ParquetRecordBatchReaderBuilder::try_new(storage.get(&location).await?)
+                .map(|b| b.with_batch_size(MERGE_CHUNK).build()),
+        };
+        let reader = builder.and_then(|r| r).map_err(StoreError::parquet(&location))?;
+        let mut head = Head { reader, file: file.clone(), batch: None, row: 0 };
+        head.next_batch(&schema)?;
+        heads.push(head);
     }
-    let bytes = encode_parquet(&merged, row_group_rows, out)?;
+
+    let mut writer = ArrowWriter::try_new(
+        Vec::new(),
+        schema.clone(),
+        Some(store_writer_properties(row_group_rows)),
+    )
+    .map_err(StoreError::parquet(out))?;
+    let mut index = IndexBuilder::default();
+    let mut queue: BinaryHeap<Reverse<(MergeOrder, usize)>> =
+        heads.iter().enumerate().filter_map(|(i, h)| h.order().map(|o| Reverse((o, i)))).collect();
+    let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_CHUNK);
+    let (mut rows, mut min_key, mut max_key) = (0u64, None, String::new());
+    while let Some(Reverse((order, h))) = queue.pop() {
+        min_key.get_or_insert_with(|| order.0.clone());
+        max_key = order.0;
+        picks.push((h, heads[h].row));
+        heads[h].row += 1;
+        let exhausted = heads[h].batch.as_ref().is_some_and(|b| heads[h].row == b.num_rows());
+        // A head's batch is replaced only after the rows taken from it are written.
+        if picks.len() == MERGE_CHUNK || exhausted {
+            rows += write_picks(&heads, &mut picks, &mut writer, &mut index, out)?;
+        }
+        if exhausted {
+            heads[h].next_batch(&schema)?;
+        }
+        if let Some(next) = heads[h].order() {
+            queue.push(Reverse((next, h)));
+        }
+    }
+    rows += write_picks(&heads, &mut picks, &mut writer, &mut index, out)?;
+    let Some(min_key) = min_key else {
+        return Err(StoreError::Schema("nothing to compact".into()));
+    };
+    let bytes = Bytes::from(writer.into_inner().map_err(StoreError::parquet(out))?);
     let size = bytes.len() as u64;
-    if let (Some(index), Some(at)) =
-        (crate::index::encode(&merged, out)?, crate::index::index_path(out.as_ref()))
-    {
+    // The index first: a data file is never without its index.
+    if let (Some(index), Some(at)) = (index.finish(out)?, crate::index::index_path(out.as_ref())) {
         storage.put(&at.as_str().into(), index).await?;
     }
     storage.put(out, bytes).await?;
-    let keys = merged
-        .column_by_name(KEY)
-        .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().cloned())
-        .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
-    Ok(Compacted {
-        path: out.to_string(),
-        rows: merged.num_rows() as u64,
-        bytes: size,
-        min_key: keys.value(0).to_owned(),
-        max_key: keys.value(arrow::array::Array::len(&keys) - 1).to_owned(),
-    })
+    Ok(Compacted { path: out.to_string(), rows, bytes: size, min_key, max_key })
+}
+
+/// Writes the picked rows (head, row) in order, and indexes them.
+fn write_picks(
+    heads: &[Head],
+    picks: &mut Vec<(usize, usize)>,
+    writer: &mut ArrowWriter<Vec<u8>>,
+    index: &mut IndexBuilder,
+    out: &object_store::path::Path,
+) -> Result<u64> {
+    if picks.is_empty() {
+        return Ok(0);
+    }
+    let batches: Vec<&RecordBatch> = heads.iter().filter_map(|h| h.batch.as_ref()).collect();
+    // Heads without a batch are past their end and were never picked from in this chunk.
+    let positions: Vec<usize> = {
+        let mut at = 0;
+        heads
+            .iter()
+            .map(|h| {
+                let p = at;
+                at += usize::from(h.batch.is_some());
+                p
+            })
+            .collect()
+    };
+    let indices: Vec<(usize, usize)> = picks.iter().map(|(h, r)| (positions[*h], *r)).collect();
+    let chunk =
+        interleave_record_batch(&batches, &indices).map_err(StoreError::arrow("merging files"))?;
+    writer.write(&chunk).map_err(StoreError::parquet(out))?;
+    index.push(&chunk)?;
+    picks.clear();
+    Ok(chunk.num_rows() as u64)
 }

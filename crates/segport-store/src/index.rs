@@ -15,7 +15,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, lexsort_to_indices, take, take_record_batch, SortColumn};
+use arrow::compute::{
+    cast, concat_batches, lexsort_to_indices, take, take_record_batch, SortColumn,
+};
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -55,7 +57,57 @@ pub fn data_path(index: &str) -> Option<String> {
 /// The index of `data` (a profile file's rows, sorted by key as written) as Parquet; `None` when
 /// the rows hold no memberships.
 pub fn encode(data: &RecordBatch, path: &object_store::path::Path) -> Result<Option<Bytes>> {
-    let Some(rows) = build(data)? else { return Ok(None) };
+    let mut builder = IndexBuilder::default();
+    builder.push(data)?;
+    builder.finish(path)
+}
+
+/// Builds the index of a data file written a batch at a time.
+#[derive(Default)]
+pub struct IndexBuilder {
+    rows: Vec<RecordBatch>,
+    /// Data rows seen so far: the row of the next batch's first row.
+    offset: usize,
+    last_key: Option<String>,
+    repeated_key: bool,
+}
+
+impl IndexBuilder {
+    /// Takes the next rows of the data file, in file order.
+    pub fn push(&mut self, data: &RecordBatch) -> Result<()> {
+        let keys = data
+            .column_by_name(KEY)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
+        for i in 0..keys.len() {
+            let previous = if i == 0 { self.last_key.as_deref() } else { Some(keys.value(i - 1)) };
+            self.repeated_key |= previous == Some(keys.value(i));
+        }
+        if !keys.is_empty() {
+            self.last_key = Some(keys.value(keys.len() - 1).to_owned());
+        }
+        let offset = u32::try_from(self.offset)
+            .map_err(|_| StoreError::Schema("a store file of more than 2^32 rows".into()))?;
+        if let Some(rows) = flatten(data, offset)? {
+            self.rows.push(rows);
+        }
+        self.offset += data.num_rows();
+        Ok(())
+    }
+
+    /// The index as Parquet; `None` when the file holds no memberships.
+    pub fn finish(self, path: &object_store::path::Path) -> Result<Option<Bytes>> {
+        let Some(first) = self.rows.first() else { return Ok(None) };
+        let all = concat_batches(&first.schema(), &self.rows)
+            .map_err(StoreError::arrow("collecting memberships"))?;
+        drop(self.rows);
+        let rows = sort(&all)?;
+        write(&rows, !self.repeated_key, path).map(Some)
+    }
+}
+
+/// Writes sorted index rows, one row group per segment.
+fn write(rows: &RecordBatch, unique_keys: bool, path: &object_store::path::Path) -> Result<Bytes> {
     let segments = rows
         .column_by_name("segmentId")
         .ok_or_else(|| StoreError::Schema("index without segment ids".into()))?
@@ -72,7 +124,7 @@ pub fn encode(data: &RecordBatch, path: &object_store::path::Path) -> Result<Opt
     let names: Vec<&str> = groups.iter().map(|(id, _, _)| id.as_str()).collect();
     let metadata = vec![
         KeyValue::new(SEGMENTS_KEY.to_owned(), serde_json::to_string(&names).unwrap_or_default()),
-        KeyValue::new(UNIQUE_KEYS.to_owned(), unique_keys(data)?.to_string()),
+        KeyValue::new(UNIQUE_KEYS.to_owned(), unique_keys.to_string()),
     ];
     let properties = WriterProperties::builder()
         .set_compression(Compression::LZ4_RAW)
@@ -87,20 +139,11 @@ pub fn encode(data: &RecordBatch, path: &object_store::path::Path) -> Result<Opt
         writer.flush().map_err(StoreError::parquet(path))?;
     }
     let bytes = writer.into_inner().map_err(StoreError::parquet(path))?;
-    Ok(Some(Bytes::from(bytes)))
+    Ok(Bytes::from(bytes))
 }
 
-/// Whether every key of `data` (sorted by key) occurs once.
-fn unique_keys(data: &RecordBatch) -> Result<bool> {
-    let keys = data
-        .column_by_name(KEY)
-        .and_then(|c| c.as_string_opt::<i32>())
-        .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
-    Ok((1..keys.len()).all(|i| keys.value(i - 1) != keys.value(i)))
-}
-
-/// The index rows of `data`: one per membership, sorted by segment, key and row.
-fn build(data: &RecordBatch) -> Result<Option<RecordBatch>> {
+/// The index rows of `data`, whose first row is row `offset` of its file: one per membership.
+fn flatten(data: &RecordBatch, offset: u32) -> Result<Option<RecordBatch>> {
     let Some(list) = data.column_by_name(SEGMENTS).and_then(|c| c.as_list_opt::<i32>()) else {
         return Ok(None);
     };
@@ -115,6 +158,9 @@ fn build(data: &RecordBatch) -> Result<Option<RecordBatch>> {
     for row in 0..list.len() {
         let (start, end) = (offsets[row] as usize - first, offsets[row + 1] as usize - first);
         parents.extend(std::iter::repeat_n(row as u32, end - start));
+    }
+    if parents.is_empty() {
+        return Ok(None);
     }
     let parents = UInt32Array::from(parents);
     let entries = entries.slice(first, parents.len());
@@ -133,7 +179,8 @@ fn build(data: &RecordBatch) -> Result<Option<RecordBatch>> {
             }
             _ => column.clone(),
         };
-        fields.push(Field::new(name, column.data_type().clone(), column.null_count() > 0));
+        // Nullable whatever this batch holds, so that every batch of a file has one schema.
+        fields.push(Field::new(name, column.data_type().clone(), true));
         columns.push(column);
     }
     for name in [KEY, ORD, INGEST_MS, SEQ] {
@@ -143,11 +190,17 @@ fn build(data: &RecordBatch) -> Result<Option<RecordBatch>> {
             columns.push(taken);
         }
     }
+    let rows: UInt32Array = parents.iter().map(|p| p.map(|p| p + offset)).collect();
     fields.push(Field::new(ROW, DataType::UInt32, false));
-    columns.push(Arc::new(parents));
-    let flat = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-        .map_err(error("flattening memberships"))?;
+    columns.push(Arc::new(rows));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .map(Some)
+        .map_err(error("flattening memberships"))
+}
 
+/// Index rows sorted by segment, key and row.
+fn sort(flat: &RecordBatch) -> Result<RecordBatch> {
+    let error = |what: &'static str| StoreError::arrow(what);
     let sort = |name: &str| -> Result<SortColumn> {
         let values = flat
             .column_by_name(name)
@@ -157,7 +210,7 @@ fn build(data: &RecordBatch) -> Result<Option<RecordBatch>> {
     };
     let indices = lexsort_to_indices(&[sort("segmentId")?, sort(KEY)?, sort(ROW)?], None)
         .map_err(error("sorting memberships"))?;
-    take_record_batch(&flat, &indices).map(Some).map_err(error("sorting memberships"))
+    take_record_batch(flat, &indices).map_err(error("sorting memberships"))
 }
 
 /// The row groups of an index holding the `wanted` segments, from its metadata.
