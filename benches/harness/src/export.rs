@@ -487,13 +487,69 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
+/// Files of one dataset in one partition from which the server compacts (its default
+/// `compact_min_files`).
+const COMPACT_MIN_FILES: usize = 8;
+
+/// Waits until no partition directory of the store under `data` holds enough data files to
+/// be compacted (superseded files go at once with `--file-grace 0s`).
+async fn wait_for_compaction(data: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    loop {
+        let mut pending = 0;
+        for store in glob_dirs(data, 2)? {
+            for dataset in glob_dirs(&store.join("store"), 1)? {
+                for partition in glob_dirs(&dataset, 1)? {
+                    let files = std::fs::read_dir(&partition)?
+                        .filter_map(|e| e.ok())
+                        .filter(|e| {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            name.ends_with(".parquet") && !name.ends_with(".members.parquet")
+                        })
+                        .count();
+                    pending += usize::from(files >= COMPACT_MIN_FILES);
+                }
+            }
+        }
+        if pending == 0 {
+            if started.elapsed() > Duration::from_secs(2) {
+                eprintln!("store compacted in {:.0} s", started.elapsed().as_secs_f64());
+            }
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "{pending} partitions still wait for compaction after an hour"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The directories `depth` levels under `root` (`{org}/{sandbox}` is depth 2).
+fn glob_dirs(root: &Path, depth: usize) -> anyhow::Result<Vec<PathBuf>> {
+    let mut level = vec![root.to_path_buf()];
+    for _ in 0..depth {
+        let mut next = Vec::new();
+        for dir in &level {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            next.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        level = next;
+    }
+    Ok(level)
+}
+
 pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let binary = proc::segport_binary()?;
     std::fs::create_dir_all(&args.work)?;
     let dir = std::path::absolute(args.work.join(format!("n{}-s{}", args.profiles, args.seed)))?;
     std::fs::create_dir_all(&dir)?;
-    // NDJSON ~2.3 GB, segport's store ~1 GB and DuckDB's copy ~0.8 GB per million profiles.
-    let need = args.profiles * 4_500;
+    // Per million profiles: NDJSON ~2.3 GB (unless generated already; segport's batches
+    // hard-link it), segport's store ~0.6 GB, DuckDB's copy ~0.8 GB plus its conversion's
+    // spill, ~2 GB.
+    let generated = dir.join("gen/.done").exists();
+    let need = args.profiles
+        * (600 + if generated { 0 } else { 2_300 } + if args.no_duckdb { 0 } else { 2_800 });
     let free = proc::free_bytes(&dir)?;
     let cached = dir.join("segport-loaded.json").exists();
     anyhow::ensure!(
@@ -547,14 +603,17 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
 
     let data = dir.join("segport");
     let data_arg = data.to_string_lossy().into_owned();
+    // Compaction runs in the server; the cases are timed on the compacted store, not beside
+    // a compaction.
     let server = Server::start(
         &binary,
         ADDR,
-        &["--data-dir", &data_arg],
+        &["--data-dir", &data_arg, "--maintenance-interval", "1s", "--file-grace", "0s"],
         &[],
         &dir.join("serve-export.log"),
     )
     .await?;
+    wait_for_compaction(&data).await?;
     let mut client = Client::connect(ADDR, tenant()).await?;
     let destination = create_dataset(
         &mut client,
