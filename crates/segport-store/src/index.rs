@@ -11,13 +11,11 @@
 //! data file and never listed in the manifest; readers fall back to scanning the data file when
 //! an index is missing (stores written before it existed).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{
-    cast, concat_batches, lexsort_to_indices, take, take_record_batch, SortColumn,
-};
+use arrow::compute::{cast, take, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
@@ -62,10 +60,13 @@ pub fn encode(data: &RecordBatch, path: &object_store::path::Path) -> Result<Opt
     builder.finish(path)
 }
 
-/// Builds the index of a data file written a batch at a time.
+/// Builds the index of a data file written a batch at a time. Data files are written in key
+/// order, so each segment's rows arrive sorted by key and row: they are kept per segment as
+/// they come, with no sort and no second copy at the end.
 #[derive(Default)]
 pub struct IndexBuilder {
-    rows: Vec<RecordBatch>,
+    /// Index rows per segment id, in data-file order.
+    segments: BTreeMap<String, Vec<RecordBatch>>,
     /// Data rows seen so far: the row of the next batch's first row.
     offset: usize,
     last_key: Option<String>,
@@ -89,57 +90,55 @@ impl IndexBuilder {
         let offset = u32::try_from(self.offset)
             .map_err(|_| StoreError::Schema("a store file of more than 2^32 rows".into()))?;
         if let Some(rows) = flatten(data, offset)? {
-            self.rows.push(rows);
+            let ids = rows
+                .column_by_name("segmentId")
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| StoreError::Schema("index without segment ids".into()))?;
+            let mut by_segment: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+            for i in 0..ids.len() {
+                by_segment.entry(ids.value(i)).or_default().push(i as u32);
+            }
+            for (id, picked) in by_segment {
+                let part = take_record_batch(&rows, &UInt32Array::from(picked))
+                    .map_err(StoreError::arrow("grouping memberships"))?;
+                self.segments.entry(id.to_owned()).or_default().push(part);
+            }
         }
         self.offset += data.num_rows();
         Ok(())
     }
 
-    /// The index as Parquet; `None` when the file holds no memberships.
+    /// The index as Parquet, one row group per segment; `None` when the file holds no
+    /// memberships.
     pub fn finish(self, path: &object_store::path::Path) -> Result<Option<Bytes>> {
-        let Some(first) = self.rows.first() else { return Ok(None) };
-        let all = concat_batches(&first.schema(), &self.rows)
-            .map_err(StoreError::arrow("collecting memberships"))?;
-        drop(self.rows);
-        let rows = sort(&all)?;
-        write(&rows, !self.repeated_key, path).map(Some)
-    }
-}
-
-/// Writes sorted index rows, one row group per segment.
-fn write(rows: &RecordBatch, unique_keys: bool, path: &object_store::path::Path) -> Result<Bytes> {
-    let segments = rows
-        .column_by_name("segmentId")
-        .ok_or_else(|| StoreError::Schema("index without segment ids".into()))?
-        .as_string::<i32>()
-        .clone();
-    // One row group per segment: cut the sorted rows where the segment changes.
-    let mut groups: Vec<(String, usize, usize)> = Vec::new();
-    for i in 0..segments.len() {
-        match groups.last_mut() {
-            Some((id, _, len)) if id == segments.value(i) => *len += 1,
-            _ => groups.push((segments.value(i).to_owned(), i, 1)),
+        let Some(schema) = self.segments.values().flatten().next().map(RecordBatch::schema) else {
+            return Ok(None);
+        };
+        let names: Vec<&str> = self.segments.keys().map(String::as_str).collect();
+        let metadata = vec![
+            KeyValue::new(
+                SEGMENTS_KEY.to_owned(),
+                serde_json::to_string(&names).unwrap_or_default(),
+            ),
+            KeyValue::new(UNIQUE_KEYS.to_owned(), (!self.repeated_key).to_string()),
+        ];
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::LZ4_RAW)
+            .set_statistics_enabled(EnabledStatistics::None)
+            .set_max_row_group_row_count(None)
+            .set_key_value_metadata(Some(metadata))
+            .build();
+        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
+            .map_err(StoreError::parquet(path))?;
+        for batches in self.segments.values() {
+            for batch in batches {
+                writer.write(batch).map_err(StoreError::parquet(path))?;
+            }
+            writer.flush().map_err(StoreError::parquet(path))?;
         }
+        let bytes = writer.into_inner().map_err(StoreError::parquet(path))?;
+        Ok(Some(Bytes::from(bytes)))
     }
-    let names: Vec<&str> = groups.iter().map(|(id, _, _)| id.as_str()).collect();
-    let metadata = vec![
-        KeyValue::new(SEGMENTS_KEY.to_owned(), serde_json::to_string(&names).unwrap_or_default()),
-        KeyValue::new(UNIQUE_KEYS.to_owned(), unique_keys.to_string()),
-    ];
-    let properties = WriterProperties::builder()
-        .set_compression(Compression::LZ4_RAW)
-        .set_statistics_enabled(EnabledStatistics::None)
-        .set_max_row_group_row_count(None)
-        .set_key_value_metadata(Some(metadata))
-        .build();
-    let mut writer = ArrowWriter::try_new(Vec::new(), rows.schema(), Some(properties))
-        .map_err(StoreError::parquet(path))?;
-    for (_, offset, len) in &groups {
-        writer.write(&rows.slice(*offset, *len)).map_err(StoreError::parquet(path))?;
-        writer.flush().map_err(StoreError::parquet(path))?;
-    }
-    let bytes = writer.into_inner().map_err(StoreError::parquet(path))?;
-    Ok(Bytes::from(bytes))
 }
 
 /// The index rows of `data`, whose first row is row `offset` of its file: one per membership.
@@ -196,21 +195,6 @@ fn flatten(data: &RecordBatch, offset: u32) -> Result<Option<RecordBatch>> {
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map(Some)
         .map_err(error("flattening memberships"))
-}
-
-/// Index rows sorted by segment, key and row.
-fn sort(flat: &RecordBatch) -> Result<RecordBatch> {
-    let error = |what: &'static str| StoreError::arrow(what);
-    let sort = |name: &str| -> Result<SortColumn> {
-        let values = flat
-            .column_by_name(name)
-            .cloned()
-            .ok_or_else(|| StoreError::Schema(format!("index without {name}")))?;
-        Ok(SortColumn { values, options: None })
-    };
-    let indices = lexsort_to_indices(&[sort("segmentId")?, sort(KEY)?, sort(ROW)?], None)
-        .map_err(error("sorting memberships"))?;
-    take_record_batch(flat, &indices).map_err(error("sorting memberships"))
 }
 
 /// The row groups of an index holding the `wanted` segments, from its metadata.
