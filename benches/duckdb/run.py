@@ -115,6 +115,11 @@ def convert(args):
             (sec["profile dataset"], {"src": os.path.join(args.gen, "updates.ndjson"), "ds": "b"}),
             (sec["events"], {})]
     for body, extra in jobs:
+        # A conversion that stopped halfway resumes after the datasets it finished.
+        outputs = ([f"profiles_{extra['ds']}.parquet", f"memberships_{extra['ds']}.parquet"]
+                   if "ds" in extra else ["events.parquet"])
+        if all(os.path.exists(os.path.join(args.data, o)) for o in outputs):
+            continue
         subst = {"gen": args.gen, "data": args.data, "codec": CONVERT_CODEC, **extra}
         for stmt in statements(body):
             stmt = re.sub(r"\{(\w+)\}", lambda m: str(subst[m.group(1)]) if m.group(1) in subst
