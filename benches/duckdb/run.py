@@ -118,10 +118,12 @@ def convert(args):
         # A conversion that stopped halfway resumes after the datasets it finished.
         outputs = ([f"profiles_{extra['ds']}.parquet", f"memberships_{extra['ds']}.parquet"]
                    if "ds" in extra else ["events.parquet"])
-        if all(os.path.exists(os.path.join(args.data, o)) for o in outputs):
-            continue
+        done = all(os.path.exists(os.path.join(args.data, o)) for o in outputs)
         subst = {"gen": args.gen, "data": args.data, "codec": CONVERT_CODEC, **extra}
         for stmt in statements(body):
+            # A finished dataset's macros are still defined: later sections use them.
+            if done and not stmt.lstrip().upper().startswith(("SET", "CREATE OR REPLACE TEMP MACRO")):
+                continue
             stmt = re.sub(r"\{(\w+)\}", lambda m: str(subst[m.group(1)]) if m.group(1) in subst
                           else m.group(0), stmt)
             res = con.execute(stmt)
