@@ -148,12 +148,15 @@ SELECT * FROM read_json('{gen}/events.ndjson', format = 'newline_delimited', col
     commerce: 'STRUCT("order" STRUCT(priceTotal DOUBLE, currency VARCHAR))'
 });
 
+-- In {slices} slices by line number ({slice} = 0, 1, …; run.py repeats the statement, the
+-- first creating the table and the others inserting): the list aggregates below do not spill,
+-- and 50M events at once do not fit in 16 GB. Each record is in exactly one slice.
 CREATE OR REPLACE TABLE ids AS
 WITH u AS (
     SELECT rowid AS ord,
            unnest(list_transform(raw_identities(identityMap, identities),
                                  lambda x, p: struct_insert(x, pos := p))) AS i
-    FROM raw),
+    FROM raw WHERE rowid % {slices} = {slice}),
 g AS (
     SELECT ord, i.ns AS ns, i.id AS id, bool_or(i."primary") AS prim,
            arg_min(i.authenticatedState, i.pos) FILTER (WHERE i.authenticatedState IS NOT NULL) AS auth,

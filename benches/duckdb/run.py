@@ -59,6 +59,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONVERT_CODEC = os.environ.get("DUCK_CONVERT_CODEC", "snappy")
 # Memory the one-time conversion may use before it spills (DUCK_CONVERT_MEMORY overrides).
 CONVERT_MEMORY = os.environ.get("DUCK_CONVERT_MEMORY", "8GB")
+# Slices the events' identities are built in (DUCK_CONVERT_SLICES overrides).
+CONVERT_SLICES = int(os.environ.get("DUCK_CONVERT_SLICES", "8"))
 
 
 def connect(threads=None):
@@ -124,9 +126,13 @@ def convert(args):
             # A finished dataset's macros are still defined: later sections use them.
             if done and not stmt.lstrip().upper().startswith(("SET", "CREATE OR REPLACE TEMP MACRO")):
                 continue
-            stmt = re.sub(r"\{(\w+)\}", lambda m: str(subst[m.group(1)]) if m.group(1) in subst
-                          else m.group(0), stmt)
-            res = con.execute(stmt)
+            for k in range(CONVERT_SLICES if "{slice}" in stmt else 1):
+                sliced = stmt if k == 0 else stmt.replace(
+                    "CREATE OR REPLACE TABLE ids AS", "INSERT INTO ids", 1)
+                values = {**subst, "slice": k, "slices": CONVERT_SLICES}
+                sliced = re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)])
+                                if m.group(1) in values else m.group(0), sliced)
+                res = con.execute(sliced)
             if stmt.lstrip().upper().startswith("SELECT"):
                 cols = [d[0] for d in res.description]
                 for row in res.fetchall():
