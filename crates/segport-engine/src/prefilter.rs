@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::ops::Range;
 
-use arrow::array::{Array, AsArray, DictionaryArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::ProjectionMask;
@@ -85,16 +85,30 @@ fn missing(what: &str) -> EngineError {
     EngineError::Store(format!("a store file without {what}"))
 }
 
-/// The recency of row `row` of `batch`: per row in compacted files, else the file's.
-fn recency(batch: &RecordBatch, row: usize, file: &FileRef) -> (i64, i64, u64) {
-    let int =
-        |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
-    let ord = batch.column_by_name(ORD).and_then(|c| c.as_primitive_opt::<UInt64Type>());
-    (
-        int(INGEST_MS).map_or(file.ingest_ms.unwrap_or(0), |c| c.value(row)),
-        int(SEQ).map_or(file.seq, |c| c.value(row)),
-        ord.map_or(0, |c| c.value(row)),
-    )
+/// The recency columns of a batch, looked up once: per row in compacted files, else the
+/// file's.
+struct Recency<'a> {
+    ingest: Option<&'a PrimitiveArray<Int64Type>>,
+    seq: Option<&'a PrimitiveArray<Int64Type>>,
+    ord: Option<&'a PrimitiveArray<UInt64Type>>,
+    file: &'a FileRef,
+}
+
+impl<'a> Recency<'a> {
+    fn of(batch: &'a RecordBatch, file: &'a FileRef) -> Self {
+        let int = |name: &str| batch.column_by_name(name).and_then(|c| c.as_primitive_opt());
+        let ord = batch.column_by_name(ORD).and_then(|c| c.as_primitive_opt());
+        Self { ingest: int(INGEST_MS), seq: int(SEQ), ord, file }
+    }
+
+    /// Ingest time, commit sequence, position in the batch of row `row`.
+    fn at(&self, row: usize) -> (i64, i64, u64) {
+        (
+            self.ingest.map_or(self.file.ingest_ms.unwrap_or(0), |c| c.value(row)),
+            self.seq.map_or(self.file.seq, |c| c.value(row)),
+            self.ord.map_or(0, |c| c.value(row)),
+        )
+    }
 }
 
 /// The wanted segments' memberships of a profile file: from its membership index
@@ -148,6 +162,7 @@ fn index_entries<'a>(
     let lqt = batch
         .column_by_name("lastQualificationTime")
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
+    let recency = Recency::of(batch, file);
     for i in 0..batch.num_rows() {
         seen.push(Seen {
             key: key.value(i),
@@ -155,7 +170,7 @@ fn index_entries<'a>(
             segment: segment.value(i),
             status: status.value(i),
             lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
-            recency: recency(batch, i, file),
+            recency: recency.at(i),
             row: row.value(i) as usize,
         });
     }
@@ -222,6 +237,7 @@ fn scan_entries<'a>(
         let k = usize::try_from(d.keys().value(i)).ok()?;
         (d.keys().is_valid(i)).then(|| d.values().as_string::<i32>().value(k))
     };
+    let recency = Recency::of(batch, file);
     let id_values = ids.values().as_string::<i32>();
     let wanted_ids: Vec<bool> =
         (0..id_values.len()).map(|i| wanted.contains(id_values.value(i))).collect();
@@ -245,7 +261,7 @@ fn scan_entries<'a>(
                 segment,
                 status,
                 lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
-                recency: recency(batch, row, file),
+                recency: recency.at(row),
                 row: base + row,
             });
         }

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, Int64Array, RecordBatch};
+use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, UInt64Array};
 use arrow::compute::{
     concat_batches, interleave_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
 };
@@ -127,7 +127,45 @@ struct Head {
     reader: ParquetRecordBatchReader,
     file: FileRef,
     batch: Option<RecordBatch>,
+    /// The current batch's merge-order columns, looked up once per batch.
+    order: Option<OrderColumns>,
     row: usize,
+}
+
+/// Key, ingest time, commit sequence and position columns of a batch.
+struct OrderColumns {
+    key: StringArray,
+    ingest: Int64Array,
+    seq: Int64Array,
+    ord: UInt64Array,
+}
+
+impl OrderColumns {
+    fn of(batch: &RecordBatch) -> Result<Self> {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| StoreError::Schema(format!("a file to compact without {name}")))
+        };
+        let int = |name: &str| -> Result<Int64Array> {
+            column(name)?
+                .as_primitive_opt::<Int64Type>()
+                .cloned()
+                .ok_or_else(|| StoreError::Schema(format!("{name} is not a 64-bit integer")))
+        };
+        Ok(Self {
+            key: column(KEY)?
+                .as_string_opt::<i32>()
+                .cloned()
+                .ok_or_else(|| StoreError::Schema("the key is not a string".into()))?,
+            ingest: int(INGEST_MS)?,
+            seq: int(SEQ)?,
+            ord: column(ORD)?
+                .as_primitive_opt::<UInt64Type>()
+                .cloned()
+                .ok_or_else(|| StoreError::Schema("the position is not an integer".into()))?,
+        })
+    }
 }
 
 impl Head {
@@ -141,18 +179,15 @@ impl Head {
                 Some(with_recency(&batch, &self.file, schema)?)
             }
         };
+        self.order = self.batch.as_ref().map(OrderColumns::of).transpose()?;
         Ok(())
     }
 
     /// The merge order of the current row: key, ingest time, commit sequence, position.
     fn order(&self) -> Option<MergeOrder> {
-        let batch = self.batch.as_ref()?;
-        let key = batch.column_by_name(KEY)?.as_string_opt::<i32>()?.value(self.row);
-        let int = |name: &str| {
-            batch.column_by_name(name)?.as_primitive_opt::<Int64Type>().map(|c| c.value(self.row))
-        };
-        let ord = batch.column_by_name(ORD)?.as_primitive_opt::<UInt64Type>()?.value(self.row);
-        Some((key.to_owned(), int(INGEST_MS)?, int(SEQ)?, ord))
+        let c = self.order.as_ref()?;
+        let row = self.row;
+        Some((c.key.value(row).to_owned(), c.ingest.value(row), c.seq.value(row), c.ord.value(row)))
     }
 }
 
@@ -182,7 +217,7 @@ pub async fn compact(
                 .map(|b| b.with_batch_size(MERGE_CHUNK).build()),
         };
         let reader = builder.and_then(|r| r).map_err(StoreError::parquet(&location))?;
-        let mut head = Head { reader, file: file.clone(), batch: None, row: 0 };
+        let mut head = Head { reader, file: file.clone(), batch: None, order: None, row: 0 };
         head.next_batch(&schema)?;
         heads.push(head);
     }
