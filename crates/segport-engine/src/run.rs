@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
@@ -14,7 +14,8 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::metadata::PageIndexPolicy;
-use segport_store::columns::SEGMENTS;
+use parquet::schema::types::SchemaDescriptor;
+use segport_store::columns::{IDENTITIES, SEGMENTS};
 use segport_store::compact::{fragment_schema, with_recency, FileRef};
 use segport_store::ingest::writer_properties;
 use segport_store::schema::UnionSchema;
@@ -89,6 +90,19 @@ impl<'a> OpenFile<'a> {
     }
 }
 
+/// An error's message followed by those of its sources: the store's errors keep the Arrow or
+/// Parquet cause as a source, and a job's error message is all an operator sees of it.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
 impl SourceFile {
     /// A store read error about this file.
     pub(crate) fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
@@ -134,16 +148,7 @@ impl Cursor {
         let source = file.source;
         let store_error = |e: &dyn std::fmt::Display| source.error(e);
         let builder = file.builder()?;
-        let roots: Vec<usize> = builder
-            .parquet_schema()
-            .root_schema()
-            .get_fields()
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| read.wants(f.name()))
-            .map(|(i, _)| i)
-            .collect();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let mask = read.mask(builder.parquet_schema(), builder.schema());
         let mut builder = builder.with_projection(mask).with_batch_size(8192);
         if let Some(selection) = selected {
             builder = builder.with_row_selection(selection);
@@ -170,7 +175,7 @@ impl Cursor {
                 let batch =
                     batch.map_err(|e| EngineError::Store(format!("{}: {e}", self.file.path)))?;
                 let aligned = with_recency(&batch, &self.file, &self.schema)
-                    .map_err(|e| EngineError::Store(e.to_string()))?;
+                    .map_err(|e| EngineError::Store(with_sources(&e)))?;
                 Some(Arc::new(Loaded::new(aligned, self.rank)?))
             }
         };
@@ -354,11 +359,21 @@ pub struct ReadColumns {
     /// Whether the memberships column is read: only when the output holds them (the segment
     /// filter was decided by the first pass).
     memberships: bool,
+    /// Whether the identities column is read: always for profiles; for events only when their
+    /// identities reach the output.
+    identities: bool,
+    /// The attribute leaves to read: `None` reads every leaf of the wanted fields.
+    selection: Option<project::Selection>,
     schema: SchemaRef,
 }
 
 impl ReadColumns {
-    fn new(kind: RecordKind, schema: &UnionSchema, selection: Option<&project::Selection>) -> Self {
+    fn new(
+        kind: RecordKind,
+        schema: &UnionSchema,
+        selection: Option<&project::Selection>,
+        identities: bool,
+    ) -> Self {
         let attributes = selection.filter(|s| !s.all).map(|s| {
             let mut names: BTreeSet<String> =
                 s.children.keys().filter(|k| schema.fields.contains_key(*k)).cloned().collect();
@@ -382,19 +397,94 @@ impl ReadColumns {
         let memberships =
             selection.is_none_or(|s| s.all || s.children.contains_key("segmentMembership"));
         let mut schema = fragment_schema(kind, &narrowed);
-        if !memberships {
+        // Columns not read are left out of the aligned batches rather than filled with nulls
+        // (the store declares them non-nullable).
+        let unread =
+            |name: &str| (name == SEGMENTS && !memberships) || (name == IDENTITIES && !identities);
+        if schema.fields().iter().any(|f| unread(f.name())) {
             let fields: Vec<_> =
-                schema.fields().iter().filter(|f| f.name() != SEGMENTS).cloned().collect();
+                schema.fields().iter().filter(|f| !unread(f.name())).cloned().collect();
             schema = Arc::new(arrow::datatypes::Schema::new(fields));
         }
-        Self { attributes, memberships, schema }
+        let selection = selection.filter(|s| !s.all).map(|s| {
+            let mut s = s.clone();
+            if kind == RecordKind::Event {
+                for name in ["_id", "timestamp"] {
+                    s.children.entry(name.to_owned()).or_default().all = true;
+                }
+            }
+            s
+        });
+        Self { attributes, memberships, identities, selection, schema }
     }
 
     fn wants(&self, column: &str) -> bool {
-        if column == SEGMENTS {
-            return self.memberships;
+        match column {
+            SEGMENTS => self.memberships,
+            IDENTITIES => self.identities,
+            _ => {
+                column.starts_with("__")
+                    || self.attributes.as_ref().is_none_or(|a| a.contains(column))
+            }
         }
-        column.starts_with("__") || self.attributes.as_ref().is_none_or(|a| a.contains(column))
+    }
+
+    /// The file's leaf columns to read: internal columns whole, attributes only at the leaves
+    /// the selection reaches (a struct read in part comes back with its other members null
+    /// once aligned, which the merge and the projection treat as absent).
+    fn mask(&self, parquet: &SchemaDescriptor, arrow: &arrow::datatypes::Schema) -> ProjectionMask {
+        let mut leaves = Vec::new();
+        let mut next = 0;
+        for (root, field) in parquet.root_schema().get_fields().iter().enumerate() {
+            let count = (next..parquet.num_columns())
+                .take_while(|i| parquet.get_column_root_idx(*i) == root)
+                .count();
+            let range = next..next + count;
+            next += count;
+            let name = field.name();
+            if !self.wants(name) {
+                continue;
+            }
+            let picked = match (&self.selection, arrow.field_with_name(name)) {
+                (Some(selection), Ok(f)) if !name.starts_with("__") => {
+                    let mut picked = Vec::with_capacity(count);
+                    leaf_picks(f.data_type(), selection.children.get(name), &mut picked);
+                    // A type whose leaves the walk does not line up with is read whole.
+                    (picked.len() == count).then_some(picked)
+                }
+                _ => None,
+            };
+            match picked {
+                Some(picked) => {
+                    leaves.extend(range.zip(picked).filter(|(_, p)| *p).map(|(i, _)| i))
+                }
+                None => leaves.extend(range),
+            }
+        }
+        ProjectionMask::leaves(parquet, leaves)
+    }
+}
+
+/// Whether each leaf of a value of type `data_type` is reached by `selection`, in the order of
+/// the Parquet leaves. Lists are transparent to selections; a map is read whole when anything
+/// of it is selected.
+fn leaf_picks(data_type: &DataType, selection: Option<&project::Selection>, out: &mut Vec<bool>) {
+    match data_type {
+        DataType::Struct(fields) => {
+            for f in fields {
+                let child =
+                    selection.and_then(|s| if s.all { Some(s) } else { s.children.get(f.name()) });
+                leaf_picks(f.data_type(), child, out);
+            }
+        }
+        DataType::List(item) | DataType::LargeList(item) => {
+            leaf_picks(item.data_type(), selection, out)
+        }
+        DataType::Map(entries, _) => {
+            let whole = project::Selection { all: true, children: BTreeMap::new() };
+            leaf_picks(entries.data_type(), selection.map(|_| &whole), out)
+        }
+        _ => out.push(selection.is_some()),
     }
 }
 
@@ -448,11 +538,17 @@ pub fn projections(plan: &ExportPlan) -> Projections {
     }
     let schema = project::output_schema(&profile.output);
     let profile_read =
-        ReadColumns::new(RecordKind::Profile, &plan.profile_schema, Some(&profile.selection));
+        ReadColumns::new(RecordKind::Profile, &plan.profile_schema, Some(&profile.selection), true);
     let event_read = ReadColumns::new(
         RecordKind::Event,
         &plan.event_schema,
         events.as_ref().map(|e| &e.selection),
+        // Event identities go out in the events' own `identityMap`, and make the identities
+        // of a profile without fragments.
+        plan.empty_profiles
+            || events.as_ref().is_none_or(|e| {
+                e.selection.all || e.selection.children.contains_key("identityMap")
+            }),
     );
     let columnar = {
         let keys_only = |s: &project::Selection| s.all || s.children.values().all(|c| c.all);
