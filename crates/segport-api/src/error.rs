@@ -12,7 +12,8 @@ use axum::Json;
 use segport_catalog::CatalogError;
 use segport_model::error::chain;
 use segport_model::{FieldError, ValidationErrors};
-use serde_json::json;
+
+use crate::openapi::{ErrorReport, GatewayErrorBody, ServiceErrorBody};
 use tracing::Instrument;
 
 tokio::task_local! {
@@ -122,7 +123,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         if let Some(code) = self.gateway_code() {
-            let body = json!({"error_code": code, "message": self.to_string()});
+            let body = GatewayErrorBody { error_code: code.to_owned(), message: self.to_string() };
             return (status, Json(body)).into_response();
         }
         let request_id = current_request_id();
@@ -136,13 +137,17 @@ impl IntoResponse for ApiError {
             ApiError::Invalid(errors) => errors.0.clone(),
             _ => Vec::new(),
         };
-        let body = json!({
-            "type": format!("https://ns.adobe.com/aep/errors/SEGPORT-{}-{}", self.service_code(), status.as_u16()),
-            "title": self.to_string(),
-            "status": status.as_u16(),
-            "requestId": request_id,
-            "report": {"details": details},
-        });
+        let body = ServiceErrorBody {
+            kind: format!(
+                "https://ns.adobe.com/aep/errors/SEGPORT-{}-{}",
+                self.service_code(),
+                status.as_u16()
+            ),
+            title: self.to_string(),
+            status: status.as_u16(),
+            request_id,
+            report: ErrorReport { details },
+        };
         (status, Json(body)).into_response()
     }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 mod error;
 mod extract;
 pub mod metrics;
+mod openapi;
 mod routes;
 
 use std::sync::Arc;
@@ -71,13 +72,15 @@ pub fn app(state: AppState, surface: Surface) -> NormalizePath<Router> {
     NormalizePathLayer::trim_trailing_slash().layer(router(state, surface))
 }
 
+/// The OpenAPI description of what a process of `surface` serves (also at `/openapi.json`).
+pub fn openapi_document(surface: Surface) -> utoipa::openapi::OpenApi {
+    openapi::build(surface).1.as_ref().clone()
+}
+
 /// The router without path normalisation (tests that need the raw router use [`app`] anyway).
 pub fn router(state: AppState, surface: Surface) -> Router {
-    let api = match surface {
-        Surface::Full => routes::api_routes(),
-        Surface::OpsOnly => Router::new(),
-    };
-    api.merge(routes::ops::routes())
+    let (routes, _) = openapi::build(surface);
+    routes
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// One invalid field: its dotted JSON path (or header/query name) and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::ValidationErrors;
 
 macro_rules! string_id {
-    ($(#[$doc:meta])* $name:ident, $check:expr, $what:literal) => {
+    ($(#[$doc:meta])* $name:ident, $check:expr, $what:literal, $pattern:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
@@ -47,6 +47,14 @@ macro_rules! string_id {
                 f.write_str(&self.0)
             }
         }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::openapi::string_schema(concat!("Must be ", $what, "."), Some($pattern))
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
     };
 }
 
@@ -76,7 +84,8 @@ string_id!(
             && s != ".."
             && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b))
     },
-    "a valid organisation id (1 to 128 characters of A-Z, a-z, 0-9, @, ., _ and -, not . or ..)"
+    "a valid organisation id (1 to 128 characters of A-Z, a-z, 0-9, @, ., _ and -, not . or ..)",
+    "^[A-Za-z0-9@._-]{1,128}$"
 );
 
 string_id!(
@@ -86,21 +95,24 @@ string_id!(
         (1..=64).contains(&s.len())
             && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     },
-    "a valid sandbox name (1 to 64 characters of a-z, 0-9 and -)"
+    "a valid sandbox name (1 to 64 characters of a-z, 0-9 and -)",
+    "^[a-z0-9-]{1,64}$"
 );
 
 string_id!(
     /// A Catalog dataset id: 24 lowercase hex characters.
     DatasetId,
     |s| is_lower_hex(s, 24),
-    "a dataset id (24 lowercase hex characters)"
+    "a dataset id (24 lowercase hex characters)",
+    "^[0-9a-f]{24}$"
 );
 
 string_id!(
     /// A Catalog batch id: 32 lowercase hex characters.
     BatchId,
     |s| is_lower_hex(s, 32),
-    "a batch id (32 lowercase hex characters)"
+    "a batch id (32 lowercase hex characters)",
+    "^[0-9a-f]{32}$"
 );
 
 /// A random (version 4) UUID. Built from `rand` rather than uuid's own generator so that the

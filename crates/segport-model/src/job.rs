@@ -26,7 +26,7 @@ const MAX_SEGMENTS: usize = 1000;
 const MAX_ID_LEN: usize = 256;
 
 /// The four statuses AEP clients know. A cancelled job ends `FAILED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobStatus {
     New,
@@ -73,7 +73,7 @@ impl FromStr for JobStatus {
 }
 
 /// A segment membership status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SegmentStatus {
     Realized,
@@ -109,7 +109,7 @@ impl FromStr for SegmentStatus {
 }
 
 /// One `filter.segments[]` entry, defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SegmentFilter {
     pub segment_id: String,
@@ -118,7 +118,7 @@ pub struct SegmentFilter {
 }
 
 /// An inclusive time window; each bound optional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QualificationWindow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,7 +127,7 @@ pub struct QualificationWindow {
     pub end_time: Option<Rfc3339>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,7 +140,7 @@ pub struct JobFilter {
 }
 
 /// The ingest-time window of `additionalFields.eventList.filter`; both bounds exclusive.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventFilter {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,7 +149,7 @@ pub struct EventFilter {
     pub to_ingest_timestamp: Option<Rfc3339>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,7 +158,7 @@ pub struct EventList {
     pub filter: Option<EventFilter>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdditionalFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -166,7 +166,7 @@ pub struct AdditionalFields {
 }
 
 /// One destination batch of a `segmentPerBatch` job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationBatch {
     pub segment_id: String,
@@ -175,7 +175,7 @@ pub struct DestinationBatch {
     pub batch_id: BatchId,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Destination {
     pub dataset_id: DatasetId,
@@ -197,13 +197,13 @@ impl Destination {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SchemaName {
     pub name: String,
 }
 
 /// The merge policy a job uses, as echoed: `{id, version}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MergePolicyRef {
     pub id: String,
     pub version: i64,
@@ -223,7 +223,7 @@ pub struct ExportJobRequest {
 }
 
 /// What a job was created with: stored in the catalog and echoed in every job object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportJobSpec {
     pub destination: Destination,
@@ -525,7 +525,7 @@ fn parse_merge_policy(c: &mut Checker, root: &Object) -> Option<(String, Option<
 }
 
 /// One entry of a job's `errors`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobError {
     pub code: String,
@@ -544,14 +544,14 @@ impl JobError {
 }
 
 /// One entry of a job's `warnings` (a segport addition, ignored by AEP clients).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobWarning {
     pub code: String,
     pub msg: String,
 }
 
 /// `progress` while a job runs (a segport addition).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobProgress {
     pub partitions_done: u64,
@@ -561,7 +561,7 @@ pub struct JobProgress {
 }
 
 /// `{startTimeInMs, endTimeInMs, totalTimeInMs}`; the end fields only once finished.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeSpan {
     pub start_time_in_ms: i64,
@@ -581,7 +581,7 @@ impl TimeSpan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobMetrics {
     pub total_time: TimeSpan,
@@ -625,14 +625,14 @@ pub struct ExportJobRecord {
     pub finished_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComputeGatewayJobId {
     pub export_job: String,
 }
 
 /// The job object of GET, POST and list answers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExportJob {
     pub id: i64,

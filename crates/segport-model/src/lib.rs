@@ -12,6 +12,7 @@ pub mod fields;
 pub mod ids;
 pub mod job;
 pub mod merge_policy;
+pub mod openapi;
 pub mod time;
 mod validate;
 

@@ -11,27 +11,27 @@ use crate::ValidationErrors;
 /// The policy every sandbox starts with.
 pub const DEFAULT_POLICY_ID: &str = "timestampOrdered-none-mp";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IdentityGraphType {
     None,
     Pdg,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IdentityGraph {
     #[serde(rename = "type")]
     pub kind: IdentityGraphType,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum AttributeMergeType {
     TimestampOrdered,
     DataSetPrecedence,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttributeMerge {
     #[serde(rename = "type")]
     pub kind: AttributeMergeType,
@@ -40,13 +40,13 @@ pub struct AttributeMerge {
     pub order: Option<Vec<DatasetId>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicySchema {
     pub name: String,
 }
 
 /// A merge policy in AEP's shape; stored whole with every job that uses it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MergePolicy {
     pub id: String,

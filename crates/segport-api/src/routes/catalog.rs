@@ -2,8 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use segport_catalog::BatchFilter;
 use segport_model::batch::BatchStatus;
 use segport_model::dataset::{Dataset, NewDataset};
@@ -14,18 +13,19 @@ use serde_json::{json, Map, Value};
 use crate::auth::Authenticated;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-const PREFIX: &str = "/data/foundation/catalog";
 const DEFAULT_LIMIT: u64 = 50;
 /// Catalog's documented maximum page size.
 const MAX_LIMIT: u64 = 100;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(&format!("{PREFIX}/dataSets"), get(list_datasets).post(create_dataset))
-        .route(&format!("{PREFIX}/dataSets/{{id}}"), get(get_dataset).delete(delete_dataset))
-        .route(&format!("{PREFIX}/batches"), get(list_batches))
-        .route(&format!("{PREFIX}/batches/{{id}}"), get(get_batch))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_datasets, create_dataset))
+        .routes(routes!(get_dataset, delete_dataset))
+        .routes(routes!(list_batches))
+        .routes(routes!(get_batch))
 }
 
 fn keyed<T>(items: &[T], key: impl Fn(&T) -> String, value: impl Fn(&T) -> Value) -> Value {
@@ -33,6 +33,7 @@ fn keyed<T>(items: &[T], key: impl Fn(&T) -> String, value: impl Fn(&T) -> Value
     Value::Object(map)
 }
 
+#[utoipa::path(post, path = "/data/foundation/catalog/dataSets", operation_id = "createDataset", tag = "catalog", request_body(content = crate::openapi::DatasetCreate, content_type = "application/json"), responses((status = 201, description = "`[\"@/dataSets/{id}\"]`", body = Vec<String>)))]
 async fn create_dataset(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -57,6 +58,7 @@ async fn create_dataset(
     Ok((StatusCode::CREATED, Json(json!([format!("@/dataSets/{}", dataset.id)]))))
 }
 
+#[utoipa::path(get, path = "/data/foundation/catalog/dataSets", operation_id = "listDatasets", tag = "catalog", params(("limit" = Option<u64>, Query, description = "Page size."), ("start" = Option<u64>, Query, description = "Rows to skip.")), responses((status = 200, description = "Datasets keyed by id.", body = Object)))]
 async fn list_datasets(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -69,6 +71,7 @@ async fn list_datasets(
     Ok(Json(keyed(&datasets, |d| d.id.to_string(), Dataset::to_wire)))
 }
 
+#[utoipa::path(get, path = "/data/foundation/catalog/dataSets/{id}", operation_id = "getDataset", tag = "catalog", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The dataset, keyed by its id.", body = Object)))]
 async fn get_dataset(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -83,6 +86,7 @@ async fn get_dataset(
     Ok(Json(keyed(&[dataset], |d| d.id.to_string(), Dataset::to_wire)))
 }
 
+#[utoipa::path(get, path = "/data/foundation/catalog/batches", operation_id = "listBatches", tag = "catalog", params(("limit" = Option<u64>, Query, description = "Page size."), ("start" = Option<u64>, Query, description = "Rows to skip."), ("dataSet" = Option<String>, Query, description = "Only batches of this dataset."), ("status" = Option<String>, Query, description = "Only batches in this status.")), responses((status = 200, description = "Batches keyed by id.", body = Object)))]
 async fn list_batches(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -102,6 +106,7 @@ async fn list_batches(
     Ok(Json(keyed(&batches, |b| b.id.to_string(), |b| b.to_wire())))
 }
 
+#[utoipa::path(get, path = "/data/foundation/catalog/batches/{id}", operation_id = "getBatch", tag = "catalog", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The batch, keyed by its id.", body = Object)))]
 async fn get_batch(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -113,6 +118,7 @@ async fn get_batch(
 
 /// Deletes a dataset with its batches and store files (files stay until no running export's
 /// snapshot holds them); 409 while a queued or running task writes to it.
+#[utoipa::path(delete, path = "/data/foundation/catalog/dataSets/{id}", operation_id = "deleteDataset", tag = "catalog", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "Deleted.", body = Object)))]
 async fn delete_dataset(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

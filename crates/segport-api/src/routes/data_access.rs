@@ -6,8 +6,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use segport_model::batch::{BatchKind, BatchStatus};
 use segport_model::{BatchId, Tenant};
 use segport_store::storage::upload_file;
@@ -16,13 +15,13 @@ use serde_json::{json, Value};
 use crate::auth::Authenticated;
 use crate::extract::{PathId, QueryPairs};
 use crate::{ApiError, AppState};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const PREFIX: &str = "/data/foundation/export";
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(&format!("{PREFIX}/batches/{{id}}/files"), get(batch_files))
-        .route(&format!("{PREFIX}/files/{{id}}"), get(file))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(batch_files)).routes(routes!(file))
 }
 
 /// A committed file: its name, storage path and size.
@@ -69,6 +68,7 @@ async fn committed_files(
     Ok((id, files, batch.updated_ms))
 }
 
+#[utoipa::path(get, path = "/data/foundation/export/batches/{id}/files", operation_id = "listBatchFiles", tag = "data access", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The batch's committed files.", body = Object)))]
 async fn batch_files(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -92,6 +92,7 @@ async fn batch_files(
     Ok(Json(json!({"data": data, "_page": {"limit": 100, "count": count}})))
 }
 
+#[utoipa::path(get, path = "/data/foundation/export/files/{id}", operation_id = "getFile", tag = "data access", params(("id" = String, Path, description = "The resource id."), ("path" = Option<String>, Query, description = "A file name: downloads it (Range supported).")), responses((status = 200, description = "The file listing, or the file's bytes with `path`.", content((Object = "application/json"), (Vec<u8> = "application/octet-stream"))), (status = 206, description = "The requested range of the file.", body = Vec<u8>, content_type = "application/octet-stream")))]
 async fn file(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

@@ -4,8 +4,7 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{post, put};
-use axum::{Json, Router};
+use axum::Json;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
 use segport_model::batch::{Batch, BatchKind, BatchStatus, NewIngestBatch};
@@ -19,19 +18,14 @@ use tokio::io::AsyncWriteExt;
 use crate::auth::Authenticated;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-const PREFIX: &str = "/data/foundation/import";
-
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(&format!("{PREFIX}/batches"), post(create))
-        .route(&format!("{PREFIX}/batches/{{id}}"), post(action))
-        .route(
-            &format!("{PREFIX}/batches/{{batch}}/datasets/{{dataset}}/files/{{*name}}"),
-            put(upload),
-        )
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(action)).routes(routes!(upload))
 }
 
+#[utoipa::path(post, path = "/data/foundation/import/batches", operation_id = "createIngestBatch", tag = "batch ingestion", request_body(content = crate::openapi::IngestBatchCreate, content_type = "application/json"), responses((status = 201, description = "The batch, status loading.", body = Object)))]
 async fn create(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -76,6 +70,7 @@ async fn ingest_batch(state: &AppState, tenant: &Tenant, raw: &str) -> Result<Ba
     Ok(batch)
 }
 
+#[utoipa::path(put, path = "/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{*name}", operation_id = "uploadFile", tag = "batch ingestion", params(("batch" = String, Path, description = "The batch id."), ("dataset" = String, Path, description = "The dataset id."), ("name" = String, Path, description = "The file's relative path.")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "Stored.", body = Object)))]
 async fn upload(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -148,6 +143,7 @@ async fn upload(
     Ok(Json(json!({"batchId": batch.id, "name": name, "size": size})))
 }
 
+#[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = String, Path, description = "The resource id."), ("action" = String, Query, description = "COMPLETE or ABORT.")), responses((status = 200, description = "Done.", body = Object)))]
 async fn action(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

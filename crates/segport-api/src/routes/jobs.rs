@@ -3,8 +3,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use segport_catalog::{JobListQuery, NewExportJob};
 use segport_model::dataset::DatasetClass;
 use segport_model::job::{
@@ -19,19 +18,20 @@ use crate::auth::Authenticated;
 use crate::error::current_request_id;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 const AEP_PREFIX: &str = "/data/core/ups/export/jobs";
 const DEFAULT_LIMIT: u64 = 50;
 const MAX_LIMIT: u64 = 1000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    [AEP_PREFIX, "/export/jobs"].into_iter().fold(Router::new(), |router, prefix| {
-        router
-            .route(prefix, get(list).post(create))
-            .route(&format!("{prefix}/{{id}}"), get(get_one).delete(cancel))
-    })
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    let jobs = OpenApiRouter::new().routes(routes!(list, create)).routes(routes!(get_one, cancel));
+    // The same routes under AEP's path and at segport's alias `/export/jobs`.
+    jobs.clone().nest(crate::openapi::AEP_JOBS_PREFIX, jobs)
 }
 
+#[utoipa::path(post, path = "/export/jobs", operation_id = "createExportJob", tag = "export jobs", request_body(content = crate::openapi::ExportJobCreate, content_type = "application/json"), params(("x-profile-instance-id" = Option<String>, Header, description = "Profile instance; default ups.")), responses((status = 200, description = "The job, status NEW; header X-Location names it.", body = segport_model::job::ExportJob)))]
 async fn create(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -200,6 +200,7 @@ fn parse_offset(raw: &str) -> Option<Offset> {
     }
 }
 
+#[utoipa::path(get, path = "/export/jobs", operation_id = "listExportJobs", tag = "export jobs", params(("limit" = Option<u64>, Query, description = "Page size, 1 to 1000 (default 50)."), ("offset" = Option<String>, Query, description = "The cursor of the previous page's last record, or a row offset."), ("status" = Option<segport_model::job::JobStatus>, Query, description = "Only jobs in this status.")), responses((status = 200, description = "A page of jobs, newest first.", body = crate::openapi::ExportJobList)))]
 async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -270,6 +271,7 @@ fn job_id(raw: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("export job {raw:?} not found")))
 }
 
+#[utoipa::path(get, path = "/export/jobs/{id}", operation_id = "getExportJob", tag = "export jobs", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The job.", body = segport_model::job::ExportJob)))]
 async fn get_one(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -284,6 +286,7 @@ async fn get_one(
     Ok(Json(record.to_wire()))
 }
 
+#[utoipa::path(delete, path = "/export/jobs/{id}", operation_id = "cancelExportJob", tag = "export jobs", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "Cancel requested, or the finished job deleted.", body = crate::openapi::CancelAnswer)))]
 async fn cancel(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

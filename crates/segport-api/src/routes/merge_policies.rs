@@ -1,8 +1,7 @@
 //! Merge policies `/data/core/ups/config/mergePolicies`: list, get, create, update, delete.
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use segport_catalog::ListQuery;
 use segport_model::merge_policy::{parse_policy_id, MergePolicy, MergePolicyInput};
 use segport_model::time::now_ms;
@@ -12,15 +11,16 @@ use serde_json::{json, Value};
 use crate::auth::Authenticated;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-const PREFIX: &str = "/data/core/ups/config/mergePolicies";
 const DEFAULT_LIMIT: u64 = 20;
 const MAX_LIMIT: u64 = 100;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(PREFIX, get(list).post(create))
-        .route(&format!("{PREFIX}/{{id}}"), get(get_one).put(replace).patch(patch).delete(delete))
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(get_one, replace, patch, delete))
 }
 
 fn policy_id(raw: &str) -> Result<&str, ApiError> {
@@ -31,6 +31,7 @@ fn not_found(id: &str) -> ApiError {
     ApiError::NotFound(format!("merge policy {id:?} not found"))
 }
 
+#[utoipa::path(get, path = "/data/core/ups/config/mergePolicies", operation_id = "listMergePolicies", tag = "merge policies", params(("limit" = Option<u64>, Query, description = "Page size."), ("start" = Option<u64>, Query, description = "Rows to skip.")), responses((status = 200, description = "A page of policies.", body = Object)))]
 async fn list(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -51,6 +52,7 @@ async fn list(
     Ok(Json(json!({"_page": {"count": policies.len(), "next": next}, "children": policies})))
 }
 
+#[utoipa::path(post, path = "/data/core/ups/config/mergePolicies", operation_id = "createMergePolicy", tag = "merge policies", request_body(content = crate::openapi::MergePolicyWrite, content_type = "application/json"), responses((status = 200, description = "The policy.", body = segport_model::merge_policy::MergePolicy)))]
 async fn create(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -65,6 +67,7 @@ async fn create(
     Ok(Json(policy))
 }
 
+#[utoipa::path(get, path = "/data/core/ups/config/mergePolicies/{id}", operation_id = "getMergePolicy", tag = "merge policies", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The policy.", body = segport_model::merge_policy::MergePolicy)))]
 async fn get_one(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -75,6 +78,7 @@ async fn get_one(
     state.catalog.get_merge_policy(&tenant, id).await?.map(Json).ok_or_else(|| not_found(id))
 }
 
+#[utoipa::path(put, path = "/data/core/ups/config/mergePolicies/{id}", operation_id = "replaceMergePolicy", tag = "merge policies", params(("id" = String, Path, description = "The resource id.")), request_body(content = crate::openapi::MergePolicyWrite, content_type = "application/json"), responses((status = 200, description = "The policy, next version.", body = segport_model::merge_policy::MergePolicy)))]
 async fn replace(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -99,6 +103,7 @@ async fn update(
 
 /// Applies the top-level fields of the body to the current policy, then validates the result as
 /// a whole, exactly like a replacement.
+#[utoipa::path(patch, path = "/data/core/ups/config/mergePolicies/{id}", operation_id = "patchMergePolicy", tag = "merge policies", params(("id" = String, Path, description = "The resource id.")), request_body(content = crate::openapi::MergePolicyWrite, content_type = "application/json"), responses((status = 200, description = "The policy, next version.", body = segport_model::merge_policy::MergePolicy)))]
 async fn patch(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -119,6 +124,7 @@ async fn patch(
     update(&state, &tenant, id, MergePolicyInput::parse(&merged)?).await
 }
 
+#[utoipa::path(delete, path = "/data/core/ups/config/mergePolicies/{id}", operation_id = "deleteMergePolicy", tag = "merge policies", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "Deleted.", body = Object)))]
 async fn delete(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

@@ -8,13 +8,13 @@ mod merge_policies;
 pub(crate) mod ops;
 
 use axum::http::{Method, Uri};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::{ApiError, AppState};
 
 /// Every tenant-facing route.
-pub(crate) fn api_routes() -> Router<AppState> {
-    Router::new()
+pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(jobs::routes())
         .merge(catalog::routes())
         .merge(data_access::routes())
