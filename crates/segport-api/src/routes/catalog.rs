@@ -71,7 +71,7 @@ async fn list_datasets(
     Ok(Json(keyed(&datasets, |d| d.id.to_string(), Dataset::to_wire)))
 }
 
-#[utoipa::path(get, path = "/data/foundation/catalog/dataSets/{id}", operation_id = "getDataset", tag = "catalog", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The dataset, keyed by its id.", body = Object)))]
+#[utoipa::path(get, path = "/data/foundation/catalog/dataSets/{id}", operation_id = "getDataset", tag = "catalog", params(("id" = segport_model::DatasetId, Path, description = "The resource id.")), responses((status = 200, description = "The dataset, keyed by its id.", body = Object)))]
 async fn get_dataset(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -106,7 +106,7 @@ async fn list_batches(
     Ok(Json(keyed(&batches, |b| b.id.to_string(), |b| b.to_wire())))
 }
 
-#[utoipa::path(get, path = "/data/foundation/catalog/batches/{id}", operation_id = "getBatch", tag = "catalog", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The batch, keyed by its id.", body = Object)))]
+#[utoipa::path(get, path = "/data/foundation/catalog/batches/{id}", operation_id = "getBatch", tag = "catalog", params(("id" = segport_model::BatchId, Path, description = "The resource id.")), responses((status = 200, description = "The batch, keyed by its id.", body = Object)))]
 async fn get_batch(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -118,7 +118,7 @@ async fn get_batch(
 
 /// Deletes a dataset with its batches and store files (files stay until no running export's
 /// snapshot holds them); 409 while a queued or running task writes to it.
-#[utoipa::path(delete, path = "/data/foundation/catalog/dataSets/{id}", operation_id = "deleteDataset", tag = "catalog", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "Deleted.", body = Object)))]
+#[utoipa::path(delete, path = "/data/foundation/catalog/dataSets/{id}", operation_id = "deleteDataset", tag = "catalog", params(("id" = segport_model::DatasetId, Path, description = "The resource id.")), responses((status = 200, description = "Deleted.", body = Object)))]
 async fn delete_dataset(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

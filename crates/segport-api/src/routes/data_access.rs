@@ -68,7 +68,7 @@ async fn committed_files(
     Ok((id, files, batch.updated_ms))
 }
 
-#[utoipa::path(get, path = "/data/foundation/export/batches/{id}/files", operation_id = "listBatchFiles", tag = "data access", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The batch's committed files.", body = Object)))]
+#[utoipa::path(get, path = "/data/foundation/export/batches/{id}/files", operation_id = "listBatchFiles", tag = "data access", params(("id" = segport_model::BatchId, Path, description = "The resource id.")), responses((status = 200, description = "The batch's committed files.", body = Object)))]
 async fn batch_files(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -92,7 +92,7 @@ async fn batch_files(
     Ok(Json(json!({"data": data, "_page": {"limit": 100, "count": count}})))
 }
 
-#[utoipa::path(get, path = "/data/foundation/export/files/{id}", operation_id = "getFile", tag = "data access", params(("id" = String, Path, description = "The resource id."), ("path" = Option<String>, Query, description = "A file name: downloads it (Range supported).")), responses((status = 200, description = "The file listing, or the file's bytes with `path`.", content((Object = "application/json"), (Vec<u8> = "application/octet-stream"))), (status = 206, description = "The requested range of the file.", body = Vec<u8>, content_type = "application/octet-stream")))]
+#[utoipa::path(get, path = "/data/foundation/export/files/{id}", operation_id = "getFile", tag = "data access", params(("id" = segport_model::BatchId, Path, description = "The resource id."), ("path" = Option<String>, Query, description = "A file name: downloads it (Range supported).")), responses((status = 200, description = "The file listing, or the file's bytes with `path`.", content((Object = "application/json"), (Vec<u8> = "application/octet-stream"))), (status = 206, description = "The requested range of the file.", body = Vec<u8>, content_type = "application/octet-stream")))]
 async fn file(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

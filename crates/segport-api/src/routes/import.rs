@@ -70,7 +70,7 @@ async fn ingest_batch(state: &AppState, tenant: &Tenant, raw: &str) -> Result<Ba
     Ok(batch)
 }
 
-#[utoipa::path(put, path = "/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{*name}", operation_id = "uploadFile", tag = "batch ingestion", params(("batch" = String, Path, description = "The batch id."), ("dataset" = String, Path, description = "The dataset id."), ("name" = String, Path, description = "The file's relative path.")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "Stored.", body = Object)))]
+#[utoipa::path(put, path = "/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{*name}", operation_id = "uploadFile", tag = "batch ingestion", params(("batch" = segport_model::BatchId, Path, description = "The batch id."), ("dataset" = segport_model::DatasetId, Path, description = "The dataset id."), ("name" = String, Path, description = "The file's relative path.")), request_body(content = Vec<u8>, content_type = "application/octet-stream"), responses((status = 200, description = "Stored.", body = Object)))]
 async fn upload(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -143,7 +143,7 @@ async fn upload(
     Ok(Json(json!({"batchId": batch.id, "name": name, "size": size})))
 }
 
-#[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = String, Path, description = "The resource id."), ("action" = String, Query, description = "COMPLETE or ABORT.")), responses((status = 200, description = "Done.", body = Object)))]
+#[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = segport_model::BatchId, Path, description = "The resource id."), ("action" = String, Query, description = "COMPLETE or ABORT.")), responses((status = 200, description = "Done.", body = Object)))]
 async fn action(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,

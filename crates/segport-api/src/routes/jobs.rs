@@ -271,7 +271,7 @@ fn job_id(raw: &str) -> Result<i64, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("export job {raw:?} not found")))
 }
 
-#[utoipa::path(get, path = "/export/jobs/{id}", operation_id = "getExportJob", tag = "export jobs", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "The job.", body = segport_model::job::ExportJob)))]
+#[utoipa::path(get, path = "/export/jobs/{id}", operation_id = "getExportJob", tag = "export jobs", params(("id" = i64, Path, description = "The resource id.")), responses((status = 200, description = "The job.", body = segport_model::job::ExportJob)))]
 async fn get_one(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -286,7 +286,7 @@ async fn get_one(
     Ok(Json(record.to_wire()))
 }
 
-#[utoipa::path(delete, path = "/export/jobs/{id}", operation_id = "cancelExportJob", tag = "export jobs", params(("id" = String, Path, description = "The resource id.")), responses((status = 200, description = "Cancel requested, or the finished job deleted.", body = crate::openapi::CancelAnswer)))]
+#[utoipa::path(delete, path = "/export/jobs/{id}", operation_id = "cancelExportJob", tag = "export jobs", params(("id" = i64, Path, description = "The resource id.")), responses((status = 200, description = "Cancel requested, or the finished job deleted.", body = crate::openapi::CancelAnswer)))]
 async fn cancel(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
