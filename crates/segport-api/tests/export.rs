@@ -8,6 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use axum::http::Method;
 use common::*;
 use rand::{Rng, SeedableRng};
 use segport_catalog::Backend;
@@ -19,6 +20,7 @@ both_backends!(
     cancelling_a_running_export_leaves_nothing,
     an_unwritable_destination_fails_with_output_write_error,
     a_replaced_event_is_gone_from_earlier_windows,
+    export_batches_are_deleted_on_request_and_by_retention,
 );
 
 /// A small store: `n` generated profiles with their events, in one batch each.
@@ -772,4 +774,101 @@ async fn fields_that_match_nothing_are_warned_about(backend: Backend) {
         parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
     let names: Vec<String> = reader.schema().fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(names, ["identityMap"]);
+}
+
+/// The files under a batch's folder in the storage root.
+fn batch_files_on_disk(t: &TestApp, batch: &str) -> Vec<std::path::PathBuf> {
+    let dir = t.storage_dir.join(ORG).join(SANDBOX).join("batches").join(batch);
+    let mut found = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// `DELETE /data/foundation/catalog/batches/{id}` removes a finished export batch with its
+/// files and nothing else; ingest batches and unfinished exports are refused. Retention removes
+/// the finished export batches older than its cutoff, and only those.
+async fn export_batches_are_deleted_on_request_and_by_retention(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    small_store(&t, 40).await;
+    let export = t.export_dataset().await;
+    let mut batches = Vec::new();
+    for _ in 0..3 {
+        let job = t.create_job(minimal_job(&export)).await;
+        t.run_tasks().await;
+        let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+        assert_eq!(done["status"], "SUCCEEDED", "{done}");
+        let batch = done["destination"]["batchId"].as_str().unwrap().to_owned();
+        assert!(!batch_files_on_disk(&t, &batch).is_empty(), "the export wrote no files");
+        batches.push(batch);
+    }
+    let path = |b: &str| format!("/data/foundation/catalog/batches/{b}");
+
+    // On request: the batch, its file listing and its files are gone; the others stay.
+    let answer = t.call(Method::DELETE, &path(&batches[0]), None).await;
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body, json!([format!("@/batches/{}", batches[0])]));
+    assert_eq!(t.get(&path(&batches[0])).await.status, 404);
+    let files = t.get(&format!("/data/foundation/export/batches/{}/files", batches[0])).await;
+    assert_eq!(files.status, 404, "{}", files.text);
+    assert!(batch_files_on_disk(&t, &batches[0]).is_empty());
+    for b in &batches[1..] {
+        assert_eq!(t.get(&path(b)).await.status, 200);
+        assert!(!batch_files_on_disk(&t, b).is_empty());
+    }
+    let again = t.call(Method::DELETE, &path(&batches[0]), None).await;
+    again.assert_service_error(404);
+    t.call(Method::DELETE, &path("not-a-batch"), None).await.assert_service_error(400);
+
+    // Ingest batches are not export batches.
+    let listed = t.get("/data/foundation/catalog/batches").await.body;
+    let ingest = listed
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, b)| !batches.iter().any(|x| b["id"] == *x) && b["status"] == "success")
+        .map(|(id, _)| id.clone())
+        .expect("an ingest batch");
+    let refused = t.call(Method::DELETE, &path(&ingest), None).await;
+    refused.assert_service_error(409);
+    assert_eq!(t.get(&path(&ingest)).await.status, 200);
+
+    // An export not finished yet keeps its batch.
+    let queued = t.create_job(minimal_job(&export)).await;
+    let loading = queued["destination"]["batchId"].as_str().unwrap().to_owned();
+    t.call(Method::DELETE, &path(&loading), None).await.assert_service_error(409);
+    t.run_tasks().await;
+
+    // Retention: a cutoff before every completion keeps them all; one after the second
+    // export's completion removes it (the third and the last stay).
+    let ctx = t.worker_context(small_limits());
+    let completed = |b: &Value| b["completed"].as_i64().unwrap();
+    let second = t.get(&path(&batches[1])).await.body[&batches[1]].clone();
+    let third = t.get(&path(&batches[2])).await.body[&batches[2]].clone();
+    assert_eq!(segport_worker::expire_export_batches(&ctx, completed(&second)).await.unwrap(), 0);
+    assert!(completed(&second) < completed(&third), "{second} {third}");
+    let removed =
+        segport_worker::expire_export_batches(&ctx, completed(&second) + 1).await.unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(t.get(&path(&batches[1])).await.status, 404);
+    assert!(batch_files_on_disk(&t, &batches[1]).is_empty());
+    for b in [&batches[2], &loading] {
+        assert_eq!(t.get(&path(b)).await.status, 200, "{b} was removed too early");
+        assert!(!batch_files_on_disk(&t, b).is_empty());
+    }
+    // Ingest batches are never expired.
+    segport_worker::expire_export_batches(&ctx, i64::MAX).await.unwrap();
+    assert_eq!(t.get(&path(&ingest)).await.status, 200);
+    for b in [&batches[2], &loading] {
+        assert_eq!(t.get(&path(b)).await.status, 404);
+    }
 }

@@ -502,6 +502,17 @@ pub trait Catalog: Send + Sync + 'static {
     /// The committed files of a batch.
     async fn list_batch_files(&self, tenant: &Tenant, batch_id: &BatchId)
         -> Result<Vec<BatchFile>>;
+    /// Deletes a finished export batch with the records of its files (the caller removes the
+    /// files). `false` when the tenant has no such batch; `Conflict` when it is an ingest
+    /// batch or its export has not finished.
+    async fn delete_export_batch(&self, tenant: &Tenant, id: &BatchId) -> Result<bool>;
+    /// Finished export batches that completed before `before_ms`, oldest first, at most
+    /// `limit` of them: what retention removes.
+    async fn expired_export_batches(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<(Tenant, BatchId)>>;
 
     // Tasks.
     /// Claims the oldest queued task for `owner`, with a lease until `now_ms + lease_ms`.

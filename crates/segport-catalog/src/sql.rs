@@ -58,8 +58,8 @@ pub(crate) const SELECT_BATCH: &str =
 pub(crate) const LIST_BATCHES: &str = "SELECT * FROM batches WHERE org = $1 AND sandbox = $2 \
      AND ($3 IS NULL OR dataset_id = $3) AND ($4 IS NULL OR status = $4) \
      ORDER BY created_ms, id LIMIT $5 OFFSET $6";
-pub(crate) const FAIL_JOB_BATCHES: &str = "UPDATE batches SET status = 'failed', updated_ms = $2 \
-     WHERE job_id = $1 AND status IN ('loading', 'staging')";
+pub(crate) const FAIL_JOB_BATCHES: &str = "UPDATE batches SET status = 'failed', updated_ms = $2, \
+     completed_ms = $2 WHERE job_id = $1 AND status IN ('loading', 'staging')";
 
 pub(crate) const INSERT_POLICY: &str = "INSERT INTO merge_policies \
      (org, sandbox, id, version, is_default, body, created_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)";
@@ -182,6 +182,15 @@ pub(crate) const DATASET_BUSY: &str = "SELECT \
      (SELECT COUNT(*) FROM batches b JOIN export_jobs j ON j.id = b.job_id \
       WHERE b.dataset_id = $1 AND j.status IN ('NEW', 'PROCESSING'))";
 pub(crate) const DATASET_BATCHES: &str = "SELECT id FROM batches WHERE dataset_id = $1";
+pub(crate) const BATCH_KIND_STATUS: &str =
+    "SELECT kind, status FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
+/// Only a finished export batch goes; the condition is repeated here so that a batch whose
+/// state changed since it was read is left alone.
+pub(crate) const DELETE_EXPORT_BATCH: &str = "DELETE FROM batches WHERE org = $1 AND sandbox = $2 \
+     AND id = $3 AND kind = 'export' AND status IN ('success', 'failed')";
+pub(crate) const EXPIRED_EXPORT_BATCHES: &str = "SELECT org, sandbox, id FROM batches \
+     WHERE kind = 'export' AND status IN ('success', 'failed') AND completed_ms < $1 \
+     ORDER BY completed_ms, id LIMIT $2";
 pub(crate) const DELETE_DATASET: &str =
     "DELETE FROM datasets WHERE org = $1 AND sandbox = $2 AND id = $3";
 
@@ -1568,6 +1577,64 @@ macro_rules! impl_catalog {
                     })
                     .collect::<$crate::Result<Vec<_>>>()
                     .map(Some)
+            }
+
+            async fn delete_export_batch(
+                &self,
+                tenant: &segport_model::Tenant,
+                id: &segport_model::BatchId,
+            ) -> $crate::Result<bool> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let mut tx = self.write().begin().await?;
+                let found: Option<(String, String)> =
+                    sqlx::query_as($crate::sql::BATCH_KIND_STATUS)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((kind, status)) = found else { return Ok(false) };
+                if kind != "export" {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "batch {id} is an ingest batch; only export batches can be deleted"
+                    )));
+                }
+                let deleted = sqlx::query($crate::sql::DELETE_EXPORT_BATCH)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "batch {id} is {status}: its export has not finished; delete it once \
+                         the job has succeeded or failed"
+                    )));
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn expired_export_batches(
+                &self,
+                before_ms: i64,
+                limit: i64,
+            ) -> $crate::Result<Vec<(segport_model::Tenant, segport_model::BatchId)>> {
+                let rows: Vec<(String, String, String)> =
+                    sqlx::query_as($crate::sql::EXPIRED_EXPORT_BATCHES)
+                        .bind(before_ms)
+                        .bind(limit)
+                        .fetch_all(self.read())
+                        .await?;
+                rows.iter()
+                    .map(|(org, sandbox, id)| {
+                        let corrupt = |e: String| $crate::CatalogError::Corrupt(e);
+                        let tenant = segport_model::Tenant::parse(org, sandbox)
+                            .map_err(|e| corrupt(e.to_string()))?;
+                        Ok((tenant, segport_model::BatchId::parse(id).map_err(corrupt)?))
+                    })
+                    .collect()
             }
 
             async fn commit_export(&self, c: $crate::ExportCommit) -> $crate::Result<()> {

@@ -122,9 +122,14 @@ pub fn store_file(org: &str, sandbox: &str, dataset: &str, partition: u32, name:
     Path::from_iter([org, sandbox, "store", dataset, &format!("p={partition}"), name])
 }
 
+/// Everything of one batch: its uploads, or its export attempts' output.
+pub fn batch_dir(org: &str, sandbox: &str, batch: &str) -> Path {
+    Path::from_iter([org, sandbox, "batches", batch])
+}
+
 /// Where the files uploaded to a batch live.
 pub fn uploads_dir(org: &str, sandbox: &str, batch: &str) -> Path {
-    Path::from_iter([org, sandbox, "batches", batch, "uploads"])
+    batch_dir(org, sandbox, batch).join("uploads")
 }
 
 /// One uploaded file; `name` is a relative path already validated by [`valid_upload_name`].

@@ -20,6 +20,7 @@ use segport_model::merge_policy::AttributeMergeType;
 use segport_model::Tenant;
 use segport_store::compact::FileRef;
 use segport_store::schema::UnionSchema;
+use segport_store::storage::batch_dir;
 use tokio_util::sync::CancellationToken;
 
 use crate::{now_ms, Context, TaskError};
@@ -275,13 +276,7 @@ fn plan(
 }
 
 fn attempt_dir(tenant: &Tenant, batch: &str, attempt: &str) -> object_store::path::Path {
-    object_store::path::Path::from_iter([
-        tenant.org.as_str(),
-        tenant.sandbox.as_str(),
-        "batches",
-        batch,
-        attempt,
-    ])
+    batch_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch).join(attempt)
 }
 
 type Written = (ExportedBatch, BTreeMap<String, u64>);
@@ -394,12 +389,7 @@ async fn put(
 /// Deletes the folders of the job's other attempts (crashed, lost or cancelled ones).
 async fn remove_other_attempts(ctx: &Context, tenant: &Tenant, job: &ExportJobRecord, keep: &str) {
     for batch in job.spec.destination.batch_ids() {
-        let prefix = object_store::path::Path::from_iter([
-            tenant.org.as_str(),
-            tenant.sandbox.as_str(),
-            "batches",
-            batch.as_str(),
-        ]);
+        let prefix = batch_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch.as_str());
         let Ok(listed) = ctx.storage.list(&prefix).await else { continue };
         for (path, _, _) in listed {
             let attempt = path.parts().nth(4).map(|p| p.as_ref().to_owned());

@@ -23,7 +23,7 @@ use segport_store::Storage;
 pub use export::run_export;
 pub use failpoint::Failpoints;
 pub use ingest::run_ingest;
-pub use maintenance::{compact_sandbox, sweep};
+pub use maintenance::{compact_sandbox, expire_export_batches, sweep};
 pub use runner::{TaskOutcome, Worker};
 
 /// How a worker behaves; the defaults are DESIGN §6's.
@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     pub file_grace: Duration,
     /// A partition is compacted once it holds this many files of one dataset.
     pub compact_min_files: usize,
+    /// Finished export batches older than this are deleted with their files; `None` keeps
+    /// them forever.
+    pub retention: Option<Duration>,
     pub ingest: IngestLimits,
     pub failpoints: Failpoints,
 }
@@ -58,6 +61,7 @@ impl Default for WorkerConfig {
             maintain_every: Duration::from_secs(60),
             file_grace: Duration::from_secs(300),
             compact_min_files: 8,
+            retention: None,
             ingest: IngestLimits::default(),
             failpoints: Failpoints::default(),
         }

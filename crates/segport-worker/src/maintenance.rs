@@ -8,7 +8,7 @@ use segport_catalog::{NewStoreFile, StoreKind};
 use segport_model::Tenant;
 use segport_store::compact::{compact, FileRef};
 use segport_store::schema::UnionSchema;
-use segport_store::storage::store_file;
+use segport_store::storage::{batch_dir, store_file};
 use segport_store::RecordKind;
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +32,11 @@ pub(crate) async fn run(ctx: &Context, shutdown: CancellationToken) {
             _ = maintain.tick() => {
                 if let Err(e) = sweep(ctx).await {
                     tracing::warn!(error = %e, "store sweep failed");
+                }
+                if let Some(retention) = ctx.config.retention {
+                    if let Err(e) = expire_export_batches(ctx, now_ms() - duration_ms(retention)).await {
+                        tracing::warn!(error = %e, "export batch retention failed");
+                    }
                 }
                 match ctx.catalog.sandboxes().await {
                     Ok(sandboxes) => {
@@ -100,6 +105,33 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
         }
     }
     Ok(deleted)
+}
+
+/// Deletes the finished export batches that completed before `before_ms`, with their files
+/// (retention). Answers how many were deleted. A batch is gone from the catalog before its
+/// files go, so a reader never lists a file that is being removed.
+pub async fn expire_export_batches(ctx: &Context, before_ms: i64) -> Result<usize, TaskError> {
+    const PAGE: i64 = 500;
+    let mut deleted = 0;
+    loop {
+        let expired = ctx.catalog.expired_export_batches(before_ms, PAGE).await?;
+        let page = expired.len();
+        for (tenant, batch) in expired {
+            match ctx.catalog.delete_export_batch(&tenant, &batch).await {
+                Ok(true) => {}
+                // Deleted meanwhile (a DELETE request, another worker): nothing left to do.
+                Ok(false) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let dir = batch_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch.as_str());
+            ctx.storage.delete_prefix(&dir).await?;
+            tracing::info!(batch_id = %batch, org = %tenant.org, sandbox = %tenant.sandbox, "expired export batch deleted");
+            deleted += 1;
+        }
+        if page < PAGE as usize {
+            return Ok(deleted);
+        }
+    }
 }
 
 /// Removes export attempt folders (`batches/{batchId}/{attemptId}/…`) that no commit references

@@ -136,6 +136,11 @@ pub enum AuthArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// A TOML file of settings: the long names of these flags as keys (`worker-slots = 4`,
+    /// `lease = "1m"`). Flags and environment variables override it; unknown keys are refused.
+    #[arg(long, env = "SEGPORT_CONFIG")]
+    pub config: Option<PathBuf>,
+
     #[command(flatten)]
     pub catalog: CatalogArgs,
 
@@ -194,6 +199,11 @@ pub struct WorkerArgs {
     /// How long removed or unreferenced store files are kept before deletion.
     #[arg(long, env = "SEGPORT_FILE_GRACE", value_parser = humantime::parse_duration, default_value = "5m")]
     pub file_grace: Duration,
+
+    /// Finished export batches older than this (such as 30d) are deleted with their files.
+    /// Default: kept forever.
+    #[arg(long, env = "SEGPORT_RETENTION", value_parser = humantime::parse_duration)]
+    pub retention: Option<Duration>,
 
     /// Failure points to arm, for crash tests (e.g. ingest-after-files).
     #[arg(long, env = "SEGPORT_FAILPOINTS", hide = true, default_value = "")]

@@ -58,6 +58,7 @@ pub fn worker_config(args: &crate::cli::WorkerArgs, slots: usize) -> segport_wor
         reap_every: args.reap_interval,
         maintain_every: args.maintenance_interval,
         file_grace: args.file_grace,
+        retention: args.retention,
         failpoints: segport_worker::Failpoints::parse(&args.failpoints),
         ..segport_worker::WorkerConfig::default()
     }

@@ -8,6 +8,7 @@ mod config;
 mod generate;
 mod ingest;
 mod serve;
+mod settings;
 mod telemetry;
 mod token;
 
@@ -19,12 +20,20 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match settings::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        // Help, version and usage errors print and exit as clap does.
+        Err(e) => match e.downcast::<clap::Error>() {
+            Ok(clap_error) => clap_error.exit(),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let log_format = cli.log_format;
     telemetry::init(log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -7,14 +7,15 @@ use segport_catalog::BatchFilter;
 use segport_model::batch::BatchStatus;
 use segport_model::dataset::{Dataset, NewDataset};
 use segport_model::time::now_ms;
-use segport_model::{DatasetId, ValidationErrors};
+use segport_model::{BatchId, DatasetId, Tenant, ValidationErrors};
+use segport_store::storage::batch_dir;
 use serde_json::{json, Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 const DEFAULT_LIMIT: u64 = 50;
 /// Catalog's documented maximum page size.
@@ -25,7 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_datasets, create_dataset))
         .routes(routes!(get_dataset, delete_dataset))
         .routes(routes!(list_batches))
-        .routes(routes!(get_batch))
+        .routes(routes!(get_batch, delete_batch))
 }
 
 fn keyed<T>(items: &[T], key: impl Fn(&T) -> String, value: impl Fn(&T) -> Value) -> Value {
@@ -131,16 +132,34 @@ async fn delete_dataset(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("dataset {id} not found")))?;
     for batch in batches {
-        let dir = object_store::path::Path::from_iter([
-            tenant.org.as_str(),
-            tenant.sandbox.as_str(),
-            "batches",
-            batch.as_str(),
-        ]);
-        if let Err(e) = state.storage.delete_prefix(&dir).await {
-            tracing::warn!(batch_id = %batch, error = %e, "cannot remove a deleted batch's files");
-        }
+        remove_batch_files(&state, &tenant, &batch).await;
     }
     tracing::info!(dataset_id = %id, "dataset deleted");
     Ok(Json(json!([format!("@/dataSets/{id}")])))
+}
+
+/// Deletes a finished export batch and its files; 409 for an ingest batch or an export still
+/// running. The job that wrote it keeps naming it.
+#[utoipa::path(delete, path = "/data/foundation/catalog/batches/{id}", operation_id = "deleteBatch", tag = "catalog", params(("id" = segport_model::BatchId, Path, description = "The resource id.")), responses((status = 200, description = "Deleted with its files: `[\"@/batches/{id}\"]`.", body = Vec<String>)))]
+async fn delete_batch(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    PathId(raw): PathId,
+) -> Result<Json<Value>, ApiError> {
+    let id = BatchId::parse(&raw).map_err(|m| ApiError::invalid("batchId", m))?;
+    if !state.catalog.delete_export_batch(&tenant, &id).await? {
+        return Err(ApiError::NotFound(format!("batch {id} not found")));
+    }
+    remove_batch_files(&state, &tenant, &id).await;
+    tracing::info!(batch_id = %id, "export batch deleted");
+    Ok(Json(json!([format!("@/batches/{id}")])))
+}
+
+/// Removes a deleted batch's files. The catalog no longer lists them, so a failure here leaves
+/// only unreachable bytes behind: it is logged, not answered.
+async fn remove_batch_files(state: &AppState, tenant: &Tenant, batch: &BatchId) {
+    let dir = batch_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch.as_str());
+    if let Err(e) = state.storage.delete_prefix(&dir).await {
+        tracing::warn!(batch_id = %batch, error = %e, "cannot remove a deleted batch's files");
+    }
 }

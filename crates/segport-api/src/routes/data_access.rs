@@ -11,12 +11,12 @@ use segport_model::batch::{BatchKind, BatchStatus};
 use segport_model::{BatchId, Tenant};
 use segport_store::storage::upload_file;
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::extract::{PathId, QueryPairs};
 use crate::{ApiError, AppState};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 const PREFIX: &str = "/data/foundation/export";
 

@@ -14,12 +14,12 @@ use segport_model::{DatasetId, Tenant};
 use segport_store::storage::{upload_file, uploads_dir, valid_upload_name};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create)).routes(routes!(action)).routes(routes!(upload))

@@ -13,13 +13,13 @@ use segport_model::merge_policy::{parse_policy_id, IdentityGraphType, MergePolic
 use segport_model::time::now_ms;
 use segport_model::{BatchId, DatasetId, Tenant, ValidationErrors};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::error::current_request_id;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 const AEP_PREFIX: &str = "/data/core/ups/export/jobs";
 const DEFAULT_LIMIT: u64 = 50;

@@ -7,12 +7,12 @@ use segport_model::merge_policy::{parse_policy_id, MergePolicy, MergePolicyInput
 use segport_model::time::now_ms;
 use segport_model::{Tenant, ValidationErrors};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 const DEFAULT_LIMIT: u64 = 20;
 const MAX_LIMIT: u64 = 100;
