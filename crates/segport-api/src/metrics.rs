@@ -74,6 +74,12 @@ impl ApiMetrics {
         Self { registry, requests, latency, jobs }
     }
 
+    /// The registry `/metrics` renders, for a process's other parts (the worker) to register
+    /// their metrics in before the API starts.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     fn observe(&self, route: &str, method: &Method, status: u16, seconds: f64) {
         let method = match *method {
             Method::GET

@@ -21,6 +21,7 @@ both_backends!(
     an_unwritable_destination_fails_with_output_write_error,
     a_replaced_event_is_gone_from_earlier_windows,
     export_batches_are_deleted_on_request_and_by_retention,
+    workers_report_their_metrics,
 );
 
 /// A small store: `n` generated profiles with their events, in one batch each.
@@ -871,4 +872,91 @@ async fn export_batches_are_deleted_on_request_and_by_retention(backend: Backend
     for b in [&batches[2], &loading] {
         assert_eq!(t.get(&path(b)).await.status, 404);
     }
+}
+
+/// The value of the sample `name` (with its labels, as rendered) in a Prometheus exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// What a worker does shows in the metrics it registers: ingest records kept and refused,
+/// export durations and profiles, expired leases and the retries they cause.
+async fn workers_report_their_metrics(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let metrics = segport_worker::WorkerMetrics::default();
+    let mut registry = prometheus_client::registry::Registry::with_prefix("segport");
+    metrics.register(&mut registry);
+    let mut ctx = t.worker_context(small_limits());
+    ctx.metrics = metrics.clone();
+    let worker = segport_worker::Worker::new(ctx.clone());
+    let run_all = || async {
+        while let Some(task) =
+            t.db.catalog
+                .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
+                .await
+                .unwrap()
+        {
+            worker
+                .run_claimed(
+                    task,
+                    tokio_util::sync::CancellationToken::new(),
+                    std::time::Duration::from_secs(30),
+                )
+                .await;
+        }
+    };
+    let render = || {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+
+    // 7 good records and 2 bad lines in one batch.
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let mut lines = String::new();
+    for i in 0..7 {
+        lines.push_str(&format!(
+            "{}\n",
+            json!({"identityMap": {"ECID": [{"id": format!("E{i}")}]}})
+        ));
+    }
+    lines.push_str("not json\n{\"identityMap\": 5}\n");
+    let batch = t.new_batch(&pds, json!({"format": "json"})).await;
+    assert_eq!(t.upload(&batch, &pds, "p.json", lines.into_bytes()).await.status, 200);
+    assert_eq!(t.batch_action(&batch, "COMPLETE").await.status, 200);
+    run_all().await;
+    let text = render();
+    assert_eq!(
+        sample(&text, "segport_ingest_records_total{outcome=\"kept\"}"),
+        Some(7.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "segport_ingest_records_total{outcome=\"refused\"}"), Some(2.0));
+
+    let export = t.export_dataset().await;
+    let job = t.create_job(minimal_job(&export)).await;
+    run_all().await;
+    let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let text = render();
+    let count = "segport_export_job_duration_seconds_count{outcome=\"succeeded\"}";
+    assert_eq!(sample(&text, count), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "segport_export_profiles_exported_sum"), Some(7.0), "{text}");
+
+    // A job claimed by a worker that then vanishes: its lease expires and it is queued again.
+    let job = t.create_job(minimal_job(&export)).await;
+    let lost = t.db.catalog.claim_task("gone", 1, segport_model::time::now_ms()).await.unwrap();
+    assert!(lost.is_some());
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(segport_worker::reap_expired(&ctx).await.unwrap(), 1);
+    let text = render();
+    assert_eq!(sample(&text, "segport_lease_expiries_total"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "segport_task_retries_total{kind=\"export\"}"), Some(1.0), "{text}");
+    run_all().await;
+    let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(sample(&render(), count), Some(2.0));
 }

@@ -33,6 +33,7 @@ pub async fn run_export(
     stop: CancellationToken,
     cancelled: Arc<AtomicBool>,
 ) -> Result<(), TaskError> {
+    let started = std::time::Instant::now();
     let tenant = &task.tenant;
     let job_id =
         task.job_id.ok_or_else(|| TaskError::Invalid("export task without a job".into()))?;
@@ -189,8 +190,10 @@ pub async fn run_export(
         warnings,
         now_ms: now_ms(),
     };
+    let exported = commit.counters.total;
     match ctx.catalog.commit_export(commit).await {
         Ok(()) => {
+            ctx.metrics.export_finished(true, started.elapsed().as_secs_f64(), Some(exported));
             remove_other_attempts(ctx, tenant, &job, &task.lease.attempt_id).await;
             tracing::info!(job_id, "export committed");
             Ok(())

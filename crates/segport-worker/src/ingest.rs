@@ -256,6 +256,11 @@ async fn commit(
             now_ms: now_ms(),
         })
         .await?;
+    ctx.metrics.ingest_committed(
+        outcome.record_count,
+        outcome.failed_record_count,
+        committed.status == segport_model::batch::BatchStatus::Failed,
+    );
     tracing::info!(
         batch_id = %batch.id,
         status = committed.status.as_str(),

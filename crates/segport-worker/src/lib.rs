@@ -11,6 +11,7 @@ mod export;
 mod failpoint;
 mod ingest;
 mod maintenance;
+mod metrics;
 mod runner;
 
 use std::sync::Arc;
@@ -23,7 +24,8 @@ use segport_store::Storage;
 pub use export::run_export;
 pub use failpoint::Failpoints;
 pub use ingest::run_ingest;
-pub use maintenance::{compact_sandbox, expire_export_batches, sweep};
+pub use maintenance::{compact_sandbox, expire_export_batches, reap_expired, sweep};
+pub use metrics::WorkerMetrics;
 pub use runner::{TaskOutcome, Worker};
 
 /// How a worker behaves; the defaults are DESIGN §6's.
@@ -74,6 +76,7 @@ pub struct Context {
     pub catalog: Arc<dyn Catalog>,
     pub storage: Storage,
     pub config: Arc<WorkerConfig>,
+    pub metrics: WorkerMetrics,
 }
 
 /// Errors of task runs, reported on the batch or job they belong to.

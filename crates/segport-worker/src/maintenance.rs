@@ -21,14 +21,11 @@ pub(crate) async fn run(ctx: &Context, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            _ = reap.tick() => match ctx.catalog.reap_expired_tasks(now_ms()).await {
-                Ok(reaped) => {
-                    for r in reaped {
-                        tracing::warn!(task_id = r.task_id, requeued = r.requeued, "task lease expired");
-                    }
+            _ = reap.tick() => {
+                if let Err(e) = reap_expired(ctx).await {
+                    tracing::warn!(error = %e, "cannot reap expired leases");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot reap expired leases"),
-            },
+            }
             _ = maintain.tick() => {
                 if let Err(e) = sweep(ctx).await {
                     tracing::warn!(error = %e, "store sweep failed");
@@ -51,6 +48,17 @@ pub(crate) async fn run(ctx: &Context, shutdown: CancellationToken) {
             }
         }
     }
+}
+
+/// Returns the tasks whose lease expired to the queue (or fails them after their last
+/// attempt). Answers how many there were.
+pub async fn reap_expired(ctx: &Context) -> Result<usize, TaskError> {
+    let reaped = ctx.catalog.reap_expired_tasks(now_ms()).await?;
+    for r in &reaped {
+        tracing::warn!(task_id = r.task_id, requeued = r.requeued, "task lease expired");
+        ctx.metrics.lease_expired(r.kind, r.requeued);
+    }
+    Ok(reaped.len())
 }
 
 /// Deletes removed files that no snapshot holds any more, and files of attempts that never

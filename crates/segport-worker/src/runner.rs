@@ -167,6 +167,7 @@ impl Worker {
             })
         };
 
+        let started = std::time::Instant::now();
         let result = match task.kind {
             TaskKind::Ingest => run_ingest(&self.ctx, &task, stop.clone(), progress).await,
             TaskKind::Export => run_export(&self.ctx, &task, stop.clone(), cancelled.clone()).await,
@@ -174,6 +175,28 @@ impl Worker {
         heartbeat.abort();
         grace_timer.abort();
 
+        let outcome = self.settle(&task, result, &handed_back, &cancelled, &lease_lost).await;
+        if outcome == TaskOutcome::Failed {
+            match task.kind {
+                TaskKind::Export => {
+                    self.ctx.metrics.export_finished(false, started.elapsed().as_secs_f64(), None)
+                }
+                TaskKind::Ingest => self.ctx.metrics.ingest_failed(),
+            }
+        }
+        outcome
+    }
+
+    /// What became of a task whose run ended with `result`: done, handed back, lost, or failed
+    /// for good (recorded on its batch or job).
+    async fn settle(
+        &self,
+        task: &ClaimedTask,
+        result: Result<(), TaskError>,
+        handed_back: &AtomicBool,
+        cancelled: &AtomicBool,
+        lease_lost: &AtomicBool,
+    ) -> TaskOutcome {
         let lease = &task.lease;
         match result {
             Ok(()) => TaskOutcome::Done,

@@ -69,6 +69,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         catalog: catalog.clone(),
         storage,
         config: Arc::new(WorkerConfig::default()),
+        metrics: segport_worker::WorkerMetrics::default(),
     });
     let start = Instant::now();
     let lease = i64::try_from(WorkerConfig::default().lease.as_millis()).unwrap_or(30_000);

@@ -46,17 +46,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Role::Api | Role::All => Surface::Full,
         Role::Worker => Surface::OpsOnly,
     };
+    let mut metrics = segport_api::ApiMetrics::new();
     let worker = matches!(args.role, Role::Worker | Role::All).then(|| {
+        let worker_metrics = segport_worker::WorkerMetrics::default();
+        worker_metrics.register(metrics.registry_mut());
         let ctx = segport_worker::Context {
             catalog: catalog.clone(),
             storage: storage.clone(),
             config: Arc::new(worker_config(&args.worker, args.worker_slots)),
+            metrics: worker_metrics,
         };
         let worker = Arc::new(segport_worker::Worker::new(ctx));
         tokio::spawn(worker.run(shutdown.clone(), args.shutdown_grace))
     });
 
     let mut state = AppState::new(catalog.clone(), storage, auth);
+    state.metrics = Arc::new(metrics);
     state.max_upload_bytes = args.max_upload_bytes;
     let app = segport_api::app(state, surface);
     let listener = tokio::net::TcpListener::bind(args.listen)

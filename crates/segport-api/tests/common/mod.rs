@@ -305,6 +305,7 @@ impl TestApp {
                 compact_min_files: 2,
                 ..segport_worker::WorkerConfig::default()
             }),
+            metrics: segport_worker::WorkerMetrics::default(),
         }
     }
 
