@@ -892,22 +892,6 @@ async fn workers_report_their_metrics(backend: Backend) {
     let mut ctx = t.worker_context(small_limits());
     ctx.metrics = metrics.clone();
     let worker = segport_worker::Worker::new(ctx.clone());
-    let run_all = || async {
-        while let Some(task) =
-            t.db.catalog
-                .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
-                .await
-                .unwrap()
-        {
-            worker
-                .run_claimed(
-                    task,
-                    tokio_util::sync::CancellationToken::new(),
-                    std::time::Duration::from_secs(30),
-                )
-                .await;
-        }
-    };
     let render = || {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
@@ -927,7 +911,7 @@ async fn workers_report_their_metrics(backend: Backend) {
     let batch = t.new_batch(&pds, json!({"format": "json"})).await;
     assert_eq!(t.upload(&batch, &pds, "p.json", lines.into_bytes()).await.status, 200);
     assert_eq!(t.batch_action(&batch, "COMPLETE").await.status, 200);
-    run_all().await;
+    t.run_tasks_on(&worker).await;
     let text = render();
     assert_eq!(
         sample(&text, "segport_ingest_records_total{outcome=\"kept\"}"),
@@ -938,7 +922,7 @@ async fn workers_report_their_metrics(backend: Backend) {
 
     let export = t.export_dataset().await;
     let job = t.create_job(minimal_job(&export)).await;
-    run_all().await;
+    t.run_tasks_on(&worker).await;
     let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
     assert_eq!(done["status"], "SUCCEEDED", "{done}");
     let text = render();
@@ -955,7 +939,7 @@ async fn workers_report_their_metrics(backend: Backend) {
     let text = render();
     assert_eq!(sample(&text, "segport_lease_expiries_total"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "segport_task_retries_total{kind=\"export\"}"), Some(1.0), "{text}");
-    run_all().await;
+    t.run_tasks_on(&worker).await;
     let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
     assert_eq!(done["status"], "SUCCEEDED", "{done}");
     assert_eq!(sample(&render(), count), Some(2.0));

@@ -90,19 +90,6 @@ impl<'a> OpenFile<'a> {
     }
 }
 
-/// An error's message followed by those of its sources: the store's errors keep the Arrow or
-/// Parquet cause as a source, and a job's error message is all an operator sees of it.
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
-
 impl SourceFile {
     /// A store read error about this file.
     pub(crate) fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
@@ -175,7 +162,8 @@ impl Cursor {
                 let batch =
                     batch.map_err(|e| EngineError::Store(format!("{}: {e}", self.file.path)))?;
                 let aligned = with_recency(&batch, &self.file, &self.schema)
-                    .map_err(|e| EngineError::Store(with_sources(&e)))?;
+                    // With its cause: a job's error message is all an operator sees of it.
+                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
                 Some(Arc::new(Loaded::new(aligned, self.rank)?))
             }
         };

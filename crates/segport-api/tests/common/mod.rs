@@ -312,6 +312,11 @@ impl TestApp {
     /// Runs queued tasks in this process until none is left; answers how many ran.
     pub async fn run_tasks(&self) -> usize {
         let worker = segport_worker::Worker::new(self.worker_context(small_limits()));
+        self.run_tasks_on(&worker).await
+    }
+
+    /// Runs queued tasks on `worker` until none is left; answers how many ran.
+    pub async fn run_tasks_on(&self, worker: &segport_worker::Worker) -> usize {
         let mut ran = 0;
         while let Some(task) = self
             .db
