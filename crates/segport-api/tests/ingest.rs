@@ -23,6 +23,7 @@ both_backends!(
     batch_ingestion_api_rules,
     compaction_keeps_what_readers_see,
     deleting_a_dataset_removes_it_and_its_files,
+    objects_without_data_do_not_fail_a_batch,
 );
 
 fn identities(record: &Value) -> BTreeSet<(String, String, bool)> {
@@ -681,4 +682,30 @@ async fn deleting_a_dataset_removes_it_and_its_files(backend: Backend) {
         assert!(t.state.storage.size(&f.path.as_str().into()).await.is_err());
     }
     t.call(Method::DELETE, &path, None).await.assert_service_error(404);
+}
+
+/// Found by the `ndjson_ingest` fuzz target: an attribute whose object holds no data
+/// (`{"": {"p": null}}`) made a struct without members, which Parquet cannot write, so the whole
+/// batch failed at write time although every record was valid. Such objects are now absent.
+async fn objects_without_data_do_not_fail_a_batch(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let ds = t.store_dataset(PROFILE_SCHEMA).await;
+    let lines = [
+        r#"{"identityMap":{"":[{"id":"1"}]},"":{"p":null}}"#,
+        r#"{"identityMap":{"ECID":[{"id":"2"}]},"a":{"b":{},"c":1},"l":[{},{"x":2}]}"#,
+        r#"{"identityMap":{"ECID":[{"id":"3"}]},"a":{},"e":{"f":{"g":null}}}"#,
+    ];
+    let (_, batch) = t
+        .ingest(&ds, json!({"format": "json"}), vec![("p.json", lines.join("\n").into_bytes())])
+        .await;
+    assert_eq!(batch["status"], "success", "{batch}");
+    assert_eq!(batch["recordCount"], 3, "{batch}");
+    assert_eq!(batch["failedRecordCount"], 0, "{batch}");
+    let stored = t.stored(&ds, segport_store::RecordKind::Profile).await;
+    assert_eq!(stored.len(), 3);
+    let with_a: Vec<&Value> = stored.iter().filter(|r| r.get("a").is_some()).collect();
+    assert_eq!(with_a.len(), 1, "{stored:?}");
+    assert_eq!(with_a[0]["a"], json!({"c": 1}));
+    assert_eq!(with_a[0]["l"], json!([null, {"x": 2}]), "an empty element keeps its place");
+    assert!(stored.iter().all(|r| r.get("e").is_none() && r.get("").is_none()), "{stored:?}");
 }

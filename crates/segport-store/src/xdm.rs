@@ -92,7 +92,33 @@ pub fn normalize(value: Value, kind: RecordKind) -> Result<Normalized, RecordErr
             Vec::new()
         }
     };
+    drop_empty_objects(&mut record);
     Ok(Normalized { key, identities, memberships, attributes: record })
+}
+
+/// Removes what holds no data: null fields, and objects left without fields (`{}`,
+/// `{"a": null}`, `{"a": {}}`), which become absent in an object and null in an array. Such a
+/// value would otherwise make a struct without members, which Parquet cannot store, and fail the
+/// whole batch at write time; the export could not tell it from absent anyway.
+fn drop_empty_objects(object: &mut Map<String, Value>) {
+    object.retain(|_, value| {
+        prune(value);
+        !value.is_null()
+    });
+}
+
+/// [`drop_empty_objects`] on one value: an object without data becomes null.
+fn prune(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            drop_empty_objects(map);
+            if map.is_empty() {
+                *value = Value::Null;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(prune),
+        _ => {}
+    }
 }
 
 fn push_identity(out: &mut Vec<Identity>, identity: Identity) {
@@ -253,6 +279,22 @@ fn memberships(value: Value) -> Result<Vec<Membership>, RecordError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn objects_without_data_are_dropped() {
+        let record = serde_json::json!({
+            "identityMap": {"ECID": [{"id": "1"}]},
+            "": {"p": null},
+            "a": {"b": {}, "c": 1, "d": {"e": null, "f": {}}},
+            "list": [{}, {"x": null}, {"x": 2}, []],
+            "gone": {},
+        });
+        let n = normalize(record, RecordKind::Profile).unwrap();
+        assert_eq!(
+            Value::Object(n.attributes),
+            serde_json::json!({"a": {"c": 1}, "list": [null, null, {"x": 2}, []]})
+        );
+    }
+
     use serde_json::json;
 
     use super::*;
