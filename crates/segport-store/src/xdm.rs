@@ -92,6 +92,18 @@ pub fn normalize(value: Value, kind: RecordKind) -> Result<Normalized, RecordErr
             Vec::new()
         }
     };
+    // The store's own columns are named `__…` next to the attributes (columns.rs); an attribute
+    // of such a name would shadow one of them.
+    if let Some(name) = record.keys().find(|k| k.starts_with("__")) {
+        return err(
+            "RESERVED_FIELD",
+            format!(
+                "top-level field {:?} is reserved: names starting with __ are the store's own; \
+                 rename it",
+                name.chars().take(80).collect::<String>()
+            ),
+        );
+    }
     drop_empty_objects(&mut record);
     Ok(Normalized { key, identities, memberships, attributes: record })
 }
@@ -279,6 +291,19 @@ fn memberships(value: Value) -> Result<Vec<Membership>, RecordError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn store_column_names_are_refused() {
+        for name in ["__key", "__ord", "__anything"] {
+            let record = serde_json::json!({"identityMap": {"E": [{"id": "1"}]}, name: 5});
+            let e = normalize(record, RecordKind::Profile).unwrap_err();
+            assert_eq!(e.code, "RESERVED_FIELD", "{name}");
+            assert!(e.description.contains(name), "{}", e.description);
+        }
+        // Only top-level names meet the store's columns.
+        let nested = serde_json::json!({"identityMap": {"E": [{"id": "1"}]}, "a": {"__key": 5}});
+        assert!(normalize(nested, RecordKind::Profile).is_ok());
+    }
+
     #[test]
     fn objects_without_data_are_dropped() {
         let record = serde_json::json!({
