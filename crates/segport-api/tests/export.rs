@@ -517,10 +517,20 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
         if case == 4 {
             // Stores written before membership indexes existed have none: from here on, every
             // other index is gone and the export scans those files instead.
-            let mut indexes = index_files(&t.storage_dir);
+            let mut indexes = companion_files(&t.storage_dir, ".members.parquet");
             assert!(indexes.len() > 2, "ingest writes membership indexes");
             indexes.sort();
             for path in indexes.iter().step_by(2) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+        if case == 2 {
+            // Stores written before row files existed have none either: from here on, every
+            // other row file is gone and picked rows are read from those files' Parquet pages.
+            let mut row_files = companion_files(&t.storage_dir, ".rows.arrow");
+            assert!(row_files.len() > 2, "ingest writes row files");
+            row_files.sort();
+            for path in row_files.iter().skip(1).step_by(2) {
                 std::fs::remove_file(path).unwrap();
             }
         }
@@ -657,8 +667,8 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
     }
 }
 
-/// The membership index files under `dir`.
-fn index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// The companion files under `dir` whose names end in `suffix`.
+fn companion_files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -666,7 +676,7 @@ fn index_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.to_string_lossy().ends_with(".members.parquet") {
+            } else if path.to_string_lossy().ends_with(suffix) {
                 found.push(path);
             }
         }

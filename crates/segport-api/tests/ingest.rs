@@ -611,13 +611,17 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
     let index_of = |path: &str| segport_store::index::index_path(path).unwrap();
     for f in &before.files {
         assert!(!exists(f.path.clone()).await, "{} still exists", f.path);
-        assert!(!exists(index_of(&f.path)).await, "the index of {} still exists", f.path);
+        for companion in segport_store::storage::companions(&f.path) {
+            assert!(!exists(companion.clone()).await, "{companion} of {} still exists", f.path);
+        }
     }
     // Compaction wrote each merged file sorted by key, with its membership index naming the
     // right rows, and the sweep left the index alone.
     use arrow::array::{Array, AsArray};
     for f in &after.files {
         assert!(exists(index_of(&f.path)).await, "{} has no membership index", f.path);
+        let rows = segport_store::rowfile::rows_path(&f.path).unwrap();
+        assert!(exists(rows).await, "{} has no row file", f.path);
         let storage = &t.state.storage;
         let data = segport_store::read::read_file(storage, &f.path, None).await.unwrap();
         let keys: Vec<String> = data

@@ -412,6 +412,11 @@ fn lookup(open: &OpenFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
     if wanted.is_empty() {
         return Ok(Vec::new());
     }
+    if let Some(rows) = &open.rows {
+        return rows
+            .rows_of(wanted)
+            .map_err(|e| EngineError::Store(segport_model::error::chain(&e)));
+    }
     let file = open.source;
     let error = |e: &dyn std::fmt::Display| file.error(e);
     let builder = open.builder()?;

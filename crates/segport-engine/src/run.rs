@@ -18,6 +18,7 @@ use parquet::schema::types::SchemaDescriptor;
 use segport_store::columns::{IDENTITIES, SEGMENTS};
 use segport_store::compact::{fragment_schema, with_recency, FileRef};
 use segport_store::ingest::writer_properties;
+use segport_store::rowfile::{rows_path, RowFile, TakeRows};
 use segport_store::schema::UnionSchema;
 use segport_store::RecordKind;
 use serde_json::{json, Map, Value};
@@ -61,18 +62,30 @@ pub struct PartitionInput {
 pub(crate) struct OpenFile<'a> {
     pub source: &'a SourceFile,
     pub metadata: ArrowReaderMetadata,
+    /// The file's row file, mapped, when rows will be picked from it and it has one.
+    pub rows: Option<RowFile>,
 }
 
 impl<'a> OpenFile<'a> {
-    /// Parses `source`'s footer, with the page index when rows will be picked from it (pages
-    /// holding no picked row are then skipped, not decompressed; a whole file is read faster
-    /// without it).
-    pub(crate) fn open(source: &'a SourceFile, page_index: bool) -> Result<Self, EngineError> {
+    /// Parses `source`'s footer. When rows will be picked from it (`picked`), also maps its row
+    /// file ([`segport_store::rowfile`]), from which picked rows are gathered without
+    /// decompressing pages, or, for a file without one, loads the page index (pages holding no
+    /// picked row are then skipped; a whole file is read faster without it).
+    pub(crate) fn open(source: &'a SourceFile, picked: bool) -> Result<Self, EngineError> {
         let file = std::fs::File::open(&source.local_path).map_err(|e| source.error(&e))?;
-        let policy = if page_index { PageIndexPolicy::Optional } else { PageIndexPolicy::Skip };
+        let rows = match rows_path(&source.local_path.to_string_lossy()) {
+            Some(path) if picked => RowFile::open(std::path::Path::new(&path))
+                .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?,
+            _ => None,
+        };
+        let policy = if picked && rows.is_none() {
+            PageIndexPolicy::Optional
+        } else {
+            PageIndexPolicy::Skip
+        };
         let options = ArrowReaderOptions::new().with_page_index_policy(policy);
         let metadata = ArrowReaderMetadata::load(&file, options).map_err(|e| source.error(&e))?;
-        Ok(Self { source, metadata })
+        Ok(Self { source, metadata, rows })
     }
 
     /// A reader of the file.
@@ -114,9 +127,31 @@ pub struct Progress {
     pub profiles_exported: AtomicU64,
 }
 
-/// Reads one store file a row group at a time.
-struct Cursor {
-    reader: ParquetRecordBatchReader,
+/// Where a cursor's batches come from: the Parquet file, or rows gathered from its row file.
+enum Batches<'f> {
+    Parquet(ParquetRecordBatchReader),
+    Rows(TakeRows<'f>),
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<RecordBatch, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Batches::Parquet(reader) => reader.next().map(|b| b.map_err(|e| e.to_string())),
+            Batches::Rows(rows) => {
+                rows.next().map(|b| b.map_err(|e| segport_model::error::chain(&e)))
+            }
+        }
+    }
+}
+
+/// Rows read from one file at a time.
+const BATCH_ROWS: usize = 8192;
+
+/// Reads one store file a batch at a time.
+struct Cursor<'f> {
+    reader: Batches<'f>,
     current: Option<Arc<Loaded>>,
     row: usize,
     file: FileRef,
@@ -124,23 +159,42 @@ struct Cursor {
     rank: usize,
 }
 
-impl Cursor {
-    /// Opens `file` to read the columns of `read` at the `selected` rows.
+impl<'f> Cursor<'f> {
+    /// Opens `file` to read the columns of `read` at the `selected` rows: from its row file
+    /// when rows are picked and it has one, else from the Parquet file.
     fn open(
-        file: &OpenFile,
+        file: &'f OpenFile,
         read: &ReadColumns,
         selected: Selected,
         rank: usize,
     ) -> Result<Self, EngineError> {
         let source = file.source;
         let store_error = |e: &dyn std::fmt::Display| source.error(e);
-        let builder = file.builder()?;
-        let mask = read.mask(builder.parquet_schema(), builder.schema());
-        let mut builder = builder.with_projection(mask).with_batch_size(8192);
-        if let Some(selection) = selected {
-            builder = builder.with_row_selection(selection);
-        }
-        let reader = builder.build().map_err(|e| store_error(&e))?;
+        let reader = match (selected, &file.rows) {
+            (Some(selection), Some(rows)) => {
+                let picked = selected_rows(&selection);
+                let columns: Vec<&str> = rows
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .filter(|name| read.wants(name))
+                    .collect();
+                let taken = rows
+                    .take(&picked, &columns, BATCH_ROWS)
+                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
+                Batches::Rows(taken)
+            }
+            (selected, _) => {
+                let builder = file.builder()?;
+                let mask = read.mask(builder.parquet_schema(), builder.schema());
+                let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+                if let Some(selection) = selected {
+                    builder = builder.with_row_selection(selection);
+                }
+                Batches::Parquet(builder.build().map_err(|e| store_error(&e))?)
+            }
+        };
         let schema = &read.schema;
         let mut cursor = Self {
             reader,
@@ -156,7 +210,9 @@ impl Cursor {
 
     fn load(&mut self) -> Result<(), EngineError> {
         self.row = 0;
-        self.current = match self.reader.next() {
+        // Empty batches are passed over: a loaded batch always has a row at the cursor.
+        let next = self.reader.find(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0));
+        self.current = match next {
             None => None,
             Some(batch) => {
                 let batch =
@@ -216,11 +272,24 @@ fn included<'a>(
         .collect()
 }
 
-fn open_all(
-    files: &[(OpenFile, usize)],
+/// The rows a selection picks, ascending.
+fn selected_rows(selection: &parquet::arrow::arrow_reader::RowSelection) -> Vec<usize> {
+    let mut rows = Vec::with_capacity(selection.row_count());
+    let mut at = 0;
+    for selector in selection.iter() {
+        if !selector.skip {
+            rows.extend(at..at + selector.row_count);
+        }
+        at += selector.row_count;
+    }
+    rows
+}
+
+fn open_all<'f>(
+    files: &'f [(OpenFile, usize)],
     selected: Vec<Selected>,
     read: &ReadColumns,
-) -> Result<Vec<Cursor>, EngineError> {
+) -> Result<Vec<Cursor<'f>>, EngineError> {
     let mut cursors = Vec::new();
     for ((f, rank), selected) in files.iter().zip(selected) {
         if selected.as_ref().is_some_and(|s| s.row_count() == 0) {

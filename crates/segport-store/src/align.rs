@@ -43,6 +43,13 @@ pub fn align_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
             .map_err(StoreError::arrow("aligning a list"))?;
             Ok(Arc::new(aligned))
         }
+        // Row files ([`crate::rowfile`]) keep dictionary columns as their plain values.
+        (DataType::Utf8, DataType::Dictionary(_, value)) if **value == DataType::Utf8 => {
+            arrow::compute::cast(array, target).map_err(StoreError::arrow("encoding a dictionary"))
+        }
+        (DataType::Dictionary(_, value), _) if **value == *target => {
+            arrow::compute::cast(array, target).map_err(StoreError::arrow("decoding a dictionary"))
+        }
         (DataType::Int64, DataType::Float64) => {
             arrow::compute::cast(array, target).map_err(StoreError::arrow("widening to float"))
         }

@@ -21,6 +21,7 @@ use crate::columns::{file_schema, INGEST_MS, KEY, ORD, SEQ};
 use crate::index::IndexBuilder;
 use crate::ingest::store_writer_properties;
 use crate::read::read_file;
+use crate::rowfile::RowFileWriter;
 use crate::schema::UnionSchema;
 use crate::{RecordKind, Result, Storage, StoreError};
 
@@ -229,6 +230,8 @@ pub async fn compact(
     )
     .map_err(StoreError::parquet(out))?;
     let mut index = IndexBuilder::default();
+    let mut row_file =
+        storage.row_file_path(out).map(|p| RowFileWriter::create(&p, &schema)).transpose()?;
     let mut queue: BinaryHeap<Reverse<(MergeOrder, usize)>> =
         heads.iter().enumerate().filter_map(|(i, h)| h.order().map(|o| Reverse((o, i)))).collect();
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_CHUNK);
@@ -241,7 +244,8 @@ pub async fn compact(
         let exhausted = heads[h].batch.as_ref().is_some_and(|b| heads[h].row == b.num_rows());
         // A head's batch is replaced only after the rows taken from it are written.
         if picks.len() == MERGE_CHUNK || exhausted {
-            rows += write_picks(&heads, &mut picks, &mut writer, &mut index, out)?;
+            rows +=
+                write_picks(&heads, &mut picks, &mut writer, &mut index, row_file.as_mut(), out)?;
         }
         if exhausted {
             heads[h].next_batch(&schema)?;
@@ -250,15 +254,18 @@ pub async fn compact(
             queue.push(Reverse((next, h)));
         }
     }
-    rows += write_picks(&heads, &mut picks, &mut writer, &mut index, out)?;
+    rows += write_picks(&heads, &mut picks, &mut writer, &mut index, row_file.as_mut(), out)?;
     let Some(min_key) = min_key else {
         return Err(StoreError::Schema("nothing to compact".into()));
     };
     let bytes = Bytes::from(writer.into_inner().map_err(StoreError::parquet(out))?);
     let size = bytes.len() as u64;
-    // The index first: a data file is never without its index.
+    // The companions first: a data file is never without them.
     if let (Some(index), Some(at)) = (index.finish(out)?, crate::index::index_path(out.as_ref())) {
         storage.put(&at.as_str().into(), index).await?;
+    }
+    if let Some(row_file) = row_file {
+        row_file.finish()?;
     }
     storage.put(out, bytes).await?;
     Ok(Compacted { path: out.to_string(), rows, bytes: size, min_key, max_key })
@@ -270,6 +277,7 @@ fn write_picks(
     picks: &mut Vec<(usize, usize)>,
     writer: &mut ArrowWriter<Vec<u8>>,
     index: &mut IndexBuilder,
+    row_file: Option<&mut RowFileWriter>,
     out: &object_store::path::Path,
 ) -> Result<u64> {
     if picks.is_empty() {
@@ -293,6 +301,9 @@ fn write_picks(
         interleave_record_batch(&batches, &indices).map_err(StoreError::arrow("merging files"))?;
     writer.write(&chunk).map_err(StoreError::parquet(out))?;
     index.push(&chunk)?;
+    if let Some(row_file) = row_file {
+        row_file.write(&chunk)?;
+    }
     picks.clear();
     Ok(chunk.num_rows() as u64)
 }

@@ -300,6 +300,7 @@ impl Ingest {
         self.buffered_bytes = 0;
         let name = format!("{}-{:05}.parquet", self.target.file_prefix, self.flushes);
         let (target, row_group_rows) = (&self.target, self.limits.row_group_rows);
+        let storage = &self.storage;
         let encoded: Vec<(WrittenFile, Bytes, Option<Bytes>)> = buffers
             .into_par_iter()
             .enumerate()
@@ -315,6 +316,10 @@ impl Ingest {
                     store_file(&target.org, &target.sandbox, &target.dataset, p as u32, &name);
                 let bytes = encode_parquet(&sorted, row_group_rows, &path)?;
                 let index = crate::index::encode(&sorted, &path)?;
+                // Companions before their data file: a data file is never without them.
+                if let Some(local) = storage.row_file_path(&path) {
+                    crate::rowfile::write(&local, &sorted)?;
+                }
                 let keys = sorted
                     .column_by_name(KEY)
                     .and_then(|c| c.as_any().downcast_ref::<arrow::array::StringArray>().cloned())

@@ -16,6 +16,7 @@ pub mod index;
 pub mod ingest;
 pub mod input;
 pub mod read;
+pub mod rowfile;
 pub mod schema;
 pub mod storage;
 pub mod xdm;

@@ -83,14 +83,21 @@ impl Storage {
         }
     }
 
-    /// Deletes a store file and its membership index ([`crate::index`]); the index goes last,
-    /// so that an interrupted delete leaves an index without data, which the sweep removes.
+    /// Deletes a store file and its companions, the membership index ([`crate::index`]) and
+    /// the row file ([`crate::rowfile`]); they go last, so that an interrupted delete leaves
+    /// companions without data, which the sweep removes.
     pub async fn delete_store_file(&self, path: &Path) -> Result<()> {
         self.delete(path).await?;
-        if let Some(index) = crate::index::index_path(path.as_ref()) {
-            self.delete(&index.as_str().into()).await?;
+        for companion in companions(path.as_ref()) {
+            self.delete(&companion.as_str().into()).await?;
         }
         Ok(())
+    }
+
+    /// Where the row file of the store file at `path` goes on disk; `None` when storage is not
+    /// local (row files are read through a memory map) or `path` is not a data file.
+    pub fn row_file_path(&self, path: &Path) -> Option<std::path::PathBuf> {
+        crate::rowfile::rows_path(path.as_ref()).and_then(|rows| self.local_path(&rows))
     }
 
     /// Every object under `prefix`, with its size and last modification (epoch ms).
@@ -110,6 +117,20 @@ impl Storage {
         }
         Ok(())
     }
+}
+
+/// The companion files a store data file at `data` may have: its membership index and its row
+/// file.
+pub fn companions(data: &str) -> Vec<String> {
+    [crate::index::index_path(data), crate::rowfile::rows_path(data)]
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The data file of a companion file at `path`, `None` when `path` is not a companion.
+pub fn companion_data(path: &str) -> Option<String> {
+    crate::index::data_path(path).or_else(|| crate::rowfile::data_path(path))
 }
 
 /// The directory of one dataset's store files.

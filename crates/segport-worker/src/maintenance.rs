@@ -95,8 +95,8 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
         for (path, _, modified_ms) in listed {
             let text = path.to_string();
             // Young files may belong to a compaction or an attempt that is about to commit.
-            // A membership index lives and dies with its data file.
-            let data = segport_store::index::data_path(&text);
+            // Companions (membership index, row file) live and die with their data file.
+            let data = segport_store::storage::companion_data(&text);
             if known.contains(&text)
                 || data.is_some_and(|d| known.contains(&d))
                 || modified_ms > cutoff

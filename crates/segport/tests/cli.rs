@@ -383,7 +383,7 @@ fn store_files_on_disk(root: &Path) -> Vec<PathBuf> {
                 let p = e.path();
                 if p.is_dir() {
                     walk(&p, out);
-                } else if p.extension().is_some_and(|x| x == "parquet") {
+                } else if p.extension().is_some_and(|x| x == "parquet" || x == "arrow") {
                     out.push(p);
                 }
             }
@@ -509,12 +509,16 @@ async fn a_worker_killed_before_its_commit_leaves_nothing_visible() {
         let attempt = &f.path.rsplit('/').next().unwrap()[33..69];
         assert!(!first_attempt.contains(attempt), "{} comes from the killed attempt", f.path);
     }
-    // Exactly once: one set of files (each with its membership index), all from the second
-    // attempt; the first attempt's are swept.
+    // Exactly once: one set of files (each with its membership index and row file), all from
+    // the second attempt; the first attempt's are swept.
     let name = |p: &str| p.rsplit('/').next().unwrap().to_owned();
     let committed: std::collections::BTreeSet<String> = files
         .iter()
-        .flat_map(|f| [name(&f.path), name(&segport_store::index::index_path(&f.path).unwrap())])
+        .flat_map(|f| {
+            let companions = segport_store::storage::companions(&f.path);
+            assert_eq!(companions.len(), 2, "{} has an index and a row file", f.path);
+            std::iter::once(f.path.clone()).chain(companions).map(|p| name(&p))
+        })
         .collect();
     eventually(30, "the first attempt's files to be swept", || {
         let remaining: std::collections::BTreeSet<String> =

@@ -1,0 +1,453 @@
+//! Row files: an uncompressed Arrow IPC copy of a store file, written next to it and read
+//! through a memory map, so that a reader wanting a few rows reads those rows and nothing else.
+//!
+//! A Parquet page must be decompressed and decoded whole to yield any of its rows, and the
+//! profiles a segment selects are spread over every page of a file (a 5% segment puts a dozen
+//! matches on every 2,048-row page): an export of a sparse selection pays for the whole column.
+//! In a row file every value of every row is addressable in place: the key column, sorted as
+//! the store file is, is binary-searched for the profiles a job wants, and the projected columns
+//! are gathered (Arrow `take`) at exactly the selected rows, touching only the memory pages
+//! they sit on. Full scans keep reading the compressed Parquet file.
+//!
+//! A row file is derived data like the membership index ([`crate::index`]): written before its
+//! data file, removed with it, never listed in the manifest; readers fall back to the Parquet
+//! file when it is missing (stores written before row files, or a storage root that is not
+//! local). Dictionary-encoded columns are stored with their plain values (an IPC file cannot
+//! change a dictionary from batch to batch); readers align them back ([`crate::align`]).
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::buffer::Buffer;
+use arrow::compute::take_record_batch;
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use arrow::ipc::reader::{read_footer_length, FileDecoder};
+use arrow::ipc::writer::FileWriter;
+use arrow::ipc::{root_as_footer, Block};
+
+use crate::align::align_batch;
+use crate::columns::KEY;
+use crate::{Result, StoreError};
+
+const DATA_SUFFIX: &str = ".parquet";
+const ROWS_SUFFIX: &str = ".rows.arrow";
+
+/// The row file path of the data file at `data`, `None` for a path that is not a data file.
+pub fn rows_path(data: &str) -> Option<String> {
+    if crate::index::data_path(data).is_some() {
+        return None;
+    }
+    data.strip_suffix(DATA_SUFFIX).map(|stem| format!("{stem}{ROWS_SUFFIX}"))
+}
+
+/// The data file of the row file at `rows`, `None` for a path that is not a row file.
+pub fn data_path(rows: &str) -> Option<String> {
+    rows.strip_suffix(ROWS_SUFFIX).map(|stem| format!("{stem}{DATA_SUFFIX}"))
+}
+
+/// `data_type` with every dictionary replaced by its value type.
+fn plain(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Dictionary(_, value) => plain(value),
+        DataType::Struct(fields) => DataType::Struct(plain_fields(fields)),
+        DataType::List(item) => DataType::List(Arc::new(plain_field(item))),
+        DataType::LargeList(item) => DataType::LargeList(Arc::new(plain_field(item))),
+        DataType::Map(entries, sorted) => DataType::Map(Arc::new(plain_field(entries)), *sorted),
+        other => other.clone(),
+    }
+}
+
+fn plain_field(field: &Field) -> Field {
+    field.clone().with_data_type(plain(field.data_type()))
+}
+
+fn plain_fields(fields: &Fields) -> Fields {
+    fields.iter().map(|f| plain_field(f)).collect()
+}
+
+/// Writes a row file a batch at a time, in the data file's row order, into a temporary file
+/// that [`RowFileWriter::finish`] renames into place: a row file is whole or absent.
+pub struct RowFileWriter {
+    writer: FileWriter<BufWriter<std::fs::File>>,
+    schema: SchemaRef,
+    temporary: PathBuf,
+    path: PathBuf,
+    last_key: Option<String>,
+}
+
+impl RowFileWriter {
+    /// Starts the row file at `path` (a local file) for batches of `schema`.
+    pub fn create(path: &Path, schema: &Schema) -> Result<Self> {
+        let error = |e: &dyn std::fmt::Display| {
+            StoreError::Location(format!("cannot write row file {}: {e}", path.display()))
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| error(&e))?;
+        }
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".{}.tmp", std::process::id()));
+        let temporary = path.with_file_name(name);
+        let file = std::fs::File::create(&temporary).map_err(|e| error(&e))?;
+        let schema = Arc::new(Schema::new(
+            schema.fields().iter().map(|f| plain_field(f)).collect::<Fields>(),
+        ));
+        let writer = FileWriter::try_new_buffered(file, &schema)
+            .map_err(StoreError::arrow("starting a row file"))?;
+        Ok(Self { writer, schema, temporary, path: path.to_owned(), last_key: None })
+    }
+
+    /// Appends `batch`, whose rows follow the previous batches' in key order.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let keys = batch
+            .column_by_name(KEY)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
+        // Readers binary-search the keys: a row file is sorted or not written.
+        let mut previous = self.last_key.as_deref();
+        for key in keys.iter().flatten() {
+            if previous.is_some_and(|p| p > key) {
+                return Err(StoreError::Schema(format!(
+                    "row file {}: rows out of key order",
+                    self.path.display()
+                )));
+            }
+            previous = Some(key);
+        }
+        self.last_key = previous.map(str::to_owned);
+        let plain = align_batch(batch, &self.schema)?;
+        self.writer.write(&plain).map_err(StoreError::arrow("writing a row file"))
+    }
+
+    /// Completes the file and moves it into place.
+    pub fn finish(mut self) -> Result<()> {
+        let error = |e: &dyn std::fmt::Display| {
+            StoreError::Location(format!("cannot write row file {}: {e}", self.path.display()))
+        };
+        self.writer.finish().map_err(StoreError::arrow("finishing a row file"))?;
+        self.writer.get_mut().flush().map_err(|e| error(&e))?;
+        std::fs::rename(&self.temporary, &self.path).map_err(|e| error(&e))
+    }
+}
+
+impl Drop for RowFileWriter {
+    fn drop(&mut self) {
+        // Left unfinished (an error elsewhere): no temporary file stays behind. After `finish`
+        // the temporary name no longer exists and this does nothing.
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+/// Writes `batch` (sorted by key) as the row file at `path`.
+pub fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let mut writer = RowFileWriter::create(path, &batch.schema())?;
+    writer.write(batch)?;
+    writer.finish()
+}
+
+/// A row file, memory-mapped: its record batches point into the mapping.
+pub struct RowFile {
+    path: PathBuf,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    /// The file's row of each batch's first row.
+    starts: Vec<usize>,
+    rows: usize,
+}
+
+impl std::fmt::Debug for RowFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowFile").field("path", &self.path).field("rows", &self.rows).finish()
+    }
+}
+
+/// Maps `file` into memory.
+#[allow(unsafe_code)]
+fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: a mapping is undefined behaviour if the file changes under it. Store files and
+    // their row files are immutable: written once under a temporary name, renamed into place,
+    // and only ever deleted (a deleted file stays mapped until unmapped) — never rewritten or
+    // truncated.
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// A decoder that trusts the file's buffers.
+#[allow(unsafe_code)]
+fn trusting(decoder: FileDecoder) -> FileDecoder {
+    // SAFETY: row files are written by segport itself ([`RowFileWriter`]) with arrow's IPC
+    // writer and renamed into place only when complete, so their buffers are valid Arrow
+    // data; the footer and every block's bounds are still checked before use. Validating would
+    // read every value of every column (UTF-8 and offsets), the very cost row files avoid.
+    unsafe { decoder.with_skip_validation(true) }
+}
+
+impl RowFile {
+    /// Opens the row file at `path`; `None` when there is none.
+    pub fn open(path: &Path) -> Result<Option<Self>> {
+        let error = |e: &dyn std::fmt::Display| {
+            StoreError::Schema(format!("row file {}: {e}", path.display()))
+        };
+        let file = match std::fs::File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(error(&e)),
+        };
+        let mapped = map(&file).map_err(|e| error(&e))?;
+        let buffer = Buffer::from(bytes::Bytes::from_owner(mapped));
+        let len = buffer.len();
+        let tail: [u8; 10] = buffer
+            .get(len.saturating_sub(10)..)
+            .and_then(|t| t.try_into().ok())
+            .ok_or_else(|| error(&"too short for an Arrow file"))?;
+        let footer_len = read_footer_length(tail).map_err(|e| error(&e))?;
+        let footer_at = len
+            .checked_sub(10 + footer_len)
+            .ok_or_else(|| error(&"the footer is longer than the file"))?;
+        let footer = root_as_footer(&buffer[footer_at..len - 10]).map_err(|e| error(&e))?;
+        let schema = arrow::ipc::convert::try_fb_to_schema(
+            footer.schema().ok_or_else(|| error(&"no schema in the footer"))?,
+        )
+        .map_err(|e| error(&e))?;
+        let schema = Arc::new(schema);
+        let decoder = trusting(FileDecoder::new(schema.clone(), footer.version()));
+        if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
+            return Err(error(&"dictionaries in a row file"));
+        }
+        let block = |b: &Block| -> Result<Buffer> {
+            let start = usize::try_from(b.offset()).ok();
+            let size = usize::try_from(b.bodyLength())
+                .ok()
+                .and_then(|body| body.checked_add(usize::try_from(b.metaDataLength()).ok()?));
+            match (start, size) {
+                (Some(start), Some(size)) if start.checked_add(size).is_some_and(|e| e <= len) => {
+                    Ok(buffer.slice_with_length(start, size))
+                }
+                _ => Err(error(&"a block outside the file")),
+            }
+        };
+        let mut batches = Vec::new();
+        let (mut starts, mut rows) = (Vec::new(), 0);
+        for b in footer.recordBatches().iter().flat_map(|v| v.iter()) {
+            if let Some(batch) = decoder.read_record_batch(b, &block(b)?).map_err(|e| error(&e))? {
+                starts.push(rows);
+                rows += batch.num_rows();
+                batches.push(batch);
+            }
+        }
+        let file = Self { path: path.to_owned(), schema, batches, starts, rows };
+        // The key column is what lookups search: check its type once.
+        for batch in &file.batches {
+            file.keys(batch)?;
+        }
+        Ok(Some(file))
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn keys<'a>(&self, batch: &'a RecordBatch) -> Result<&'a StringArray> {
+        batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
+            StoreError::Schema(format!("row file {}: no key column", self.path.display()))
+        })
+    }
+
+    /// The rows whose key is one of `wanted` (sorted), in file order. Keys are sorted in the
+    /// file (the writer refuses otherwise), so each wanted key costs a binary search.
+    pub fn rows_of(&self, wanted: &[&str]) -> Result<Vec<usize>> {
+        let mut found = Vec::new();
+        for (batch, start) in self.batches.iter().zip(&self.starts) {
+            let keys = self.keys(batch)?;
+            let n = keys.len();
+            if n == 0 {
+                continue;
+            }
+            // Only the wanted keys within this batch's range.
+            let from = wanted.partition_point(|k| *k < keys.value(0));
+            let to = wanted.partition_point(|k| *k <= keys.value(n - 1));
+            let mut low = 0;
+            for key in &wanted[from..to] {
+                low += partition_point(keys, low, n, |k| k < *key);
+                let mut row = low;
+                while row < n && keys.value(row) == *key {
+                    found.push(start + row);
+                    row += 1;
+                }
+                low = row;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The columns named `columns` (those the file has, in the file's order) at `rows`
+    /// (ascending), in batches of at most `batch_rows` rows.
+    pub fn take(
+        &self,
+        rows: &[usize],
+        columns: &[&str],
+        batch_rows: usize,
+    ) -> Result<TakeRows<'_>> {
+        let projection: Vec<usize> = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|r| *r >= self.rows) {
+            return Err(StoreError::Schema(format!(
+                "row file {}: rows to take must be ascending and within its {} rows",
+                self.path.display(),
+                self.rows
+            )));
+        }
+        Ok(TakeRows { file: self, rows: rows.to_vec(), at: 0, projection, batch_rows })
+    }
+}
+
+/// `[from, to)`'s first index whose key fails `before`, counted from `from`.
+fn partition_point(
+    keys: &StringArray,
+    from: usize,
+    to: usize,
+    before: impl Fn(&str) -> bool,
+) -> usize {
+    let (mut low, mut high) = (from, to);
+    while low < high {
+        let mid = low + (high - low) / 2;
+        if before(keys.value(mid)) {
+            low = mid + 1;
+        } else {
+            high = mid;
+        }
+    }
+    low - from
+}
+
+/// Batches of rows gathered from a row file ([`RowFile::take`]).
+pub struct TakeRows<'a> {
+    file: &'a RowFile,
+    rows: Vec<usize>,
+    at: usize,
+    projection: Vec<usize>,
+    batch_rows: usize,
+}
+
+impl Iterator for TakeRows<'_> {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let first = *self.rows.get(self.at)?;
+        // The batch holding the next row, and the rows of it in this chunk.
+        let b = self.file.starts.partition_point(|s| *s <= first).saturating_sub(1);
+        let (start, batch) = (self.file.starts[b], &self.file.batches[b]);
+        let end = start + batch.num_rows();
+        let chunk: Vec<u32> = self.rows[self.at..]
+            .iter()
+            .take(self.batch_rows.max(1))
+            .take_while(|r| **r < end)
+            .map(|r| (r - start) as u32)
+            .collect();
+        self.at += chunk.len();
+        let gathered = batch
+            .project(&self.projection)
+            .and_then(|projected| take_record_batch(&projected, &UInt32Array::from(chunk)))
+            .map_err(StoreError::arrow("gathering rows of a row file"));
+        Some(gathered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, DictionaryArray, Int64Array};
+    use arrow::datatypes::Int32Type;
+
+    use super::*;
+
+    fn batch(keys: &[&str], values: &[i64]) -> RecordBatch {
+        let kinds: DictionaryArray<Int32Type> =
+            keys.iter().map(|k| if k.ends_with('1') { "one" } else { "other" }).collect();
+        RecordBatch::try_from_iter([
+            (KEY, Arc::new(StringArray::from(keys.to_vec())) as ArrayRef),
+            ("value", Arc::new(Int64Array::from(values.to_vec())) as ArrayRef),
+            ("kind", Arc::new(kinds) as ArrayRef),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn finds_and_gathers_rows_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p=0/f.rows.arrow");
+        let first = batch(&["a", "b", "b", "d"], &[0, 1, 2, 3]);
+        let mut writer = RowFileWriter::create(&path, &first.schema()).unwrap();
+        writer.write(&first).unwrap();
+        writer.write(&batch(&["d", "e1", "g"], &[4, 5, 6])).unwrap();
+        writer.finish().unwrap();
+        // Only the finished file is in the folder.
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+
+        let file = RowFile::open(&path).unwrap().unwrap();
+        assert_eq!(file.rows(), 7);
+        // A naive oracle: every row whose key is wanted.
+        let all = ["a", "b", "b", "d", "d", "e1", "g"];
+        for wanted in [vec!["b", "d"], vec!["0", "c", "e1", "z"], vec![], vec!["a", "g"]] {
+            let expected: Vec<usize> =
+                (0..all.len()).filter(|i| wanted.contains(&all[*i])).collect();
+            assert_eq!(file.rows_of(&wanted).unwrap(), expected, "{wanted:?}");
+        }
+
+        let taken: Vec<RecordBatch> =
+            file.take(&[1, 3, 4, 5], &["value", "kind"], 2).unwrap().map(Result::unwrap).collect();
+        let values: Vec<i64> = taken
+            .iter()
+            .flat_map(|b| {
+                b.column(0).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec()
+            })
+            .collect();
+        assert_eq!(values, [1, 3, 4, 5]);
+        // Batches never span two of the file's batches, nor exceed the size asked for.
+        assert_eq!(taken.iter().map(RecordBatch::num_rows).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(taken[1].column(1).as_string::<i32>().value(1), "one");
+        assert!(file.take(&[3, 1], &["value"], 2).is_err());
+        assert!(file.take(&[7], &["value"], 2).is_err());
+    }
+
+    #[test]
+    fn refuses_rows_out_of_order_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.rows.arrow");
+        let mut writer = RowFileWriter::create(&path, &batch(&["a"], &[0]).schema()).unwrap();
+        writer.write(&batch(&["b", "c"], &[0, 1])).unwrap();
+        assert!(writer.write(&batch(&["a"], &[2])).is_err());
+        drop(writer);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert!(RowFile::open(&path).unwrap().is_none());
+    }
+
+    #[test]
+    fn refuses_a_truncated_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.rows.arrow");
+        let mut writer = RowFileWriter::create(&path, &batch(&["a"], &[0]).schema()).unwrap();
+        writer.write(&batch(&["a", "b"], &[0, 1])).unwrap();
+        writer.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        for cut in [1, 9, bytes.len() / 2, bytes.len() - 3] {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            assert!(RowFile::open(&path).is_err(), "cut at {cut}");
+        }
+        assert_eq!(rows_path("s/d/p=1/x.parquet").as_deref(), Some("s/d/p=1/x.rows.arrow"));
+        assert_eq!(rows_path("s/d/p=1/x.members.parquet"), None);
+        assert_eq!(data_path("s/d/p=1/x.rows.arrow").as_deref(), Some("s/d/p=1/x.parquet"));
+    }
+}
