@@ -517,7 +517,7 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
         if case == 4 {
             // Stores written before membership indexes existed have none: from here on, every
             // other index is gone and the export scans those files instead.
-            let mut indexes = companion_files(&t.storage_dir, ".members.parquet");
+            let mut indexes = companion_files(&t.storage_dir, ".members.arrow");
             assert!(indexes.len() > 2, "ingest writes membership indexes");
             indexes.sort();
             for path in indexes.iter().step_by(2) {

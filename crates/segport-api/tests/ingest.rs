@@ -632,10 +632,12 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
             })
             .collect();
         assert!(keys.windows(2).all(|w| w[0] <= w[1]), "{} is not sorted by key", f.path);
-        let index =
-            segport_store::read::read_file(storage, &index_of(&f.path), None).await.unwrap();
+        let bytes = storage.get(&index_of(&f.path).as_str().into()).await.unwrap();
+        let index = segport_store::index::Index::from_bytes(bytes).unwrap();
+        let all: std::collections::HashSet<&str> =
+            index.segments().iter().map(String::as_str).collect();
         let mut entries = 0;
-        for b in &index {
+        for b in &index.batches_of(&all) {
             let k = b.column_by_name("__key").unwrap().as_string::<i32>();
             let rows =
                 b.column_by_name("__row").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();
@@ -645,6 +647,14 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
             }
         }
         assert!(entries > 0, "{} holds memberships", f.path);
+        // The row file holds the data file's rows, in its order.
+        let local = storage.row_file_path(&f.path.as_str().into()).unwrap();
+        let row_file = segport_store::rowfile::RowFile::open(&local).unwrap().unwrap();
+        assert_eq!(row_file.rows(), keys.len(), "{}", f.path);
+        let some: Vec<&str> = keys.iter().step_by(3).map(String::as_str).collect();
+        let expected: Vec<usize> =
+            (0..keys.len()).filter(|i| some.contains(&keys[*i].as_str())).collect();
+        assert_eq!(row_file.rows_of(&some).unwrap(), expected, "{}", f.path);
     }
     // What is left reads the same.
     let rows_now =

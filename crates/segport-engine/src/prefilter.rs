@@ -15,7 +15,7 @@ use std::ops::Range;
 
 use arrow::array::{Array, AsArray, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
 use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt32Type, UInt64Type};
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
+use parquet::arrow::arrow_reader::RowSelection;
 use parquet::arrow::ProjectionMask;
 use parquet::bloom_filter::Sbbf;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
@@ -116,30 +116,23 @@ impl<'a> Recency<'a> {
 fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     let file = open.source;
     let error = |e: &dyn std::fmt::Display| file.error(e);
+    // The index sits next to the data file: its path is derived from the local path, once
+    // the store path says the file is a data file.
     let index = segport_store::index::index_path(&file.file.path)
         .and_then(|_| segport_store::index::index_path(&file.local_path.to_string_lossy()));
-    let handle = match index.as_ref().map(File::open) {
-        Some(Ok(handle)) => handle,
-        Some(Err(e)) if e.kind() != std::io::ErrorKind::NotFound => return Err(error(&e)),
-        _ => return Ok(Read { batches: scan(open)?, indexed: false, unique: false }),
+    let index = match index {
+        Some(path) => segport_store::index::Index::open(std::path::Path::new(&path))
+            .map_err(|e| error(&segport_model::error::chain(&e)))?,
+        None => None,
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(handle).map_err(|e| error(&e))?;
-    let metadata = builder.metadata().file_metadata();
-    let unique = segport_store::index::has_unique_keys(metadata);
-    let groups = segport_store::index::row_groups_of(metadata, wanted)
-        .ok_or_else(|| error(&"the membership index names no segments"))?;
-    let mut batches = Vec::new();
-    if !groups.is_empty() {
-        let reader = builder
-            .with_row_groups(groups)
-            .with_batch_size(64 * 1024)
-            .build()
-            .map_err(|e| error(&e))?;
-        for batch in reader {
-            batches.push(batch.map_err(|e| error(&e))?);
-        }
+    match index {
+        Some(index) => Ok(Read {
+            batches: index.batches_of(wanted),
+            indexed: true,
+            unique: index.unique_keys(),
+        }),
+        None => Ok(Read { batches: scan(open)?, indexed: false, unique: false }),
     }
-    Ok(Read { batches, indexed: true, unique })
 }
 
 /// The index rows of `batch` (all of wanted segments: only their row groups were read).
@@ -376,16 +369,16 @@ pub(crate) fn by_segment(
                     let elsewhere: Vec<&str> =
                         wanted.iter().copied().filter(|k| !here.contains(k)).collect();
                     rows.extend(lookup(file, &elsewhere)?);
-                    rows_selection(rows, file.rows())
+                    rows_selection(rows, file.rows()?)
                 }
-                None => rows_selection(lookup(file, &wanted)?, file.rows()),
+                None => rows_selection(lookup(file, &wanted)?, file.rows()?),
             };
             Ok(Some(selection))
         })
         .collect::<Result<_, EngineError>>()?;
     let event_rows = events
         .iter()
-        .map(|f| Ok(Some(rows_selection(lookup(f, &wanted)?, f.rows()))))
+        .map(|f| Ok(Some(rows_selection(lookup(f, &wanted)?, f.rows()?))))
         .collect::<Result<_, EngineError>>()?;
     Ok(Prefiltered { profile_rows, event_rows, matches })
 }

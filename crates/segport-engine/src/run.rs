@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
@@ -58,48 +58,67 @@ pub struct PartitionInput {
     pub events: Vec<SourceFile>,
 }
 
-/// A store file with its footer parsed once per job: the first pass and the reader share it.
+/// A store file opened for one job: its Parquet footer (parsed once, when first needed, and
+/// shared by the first pass and the reader) and its row file.
 pub(crate) struct OpenFile<'a> {
     pub source: &'a SourceFile,
-    pub metadata: ArrowReaderMetadata,
+    metadata: OnceLock<ArrowReaderMetadata>,
+    /// Whether rows will be picked from the file (then the page index is loaded with the
+    /// footer, for a file without a row file).
+    picked: bool,
     /// The file's row file, mapped, when rows will be picked from it and it has one.
     pub rows: Option<RowFile>,
 }
 
 impl<'a> OpenFile<'a> {
-    /// Parses `source`'s footer. When rows will be picked from it (`picked`), also maps its row
-    /// file ([`segport_store::rowfile`]), from which picked rows are gathered without
-    /// decompressing pages, or, for a file without one, loads the page index (pages holding no
-    /// picked row are then skipped; a whole file is read faster without it).
+    /// Opens `source`. When rows will be picked from it (`picked`), maps its row file
+    /// ([`segport_store::rowfile`]), from which picked rows are gathered without decompressing
+    /// pages and keys are found by binary search; the Parquet footer is then never parsed.
     pub(crate) fn open(source: &'a SourceFile, picked: bool) -> Result<Self, EngineError> {
-        let file = std::fs::File::open(&source.local_path).map_err(|e| source.error(&e))?;
         let rows = match rows_path(&source.local_path.to_string_lossy()) {
             Some(path) if picked => RowFile::open(std::path::Path::new(&path))
                 .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?,
             _ => None,
         };
-        let policy = if picked && rows.is_none() {
+        Ok(Self { source, metadata: OnceLock::new(), picked, rows })
+    }
+
+    /// The Parquet footer, with the page index when rows are picked from a file without a
+    /// row file (pages holding no picked row are then skipped, not decompressed; a whole file
+    /// is read faster without it).
+    pub(crate) fn metadata(&self) -> Result<&ArrowReaderMetadata, EngineError> {
+        if let Some(metadata) = self.metadata.get() {
+            return Ok(metadata);
+        }
+        let source = self.source;
+        let file = std::fs::File::open(&source.local_path).map_err(|e| source.error(&e))?;
+        let policy = if self.picked && self.rows.is_none() {
             PageIndexPolicy::Optional
         } else {
             PageIndexPolicy::Skip
         };
         let options = ArrowReaderOptions::new().with_page_index_policy(policy);
         let metadata = ArrowReaderMetadata::load(&file, options).map_err(|e| source.error(&e))?;
-        Ok(Self { source, metadata, rows })
+        Ok(self.metadata.get_or_init(|| metadata))
     }
 
     /// A reader of the file.
     pub(crate) fn builder(
         &self,
     ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, EngineError> {
+        let metadata = self.metadata()?.clone();
         let file =
             std::fs::File::open(&self.source.local_path).map_err(|e| self.source.error(&e))?;
-        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone()))
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata))
     }
 
     /// The file's row count.
-    pub(crate) fn rows(&self) -> usize {
-        usize::try_from(self.metadata.metadata().file_metadata().num_rows()).unwrap_or(0)
+    pub(crate) fn rows(&self) -> Result<usize, EngineError> {
+        match &self.rows {
+            Some(rows) => Ok(rows.rows()),
+            None => Ok(usize::try_from(self.metadata()?.metadata().file_metadata().num_rows())
+                .unwrap_or(0)),
+        }
     }
 }
 

@@ -1,55 +1,70 @@
-//! The membership index: a companion Parquet file next to every profile store file, holding
-//! each segment membership of the file as one row, grouped by segment (one row group per
-//! segment, named in the file's metadata). A segment filter reads the row groups of its segments
-//! and nothing else, so finding a segment's profiles costs what the segment holds, not what the
+//! The membership index: a companion file next to every profile store file, holding each
+//! segment membership of the file as one row, grouped by segment (one record batch per segment,
+//! named in the file's schema metadata). A segment filter reads the batches of its segments and
+//! nothing else, so finding a segment's profiles costs what the segment holds, not what the
 //! store holds.
 //!
 //! Each index row carries what resolving a membership needs without the data file: the profile
 //! key, the row's recency (`__ord`, and `__ingest_ms`/`__seq` where the data file has them) and
 //! the row's position in the data file (`__row`), so the export reads the data file only at the
-//! rows of profiles that match. The index is derived data: it is written and removed with its
-//! data file and never listed in the manifest; readers fall back to scanning the data file when
-//! an index is missing (stores written before it existed).
+//! rows of profiles that match. The index is an Arrow IPC file read through a memory map
+//! ([`crate::rowfile::MappedFile`]): opening it decodes nothing. It is derived data: written
+//! and removed with its data file and never listed in the manifest; readers fall back to
+//! scanning the data file when an index is missing (stores written before it existed, or with
+//! the earlier Parquet index, `.members.parquet`, which is no longer read but still removed with
+//! its data file).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, take, take_record_batch};
+use arrow::compute::{cast, concat_batches, take, take_record_batch};
 use arrow::datatypes::{DataType, Field, Schema};
+use arrow::ipc::writer::FileWriter;
 use bytes::Bytes;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::Compression;
-use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::columns::{INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
+use crate::rowfile::MappedFile;
 use crate::{Result, StoreError};
 
 /// The row of the membership in its data file.
 pub const ROW: &str = "__row";
-/// Metadata key: the segment id of each row group, as a JSON list in row-group order.
+/// Schema metadata key: the segment id of each record batch, as a JSON list in batch order.
 pub const SEGMENTS_KEY: &str = "segport.segments";
-/// Metadata key: `"true"` when no key occurs twice in the data file, so that a profile's row in
-/// it is known from its index rows alone.
+/// Schema metadata key: `"true"` when no key occurs twice in the data file, so that a
+/// profile's row in it is known from its index rows alone.
 pub const UNIQUE_KEYS: &str = "segport.unique_keys";
 /// The membership fields an index row carries.
 pub const FIELDS: [&str; 4] = ["ns", "segmentId", "status", "lastQualificationTime"];
 
 const DATA_SUFFIX: &str = ".parquet";
-const INDEX_SUFFIX: &str = ".members.parquet";
+const INDEX_SUFFIX: &str = ".members.arrow";
+const LEGACY_INDEX_SUFFIX: &str = ".members.parquet";
+
+/// The stem of a data file path, `None` for a path that is not a data file.
+fn data_stem(data: &str) -> Option<&str> {
+    if data.ends_with(LEGACY_INDEX_SUFFIX) {
+        return None;
+    }
+    data.strip_suffix(DATA_SUFFIX)
+}
 
 /// The index path of the data file at `data`, `None` for a path that is not a data file.
 pub fn index_path(data: &str) -> Option<String> {
-    if data.ends_with(INDEX_SUFFIX) {
-        return None;
-    }
-    data.strip_suffix(DATA_SUFFIX).map(|stem| format!("{stem}{INDEX_SUFFIX}"))
+    data_stem(data).map(|stem| format!("{stem}{INDEX_SUFFIX}"))
 }
 
-/// The data file of the index at `index`, `None` for a path that is not an index.
+/// Where an earlier version kept the index of `data`, as Parquet (removed with its data file).
+pub fn legacy_index_path(data: &str) -> Option<String> {
+    data_stem(data).map(|stem| format!("{stem}{LEGACY_INDEX_SUFFIX}"))
+}
+
+/// The data file of the index (either format) at `index`, `None` for a path that is not one.
 pub fn data_path(index: &str) -> Option<String> {
-    index.strip_suffix(INDEX_SUFFIX).map(|stem| format!("{stem}{DATA_SUFFIX}"))
+    index
+        .strip_suffix(INDEX_SUFFIX)
+        .or_else(|| index.strip_suffix(LEGACY_INDEX_SUFFIX))
+        .map(|stem| format!("{stem}{DATA_SUFFIX}"))
 }
 
 /// The index of `data` (a profile file's rows, sorted by key as written) as Parquet; `None` when
@@ -108,36 +123,82 @@ impl IndexBuilder {
         Ok(())
     }
 
-    /// The index as Parquet, one row group per segment; `None` when the file holds no
-    /// memberships.
+    /// The index as an Arrow IPC file, one record batch per segment; `None` when the file
+    /// holds no memberships.
     pub fn finish(self, path: &object_store::path::Path) -> Result<Option<Bytes>> {
         let Some(schema) = self.segments.values().flatten().next().map(RecordBatch::schema) else {
             return Ok(None);
         };
         let names: Vec<&str> = self.segments.keys().map(String::as_str).collect();
-        let metadata = vec![
-            KeyValue::new(
-                SEGMENTS_KEY.to_owned(),
-                serde_json::to_string(&names).unwrap_or_default(),
-            ),
-            KeyValue::new(UNIQUE_KEYS.to_owned(), (!self.repeated_key).to_string()),
+        let metadata = [
+            (SEGMENTS_KEY.to_owned(), serde_json::to_string(&names).unwrap_or_default()),
+            (UNIQUE_KEYS.to_owned(), (!self.repeated_key).to_string()),
         ];
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::LZ4_RAW)
-            .set_statistics_enabled(EnabledStatistics::None)
-            .set_max_row_group_row_count(None)
-            .set_key_value_metadata(Some(metadata))
-            .build();
-        let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(properties))
-            .map_err(StoreError::parquet(path))?;
+        let metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+        let schema = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
+        let error = |e: arrow::error::ArrowError| {
+            StoreError::Schema(format!("cannot write the index of {path}: {e}"))
+        };
+        let mut writer = FileWriter::try_new(Vec::new(), &schema).map_err(error)?;
         for batches in self.segments.values() {
-            for batch in batches {
-                writer.write(batch).map_err(StoreError::parquet(path))?;
-            }
-            writer.flush().map_err(StoreError::parquet(path))?;
+            let batch = concat_batches(&schema, batches).map_err(error)?;
+            writer.write(&batch).map_err(error)?;
         }
-        let bytes = writer.into_inner().map_err(StoreError::parquet(path))?;
-        Ok(Some(Bytes::from(bytes)))
+        writer.finish().map_err(error)?;
+        Ok(Some(Bytes::from(writer.into_inner().map_err(error)?)))
+    }
+}
+
+/// A membership index, mapped.
+pub struct Index {
+    file: MappedFile,
+    segments: Vec<String>,
+    unique: bool,
+}
+
+impl Index {
+    /// Opens the index at `local` (a local file); `None` when there is none.
+    pub fn open(local: &std::path::Path) -> Result<Option<Self>> {
+        MappedFile::open(local)?.map(Self::new).transpose()
+    }
+
+    /// The index held in `bytes`.
+    pub fn from_bytes(bytes: Bytes) -> Result<Self> {
+        Self::new(MappedFile::from_buffer(std::path::Path::new("index"), bytes.into())?)
+    }
+
+    fn new(file: MappedFile) -> Result<Self> {
+        let metadata = file.schema().metadata();
+        let segments: Option<Vec<String>> =
+            metadata.get(SEGMENTS_KEY).and_then(|v| serde_json::from_str(v).ok());
+        let segments = segments.filter(|s| s.len() == file.batches().len()).ok_or_else(|| {
+            StoreError::Schema(format!(
+                "{}: the index does not name the segment of each batch",
+                file.path().display()
+            ))
+        })?;
+        let unique = metadata.get(UNIQUE_KEYS).is_some_and(|v| v == "true");
+        Ok(Self { file, segments, unique })
+    }
+
+    /// The segments the index holds, in its batches' order.
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    /// Whether no key occurs twice in the data file.
+    pub fn unique_keys(&self) -> bool {
+        self.unique
+    }
+
+    /// The index rows of the `wanted` segments (the batches point into the mapping).
+    pub fn batches_of(&self, wanted: &HashSet<&str>) -> Vec<RecordBatch> {
+        self.segments
+            .iter()
+            .zip(self.file.batches())
+            .filter(|(s, _)| wanted.contains(s.as_str()))
+            .map(|(_, b)| b.clone())
+            .collect()
     }
 }
 
@@ -197,38 +258,10 @@ fn flatten(data: &RecordBatch, offset: u32) -> Result<Option<RecordBatch>> {
         .map_err(error("flattening memberships"))
 }
 
-/// The row groups of an index holding the `wanted` segments, from its metadata.
-pub fn row_groups_of(
-    metadata: &parquet::file::metadata::FileMetaData,
-    wanted: &HashSet<&str>,
-) -> Option<Vec<usize>> {
-    let value =
-        |key: &str| metadata.key_value_metadata()?.iter().find(|kv| kv.key == key)?.value.clone();
-    let segments: Vec<String> = serde_json::from_str(&value(SEGMENTS_KEY)?).ok()?;
-    Some(
-        segments
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| wanted.contains(s.as_str()))
-            .map(|(i, _)| i)
-            .collect(),
-    )
-}
-
-/// Whether the index says its data file's keys are unique.
-pub fn has_unique_keys(metadata: &parquet::file::metadata::FileMetaData) -> bool {
-    metadata
-        .key_value_metadata()
-        .and_then(|kv| kv.iter().find(|kv| kv.key == UNIQUE_KEYS))
-        .and_then(|kv| kv.value.as_deref())
-        == Some("true")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use serde_json::json;
 
     use crate::columns::{build_batch, Prepared};
@@ -266,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn one_row_group_per_segment_pointing_at_the_data_rows() {
+    fn one_batch_per_segment_pointing_at_the_data_rows() {
         let batch = data(&[
             profile("c", &[("s2", "realized"), ("s1", "exited")]),
             profile("a", &[("s1", "existing")]),
@@ -274,16 +307,24 @@ mod tests {
             profile("d", &[("s2", "existing")]),
         ]);
         let bytes = encode(&batch, &"x.parquet".into()).unwrap().unwrap();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
-        let meta = builder.metadata().file_metadata().clone();
-        assert!(has_unique_keys(&meta));
-        assert_eq!(row_groups_of(&meta, &HashSet::from(["s2"])), Some(vec![1]));
-        assert_eq!(row_groups_of(&meta, &HashSet::from(["s1", "s9"])), Some(vec![0]));
-        let rows: Vec<(String, String, String, u32)> = builder
-            .build()
-            .unwrap()
+        let index = Index::from_bytes(bytes).unwrap();
+        assert!(index.unique_keys());
+        let of = |wanted: &[&str]| {
+            let wanted: HashSet<&str> = wanted.iter().copied().collect();
+            index
+                .batches_of(&wanted)
+                .iter()
+                .map(|b| {
+                    b.column_by_name("segmentId").unwrap().as_string::<i32>().value(0).to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(of(&["s2"]), ["s2"]);
+        assert_eq!(of(&["s1", "s9"]), ["s1"]);
+        let rows: Vec<(String, String, String, u32)> = index
+            .batches_of(&HashSet::from(["s1", "s2"]))
+            .into_iter()
             .flat_map(|b| {
-                let b = b.unwrap();
                 let text = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
                 let (seg, key, status) = (text("segmentId"), text(KEY), text("status"));
                 let row = b
@@ -319,8 +360,7 @@ mod tests {
     fn repeated_keys_are_flagged_and_no_memberships_mean_no_index() {
         let batch = data(&[profile("a", &[("s1", "existing")]), profile("a", &[])]);
         let bytes = encode(&batch, &"x.parquet".into()).unwrap().unwrap();
-        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
-        assert!(!has_unique_keys(builder.metadata().file_metadata()));
+        assert!(!Index::from_bytes(bytes).unwrap().unique_keys());
         assert!(encode(&data(&[profile("a", &[])]), &"x.parquet".into()).unwrap().is_none());
     }
 
@@ -328,9 +368,12 @@ mod tests {
     fn paths_pair_up() {
         let data = "o/s/store/d/p=3/b-a-00000.parquet";
         let index = index_path(data).unwrap();
-        assert_eq!(index, "o/s/store/d/p=3/b-a-00000.members.parquet");
+        assert_eq!(index, "o/s/store/d/p=3/b-a-00000.members.arrow");
         assert_eq!(data_path(&index).as_deref(), Some(data));
-        assert_eq!(index_path(&index), None);
+        let legacy = legacy_index_path(data).unwrap();
+        assert_eq!(legacy, "o/s/store/d/p=3/b-a-00000.members.parquet");
+        assert_eq!(data_path(&legacy).as_deref(), Some(data));
+        assert_eq!(index_path(&legacy), None);
         assert_eq!(data_path(data), None);
         assert_eq!(index_path("o/s/store/d/p=3/readme.txt"), None);
     }

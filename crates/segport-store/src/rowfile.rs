@@ -149,19 +149,17 @@ pub fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
     writer.finish()
 }
 
-/// A row file, memory-mapped: its record batches point into the mapping.
-pub struct RowFile {
+/// An Arrow IPC file written by segport (a row file, a membership index), memory-mapped: its
+/// record batches point into the mapping, nothing is decoded or copied.
+pub struct MappedFile {
     path: PathBuf,
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
-    /// The file's row of each batch's first row.
-    starts: Vec<usize>,
-    rows: usize,
 }
 
-impl std::fmt::Debug for RowFile {
+impl std::fmt::Debug for MappedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowFile").field("path", &self.path).field("rows", &self.rows).finish()
+        f.debug_struct("MappedFile").field("path", &self.path).finish()
     }
 }
 
@@ -169,35 +167,41 @@ impl std::fmt::Debug for RowFile {
 #[allow(unsafe_code)]
 fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
     // SAFETY: a mapping is undefined behaviour if the file changes under it. Store files and
-    // their row files are immutable: written once under a temporary name, renamed into place,
-    // and only ever deleted (a deleted file stays mapped until unmapped) — never rewritten or
-    // truncated.
+    // their companions are immutable: written once under a temporary name, renamed into
+    // place, and only ever deleted (a deleted file stays mapped until unmapped) — never
+    // rewritten or truncated.
     unsafe { memmap2::Mmap::map(file) }
 }
 
 /// A decoder that trusts the file's buffers.
 #[allow(unsafe_code)]
 fn trusting(decoder: FileDecoder) -> FileDecoder {
-    // SAFETY: row files are written by segport itself ([`RowFileWriter`]) with arrow's IPC
-    // writer and renamed into place only when complete, so their buffers are valid Arrow
-    // data; the footer and every block's bounds are still checked before use. Validating would
-    // read every value of every column (UTF-8 and offsets), the very cost row files avoid.
+    // SAFETY: these files are written by segport itself with arrow's IPC writer and put in
+    // place only when complete, so their buffers are valid Arrow data; the footer and every
+    // block's bounds are still checked before use. Validating would read every value of
+    // every column (UTF-8 and offsets), the very cost mapping avoids.
     unsafe { decoder.with_skip_validation(true) }
 }
 
-impl RowFile {
-    /// Opens the row file at `path`; `None` when there is none.
+impl MappedFile {
+    /// Maps the file at `path`; `None` when there is none.
     pub fn open(path: &Path) -> Result<Option<Self>> {
-        let error = |e: &dyn std::fmt::Display| {
-            StoreError::Schema(format!("row file {}: {e}", path.display()))
-        };
         let file = match std::fs::File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(error(&e)),
+            Err(e) => return Err(Self::error(path, &e)),
         };
-        let mapped = map(&file).map_err(|e| error(&e))?;
-        let buffer = Buffer::from(bytes::Bytes::from_owner(mapped));
+        let mapped = map(&file).map_err(|e| Self::error(path, &e))?;
+        Self::from_buffer(path, Buffer::from(bytes::Bytes::from_owner(mapped))).map(Some)
+    }
+
+    fn error(path: &Path, e: &dyn std::fmt::Display) -> StoreError {
+        StoreError::Schema(format!("{}: {e}", path.display()))
+    }
+
+    /// The file held in `buffer` (`path` names it in errors).
+    pub fn from_buffer(path: &Path, buffer: Buffer) -> Result<Self> {
+        let error = |e: &dyn std::fmt::Display| Self::error(path, e);
         let len = buffer.len();
         let tail: [u8; 10] = buffer
             .get(len.saturating_sub(10)..)
@@ -213,10 +217,10 @@ impl RowFile {
         )
         .map_err(|e| error(&e))?;
         let schema = Arc::new(schema);
-        let decoder = trusting(FileDecoder::new(schema.clone(), footer.version()));
         if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
-            return Err(error(&"dictionaries in a row file"));
+            return Err(error(&"dictionaries in a mapped file"));
         }
+        let decoder = trusting(FileDecoder::new(schema.clone(), footer.version()));
         let block = |b: &Block| -> Result<Buffer> {
             let start = usize::try_from(b.offset()).ok();
             let size = usize::try_from(b.bodyLength())
@@ -230,17 +234,53 @@ impl RowFile {
             }
         };
         let mut batches = Vec::new();
-        let (mut starts, mut rows) = (Vec::new(), 0);
         for b in footer.recordBatches().iter().flat_map(|v| v.iter()) {
             if let Some(batch) = decoder.read_record_batch(b, &block(b)?).map_err(|e| error(&e))? {
-                starts.push(rows);
-                rows += batch.num_rows();
                 batches.push(batch);
             }
         }
-        let file = Self { path: path.to_owned(), schema, batches, starts, rows };
-        // The key column is what lookups search: check its type once.
+        Ok(Self { path: path.to_owned(), schema, batches })
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn batches(&self) -> &[RecordBatch] {
+        &self.batches
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A row file, memory-mapped.
+pub struct RowFile {
+    file: MappedFile,
+    /// The file's row of each batch's first row.
+    starts: Vec<usize>,
+    rows: usize,
+}
+
+impl std::fmt::Debug for RowFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowFile").field("path", &self.file.path).field("rows", &self.rows).finish()
+    }
+}
+
+impl RowFile {
+    /// Opens the row file at `path`; `None` when there is none.
+    pub fn open(path: &Path) -> Result<Option<Self>> {
+        let Some(file) = MappedFile::open(path)? else { return Ok(None) };
+        let (mut starts, mut rows) = (Vec::new(), 0);
         for batch in &file.batches {
+            starts.push(rows);
+            rows += batch.num_rows();
+        }
+        let file = Self { file, starts, rows };
+        // The key column is what lookups search: check its type once.
+        for batch in &file.file.batches {
             file.keys(batch)?;
         }
         Ok(Some(file))
@@ -251,12 +291,12 @@ impl RowFile {
     }
 
     pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.file.schema
     }
 
     fn keys<'a>(&self, batch: &'a RecordBatch) -> Result<&'a StringArray> {
         batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
-            StoreError::Schema(format!("row file {}: no key column", self.path.display()))
+            StoreError::Schema(format!("row file {}: no key column", self.file.path.display()))
         })
     }
 
@@ -264,7 +304,7 @@ impl RowFile {
     /// file (the writer refuses otherwise), so each wanted key costs a binary search.
     pub fn rows_of(&self, wanted: &[&str]) -> Result<Vec<usize>> {
         let mut found = Vec::new();
-        for (batch, start) in self.batches.iter().zip(&self.starts) {
+        for (batch, start) in self.file.batches.iter().zip(&self.starts) {
             let keys = self.keys(batch)?;
             let n = keys.len();
             if n == 0 {
@@ -296,6 +336,7 @@ impl RowFile {
         batch_rows: usize,
     ) -> Result<TakeRows<'_>> {
         let projection: Vec<usize> = self
+            .file
             .schema
             .fields()
             .iter()
@@ -306,7 +347,7 @@ impl RowFile {
         if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|r| *r >= self.rows) {
             return Err(StoreError::Schema(format!(
                 "row file {}: rows to take must be ascending and within its {} rows",
-                self.path.display(),
+                self.file.path.display(),
                 self.rows
             )));
         }
@@ -349,7 +390,7 @@ impl Iterator for TakeRows<'_> {
         let first = *self.rows.get(self.at)?;
         // The batch holding the next row, and the rows of it in this chunk.
         let b = self.file.starts.partition_point(|s| *s <= first).saturating_sub(1);
-        let (start, batch) = (self.file.starts[b], &self.file.batches[b]);
+        let (start, batch) = (self.file.starts[b], &self.file.file.batches[b]);
         let end = start + batch.num_rows();
         let chunk: Vec<u32> = self.rows[self.at..]
             .iter()

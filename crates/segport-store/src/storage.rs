@@ -88,7 +88,7 @@ impl Storage {
     /// companions without data, which the sweep removes.
     pub async fn delete_store_file(&self, path: &Path) -> Result<()> {
         self.delete(path).await?;
-        for companion in companions(path.as_ref()) {
+        for companion in all_companions(path.as_ref()) {
             self.delete(&companion.as_str().into()).await?;
         }
         Ok(())
@@ -119,13 +119,19 @@ impl Storage {
     }
 }
 
-/// The companion files a store data file at `data` may have: its membership index and its row
-/// file.
+/// The companion files a store data file at `data` has: its membership index and its row file.
 pub fn companions(data: &str) -> Vec<String> {
     [crate::index::index_path(data), crate::rowfile::rows_path(data)]
         .into_iter()
         .flatten()
         .collect()
+}
+
+/// Every companion a store data file at `data` may have, with those of earlier versions.
+fn all_companions(data: &str) -> Vec<String> {
+    let mut all = companions(data);
+    all.extend(crate::index::legacy_index_path(data));
+    all
 }
 
 /// The data file of a companion file at `path`, `None` when `path` is not a companion.
