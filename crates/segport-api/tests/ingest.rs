@@ -637,7 +637,7 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
         let all: std::collections::HashSet<&str> =
             index.segments().iter().map(String::as_str).collect();
         let mut entries = 0;
-        for b in &index.batches_of(&all) {
+        for b in &index.batches_of(&all).unwrap() {
             let k = b.column_by_name("__key").unwrap().as_string::<i32>();
             let rows =
                 b.column_by_name("__row").unwrap().as_primitive::<arrow::datatypes::UInt32Type>();

@@ -9,7 +9,8 @@
 //! Resolving only the wanted segments is exact: a membership's resolution depends on the
 //! entries of its own `(ns, segmentId)` and nothing else.
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
 use std::fs::File;
 use std::ops::Range;
 
@@ -32,14 +33,24 @@ pub(crate) type Selected = Option<RowSelection>;
 /// batches the first pass read.
 struct Seen<'a> {
     key: &'a str,
+    /// Where the key is: the batch (numbered over the pass) and the row in it.
+    at: (u32, u32),
     ns: &'a str,
-    segment: &'a str,
     status: &'a str,
     lqt: Option<i64>,
     /// Ingest time, commit sequence, position in the batch: "most recent" (DESIGN §5).
     recency: (i64, i64, u64),
     /// The fragment's row in its file.
     row: usize,
+}
+
+/// The wanted segment ids, each with its slot.
+struct Slots<'e>(Vec<&'e str>);
+
+impl Slots<'_> {
+    fn of(&self, segment: &str) -> Option<usize> {
+        self.0.iter().position(|s| *s == segment)
+    }
 }
 
 /// What the first pass read of one profile file.
@@ -61,23 +72,40 @@ impl Read {
         self.batches.iter().map(|b| b.column_by_name(KEY).and_then(|c| c.as_string_opt())).collect()
     }
 
-    /// The memberships of `wanted` segments it holds.
+    /// The memberships of the wanted segments it holds, per slot, each list in key order (an
+    /// index lists a segment's rows in data-file order, which is key order; a scan reads the
+    /// file in that order). `first` numbers its first batch.
     fn entries<'a>(
         &'a self,
         file: &FileRef,
-        wanted: &HashSet<&str>,
-    ) -> Result<Vec<Seen<'a>>, EngineError> {
-        let mut seen = Vec::new();
+        slots: &Slots,
+        first: u32,
+    ) -> Result<Vec<Vec<Seen<'a>>>, EngineError> {
+        let mut seen: Vec<Vec<Seen>> = slots.0.iter().map(|_| Vec::new()).collect();
         let mut base = 0;
-        for batch in &self.batches {
+        for (b, batch) in self.batches.iter().enumerate() {
+            let number = first + b as u32;
             if self.indexed {
-                index_entries(batch, file, &mut seen)?;
+                index_entries(batch, number, file, slots, &mut seen)?;
             } else {
-                scan_entries(batch, base, file, wanted, &mut seen)?;
+                scan_entries(batch, number, base, file, slots, &mut seen)?;
                 base += batch.num_rows();
             }
         }
         Ok(seen)
+    }
+
+    /// The key column of each batch read.
+    fn key_arrays(&self) -> Result<Vec<StringArray>, EngineError> {
+        self.batches
+            .iter()
+            .map(|b| {
+                b.column_by_name(KEY)
+                    .and_then(|c| c.as_string_opt::<i32>())
+                    .cloned()
+                    .ok_or_else(|| missing("a key column"))
+            })
+            .collect()
     }
 }
 
@@ -127,7 +155,9 @@ fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     };
     match index {
         Some(index) => Ok(Read {
-            batches: index.batches_of(wanted),
+            batches: index
+                .batches_of(wanted)
+                .map_err(|e| error(&segport_model::error::chain(&e)))?,
             indexed: true,
             unique: index.unique_keys(),
         }),
@@ -135,11 +165,14 @@ fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     }
 }
 
-/// The index rows of `batch` (all of wanted segments: only their row groups were read).
+/// The index rows of `batch`, numbered `number`: the memberships of one segment (only the
+/// wanted segments' batches were read).
 fn index_entries<'a>(
     batch: &'a RecordBatch,
+    number: u32,
     file: &FileRef,
-    seen: &mut Vec<Seen<'a>>,
+    slots: &Slots,
+    seen: &mut [Vec<Seen<'a>>],
 ) -> Result<(), EngineError> {
     let text = |name: &str| {
         batch
@@ -148,6 +181,10 @@ fn index_entries<'a>(
             .ok_or_else(|| missing(name))
     };
     let (key, ns, segment, status) = (text(KEY)?, text("ns")?, text("segmentId")?, text("status")?);
+    if batch.num_rows() == 0 {
+        return Ok(());
+    }
+    let Some(slot) = slots.of(segment.value(0)) else { return Ok(()) };
     let row = batch
         .column_by_name(segport_store::index::ROW)
         .and_then(|c| c.as_primitive_opt::<UInt32Type>())
@@ -156,11 +193,13 @@ fn index_entries<'a>(
         .column_by_name("lastQualificationTime")
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
     let recency = Recency::of(batch, file);
+    let list = &mut seen[slot];
+    list.reserve(batch.num_rows());
     for i in 0..batch.num_rows() {
-        seen.push(Seen {
+        list.push(Seen {
             key: key.value(i),
+            at: (number, i as u32),
             ns: ns.value(i),
-            segment: segment.value(i),
             status: status.value(i),
             lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
             recency: recency.at(i),
@@ -202,14 +241,15 @@ fn scan(open: &OpenFile) -> Result<Vec<RecordBatch>, EngineError> {
     reader.map(|b| b.map_err(|e| store_error(&e))).collect()
 }
 
-/// The memberships of `wanted` segments in a scanned batch whose first row is row `base` of
-/// its file. Segment ids are compared as dictionary keys.
+/// The memberships of the wanted segments in a scanned batch, numbered `number`, whose first
+/// row is row `base` of its file. Segment ids are compared as dictionary keys.
 fn scan_entries<'a>(
     batch: &'a RecordBatch,
+    number: u32,
     base: usize,
     file: &FileRef,
-    wanted: &HashSet<&str>,
-    seen: &mut Vec<Seen<'a>>,
+    slots: &Slots,
+    seen: &mut [Vec<Seen<'a>>],
 ) -> Result<(), EngineError> {
     let key = batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>());
     let key = key.ok_or_else(|| missing("a key column"))?;
@@ -232,26 +272,27 @@ fn scan_entries<'a>(
     };
     let recency = Recency::of(batch, file);
     let id_values = ids.values().as_string::<i32>();
-    let wanted_ids: Vec<bool> =
-        (0..id_values.len()).map(|i| wanted.contains(id_values.value(i))).collect();
+    // The slot of each dictionary value, once.
+    let slot_of: Vec<Option<usize>> =
+        (0..id_values.len()).map(|i| slots.of(id_values.value(i))).collect();
     for row in 0..batch.num_rows() {
         let range = list.value_offsets()[row] as usize..list.value_offsets()[row + 1] as usize;
         for i in range {
-            let is_wanted = ids.keys().is_valid(i)
-                && usize::try_from(ids.keys().value(i))
-                    .is_ok_and(|k| wanted_ids.get(k).copied().unwrap_or(false));
-            if !is_wanted {
-                continue;
-            }
-            let (Some(ns), Some(segment), Some(status)) =
-                (text(ns, i), text(ids, i), text(status, i))
-            else {
+            let slot = if ids.keys().is_valid(i) {
+                usize::try_from(ids.keys().value(i))
+                    .ok()
+                    .and_then(|k| slot_of.get(k).copied().flatten())
+            } else {
+                None
+            };
+            let Some(slot) = slot else { continue };
+            let (Some(ns), Some(status)) = (text(ns, i), text(status, i)) else {
                 continue;
             };
-            seen.push(Seen {
+            seen[slot].push(Seen {
                 key: key.value(row),
+                at: (number, row as u32),
                 ns,
-                segment,
                 status,
                 lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
                 recency: recency.at(row),
@@ -296,80 +337,181 @@ fn select(keys: &[&StringArray], wanted: &[&str]) -> RowSelection {
     rows_selection(matching_rows(all, wanted), total)
 }
 
-/// What the first pass found: per file of profiles and of events the rows to read, and per
-/// matching profile key the segment entries (indices into the plan's) it matches.
+/// The profiles that match, in key order, with the segment entries (indices into the plan's)
+/// each matches. Keys point into the batches the first pass read.
+pub(crate) struct Matches {
+    keys: Vec<StringArray>,
+    at: Vec<(u32, u32)>,
+    /// Where each profile's entries end in `entries`.
+    ends: Vec<usize>,
+    entries: Vec<usize>,
+}
+
+impl Matches {
+    fn key(&self, i: usize) -> &str {
+        let (batch, row) = self.at[i];
+        self.keys[batch as usize].value(row as usize)
+    }
+
+    /// The entries `key` matches; `next` is where the previous call, for a smaller key, left
+    /// off (keys are asked for in increasing order).
+    pub(crate) fn seek(&self, next: &mut usize, key: &str) -> &[usize] {
+        while *next < self.at.len() && self.key(*next) < key {
+            *next += 1;
+        }
+        if *next < self.at.len() && self.key(*next) == key {
+            let start = if *next == 0 { 0 } else { self.ends[*next - 1] };
+            &self.entries[start..self.ends[*next]]
+        } else {
+            &[]
+        }
+    }
+
+    fn push(&mut self, at: (u32, u32), entries: &[usize]) {
+        self.at.push(at);
+        self.entries.extend_from_slice(entries);
+        self.ends.push(self.entries.len());
+    }
+}
+
+/// What the first pass found: per file of profiles and of events the rows to read, and the
+/// profiles that match.
 pub(crate) struct Prefiltered {
     pub profile_rows: Vec<Selected>,
     pub event_rows: Vec<Selected>,
-    pub matches: HashMap<String, Vec<usize>>,
+    pub matches: Matches,
 }
 
 /// Resolves the memberships of `entries`' segments over `profiles` and selects the rows of
 /// the profiles that match at least one entry.
+///
+/// Every file's memberships of a wanted segment come in key order, so one k-way merge by key
+/// over all of them meets each profile's memberships together: they are resolved there (per
+/// segment and namespace, the latest qualification, ties to the most recent fragment — the
+/// rule of `merge::memberships`), and the profile's rows are noted as it goes. No key is
+/// hashed or copied.
 pub(crate) fn by_segment(
     entries: &[SegmentMatch],
     profiles: &[&OpenFile],
     events: &[&OpenFile],
 ) -> Result<Prefiltered, EngineError> {
-    let ids: HashSet<&str> = entries.iter().map(|e| e.segment_id.as_str()).collect();
-    let reads: Vec<Read> = profiles.iter().map(|f| read(f, &ids)).collect::<Result<_, _>>()?;
-    let seen: Vec<Vec<Seen>> = reads
-        .iter()
-        .zip(profiles)
-        .map(|(r, f)| r.entries(&f.source.file, &ids))
-        .collect::<Result<_, _>>()?;
-    // Per key and (ns, segment id): the entry with the latest qualification, ties to the most
-    // recent fragment — the rule of `merge::memberships`.
-    let order = |s: &Seen| (s.lqt.unwrap_or(i64::MIN), s.recency);
-    let mut resolved: foldhash::HashMap<(&str, &str, &str), &Seen> = foldhash::HashMap::default();
-    for s in seen.iter().flatten() {
-        resolved
-            .entry((s.key, s.ns, s.segment))
-            .and_modify(|existing| {
-                if order(s) > order(existing) {
-                    *existing = s;
-                }
-            })
-            .or_insert(s);
-    }
-    let mut matches: HashMap<String, Vec<usize>> = HashMap::new();
-    for ((key, _, _), m) in resolved {
-        for (i, e) in entries.iter().enumerate() {
-            let hit = m.segment == e.segment_id
-                && m.ns.chars().flat_map(char::to_lowercase).eq(e.ns.chars())
-                && e.statuses.iter().any(|s| s == m.status)
-                && e.from_ms.is_none_or(|f| m.lqt.is_some_and(|t| t >= f))
-                && e.to_ms.is_none_or(|to| m.lqt.is_some_and(|t| t <= to));
-            if hit {
-                matches.entry(key.to_owned()).or_default().push(i);
-            }
+    let mut slots = Slots(Vec::new());
+    for e in entries {
+        if slots.of(&e.segment_id).is_none() {
+            slots.0.push(&e.segment_id);
         }
     }
-    for matched in matches.values_mut() {
-        matched.sort_unstable();
-        matched.dedup();
+    let ids: HashSet<&str> = slots.0.iter().copied().collect();
+    // The entries of each slot.
+    let by_slot: Vec<Vec<usize>> = slots
+        .0
+        .iter()
+        .map(|id| (0..entries.len()).filter(|i| entries[*i].segment_id == *id).collect())
+        .collect();
+    let reads: Vec<Read> = profiles.iter().map(|f| read(f, &ids)).collect::<Result<_, _>>()?;
+    let mut keys = Vec::new();
+    // Per file and slot, the memberships in key order.
+    let mut seen: Vec<(usize, usize, Vec<Seen>)> = Vec::new();
+    for (f, (read, open)) in reads.iter().zip(profiles).enumerate() {
+        let first = keys.len() as u32;
+        keys.extend(read.key_arrays()?);
+        let lists = read.entries(&open.source.file, &slots, first)?;
+        seen.extend(
+            lists.into_iter().enumerate().filter(|(_, l)| !l.is_empty()).map(|(s, l)| (f, s, l)),
+        );
     }
-    let mut wanted: Vec<&str> = matches.keys().map(String::as_str).collect();
-    wanted.sort_unstable();
+
+    // Per file: the rows of matching profiles its index names, and (for a file whose index
+    // says its keys are unique) the matching keys it did not name, to look up.
+    let unique: Vec<bool> = reads.iter().map(|r| r.indexed && r.unique).collect();
+    let mut rows: Vec<Vec<usize>> = vec![Vec::new(); profiles.len()];
+    let mut elsewhere: Vec<Vec<&str>> = vec![Vec::new(); profiles.len()];
+    let mut matches =
+        Matches { keys: Vec::new(), at: Vec::new(), ends: Vec::new(), entries: Vec::new() };
+    let mut wanted: Vec<&str> = Vec::new();
+
+    let mut heads: Vec<usize> = vec![0; seen.len()];
+    let mut heap: BinaryHeap<Reverse<(&str, usize)>> =
+        seen.iter().enumerate().map(|(l, (_, _, list))| Reverse((list[0].key, l))).collect();
+    let mut group: Vec<(usize, usize, &Seen)> = Vec::new();
+    let mut resolved: Vec<(usize, &Seen)> = Vec::new();
+    let mut hits: Vec<usize> = Vec::new();
+    let mut in_group = vec![false; profiles.len()];
+    while let Some(Reverse((key, _))) = heap.peek().copied() {
+        // Every membership of `key`, from every list.
+        group.clear();
+        while let Some(Reverse((k, l))) = heap.peek().copied() {
+            if k != key {
+                break;
+            }
+            heap.pop();
+            let (file, slot, list) = (seen[l].0, seen[l].1, &seen[l].2);
+            while heads[l] < list.len() && list[heads[l]].key == key {
+                group.push((file, slot, &list[heads[l]]));
+                heads[l] += 1;
+            }
+            if let Some(next) = list.get(heads[l]) {
+                heap.push(Reverse((next.key, l)));
+            }
+        }
+        // Per slot and namespace: the membership with the latest qualification, ties to the
+        // most recent fragment.
+        resolved.clear();
+        let order = |s: &Seen| (s.lqt.unwrap_or(i64::MIN), s.recency);
+        for (_, slot, s) in &group {
+            match resolved.iter_mut().find(|(sl, r)| sl == slot && r.ns == s.ns) {
+                Some((_, existing)) => {
+                    if order(s) > order(existing) {
+                        *existing = s;
+                    }
+                }
+                None => resolved.push((*slot, s)),
+            }
+        }
+        hits.clear();
+        for (slot, m) in &resolved {
+            for &i in &by_slot[*slot] {
+                let e = &entries[i];
+                let hit = m.ns.chars().flat_map(char::to_lowercase).eq(e.ns.chars())
+                    && e.statuses.iter().any(|s| s == m.status)
+                    && e.from_ms.is_none_or(|f| m.lqt.is_some_and(|t| t >= f))
+                    && e.to_ms.is_none_or(|to| m.lqt.is_some_and(|t| t <= to));
+                if hit {
+                    hits.push(i);
+                }
+            }
+        }
+        if hits.is_empty() {
+            continue;
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        matches.push(group[0].2.at, &hits);
+        wanted.push(key);
+        in_group.iter_mut().for_each(|g| *g = false);
+        for (file, _, s) in &group {
+            in_group[*file] = true;
+            rows[*file].push(s.row);
+        }
+        for f in (0..profiles.len()).filter(|f| unique[*f] && !in_group[*f]) {
+            elsewhere[f].push(key);
+        }
+    }
+    matches.keys = keys;
+
     let profile_rows = profiles
         .iter()
-        .zip(reads.iter().zip(&seen))
-        .map(|(file, (read, seen))| {
+        .zip(&reads)
+        .enumerate()
+        .map(|(f, (file, read))| {
             let selection = match read.keys() {
                 Some(keys) => select(&keys, &wanted),
-                None if read.unique => {
+                None if unique[f] => {
                     // A matching profile's only row here is the one its index rows name; the
                     // others are looked up by key (they matched through another file).
-                    let mut rows: Vec<usize> = seen
-                        .iter()
-                        .filter(|s| matches.contains_key(s.key))
-                        .map(|s| s.row)
-                        .collect();
-                    let here: HashSet<&str> = seen.iter().map(|s| s.key).collect();
-                    let elsewhere: Vec<&str> =
-                        wanted.iter().copied().filter(|k| !here.contains(k)).collect();
-                    rows.extend(lookup(file, &elsewhere)?);
-                    rows_selection(rows, file.rows()?)
+                    let mut found = std::mem::take(&mut rows[f]);
+                    found.extend(lookup(file, &elsewhere[f])?);
+                    rows_selection(found, file.rows()?)
                 }
                 None => rows_selection(lookup(file, &wanted)?, file.rows()?),
             };

@@ -698,6 +698,7 @@ pub fn run_partition<'a>(
     let mut profile_rows = Vec::new();
     let mut event_rows = Vec::new();
     let mut scanned = 0u64;
+    let mut next_match = 0;
     while let Some(key) =
         profiles.iter().chain(events.iter()).filter_map(Cursor::key).min().map(str::to_owned)
     {
@@ -716,7 +717,7 @@ pub fn run_partition<'a>(
                 return Err(EngineError::Cancelled);
             }
         }
-        let matched = matches.as_ref().map(|m| m.get(&key).map_or(&[][..], Vec::as_slice));
+        let matched = matches.as_ref().map(|m| m.seek(&mut next_match, &key));
         evaluate(plan, projections, matched, &mut profile_rows, &event_rows, &mut sinks, progress)?;
     }
     progress.profiles_scanned.fetch_add(scanned % 1024, Ordering::Relaxed);

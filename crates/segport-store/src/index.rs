@@ -171,7 +171,7 @@ impl Index {
         let metadata = file.schema().metadata();
         let segments: Option<Vec<String>> =
             metadata.get(SEGMENTS_KEY).and_then(|v| serde_json::from_str(v).ok());
-        let segments = segments.filter(|s| s.len() == file.batches().len()).ok_or_else(|| {
+        let segments = segments.filter(|s| s.len() == file.len()).ok_or_else(|| {
             StoreError::Schema(format!(
                 "{}: the index does not name the segment of each batch",
                 file.path().display()
@@ -192,12 +192,12 @@ impl Index {
     }
 
     /// The index rows of the `wanted` segments (the batches point into the mapping).
-    pub fn batches_of(&self, wanted: &HashSet<&str>) -> Vec<RecordBatch> {
+    pub fn batches_of(&self, wanted: &HashSet<&str>) -> Result<Vec<RecordBatch>> {
         self.segments
             .iter()
-            .zip(self.file.batches())
-            .filter(|(s, _)| wanted.contains(s.as_str()))
-            .map(|(_, b)| b.clone())
+            .enumerate()
+            .filter(|(_, s)| wanted.contains(s.as_str()))
+            .map(|(i, _)| self.file.batch(i))
             .collect()
     }
 }
@@ -313,6 +313,7 @@ mod tests {
             let wanted: HashSet<&str> = wanted.iter().copied().collect();
             index
                 .batches_of(&wanted)
+                .unwrap()
                 .iter()
                 .map(|b| {
                     b.column_by_name("segmentId").unwrap().as_string::<i32>().value(0).to_owned()
@@ -323,6 +324,7 @@ mod tests {
         assert_eq!(of(&["s1", "s9"]), ["s1"]);
         let rows: Vec<(String, String, String, u32)> = index
             .batches_of(&HashSet::from(["s1", "s2"]))
+            .unwrap()
             .into_iter()
             .flat_map(|b| {
                 let text = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();

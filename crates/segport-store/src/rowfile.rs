@@ -150,11 +150,13 @@ pub fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
 }
 
 /// An Arrow IPC file written by segport (a row file, a membership index), memory-mapped: its
-/// record batches point into the mapping, nothing is decoded or copied.
+/// record batches, decoded when asked for, point into the mapping; nothing is copied.
 pub struct MappedFile {
     path: PathBuf,
     schema: SchemaRef,
-    batches: Vec<RecordBatch>,
+    buffer: Buffer,
+    blocks: Vec<Block>,
+    decoder: FileDecoder,
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -221,33 +223,55 @@ impl MappedFile {
             return Err(error(&"dictionaries in a mapped file"));
         }
         let decoder = trusting(FileDecoder::new(schema.clone(), footer.version()));
-        let block = |b: &Block| -> Result<Buffer> {
+        let blocks: Vec<Block> =
+            footer.recordBatches().iter().flat_map(|v| v.iter()).copied().collect();
+        for b in &blocks {
             let start = usize::try_from(b.offset()).ok();
             let size = usize::try_from(b.bodyLength())
                 .ok()
                 .and_then(|body| body.checked_add(usize::try_from(b.metaDataLength()).ok()?));
-            match (start, size) {
-                (Some(start), Some(size)) if start.checked_add(size).is_some_and(|e| e <= len) => {
-                    Ok(buffer.slice_with_length(start, size))
-                }
-                _ => Err(error(&"a block outside the file")),
-            }
-        };
-        let mut batches = Vec::new();
-        for b in footer.recordBatches().iter().flat_map(|v| v.iter()) {
-            if let Some(batch) = decoder.read_record_batch(b, &block(b)?).map_err(|e| error(&e))? {
-                batches.push(batch);
+            let inside = match (start, size) {
+                (Some(start), Some(size)) => start.checked_add(size).is_some_and(|e| e <= len),
+                _ => false,
+            };
+            if !inside {
+                return Err(error(&"a block outside the file"));
             }
         }
-        Ok(Self { path: path.to_owned(), schema, batches })
+        Ok(Self { path: path.to_owned(), schema, buffer, blocks, decoder })
+    }
+
+    /// How many record batches the file holds.
+    pub fn len(&self) -> usize {
+        self.blocks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blocks.is_empty()
+    }
+
+    /// Record batch `i`, decoded (its arrays point into the mapping).
+    pub fn batch(&self, i: usize) -> Result<RecordBatch> {
+        let error = |e: &dyn std::fmt::Display| Self::error(&self.path, e);
+        let b = self.blocks.get(i).ok_or_else(|| error(&format!("no record batch {i}")))?;
+        // Bounds were checked when the file was opened.
+        let data = self.buffer.slice_with_length(
+            b.offset() as usize,
+            b.bodyLength() as usize + b.metaDataLength() as usize,
+        );
+        self.decoder
+            .read_record_batch(b, &data)
+            .map_err(|e| error(&e))?
+            .ok_or_else(|| error(&format!("record batch {i} is empty")))
     }
 
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    pub fn batches(&self) -> &[RecordBatch] {
-        &self.batches
+    /// Every record batch, decoded.
+    pub fn batches(&self) -> Result<Vec<RecordBatch>> {
+        (0..self.len()).map(|i| self.batch(i)).collect()
     }
 
     pub fn path(&self) -> &Path {
@@ -257,7 +281,9 @@ impl MappedFile {
 
 /// A row file, memory-mapped.
 pub struct RowFile {
-    file: MappedFile,
+    path: PathBuf,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
     /// The file's row of each batch's first row.
     starts: Vec<usize>,
     rows: usize,
@@ -265,7 +291,7 @@ pub struct RowFile {
 
 impl std::fmt::Debug for RowFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowFile").field("path", &self.file.path).field("rows", &self.rows).finish()
+        f.debug_struct("RowFile").field("path", &self.path).field("rows", &self.rows).finish()
     }
 }
 
@@ -273,14 +299,16 @@ impl RowFile {
     /// Opens the row file at `path`; `None` when there is none.
     pub fn open(path: &Path) -> Result<Option<Self>> {
         let Some(file) = MappedFile::open(path)? else { return Ok(None) };
+        let batches = file.batches()?;
         let (mut starts, mut rows) = (Vec::new(), 0);
-        for batch in &file.batches {
+        for batch in &batches {
             starts.push(rows);
             rows += batch.num_rows();
         }
-        let file = Self { file, starts, rows };
+        let file =
+            Self { path: path.to_owned(), schema: file.schema.clone(), batches, starts, rows };
         // The key column is what lookups search: check its type once.
-        for batch in &file.file.batches {
+        for batch in &file.batches {
             file.keys(batch)?;
         }
         Ok(Some(file))
@@ -291,12 +319,12 @@ impl RowFile {
     }
 
     pub fn schema(&self) -> &SchemaRef {
-        &self.file.schema
+        &self.schema
     }
 
     fn keys<'a>(&self, batch: &'a RecordBatch) -> Result<&'a StringArray> {
         batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
-            StoreError::Schema(format!("row file {}: no key column", self.file.path.display()))
+            StoreError::Schema(format!("row file {}: no key column", self.path.display()))
         })
     }
 
@@ -304,7 +332,7 @@ impl RowFile {
     /// file (the writer refuses otherwise), so each wanted key costs a binary search.
     pub fn rows_of(&self, wanted: &[&str]) -> Result<Vec<usize>> {
         let mut found = Vec::new();
-        for (batch, start) in self.file.batches.iter().zip(&self.starts) {
+        for (batch, start) in self.batches.iter().zip(&self.starts) {
             let keys = self.keys(batch)?;
             let n = keys.len();
             if n == 0 {
@@ -336,7 +364,6 @@ impl RowFile {
         batch_rows: usize,
     ) -> Result<TakeRows<'_>> {
         let projection: Vec<usize> = self
-            .file
             .schema
             .fields()
             .iter()
@@ -347,7 +374,7 @@ impl RowFile {
         if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|r| *r >= self.rows) {
             return Err(StoreError::Schema(format!(
                 "row file {}: rows to take must be ascending and within its {} rows",
-                self.file.path.display(),
+                self.path.display(),
                 self.rows
             )));
         }
@@ -355,14 +382,27 @@ impl RowFile {
     }
 }
 
-/// `[from, to)`'s first index whose key fails `before`, counted from `from`.
+/// The first index of `[from, to)` whose key fails `before` (keys failing it come after those
+/// passing it), counted from `from`. It gallops: steps of 1, 2, 4, … from `from`, then a binary
+/// search in the last step, so that many wanted keys close together cost little each.
 fn partition_point(
     keys: &StringArray,
     from: usize,
     to: usize,
     before: impl Fn(&str) -> bool,
 ) -> usize {
-    let (mut low, mut high) = (from, to);
+    let (mut low, mut step) = (from, 1);
+    let mut high = loop {
+        let probe = low + step - 1;
+        if probe >= to {
+            break to;
+        }
+        if !before(keys.value(probe)) {
+            break probe;
+        }
+        low = probe + 1;
+        step *= 2;
+    };
     while low < high {
         let mid = low + (high - low) / 2;
         if before(keys.value(mid)) {
@@ -390,7 +430,7 @@ impl Iterator for TakeRows<'_> {
         let first = *self.rows.get(self.at)?;
         // The batch holding the next row, and the rows of it in this chunk.
         let b = self.file.starts.partition_point(|s| *s <= first).saturating_sub(1);
-        let (start, batch) = (self.file.starts[b], &self.file.file.batches[b]);
+        let (start, batch) = (self.file.starts[b], &self.file.batches[b]);
         let end = start + batch.num_rows();
         let chunk: Vec<u32> = self.rows[self.at..]
             .iter()
@@ -461,6 +501,41 @@ mod tests {
         assert_eq!(taken[1].column(1).as_string::<i32>().value(1), "one");
         assert!(file.take(&[3, 1], &["value"], 2).is_err());
         assert!(file.take(&[7], &["value"], 2).is_err());
+    }
+
+    #[test]
+    fn finds_every_wanted_key_like_a_naive_scan() {
+        // Sorted keys with repeats over three batches, and wanted sets from sparse to dense.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut all: Vec<String> = (0..3000).map(|_| format!("k{:05}", next(2000))).collect();
+        all.sort();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.rows.arrow");
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let values: Vec<i64> = (0..all.len() as i64).collect();
+        let mut writer =
+            RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema()).unwrap();
+        for range in [0..1000, 1000..1001, 1001..3000] {
+            writer.write(&batch(&refs[range.clone()], &values[range])).unwrap();
+        }
+        writer.finish().unwrap();
+        let file = RowFile::open(&path).unwrap().unwrap();
+        for density in [1, 10, 200, 1000, 2000] {
+            let mut wanted: Vec<String> =
+                (0..density).map(|_| format!("k{:05}", next(2100))).collect();
+            wanted.sort();
+            wanted.dedup();
+            let wanted: Vec<&str> = wanted.iter().map(String::as_str).collect();
+            let expected: Vec<usize> =
+                (0..all.len()).filter(|i| wanted.contains(&refs[*i])).collect();
+            assert_eq!(file.rows_of(&wanted).unwrap(), expected, "{density} wanted");
+        }
     }
 
     #[test]
