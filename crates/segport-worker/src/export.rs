@@ -106,6 +106,9 @@ pub async fn run_export(
         .iter()
         .map(|b| attempt_dir(tenant, b.as_str(), &task.lease.attempt_id))
         .collect();
+    // Where the time goes, logged with the commit: reading the catalog, evaluating and
+    // writing the partitions, recording the output files, committing.
+    let prepared = started.elapsed();
     let evaluated = {
         let (plan, projections, progress, cancel) =
             (plan.clone(), projections.clone(), progress.clone(), cancel.clone());
@@ -147,6 +150,7 @@ pub async fn run_export(
         Err(join) => return Err(TaskError::Invalid(format!("the export thread failed: {join}"))),
     };
 
+    let evaluated_at = started.elapsed();
     let batches = match write_outputs(ctx, tenant, &task.lease, &job, &projections, outputs).await {
         Ok(b) => b,
         Err(e) => {
@@ -191,11 +195,22 @@ pub async fn run_export(
         now_ms: now_ms(),
     };
     let exported = commit.counters.total;
+    let written_at = started.elapsed();
     match ctx.catalog.commit_export(commit).await {
         Ok(()) => {
-            ctx.metrics.export_finished(true, started.elapsed().as_secs_f64(), Some(exported));
+            let total = started.elapsed();
+            ctx.metrics.export_finished(true, total.as_secs_f64(), Some(exported));
             remove_other_attempts(ctx, tenant, &job, &task.lease.attempt_id).await;
-            tracing::info!(job_id, "export committed");
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
+            tracing::info!(
+                job_id,
+                exported,
+                prepare_ms = ms(prepared),
+                evaluate_ms = ms(evaluated_at - prepared),
+                record_ms = ms(written_at - evaluated_at),
+                commit_ms = ms(total - written_at),
+                "export committed"
+            );
             Ok(())
         }
         Err(CatalogError::Cancelled) => {
