@@ -208,7 +208,7 @@ fn hot_paths(c: &mut Criterion) {
             let mut w = parquet::arrow::ArrowWriter::try_new(
                 Vec::new(),
                 batch.schema(),
-                Some(segport_store::ingest::writer_properties(64 * 1024)),
+                Some(segport_store::ingest::output_writer_properties(64 * 1024)),
             )
             .expect("writer");
             w.write(&batch).expect("write");

@@ -413,6 +413,13 @@ pub fn writer_properties(row_group_rows: usize) -> WriterProperties {
     builder(row_group_rows).build()
 }
 
+/// Writer settings of export output: those of [`writer_properties`] without dictionary
+/// encoding. An export's columns are mostly unique per profile (ids, emails, names), where a
+/// dictionary is built only to be abandoned; zstd still compresses repeated values.
+pub fn output_writer_properties(row_group_rows: usize) -> WriterProperties {
+    builder(row_group_rows).set_dictionary_enabled(false).build()
+}
+
 /// Writer settings of store files: those of [`writer_properties`], and small pages with the
 /// key's range per page and a bloom filter of the keys per row group, so that a reader wanting
 /// a few profiles decompresses only the pages that hold them.
