@@ -20,7 +20,7 @@ use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 use segport_store::align::align_array;
 use segport_store::schema::UTC;
 
-use crate::merge::{Identity, Loaded, Membership};
+use crate::merge::{resolve_memberships, Identity, Loaded};
 use crate::project::Selection;
 use crate::run::EngineError;
 
@@ -32,7 +32,6 @@ pub(crate) struct FastRow {
     /// The events of `timeSeriesEvents` (already deduplicated, windowed and ordered).
     pub events: Vec<(Arc<Loaded>, usize)>,
     pub identities: Vec<Identity>,
-    pub memberships: BTreeMap<(String, String), Membership>,
 }
 
 fn output_error(e: impl std::fmt::Display) -> EngineError {
@@ -454,25 +453,30 @@ fn membership_map(rows: &[FastRow], selection: &Selection) -> Result<ArrayRef, E
     let mut status = StringBuilder::new();
     let mut until = TimestampMillisecondBuilder::new().with_timezone(UTC);
     let mut version = StringBuilder::new();
+    let mut memberships = Vec::new();
     for r in rows {
         let mut outer = 0;
         let mut current: Option<&str> = None;
-        for ((ns, segment), m) in &r.memberships {
-            let Some(ns_selection) = key_selection(selection, ns) else { continue };
-            if key_selection(ns_selection, segment).is_none() {
+        resolve_memberships(
+            r.fragments.iter().map(|(l, row)| (l.as_ref(), *row)),
+            &mut memberships,
+        );
+        for m in &memberships {
+            let Some(ns_selection) = key_selection(selection, m.ns) else { continue };
+            if key_selection(ns_selection, m.segment).is_none() {
                 continue;
             }
-            if current != Some(ns.as_str()) {
-                current = Some(ns);
-                outer_keys.append_value(ns);
+            if current != Some(m.ns) {
+                current = Some(m.ns);
+                outer_keys.append_value(m.ns);
                 outer += 1;
                 inner_counts.push(0);
             }
-            inner_keys.append_value(segment);
+            inner_keys.append_value(m.segment);
             lqt.append_option(m.last_qualification_ms);
-            status.append_value(&m.status);
+            status.append_value(m.status);
             until.append_option(m.valid_until_ms);
-            version.append_option(m.version.as_deref());
+            version.append_option(m.version);
             if let Some(last) = inner_counts.last_mut() {
                 *last += 1;
             }

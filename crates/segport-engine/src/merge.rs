@@ -1,7 +1,7 @@
 //! One profile's rows merged into one XDM value (DESIGN §5): field by field under the merge
 //! policy, identities united, memberships resolved per segment, events windowed and deduplicated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
@@ -222,24 +222,31 @@ pub(crate) fn identities(rows: &[RowRef]) -> Vec<Identity> {
     out
 }
 
-/// A resolved segment membership.
+/// A resolved segment membership; its strings borrow from the loaded batches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Membership {
-    pub status: String,
+pub(crate) struct Membership<'a> {
+    pub ns: &'a str,
+    pub segment: &'a str,
+    pub status: &'a str,
     pub last_qualification_ms: Option<i64>,
-    pub version: Option<String>,
+    pub version: Option<&'a str>,
     pub valid_until_ms: Option<i64>,
     recency: (i64, i64, u64),
 }
 
-/// Per `(ns, segmentId)`, the entry with the latest qualification time; ties go to the most
-/// recent fragment.
-pub(crate) fn memberships(rows: &[RowRef]) -> BTreeMap<(String, String), Membership> {
-    let mut out: BTreeMap<(String, String), Membership> = BTreeMap::new();
-    for r in rows {
-        let Some(view) = r.loaded.memberships.as_ref() else { continue };
-        let recency = r.recency();
-        for i in range(&view.offsets, r.row) {
+/// The resolved memberships of a profile's fragments (each a loaded batch and a row) into
+/// `out`, sorted by `(ns, segmentId)`: per `(ns, segmentId)`, the entry with the latest
+/// qualification time; ties go to the most recent fragment. Nothing is copied: a profile
+/// holds a handful of memberships and an export may write millions of profiles.
+pub(crate) fn resolve_memberships<'a>(
+    fragments: impl IntoIterator<Item = (&'a Loaded, usize)>,
+    out: &mut Vec<Membership<'a>>,
+) {
+    out.clear();
+    for (loaded, row) in fragments {
+        let Some(view) = loaded.memberships.as_ref() else { continue };
+        let recency = (loaded.ingest.value(row), loaded.seq.value(row), loaded.ord.value(row));
+        for i in range(&view.offsets, row) {
             let (Some(ns), Some(segment), Some(status)) =
                 (view.ns.get(i), view.segment.get(i), view.status.get(i))
             else {
@@ -248,30 +255,29 @@ pub(crate) fn memberships(rows: &[RowRef]) -> BTreeMap<(String, String), Members
             let time = |a: &Option<TimestampMillisecondArray>| {
                 a.as_ref().filter(|a| a.is_valid(i)).map(|a| a.value(i))
             };
-            let lqt = time(&view.lqt);
-            let order = (lqt.unwrap_or(i64::MIN), recency);
-            let key = (ns.to_owned(), segment.to_owned());
-            if let Some(existing) = out.get(&key) {
-                if (existing.last_qualification_ms.unwrap_or(i64::MIN), existing.recency) >= order {
-                    continue;
-                }
-            }
-            out.insert(
-                key,
-                Membership {
-                    status: status.to_owned(),
-                    last_qualification_ms: lqt,
-                    version: view
-                        .version
-                        .as_ref()
-                        .filter(|v| v.is_valid(i))
-                        .map(|v| v.value(i).to_owned()),
-                    valid_until_ms: time(&view.until),
-                    recency,
-                },
-            );
+            out.push(Membership {
+                ns,
+                segment,
+                status,
+                last_qualification_ms: time(&view.lqt),
+                version: view.version.as_ref().filter(|v| v.is_valid(i)).map(|v| v.value(i)),
+                valid_until_ms: time(&view.until),
+                recency,
+            });
         }
     }
+    // Per key, the winner first; then the others of its key go.
+    let order = |m: &Membership| (m.last_qualification_ms.unwrap_or(i64::MIN), m.recency);
+    out.sort_unstable_by(|a, b| {
+        (a.ns, a.segment).cmp(&(b.ns, b.segment)).then_with(|| order(b).cmp(&order(a)))
+    });
+    out.dedup_by(|later, first| (later.ns, later.segment) == (first.ns, first.segment));
+}
+
+/// The resolved memberships of `rows` ([`resolve_memberships`]).
+pub(crate) fn memberships(rows: &[RowRef]) -> Vec<Membership<'_>> {
+    let mut out = Vec::new();
+    resolve_memberships(rows.iter().map(|r| (r.loaded.as_ref(), r.row)), &mut out);
     out
 }
 
@@ -333,21 +339,23 @@ pub(crate) fn legacy_identities(ids: &[Identity]) -> Value {
     )
 }
 
-pub(crate) fn membership_map(m: &BTreeMap<(String, String), Membership>) -> Value {
+pub(crate) fn membership_map(m: &[Membership]) -> Value {
     let mut by_ns: Map<String, Value> = Map::new();
-    for ((ns, segment), entry) in m {
+    for entry in m {
         let mut value = json!({"status": entry.status});
         if let Some(ms) = entry.last_qualification_ms {
             value["lastQualificationTime"] = rfc3339(ms);
         }
-        if let Some(v) = &entry.version {
+        if let Some(v) = entry.version {
             value["version"] = json!(v);
         }
         if let Some(ms) = entry.valid_until_ms {
             value["validUntil"] = rfc3339(ms);
         }
-        if let Value::Object(segments) = by_ns.entry(ns.clone()).or_insert_with(|| json!({})) {
-            segments.insert(segment.clone(), value);
+        if let Value::Object(segments) =
+            by_ns.entry(entry.ns.to_owned()).or_insert_with(|| json!({}))
+        {
+            segments.insert(entry.segment.to_owned(), value);
         }
     }
     Value::Object(by_ns)

@@ -758,7 +758,6 @@ fn evaluate(
             return Ok(());
         }
     }
-    let memberships = merge::memberships(profile_rows);
     // The first pass decided the segment entries each profile matches (DESIGN §5 rules, in
     // `prefilter`); without a segment filter every profile goes to the one batch.
     let targets: Vec<usize> = match matched {
@@ -792,7 +791,6 @@ fn evaluate(
             events,
             fragments: profile_rows.iter().map(|r| (r.loaded.clone(), r.row)).collect(),
             identities,
-            memberships,
         });
         for (i, t) in targets.into_iter().enumerate() {
             let sink = &mut sinks[t];
@@ -820,6 +818,7 @@ fn evaluate(
     let mut row: Map<String, Value> = merge::attributes(profile_rows)?;
     row.insert("identityMap".into(), merge::identity_map(&identities));
     row.insert("identities".into(), merge::legacy_identities(&identities));
+    let memberships = merge::memberships(profile_rows);
     if !memberships.is_empty() {
         row.insert("segmentMembership".into(), merge::membership_map(&memberships));
     }
