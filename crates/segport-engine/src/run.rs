@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
@@ -202,7 +202,14 @@ impl<'f> Cursor<'f> {
                 let taken = rows
                     .take(&picked, &columns, BATCH_ROWS)
                     .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
-                Batches::Rows(taken)
+                // Only the struct members the projection reaches are gathered, as only those
+                // leaves are read from Parquet.
+                let selection = read.selection.clone();
+                let narrow = move |batch: RecordBatch| match &selection {
+                    Some(selection) => narrow_batch(&batch, selection),
+                    None => Ok(batch),
+                };
+                Batches::Rows(taken.narrowed(Box::new(narrow)))
             }
             (selected, _) => {
                 let builder = file.builder()?;
@@ -538,6 +545,73 @@ impl ReadColumns {
             }
         }
         ProjectionMask::leaves(parquet, leaves)
+    }
+}
+
+/// `batch` with its attribute columns narrowed to what `selection` reaches ([`narrow`]);
+/// internal columns stay whole.
+fn narrow_batch(
+    batch: &RecordBatch,
+    selection: &project::Selection,
+) -> segport_store::Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let column = match selection.children.get(field.name()) {
+            Some(s) if !field.name().starts_with("__") => narrow(column, s)?,
+            _ => column.clone(),
+        };
+        fields.push(field.as_ref().clone().with_data_type(column.data_type().clone()));
+        columns.push(column);
+    }
+    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+        &options,
+    )
+    .map_err(segport_store::StoreError::arrow("narrowing a batch"))
+}
+
+/// `array` without the struct members `selection` does not reach, without copying (the same
+/// rule as [`leaf_picks`]: lists are transparent, maps and leaves are kept whole). A struct
+/// left without members keeps its length and validity; alignment fills its members back in
+/// as nulls.
+fn narrow(array: &ArrayRef, selection: &project::Selection) -> segport_store::Result<ArrayRef> {
+    if selection.all {
+        return Ok(array.clone());
+    }
+    let error = segport_store::StoreError::arrow("narrowing a column");
+    match array.data_type() {
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            let mut kept_fields = Vec::new();
+            let mut kept = Vec::new();
+            for (f, child) in fields.iter().zip(s.columns()) {
+                if let Some(sel) = selection.children.get(f.name()) {
+                    let child = narrow(child, sel)?;
+                    kept_fields.push(f.as_ref().clone().with_data_type(child.data_type().clone()));
+                    kept.push(child);
+                }
+            }
+            if kept.is_empty() {
+                return Ok(Arc::new(StructArray::new_empty_fields(s.len(), s.nulls().cloned())));
+            }
+            let narrowed = StructArray::try_new(kept_fields.into(), kept, s.nulls().cloned())
+                .map_err(error)?;
+            Ok(Arc::new(narrowed))
+        }
+        DataType::List(item) => {
+            let l = array.as_list::<i32>();
+            let values = narrow(l.values(), selection)?;
+            let item = Arc::new(item.as_ref().clone().with_data_type(values.data_type().clone()));
+            let narrowed =
+                ListArray::try_new(item, l.offsets().clone(), values, l.nulls().cloned())
+                    .map_err(error)?;
+            Ok(Arc::new(narrowed))
+        }
+        _ => Ok(array.clone()),
     }
 }
 

@@ -32,7 +32,7 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    pub(crate) fn arrow(context: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Self {
+    pub fn arrow(context: &'static str) -> impl FnOnce(arrow::error::ArrowError) -> Self {
         move |source| StoreError::Arrow { context, source }
     }
 

@@ -378,7 +378,14 @@ impl RowFile {
                 self.rows
             )));
         }
-        Ok(TakeRows { file: self, rows: rows.to_vec(), at: 0, projection, batch_rows })
+        Ok(TakeRows {
+            file: self,
+            rows: rows.to_vec(),
+            at: 0,
+            projection,
+            batch_rows,
+            narrow: None,
+        })
     }
 }
 
@@ -421,6 +428,20 @@ pub struct TakeRows<'a> {
     at: usize,
     projection: Vec<usize>,
     batch_rows: usize,
+    narrow: Option<Narrow<'a>>,
+}
+
+/// Narrows a projected batch before rows are gathered from it (e.g. to the struct members a
+/// reader wants); it must not copy.
+pub type Narrow<'a> = Box<dyn Fn(RecordBatch) -> Result<RecordBatch> + Send + 'a>;
+
+impl<'a> TakeRows<'a> {
+    /// Narrows each projected batch with `narrow` before gathering from it, so that only what
+    /// is kept is copied (and its memory touched).
+    pub fn narrowed(mut self, narrow: Narrow<'a>) -> Self {
+        self.narrow = Some(narrow);
+        self
+    }
 }
 
 impl Iterator for TakeRows<'_> {
@@ -441,8 +462,15 @@ impl Iterator for TakeRows<'_> {
         self.at += chunk.len();
         let gathered = batch
             .project(&self.projection)
-            .and_then(|projected| take_record_batch(&projected, &UInt32Array::from(chunk)))
-            .map_err(StoreError::arrow("gathering rows of a row file"));
+            .map_err(StoreError::arrow("projecting a row file"))
+            .and_then(|projected| match &self.narrow {
+                Some(narrow) => narrow(projected),
+                None => Ok(projected),
+            })
+            .and_then(|narrowed| {
+                take_record_batch(&narrowed, &UInt32Array::from(chunk))
+                    .map_err(StoreError::arrow("gathering rows of a row file"))
+            });
         Some(gathered)
     }
 }
