@@ -539,10 +539,10 @@ fn rows_selection(mut rows: Vec<usize>, total: usize) -> RowSelection {
     RowSelection::from_consecutive_ranges(ranges.into_iter(), total)
 }
 
-/// The rows of `file` whose key is one of `wanted` (sorted). Store files are sorted by key and
-/// carry a bloom filter and page statistics of the key column, so only the pages whose key
-/// range holds a wanted key the filter lets through are read; a file without them is read
-/// whole.
+/// The rows of `file` whose key is one of `wanted` (sorted). Store files are sorted by key: in
+/// a file's row file each wanted key is a binary search. Without one, the Parquet file's bloom
+/// filter and page statistics of the key column leave only the pages whose key range holds a
+/// wanted key the filter lets through to read; a file without them is read whole.
 fn lookup(open: &OpenFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
     if wanted.is_empty() {
         return Ok(Vec::new());
