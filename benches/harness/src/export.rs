@@ -55,6 +55,9 @@ pub struct ExportArgs {
     /// Runs per case and engine; the table gives the median time and the highest peak RSS.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
+    /// Run each case once untimed before its timed runs, per engine (a warm page cache).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    warmup: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -644,6 +647,12 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let mut mismatches = Vec::new();
     for case in CASES.iter().filter(|c| args.cases.iter().any(|n| n == c.name)) {
         let body = job_body(case, &segments, &loaded, &destination);
+        // One untimed run first, for each engine: the timed runs all see a warm page cache
+        // (a case after another can otherwise find its files evicted, and row files are
+        // several times the bytes of DuckDB's Parquet).
+        if args.warmup {
+            run_segport(&server, &mut client, &data, &body).await?;
+        }
         let mut runs = Vec::new();
         for _ in 0..args.repeat.max(1) {
             let started = Instant::now();
@@ -666,6 +675,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         let (duck_s, duck_mib, ratio, same) = if args.no_duckdb {
             ("-".to_owned(), "-".to_owned(), "-".to_owned(), "not compared".to_owned())
         } else {
+            if args.warmup {
+                run_duckdb(&dir, case, &duckdb_params(&segments, &loaded))?;
+            }
             let mut runs = Vec::new();
             for _ in 0..args.repeat.max(1) {
                 runs.push(run_duckdb(&dir, case, &duckdb_params(&segments, &loaded))?);
