@@ -20,31 +20,76 @@ use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 use segport_store::align::align_array;
 use segport_store::schema::UTC;
 
-use crate::merge::{resolve_memberships, Identity, Loaded};
+use crate::merge::{resolve_identities, resolve_memberships, Identity, Loaded};
 use crate::project::Selection;
 use crate::run::EngineError;
 
-/// One output row: the profile's fragments (batch and row), weakest first, and its merged
-/// identities and memberships.
+/// One output row: the profile's fragments (batch and row), weakest first, and its events.
+/// Identities and memberships are merged when the batch is encoded, borrowing their strings.
 #[derive(Clone)]
 pub(crate) struct FastRow {
     pub fragments: Vec<(Arc<Loaded>, usize)>,
     /// The events of `timeSeriesEvents` (already deduplicated, windowed and ordered).
     pub events: Vec<(Arc<Loaded>, usize)>,
-    pub identities: Vec<Identity>,
+}
+
+/// The merged identities of each row of a batch being encoded, resolved once per batch into
+/// one vector (not one per row).
+pub(crate) struct RowIdentities<'a> {
+    items: Vec<Identity<'a>>,
+    /// Where each row's identities end in `items`.
+    ends: Vec<usize>,
+}
+
+impl<'a> RowIdentities<'a> {
+    /// The identities of each row, from its fragments (each a loaded batch and a row).
+    fn of<R, F>(rows: R) -> Self
+    where
+        R: IntoIterator<Item = F>,
+        F: IntoIterator<Item = (&'a Loaded, usize)>,
+    {
+        let mut out = Self { items: Vec::new(), ends: Vec::new() };
+        for fragments in rows {
+            resolve_identities(fragments, &mut out.items);
+            out.ends.push(out.items.len());
+        }
+        out
+    }
+
+    /// The merged identities of each profile of `rows`.
+    pub(crate) fn of_profiles(rows: &'a [FastRow]) -> Self {
+        Self::of(rows.iter().map(|r| r.fragments.iter().map(|(l, row)| (l.as_ref(), *row))))
+    }
+
+    fn row(&self, i: usize) -> &[Identity<'a>] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.items[start..self.ends[i]]
+    }
+
+    fn rows(&self) -> impl ExactSizeIterator<Item = &[Identity<'a>]> {
+        (0..self.ends.len()).map(|i| self.row(i))
+    }
+
+    /// Counts every row once under each namespace its identities have.
+    pub(crate) fn count_namespaces(&self, counts: &mut BTreeMap<String, u64>) {
+        for row in self.rows() {
+            crate::merge::count_namespaces(row, counts);
+        }
+    }
 }
 
 fn output_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Output(e.to_string())
 }
 
-/// `rows` as a record batch of `schema`, projected by `selection` (and their events by
-/// `event_selection`).
+/// `rows` (with their merged `identities`) as a record batch of `schema`, projected by
+/// `selection` (and their events by `event_selection`).
 pub(crate) fn encode(
     schema: &SchemaRef,
     selection: &Selection,
     event_selection: Option<&Selection>,
     rows: &[FastRow],
+    identities: &RowIdentities,
 ) -> Result<RecordBatch, EngineError> {
     // Distinct source batches, and each output row's candidates (source, row), weakest first.
     let mut sources: Vec<&Arc<Loaded>> = Vec::new();
@@ -60,11 +105,11 @@ pub(crate) fn encode(
         let name = field.name().as_str();
         let sel = selection.children.get(name).cloned().unwrap_or_default();
         let column = match name {
-            "identityMap" => identity_map(rows.iter().map(|r| r.identities.as_slice()), &sel)?,
+            "identityMap" => identity_map(identities.rows(), &sel)?,
             "timeSeriesEvents" => {
                 event_list(rows, event_selection.unwrap_or(&ALL), field.data_type())?
             }
-            "identities" => legacy_identities(rows)?,
+            "identities" => legacy_identities(identities)?,
             "segmentMembership" => membership_map(rows, &sel)?,
             _ => merge_leaves(&columns_of(&sources, name)?, &candidates)?,
         };
@@ -140,17 +185,13 @@ fn event_list(
             let sel =
                 if selection.all { &ALL } else { selection.children.get(name).unwrap_or(&ALL) };
             let column = if name == "identityMap" {
-                let identities: Vec<Vec<Identity>> = rows
-                    .iter()
-                    .flat_map(|r| r.events.iter())
-                    .map(|(loaded, row)| {
-                        crate::merge::identities(&[crate::merge::RowRef {
-                            loaded: loaded.clone(),
-                            row: *row,
-                        }])
-                    })
-                    .collect();
-                identity_map(identities.iter().map(Vec::as_slice), sel)?
+                // Each event's own identities.
+                let identities = RowIdentities::of(
+                    rows.iter()
+                        .flat_map(|r| r.events.iter())
+                        .map(|(loaded, row)| std::iter::once((loaded.as_ref(), *row))),
+                );
+                identity_map(identities.rows(), sel)?
             } else {
                 let arrays = columns_of(&sources, name)?;
                 if arrays.is_empty() {
@@ -347,8 +388,8 @@ fn identity_item_fields() -> Fields {
 
 /// `identityMap`: namespace → list of `{authenticatedState, id, primary}`, namespaces in
 /// first-seen order.
-fn identity_map<'a>(
-    rows: impl ExactSizeIterator<Item = &'a [Identity]>,
+fn identity_map<'r, 'a: 'r>(
+    rows: impl ExactSizeIterator<Item = &'r [Identity<'a>]>,
     selection: &Selection,
 ) -> Result<ArrayRef, EngineError> {
     let mut counts = Vec::with_capacity(rows.len());
@@ -359,8 +400,8 @@ fn identity_map<'a>(
     for identities in rows {
         let mut namespaces: Vec<&str> = Vec::new();
         for i in identities {
-            if !namespaces.contains(&i.namespace.as_str()) {
-                namespaces.push(&i.namespace);
+            if !namespaces.contains(&i.namespace) {
+                namespaces.push(i.namespace);
             }
         }
         let mut count = 0;
@@ -372,8 +413,8 @@ fn identity_map<'a>(
             count += 1;
             let mut length = 0;
             for i in identities.iter().filter(|i| i.namespace == ns) {
-                state.append_option(i.authenticated_state.as_deref());
-                id.append_value(&i.id);
+                state.append_option(i.authenticated_state);
+                id.append_value(i.id);
                 primary.append_value(i.primary);
                 length += 1;
             }
@@ -400,18 +441,18 @@ fn identity_map<'a>(
 }
 
 /// `identities`: the legacy list of `{authenticatedState, id, namespace: {code}, primary}`.
-fn legacy_identities(rows: &[FastRow]) -> Result<ArrayRef, EngineError> {
+fn legacy_identities(rows: &RowIdentities) -> Result<ArrayRef, EngineError> {
     let (mut state, mut id, mut code, mut primary) =
         (StringBuilder::new(), StringBuilder::new(), StringBuilder::new(), BooleanBuilder::new());
-    let mut lengths = Vec::with_capacity(rows.len());
-    for r in rows {
-        for i in &r.identities {
-            state.append_option(i.authenticated_state.as_deref());
-            id.append_value(&i.id);
-            code.append_value(&i.namespace);
+    let mut lengths = Vec::with_capacity(rows.ends.len());
+    for identities in rows.rows() {
+        for i in identities {
+            state.append_option(i.authenticated_state);
+            id.append_value(i.id);
+            code.append_value(i.namespace);
             primary.append_value(i.primary);
         }
-        lengths.push(r.identities.len());
+        lengths.push(identities.len());
     }
     let namespace_fields =
         Fields::from(vec![arrow::datatypes::Field::new("code", DataType::Utf8, true)]);

@@ -1,7 +1,7 @@
 //! One profile's rows merged into one XDM value (DESIGN §5): field by field under the merge
 //! policy, identities united, memberships resolved per segment, events windowed and deduplicated.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
@@ -184,42 +184,64 @@ impl RowRef {
     }
 }
 
-/// One identity of the merged profile.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Identity {
-    pub namespace: String,
-    pub id: String,
+/// One identity of the merged profile; its strings borrow from the loaded batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity<'a> {
+    pub namespace: &'a str,
+    pub id: &'a str,
     pub primary: bool,
-    pub authenticated_state: Option<String>,
+    pub authenticated_state: Option<&'a str>,
 }
 
 /// The union of the rows' identities, in first-seen order.
-pub(crate) fn identities(rows: &[RowRef]) -> Vec<Identity> {
-    let mut out: Vec<Identity> = Vec::new();
-    for r in rows {
-        let Some(view) = r.loaded.identities.as_ref() else { continue };
-        for i in range(&view.offsets, r.row) {
+pub(crate) fn identities(rows: &[RowRef]) -> Vec<Identity<'_>> {
+    let mut out = Vec::new();
+    resolve_identities(rows.iter().map(|r| (r.loaded.as_ref(), r.row)), &mut out);
+    out
+}
+
+/// The union of the identities of a profile's fragments (each a loaded batch and a row),
+/// appended to `out` in first-seen order; an identity held by several fragments is primary
+/// when any of them says so. Nothing is copied, as with [`resolve_memberships`].
+pub(crate) fn resolve_identities<'a>(
+    fragments: impl IntoIterator<Item = (&'a Loaded, usize)>,
+    out: &mut Vec<Identity<'a>>,
+) {
+    let first = out.len();
+    for (loaded, row) in fragments {
+        let Some(view) = loaded.identities.as_ref() else { continue };
+        for i in range(&view.offsets, row) {
             let (Some(namespace), false) = (view.namespace.get(i), view.id.is_null(i)) else {
                 continue;
             };
             let id = view.id.value(i);
             let is_primary = view.primary.is_valid(i) && view.primary.value(i);
-            match out.iter_mut().find(|x| x.namespace == namespace && x.id == id) {
+            match out[first..].iter_mut().find(|x| x.namespace == namespace && x.id == id) {
                 Some(existing) => existing.primary |= is_primary,
                 None => out.push(Identity {
-                    namespace: namespace.to_owned(),
-                    id: id.to_owned(),
+                    namespace,
+                    id,
                     primary: is_primary,
-                    authenticated_state: view
-                        .state
-                        .as_ref()
-                        .and_then(|s| s.get(i))
-                        .map(str::to_owned),
+                    authenticated_state: view.state.as_ref().and_then(|s| s.get(i)),
                 }),
             }
         }
     }
-    out
+}
+
+/// Counts a profile once under each distinct namespace of its `identities`.
+pub(crate) fn count_namespaces(identities: &[Identity], counts: &mut BTreeMap<String, u64>) {
+    for (k, i) in identities.iter().enumerate() {
+        if identities[..k].iter().any(|j| j.namespace == i.namespace) {
+            continue;
+        }
+        match counts.get_mut(i.namespace) {
+            Some(count) => *count += 1,
+            None => {
+                counts.insert(i.namespace.to_owned(), 1);
+            }
+        }
+    }
 }
 
 /// A resolved segment membership; its strings borrow from the loaded batches.
@@ -314,10 +336,10 @@ pub(crate) fn identity_map(ids: &[Identity]) -> Value {
     let mut map: Map<String, Value> = Map::new();
     for i in ids {
         let mut entry = json!({"id": i.id, "primary": i.primary});
-        if let Some(state) = &i.authenticated_state {
+        if let Some(state) = i.authenticated_state {
             entry["authenticatedState"] = json!(state);
         }
-        if let Value::Array(list) = map.entry(i.namespace.clone()).or_insert_with(|| json!([])) {
+        if let Value::Array(list) = map.entry(i.namespace).or_insert_with(|| json!([])) {
             list.push(entry);
         }
     }
@@ -330,7 +352,7 @@ pub(crate) fn legacy_identities(ids: &[Identity]) -> Value {
             .map(|i| {
                 let mut entry =
                     json!({"id": i.id, "namespace": {"code": i.namespace}, "primary": i.primary});
-                if let Some(state) = &i.authenticated_state {
+                if let Some(state) = i.authenticated_state {
                     entry["authenticatedState"] = json!(state);
                 }
                 entry

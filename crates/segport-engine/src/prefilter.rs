@@ -32,7 +32,7 @@ pub(crate) type Selected = Option<RowSelection>;
 /// A membership of a wanted segment, as one fragment holds it; its strings borrow from the
 /// batches the first pass read.
 struct Seen<'a> {
-    key: &'a str,
+    key: SortKey<'a>,
     /// Where the key is: the batch (numbered over the pass) and the row in it.
     at: (u32, u32),
     ns: &'a str,
@@ -42,6 +42,35 @@ struct Seen<'a> {
     recency: (i64, i64, u64),
     /// The fragment's row in its file.
     row: usize,
+}
+
+/// A profile key that orders and compares as the key itself, but by its first 16 bytes
+/// (big-endian, zero-padded) first: most comparisons of the merge are decided there, without
+/// a call to `memcmp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey<'a> {
+    prefix: u128,
+    key: &'a str,
+}
+
+impl<'a> SortKey<'a> {
+    fn new(key: &'a str) -> Self {
+        let mut bytes = [0u8; 16];
+        let n = key.len().min(16);
+        bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
+        Self { prefix: u128::from_be_bytes(bytes), key }
+    }
+}
+
+/// Whether `name` lowercased is `lower`: namespaces are matched case-insensitively (DESIGN §5)
+/// and the plan holds them lowercased. ASCII names, the usual case, are compared byte by byte.
+fn lowercase_eq(name: &str, lower: &str) -> bool {
+    if name.is_ascii() {
+        name.len() == lower.len()
+            && name.bytes().zip(lower.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b)
+    } else {
+        name.chars().flat_map(char::to_lowercase).eq(lower.chars())
+    }
 }
 
 /// The wanted segment ids, each with its slot.
@@ -197,7 +226,7 @@ fn index_entries<'a>(
     list.reserve(batch.num_rows());
     for i in 0..batch.num_rows() {
         list.push(Seen {
-            key: key.value(i),
+            key: SortKey::new(key.value(i)),
             at: (number, i as u32),
             ns: ns.value(i),
             status: status.value(i),
@@ -290,7 +319,7 @@ fn scan_entries<'a>(
                 continue;
             };
             seen[slot].push(Seen {
-                key: key.value(row),
+                key: SortKey::new(key.value(row)),
                 at: (number, row as u32),
                 ns,
                 status,
@@ -431,7 +460,7 @@ pub(crate) fn by_segment(
     let mut wanted: Vec<&str> = Vec::new();
 
     let mut heads: Vec<usize> = vec![0; seen.len()];
-    let mut heap: BinaryHeap<Reverse<(&str, usize)>> =
+    let mut heap: BinaryHeap<Reverse<(SortKey, usize)>> =
         seen.iter().enumerate().map(|(l, (_, _, list))| Reverse((list[0].key, l))).collect();
     let mut group: Vec<(usize, usize, &Seen)> = Vec::new();
     let mut resolved: Vec<(usize, &Seen)> = Vec::new();
@@ -472,7 +501,7 @@ pub(crate) fn by_segment(
         for (slot, m) in &resolved {
             for &i in &by_slot[*slot] {
                 let e = &entries[i];
-                let hit = m.ns.chars().flat_map(char::to_lowercase).eq(e.ns.chars())
+                let hit = lowercase_eq(m.ns, &e.ns)
                     && e.statuses.iter().any(|s| s == m.status)
                     && e.from_ms.is_none_or(|f| m.lqt.is_some_and(|t| t >= f))
                     && e.to_ms.is_none_or(|to| m.lqt.is_some_and(|t| t <= to));
@@ -487,14 +516,14 @@ pub(crate) fn by_segment(
         hits.sort_unstable();
         hits.dedup();
         matches.push(group[0].2.at, &hits);
-        wanted.push(key);
+        wanted.push(key.key);
         in_group.iter_mut().for_each(|g| *g = false);
         for (file, _, s) in &group {
             in_group[*file] = true;
             rows[*file].push(s.row);
         }
         for f in (0..profiles.len()).filter(|f| unique[*f] && !in_group[*f]) {
-            elsewhere[f].push(key);
+            elsewhere[f].push(key.key);
         }
     }
     matches.keys = keys;

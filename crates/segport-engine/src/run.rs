@@ -367,11 +367,15 @@ impl Sink {
         if self.fast.is_empty() {
             return Ok(());
         }
+        // Identities are merged here, once per batch, for the output and the namespace counts.
+        let identities = columnar::RowIdentities::of_profiles(&self.fast);
+        identities.count_namespaces(&mut self.by_namespace);
         let batch = columnar::encode(
             &self.schema,
             &projections.profile.selection,
             projections.events.as_ref().map(|e| &e.selection),
             &self.fast,
+            &identities,
         )?;
         self.fast.clear();
         self.write(&batch)
@@ -773,16 +777,21 @@ pub fn run_partition<'a>(
     let mut event_rows = Vec::new();
     let mut scanned = 0u64;
     let mut next_match = 0;
-    while let Some(key) =
-        profiles.iter().chain(events.iter()).filter_map(Cursor::key).min().map(str::to_owned)
-    {
+    // The key being merged, copied out of the cursors into one reused buffer.
+    let mut key = String::new();
+    loop {
+        match profiles.iter().chain(events.iter()).filter_map(Cursor::key).min() {
+            Some(next) => next.clone_into(&mut key),
+            None => break,
+        }
+        let key = key.as_str();
         profile_rows.clear();
         event_rows.clear();
         for c in &mut profiles {
-            c.take(&key, &mut profile_rows, cancel)?;
+            c.take(key, &mut profile_rows, cancel)?;
         }
         for c in &mut events {
-            c.take(&key, &mut event_rows, cancel)?;
+            c.take(key, &mut event_rows, cancel)?;
         }
         scanned += 1;
         if scanned.is_multiple_of(1024) {
@@ -791,7 +800,7 @@ pub fn run_partition<'a>(
                 return Err(EngineError::Cancelled);
             }
         }
-        let matched = matches.as_ref().map(|m| m.seek(&mut next_match, &key));
+        let matched = matches.as_ref().map(|m| m.seek(&mut next_match, key));
         evaluate(plan, projections, matched, &mut profile_rows, &event_rows, &mut sinks, progress)?;
     }
     progress.profiles_scanned.fetch_add(scanned % 1024, Ordering::Relaxed);
@@ -834,11 +843,11 @@ fn evaluate(
     }
     // The first pass decided the segment entries each profile matches (DESIGN §5 rules, in
     // `prefilter`); without a segment filter every profile goes to the one batch.
-    let targets: Vec<usize> = match matched {
-        None => vec![0],
-        Some(m) if plan.per_segment => m.to_vec(),
-        Some([]) => Vec::new(),
-        Some(_) => vec![0],
+    let targets: &[usize] = match matched {
+        None => &[0],
+        Some(m) if plan.per_segment => m,
+        Some([]) => &[],
+        Some(_) => &[0],
     };
     if targets.is_empty() {
         return Ok(());
@@ -851,8 +860,6 @@ fn evaluate(
         }
     }
     if projections.columnar && !profile_rows.is_empty() {
-        let identities = merge::identities(profile_rows);
-        let namespaces = namespaces_of(&identities);
         let last = targets.len() - 1;
         let events = match &plan.events {
             Some(window) => merge::latest_events(event_rows, window.from_ms, window.to_ms)
@@ -864,13 +871,9 @@ fn evaluate(
         let mut fast = Some(FastRow {
             events,
             fragments: profile_rows.iter().map(|r| (r.loaded.clone(), r.row)).collect(),
-            identities,
         });
-        for (i, t) in targets.into_iter().enumerate() {
+        for (i, &t) in targets.iter().enumerate() {
             let sink = &mut sinks[t];
-            for ns in &namespaces {
-                *sink.by_namespace.entry(ns.clone()).or_default() += 1;
-            }
             let row = match (i == last, fast.as_ref()) {
                 (true, _) => fast.take(),
                 (false, Some(f)) => Some(f.clone()),
@@ -906,22 +909,11 @@ fn evaluate(
     }
     let out = project::project(&Value::Object(row), &projections.profile.selection)
         .unwrap_or_else(|| json!({}));
-    let namespaces = namespaces_of(&identities);
-    for t in targets {
+    for &t in targets {
         let sink = &mut sinks[t];
-        for ns in &namespaces {
-            *sink.by_namespace.entry(ns.clone()).or_default() += 1;
-        }
+        merge::count_namespaces(&identities, &mut sink.by_namespace);
         sink.push(out.clone())?;
         progress.profiles_exported.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
-}
-
-/// The distinct namespaces of a profile's identities.
-fn namespaces_of(identities: &[merge::Identity]) -> Vec<String> {
-    let mut namespaces: Vec<String> = identities.iter().map(|i| i.namespace.clone()).collect();
-    namespaces.sort_unstable();
-    namespaces.dedup();
-    namespaces
 }
