@@ -26,8 +26,9 @@ use segport_store::compact::FileRef;
 use crate::plan::SegmentMatch;
 use crate::run::{EngineError, OpenFile};
 
-/// Rows to read of one file: `None` reads them all; an empty selection skips the file.
-pub(crate) type Selected = Option<RowSelection>;
+/// Rows to read of one file, ascending and distinct: `None` reads them all; an empty list
+/// skips the file.
+pub(crate) type Selected = Option<Vec<usize>>;
 
 /// A membership of a wanted segment, as one fragment holds it; its strings borrow from the
 /// batches the first pass read.
@@ -360,10 +361,9 @@ fn matching_rows<'a>(rows: impl Iterator<Item = (usize, &'a str)>, wanted: &[&st
 }
 
 /// The rows of a scanned file's `keys` whose key is one of `wanted` (sorted).
-fn select(keys: &[&StringArray], wanted: &[&str]) -> RowSelection {
-    let total = keys.iter().map(Array::len).sum();
+fn select(keys: &[&StringArray], wanted: &[&str]) -> Vec<usize> {
     let all = keys.iter().flat_map(|a| (0..a.len()).map(move |i| a.value(i))).enumerate();
-    rows_selection(matching_rows(all, wanted), total)
+    matching_rows(all, wanted)
 }
 
 /// The profiles that match, in key order, with the segment entries (indices into the plan's)
@@ -540,32 +540,25 @@ pub(crate) fn by_segment(
                     // others are looked up by key (they matched through another file).
                     let mut found = std::mem::take(&mut rows[f]);
                     found.extend(lookup(file, &elsewhere[f])?);
-                    rows_selection(found, file.rows()?)
+                    ascending(found)
                 }
-                None => rows_selection(lookup(file, &wanted)?, file.rows()?),
+                None => ascending(lookup(file, &wanted)?),
             };
             Ok(Some(selection))
         })
         .collect::<Result<_, EngineError>>()?;
     let event_rows = events
         .iter()
-        .map(|f| Ok(Some(rows_selection(lookup(f, &wanted)?, f.rows()?))))
+        .map(|f| Ok(Some(ascending(lookup(f, &wanted)?))))
         .collect::<Result<_, EngineError>>()?;
     Ok(Prefiltered { profile_rows, event_rows, matches })
 }
 
-/// `rows` (in any order, repeats allowed) of a file of `total` rows as a selection.
-fn rows_selection(mut rows: Vec<usize>, total: usize) -> RowSelection {
+/// `rows` (in any order, repeats allowed) in ascending order without repeats.
+fn ascending(mut rows: Vec<usize>) -> Vec<usize> {
     rows.sort_unstable();
     rows.dedup();
-    let mut ranges: Vec<Range<usize>> = Vec::new();
-    for row in rows {
-        match ranges.last_mut() {
-            Some(r) if r.end == row => r.end += 1,
-            _ => ranges.push(row..row + 1),
-        }
-    }
-    RowSelection::from_consecutive_ranges(ranges.into_iter(), total)
+    rows
 }
 
 /// The rows of `file` whose key is one of `wanted` (sorted). Store files are sorted by key: in

@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
+    ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::file::metadata::PageIndexPolicy;
@@ -190,8 +190,7 @@ impl<'f> Cursor<'f> {
         let source = file.source;
         let store_error = |e: &dyn std::fmt::Display| source.error(e);
         let reader = match (selected, &file.rows) {
-            (Some(selection), Some(rows)) => {
-                let picked = selected_rows(&selection);
+            (Some(picked), Some(rows)) => {
                 let columns: Vec<&str> = rows
                     .schema()
                     .fields()
@@ -215,8 +214,8 @@ impl<'f> Cursor<'f> {
                 let builder = file.builder()?;
                 let mask = read.mask(builder.parquet_schema(), builder.schema());
                 let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
-                if let Some(selection) = selected {
-                    builder = builder.with_row_selection(selection);
+                if let Some(picked) = selected {
+                    builder = builder.with_row_selection(row_selection(&picked, file.rows()?));
                 }
                 Batches::Parquet(builder.build().map_err(|e| store_error(&e))?)
             }
@@ -298,17 +297,16 @@ fn included<'a>(
         .collect()
 }
 
-/// The rows a selection picks, ascending.
-fn selected_rows(selection: &parquet::arrow::arrow_reader::RowSelection) -> Vec<usize> {
-    let mut rows = Vec::with_capacity(selection.row_count());
-    let mut at = 0;
-    for selector in selection.iter() {
-        if !selector.skip {
-            rows.extend(at..at + selector.row_count);
+/// `rows` (ascending) of a file of `total` rows as a Parquet row selection.
+fn row_selection(rows: &[usize], total: usize) -> RowSelection {
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for &row in rows {
+        match ranges.last_mut() {
+            Some(r) if r.end == row => r.end += 1,
+            _ => ranges.push(row..row + 1),
         }
-        at += selector.row_count;
     }
-    rows
+    RowSelection::from_consecutive_ranges(ranges.into_iter(), total)
 }
 
 fn open_all<'f>(
@@ -318,7 +316,7 @@ fn open_all<'f>(
 ) -> Result<Vec<Cursor<'f>>, EngineError> {
     let mut cursors = Vec::new();
     for ((f, rank), selected) in files.iter().zip(selected) {
-        if selected.as_ref().is_some_and(|s| s.row_count() == 0) {
+        if selected.as_ref().is_some_and(Vec::is_empty) {
             continue;
         }
         let cursor = Cursor::open(f, read, selected, *rank)?;
