@@ -32,6 +32,7 @@ pub(crate) type Selected = Option<Vec<usize>>;
 
 /// A membership of a wanted segment, as one fragment holds it; its strings borrow from the
 /// batches the first pass read.
+#[derive(Clone, Copy)]
 struct Seen<'a> {
     key: SortKey<'a>,
     /// Where the key is: the batch (numbered over the pass) and the row in it.
@@ -48,16 +49,51 @@ struct Seen<'a> {
 /// A profile key that orders and compares as the key itself, but by its first 16 bytes
 /// (big-endian, zero-padded) first: most comparisons of the merge are decided there, without
 /// a call to `memcmp`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy)]
 struct SortKey<'a> {
     prefix: u128,
     key: &'a str,
 }
 
+/// How many leading bytes of a key its prefix holds.
+const PREFIX: usize = 16;
+
+impl PartialEq for SortKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix
+            && self.key.len() == other.key.len()
+            && (self.key.len() <= PREFIX
+                || self.key.as_bytes()[PREFIX..] == other.key.as_bytes()[PREFIX..])
+    }
+}
+
+impl Eq for SortKey<'_> {}
+
+impl PartialOrd for SortKey<'_> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SortKey<'_> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            let (a, b) = (self.key.as_bytes(), other.key.as_bytes());
+            if a.len() <= PREFIX || b.len() <= PREFIX {
+                // Equal prefixes and one key within them: that key is the start of the other
+                // (the padding zeros matched the other's bytes), so the shorter comes first.
+                a.len().cmp(&b.len())
+            } else {
+                a[PREFIX..].cmp(&b[PREFIX..])
+            }
+        })
+    }
+}
+
 impl<'a> SortKey<'a> {
     fn new(key: &'a str) -> Self {
-        let mut bytes = [0u8; 16];
-        let n = key.len().min(16);
+        let mut bytes = [0u8; PREFIX];
+        let n = key.len().min(PREFIX);
         bytes[..n].copy_from_slice(&key.as_bytes()[..n]);
         Self { prefix: u128::from_be_bytes(bytes), key }
     }
@@ -102,27 +138,31 @@ impl Read {
         self.batches.iter().map(|b| b.column_by_name(KEY).and_then(|c| c.as_string_opt())).collect()
     }
 
-    /// The memberships of the wanted segments it holds, per slot, each list in key order (an
-    /// index lists a segment's rows in data-file order, which is key order; a scan reads the
-    /// file in that order). `first` numbers its first batch.
-    fn entries<'a>(
+    /// The memberships of the wanted segments it holds, as (slot, list) pairs, each list in
+    /// key order (an index lists a segment's rows in data-file order, which is key order; a
+    /// scan reads the file in that order). `first` numbers its first batch.
+    fn lists<'a>(
         &'a self,
-        file: &FileRef,
+        file: &'a FileRef,
         slots: &Slots,
         first: u32,
-    ) -> Result<Vec<Vec<Seen<'a>>>, EngineError> {
+    ) -> Result<Vec<(usize, List<'a>)>, EngineError> {
+        if self.indexed {
+            let mut lists = Vec::new();
+            for (b, batch) in self.batches.iter().enumerate() {
+                if let Some((slot, list)) = index_list(batch, first + b as u32, file, slots)? {
+                    lists.push((slot, List::Index(list)));
+                }
+            }
+            return Ok(lists);
+        }
         let mut seen: Vec<Vec<Seen>> = slots.0.iter().map(|_| Vec::new()).collect();
         let mut base = 0;
         for (b, batch) in self.batches.iter().enumerate() {
-            let number = first + b as u32;
-            if self.indexed {
-                index_entries(batch, number, file, slots, &mut seen)?;
-            } else {
-                scan_entries(batch, number, base, file, slots, &mut seen)?;
-                base += batch.num_rows();
-            }
+            scan_entries(batch, first + b as u32, base, file, slots, &mut seen)?;
+            base += batch.num_rows();
         }
-        Ok(seen)
+        Ok(seen.into_iter().enumerate().map(|(slot, l)| (slot, List::Scanned(l))).collect())
     }
 
     /// The key column of each batch read.
@@ -195,15 +235,71 @@ fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     }
 }
 
-/// The index rows of `batch`, numbered `number`: the memberships of one segment (only the
-/// wanted segments' batches were read).
-fn index_entries<'a>(
+/// One wanted segment's memberships in one file, in key order.
+enum List<'a> {
+    /// An index batch, read in place: entries are made as the merge reaches them.
+    Index(IndexList<'a>),
+    /// Gathered by scanning a file without an index.
+    Scanned(Vec<Seen<'a>>),
+}
+
+impl<'a> List<'a> {
+    fn len(&self) -> usize {
+        match self {
+            List::Index(l) => l.key.len(),
+            List::Scanned(items) => items.len(),
+        }
+    }
+
+    fn key(&self, i: usize) -> SortKey<'a> {
+        match self {
+            List::Index(l) => SortKey::new(l.key.value(i)),
+            List::Scanned(items) => items[i].key,
+        }
+    }
+
+    fn get(&self, i: usize) -> Seen<'a> {
+        match self {
+            List::Index(l) => l.get(i),
+            List::Scanned(items) => items[i],
+        }
+    }
+}
+
+/// The columns of an index batch (the memberships of one segment).
+struct IndexList<'a> {
+    /// The batch's number over the pass.
+    number: u32,
+    key: &'a StringArray,
+    ns: &'a StringArray,
+    status: &'a StringArray,
+    lqt: Option<&'a PrimitiveArray<TimestampMillisecondType>>,
+    recency: Recency<'a>,
+    row: &'a PrimitiveArray<UInt32Type>,
+}
+
+impl<'a> IndexList<'a> {
+    fn get(&self, i: usize) -> Seen<'a> {
+        Seen {
+            key: SortKey::new(self.key.value(i)),
+            at: (self.number, i as u32),
+            ns: self.ns.value(i),
+            status: self.status.value(i),
+            lqt: self.lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
+            recency: self.recency.at(i),
+            row: self.row.value(i) as usize,
+        }
+    }
+}
+
+/// The index rows of `batch`, numbered `number`, with their slot: the memberships of one
+/// segment (only the wanted segments' batches were read); `None` for an empty batch.
+fn index_list<'a>(
     batch: &'a RecordBatch,
     number: u32,
-    file: &FileRef,
+    file: &'a FileRef,
     slots: &Slots,
-    seen: &mut [Vec<Seen<'a>>],
-) -> Result<(), EngineError> {
+) -> Result<Option<(usize, IndexList<'a>)>, EngineError> {
     let text = |name: &str| {
         batch
             .column_by_name(name)
@@ -212,9 +308,9 @@ fn index_entries<'a>(
     };
     let (key, ns, segment, status) = (text(KEY)?, text("ns")?, text("segmentId")?, text("status")?);
     if batch.num_rows() == 0 {
-        return Ok(());
+        return Ok(None);
     }
-    let Some(slot) = slots.of(segment.value(0)) else { return Ok(()) };
+    let Some(slot) = slots.of(segment.value(0)) else { return Ok(None) };
     let row = batch
         .column_by_name(segport_store::index::ROW)
         .and_then(|c| c.as_primitive_opt::<UInt32Type>())
@@ -223,20 +319,7 @@ fn index_entries<'a>(
         .column_by_name("lastQualificationTime")
         .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>());
     let recency = Recency::of(batch, file);
-    let list = &mut seen[slot];
-    list.reserve(batch.num_rows());
-    for i in 0..batch.num_rows() {
-        list.push(Seen {
-            key: SortKey::new(key.value(i)),
-            at: (number, i as u32),
-            ns: ns.value(i),
-            status: status.value(i),
-            lqt: lqt.filter(|c| c.is_valid(i)).map(|c| c.value(i)),
-            recency: recency.at(i),
-            row: row.value(i) as usize,
-        });
-    }
-    Ok(())
+    Ok(Some((slot, IndexList { number, key, ns, status, lqt, recency, row })))
 }
 
 /// The key, recency and the memberships' namespace, segment id, status and qualification time
@@ -440,14 +523,12 @@ pub(crate) fn by_segment(
     let reads: Vec<Read> = profiles.iter().map(|f| read(f, &ids)).collect::<Result<_, _>>()?;
     let mut keys = Vec::new();
     // Per file and slot, the memberships in key order.
-    let mut seen: Vec<(usize, usize, Vec<Seen>)> = Vec::new();
+    let mut seen: Vec<(usize, usize, List)> = Vec::new();
     for (f, (read, open)) in reads.iter().zip(profiles).enumerate() {
         let first = keys.len() as u32;
         keys.extend(read.key_arrays()?);
-        let lists = read.entries(&open.source.file, &slots, first)?;
-        seen.extend(
-            lists.into_iter().enumerate().filter(|(_, l)| !l.is_empty()).map(|(s, l)| (f, s, l)),
-        );
+        let lists = read.lists(&open.source.file, &slots, first)?;
+        seen.extend(lists.into_iter().filter(|(_, l)| l.len() > 0).map(|(s, l)| (f, s, l)));
     }
 
     // Per file: the rows of matching profiles its index names, and (for a file whose index
@@ -461,9 +542,9 @@ pub(crate) fn by_segment(
 
     let mut heads: Vec<usize> = vec![0; seen.len()];
     let mut heap: BinaryHeap<Reverse<(SortKey, usize)>> =
-        seen.iter().enumerate().map(|(l, (_, _, list))| Reverse((list[0].key, l))).collect();
-    let mut group: Vec<(usize, usize, &Seen)> = Vec::new();
-    let mut resolved: Vec<(usize, &Seen)> = Vec::new();
+        seen.iter().enumerate().map(|(l, (_, _, list))| Reverse((list.key(0), l))).collect();
+    let mut group: Vec<(usize, usize, Seen)> = Vec::new();
+    let mut resolved: Vec<(usize, Seen)> = Vec::new();
     let mut hits: Vec<usize> = Vec::new();
     let mut in_group = vec![false; profiles.len()];
     while let Some(Reverse((key, _))) = heap.peek().copied() {
@@ -475,12 +556,14 @@ pub(crate) fn by_segment(
             }
             heap.pop();
             let (file, slot, list) = (seen[l].0, seen[l].1, &seen[l].2);
-            while heads[l] < list.len() && list[heads[l]].key == key {
-                group.push((file, slot, &list[heads[l]]));
+            while heads[l] < list.len() {
+                let next = list.key(heads[l]);
+                if next != key {
+                    heap.push(Reverse((next, l)));
+                    break;
+                }
+                group.push((file, slot, list.get(heads[l])));
                 heads[l] += 1;
-            }
-            if let Some(next) = list.get(heads[l]) {
-                heap.push(Reverse((next.key, l)));
             }
         }
         // Per slot and namespace: the membership with the latest qualification, ties to the
@@ -491,10 +574,10 @@ pub(crate) fn by_segment(
             match resolved.iter_mut().find(|(sl, r)| sl == slot && r.ns == s.ns) {
                 Some((_, existing)) => {
                     if order(s) > order(existing) {
-                        *existing = s;
+                        *existing = *s;
                     }
                 }
-                None => resolved.push((*slot, s)),
+                None => resolved.push((*slot, *s)),
             }
         }
         hits.clear();
@@ -647,5 +730,36 @@ fn push_range(ranges: &mut Vec<Range<usize>>, range: Range<usize>) {
     match ranges.last_mut() {
         Some(r) if r.end == range.start => r.end = range.end,
         _ => ranges.push(range),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SortKey;
+
+    /// Keys of every length around the prefix's, differing before, at and after it, with NUL
+    /// bytes where the prefix pads with zeros.
+    fn keys() -> Vec<String> {
+        let mut keys = vec![String::new(), "ecid:ECID-1".into(), "email:a.b.7@example.com".into()];
+        let base = "ecid:ECID-123456789";
+        for len in 12..=base.len() {
+            for tail in ["", "\0", "\0\0", "a", "\0a", "b", "a\0"] {
+                keys.push(format!("{}{tail}", &base[..len]));
+                keys.push(format!("{}x{tail}", &base[..len - 1]));
+            }
+        }
+        keys
+    }
+
+    #[test]
+    fn sort_keys_order_and_compare_as_their_strings() {
+        let keys = keys();
+        for a in &keys {
+            for b in &keys {
+                let (ka, kb) = (SortKey::new(a), SortKey::new(b));
+                assert_eq!(ka.cmp(&kb), a.cmp(b), "{a:?} vs {b:?}");
+                assert_eq!(ka == kb, a == b, "{a:?} == {b:?}");
+            }
+        }
     }
 }
