@@ -726,7 +726,8 @@ fn lookup(open: &OpenFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
     Ok(matching_rows(pages.into_iter().flatten().zip(keys), wanted))
 }
 
-fn push_range(ranges: &mut Vec<Range<usize>>, range: Range<usize>) {
+/// Appends `range` to `ranges`, joining it to the last one when they touch.
+pub(crate) fn push_range(ranges: &mut Vec<Range<usize>>, range: Range<usize>) {
     match ranges.last_mut() {
         Some(r) if r.end == range.start => r.end = range.end,
         _ => ranges.push(range),

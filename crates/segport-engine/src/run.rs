@@ -299,12 +299,9 @@ fn included<'a>(
 
 /// `rows` (ascending) of a file of `total` rows as a Parquet row selection.
 fn row_selection(rows: &[usize], total: usize) -> RowSelection {
-    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut ranges = Vec::new();
     for &row in rows {
-        match ranges.last_mut() {
-            Some(r) if r.end == row => r.end += 1,
-            _ => ranges.push(row..row + 1),
-        }
+        prefilter::push_range(&mut ranges, row..row + 1);
     }
     RowSelection::from_consecutive_ranges(ranges.into_iter(), total)
 }

@@ -155,8 +155,19 @@ pub struct MappedFile {
     path: PathBuf,
     schema: SchemaRef,
     buffer: Buffer,
+    /// The mapping behind `buffer`, when the file is mapped (to give pages back).
+    mapping: Option<Arc<memmap2::Mmap>>,
     blocks: Vec<Block>,
     decoder: FileDecoder,
+}
+
+/// A shared mapping as the owner of the bytes a [`Buffer`] points into.
+struct Mapping(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.0[..]
+    }
 }
 
 impl std::fmt::Debug for MappedFile {
@@ -173,6 +184,17 @@ fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
     // place, and only ever deleted (a deleted file stays mapped until unmapped) — never
     // rewritten or truncated.
     unsafe { memmap2::Mmap::map(file) }
+}
+
+/// Drops the page-table entries of `len` bytes of `mapping` from `offset` (page-aligned).
+#[allow(unsafe_code)]
+fn dont_need(mapping: &memmap2::Mmap, offset: usize, len: usize) {
+    // SAFETY: `MADV_DONTNEED` on a read-only shared mapping of a file only unmaps the pages
+    // from this process; the next access maps the file's bytes again. Store files are never
+    // rewritten or truncated (see `map`), so every slice into the mapping keeps reading the
+    // same bytes. It is advice: a failure changes nothing and is ignored.
+    let _ =
+        unsafe { mapping.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
 }
 
 /// A decoder that trusts the file's buffers.
@@ -193,8 +215,11 @@ impl MappedFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Self::error(path, &e)),
         };
-        let mapped = map(&file).map_err(|e| Self::error(path, &e))?;
-        Self::from_buffer(path, Buffer::from(bytes::Bytes::from_owner(mapped))).map(Some)
+        let mapping = Arc::new(map(&file).map_err(|e| Self::error(path, &e))?);
+        let buffer = Buffer::from(bytes::Bytes::from_owner(Mapping(mapping.clone())));
+        let mut file = Self::from_buffer(path, buffer)?;
+        file.mapping = Some(mapping);
+        Ok(Some(file))
     }
 
     fn error(path: &Path, e: &dyn std::fmt::Display) -> StoreError {
@@ -238,7 +263,26 @@ impl MappedFile {
                 return Err(error(&"a block outside the file"));
             }
         }
-        Ok(Self { path: path.to_owned(), schema, buffer, blocks, decoder })
+        Ok(Self { path: path.to_owned(), schema, buffer, mapping: None, blocks, decoder })
+    }
+
+    /// Gives back the memory pages of record batch `i` that this process has touched: they
+    /// stop counting in its resident set, and the page cache keeps them. Nothing read from
+    /// them changes (the next access maps the same file bytes again). A reader done with a
+    /// batch calls this so that a job's resident memory stays near the batches it works on,
+    /// not the sum of every page it read.
+    pub fn release(&self, i: usize) {
+        let (Some(mapping), Some(b)) = (&self.mapping, self.blocks.get(i)) else { return };
+        let page = 4096;
+        // Whole pages inside the batch only: a page shared with a neighbour stays.
+        let start = (b.offset() as usize).div_ceil(page) * page;
+        let end = (b.offset() as usize + b.metaDataLength() as usize + b.bodyLength() as usize)
+            .min(mapping.len())
+            / page
+            * page;
+        if start < end {
+            dont_need(mapping, start, end - start);
+        }
     }
 
     /// How many record batches the file holds.
@@ -283,6 +327,8 @@ impl MappedFile {
 pub struct RowFile {
     path: PathBuf,
     schema: SchemaRef,
+    /// The mapped file, to give back the pages of batches done with.
+    file: MappedFile,
     batches: Vec<RecordBatch>,
     /// The file's row of each batch's first row.
     starts: Vec<usize>,
@@ -305,8 +351,14 @@ impl RowFile {
             starts.push(rows);
             rows += batch.num_rows();
         }
-        let file =
-            Self { path: path.to_owned(), schema: file.schema.clone(), batches, starts, rows };
+        let file = Self {
+            path: path.to_owned(),
+            schema: file.schema.clone(),
+            file,
+            batches,
+            starts,
+            rows,
+        };
         // The key column is what lookups search: check its type once.
         for batch in &file.batches {
             file.keys(batch)?;
@@ -385,6 +437,7 @@ impl RowFile {
             projection,
             batch_rows,
             narrow: None,
+            current: None,
         })
     }
 }
@@ -429,6 +482,17 @@ pub struct TakeRows<'a> {
     projection: Vec<usize>,
     batch_rows: usize,
     narrow: Option<Narrow<'a>>,
+    /// The batch rows are being gathered from: its pages are given back when the gathering
+    /// moves past it (rows come out as copies, so nothing points into them).
+    current: Option<usize>,
+}
+
+impl Drop for TakeRows<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.current {
+            self.file.file.release(b);
+        }
+    }
 }
 
 /// Narrows a projected batch before rows are gathered from it (e.g. to the struct members a
@@ -448,9 +512,17 @@ impl Iterator for TakeRows<'_> {
     type Item = Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let first = *self.rows.get(self.at)?;
+        let Some(&first) = self.rows.get(self.at) else {
+            if let Some(done) = self.current.take() {
+                self.file.file.release(done);
+            }
+            return None;
+        };
         // The batch holding the next row, and the rows of it in this chunk.
         let b = self.file.starts.partition_point(|s| *s <= first).saturating_sub(1);
+        if let Some(done) = self.current.replace(b).filter(|done| *done != b) {
+            self.file.file.release(done);
+        }
         let (start, batch) = (self.file.starts[b], &self.file.batches[b]);
         let end = start + batch.num_rows();
         let chunk: Vec<u32> = self.rows[self.at..]
