@@ -774,11 +774,7 @@ pub fn run_partition<'a>(
     let mut next_match = 0;
     // The key being merged, copied out of the cursors into one reused buffer.
     let mut key = String::new();
-    loop {
-        match profiles.iter().chain(events.iter()).filter_map(Cursor::key).min() {
-            Some(next) => next.clone_into(&mut key),
-            None => break,
-        }
+    while next_key(&profiles, &events, &mut key) {
         let key = key.as_str();
         profile_rows.clear();
         event_rows.clear();
@@ -807,6 +803,17 @@ pub fn run_partition<'a>(
     }
     progress.partitions_done.fetch_add(1, Ordering::Relaxed);
     Ok(output)
+}
+
+/// Copies the smallest key at the cursors into `key`; false when every cursor is done.
+fn next_key(profiles: &[Cursor], events: &[Cursor], key: &mut String) -> bool {
+    match profiles.iter().chain(events).filter_map(Cursor::key).min() {
+        Some(next) => {
+            next.clone_into(key);
+            true
+        }
+        None => false,
+    }
 }
 
 /// One profile: filters, then (only when it is exported) merge, projection and output.
