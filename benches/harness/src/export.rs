@@ -549,11 +549,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let dir = std::path::absolute(args.work.join(format!("n{}-s{}", args.profiles, args.seed)))?;
     std::fs::create_dir_all(&dir)?;
     // Per million profiles: NDJSON ~2.3 GB (unless generated already; segport's batches
-    // hard-link it), segport's store ~0.6 GB, DuckDB's copy ~0.8 GB plus its conversion's
-    // spill, ~2 GB.
+    // hard-link it), segport's store ~2.6 GB (Parquet ~0.6 GB, its row files and membership
+    // indexes the rest), DuckDB's copy ~0.4 GB plus its conversion's spill, ~2.4 GB.
     let generated = dir.join("gen/.done").exists();
     let need = args.profiles
-        * (600 + if generated { 0 } else { 2_300 } + if args.no_duckdb { 0 } else { 2_800 });
+        * (2_600 + if generated { 0 } else { 2_300 } + if args.no_duckdb { 0 } else { 2_800 });
     let free = proc::free_bytes(&dir)?;
     let cached = dir.join("segport-loaded.json").exists();
     anyhow::ensure!(
