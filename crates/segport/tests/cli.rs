@@ -622,11 +622,17 @@ async fn exports_survive_a_crash_and_are_downloaded_through_data_access() {
     });
     let second = done["computeGatewayJobId"]["exportJob"].as_str().unwrap().to_owned();
     assert_ne!(second, first[0]);
-    let folders: Vec<String> = std::fs::read_dir(&batch_dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    assert_eq!(folders, vec![second.clone()], "only the committed attempt's folder remains");
+    // The committing worker deletes the other attempts' folders right after its commit, so
+    // the job can read SUCCEEDED a moment before they are gone.
+    let folders = || -> Vec<String> {
+        std::fs::read_dir(&batch_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    eventually(10, "only the committed attempt's folder to remain", || {
+        (folders() == vec![second.clone()]).then_some(())
+    });
 
     // Data Access lists the committed files; they download whole and by range, and read back.
     let (_, listed) = healthy.tenant_call(
