@@ -325,9 +325,7 @@ impl MappedFile {
 
 /// A row file, memory-mapped.
 pub struct RowFile {
-    path: PathBuf,
-    schema: SchemaRef,
-    /// The mapped file, to give back the pages of batches done with.
+    /// The mapped file (its path and schema), to give back the pages of batches done with.
     file: MappedFile,
     batches: Vec<RecordBatch>,
     /// The file's row of each batch's first row.
@@ -337,7 +335,7 @@ pub struct RowFile {
 
 impl std::fmt::Debug for RowFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowFile").field("path", &self.path).field("rows", &self.rows).finish()
+        f.debug_struct("RowFile").field("path", &self.file.path).field("rows", &self.rows).finish()
     }
 }
 
@@ -351,14 +349,7 @@ impl RowFile {
             starts.push(rows);
             rows += batch.num_rows();
         }
-        let file = Self {
-            path: path.to_owned(),
-            schema: file.schema.clone(),
-            file,
-            batches,
-            starts,
-            rows,
-        };
+        let file = Self { file, batches, starts, rows };
         // The key column is what lookups search: check its type once.
         for batch in &file.batches {
             file.keys(batch)?;
@@ -371,12 +362,12 @@ impl RowFile {
     }
 
     pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+        &self.file.schema
     }
 
     fn keys<'a>(&self, batch: &'a RecordBatch) -> Result<&'a StringArray> {
         batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
-            StoreError::Schema(format!("row file {}: no key column", self.path.display()))
+            StoreError::Schema(format!("row file {}: no key column", self.file.path.display()))
         })
     }
 
@@ -416,6 +407,7 @@ impl RowFile {
         batch_rows: usize,
     ) -> Result<TakeRows<'_>> {
         let projection: Vec<usize> = self
+            .file
             .schema
             .fields()
             .iter()
@@ -426,7 +418,7 @@ impl RowFile {
         if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|r| *r >= self.rows) {
             return Err(StoreError::Schema(format!(
                 "row file {}: rows to take must be ascending and within its {} rows",
-                self.path.display(),
+                self.file.path.display(),
                 self.rows
             )));
         }
