@@ -25,7 +25,7 @@ use arrow::compute::take_record_batch;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use arrow::ipc::reader::{read_footer_length, FileDecoder};
 use arrow::ipc::writer::FileWriter;
-use arrow::ipc::{root_as_footer, Block};
+use arrow::ipc::{root_as_footer, Block, MetadataVersion};
 
 use crate::align::align_batch;
 use crate::columns::KEY;
@@ -158,6 +158,7 @@ pub struct MappedFile {
     /// The mapping behind `buffer`, when the file is mapped (to give pages back).
     mapping: Option<Arc<memmap2::Mmap>>,
     blocks: Vec<Block>,
+    version: MetadataVersion,
     decoder: FileDecoder,
 }
 
@@ -247,7 +248,8 @@ impl MappedFile {
         if footer.dictionaries().is_some_and(|d| !d.is_empty()) {
             return Err(error(&"dictionaries in a mapped file"));
         }
-        let decoder = trusting(FileDecoder::new(schema.clone(), footer.version()));
+        let version = footer.version();
+        let decoder = trusting(FileDecoder::new(schema.clone(), version));
         let blocks: Vec<Block> =
             footer.recordBatches().iter().flat_map(|v| v.iter()).copied().collect();
         for b in &blocks {
@@ -263,7 +265,7 @@ impl MappedFile {
                 return Err(error(&"a block outside the file"));
             }
         }
-        Ok(Self { path: path.to_owned(), schema, buffer, mapping: None, blocks, decoder })
+        Ok(Self { path: path.to_owned(), schema, buffer, mapping: None, blocks, version, decoder })
     }
 
     /// Gives back the memory pages of record batch `i` that this process has touched: they
@@ -296,6 +298,17 @@ impl MappedFile {
 
     /// Record batch `i`, decoded (its arrays point into the mapping).
     pub fn batch(&self, i: usize) -> Result<RecordBatch> {
+        self.batch_with(&self.decoder, i)
+    }
+
+    /// A decoder of the columns at `projection` (indexes into [`MappedFile::schema`]) only:
+    /// the others are skipped, not decoded.
+    pub fn projected(&self, projection: Vec<usize>) -> FileDecoder {
+        trusting(FileDecoder::new(self.schema.clone(), self.version)).with_projection(projection)
+    }
+
+    /// Record batch `i`, decoded by `decoder` (from [`MappedFile::projected`]).
+    pub fn batch_with(&self, decoder: &FileDecoder, i: usize) -> Result<RecordBatch> {
         let error = |e: &dyn std::fmt::Display| Self::error(&self.path, e);
         let b = self.blocks.get(i).ok_or_else(|| error(&format!("no record batch {i}")))?;
         // Bounds were checked when the file was opened.
@@ -303,7 +316,7 @@ impl MappedFile {
             b.offset() as usize,
             b.bodyLength() as usize + b.metaDataLength() as usize,
         );
-        self.decoder
+        decoder
             .read_record_batch(b, &data)
             .map_err(|e| error(&e))?
             .ok_or_else(|| error(&format!("record batch {i} is empty")))
@@ -327,7 +340,10 @@ impl MappedFile {
 pub struct RowFile {
     /// The mapped file (its path and schema), to give back the pages of batches done with.
     file: MappedFile,
-    batches: Vec<RecordBatch>,
+    /// Each batch's key column, decoded at open. The rest of a batch is decoded only when rows
+    /// are taken from it, and only the columns taken: a wide file (events have dozens of leaf
+    /// columns) opened for a few rows pays for its keys, not for every column of every batch.
+    keys: Vec<StringArray>,
     /// The file's row of each batch's first row.
     starts: Vec<usize>,
     rows: usize,
@@ -343,18 +359,19 @@ impl RowFile {
     /// Opens the row file at `path`; `None` when there is none.
     pub fn open(path: &Path) -> Result<Option<Self>> {
         let Some(file) = MappedFile::open(path)? else { return Ok(None) };
-        let batches = file.batches()?;
-        let (mut starts, mut rows) = (Vec::new(), 0);
-        for batch in &batches {
+        let no_key =
+            || StoreError::Schema(format!("row file {}: no key column", file.path.display()));
+        let key = file.schema.index_of(KEY).map_err(|_| no_key())?;
+        let decoder = file.projected(vec![key]);
+        let (mut keys, mut starts, mut rows) = (Vec::new(), Vec::new(), 0);
+        for i in 0..file.len() {
+            let batch = file.batch_with(&decoder, i)?;
+            let column = batch.column(0).as_string_opt::<i32>().ok_or_else(no_key)?;
             starts.push(rows);
-            rows += batch.num_rows();
+            rows += column.len();
+            keys.push(column.clone());
         }
-        let file = Self { file, batches, starts, rows };
-        // The key column is what lookups search: check its type once.
-        for batch in &file.batches {
-            file.keys(batch)?;
-        }
-        Ok(Some(file))
+        Ok(Some(Self { file, keys, starts, rows }))
     }
 
     pub fn rows(&self) -> usize {
@@ -365,18 +382,11 @@ impl RowFile {
         &self.file.schema
     }
 
-    fn keys<'a>(&self, batch: &'a RecordBatch) -> Result<&'a StringArray> {
-        batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>()).ok_or_else(|| {
-            StoreError::Schema(format!("row file {}: no key column", self.file.path.display()))
-        })
-    }
-
     /// The rows whose key is one of `wanted` (sorted), in file order. Keys are sorted in the
     /// file (the writer refuses otherwise), so each wanted key costs a binary search.
     pub fn rows_of(&self, wanted: &[&str]) -> Result<Vec<usize>> {
         let mut found = Vec::new();
-        for (batch, start) in self.batches.iter().zip(&self.starts) {
-            let keys = self.keys(batch)?;
+        for (keys, start) in self.keys.iter().zip(&self.starts) {
             let n = keys.len();
             if n == 0 {
                 continue;
@@ -426,7 +436,7 @@ impl RowFile {
             file: self,
             rows: rows.to_vec(),
             at: 0,
-            projection,
+            decoder: self.file.projected(projection),
             batch_rows,
             narrow: None,
             current: None,
@@ -471,18 +481,20 @@ pub struct TakeRows<'a> {
     file: &'a RowFile,
     rows: Vec<usize>,
     at: usize,
-    projection: Vec<usize>,
+    /// Decodes the projected columns of a batch.
+    decoder: FileDecoder,
     batch_rows: usize,
     narrow: Option<Narrow<'a>>,
-    /// The batch rows are being gathered from: its pages are given back when the gathering
-    /// moves past it (rows come out as copies, so nothing points into them).
-    current: Option<usize>,
+    /// The batch rows are being gathered from (its number, and its projected and narrowed
+    /// columns): its pages are given back when the gathering moves past it (rows come out as
+    /// copies, so nothing points into them).
+    current: Option<(usize, RecordBatch)>,
 }
 
 impl Drop for TakeRows<'_> {
     fn drop(&mut self) {
-        if let Some(b) = self.current {
-            self.file.file.release(b);
+        if let Some((b, _)) = &self.current {
+            self.file.file.release(*b);
         }
     }
 }
@@ -505,18 +517,31 @@ impl Iterator for TakeRows<'_> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let Some(&first) = self.rows.get(self.at) else {
-            if let Some(done) = self.current.take() {
+            if let Some((done, _)) = self.current.take() {
                 self.file.file.release(done);
             }
             return None;
         };
         // The batch holding the next row, and the rows of it in this chunk.
         let b = self.file.starts.partition_point(|s| *s <= first).saturating_sub(1);
-        if let Some(done) = self.current.replace(b).filter(|done| *done != b) {
-            self.file.file.release(done);
+        if self.current.as_ref().is_none_or(|(at, _)| *at != b) {
+            if let Some((done, _)) = self.current.take() {
+                self.file.file.release(done);
+            }
+            let decoded = self.file.file.batch_with(&self.decoder, b).and_then(|projected| {
+                match &self.narrow {
+                    Some(narrow) => narrow(projected),
+                    None => Ok(projected),
+                }
+            });
+            match decoded {
+                Ok(batch) => self.current = Some((b, batch)),
+                Err(e) => return Some(Err(e)),
+            }
         }
-        let (start, batch) = (self.file.starts[b], &self.file.batches[b]);
-        let end = start + batch.num_rows();
+        let (_, batch) = self.current.as_ref()?;
+        let start = self.file.starts[b];
+        let end = start + self.file.keys[b].len();
         let chunk: Vec<u32> = self.rows[self.at..]
             .iter()
             .take(self.batch_rows.max(1))
@@ -524,18 +549,10 @@ impl Iterator for TakeRows<'_> {
             .map(|r| (r - start) as u32)
             .collect();
         self.at += chunk.len();
-        let gathered = batch
-            .project(&self.projection)
-            .map_err(StoreError::arrow("projecting a row file"))
-            .and_then(|projected| match &self.narrow {
-                Some(narrow) => narrow(projected),
-                None => Ok(projected),
-            })
-            .and_then(|narrowed| {
-                take_record_batch(&narrowed, &UInt32Array::from(chunk))
-                    .map_err(StoreError::arrow("gathering rows of a row file"))
-            });
-        Some(gathered)
+        Some(
+            take_record_batch(batch, &UInt32Array::from(chunk))
+                .map_err(StoreError::arrow("gathering rows of a row file")),
+        )
     }
 }
 
