@@ -78,9 +78,14 @@ pub(crate) const DELETE_POLICY: &str =
 pub(crate) const POLICY_IN_USE: &str = "SELECT COUNT(*) FROM export_jobs \
      WHERE org = $1 AND sandbox = $2 AND merge_policy_id = $3 AND status IN ('NEW', 'PROCESSING')";
 
-pub(crate) const INSERT_JOB: &str = "INSERT INTO export_jobs \
-     (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, creation_ms, update_ms) \
-     VALUES ($1, $2, 'NEW', $3, $4, $5, $6, $7, $7) RETURNING id";
+/// Rows per multi-row insert: far below either backend's limit of bound parameters.
+pub(crate) const ROWS_PER_INSERT: usize = 256;
+/// Followed by the VALUES of each job (`QueryBuilder::push_values`) and `RETURNING id`.
+pub(crate) const INSERT_JOBS: &str = "INSERT INTO export_jobs \
+     (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, creation_ms, update_ms) ";
+/// Followed by the VALUES of each batch.
+pub(crate) const INSERT_BATCHES: &str = "INSERT INTO batches (id, org, sandbox, dataset_id, kind, \
+     status, job_id, input_format, multiline_json, created_ms, updated_ms) ";
 pub(crate) const CANCEL_NEW_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $4, \
      cancel_requested = $5, finished_ms = $6, update_ms = $6 \
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'NEW'";
@@ -149,9 +154,9 @@ pub(crate) const MOVE_BATCH: &str = "UPDATE batches SET status = $5, updated_ms 
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = $4";
 pub(crate) const BATCH_STATE: &str =
     "SELECT kind, status FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
-pub(crate) const INSERT_EXPORT_TASK: &str =
-    "INSERT INTO tasks (kind, org, sandbox, job_id, state, \
-     created_ms, updated_ms) VALUES ('export', $1, $2, $3, 'queued', $4, $4)";
+/// Followed by the VALUES of each task.
+pub(crate) const INSERT_EXPORT_TASKS: &str =
+    "INSERT INTO tasks (kind, org, sandbox, job_id, state, created_ms, updated_ms) ";
 pub(crate) const FAIL_QUEUED_JOB_TASK: &str =
     "UPDATE tasks SET state = 'failed', updated_ms = $2 WHERE job_id = $1 AND state = 'queued'";
 pub(crate) const START_JOB: &str =
@@ -531,6 +536,34 @@ pub(crate) fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The record of a job just inserted as `id`.
+pub(crate) fn new_job_record(
+    id: i64,
+    tenant: &segport_model::Tenant,
+    job: crate::NewExportJob,
+) -> ExportJobRecord {
+    ExportJobRecord {
+        id,
+        org: tenant.org.as_str().to_owned(),
+        sandbox: tenant.sandbox.as_str().to_owned(),
+        status: JobStatus::New,
+        spec: job.spec,
+        merge_policy: Some(job.merge_policy),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        progress: None,
+        counters: None,
+        attempt_id: String::new(),
+        attempt: 0,
+        cancel_requested: false,
+        request_id: job.request_id,
+        creation_ms: job.now_ms,
+        update_ms: job.now_ms,
+        started_ms: None,
+        finished_ms: None,
+    }
+}
+
 /// Implements [`crate::Catalog`] for a backend struct that has `read()` and `write()` pool
 /// accessors, a `run_migrations()` method and a `sandboxes: SandboxCache` field.
 macro_rules! impl_catalog {
@@ -538,81 +571,159 @@ macro_rules! impl_catalog {
         impl $catalog {
             const DIALECT: $crate::sql::Dialect = $dialect;
 
-            /// Inserts a job, its destination batches and its task inside `tx`.
-            async fn insert_export_job(
+            /// The version of merge policy `id` of `tenant`, locked against deletion until
+            /// `tx` ends (the delete waits for this lock, then sees the jobs inserted with it);
+            /// `None` when it is gone.
+            async fn lock_policy(
                 tx: &mut sqlx::Transaction<'_, $db>,
                 tenant: &segport_model::Tenant,
-                job: $crate::NewExportJob,
-            ) -> $crate::Result<segport_model::job::ExportJobRecord> {
-                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
-                // The policy must still exist at the version resolved, and must not be deleted
-                // until this job is in (the delete waits for this lock, then sees the job).
+                id: &str,
+            ) -> $crate::Result<Option<i64>> {
                 let policy: Option<(i64,)> = sqlx::query_as(Self::DIALECT.lock_policy_shared)
-                    .bind(org)
-                    .bind(sandbox)
-                    .bind(&job.merge_policy.id)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(id)
                     .fetch_optional(&mut **tx)
                     .await?;
-                if policy.map(|(v,)| v) != Some(job.merge_policy.version) {
-                    return Err($crate::CatalogError::Conflict(format!(
-                        "merge policy {:?} was changed or deleted while the job was being \
-                         created; retry the request",
-                        job.merge_policy.id
-                    )));
+                Ok(policy.map(|(v,)| v))
+            }
+
+            /// Inserts `jobs` (their merge policies checked), their destination batches and
+            /// their tasks inside `tx`: three multi-row statements, however many jobs, so that a
+            /// group of creates costs three round trips rather than three per job. Yields the
+            /// jobs' ids, in order.
+            async fn insert_export_jobs(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                jobs: &[(&segport_model::Tenant, &$crate::NewExportJob)],
+            ) -> $crate::Result<Vec<i64>> {
+                let mut ids = Vec::with_capacity(jobs.len());
+                for chunk in jobs.chunks($crate::sql::ROWS_PER_INSERT) {
+                    let texts = chunk
+                        .iter()
+                        .map(|(_, job)| {
+                            Ok((
+                                serde_json::to_string(&job.spec)?,
+                                serde_json::to_string(&job.merge_policy)?,
+                            ))
+                        })
+                        .collect::<$crate::Result<Vec<_>>>()?;
+                    let mut insert = sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_JOBS);
+                    insert.push_values(chunk.iter().zip(&texts), |mut row, ((tenant, job), text)| {
+                        row.push_bind(tenant.org.as_str())
+                            .push_bind(tenant.sandbox.as_str())
+                            .push_bind(segport_model::job::JobStatus::New.as_str())
+                            .push_bind(text.0.as_str())
+                            .push_bind(job.merge_policy.id.as_str())
+                            .push_bind(text.1.as_str())
+                            .push_bind(job.request_id.as_str())
+                            .push_bind(job.now_ms)
+                            .push_bind(job.now_ms);
+                    });
+                    insert.push(" RETURNING id");
+                    // Statements of every group size would crowd the connection's statement
+                    // cache: these are not kept.
+                    let mut inserted: Vec<i64> =
+                        insert.build_query_scalar().persistent(false).fetch_all(&mut **tx).await?;
+                    // The ids come from a sequence (PostgreSQL) or the rowid (SQLite), drawn
+                    // row by row as the VALUES are inserted, so they ascend in the VALUES'
+                    // order; RETURNING does not promise an order, sorting restores it.
+                    inserted.sort_unstable();
+                    if inserted.len() != chunk.len() {
+                        return Err($crate::CatalogError::Conflict(format!(
+                            "{} of {} jobs were inserted",
+                            inserted.len(),
+                            chunk.len()
+                        )));
+                    }
+                    ids.extend(inserted);
                 }
-                let (id,): (i64,) = sqlx::query_as($crate::sql::INSERT_JOB)
-                    .bind(org)
-                    .bind(sandbox)
-                    .bind(serde_json::to_string(&job.spec)?)
-                    .bind(&job.merge_policy.id)
-                    .bind(serde_json::to_string(&job.merge_policy)?)
-                    .bind(&job.request_id)
-                    .bind(job.now_ms)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                for batch_id in job.spec.destination.batch_ids() {
-                    sqlx::query($crate::sql::INSERT_BATCH)
-                        .bind(batch_id.as_str())
-                        .bind(org)
-                        .bind(sandbox)
-                        .bind(job.spec.destination.dataset_id.as_str())
-                        .bind(segport_model::batch::BatchKind::Export.as_str())
-                        .bind(segport_model::batch::BatchStatus::Loading.as_str())
-                        .bind(id)
-                        .bind("parquet")
-                        .bind(false)
-                        .bind(job.now_ms)
-                        .bind(job.now_ms)
-                        .execute(&mut **tx)
-                        .await?;
+                let batches: Vec<_> = jobs
+                    .iter()
+                    .zip(&ids)
+                    .flat_map(|((tenant, job), id)| {
+                        job.spec.destination.batch_ids().into_iter().map(move |b| (*tenant, *job, *id, b))
+                    })
+                    .collect();
+                for chunk in batches.chunks($crate::sql::ROWS_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_BATCHES);
+                    insert.push_values(chunk, |mut row, (tenant, job, id, batch)| {
+                        row.push_bind(batch.as_str())
+                            .push_bind(tenant.org.as_str())
+                            .push_bind(tenant.sandbox.as_str())
+                            .push_bind(job.spec.destination.dataset_id.as_str())
+                            .push_bind(segport_model::batch::BatchKind::Export.as_str())
+                            .push_bind(segport_model::batch::BatchStatus::Loading.as_str())
+                            .push_bind(*id)
+                            .push_bind("parquet")
+                            .push_bind(false)
+                            .push_bind(job.now_ms)
+                            .push_bind(job.now_ms);
+                    });
+                    insert.build().persistent(false).execute(&mut **tx).await?;
                 }
-                sqlx::query($crate::sql::INSERT_EXPORT_TASK)
-                    .bind(org)
-                    .bind(sandbox)
-                    .bind(id)
-                    .bind(job.now_ms)
-                    .execute(&mut **tx)
-                    .await?;
-                Ok(segport_model::job::ExportJobRecord {
-                    id,
-                    org: org.to_owned(),
-                    sandbox: sandbox.to_owned(),
-                    status: segport_model::job::JobStatus::New,
-                    spec: job.spec,
-                    merge_policy: Some(job.merge_policy),
-                    errors: Vec::new(),
-                    warnings: Vec::new(),
-                    progress: None,
-                    counters: None,
-                    attempt_id: String::new(),
-                    attempt: 0,
-                    cancel_requested: false,
-                    request_id: job.request_id,
-                    creation_ms: job.now_ms,
-                    update_ms: job.now_ms,
-                    started_ms: None,
-                    finished_ms: None,
-                })
+                for (chunk, ids) in jobs
+                    .chunks($crate::sql::ROWS_PER_INSERT)
+                    .zip(ids.chunks($crate::sql::ROWS_PER_INSERT))
+                {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_EXPORT_TASKS);
+                    insert.push_values(chunk.iter().zip(ids), |mut row, ((tenant, job), id)| {
+                        row.push_bind("export")
+                            .push_bind(tenant.org.as_str())
+                            .push_bind(tenant.sandbox.as_str())
+                            .push_bind(*id)
+                            .push_bind("queued")
+                            .push_bind(job.now_ms)
+                            .push_bind(job.now_ms);
+                    });
+                    insert.build().persistent(false).execute(&mut **tx).await?;
+                }
+                Ok(ids)
+            }
+
+            /// Inserts `jobs` inside `tx`, each whose merge policy still exists at the version
+            /// it resolved (each distinct policy is looked up and locked once). A job whose
+            /// policy changed or went fails alone; any other error fails them all.
+            async fn insert_checked_jobs(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                jobs: &[(segport_model::Tenant, $crate::NewExportJob)],
+            ) -> $crate::Result<Vec<$crate::Result<segport_model::job::ExportJobRecord>>> {
+                let mut versions = std::collections::HashMap::new();
+                let mut accepted = Vec::with_capacity(jobs.len());
+                let mut out: Vec<Option<$crate::Result<_>>> = Vec::with_capacity(jobs.len());
+                for (tenant, job) in jobs {
+                    let policy = (tenant, job.merge_policy.id.as_str());
+                    let version = match versions.get(&policy) {
+                        Some(version) => *version,
+                        None => {
+                            let version = Self::lock_policy(tx, tenant, policy.1).await?;
+                            *versions.entry(policy).or_insert(version)
+                        }
+                    };
+                    if version == Some(job.merge_policy.version) {
+                        accepted.push((tenant, job));
+                        out.push(None);
+                    } else {
+                        out.push(Some(Err($crate::CatalogError::Conflict(format!(
+                            "merge policy {:?} was changed or deleted while the job was being \
+                             created; retry the request",
+                            job.merge_policy.id
+                        )))));
+                    }
+                }
+                let ids = Self::insert_export_jobs(tx, &accepted).await?;
+                let mut inserted = accepted.into_iter().zip(ids);
+                Ok(out
+                    .into_iter()
+                    .map(|answer| match answer {
+                        Some(answer) => answer,
+                        None => inserted
+                            .next()
+                            .map(|((tenant, job), id)| Ok($crate::sql::new_job_record(id, tenant, job.clone())))
+                            .unwrap_or_else(|| {
+                                Err($crate::CatalogError::Conflict("a job was not inserted".into()))
+                            }),
+                    })
+                    .collect())
             }
 
             /// Fails an export job and its open batches with `errors`.
@@ -1055,11 +1166,10 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 job: $crate::NewExportJob,
             ) -> $crate::Result<segport_model::job::ExportJobRecord> {
-                let mut tx = self.write().begin().await?;
-                let record = Self::insert_export_job(&mut tx, tenant, job).await?;
-                tx.commit().await?;
-                self.announce_tasks().await;
-                Ok(record)
+                let mut out = self.create_export_jobs(vec![(tenant.clone(), job)]).await;
+                out.pop().unwrap_or_else(|| {
+                    Err($crate::CatalogError::Conflict("the job was not inserted".into()))
+                })
             }
 
             async fn create_export_jobs(
@@ -1068,32 +1178,37 @@ macro_rules! impl_catalog {
             ) -> Vec<$crate::Result<segport_model::job::ExportJobRecord>> {
                 // One transaction, one durable commit for all. A job whose policy changed
                 // meanwhile fails alone (a read, the transaction goes on); any other error
-                // aborts the transaction, and the jobs are then inserted one by one.
+                // aborts the transaction, and the jobs are then inserted one by one, so that
+                // one bad job fails alone.
                 let group = async {
                     let mut tx = self.write().begin().await?;
-                    let mut out = Vec::with_capacity(jobs.len());
-                    for (tenant, job) in &jobs {
-                        match Self::insert_export_job(&mut tx, tenant, job.clone()).await {
-                            Err(e @ $crate::CatalogError::Conflict(_)) => out.push(Err(e)),
-                            other => out.push(Ok(other?)),
-                        }
-                    }
+                    let out = Self::insert_checked_jobs(&mut tx, &jobs).await?;
                     tx.commit().await?;
                     Ok::<_, $crate::CatalogError>(out)
                 };
-                match group.await {
-                    Ok(out) => {
-                        self.announce_tasks().await;
-                        out
-                    }
+                let out = match group.await {
+                    Ok(out) => out,
+                    Err(e) if jobs.len() == 1 => vec![Err(e)],
                     Err(_) => {
                         let mut out = Vec::with_capacity(jobs.len());
-                        for (tenant, job) in jobs {
-                            out.push(self.create_export_job(&tenant, job).await);
+                        for job in jobs {
+                            let alone = async {
+                                let mut tx = self.write().begin().await?;
+                                let mut answer = Self::insert_checked_jobs(&mut tx, &[job]).await?;
+                                tx.commit().await?;
+                                answer.pop().ok_or_else(|| {
+                                    $crate::CatalogError::Conflict("the job was not inserted".into())
+                                })?
+                            };
+                            out.push(alone.await);
                         }
                         out
                     }
+                };
+                if out.iter().any(Result::is_ok) {
+                    self.announce_tasks().await;
                 }
+                out
             }
 
             async fn get_export_job(
