@@ -7,8 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-/// Builds segport in release (the profile this harness runs in) and returns its path.
+/// Builds segport in release (the profile this harness runs in) and returns its path; or the
+/// binary named by `SEGPORT_BIN`, as it is (to compare two builds on the same data).
 pub fn segport_binary() -> anyhow::Result<PathBuf> {
+    if let Some(binary) = std::env::var_os("SEGPORT_BIN") {
+        let binary = PathBuf::from(binary);
+        anyhow::ensure!(binary.exists(), "SEGPORT_BIN: no file {}", binary.display());
+        return Ok(binary);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(&cargo)
         .args(["build", "--release", "--quiet", "-p", "segport", "--bin", "segport"])

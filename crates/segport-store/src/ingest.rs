@@ -220,6 +220,9 @@ impl Ingest {
         let kind = self.target.kind;
         // Parsing, normalising and typing need no shared state: they run in parallel. Only
         // absorbing the types into the union schema runs in input order, below.
+        // Records the schema already holds (nearly all, once an ingest is under way) are not
+        // typed: absorbing them would change nothing.
+        let known = &self.schema;
         let parsed: Vec<(u64, Result<Typed, RecordError>)> = chunk
             .into_par_iter()
             .map(|(row, raw)| {
@@ -229,6 +232,9 @@ impl Ingest {
                     RawRecord::Broken(e) => Err(e),
                 };
                 let typed = value.and_then(|v| normalize(v, kind)).and_then(|r| {
+                    if known.holds(&r.attributes) {
+                        return Ok((r, Vec::new()));
+                    }
                     let types = infer_record(&r.attributes).map_err(conflict)?;
                     Ok((r, types))
                 });
