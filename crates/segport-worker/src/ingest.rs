@@ -168,14 +168,14 @@ fn ingest_ndjson(
         let cut = if offset == size {
             carry.len()
         } else {
-            match carry.iter().rposition(|b| *b == b'\n') {
-                Some(i) => i + 1,
+            match segport_store::input::whole_lines_end(&carry) {
+                Some(end) => end,
                 None => continue, // one line longer than a part: read on
             }
         };
         let rest = carry.split_off(cut);
         ingest.add_ndjson_part(name, &carry, next_line)?;
-        next_line += carry.iter().filter(|b| **b == b'\n').count() as u64;
+        next_line += segport_store::input::count_newlines(&carry);
         carry = rest;
     }
     Ok(())
