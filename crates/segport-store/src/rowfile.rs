@@ -287,33 +287,6 @@ impl MappedFile {
         }
     }
 
-    /// Maps in, with one call per buffer rather than a page fault per page, the pages of the
-    /// mapping that `batch`'s arrays point into: a batch rows are about to be gathered from
-    /// (`MADV_POPULATE_READ`; a file not yet in the page cache is read in large requests).
-    /// Advice: where the kernel does not support it, the pages fault in as before.
-    pub fn populate(&self, batch: &RecordBatch) {
-        let Some(mapping) = &self.mapping else { return };
-        let base = mapping.as_ptr() as usize;
-        let mut ranges = Vec::new();
-        for column in batch.columns() {
-            buffer_ranges(&column.to_data(), base, mapping.len(), &mut ranges);
-        }
-        ranges.sort_unstable();
-        let page = 4096;
-        let mut merged: Vec<(usize, usize)> = Vec::new();
-        for (start, end) in ranges {
-            let (start, end) = (start / page * page, end.div_ceil(page) * page);
-            match merged.last_mut() {
-                Some(last) if start <= last.1 => last.1 = last.1.max(end),
-                _ => merged.push((start, end)),
-            }
-        }
-        for (start, end) in merged {
-            let len = end.min(mapping.len()) - start;
-            let _ = mapping.advise_range(memmap2::Advice::PopulateRead, start, len);
-        }
-    }
-
     /// How many record batches the file holds.
     pub fn len(&self) -> usize {
         self.blocks.len()
@@ -360,26 +333,6 @@ impl MappedFile {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-/// The byte ranges (offsets into a mapping at `base` of `len` bytes) of the buffers of `data`
-/// and its children that lie in the mapping.
-fn buffer_ranges(
-    data: &arrow::array::ArrayData,
-    base: usize,
-    len: usize,
-    out: &mut Vec<(usize, usize)>,
-) {
-    let nulls = data.nulls().map(|n| n.buffer());
-    for buffer in data.buffers().iter().chain(nulls) {
-        let start = (buffer.as_ptr() as usize).wrapping_sub(base);
-        if start < len && !buffer.is_empty() {
-            out.push((start, (start + buffer.len()).min(len)));
-        }
-    }
-    for child in data.child_data() {
-        buffer_ranges(child, base, len, out);
     }
 }
 
@@ -582,10 +535,7 @@ impl Iterator for TakeRows<'_> {
                 }
             });
             match decoded {
-                Ok(batch) => {
-                    self.file.file.populate(&batch);
-                    self.current = Some((b, batch));
-                }
+                Ok(batch) => self.current = Some((b, batch)),
                 Err(e) => return Some(Err(e)),
             }
         }
