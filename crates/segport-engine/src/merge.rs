@@ -1,7 +1,7 @@
 //! One profile's rows merged into one XDM value (DESIGN §5): field by field under the merge
 //! policy, identities united, memberships resolved per segment, events windowed and deduplicated.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use arrow::array::{
@@ -31,6 +31,10 @@ pub(crate) struct Loaded {
     ord: UInt64Array,
     identities: Option<Identities>,
     memberships: Option<Memberships>,
+    /// Events' `_id` and `timestamp` columns, when the batch has them: looked up once per
+    /// batch, not once per row.
+    event_ids: Option<StringArray>,
+    event_times: Option<arrow::array::TimestampMillisecondArray>,
 }
 
 /// A dictionary-encoded string column.
@@ -142,6 +146,11 @@ impl Loaded {
             ord,
             identities: split_identities(&batch),
             memberships: split_memberships(&batch),
+            event_ids: batch.column_by_name("_id").and_then(|c| c.as_string_opt::<i32>()).cloned(),
+            event_times: batch
+                .column_by_name("timestamp")
+                .and_then(|c| c.as_primitive_opt::<TimestampMillisecondType>())
+                .cloned(),
             batch,
             attributes,
             keys,
@@ -391,38 +400,30 @@ pub(crate) fn latest_events(
     from_ms: Option<i64>,
     to_ms: Option<i64>,
 ) -> Vec<&RowRef> {
-    let mut latest: HashMap<&str, (&RowRef, (i64, i64, u64))> = HashMap::new();
-    for r in rows {
-        let Some(id) = r
-            .loaded
-            .batch
-            .column_by_name("_id")
-            .filter(|c| !c.is_null(r.row))
-            .map(|c| c.as_string::<i32>().value(r.row))
-        else {
-            continue;
-        };
-        let recency = r.recency();
-        match latest.get(id) {
-            Some((_, existing)) if *existing >= recency => {}
-            _ => {
-                latest.insert(id, (r, recency));
-            }
-        }
-    }
-    let mut out: Vec<(i64, &str, &RowRef)> = latest
+    // A profile has a handful of events: sorting them beats a hash map made per profile.
+    let mut versions: Vec<(&str, (i64, i64, u64), &RowRef)> = rows
+        .iter()
+        .filter_map(|r| {
+            let ids = r.loaded.event_ids.as_ref().filter(|ids| !ids.is_null(r.row))?;
+            Some((ids.value(r.row), r.recency(), r))
+        })
+        .collect();
+    // Each `_id`'s most recent version first (stable: of equally recent ones, the first seen).
+    versions.sort_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
+    versions.dedup_by(|later, first| later.0 == first.0);
+    let mut out: Vec<(i64, &str, &RowRef)> = versions
         .into_iter()
-        .filter(|(_, (r, _))| {
+        .filter(|(_, _, r)| {
             let ingest = r.ingest_ms();
             !(from_ms.is_some_and(|f| ingest <= f) || to_ms.is_some_and(|t| ingest >= t))
         })
-        .map(|(id, (r, _))| {
+        .map(|(id, _, r)| {
             let time = r
                 .loaded
-                .batch
-                .column_by_name("timestamp")
-                .filter(|c| !c.is_null(r.row))
-                .map_or(i64::MIN, |c| c.as_primitive::<TimestampMillisecondType>().value(r.row));
+                .event_times
+                .as_ref()
+                .filter(|t| !t.is_null(r.row))
+                .map_or(i64::MIN, |t| t.value(r.row));
             (time, id, r)
         })
         .collect();

@@ -395,8 +395,12 @@ impl RowFile {
             let from = wanted.partition_point(|k| *k < keys.value(0));
             let to = wanted.partition_point(|k| *k <= keys.value(n - 1));
             let mut low = 0;
-            for key in &wanted[from..to] {
-                low += partition_point(keys, low, n, |k| k < *key);
+            for (i, key) in wanted[from..to].iter().enumerate() {
+                // Wanted keys close together are galloped to from the last one; far apart (a
+                // segment's profiles are hundreds of rows apart) a plain binary search of the
+                // rest takes fewer probes, each a string compare that misses the cache.
+                let gap = (n - low) / (to - from - i);
+                low += partition_point(keys, low, n, gap <= GALLOP_GAP, |k| k < *key);
                 let mut row = low;
                 while row < n && keys.value(row) == *key {
                     found.push(start + row);
@@ -444,26 +448,35 @@ impl RowFile {
     }
 }
 
+/// The expected distance (in rows) between wanted keys up to which a lookup gallops.
+const GALLOP_GAP: usize = 32;
+
 /// The first index of `[from, to)` whose key fails `before` (keys failing it come after those
-/// passing it), counted from `from`. It gallops: steps of 1, 2, 4, … from `from`, then a binary
-/// search in the last step, so that many wanted keys close together cost little each.
+/// passing it), counted from `from`. With `gallop`, it takes steps of 1, 2, 4, … from `from`,
+/// then a binary search in the last step, so that many wanted keys close together cost little
+/// each; without, a binary search of the whole range.
 fn partition_point(
     keys: &StringArray,
     from: usize,
     to: usize,
+    gallop: bool,
     before: impl Fn(&str) -> bool,
 ) -> usize {
     let (mut low, mut step) = (from, 1);
-    let mut high = loop {
-        let probe = low + step - 1;
-        if probe >= to {
-            break to;
+    let mut high = if !gallop {
+        to
+    } else {
+        loop {
+            let probe = low + step - 1;
+            if probe >= to {
+                break to;
+            }
+            if !before(keys.value(probe)) {
+                break probe;
+            }
+            low = probe + 1;
+            step *= 2;
         }
-        if !before(keys.value(probe)) {
-            break probe;
-        }
-        low = probe + 1;
-        step *= 2;
     };
     while low < high {
         let mid = low + (high - low) / 2;
