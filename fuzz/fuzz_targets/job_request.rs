@@ -21,7 +21,7 @@ use arbitrary::{Arbitrary, Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use segport_model::ids::BatchId;
 use segport_model::job::{
-    ExportJob, ExportJobRecord, ExportJobRequest, ExportJobSpec, JobStatus, MergePolicyRef,
+    ExportJob, ExportJobRecord, ExportJobRequest, ExportJobSpec, MergePolicyRef,
 };
 use serde_json::{json, Map, Number, Value};
 
@@ -64,26 +64,15 @@ fn check(body: &Value) {
     assert_eq!(back, spec);
 
     // The job object clients see.
-    let record = ExportJobRecord {
-        id: 1,
-        org: "org@AdobeOrg".into(),
-        sandbox: "prod".into(),
-        status: JobStatus::New,
-        spec: spec.clone(),
-        merge_policy: None,
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        progress: None,
-        counters: None,
-        attempt_id: String::new(),
-        attempt: 0,
-        cancel_requested: false,
-        request_id: "r".into(),
-        creation_ms: 1,
-        update_ms: 1,
-        started_ms: None,
-        finished_ms: None,
-    };
+    let record = ExportJobRecord::created(
+        1,
+        "org@AdobeOrg".into(),
+        "prod".into(),
+        spec.clone(),
+        None,
+        "r".into(),
+        1,
+    );
     let wire = record.to_wire();
     let text = serde_json::to_string(&wire).expect("a job serialises");
     let back: ExportJob = serde_json::from_str(&text).expect("a job object deserialises");

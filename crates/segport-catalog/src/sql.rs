@@ -536,34 +536,6 @@ pub(crate) fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// The record of a job just inserted as `id`.
-pub(crate) fn new_job_record(
-    id: i64,
-    tenant: &segport_model::Tenant,
-    job: crate::NewExportJob,
-) -> ExportJobRecord {
-    ExportJobRecord {
-        id,
-        org: tenant.org.as_str().to_owned(),
-        sandbox: tenant.sandbox.as_str().to_owned(),
-        status: JobStatus::New,
-        spec: job.spec,
-        merge_policy: Some(job.merge_policy),
-        errors: Vec::new(),
-        warnings: Vec::new(),
-        progress: None,
-        counters: None,
-        attempt_id: String::new(),
-        attempt: 0,
-        cancel_requested: false,
-        request_id: job.request_id,
-        creation_ms: job.now_ms,
-        update_ms: job.now_ms,
-        started_ms: None,
-        finished_ms: None,
-    }
-}
-
 /// Implements [`crate::Catalog`] for a backend struct that has `read()` and `write()` pool
 /// accessors, a `run_migrations()` method and a `sandboxes: SandboxCache` field.
 macro_rules! impl_catalog {
@@ -718,7 +690,15 @@ macro_rules! impl_catalog {
                         Some(answer) => answer,
                         None => inserted
                             .next()
-                            .map(|((tenant, job), id)| Ok($crate::sql::new_job_record(id, tenant, job.clone())))
+                            .map(|((tenant, job), id)| Ok(segport_model::job::ExportJobRecord::created(
+                                    id,
+                                    tenant.org.as_str().to_owned(),
+                                    tenant.sandbox.as_str().to_owned(),
+                                    job.spec.clone(),
+                                    Some(job.merge_policy.clone()),
+                                    job.request_id.clone(),
+                                    job.now_ms,
+                                )))
                             .unwrap_or_else(|| {
                                 Err($crate::CatalogError::Conflict("a job was not inserted".into()))
                             }),

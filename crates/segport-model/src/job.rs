@@ -655,6 +655,38 @@ pub struct ExportJob {
 }
 
 impl ExportJobRecord {
+    /// A job as it is created: `NEW`, with no attempt, progress or outcome yet.
+    pub fn created(
+        id: i64,
+        org: String,
+        sandbox: String,
+        spec: ExportJobSpec,
+        merge_policy: Option<crate::merge_policy::MergePolicy>,
+        request_id: String,
+        now_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            org,
+            sandbox,
+            status: JobStatus::New,
+            spec,
+            merge_policy,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            progress: None,
+            counters: None,
+            attempt_id: String::new(),
+            attempt: 0,
+            cancel_requested: false,
+            request_id,
+            creation_ms: now_ms,
+            update_ms: now_ms,
+            started_ms: None,
+            finished_ms: None,
+        }
+    }
+
     pub fn to_wire(&self) -> ExportJob {
         let finished = self.finished_ms.filter(|_| self.status.is_finished());
         let metrics = JobMetrics {
