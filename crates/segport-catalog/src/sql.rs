@@ -49,9 +49,15 @@ pub(crate) const SELECT_DATASET: &str =
 pub(crate) const LIST_DATASETS: &str = "SELECT * FROM datasets WHERE org = $1 AND sandbox = $2 \
      ORDER BY created_ms, id LIMIT $3 OFFSET $4";
 
-pub(crate) const INSERT_BATCH: &str = "INSERT INTO batches (id, org, sandbox, dataset_id, kind, \
-     status, job_id, input_format, multiline_json, created_ms, updated_ms) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+/// The start of an insert into `batches`: its columns, in the order values are bound.
+macro_rules! insert_batches {
+    () => {
+        "INSERT INTO batches (id, org, sandbox, dataset_id, kind, status, job_id, input_format, \
+         multiline_json, created_ms, updated_ms) "
+    };
+}
+pub(crate) const INSERT_BATCH: &str =
+    concat!(insert_batches!(), "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)");
 pub(crate) const SELECT_BATCH: &str =
     "SELECT * FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
 /// `$3`/`$4` are optional filters, passed as NULL when absent.
@@ -84,8 +90,7 @@ pub(crate) const ROWS_PER_INSERT: usize = 256;
 pub(crate) const INSERT_JOBS: &str = "INSERT INTO export_jobs \
      (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, creation_ms, update_ms) ";
 /// Followed by the VALUES of each batch.
-pub(crate) const INSERT_BATCHES: &str = "INSERT INTO batches (id, org, sandbox, dataset_id, kind, \
-     status, job_id, input_format, multiline_json, created_ms, updated_ms) ";
+pub(crate) const INSERT_BATCHES: &str = insert_batches!();
 pub(crate) const CANCEL_NEW_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $4, \
      cancel_requested = $5, finished_ms = $6, update_ms = $6 \
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'NEW'";
