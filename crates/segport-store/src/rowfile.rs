@@ -15,7 +15,7 @@
 //! local). Dictionary-encoded columns are stored with their plain values (an IPC file cannot
 //! change a dictionary from batch to batch); readers align them back ([`crate::align`]).
 
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ use arrow::ipc::writer::FileWriter;
 use arrow::ipc::{root_as_footer, Block, MetadataVersion};
 
 use crate::align::align_batch;
+use crate::chunked::ChunkedWriter;
 use crate::columns::KEY;
 use crate::{Result, StoreError};
 
@@ -70,7 +71,7 @@ fn plain_fields(fields: &Fields) -> Fields {
 /// Writes a row file a batch at a time, in the data file's row order, into a temporary file
 /// that [`RowFileWriter::finish`] renames into place: a row file is whole or absent.
 pub struct RowFileWriter {
-    writer: FileWriter<BufWriter<std::fs::File>>,
+    writer: FileWriter<ChunkedWriter<std::fs::File>>,
     schema: SchemaRef,
     temporary: PathBuf,
     path: PathBuf,
@@ -93,7 +94,9 @@ impl RowFileWriter {
         let schema = Arc::new(Schema::new(
             schema.fields().iter().map(|f| plain_field(f)).collect::<Fields>(),
         ));
-        let writer = FileWriter::try_new_buffered(file, &schema)
+        // Written in large chunks: the file is read through a memory map, page by page, and
+        // costs its readers less per page in large folios (see `crate::chunked`).
+        let writer = FileWriter::try_new(ChunkedWriter::new(file), &schema)
             .map_err(StoreError::arrow("starting a row file"))?;
         Ok(Self { writer, schema, temporary, path: path.to_owned(), last_key: None })
     }
