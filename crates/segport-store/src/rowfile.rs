@@ -386,7 +386,8 @@ impl RowFile {
     }
 
     /// The rows whose key is one of `wanted` (sorted), in file order. Keys are sorted in the
-    /// file (the writer refuses otherwise), so each wanted key costs a binary search.
+    /// file (the writer refuses otherwise), so each wanted key costs a search onward from the
+    /// previous one.
     pub fn rows_of(&self, wanted: &[&str]) -> Result<Vec<usize>> {
         let mut found = Vec::new();
         for (keys, start) in self.keys.iter().zip(&self.starts) {
@@ -399,11 +400,12 @@ impl RowFile {
             let to = wanted.partition_point(|k| *k <= keys.value(n - 1));
             let mut low = 0;
             for (i, key) in wanted[from..to].iter().enumerate() {
-                // Wanted keys close together are galloped to from the last one; far apart (a
-                // segment's profiles are hundreds of rows apart) a plain binary search of the
-                // rest takes fewer probes, each a string compare that misses the cache.
+                // Galloped to from the last one found, in first steps of about half the
+                // expected distance to it: the probes stay near the key (a segment's profiles
+                // are hundreds of rows apart, and a binary search of the whole rest would miss
+                // the cache, and touch a new page, at nearly every probe).
                 let gap = (n - low) / (to - from - i);
-                low += partition_point(keys, low, n, gap <= GALLOP_GAP, |k| k < *key);
+                low += partition_point(keys, low, n, (gap / 2).max(1), |k| k < *key);
                 let mut row = low;
                 while row < n && keys.value(row) == *key {
                     found.push(start + row);
@@ -451,35 +453,28 @@ impl RowFile {
     }
 }
 
-/// The expected distance (in rows) between wanted keys up to which a lookup gallops.
-const GALLOP_GAP: usize = 32;
-
 /// The first index of `[from, to)` whose key fails `before` (keys failing it come after those
-/// passing it), counted from `from`. With `gallop`, it takes steps of 1, 2, 4, … from `from`,
-/// then a binary search in the last step, so that many wanted keys close together cost little
-/// each; without, a binary search of the whole range.
+/// passing it), counted from `from`: steps of `step`, `2 × step`, `4 × step`, … from `from`
+/// until a key fails, then a binary search in the last step. The number of probes grows with
+/// the logarithm of the distance to the answer, not of the range.
 fn partition_point(
     keys: &StringArray,
     from: usize,
     to: usize,
-    gallop: bool,
+    mut step: usize,
     before: impl Fn(&str) -> bool,
 ) -> usize {
-    let (mut low, mut step) = (from, 1);
-    let mut high = if !gallop {
-        to
-    } else {
-        loop {
-            let probe = low + step - 1;
-            if probe >= to {
-                break to;
-            }
-            if !before(keys.value(probe)) {
-                break probe;
-            }
-            low = probe + 1;
-            step *= 2;
+    let mut low = from;
+    let mut high = loop {
+        let probe = low + step - 1;
+        if probe >= to {
+            break to;
         }
+        if !before(keys.value(probe)) {
+            break probe;
+        }
+        low = probe + 1;
+        step *= 2;
     };
     while low < high {
         let mid = low + (high - low) / 2;
