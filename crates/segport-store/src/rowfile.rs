@@ -187,7 +187,15 @@ fn map(file: &std::fs::File) -> std::io::Result<memmap2::Mmap> {
     // their companions are immutable: written once under a temporary name, renamed into
     // place, and only ever deleted (a deleted file stays mapped until unmapped) — never
     // rewritten or truncated.
-    unsafe { memmap2::Mmap::map(file) }
+    let mapping = unsafe { memmap2::Mmap::map(file) }?;
+    // Pages read in through this mapping (after the page cache let the file go) come in large
+    // folios, as a file written in large chunks sits there (`crate::chunked`): mapping and
+    // giving back a page of a large folio costs a fraction of a small one's, and readers here
+    // map over a million pages per export at 10M profiles. Read-around of scattered reads
+    // would otherwise bring pages back one small folio at a time. Advice: ignored on failure.
+    #[cfg(target_os = "linux")]
+    let _ = mapping.advise(memmap2::Advice::HugePage);
+    Ok(mapping)
 }
 
 /// Drops the page-table entries of `len` bytes of `mapping` from `offset` (page-aligned).
@@ -277,14 +285,27 @@ impl MappedFile {
     /// batch calls this so that a job's resident memory stays near the batches it works on,
     /// not the sum of every page it read.
     pub fn release(&self, i: usize) {
-        let (Some(mapping), Some(b)) = (&self.mapping, self.blocks.get(i)) else { return };
+        self.release_batches(i..i + 1);
+    }
+
+    /// Gives back the pages of the record batches `batches` (see [`MappedFile::release`]) in
+    /// one call: a reader passing over many small batches gives them back a stretch at a time
+    /// ([`RELEASE_BATCHES`]), as each call costs the other cores a TLB flush.
+    pub fn release_batches(&self, batches: std::ops::Range<usize>) {
+        let Some(mapping) = &self.mapping else { return };
+        let (Some(first), Some(last)) =
+            (self.blocks.get(batches.start), self.blocks.get(batches.end.wrapping_sub(1)))
+        else {
+            return;
+        };
         let page = 4096;
-        // Whole pages inside the batch only: a page shared with a neighbour stays.
-        let start = (b.offset() as usize).div_ceil(page) * page;
-        let end = (b.offset() as usize + b.metaDataLength() as usize + b.bodyLength() as usize)
-            .min(mapping.len())
-            / page
-            * page;
+        // Whole pages inside the batches only: a page shared with a neighbour stays.
+        let start = (first.offset() as usize).div_ceil(page) * page;
+        let end =
+            (last.offset() as usize + last.metaDataLength() as usize + last.bodyLength() as usize)
+                .min(mapping.len())
+                / page
+                * page;
         if start < end {
             dont_need(mapping, start, end - start);
         }
@@ -339,6 +360,9 @@ impl MappedFile {
     }
 }
 
+/// How many record batches a reader passing over a file's batches gives back at a time.
+pub const RELEASE_BATCHES: usize = 16;
+
 /// A row file, memory-mapped.
 pub struct RowFile {
     /// The mapped file (its path and schema), to give back the pages of batches done with.
@@ -373,6 +397,12 @@ impl RowFile {
             starts.push(rows);
             rows += column.len();
             keys.push(column.clone());
+            // Decoding touched the batch's header only, which is not read again. Given back
+            // as the decoding goes: the page cache maps a file held in large folios a whole
+            // folio at a time, so every header touched would keep megabytes of it mapped.
+            if (i + 1) % RELEASE_BATCHES == 0 || i + 1 == file.len() {
+                file.release_batches((i / RELEASE_BATCHES) * RELEASE_BATCHES..i + 1);
+            }
         }
         Ok(Some(Self { file, keys, starts, rows }))
     }
@@ -390,7 +420,7 @@ impl RowFile {
     /// previous one.
     pub fn rows_of(&self, wanted: &[&str]) -> Result<Vec<usize>> {
         let mut found = Vec::new();
-        for (keys, start) in self.keys.iter().zip(&self.starts) {
+        for (b, (keys, start)) in self.keys.iter().zip(&self.starts).enumerate() {
             let n = keys.len();
             if n == 0 {
                 continue;
@@ -412,6 +442,10 @@ impl RowFile {
                     row += 1;
                 }
                 low = row;
+            }
+            // The keys probed are not read again by this search (see `open`).
+            if (b + 1) % RELEASE_BATCHES == 0 || b + 1 == self.keys.len() {
+                self.file.release_batches((b / RELEASE_BATCHES) * RELEASE_BATCHES..b + 1);
             }
         }
         Ok(found)
