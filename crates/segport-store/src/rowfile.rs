@@ -288,10 +288,17 @@ impl MappedFile {
         self.release_batches(i..i + 1);
     }
 
-    /// Gives back the pages of the record batches `batches` (see [`MappedFile::release`]) in
-    /// one call: a reader passing over many small batches gives them back a stretch at a time
-    /// ([`RELEASE_BATCHES`]), as each call costs the other cores a TLB flush.
-    pub fn release_batches(&self, batches: std::ops::Range<usize>) {
+    /// For a reader passing over the file's batches in order, done with batch `i`: gives back
+    /// the pages of the batches passed over a stretch of `RELEASE_BATCHES` at a time (each
+    /// call costs the other cores a TLB flush), and the rest after the last batch.
+    pub fn passed(&self, i: usize) {
+        if (i + 1) % RELEASE_BATCHES == 0 || i + 1 == self.len() {
+            self.release_batches(i / RELEASE_BATCHES * RELEASE_BATCHES..i + 1);
+        }
+    }
+
+    /// Gives back the pages of the record batches `batches` (see [`MappedFile::release`]).
+    fn release_batches(&self, batches: std::ops::Range<usize>) {
         let Some(mapping) = &self.mapping else { return };
         let (Some(first), Some(last)) =
             (self.blocks.get(batches.start), self.blocks.get(batches.end.wrapping_sub(1)))
@@ -360,8 +367,9 @@ impl MappedFile {
     }
 }
 
-/// How many record batches a reader passing over a file's batches gives back at a time.
-pub const RELEASE_BATCHES: usize = 16;
+/// How many record batches a reader passing over a file's batches gives back at a time
+/// ([`MappedFile::passed`]).
+const RELEASE_BATCHES: usize = 16;
 
 /// A row file, memory-mapped.
 pub struct RowFile {
@@ -400,9 +408,7 @@ impl RowFile {
             // Decoding touched the batch's header only, which is not read again. Given back
             // as the decoding goes: the page cache maps a file held in large folios a whole
             // folio at a time, so every header touched would keep megabytes of it mapped.
-            if (i + 1) % RELEASE_BATCHES == 0 || i + 1 == file.len() {
-                file.release_batches((i / RELEASE_BATCHES) * RELEASE_BATCHES..i + 1);
-            }
+            file.passed(i);
         }
         Ok(Some(Self { file, keys, starts, rows }))
     }
@@ -444,9 +450,7 @@ impl RowFile {
                 low = row;
             }
             // The keys probed are not read again by this search (see `open`).
-            if (b + 1) % RELEASE_BATCHES == 0 || b + 1 == self.keys.len() {
-                self.file.release_batches((b / RELEASE_BATCHES) * RELEASE_BATCHES..b + 1);
-            }
+            self.file.passed(b);
         }
         Ok(found)
     }
