@@ -292,7 +292,7 @@ impl MappedFile {
     /// the pages of the batches passed over a stretch of `RELEASE_BATCHES` at a time (each
     /// call costs the other cores a TLB flush), and the rest after the last batch.
     pub fn passed(&self, i: usize) {
-        if (i + 1) % RELEASE_BATCHES == 0 || i + 1 == self.len() {
+        if (i + 1).is_multiple_of(RELEASE_BATCHES) || i + 1 == self.len() {
             self.release_batches(i / RELEASE_BATCHES * RELEASE_BATCHES..i + 1);
         }
     }
