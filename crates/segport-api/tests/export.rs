@@ -684,27 +684,6 @@ fn companion_files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBu
     found
 }
 
-/// The rows of a batch's files, read back with the Parquet reader, as JSON.
-async fn output_rows(t: &TestApp, files: &[segport_catalog::BatchFile]) -> Vec<Value> {
-    let mut got = Vec::new();
-    for f in files {
-        let bytes = t.state.storage.get(&f.path.as_str().into()).await.unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let mut w = arrow::json::ArrayWriter::new(Vec::new());
-            w.write(&batch).unwrap();
-            w.finish().unwrap();
-            let rows: Vec<Value> = serde_json::from_slice(&w.into_inner()).unwrap_or_default();
-            got.extend(rows);
-        }
-    }
-    got
-}
-
 /// DESIGN §5: a later event with the same `_id` replaces the earlier one, so the earlier
 /// version is not exported from a window that holds only its batch.
 async fn a_replaced_event_is_gone_from_earlier_windows(backend: Backend) {

@@ -27,6 +27,7 @@ use tokio::runtime::Handle;
 use crate::align::align_batch;
 use crate::columns::{build_batch, file_schema, Prepared, IDENTITIES, KEY, ORD};
 use crate::input::{json_array_elements, ndjson_lines, parquet_rows, InputFormat, RawRecord};
+use crate::limits::{deeper_than, RecordLimits};
 use crate::schema::{infer_record, Conflict, UnionSchema, XType};
 use crate::storage::store_file;
 use crate::xdm::{normalize, parse, Normalized, RecordError};
@@ -58,11 +59,18 @@ pub struct IngestLimits {
     pub flush_bytes: usize,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// What one record may hold.
+    pub record: RecordLimits,
 }
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        Self { chunk_records: 16_384, flush_bytes: 192 * 1024 * 1024, row_group_rows: 64 * 1024 }
+        Self {
+            chunk_records: 16_384,
+            flush_bytes: 192 * 1024 * 1024,
+            row_group_rows: 64 * 1024,
+            record: RecordLimits::default(),
+        }
     }
 }
 
@@ -117,6 +125,8 @@ pub struct Ingest {
     storage: Storage,
     runtime: Handle,
     schema: UnionSchema,
+    /// [`UnionSchema::field_count`] of `schema`, kept as it grows.
+    schema_fields: usize,
     buffers: Vec<Vec<RecordBatch>>,
     buffered_bytes: usize,
     files: Vec<WrittenFile>,
@@ -144,6 +154,7 @@ impl Ingest {
             limits,
             storage,
             runtime,
+            schema_fields: schema.field_count(),
             schema,
             buffers: vec![Vec::new(); partitions],
             buffered_bytes: 0,
@@ -222,7 +233,8 @@ impl Ingest {
         // absorbing the types into the union schema runs in input order, below.
         // Records the schema already holds (nearly all, once an ingest is under way) are not
         // typed: absorbing them would change nothing.
-        let known = &self.schema;
+        let (known, known_fields) = (&self.schema, self.schema_fields);
+        let limits = self.limits.record;
         let parsed: Vec<(u64, Result<Typed, RecordError>)> = chunk
             .into_par_iter()
             .map(|(row, raw)| {
@@ -231,13 +243,25 @@ impl Ingest {
                     RawRecord::Value(v) => Ok(v),
                     RawRecord::Broken(e) => Err(e),
                 };
-                let typed = value.and_then(|v| normalize(v, kind)).and_then(|r| {
-                    if known.holds(&r.attributes) {
-                        return Ok((r, Vec::new()));
-                    }
-                    let types = infer_record(&r.attributes).map_err(conflict)?;
-                    Ok((r, types))
-                });
+                let typed = value
+                    .and_then(|v| match deeper_than(&v, limits.depth()) {
+                        true => Err(limits.too_deep()),
+                        false => normalize(v, kind),
+                    })
+                    .and_then(|r| {
+                        // A record the schema holds has no more fields than the schema; only
+                        // when that is more than a record may have must it be counted.
+                        let held = known.holds(&r.attributes);
+                        if held && known_fields <= limits.max_fields {
+                            return Ok((r, Vec::new()));
+                        }
+                        let types = infer_record(&r.attributes).map_err(conflict)?;
+                        let fields: usize = types.iter().map(|(_, t)| 1 + t.field_count()).sum();
+                        if fields > limits.max_fields {
+                            return Err(limits.too_many_fields(fields));
+                        }
+                        Ok((r, if held { Vec::new() } else { types }))
+                    });
                 (row, typed)
             })
             .collect();
@@ -248,7 +272,16 @@ impl Ingest {
             let ord = self.next_ord;
             self.next_ord += 1;
             let record = result.and_then(|(r, types)| {
-                self.schema.absorb_inferred(types).map_err(conflict)?;
+                if types.is_empty() {
+                    return Ok(r);
+                }
+                let widening = self.schema.widen(types).map_err(conflict)?;
+                let held = self.schema_fields;
+                if held + widening.added_fields > limits.max_schema_fields {
+                    return Err(limits.schema_full(held, widening.added_fields));
+                }
+                self.schema_fields += widening.added_fields;
+                self.schema.apply(widening);
                 Ok(r)
             });
             match record {

@@ -16,6 +16,7 @@ mod error;
 pub mod index;
 pub mod ingest;
 pub mod input;
+pub mod limits;
 pub mod read;
 pub mod rowfile;
 pub mod schema;

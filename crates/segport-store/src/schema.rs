@@ -34,6 +34,42 @@ pub enum XType {
     },
 }
 
+/// How deeply records may nest objects and arrays, the record itself being the first level. A
+/// Parquet file stores its Arrow schema as a flatbuffer, which the reader verifies to a depth
+/// of 64 tables, two a level; deeper fields could be written but never read back.
+pub const MAX_RECORD_DEPTH: usize = 32;
+
+impl XType {
+    /// Drops what nests more than `levels` objects and arrays deep, and objects left without
+    /// fields; answers whether anything of `self` is left.
+    fn keep_within(&mut self, levels: usize) -> bool {
+        match self {
+            XType::Object { fields } => {
+                levels > 0 && {
+                    fields.retain(|_, t| t.keep_within(levels - 1));
+                    !fields.is_empty()
+                }
+            }
+            XType::Array { items } => {
+                if items.as_mut().is_some_and(|t| levels == 0 || !t.keep_within(levels - 1)) {
+                    *items = None;
+                }
+                levels > 0
+            }
+            _ => true,
+        }
+    }
+
+    /// How many named fields this type holds below itself (see [`UnionSchema::field_count`]).
+    pub fn field_count(&self) -> usize {
+        match self {
+            XType::Object { fields } => fields.values().map(|t| 1 + t.field_count()).sum(),
+            XType::Array { items } => items.as_deref().map_or(0, XType::field_count),
+            _ => 0,
+        }
+    }
+}
+
 impl fmt::Display for XType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -51,6 +87,14 @@ impl fmt::Display for XType {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnionSchema {
     pub fields: BTreeMap<String, XType>,
+}
+
+/// The top-level types a record widens a schema to, from [`UnionSchema::widen`].
+#[derive(Debug)]
+pub struct Widening {
+    merged: Vec<(String, XType)>,
+    /// How many fields the schema gains.
+    pub added_fields: usize,
 }
 
 /// A value that does not fit the schema.
@@ -226,17 +270,38 @@ impl UnionSchema {
     /// [`Self::absorb`] for a record typed beforehand by [`infer_record`] (which needs no schema,
     /// so records can be typed in parallel and absorbed in order).
     pub fn absorb_inferred(&mut self, types: Vec<(String, XType)>) -> Result<(), Conflict> {
+        let widening = self.widen(types)?;
+        self.apply(widening);
+        Ok(())
+    }
+
+    /// What absorbing a record's types would change, without changing anything yet: the caller
+    /// can weigh [`Widening::added_fields`] against a limit before it [`Self::apply`]s it.
+    pub fn widen(&self, types: Vec<(String, XType)>) -> Result<Widening, Conflict> {
         let mut merged: Vec<(String, XType)> = Vec::new();
+        let mut added_fields = 0;
         for (k, t) in types {
             let m = match self.fields.get(&k) {
                 Some(known) if *known == t => continue,
-                Some(known) => unify(known, &t, &k)?,
-                None => t,
+                Some(known) => {
+                    let m = unify(known, &t, &k)?;
+                    // Unifying only ever adds fields.
+                    added_fields += m.field_count().saturating_sub(known.field_count());
+                    m
+                }
+                None => {
+                    added_fields += 1 + t.field_count();
+                    t
+                }
             };
             merged.push((k, m));
         }
-        self.fields.extend(merged);
-        Ok(())
+        Ok(Widening { merged, added_fields })
+    }
+
+    /// Applies a [`Widening`] computed by [`Self::widen`] on this schema.
+    pub fn apply(&mut self, widening: Widening) {
+        self.fields.extend(widening.merged);
     }
 
     /// Merges another schema in (used when two batches' schemas meet).
@@ -251,6 +316,32 @@ impl UnionSchema {
         }
         self.fields = merged;
         Ok(())
+    }
+
+    /// Reads a schema as the catalog stores it (its serde JSON form), whatever its depth, and
+    /// leaves out what nests deeper than records may ([`MAX_RECORD_DEPTH`]).
+    ///
+    /// Each level of a record takes two levels of JSON here, so the text is read without
+    /// serde_json's recursion limit of 128: a store that took deeper records before the depth
+    /// cap existed must not become unreadable. The text comes from the catalog, never from a
+    /// client, and the records behind it were parsed under that limit, so its depth is bounded
+    /// (about 260 levels). What is deeper than the cap cannot be stored (Arrow's schema
+    /// metadata refuses it when read back) and no new record can bring it, so it is dropped:
+    /// the sandbox goes on without it.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.disable_recursion_limit();
+        let mut schema = Self::deserialize(&mut de)?;
+        de.end()?;
+        // The record is the first level; its attributes start at the second.
+        schema.fields.retain(|_, t| t.keep_within(MAX_RECORD_DEPTH - 1));
+        Ok(schema)
+    }
+
+    /// How many distinct fields the schema holds: every named field at every level (the
+    /// elements of an array share their array's field).
+    pub fn field_count(&self) -> usize {
+        self.fields.values().map(|t| 1 + t.field_count()).sum()
     }
 
     /// The Arrow fields of the attributes, in name order.
@@ -338,6 +429,51 @@ mod tests {
                 assert!(absorbed.is_err() || copy != schema, "{record}");
             }
         }
+    }
+
+    /// The depth of a type as records count it (objects and arrays), the oracle of the pruning.
+    fn depth(t: &XType) -> usize {
+        match t {
+            XType::Object { fields } => 1 + fields.values().map(depth).max().unwrap_or(0),
+            XType::Array { items } => 1 + items.as_deref().map_or(0, depth),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn schemas_of_any_accepted_depth_are_read_and_kept_within_the_cap() {
+        // The deepest record serde_json parses, alternating objects and arrays, beside a flat
+        // field and one just within the cap.
+        let mut deep = json!({"leaf": "x"});
+        for i in 0..120 {
+            deep = if i % 4 == 0 { json!([deep]) } else { json!({"k": deep, "n": i}) };
+        }
+        let mut within = json!(1);
+        for _ in 0..MAX_RECORD_DEPTH - 1 {
+            within = json!({ "k": within });
+        }
+        let mut s = UnionSchema::default();
+        absorb(&mut s, json!({"deep": deep, "flat": true, "within": within.clone()})).unwrap();
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(serde_json::from_str::<UnionSchema>(&text).is_err(), "past serde's own limit");
+
+        let read = UnionSchema::from_json(&text).unwrap();
+        assert_eq!(read.fields["flat"], XType::Bool);
+        assert_eq!(read.fields["within"], s.fields["within"], "within the cap: unchanged");
+        assert_eq!(depth(&read.fields["within"]), MAX_RECORD_DEPTH - 1);
+        assert_eq!(depth(&read.fields["deep"]), MAX_RECORD_DEPTH - 1, "cut at the cap");
+        // What is left of the deep field is what the record had at those levels.
+        let mut cut = read.clone();
+        cut.fields.retain(|k, _| k == "deep");
+        let mut whole = s.clone();
+        whole.fields.retain(|k, _| k == "deep");
+        assert!(cut.field_count() < whole.field_count());
+        whole.merge(&cut).unwrap();
+        assert_eq!(whole.fields["deep"], s.fields["deep"], "the cut schema is a part of the whole");
+        // A schema within the cap reads back as it was written.
+        let mut small = s.clone();
+        small.fields.remove("deep");
+        assert_eq!(UnionSchema::from_json(&serde_json::to_string(&small).unwrap()).unwrap(), small);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub async fn run_export(
     let snapshot = ctx.catalog.store_snapshot(tenant, Some(&task.lease)).await?;
     let state = ctx.catalog.store_state(tenant).await?;
     let schema = |text: &str| -> Result<UnionSchema, TaskError> {
-        serde_json::from_str(text)
+        UnionSchema::from_json(text)
             .map_err(|e| TaskError::Invalid(format!("the sandbox schema is unreadable: {e}")))
     };
     let plan = plan(&job, schema(&state.profile_schema)?, schema(&state.event_schema)?)?;
@@ -115,15 +115,17 @@ pub async fn run_export(
         let (storage, handle) = (ctx.storage.clone(), tokio::runtime::Handle::current());
         let inputs: Vec<PartitionInput> = inputs.into_values().collect();
         tokio::task::spawn_blocking(move || {
-            inputs
-                .par_iter()
-                .enumerate()
-                .map(|(part, input)| {
-                    let output = run_partition(&plan, &projections, input, &progress, &cancel)
-                        .map_err(Failure::Engine)?;
-                    write_partition(&storage, &handle, &dirs, part, output)
-                })
-                .collect::<Result<Vec<PartitionWritten>, Failure>>()
+            crate::cpu().install(|| {
+                inputs
+                    .par_iter()
+                    .enumerate()
+                    .map(|(part, input)| {
+                        let output = run_partition(&plan, &projections, input, &progress, &cancel)
+                            .map_err(Failure::Engine)?;
+                        write_partition(&storage, &handle, &dirs, part, output)
+                    })
+                    .collect::<Result<Vec<PartitionWritten>, Failure>>()
+            })
         })
         .await
     };

@@ -66,7 +66,7 @@ pub async fn run_ingest(
             RecordKind::Profile => &state.profile_schema,
             RecordKind::Event => &state.event_schema,
         };
-        let schema: UnionSchema = serde_json::from_str(schema_text)
+        let schema = UnionSchema::from_json(schema_text)
             .map_err(|e| TaskError::Invalid(format!("the sandbox schema is unreadable: {e}")))?;
         let target = IngestTarget {
             org: tenant.org.to_string(),
@@ -124,16 +124,18 @@ async fn ingest_files(
         })
     };
     let result = tokio::task::spawn_blocking(move || {
-        for upload in uploads {
-            let path = upload_file(&org, &sandbox, &batch_id, &upload.name);
-            if format == InputFormat::NdJson {
-                ingest_ndjson(&mut ingest, &storage, &handle, &path, &upload.name)?;
-            } else {
-                let bytes = handle.block_on(storage.get(&path))?;
-                ingest.add_file(&upload.name, bytes, format)?;
+        crate::cpu().install(|| {
+            for upload in uploads {
+                let path = upload_file(&org, &sandbox, &batch_id, &upload.name);
+                if format == InputFormat::NdJson {
+                    ingest_ndjson(&mut ingest, &storage, &handle, &path, &upload.name)?;
+                } else {
+                    let bytes = handle.block_on(storage.get(&path))?;
+                    ingest.add_file(&upload.name, bytes, format)?;
+                }
             }
-        }
-        ingest.finish()
+            ingest.finish()
+        })
     })
     .await;
     watcher.abort();

@@ -95,6 +95,27 @@ pub enum TaskError {
     Stopped,
 }
 
+/// Stack of each thread of [`cpu`]. Arrow's kernels recurse once per level of a nested type;
+/// records are capped at 32 levels, but a store may hold deeper ones from before the cap (up to
+/// the 128 levels serde_json parses), and a debug build spends about 32 KiB of stack a level.
+/// The memory is only reserved: pages are committed as the stack grows.
+const CPU_STACK: usize = 16 * 1024 * 1024;
+
+/// The pool that runs the CPU work of tasks (parsing, sorting, encoding, evaluating), with
+/// stacks deep enough for any record the store holds; one per process, sized like rayon's
+/// global pool (`RAYON_NUM_THREADS`, else one thread a core).
+fn cpu() -> &'static rayon::ThreadPool {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .stack_size(CPU_STACK)
+            .thread_name(|i| format!("segport-cpu-{i}"))
+            .build()
+            .or_else(|_| rayon::ThreadPoolBuilder::new().build())
+            .unwrap_or_else(|e| panic!("cannot start the CPU thread pool: {e}"))
+    })
+}
+
 /// The current time in epoch milliseconds.
 fn now_ms() -> i64 {
     segport_model::time::now_ms()

@@ -226,7 +226,7 @@ async fn compact_files(
         StoreKind::Profile => (RecordKind::Profile, &state.profile_schema),
         StoreKind::Event => (RecordKind::Event, &state.event_schema),
     };
-    let schema: UnionSchema = serde_json::from_str(schema_text)
+    let schema = UnionSchema::from_json(schema_text)
         .map_err(|e| TaskError::Invalid(format!("the sandbox schema is unreadable: {e}")))?;
     let refs: Vec<FileRef> = files
         .iter()

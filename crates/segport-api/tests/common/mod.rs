@@ -233,6 +233,7 @@ pub fn small_limits() -> segport_store::ingest::IngestLimits {
         chunk_records: 2048,
         flush_bytes: 2 * 1024 * 1024,
         row_group_rows: 100,
+        ..Default::default()
     }
 }
 
@@ -344,6 +345,18 @@ impl TestApp {
         input_format: Value,
         files: Vec<(&str, Vec<u8>)>,
     ) -> (String, Value) {
+        let worker = segport_worker::Worker::new(self.worker_context(small_limits()));
+        self.ingest_on(&worker, dataset, input_format, files).await
+    }
+
+    /// [`Self::ingest`] on a given worker (with limits of its own).
+    pub async fn ingest_on(
+        &self,
+        worker: &segport_worker::Worker,
+        dataset: &str,
+        input_format: Value,
+        files: Vec<(&str, Vec<u8>)>,
+    ) -> (String, Value) {
         let batch = self.new_batch(dataset, input_format).await;
         for (name, bytes) in files {
             let a = self.upload(&batch, dataset, name, bytes).await;
@@ -351,7 +364,7 @@ impl TestApp {
         }
         let a = self.batch_action(&batch, "COMPLETE").await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-        assert_eq!(self.run_tasks().await, 1);
+        assert_eq!(self.run_tasks_on(worker).await, 1);
         let object = self.batch(&batch).await;
         (batch, object)
     }
@@ -383,7 +396,7 @@ impl TestApp {
             segport_store::RecordKind::Profile => state.profile_schema,
             segport_store::RecordKind::Event => state.event_schema,
         };
-        let union: segport_store::schema::UnionSchema = serde_json::from_str(&schema_text).unwrap();
+        let union = segport_store::schema::UnionSchema::from_json(&schema_text).unwrap();
         let refs: Vec<_> = files
             .iter()
             .filter(|f| f.dataset_id == dataset)
@@ -396,6 +409,27 @@ impl TestApp {
         let schema = segport_store::compact::fragment_schema(kind, &union);
         segport_store::compact::read_fragments(&self.state.storage, &refs, &schema).await.unwrap()
     }
+}
+
+/// The rows of a batch's files, read back with the Parquet reader, as JSON.
+pub async fn output_rows(t: &TestApp, files: &[segport_catalog::BatchFile]) -> Vec<Value> {
+    let mut got = Vec::new();
+    for f in files {
+        let bytes = t.state.storage.get(&f.path.as_str().into()).await.unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let mut w = arrow::json::ArrayWriter::new(Vec::new());
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            let rows: Vec<Value> = serde_json::from_slice(&w.into_inner()).unwrap_or_default();
+            got.extend(rows);
+        }
+    }
+    got
 }
 
 /// Numbers compare as numbers, date-time strings as instants, objects without their null
