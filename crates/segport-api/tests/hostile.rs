@@ -19,6 +19,9 @@ both_backends!(
     a_sandbox_holding_a_deeper_schema_stays_usable,
     field_caps_fail_the_record_not_the_batch,
     a_sandbox_at_its_field_cap_ingests_and_exports_quickly,
+    an_export_stopped_early_leaves_no_task_behind,
+    control_characters_in_identities_fail_the_record,
+    error_reports_are_bounded,
 );
 
 /// A profile record with identity `id` and the attributes of `extra`.
@@ -55,6 +58,7 @@ fn failures(batch: &Value) -> BTreeMap<String, Vec<u64>> {
         let rows = e["rows"].as_array().unwrap().iter().map(|r| r.as_u64().unwrap());
         out.entry(e["code"].as_str().unwrap().to_owned()).or_default().extend(rows);
     }
+    out.values_mut().for_each(|rows| rows.sort_unstable());
     out
 }
 
@@ -244,4 +248,111 @@ async fn a_sandbox_at_its_field_cap_ingests_and_exports_quickly(backend: Backend
     eprintln!("at the field cap: 10-record ingest {ingest:?}, 12-profile export {export:?}");
     let bound = Duration::from_secs(30);
     assert!(ingest < bound && export < bound, "ingest {ingest:?}, export {export:?}");
+}
+
+/// Issue 7, point 14: an export that stops before it evaluates anything (here: shut down while
+/// paused at its start) stops its cancel watcher and its progress reporter too; they used to
+/// live on, the reporter writing every 500 ms forever.
+async fn an_export_stopped_early_leaves_no_task_behind(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    t.ingest(
+        &pds,
+        json!({"format": "json"}),
+        vec![("p.json", ndjson(&[record("a", json!({"x": 1}))]))],
+    )
+    .await;
+    let export = t.export_dataset().await;
+    t.create_job(minimal_job(&export)).await;
+    let mut ctx = t.worker_context(small_limits());
+    std::sync::Arc::make_mut(&mut ctx.config).failpoints =
+        segport_worker::Failpoints::parse("export-pause");
+    let worker = segport_worker::Worker::new(ctx);
+    let task =
+        t.db.catalog
+            .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
+            .await
+            .unwrap()
+            .unwrap();
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let alive = || metrics.num_alive_tasks();
+    let before = alive();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    shutdown.cancel();
+    let outcome = worker.run_claimed(task, shutdown, Duration::ZERO).await;
+    assert_eq!(outcome, segport_worker::TaskOutcome::HandedBack);
+    // Aborted tasks end at their next poll; give them a moment, then count.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive() > before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(alive() <= before, "{} tasks alive after the export, {before} before", alive());
+}
+
+/// Issue 7, point 7: NUL and other control characters in identity namespaces and ids fail their
+/// record, alike on both backends (PostgreSQL used to fail the whole batch on NUL).
+async fn control_characters_in_identities_fail_the_record(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let records = [
+        record("ok1", json!({})),
+        json!({"identityMap": {"ECID": [{"id": "a\u{0}b"}]}}),
+        json!({"identityMap": {"EC\u{0}ID": [{"id": "c"}]}}),
+        json!({"identities": [{"id": "d\u{7}", "namespace": {"code": "ECID"}}]}),
+        json!({"identityMap": {"ECID": [{"id": "e\nf"}]}}),
+        record("ok2", json!({})),
+        json!({"identityMap": {"ECID": [{"id": "ok3", "primary": true}], "CRM": [{"id": "x\u{1b}"}]}}),
+    ];
+    let (_, batch) =
+        t.ingest(&pds, json!({"format": "json"}), vec![("c.json", ndjson(&records))]).await;
+    assert_eq!(batch["status"], "success", "{batch}");
+    assert_eq!(
+        failures(&batch),
+        BTreeMap::from([("INVALID_IDENTITY".to_owned(), vec![2, 3, 4, 5, 7])])
+    );
+    assert!(description(&batch, "INVALID_IDENTITY").contains("control character"), "{batch}");
+    let rows = export_everything(&t).await;
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["ok1", "ok2"]);
+}
+
+/// Issue 7, point 6: client strings are clipped inside messages and the number of details is
+/// capped, so neither a batch's errors nor a 400 grows with hostile input.
+async fn error_reports_are_bounded(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    // 1,500 records, each failing with its own description quoting a 20,000-character
+    // namespace; then one good record.
+    let pad = "n".repeat(20_000);
+    let mut records: Vec<Value> =
+        (0..1500).map(|i| json!({"identityMap": {format!("{i:05}{pad}"): "not a list"}})).collect();
+    records.push(record("good", json!({})));
+    let (batch_id, batch) =
+        t.ingest(&pds, json!({"format": "json"}), vec![("e.json", ndjson(&records))]).await;
+    assert_eq!(
+        (batch["recordCount"].as_u64(), batch["failedRecordCount"].as_u64()),
+        (Some(1), Some(1500))
+    );
+    let listed = failures(&batch);
+    let cap = segport_store::ingest::MAX_ROWS_PER_ERROR;
+    assert!(listed.values().all(|rows| rows.len() <= cap), "rows listed per code are capped");
+    let total: usize = listed.values().map(Vec::len).sum();
+    assert_eq!(total, 100 + cap, "100 kinds listed, then MORE_ERRORS: {listed:?}");
+    let text = t.get(&format!("/data/foundation/catalog/batches/{batch_id}")).await.text;
+    assert!(text.len() < 256 * 1024, "the batch object is {} bytes", text.len());
+    assert!(!text.contains(&pad[..1000]), "a client string is echoed whole");
+
+    // A job body with 2,000 invalid values, each quoting a 900-character string: one 400
+    // naming the first ones, clipped, and counting the rest.
+    let export = t.export_dataset().await;
+    let mut body = minimal_job(&export);
+    let long = "s".repeat(900);
+    let segments: Vec<Value> =
+        (0..1000).map(|_| json!({"segmentId": 5, "status": [long.clone()]})).collect();
+    body["filter"] = json!({ "segments": segments });
+    let a = t.post("/data/core/ups/export/jobs", body).await;
+    a.assert_service_error(400);
+    assert!(a.text.len() < 64 * 1024, "the 400 is {} bytes", a.text.len());
+    let details = a.body["report"]["details"].as_array().unwrap();
+    assert_eq!(details.len(), segport_model::error::MAX_DETAILS + 1, "{}", &a.text[..2000]);
+    assert!(details.last().unwrap()["message"].as_str().unwrap().starts_with("and "), "{}", a.text);
 }

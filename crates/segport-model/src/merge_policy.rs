@@ -196,12 +196,22 @@ fn parse_attribute_merge(c: &mut Checker, obj: &crate::validate::Object) -> Opti
     };
     let order = match c.array(obj, "order", "attributeMerge") {
         None => None,
+        Some(items) if items.len() > MAX_ORDER => {
+            c.fail(
+                "attributeMerge.order",
+                format!("names {} datasets; at most {MAX_ORDER} are allowed", items.len()),
+            );
+            return None;
+        }
         Some(items) => {
             let mut ids = Vec::with_capacity(items.len());
+            let mut seen = std::collections::HashSet::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
                 let field = format!("attributeMerge.order[{i}]");
                 match item.as_str().map(DatasetId::parse) {
-                    Some(Ok(id)) if ids.contains(&id) => c.fail(field, "names a dataset twice"),
+                    Some(Ok(id)) if !seen.insert(id.clone()) => {
+                        c.fail(field, "names a dataset twice")
+                    }
                     Some(Ok(id)) => ids.push(id),
                     Some(Err(m)) => c.fail(field, m),
                     None => c.fail(field, "must be a dataset id string"),
@@ -228,6 +238,10 @@ fn parse_attribute_merge(c: &mut Checker, obj: &crate::validate::Object) -> Opti
         (AttributeMergeType::TimestampOrdered, None) => Some(AttributeMerge { kind, order: None }),
     }
 }
+
+/// Datasets a `dataSetPrecedence` policy may name in its `order` (DESIGN §10); a sandbox with
+/// more profile datasets than this is far past what merge policies are used for.
+pub const MAX_ORDER: usize = 1000;
 
 /// Checks a merge-policy id from a path or a job request.
 pub fn parse_policy_id(id: &str) -> Result<&str, String> {
@@ -266,6 +280,29 @@ mod tests {
         .unwrap_err();
         let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["identityGraph.type", "attributeMerge.order"]);
+    }
+
+    #[test]
+    fn order_is_capped_and_duplicates_are_named() {
+        let policy = |order: Vec<String>| {
+            MergePolicyInput::parse(&json!({
+                "name": "p", "schema": {"name": "_xdm.context.profile"},
+                "identityGraph": {"type": "none"},
+                "attributeMerge": {"type": "dataSetPrecedence", "order": order}
+            }))
+        };
+        let id = |i: usize| format!("{i:024x}");
+        let at_cap: Vec<String> = (0..MAX_ORDER).map(id).collect();
+        assert_eq!(policy(at_cap.clone()).unwrap().attribute_merge.order.unwrap().len(), MAX_ORDER);
+        let err = policy((0..=MAX_ORDER).map(id).collect()).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].message.contains("at most 1000"), "{err}");
+        let mut twice = at_cap;
+        twice[700] = id(3);
+        twice[999] = id(3);
+        let err = policy(twice).unwrap_err();
+        let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["attributeMerge.order[700]", "attributeMerge.order[999]"]);
     }
 
     #[test]

@@ -90,7 +90,8 @@ pub struct WrittenFile {
 pub struct ErrorGroup {
     pub code: String,
     pub description: String,
-    /// Row numbers (at most [`MAX_ROWS_PER_ERROR`] are listed).
+    /// Row numbers (at most [`MAX_ROWS_PER_ERROR`] per code are listed, over all of the
+    /// code's groups).
     pub rows: Vec<u64>,
     /// How many records failed this way, listed or not.
     pub count: u64,
@@ -135,6 +136,8 @@ pub struct Ingest {
     ok: u64,
     failed: u64,
     errors: BTreeMap<RecordError, (Vec<u64>, u64)>,
+    /// Rows listed so far per error code.
+    rows_listed: BTreeMap<&'static str, usize>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
 }
@@ -164,6 +167,7 @@ impl Ingest {
             ok: 0,
             failed: 0,
             errors: BTreeMap::new(),
+            rows_listed: BTreeMap::new(),
             progress: Arc::new(Progress::default()),
             stop: Arc::new(AtomicBool::new(false)),
         }
@@ -318,14 +322,17 @@ impl Ingest {
         Ok(())
     }
 
-    fn report(&mut self, file: &str, row: u64, mut error: RecordError) {
-        error.description = format!("{file}: {}", error.description);
+    fn report(&mut self, file: &str, row: u64, error: RecordError) {
+        let mut error = RecordError::new(error.code, format!("{file}: {}", error.description));
         if !self.errors.contains_key(&error) && self.errors.len() >= MAX_ERROR_GROUPS {
             error = RecordError::new("MORE_ERRORS", "further kinds of errors are not listed");
         }
+        // Rows are listed up to a budget per code, shared by the code's descriptions.
+        let listed = self.rows_listed.entry(error.code).or_default();
         let (rows, count) = self.errors.entry(error).or_default();
         *count += 1;
-        if rows.len() < MAX_ROWS_PER_ERROR {
+        if *listed < MAX_ROWS_PER_ERROR {
+            *listed += 1;
             rows.push(row);
         }
     }

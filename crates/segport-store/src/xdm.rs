@@ -46,9 +46,44 @@ pub struct RecordError {
     pub description: String,
 }
 
+/// Longest description of a record error, in characters: descriptions quote client names
+/// (namespaces, segment ids, fields), and a batch lists them for every kind of error.
+pub const MAX_DESCRIPTION_CHARS: usize = 500;
+
+/// Longest client string quoted inside a description, in characters.
+const MAX_QUOTED_CHARS: usize = 80;
+
+/// A client string as a description quotes it: clipped.
+fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    segport_model::error::clip(text, MAX_QUOTED_CHARS)
+}
+
 impl RecordError {
     pub fn new(code: &'static str, description: impl Into<String>) -> Self {
-        Self { code, description: description.into() }
+        let description = description.into();
+        let description = match segport_model::error::clip(&description, MAX_DESCRIPTION_CHARS) {
+            std::borrow::Cow::Borrowed(_) => description,
+            std::borrow::Cow::Owned(clipped) => clipped,
+        };
+        Self { code, description }
+    }
+}
+
+/// Refuses control characters (NUL included) in an identity's namespace or id: they reach the
+/// catalog's text columns (as profile keys of the store manifest), where PostgreSQL refuses NUL
+/// and SQLite keeps it, and no identity system issues them.
+fn plain_identity_text(what: &str, text: &str) -> Result<(), RecordError> {
+    match text.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) => err(
+            "INVALID_IDENTITY",
+            format!(
+                "{what} {:?} holds the control character U+{:04X}; identity namespaces and ids \
+                 must be printable",
+                quoted(text),
+                u32::from(c)
+            ),
+        ),
     }
 }
 
@@ -163,21 +198,29 @@ fn identity_map(map: Value, out: &mut Vec<Identity>) -> Result<(), RecordError> 
     };
     for (ns, entries) in map {
         let Value::Array(entries) = entries else {
-            return err("INVALID_IDENTITY", format!("identityMap.{ns} must be an array"));
+            return err(
+                "INVALID_IDENTITY",
+                format!("identityMap.{} must be an array", quoted(&ns)),
+            );
         };
+        plain_identity_text("the identityMap namespace", &ns)?;
         for entry in entries {
             let Some(id) = non_empty_str(entry.get("id")) else {
                 return err(
                     "INVALID_IDENTITY",
-                    format!("identityMap.{ns}[] needs a non-empty string id"),
+                    format!("identityMap.{}[] needs a non-empty string id", quoted(&ns)),
                 );
             };
+            plain_identity_text("the identity id", id)?;
             push_identity(
                 out,
                 Identity {
                     namespace: ns.clone(),
                     id: id.to_owned(),
-                    primary: primary_flag(entry.get("primary"), &format!("identityMap.{ns}[]"))?,
+                    primary: primary_flag(
+                        entry.get("primary"),
+                        &format!("identityMap.{}[]", quoted(&ns)),
+                    )?,
                     authenticated_state: entry
                         .get("authenticatedState")
                         .and_then(Value::as_str)
@@ -199,6 +242,8 @@ fn legacy_identities(list: Value, out: &mut Vec<Identity>) -> Result<(), RecordE
         let (Some(id), Some(ns)) = (id, ns) else {
             return err("INVALID_IDENTITY", "identities[] needs an id and a namespace.code");
         };
+        plain_identity_text("the identities[] namespace.code", ns)?;
+        plain_identity_text("the identity id", id)?;
         push_identity(
             out,
             Identity {
@@ -249,10 +294,10 @@ fn memberships(value: Value) -> Result<Vec<Membership>, RecordError> {
     let mut out = Vec::new();
     for (ns, segments) in namespaces {
         let Value::Object(segments) = segments else {
-            return bad(format!("segmentMembership.{ns} must be an object"));
+            return bad(format!("segmentMembership.{} must be an object", quoted(&ns)));
         };
         for (segment_id, m) in segments {
-            let path = format!("segmentMembership.{ns}.{segment_id}");
+            let path = format!("segmentMembership.{}.{}", quoted(&ns), quoted(&segment_id));
             let Value::Object(m) = m else { return bad(format!("{path} must be an object")) };
             let status = match m.get("status").and_then(Value::as_str) {
                 Some(s @ ("realized" | "existing" | "exited")) => s.to_owned(),

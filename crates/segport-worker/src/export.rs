@@ -22,6 +22,7 @@ use segport_store::compact::FileRef;
 use segport_store::schema::UnionSchema;
 use segport_store::storage::batch_dir;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{now_ms, Context, TaskError};
 
@@ -77,21 +78,23 @@ pub async fn run_export(
 
     let progress = Arc::new(Progress::default());
     let cancel = Arc::new(AtomicBool::new(false));
+    // The watcher and the progress reporter live as long as this function, whichever way it
+    // returns: a handle that aborts its task when dropped.
     let watcher = {
         let (stop, cancel) = (stop.clone(), cancel.clone());
-        tokio::spawn(async move {
+        AbortOnDropHandle::new(tokio::spawn(async move {
             stop.cancelled().await;
             cancel.store(true, Ordering::SeqCst);
-        })
+        }))
     };
     let reporter = {
         let (ctx, lease, progress) = (ctx.clone(), task.lease.clone(), progress.clone());
-        tokio::spawn(async move {
+        AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 report_progress(&ctx, &lease, job_id, total, &progress).await;
             }
-        })
+        }))
     };
     ctx.config.failpoints.pause("export-pause", &stop).await;
     if stop.is_cancelled() {
@@ -129,8 +132,7 @@ pub async fn run_export(
         })
         .await
     };
-    watcher.abort();
-    reporter.abort();
+    drop((watcher, reporter));
     let outputs = match evaluated {
         Ok(Ok(outputs)) => outputs,
         Ok(Err(failure)) => {

@@ -118,10 +118,10 @@ async fn ingest_files(
     let flag = ingest.stop_flag();
     let watcher = {
         let stop = stop.clone();
-        tokio::spawn(async move {
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             stop.cancelled().await;
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        })
+        }))
     };
     let result = tokio::task::spawn_blocking(move || {
         crate::cpu().install(|| {
@@ -138,7 +138,7 @@ async fn ingest_files(
         })
     })
     .await;
-    watcher.abort();
+    drop(watcher);
     match result {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(segport_store::StoreError::Cancelled)) => Err(TaskError::Stopped),
@@ -203,15 +203,18 @@ async fn commit(
         .iter()
         .map(|e| BatchError {
             code: e.code.clone(),
-            description: if e.count > e.rows.len() as u64 {
-                format!(
-                    "{} ({} records; the first {} rows are listed)",
+            description: match e.rows.len() {
+                listed if e.count == listed as u64 => e.description.clone(),
+                0 => format!(
+                    "{} ({} records; their rows are not listed, as {} rows of this code are)",
                     e.description,
                     e.count,
-                    e.rows.len()
-                )
-            } else {
-                e.description.clone()
+                    segport_store::ingest::MAX_ROWS_PER_ERROR
+                ),
+                listed => format!(
+                    "{} ({} records; the first {listed} rows are listed)",
+                    e.description, e.count
+                ),
             },
             rows: e.rows.clone(),
         })

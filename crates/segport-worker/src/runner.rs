@@ -8,6 +8,7 @@ use segport_catalog::{ClaimedTask, TaskKind};
 use segport_model::batch::BatchError;
 use segport_model::error::chain as error_chain;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::{duration_ms, now_ms, run_export, run_ingest, Context, TaskError};
 
@@ -126,7 +127,7 @@ impl Worker {
                 lease_lost.clone(),
                 cancelled.clone(),
             );
-            tokio::spawn(async move {
+            AbortOnDropHandle::new(tokio::spawn(async move {
                 let every = ctx.config.heartbeat;
                 loop {
                     tokio::time::sleep(every).await;
@@ -155,16 +156,16 @@ impl Worker {
                         }
                     }
                 }
-            })
+            }))
         };
         let grace_timer = {
             let (stop, handed_back) = (stop.clone(), handed_back.clone());
-            tokio::spawn(async move {
+            AbortOnDropHandle::new(tokio::spawn(async move {
                 shutdown.cancelled().await;
                 tokio::time::sleep(grace).await;
                 handed_back.store(true, Ordering::SeqCst);
                 stop.cancel();
-            })
+            }))
         };
 
         let started = std::time::Instant::now();
@@ -172,8 +173,7 @@ impl Worker {
             TaskKind::Ingest => run_ingest(&self.ctx, &task, stop.clone(), progress).await,
             TaskKind::Export => run_export(&self.ctx, &task, stop.clone(), cancelled.clone()).await,
         };
-        heartbeat.abort();
-        grace_timer.abort();
+        drop((heartbeat, grace_timer));
 
         let outcome = self.settle(&task, result, &handed_back, &cancelled, &lease_lost).await;
         if outcome == TaskOutcome::Failed {
