@@ -31,6 +31,10 @@ pub(crate) struct Dialect {
     pub lock_policy_shared: &'static str,
     /// Locks a merge policy for deletion, waiting for jobs being inserted with it.
     pub lock_policy_exclusive: &'static str,
+    /// Locks the task of export job `$1`. Every transaction that changes a task and its job
+    /// takes the task first (claims, heartbeats, commits, the reaper), so a cancel does too:
+    /// taking them the other way round deadlocks against a concurrent claim.
+    pub lock_job_task: &'static str,
 }
 
 /// Serialises changes to one sandbox's merge policies and store (a row lock on PostgreSQL; SQLite
@@ -1243,6 +1247,7 @@ macro_rules! impl_catalog {
                 let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
                 let errors = serde_json::to_string(&[segport_model::job::JobError::cancelled()])?;
                 let mut tx = self.write().begin().await?;
+                sqlx::query(Self::DIALECT.lock_job_task).bind(id).execute(&mut *tx).await?;
                 // Each step is a conditional update on the status it expects, so a worker that
                 // claims or finishes the job concurrently is never overwritten.
                 let outcome = if sqlx::query($crate::sql::CANCEL_NEW_JOB)

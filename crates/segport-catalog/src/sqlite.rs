@@ -85,5 +85,6 @@ impl_catalog!(
             "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
         lock_policy_exclusive:
             "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
+        lock_job_task: "SELECT id FROM tasks WHERE job_id = $1",
     }
 );

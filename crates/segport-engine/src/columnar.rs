@@ -17,7 +17,7 @@ use arrow::array::{
 };
 use arrow::buffer::{NullBuffer, OffsetBuffer};
 use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
-use segport_store::align::align_array;
+use segport_store::align::{align_array, ByName};
 use segport_store::schema::UTC;
 
 use crate::merge::{resolve_identities, resolve_memberships, Identity, Loaded};
@@ -100,6 +100,7 @@ pub(crate) fn encode(
         }
         candidates.offsets.push(candidates.items.len());
     }
+    let source_columns = SourceColumns::new(&sources);
     let mut columns = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
         let name = field.name().as_str();
@@ -111,7 +112,7 @@ pub(crate) fn encode(
             }
             "identities" => legacy_identities(identities)?,
             "segmentMembership" => membership_map(rows, &sel)?,
-            _ => merge_leaves(&columns_of(&sources, name)?, &candidates)?,
+            _ => merge_leaves(&source_columns.of(name)?, &candidates)?,
         };
         columns.push(project(&column, &sel, field.data_type(), false)?);
     }
@@ -134,20 +135,33 @@ fn source_of<'a>(sources: &mut Vec<&'a Arc<Loaded>>, loaded: &'a Arc<Loaded>) ->
     }
 }
 
-/// Column `name` of every source.
-fn columns_of<'a>(
-    sources: &[&'a Arc<Loaded>],
-    name: &str,
-) -> Result<Vec<&'a dyn Array>, EngineError> {
-    sources
-        .iter()
-        .map(|s| {
-            s.batch
-                .column_by_name(name)
-                .map(|c| c.as_ref())
-                .ok_or_else(|| EngineError::Store(format!("no column {name} in a store batch")))
-        })
-        .collect()
+/// The columns of the distinct source batches of an output batch, found by name.
+struct SourceColumns<'a> {
+    sources: Vec<(&'a Arc<Loaded>, ByName<'a>)>,
+}
+
+impl<'a> SourceColumns<'a> {
+    fn new(sources: &[&'a Arc<Loaded>]) -> Self {
+        Self {
+            sources: sources
+                .iter()
+                .map(|s| (*s, ByName::new(s.batch.schema_ref().fields())))
+                .collect(),
+        }
+    }
+
+    /// Column `name` of every source.
+    fn of(&self, name: &str) -> Result<Vec<&'a dyn Array>, EngineError> {
+        self.sources
+            .iter()
+            .map(|(s, by_name)| {
+                by_name
+                    .index(name)
+                    .map(|i| s.batch.column(i).as_ref())
+                    .ok_or_else(|| EngineError::Store(format!("no column {name} in a store batch")))
+            })
+            .collect()
+    }
 }
 
 /// Keeps everything.
@@ -178,6 +192,7 @@ fn event_list(
         }
         lengths.push(r.events.len());
     }
+    let source_columns = SourceColumns::new(&sources);
     let children = item_fields
         .iter()
         .map(|f| {
@@ -193,7 +208,7 @@ fn event_list(
                 );
                 identity_map(identities.rows(), sel)?
             } else {
-                let arrays = columns_of(&sources, name)?;
+                let arrays = source_columns.of(name)?;
                 if arrays.is_empty() {
                     new_null_array(f.data_type(), 0)
                 } else {
@@ -300,10 +315,11 @@ fn project(
             let s = array.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
                 EngineError::Output("a struct column that is not a struct array".into())
             })?;
+            let by_name = ByName::new(s.fields());
             let children = target_fields
                 .iter()
-                .map(|f| match (s.column_by_name(f.name()), selection.children.get(f.name())) {
-                    (Some(child), Some(sel)) => project(child, sel, f.data_type(), false),
+                .map(|f| match (by_name.index(f.name()), selection.children.get(f.name())) {
+                    (Some(i), Some(sel)) => project(s.column(i), sel, f.data_type(), false),
                     _ => Ok(new_null_array(f.data_type(), s.len())),
                 })
                 .collect::<Result<Vec<_>, _>>()?;

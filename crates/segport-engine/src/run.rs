@@ -17,7 +17,7 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::schema::types::SchemaDescriptor;
 use segport_store::columns::{IDENTITIES, SEGMENTS};
 use segport_store::compact::{fragment_schema, with_recency, FileRef};
-use segport_store::ingest::output_writer_properties;
+use segport_store::ingest::output_writer_properties_for;
 use segport_store::rowfile::{rows_path, RowFile, TakeRows};
 use segport_store::schema::UnionSchema;
 use segport_store::RecordKind;
@@ -392,7 +392,7 @@ impl Sink {
                 ArrowWriter::try_new(
                     Vec::new(),
                     self.schema.clone(),
-                    Some(output_writer_properties(64 * 1024)),
+                    Some(output_writer_properties_for(64 * 1024, batch)),
                 )
                 .map_err(|e| EngineError::Output(e.to_string()))?,
             );

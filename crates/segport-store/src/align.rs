@@ -2,12 +2,39 @@
 //! readers align its batches to today's union (missing fields become null, integers widen to
 //! floats, structs and lists are aligned member by member).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{new_null_array, Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Fields, SchemaRef};
 
 use crate::{Result, StoreError};
+
+/// Finds fields by name: a search for a few, a hash map for many. A wide union schema has
+/// thousands of fields, where one search per target field would be quadratic.
+pub struct ByName<'a> {
+    fields: &'a Fields,
+    map: Option<HashMap<&'a str, usize>>,
+}
+
+/// Up to this many fields, a linear search beats building a map.
+const SEARCHED: usize = 32;
+
+impl<'a> ByName<'a> {
+    pub fn new(fields: &'a Fields) -> Self {
+        let map = (fields.len() > SEARCHED)
+            .then(|| fields.iter().enumerate().map(|(i, f)| (f.name().as_str(), i)).collect());
+        Self { fields, map }
+    }
+
+    /// The position of the field called `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        match &self.map {
+            Some(map) => map.get(name).copied(),
+            None => self.fields.iter().position(|f| f.name() == name),
+        }
+    }
+}
 
 /// `array` as `target`, or an error when the types cannot meet (the union schema's type rules
 /// make that a corrupt store, not bad input).
@@ -20,10 +47,11 @@ pub fn align_array(array: &ArrayRef, target: &DataType) -> Result<ArrayRef> {
         (DataType::Null, _) => Ok(new_null_array(target, array.len())),
         (DataType::Struct(_), DataType::Struct(target_fields)) => {
             let s = array.as_struct();
+            let by_name = ByName::new(s.fields());
             let children = target_fields
                 .iter()
-                .map(|f| match s.column_by_name(f.name()) {
-                    Some(child) => align_array(child, f.data_type()),
+                .map(|f| match by_name.index(f.name()) {
+                    Some(i) => align_array(s.column(i), f.data_type()),
                     None => Ok(new_null_array(f.data_type(), s.len())),
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -62,11 +90,13 @@ pub fn align_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatc
     if batch.schema() == *target {
         return Ok(batch.clone());
     }
+    let schema = batch.schema();
+    let by_name = ByName::new(schema.fields());
     let columns = target
         .fields()
         .iter()
-        .map(|f| match batch.column_by_name(f.name()) {
-            Some(c) => align_array(c, f.data_type()),
+        .map(|f| match by_name.index(f.name()) {
+            Some(i) => align_array(batch.column(i), f.data_type()),
             None => Ok(new_null_array(f.data_type(), batch.num_rows())),
         })
         .collect::<Result<Vec<_>>>()?;

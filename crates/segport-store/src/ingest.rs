@@ -466,6 +466,79 @@ pub fn output_writer_properties(row_group_rows: usize) -> WriterProperties {
     builder(row_group_rows).set_dictionary_enabled(false).build()
 }
 
+/// [`output_writer_properties`] for a file whose first batch is `first`: its leaf columns that
+/// hold no value there are left uncompressed. A zstd codec costs a context per column chunk,
+/// which dominates writing a wide union schema (thousands of columns, most of them null in a
+/// small export); a column of nulls is a few bytes of levels, which zstd would not shrink.
+pub fn output_writer_properties_for(
+    row_group_rows: usize,
+    first: &RecordBatch,
+) -> WriterProperties {
+    let mut builder = builder(row_group_rows).set_dictionary_enabled(false);
+    let mut null_leaves = Vec::new();
+    for (field, column) in first.schema().fields().iter().zip(first.columns()) {
+        null_leaf_paths(&mut vec![field.name().clone()], column.as_ref(), &mut null_leaves);
+    }
+    for path in null_leaves {
+        builder = builder.set_column_compression(ColumnPath::new(path), Compression::UNCOMPRESSED);
+    }
+    builder.build()
+}
+
+/// The Parquet paths of the leaf columns under `array` (at `path`) that hold no value: all of
+/// them when the array is all null, else those of its struct members, recursively. Lists and
+/// maps with values are left alone (their leaves are not null as a whole).
+fn null_leaf_paths(
+    path: &mut Vec<String>,
+    array: &dyn arrow::array::Array,
+    out: &mut Vec<Vec<String>>,
+) {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    if array.null_count() == array.len() {
+        leaf_paths(path, array.data_type(), out);
+    } else if let DataType::Struct(fields) = array.data_type() {
+        for (field, child) in fields.iter().zip(array.as_struct().columns()) {
+            path.push(field.name().clone());
+            null_leaf_paths(path, child.as_ref(), out);
+            path.pop();
+        }
+    }
+}
+
+/// Every leaf column path under a value of `data_type` at `path`, named as the Arrow writer
+/// names Parquet groups (`list`/item for lists, `key_value`/key/value for maps).
+fn leaf_paths(
+    path: &mut Vec<String>,
+    data_type: &arrow::datatypes::DataType,
+    out: &mut Vec<Vec<String>>,
+) {
+    use arrow::datatypes::DataType;
+    let mut under = |path: &mut Vec<String>, names: &[&str], data_type: &DataType| {
+        path.extend(names.iter().map(|n| (*n).to_owned()));
+        leaf_paths(path, data_type, out);
+        path.truncate(path.len() - names.len());
+    };
+    match data_type {
+        DataType::Struct(fields) => {
+            for f in fields {
+                under(path, &[f.name()], f.data_type());
+            }
+        }
+        DataType::List(item) | DataType::LargeList(item) => {
+            under(path, &["list", item.name()], item.data_type())
+        }
+        DataType::Map(entries, _) => {
+            if let DataType::Struct(kv) = entries.data_type() {
+                for f in kv {
+                    under(path, &[entries.name(), f.name()], f.data_type());
+                }
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
 /// Writer settings of store files: those of [`writer_properties`], and small pages with the
 /// key's range per page and a bloom filter of the keys per row group, so that a reader wanting
 /// a few profiles decompresses only the pages that hold them.
@@ -512,4 +585,84 @@ pub fn encode_parquet(
     writer.write(batch).map_err(StoreError::parquet(path))?;
     writer.close().map_err(StoreError::parquet(path))?;
     Ok(Bytes::from(buffer))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{new_null_array, Array, ArrayRef, Int64Array, StringArray, StructArray};
+    use arrow::datatypes::{DataType, Field, Fields, Schema};
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    /// Columns with no value in the first batch are written uncompressed, the others with
+    /// zstd; the paths named for nulls match the writer's own (checked against the file).
+    #[test]
+    fn null_columns_of_an_output_are_left_uncompressed() {
+        let inner = Fields::from(vec![
+            Field::new("set", DataType::Int64, true),
+            Field::new("unset", DataType::Utf8, true),
+        ]);
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+        let map = DataType::Map(
+            Arc::new(Field::new(
+                "key_value",
+                DataType::Struct(Fields::from(vec![
+                    Field::new("key", DataType::Utf8, false),
+                    Field::new("value", DataType::Int64, true),
+                ])),
+                false,
+            )),
+            false,
+        );
+        let s = StructArray::try_new(
+            inner.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef,
+                new_null_array(&DataType::Utf8, 2),
+            ],
+            None,
+        )
+        .unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, true),
+            Field::new("gone", DataType::Utf8, true),
+            Field::new("s", DataType::Struct(inner.clone()), true),
+            Field::new("nulls", DataType::Struct(inner), true),
+            Field::new("l", list.clone(), true),
+            Field::new("m", map.clone(), true),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec!["a", "b"])),
+            new_null_array(&DataType::Utf8, 2),
+            Arc::new(s),
+            new_null_array(schema.field(3).data_type(), 2),
+            new_null_array(&list, 2),
+            new_null_array(&map, 2),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let mut out = Vec::new();
+        let mut w = ArrowWriter::try_new(
+            &mut out,
+            schema,
+            Some(output_writer_properties_for(1024, &batch)),
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let reader = SerializedFileReader::new(Bytes::from(out)).unwrap();
+        let group = reader.metadata().row_group(0);
+        let mut seen = Vec::new();
+        for c in group.columns() {
+            let path = c.column_path().string();
+            // The oracle: a leaf is uncompressed exactly when it holds no value.
+            let empty = c.statistics().and_then(|s| s.null_count_opt()) == Some(2);
+            assert_eq!(c.compression() == Compression::UNCOMPRESSED, empty, "{path}");
+            seen.push((path, empty));
+        }
+        assert_eq!(seen.iter().filter(|(_, empty)| *empty).count(), 7, "{seen:?}");
+        assert_eq!(batch.column(0).null_count(), 0);
+    }
 }
