@@ -527,8 +527,14 @@ impl ReadColumns {
             if !self.wants(name) {
                 continue;
             }
-            let picked = match (&self.selection, arrow.field_with_name(name)) {
-                (Some(selection), Ok(f)) if !name.starts_with("__") => {
+            // The Arrow schema of a Parquet file lists its root fields in the same order; the
+            // search by name is a fallback (a wide file has thousands of roots).
+            let field = match arrow.fields().get(root) {
+                Some(f) if f.name() == name => Some(f.as_ref()),
+                _ => arrow.field_with_name(name).ok(),
+            };
+            let picked = match (&self.selection, field) {
+                (Some(selection), Some(f)) if !name.starts_with("__") => {
                     let mut picked = Vec::with_capacity(count);
                     leaf_picks(f.data_type(), selection.children.get(name), &mut picked);
                     // A type whose leaves the walk does not line up with is read whole.

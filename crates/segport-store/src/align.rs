@@ -108,6 +108,58 @@ pub fn align_batch(batch: &RecordBatch, target: &SchemaRef) -> Result<RecordBatc
     .map_err(StoreError::arrow("aligning a batch"))
 }
 
+/// `batch` without what holds no value: attribute columns (the store's own, named `__…`,
+/// stay) and struct members that are null in every row. Store files keep only what their
+/// records had; readers align them to the union (missing is null).
+pub fn prune_nulls(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        if field.name().starts_with("__") {
+            fields.push(field.clone());
+            columns.push(column.clone());
+        } else if let Some(kept) = prune_array(column)? {
+            fields.push(Arc::new(field.as_ref().clone().with_data_type(kept.data_type().clone())));
+            columns.push(kept);
+        }
+    }
+    RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::new_with_metadata(fields, schema.metadata().clone())),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+    .map_err(StoreError::arrow("leaving out null columns"))
+}
+
+/// `array` without its struct members that are null throughout; `None` when nothing is left.
+fn prune_array(array: &ArrayRef) -> Result<Option<ArrayRef>> {
+    if array.null_count() == array.len() {
+        return Ok(None);
+    }
+    let DataType::Struct(members) = array.data_type() else { return Ok(Some(array.clone())) };
+    let s = array.as_struct();
+    let mut fields = Vec::with_capacity(members.len());
+    let mut children = Vec::with_capacity(members.len());
+    for (field, child) in members.iter().zip(s.columns()) {
+        if let Some(kept) = prune_array(child)? {
+            fields.push(Arc::new(field.as_ref().clone().with_data_type(kept.data_type().clone())));
+            children.push(kept);
+        }
+    }
+    if fields.len() == members.len() {
+        return Ok(Some(array.clone()));
+    }
+    if fields.is_empty() {
+        // Valid rows with no member set: the objects held nothing (ingest drops such objects,
+        // so this does not happen; a struct needs a member to be stored).
+        return Ok(None);
+    }
+    let pruned = StructArray::try_new(Fields::from(fields), children, s.nulls().cloned())
+        .map_err(StoreError::arrow("leaving out null members"))?;
+    Ok(Some(Arc::new(pruned)))
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::{Float64Array, Int64Array};

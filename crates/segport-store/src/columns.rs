@@ -85,12 +85,16 @@ pub struct Prepared {
 }
 
 /// Builds one record batch from prepared records. `attributes` must hold every attribute field
-/// of every record (the ingest absorbed them all before).
+/// of every record (the ingest absorbed them all before); the batch has the top-level ones the
+/// records have, so a few records cost what their own fields cost, whatever the union's width.
 pub fn build_batch(
     kind: RecordKind,
     records: &[Prepared],
     attributes: &UnionSchema,
 ) -> Result<RecordBatch> {
+    let present: std::collections::BTreeSet<&str> =
+        records.iter().flat_map(|p| p.record.attributes.keys().map(String::as_str)).collect();
+    let attributes = &attributes.only(present);
     let schema = file_schema(kind, attributes);
     let keys = StringArray::from_iter_values(records.iter().map(|p| p.record.key.as_str()));
     let ords = UInt64Array::from_iter_values(records.iter().map(|p| p.ord));

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
-use arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, UInt64Array};
+use arrow::array::{AsArray, Int64Array, RecordBatch, RecordBatchReader, StringArray, UInt64Array};
 use arrow::compute::{
     concat_batches, interleave_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
 };
@@ -203,8 +203,8 @@ pub async fn compact(
     row_group_rows: usize,
     out: &object_store::path::Path,
 ) -> Result<Compacted> {
-    let schema = fragment_schema(kind, attributes);
     let mut heads = Vec::with_capacity(files.len());
+    let mut present = UnionSchema::default();
     for file in files {
         let location = object_store::path::Path::from(file.path.as_str());
         let builder = match storage.local_path(&file.path) {
@@ -218,9 +218,15 @@ pub async fn compact(
                 .map(|b| b.with_batch_size(MERGE_CHUNK).build()),
         };
         let reader = builder.and_then(|r| r).map_err(StoreError::parquet(&location))?;
-        let mut head = Head { reader, file: file.clone(), batch: None, order: None, row: 0 };
+        // The output holds what its inputs hold, not the whole union.
+        present
+            .merge(&attributes.restricted_to(reader.schema().fields()))
+            .map_err(|c| StoreError::Schema(c.message))?;
+        heads.push(Head { reader, file: file.clone(), batch: None, order: None, row: 0 });
+    }
+    let schema = fragment_schema(kind, &present);
+    for head in &mut heads {
         head.next_batch(&schema)?;
-        heads.push(head);
     }
 
     let mut writer = ArrowWriter::try_new(

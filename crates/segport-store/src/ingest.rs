@@ -24,7 +24,7 @@ use parquet::schema::types::ColumnPath;
 use rayon::prelude::*;
 use tokio::runtime::Handle;
 
-use crate::align::align_batch;
+use crate::align::{align_batch, prune_nulls};
 use crate::columns::{build_batch, file_schema, Prepared, IDENTITIES, KEY, ORD};
 use crate::input::{json_array_elements, ndjson_lines, parquet_rows, InputFormat, RawRecord};
 use crate::limits::{deeper_than, RecordLimits};
@@ -340,7 +340,7 @@ impl Ingest {
     /// Writes every buffered partition as one sorted file; partitions are sorted and encoded in
     /// parallel.
     fn flush(&mut self) -> Result<()> {
-        let schema = file_schema(self.target.kind, &self.schema);
+        let (kind, union) = (self.target.kind, &self.schema);
         let partitions = self.buffers.len();
         let buffers = std::mem::replace(&mut self.buffers, vec![Vec::new(); partitions]);
         self.buffered_bytes = 0;
@@ -352,12 +352,21 @@ impl Ingest {
             .enumerate()
             .filter(|(_, batches)| !batches.is_empty())
             .map(|(p, batches)| {
+                // The file holds what its records have: the union cut to the batches' fields,
+                // without the members no record set.
+                let mut present = UnionSchema::default();
+                for b in &batches {
+                    present
+                        .merge(&union.restricted_to(b.schema_ref().fields()))
+                        .map_err(|c| StoreError::Schema(c.message))?;
+                }
+                let schema = file_schema(kind, &present);
                 let aligned =
                     batches.iter().map(|b| align_batch(b, &schema)).collect::<Result<Vec<_>>>()?;
                 let all = concat_batches(&schema, &aligned)
                     .map_err(StoreError::arrow("concatenating a partition"))?;
                 drop(aligned);
-                let sorted = sort_by_key(&all)?;
+                let sorted = prune_nulls(&sort_by_key(&all)?)?;
                 let path =
                     store_file(&target.org, &target.sandbox, &target.dataset, p as u32, &name);
                 let bytes = encode_parquet(&sorted, row_group_rows, &path)?;

@@ -338,6 +338,31 @@ impl UnionSchema {
         Ok(schema)
     }
 
+    /// The part of the schema a file holds: the fields of `columns` (a file's columns; others,
+    /// like the store's own, are passed over), each cut to the struct members found there. Files
+    /// store only what their records had, so reading or rewriting them need not carry the
+    /// whole union.
+    pub fn restricted_to(&self, columns: &Fields) -> UnionSchema {
+        let fields = columns
+            .iter()
+            .filter_map(|c| {
+                let t = self.fields.get(c.name())?;
+                Some((c.name().clone(), restrict(t, c.data_type())))
+            })
+            .collect();
+        UnionSchema { fields }
+    }
+
+    /// The schema with only the top-level fields `keep` names.
+    pub fn only<'a>(&self, keep: impl IntoIterator<Item = &'a str>) -> UnionSchema {
+        let fields = keep
+            .into_iter()
+            .filter_map(|k| self.fields.get_key_value(k))
+            .map(|(k, t)| (k.clone(), t.clone()))
+            .collect();
+        UnionSchema { fields }
+    }
+
     /// How many distinct fields the schema holds: every named field at every level (the
     /// elements of an array share their array's field).
     pub fn field_count(&self) -> usize {
@@ -347,6 +372,25 @@ impl UnionSchema {
     /// The Arrow fields of the attributes, in name order.
     pub fn arrow_fields(&self) -> Fields {
         self.fields.iter().map(|(k, t)| Arc::new(Field::new(k, arrow_type(t), true))).collect()
+    }
+}
+
+/// `t` cut to the struct members that `stored` (its column in a file) has.
+fn restrict(t: &XType, stored: &DataType) -> XType {
+    match (t, stored) {
+        (XType::Object { fields }, DataType::Struct(members)) => XType::Object {
+            fields: members
+                .iter()
+                .filter_map(|m| {
+                    let t = fields.get(m.name())?;
+                    Some((m.name().clone(), restrict(t, m.data_type())))
+                })
+                .collect(),
+        },
+        (XType::Array { items: Some(items) }, DataType::List(item)) => {
+            XType::Array { items: Some(Box::new(restrict(items, item.data_type()))) }
+        }
+        _ => t.clone(),
     }
 }
 
