@@ -6,6 +6,10 @@
 
 mod common;
 
+/// The binary's allocator, so that the timings below are those of the service.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
