@@ -16,10 +16,22 @@ use segport_model::{BatchId, DatasetId};
 
 use crate::{CatalogError, Result, TokenRecord};
 
-pub(crate) const JOB_COLUMNS: &str =
-    "id, org, sandbox, status, spec, merge_policy, errors, warnings, progress, \
-     counters, attempt, attempt_id, cancel_requested, request_id, creation_ms, update_ms, \
-     started_ms, finished_ms";
+/// The columns of a job row, `merge_policy` (the resolved policy's body) taken from `$policy`.
+macro_rules! job_columns {
+    ($policy:literal) => {
+        concat!(
+            "id, org, sandbox, status, spec, ",
+            $policy,
+            " AS merge_policy, errors, warnings, progress, counters, attempt, attempt_id, \
+             cancel_requested, request_id, creation_ms, update_ms, started_ms, finished_ms"
+        )
+    };
+}
+/// A whole job row, the policy's body included (one job, for its worker or its page).
+pub(crate) const JOB_COLUMNS: &str = job_columns!("merge_policy");
+/// A job row as lists show it: the policy's body stays in the table (a job shows the policy's
+/// id and version from its spec, and a body can run to the size of a 1,000-dataset `order`).
+pub(crate) const LISTED_JOB_COLUMNS: &str = job_columns!("CAST(NULL AS TEXT)");
 
 /// Statements that differ between the backends: PostgreSQL row locks, which SQLite (one writer at
 /// a time) does not need.
@@ -240,7 +252,7 @@ pub(crate) fn list_jobs_sql(with_status: bool) -> String {
     let status = if with_status { "AND status = $5 " } else { "" };
     let limit = if with_status { "$6 OFFSET $7" } else { "$5 OFFSET $6" };
     format!(
-        "SELECT {JOB_COLUMNS} FROM export_jobs WHERE org = $1 AND sandbox = $2 \
+        "SELECT {LISTED_JOB_COLUMNS} FROM export_jobs WHERE org = $1 AND sandbox = $2 \
          AND (creation_ms, id) < ($3, $4) {status}ORDER BY creation_ms DESC, id DESC LIMIT {limit}"
     )
 }
@@ -267,7 +279,8 @@ pub(crate) struct JobRow {
     sandbox: String,
     status: String,
     spec: String,
-    merge_policy: String,
+    /// `None` in lists ([`LISTED_JOB_COLUMNS`]).
+    merge_policy: Option<String>,
     errors: Option<String>,
     warnings: Option<String>,
     progress: Option<String>,
@@ -292,7 +305,7 @@ impl TryFrom<JobRow> for ExportJobRecord {
                 .parse::<JobStatus>()
                 .map_err(|e| corrupt("export_jobs.status", e))?,
             spec: serde_json::from_str(&row.spec)?,
-            merge_policy: Some(serde_json::from_str(&row.merge_policy)?),
+            merge_policy: row.merge_policy.as_deref().map(serde_json::from_str).transpose()?,
             errors: json_or_default(row.errors.as_deref())?,
             warnings: json_or_default(row.warnings.as_deref())?,
             progress: row.progress.as_deref().map(serde_json::from_str).transpose()?,

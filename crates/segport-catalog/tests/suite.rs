@@ -218,6 +218,13 @@ async fn keyset_listing_orders_and_filters(backend: Backend) {
             break;
         }
         seen.extend(page.iter().map(|j| (j.creation_ms, j.id)));
+        // Lists leave the policy's body in the table; one job has it whole.
+        assert!(page.iter().all(|j| j.merge_policy.is_none()));
+        let one = db.catalog.get_export_job(&t, page[0].id).await.unwrap().unwrap();
+        assert_eq!(
+            one.merge_policy.as_ref().map(|p| p.to_ref()),
+            Some(one.spec.merge_policy.clone())
+        );
         let last = page.last().unwrap();
         after = Some((last.creation_ms, last.id));
     }

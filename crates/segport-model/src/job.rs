@@ -608,7 +608,8 @@ pub struct ExportJobRecord {
     pub sandbox: String,
     pub status: JobStatus,
     pub spec: ExportJobSpec,
-    /// The merge policy resolved at creation, whole.
+    /// The merge policy resolved at creation, whole; `None` in lists, which show the policy's
+    /// id and version from the spec.
     pub merge_policy: Option<crate::merge_policy::MergePolicy>,
     pub errors: Vec<JobError>,
     pub warnings: Vec<JobWarning>,
