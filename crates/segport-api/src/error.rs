@@ -40,6 +40,11 @@ pub enum ApiError {
     RangeNotSatisfiable(String),
     #[error("the catalog database is unreachable; retry later")]
     Unavailable(#[source] CatalogError),
+    /// The server is at its limit of requests in flight.
+    #[error("the server is busy ({0} requests in flight); retry later")]
+    Overloaded(usize),
+    #[error("{0}")]
+    Timeout(String),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
     // Gateway-shaped errors (headers and tokens).
@@ -69,7 +74,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,
             ApiError::MissingApiKey | ApiError::OrgNotAllowed => StatusCode::FORBIDDEN,
@@ -86,7 +92,8 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "100413",
             ApiError::UnsupportedMediaType(_) => "100415",
             ApiError::RangeNotSatisfiable(_) => "100416",
-            ApiError::Unavailable(_) => "100503",
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => "100503",
+            ApiError::Timeout(_) => "100408",
             _ => "100500",
         }
     }

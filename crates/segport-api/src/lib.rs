@@ -42,6 +42,25 @@ pub struct AppState {
     pub metrics: Arc<ApiMetrics>,
     /// Largest file accepted by the Batch Ingestion upload.
     pub max_upload_bytes: u64,
+    /// Time and concurrency limits of requests.
+    pub limits: RequestLimits,
+}
+
+/// Time and concurrency limits of requests (DESIGN §10). Connection-level limits (header
+/// read, idle keep-alive) are the server's; these are the ones handlers and layers apply.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// An upload that sends nothing for this long is dropped (408).
+    pub body_idle: std::time::Duration,
+    /// Requests served at once; beyond it, every route but `/healthz` and `/readyz` answers
+    /// 503 at once.
+    pub max_in_flight: usize,
+}
+
+impl Default for RequestLimits {
+    fn default() -> Self {
+        Self { body_idle: std::time::Duration::from_secs(30), max_in_flight: 1024 }
+    }
 }
 
 impl AppState {
@@ -53,6 +72,7 @@ impl AppState {
             storage,
             metrics: Arc::new(ApiMetrics::new()),
             max_upload_bytes: DEFAULT_MAX_UPLOAD,
+            limits: RequestLimits::default(),
         }
     }
 }

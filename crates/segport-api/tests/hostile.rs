@@ -27,6 +27,8 @@ both_backends!(
     control_characters_in_identities_fail_the_record,
     error_reports_are_bounded,
     cancels_racing_claims_are_never_lost,
+    a_refused_upload_changes_nothing,
+    data_access_names_and_ranges,
 );
 
 /// A profile record with identity `id` and the attributes of `extra`.
@@ -439,4 +441,140 @@ async fn cancels_racing_claims_are_never_lost(backend: Backend) {
         }
     }
     eprintln!("{claimed} claims, {flagged} claimed jobs flagged");
+}
+
+/// One request through the router, answering status, headers and the raw body.
+async fn raw(
+    t: &TestApp,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: axum::body::Body,
+) -> (u16, axum::http::HeaderMap, Vec<u8>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", "Bearer t")
+        .header("x-api-key", "k")
+        .header("x-gw-ims-org-id", ORG)
+        .header("x-sandbox-name", SANDBOX);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = t.app.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (parts.status.as_u16(), parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+}
+
+fn upload_uri(batch: &str, dataset: &str, encoded_name: &str) -> String {
+    format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{encoded_name}")
+}
+
+/// Issue 7, point 8: an upload still streaming when its batch is completed is refused (409)
+/// and changes nothing: the stored file, its listing and the ingest keep the earlier upload.
+async fn a_refused_upload_changes_nothing(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let batch = t.new_batch(&pds, json!({"format": "json"})).await;
+    let first = ndjson(&[record("first", json!({"v": 1}))]);
+    assert_eq!(t.upload(&batch, &pds, "f.json", first.clone()).await.status, 200);
+
+    // The same name again, streamed: part of it, then the batch completes, then the rest.
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    let uri = upload_uri(&batch, &pds, "f.json");
+    let pending = {
+        let body = axum::body::Body::from_stream(rx);
+        let t = &t;
+        async move { raw(t, "PUT", &uri, &[], body).await }
+    };
+    let second = ndjson(&[record("second", json!({"v": 2})), record("third", json!({"v": 3}))]);
+    let (half, rest) = second.split_at(second.len() / 2);
+    use futures::SinkExt;
+    let sender = async {
+        tx.send(Ok(bytes::Bytes::copy_from_slice(half))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(t.batch_action(&batch, "COMPLETE").await.status, 200);
+        tx.send(Ok(bytes::Bytes::copy_from_slice(rest))).await.unwrap();
+        drop(tx);
+    };
+    let ((status, _, body), ()) = tokio::join!(pending, sender);
+    assert_eq!(status, 409, "{}", String::from_utf8_lossy(&body));
+
+    // The listing, the download and the ingest all see the first upload.
+    let listing = t.get(&format!("/data/foundation/export/files/{batch}")).await.body;
+    assert_eq!(listing["data"][0]["length"], first.len().to_string(), "{listing}");
+    let (status, _, bytes) = raw(
+        &t,
+        "GET",
+        &format!("/data/foundation/export/files/{batch}?path=f.json"),
+        &[],
+        Default::default(),
+    )
+    .await;
+    assert_eq!((status, bytes), (200, first));
+    assert_eq!(t.run_tasks().await, 1);
+    let done = t.batch(&batch).await;
+    assert_eq!(
+        (done["status"].as_str(), done["recordCount"].as_u64()),
+        (Some("success"), Some(1)),
+        "{done}"
+    );
+    // Only the accepted upload's bytes are stored.
+    let stored = t
+        .state
+        .storage
+        .list(&segport_store::storage::uploads_dir(ORG, SANDBOX, &batch))
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+}
+
+/// Issue 7, point 11: file names with `#`, `%`, `?`, spaces and non-ASCII list and download;
+/// a name that is a folder of another upload is no conflict; `Range` ends past the file are
+/// clamped, ranges that are not `bytes=` ranges are ignored, and a 416 names the size.
+async fn data_access_names_and_ranges(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let batch = t.new_batch(&pds, json!({"format": "json"})).await;
+    let files: [(&str, &str); 3] =
+        [("a#b%c?d é.json", "a%23b%25c%3Fd%20%C3%A9.json"), ("x/y.json", "x/y.json"), ("x", "x")];
+    let mut contents = BTreeMap::new();
+    for (i, (name, encoded)) in files.iter().enumerate() {
+        let body = ndjson(&[record(&format!("p{i}"), json!({"n": i}))]);
+        let (status, _, answer) =
+            raw(&t, "PUT", &upload_uri(&batch, &pds, encoded), &[], body.clone().into()).await;
+        assert_eq!(status, 200, "{name}: {}", String::from_utf8_lossy(&answer));
+        contents.insert(name.to_string(), body);
+    }
+    let listing = t.get(&format!("/data/foundation/export/files/{batch}")).await.body;
+    let listed = listing["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{listing}");
+    for entry in listed {
+        let name = entry["name"].as_str().unwrap();
+        let href = entry["_links"]["self"]["href"].as_str().unwrap();
+        let (status, _, bytes) = raw(&t, "GET", href, &[], Default::default()).await;
+        assert_eq!(status, 200, "{href}");
+        assert_eq!(&bytes, &contents[name], "{name} through {href}");
+    }
+
+    let file = &contents["x"];
+    let size = file.len();
+    let uri = format!("/data/foundation/export/files/{batch}?path=x");
+    let get = |range: &'static str| {
+        let t = &t;
+        let uri = uri.clone();
+        async move { raw(t, "GET", &uri, &[("range", range)], Default::default()).await }
+    };
+    let (status, headers, bytes) = get("bytes=5-100000").await;
+    assert_eq!((status, &bytes[..]), (206, &file[5..]));
+    assert_eq!(headers["content-range"], format!("bytes 5-{}/{size}", size - 1));
+    for ignored in ["items=0-1", "bytes=9-2", "bytes=x-", "bytes="] {
+        let (status, _, bytes) = get(ignored).await;
+        assert_eq!((status, &bytes), (200, file), "{ignored}");
+    }
+    let (status, headers, _) = get("bytes=100000-").await;
+    assert_eq!(status, 416);
+    assert_eq!(headers["content-range"], format!("bytes */{size}"));
 }

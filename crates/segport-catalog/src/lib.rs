@@ -224,8 +224,20 @@ pub struct StoreSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
     pub name: String,
+    /// The key of its bytes under the batch's uploads folder; `None` for uploads from before
+    /// keys existed, whose bytes live at their name.
+    pub object: Option<String>,
     pub bytes: i64,
     pub uploaded_ms: i64,
+}
+
+/// What became of an upload's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadRecorded {
+    /// The batch no longer takes files (it is not `loading`); nothing changed.
+    Refused,
+    /// Recorded, replacing the earlier upload of the same name if there was one.
+    Recorded { replaced: Option<Upload> },
 }
 
 /// What kind of work a task is.
@@ -452,16 +464,15 @@ pub trait Catalog: Send + Sync + 'static {
 
     // Ingest batches.
     async fn create_ingest_batch(&self, batch: &Batch) -> Result<()>;
-    /// Records an uploaded file (replacing one of the same name) while the batch is `loading`;
-    /// `false` when it no longer is.
+    /// Records an uploaded file stored at `object` (replacing one of the same name) while the
+    /// batch is `loading`, checked under a lock on the batch so that a concurrent COMPLETE
+    /// either sees the file or refuses it.
     async fn record_upload(
         &self,
         tenant: &Tenant,
         batch_id: &BatchId,
-        name: &str,
-        bytes: i64,
-        now_ms: i64,
-    ) -> Result<bool>;
+        upload: &Upload,
+    ) -> Result<UploadRecorded>;
     async fn list_uploads(&self, batch_id: &BatchId) -> Result<Vec<Upload>>;
     /// `loading → staging`, queueing the ingest task. `None` when the batch does not exist.
     async fn complete_batch(

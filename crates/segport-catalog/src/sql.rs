@@ -43,6 +43,8 @@ pub(crate) struct Dialect {
     pub lock_policy_shared: &'static str,
     /// Locks a merge policy for deletion, waiting for jobs being inserted with it.
     pub lock_policy_exclusive: &'static str,
+    /// Locks ingest batch `$3` of tenant (`$1`, `$2`) while it is `loading` (yields its id).
+    pub lock_loading_batch: &'static str,
     /// Locks the task of export job `$1`. Every transaction that changes a task and its job
     /// takes the task first (claims, heartbeats, commits, the reaper), so a cancel does too:
     /// taking them the other way round deadlocks against a concurrent claim.
@@ -165,12 +167,15 @@ pub(crate) const FORGET_FILE: &str = "DELETE FROM store_files WHERE id = $1";
 pub(crate) const FINISH_INGEST_BATCH: &str = "UPDATE batches SET status = $2, record_count = $3, \
      failed_record_count = $4, errors = $5, completed_ms = $6, updated_ms = $7 WHERE id = $1";
 
-pub(crate) const UPSERT_UPLOAD: &str = "INSERT INTO batch_uploads (batch_id, name, bytes, uploaded_ms) \
-     SELECT $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM batches WHERE org = $1 AND sandbox = $2 \
-     AND id = $3 AND kind = 'ingest' AND status = 'loading') \
-     ON CONFLICT (batch_id, name) DO UPDATE SET bytes = excluded.bytes, uploaded_ms = excluded.uploaded_ms";
-pub(crate) const LIST_UPLOADS: &str =
-    "SELECT name, bytes, uploaded_ms FROM batch_uploads WHERE batch_id = $1 ORDER BY name";
+pub(crate) const SELECT_UPLOAD: &str =
+    "SELECT name, object, bytes, uploaded_ms FROM batch_uploads \
+     WHERE batch_id = $1 AND name = $2";
+pub(crate) const UPSERT_UPLOAD: &str = "INSERT INTO batch_uploads \
+     (batch_id, name, object, bytes, uploaded_ms) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (batch_id, name) DO UPDATE SET object = excluded.object, bytes = excluded.bytes, \
+     uploaded_ms = excluded.uploaded_ms";
+pub(crate) const LIST_UPLOADS: &str = "SELECT name, object, bytes, uploaded_ms FROM batch_uploads \
+     WHERE batch_id = $1 ORDER BY name";
 pub(crate) const MOVE_BATCH: &str = "UPDATE batches SET status = $5, updated_ms = $6 \
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = $4";
 pub(crate) const BATCH_STATE: &str =
@@ -269,6 +274,15 @@ fn json_or_default<T: serde::de::DeserializeOwned + Default>(text: Option<&str>)
     match text {
         None => Ok(T::default()),
         Some(t) => Ok(serde_json::from_str(t)?),
+    }
+}
+
+/// A row of `batch_uploads`.
+pub(crate) type UploadRow = (String, Option<String>, i64, i64);
+
+impl From<UploadRow> for crate::Upload {
+    fn from((name, object, bytes, uploaded_ms): UploadRow) -> Self {
+        Self { name, object, bytes, uploaded_ms }
     }
 }
 
@@ -1580,35 +1594,45 @@ macro_rules! impl_catalog {
                 &self,
                 tenant: &segport_model::Tenant,
                 batch_id: &segport_model::BatchId,
-                name: &str,
-                bytes: i64,
-                now_ms: i64,
-            ) -> $crate::Result<bool> {
-                let n = sqlx::query($crate::sql::UPSERT_UPLOAD)
+                upload: &$crate::Upload,
+            ) -> $crate::Result<$crate::UploadRecorded> {
+                let mut tx = self.write().begin().await?;
+                let loading: Option<(String,)> = sqlx::query_as(Self::DIALECT.lock_loading_batch)
                     .bind(tenant.org.as_str())
                     .bind(tenant.sandbox.as_str())
                     .bind(batch_id.as_str())
-                    .bind(name)
-                    .bind(bytes)
-                    .bind(now_ms)
-                    .execute(self.write())
-                    .await?
-                    .rows_affected();
-                Ok(n == 1)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if loading.is_none() {
+                    return Ok($crate::UploadRecorded::Refused);
+                }
+                let replaced: Option<$crate::sql::UploadRow> =
+                    sqlx::query_as($crate::sql::SELECT_UPLOAD)
+                        .bind(batch_id.as_str())
+                        .bind(&upload.name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                sqlx::query($crate::sql::UPSERT_UPLOAD)
+                    .bind(batch_id.as_str())
+                    .bind(&upload.name)
+                    .bind(upload.object.as_deref())
+                    .bind(upload.bytes)
+                    .bind(upload.uploaded_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok($crate::UploadRecorded::Recorded { replaced: replaced.map(Into::into) })
             }
 
             async fn list_uploads(
                 &self,
                 batch_id: &segport_model::BatchId,
             ) -> $crate::Result<Vec<$crate::Upload>> {
-                let rows: Vec<(String, i64, i64)> = sqlx::query_as($crate::sql::LIST_UPLOADS)
+                let rows: Vec<$crate::sql::UploadRow> = sqlx::query_as($crate::sql::LIST_UPLOADS)
                     .bind(batch_id.as_str())
                     .fetch_all(self.read())
                     .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(name, bytes, uploaded_ms)| $crate::Upload { name, bytes, uploaded_ms })
-                    .collect())
+                Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn complete_batch(

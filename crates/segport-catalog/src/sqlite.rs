@@ -85,6 +85,7 @@ impl_catalog!(
             "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
         lock_policy_exclusive:
             "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
+        lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = 'loading'",
         lock_job_task: "SELECT id FROM tasks WHERE job_id = $1",
     }
 );

@@ -10,6 +10,7 @@ use segport_catalog::{
     TokenRecord,
 };
 use segport_catalog::{CatalogError as E, IngestCommit, NewStoreFile, StoreKind};
+use segport_catalog::{Upload, UploadRecorded};
 use segport_model::batch::{Batch, BatchStatus, IngestFormat, NewIngestBatch};
 use segport_model::dataset::{Dataset, DatasetClass, SchemaRef, PROFILE_UNION_SCHEMA};
 use segport_model::job::{ExportJobRequest, JobStatus};
@@ -405,10 +406,24 @@ async fn queued_batch(db: &TestCatalog, t: &Tenant, now: i64) -> Batch {
     };
     let batch = Batch::new_ingest(t.org.as_str(), t.sandbox.as_str(), &new, now);
     db.catalog.create_ingest_batch(&batch).await.unwrap();
-    assert!(db.catalog.record_upload(t, &batch.id, "f.json", 10, now).await.unwrap());
+    let upload = |object: &str| Upload {
+        name: "f.json".into(),
+        object: Some(object.into()),
+        bytes: 10,
+        uploaded_ms: now,
+    };
+    let first = db.catalog.record_upload(t, &batch.id, &upload("a")).await.unwrap();
+    assert_eq!(first, UploadRecorded::Recorded { replaced: None });
+    // A second upload of the name replaces the first, which is answered for removal.
+    let second = db.catalog.record_upload(t, &batch.id, &upload("b")).await.unwrap();
+    assert_eq!(second, UploadRecorded::Recorded { replaced: Some(upload("a")) });
     let moved = db.catalog.complete_batch(t, &batch.id, now).await.unwrap().unwrap();
     assert!(moved.changed);
     assert_eq!(moved.status, BatchStatus::Staging);
+    // Once the batch left loading, an upload is refused and the recorded one stays.
+    let late = db.catalog.record_upload(t, &batch.id, &upload("c")).await.unwrap();
+    assert_eq!(late, UploadRecorded::Refused);
+    assert_eq!(db.catalog.list_uploads(&batch.id).await.unwrap(), [upload("b")]);
     batch
 }
 

@@ -72,6 +72,21 @@ impl Storage {
         self.store.get_range(path, range).await.map_err(StoreError::storage(path))
     }
 
+    /// Bytes `range` (or all) of the object at `path` as a stream of chunks, so that a
+    /// download holds a chunk at a time, whatever the size of the file.
+    pub async fn stream(
+        &self,
+        path: &Path,
+        range: Option<std::ops::Range<u64>>,
+    ) -> Result<futures::stream::BoxStream<'static, object_store::Result<Bytes>>> {
+        let options = object_store::GetOptions {
+            range: range.map(object_store::GetRange::Bounded),
+            ..Default::default()
+        };
+        let result = self.store.get_opts(path, options).await.map_err(StoreError::storage(path))?;
+        Ok(result.into_stream())
+    }
+
     pub async fn size(&self, path: &Path) -> Result<u64> {
         Ok(self.store.head(path).await.map_err(StoreError::storage(path))?.size)
     }
@@ -159,7 +174,29 @@ pub fn uploads_dir(org: &str, sandbox: &str, batch: &str) -> Path {
     batch_dir(org, sandbox, batch).join("uploads")
 }
 
-/// One uploaded file; `name` is a relative path already validated by [`valid_upload_name`].
+/// Where the bytes of an upload live: under its object key (a fresh key per upload, so a
+/// refused or replaced upload never touches the bytes a batch reads), or, for uploads from
+/// before keys, at their name ([`upload_file`]).
+pub fn upload_location(
+    org: &str,
+    sandbox: &str,
+    batch: &str,
+    name: &str,
+    object: Option<&str>,
+) -> Path {
+    match object {
+        Some(key) => uploads_dir(org, sandbox, batch).join(key),
+        None => upload_file(org, sandbox, batch, name),
+    }
+}
+
+/// A fresh object key for an upload: `u-` and 32 hex digits, never a client's file name.
+pub fn new_upload_object() -> String {
+    format!("u-{}", segport_model::ids::new_uuid().simple())
+}
+
+/// One uploaded file as uploads were stored before object keys: at its name, a relative path
+/// already validated by [`valid_upload_name`].
 pub fn upload_file(org: &str, sandbox: &str, batch: &str, name: &str) -> Path {
     let mut parts = vec![org, sandbox, "batches", batch, "uploads"];
     parts.extend(name.split('/'));

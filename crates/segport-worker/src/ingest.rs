@@ -11,7 +11,7 @@ use std::sync::Arc;
 use segport_store::ingest::{Ingest, IngestOutcome, IngestTarget, Progress};
 use segport_store::input::InputFormat;
 use segport_store::schema::UnionSchema;
-use segport_store::storage::upload_file;
+use segport_store::storage::upload_location;
 use segport_store::RecordKind;
 use tokio_util::sync::CancellationToken;
 
@@ -126,7 +126,13 @@ async fn ingest_files(
     let result = tokio::task::spawn_blocking(move || {
         crate::cpu().install(|| {
             for upload in uploads {
-                let path = upload_file(&org, &sandbox, &batch_id, &upload.name);
+                let path = upload_location(
+                    &org,
+                    &sandbox,
+                    &batch_id,
+                    &upload.name,
+                    upload.object.as_deref(),
+                );
                 if format == InputFormat::NdJson {
                     ingest_ndjson(&mut ingest, &storage, &handle, &path, &upload.name)?;
                 } else {

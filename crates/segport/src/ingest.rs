@@ -11,12 +11,13 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use object_store::buffered::BufWriter;
 use segport_catalog::Catalog;
+use segport_catalog::{Upload, UploadRecorded};
 use segport_model::batch::{Batch, BatchStatus, IngestFormat, NewIngestBatch};
 use segport_model::dataset::DatasetClass;
 use segport_model::time::now_ms;
 use segport_model::{DatasetId, Tenant};
 use segport_store::ingest::Progress;
-use segport_store::storage::upload_file;
+use segport_store::storage::upload_location;
 use segport_store::Storage;
 use segport_worker::{Context as WorkerContext, TaskOutcome, Worker, WorkerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,14 +126,23 @@ async fn upload(
         .and_then(|n| n.to_str())
         .with_context(|| format!("{} has no usable file name", file.display()))?;
     segport_store::storage::valid_upload_name(name).map_err(anyhow::Error::msg)?;
-    let path = upload_file(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str(), name);
+    let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+    let object = segport_store::storage::new_upload_object();
+    let path = upload_location(org, sandbox, batch.id.as_str(), name, Some(&object));
     let size = match storage.local_path(path.as_ref()) {
         // On a local storage root the kernel copies the file (copy_file_range, reflinks).
         Some(target) => copy_local(file, &target, link).await?,
-        None => stream_to_storage(storage, file, path).await?,
+        None => stream_to_storage(storage, file, path.clone()).await?,
     };
-    let size_i64 = i64::try_from(size).unwrap_or(i64::MAX);
-    if !catalog.record_upload(tenant, &batch.id, name, size_i64, now_ms()).await? {
+    let upload = Upload {
+        name: name.to_owned(),
+        object: Some(object),
+        bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        uploaded_ms: now_ms(),
+    };
+    // The batch is this command's own, so nothing else replaces or refuses its files.
+    if catalog.record_upload(tenant, &batch.id, &upload).await? == UploadRecorded::Refused {
+        let _ = storage.delete(&path).await;
         bail!("batch {} stopped loading during the upload", batch.id);
     }
     Ok(size)

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use segport_model::batch::{BatchKind, BatchStatus};
 use segport_model::{BatchId, Tenant};
-use segport_store::storage::upload_file;
+use segport_store::storage::upload_location;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -27,7 +27,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 /// A committed file: its name, storage path and size.
 struct Listed {
     name: String,
-    path: String,
+    path: object_store::path::Path,
     bytes: i64,
 }
 
@@ -44,21 +44,28 @@ async fn committed_files(
             .list_batch_files(tenant, &id)
             .await?
             .into_iter()
-            .map(|f| Listed { name: f.name, path: f.path, bytes: f.bytes })
-            .collect(),
+            .map(|f| {
+                // Stored paths are object_store paths in their encoded form: parsed, not
+                // encoded again.
+                let path = object_store::path::Path::parse(&f.path).map_err(|e| {
+                    ApiError::Internal(format!("batch file path {:?}: {e}", f.path).into())
+                })?;
+                Ok(Listed { name: f.name, path, bytes: f.bytes })
+            })
+            .collect::<Result<_, ApiError>>()?,
         BatchKind::Ingest if batch.status != BatchStatus::Aborted => state
             .catalog
             .list_uploads(&id)
             .await?
             .into_iter()
             .map(|u| Listed {
-                path: upload_file(
+                path: upload_location(
                     tenant.org.as_str(),
                     tenant.sandbox.as_str(),
                     id.as_str(),
                     &u.name,
-                )
-                .to_string(),
+                    u.object.as_deref(),
+                ),
                 name: u.name,
                 bytes: u.bytes,
             })
@@ -110,10 +117,14 @@ async fn file(
         let data: Vec<Value> = files
             .iter()
             .map(|f| {
+                // The name goes into a query: encoded, so that `#`, `?`, `%`, `&` or
+                // non-ASCII in a file name survive the round trip.
+                let query =
+                    serde_urlencoded::to_string([("path", f.name.as_str())]).unwrap_or_default();
                 json!({
                     "name": f.name,
                     "length": f.bytes.to_string(),
-                    "_links": {"self": {"href": format!("{PREFIX}/files/{id}?path={}", f.name)}},
+                    "_links": {"self": {"href": format!("{PREFIX}/files/{id}?{query}")}},
                 })
             })
             .collect();
@@ -127,58 +138,93 @@ async fn file(
         .find(|f| f.name == name)
         .ok_or_else(|| ApiError::NotFound(format!("file {id} has no {name:?}")))?;
     let size = u64::try_from(listed.bytes).unwrap_or(0);
-    let location = object_store::path::Path::from(listed.path.as_str());
-    match headers.get(header::RANGE).map(|v| v.to_str().unwrap_or_default()) {
-        None => {
-            let bytes =
-                state.storage.get(&location).await.map_err(|e| ApiError::Internal(Box::new(e)))?;
-            Ok((
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                    (header::ACCEPT_RANGES, "bytes".to_owned()),
-                ],
-                Body::from(bytes),
-            )
-                .into_response())
-        }
-        Some(range) => {
-            let (start, end) = parse_range(range, size).ok_or_else(|| {
+    let range = match headers.get(header::RANGE) {
+        None => Ask::Whole,
+        // A header that is not text is no `bytes=` range either: ignored.
+        Some(value) => value.to_str().map_or(Ask::Whole, |v| parse_range(v, size)),
+    };
+    let (status, span, content_range) = match range {
+        Ask::Whole => (StatusCode::OK, None, None),
+        Ask::Part(start, end) => (
+            StatusCode::PARTIAL_CONTENT,
+            Some(start..end + 1),
+            Some(format!("bytes {start}-{end}/{size}")),
+        ),
+        Ask::Unsatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
                 ApiError::RangeNotSatisfiable(format!(
-                    "range {range:?} does not fit a file of {size} bytes"
-                ))
-            })?;
-            let bytes = state
-                .storage
-                .get_range(&location, start..end + 1)
-                .await
-                .map_err(|e| ApiError::Internal(Box::new(e)))?;
-            Ok((
-                StatusCode::PARTIAL_CONTENT,
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                    (header::ACCEPT_RANGES, "bytes".to_owned()),
-                    (header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}")),
-                ],
-                Body::from(bytes),
+                    "the range does not start within the file's {size} bytes"
+                )),
             )
-                .into_response())
+                .into_response());
         }
+    };
+    let length = span.as_ref().map_or(size, |r| r.end - r.start);
+    let stream = state
+        .storage
+        .stream(&listed.path, span)
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let mut response = (
+        status,
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::ACCEPT_RANGES, "bytes".to_owned()),
+            (header::CONTENT_LENGTH, length.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response();
+    if let Some(value) = content_range.and_then(|v| header::HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().insert(header::CONTENT_RANGE, value);
     }
+    Ok(response)
 }
 
-/// The first range of a `Range: bytes=…` header as inclusive `(start, end)` within `size`.
-fn parse_range(value: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = value.trim().strip_prefix("bytes=")?.split(',').next()?.trim();
-    let (a, b) = spec.split_once('-')?;
-    let (start, end) = match (a.trim(), b.trim()) {
-        ("", suffix) => {
-            let n: u64 = suffix.parse().ok()?;
-            (size.checked_sub(n.min(size))?, size.checked_sub(1)?)
-        }
-        (a, "") => (a.parse().ok()?, size.checked_sub(1)?),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(size.checked_sub(1)?)),
+/// What a `Range` header asks of a file.
+#[derive(Debug, PartialEq, Eq)]
+enum Ask {
+    /// No range, or one that is not a parseable `bytes=` range: the whole file (RFC 9110
+    /// lets a server ignore a range it does not understand).
+    Whole,
+    /// Inclusive first and last byte, the last clamped to the file.
+    Part(u64, u64),
+    /// A `bytes=` range that starts past the end: 416.
+    Unsatisfiable,
+}
+
+/// The first range of a `Range: bytes=…` header of a file of `size` bytes.
+fn parse_range(value: &str, size: u64) -> Ask {
+    let Some(spec) = value.trim().strip_prefix("bytes=").and_then(|s| s.split(',').next()) else {
+        return Ask::Whole;
     };
-    (start <= end && end < size).then_some((start, end))
+    let Some((a, b)) = spec.trim().split_once('-') else { return Ask::Whole };
+    let number = |s: &str| s.parse::<u64>().ok();
+    let last = size.checked_sub(1);
+    match (a.trim(), b.trim()) {
+        ("", "") => Ask::Whole,
+        ("", suffix) => match (number(suffix), last) {
+            (None, _) => Ask::Whole,
+            (Some(0), _) | (_, None) => Ask::Unsatisfiable,
+            (Some(n), Some(last)) => Ask::Part(size - n.min(size), last),
+        },
+        (a, b) => {
+            let (Some(start), end) =
+                (number(a), if b.is_empty() { Some(u64::MAX) } else { number(b) })
+            else {
+                return Ask::Whole;
+            };
+            match (end, last) {
+                (None, _) => Ask::Whole,
+                (Some(end), _) if end < start => Ask::Whole,
+                (Some(_), None) => Ask::Unsatisfiable,
+                (Some(_), Some(last)) if start > last => Ask::Unsatisfiable,
+                (Some(end), Some(last)) => Ask::Part(start, end.min(last)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -187,13 +233,24 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
-        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
-        assert_eq!(parse_range("bytes=100-", 100), None);
-        assert_eq!(parse_range("bytes=5-1", 100), None);
-        assert_eq!(parse_range("items=0-1", 100), None);
-        assert_eq!(parse_range("bytes=0-0", 0), None);
+        use super::Ask::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Part(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), Part(90, 99));
+        assert_eq!(parse_range("bytes=-1000", 100), Part(0, 99));
+        assert_eq!(
+            parse_range("bytes=50-500", 100),
+            Part(50, 99),
+            "an end past the file is clamped"
+        );
+        assert_eq!(parse_range("bytes=0-1, 5-6", 100), Part(0, 1));
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+        for ignored in
+            ["items=0-1", "bytes=5-1", "bytes=a-b", "bytes=", "bytes=-", "0-1", "bytes=1-x"]
+        {
+            assert_eq!(parse_range(ignored, 100), Whole, "{ignored}");
+        }
     }
 }

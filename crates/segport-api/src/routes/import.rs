@@ -7,11 +7,12 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
+use segport_catalog::{Upload, UploadRecorded};
 use segport_model::batch::{Batch, BatchKind, BatchStatus, NewIngestBatch};
 use segport_model::dataset::DatasetClass;
 use segport_model::time::now_ms;
 use segport_model::{DatasetId, Tenant};
-use segport_store::storage::{upload_file, uploads_dir, valid_upload_name};
+use segport_store::storage::{new_upload_object, upload_location, uploads_dir, valid_upload_name};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::router::OpenApiRouter;
@@ -94,13 +95,29 @@ async fn upload(
         )));
     }
 
-    let path = upload_file(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str(), &name);
+    // The bytes go to a key of their own; the catalog switches the name to it only if the
+    // batch is still loading, so a refused upload changes nothing and a replaced one is
+    // removed after the switch.
+    let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+    let object = new_upload_object();
+    let path = upload_location(org, sandbox, batch.id.as_str(), &name, Some(&object));
     let limit = state.max_upload_bytes;
     let mut writer = BufWriter::new(state.storage.object_store(), path.clone());
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
     let failure = loop {
-        match stream.next().await {
+        // A client that stops sending loses its upload (and its connection) instead of
+        // holding them: the body must make progress within the idle timeout.
+        let next = match tokio::time::timeout(state.limits.body_idle, stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                break Some(ApiError::Timeout(format!(
+                    "the upload sent nothing for {} s; it was dropped",
+                    state.limits.body_idle.as_secs()
+                )))
+            }
+        };
+        match next {
             None => break None,
             Some(Err(e)) => {
                 break Some(ApiError::invalid("body", format!("could not be read: {e}")))
@@ -129,11 +146,27 @@ async fn upload(
         return Err(error);
     }
     writer.shutdown().await.map_err(|e| ApiError::Internal(Box::new(e)))?;
-    let recorded = state
-        .catalog
-        .record_upload(&tenant, &batch.id, &name, i64::try_from(size).unwrap_or(i64::MAX), now_ms())
-        .await?;
-    if !recorded {
+    let upload = Upload {
+        name: name.clone(),
+        object: Some(object),
+        bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        uploaded_ms: now_ms(),
+    };
+    let recorded = state.catalog.record_upload(&tenant, &batch.id, &upload).await;
+    let stale = match &recorded {
+        // The catalog never took these bytes.
+        Ok(UploadRecorded::Refused) | Err(_) => Some(path),
+        Ok(UploadRecorded::Recorded { replaced: Some(old) }) => {
+            Some(upload_location(org, sandbox, batch.id.as_str(), &old.name, old.object.as_deref()))
+        }
+        Ok(UploadRecorded::Recorded { replaced: None }) => None,
+    };
+    if let Some(stale) = stale {
+        if let Err(e) = state.storage.delete(&stale).await {
+            tracing::warn!(batch_id = %batch.id, error = %e, "cannot remove an unused upload");
+        }
+    }
+    if recorded? == UploadRecorded::Refused {
         return Err(ApiError::Conflict(format!(
             "batch {} stopped loading during the upload; the file was not added",
             batch.id
