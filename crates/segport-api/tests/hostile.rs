@@ -29,6 +29,7 @@ both_backends!(
     cancels_racing_claims_are_never_lost,
     a_refused_upload_changes_nothing,
     data_access_names_and_ranges,
+    records_past_the_size_cap_fail_alone,
 );
 
 /// A profile record with identity `id` and the attributes of `extra`.
@@ -577,4 +578,51 @@ async fn data_access_names_and_ranges(backend: Backend) {
     let (status, headers, _) = get("bytes=100000-").await;
     assert_eq!(status, 416);
     assert_eq!(headers["content-range"], format!("bytes */{size}"));
+}
+
+/// Rows as a Parquet file (types inferred as arrow-json infers them).
+fn to_parquet(rows: &[Value]) -> Vec<u8> {
+    let text = String::from_utf8(ndjson(rows)).unwrap();
+    let (schema, _) =
+        arrow::json::reader::infer_json_schema(std::io::Cursor::new(text.as_bytes()), None)
+            .unwrap();
+    let schema = std::sync::Arc::new(schema);
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .build(std::io::Cursor::new(text.as_bytes()))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    for batch in reader {
+        writer.write(&batch.unwrap()).unwrap();
+    }
+    writer.close().unwrap();
+    out
+}
+
+/// Issue 7, point 5: a record whose text (NDJSON) or decoded values (Parquet, where a few bytes
+/// of file can decode to megabytes) pass the per-record cap fails alone; its neighbours land.
+async fn records_past_the_size_cap_fail_alone(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let limit = 256 * 1024;
+    let worker = worker_with(&t, RecordLimits { max_bytes: limit, ..RecordLimits::default() });
+    let long: Vec<i64> = vec![7; 200_000]; // 400 KB as text, 1.6 MB decoded, a few as Parquet
+    let records = [
+        record("small", json!({"list": [1, 2]})),
+        record("long", json!({ "list": long })),
+        record("also", json!({"list": [3]})),
+    ];
+    for (name, format, file) in [
+        ("p.parquet", json!({"format": "parquet"}), to_parquet(&records)),
+        ("p.json", json!({"format": "json"}), ndjson(&records)),
+    ] {
+        let (_, batch) = t.ingest_on(&worker, &pds, format, vec![(name, file)]).await;
+        assert_eq!(
+            failures(&batch),
+            BTreeMap::from([("RECORD_TOO_LARGE".to_owned(), vec![2])]),
+            "{batch}"
+        );
+        assert_eq!(batch["recordCount"], 2, "{batch}");
+        assert!(description(&batch, "RECORD_TOO_LARGE").contains("max-record-bytes"), "{batch}");
+    }
 }

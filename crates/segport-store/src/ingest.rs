@@ -204,7 +204,10 @@ impl Ingest {
         match format {
             InputFormat::NdJson => self.add_records(name, ndjson_lines(&bytes))?,
             InputFormat::JsonArray => self.add_records(name, json_array_elements(&bytes))?,
-            InputFormat::Parquet => self.add_records(name, parquet_rows(name, bytes.clone())?)?,
+            InputFormat::Parquet => {
+                let rows = parquet_rows(name, bytes.clone(), self.limits.record.max_bytes)?;
+                self.add_records(name, rows)?
+            }
         }
         self.progress.bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
@@ -243,6 +246,9 @@ impl Ingest {
             .into_par_iter()
             .map(|(row, raw)| {
                 let value = match raw {
+                    RawRecord::Text(text) if text.len() > limits.max_bytes => {
+                        Err(limits.too_large(text.len()))
+                    }
                     RawRecord::Text(text) => parse(text),
                     RawRecord::Value(v) => Ok(v),
                     RawRecord::Broken(e) => Err(e),

@@ -8,6 +8,7 @@ use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use crate::limits::RecordLimits;
 use crate::xdm::RecordError;
 use crate::{Result, StoreError};
 
@@ -99,25 +100,223 @@ pub fn json_array_elements(bytes: &[u8]) -> Vec<(u64, RawRecord<'_>)> {
     out
 }
 
-/// The rows of a Parquet file as JSON objects, in order, with 1-based record indexes.
-pub fn parquet_rows(name: &str, bytes: Bytes) -> Result<Vec<(u64, RawRecord<'static>)>> {
+/// Decoded bytes read from a Parquet file at a time, across the rows of one read.
+const PARQUET_READ_BYTES: usize = 16 * 1024 * 1024;
+/// Rows read from a Parquet file at a time, at most.
+const PARQUET_READ_ROWS: usize = 1024;
+
+/// The rows of a Parquet file as JSON objects, in order, with 1-based record indexes, read a
+/// few at a time so that memory follows what is read, not the file: a small file can hold a
+/// value that decodes to hundreds of megabytes (a long list, repeated by its encoding).
+///
+/// Each row group is read in batches sized by its declared decoded size per row. A row whose
+/// decoded size is past `max_record_bytes` fails as a record (`RECORD_TOO_LARGE`) before it
+/// becomes JSON; a row group of one row past it by its metadata is not decoded at all. A file that cannot be read on fails from that row on as one broken record.
+pub fn parquet_rows(
+    name: &str,
+    bytes: Bytes,
+    max_record_bytes: usize,
+) -> Result<impl Iterator<Item = (u64, RawRecord<'static>)>> {
     let input_error = |message: String| StoreError::Input { name: name.to_owned(), message };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
+    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
         .map_err(|e| input_error(format!("not a readable Parquet file: {e}")))?;
-    let mut out = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| input_error(e.to_string()))?;
-        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
-        writer.write(&batch).map_err(|e| input_error(e.to_string()))?;
-        writer.finish().map_err(|e| input_error(e.to_string()))?;
-        let rows: Vec<Value> = serde_json::from_slice(&writer.into_inner())
-            .map_err(|e| input_error(format!("rows cannot be converted to JSON: {e}")))?;
-        for row in rows {
-            out.push((out.len() as u64 + 1, RawRecord::Value(row)));
+    let groups: Vec<(usize, u64, u64)> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (i, u64::try_from(g.num_rows()).unwrap_or(0), decoded_size(g)))
+        .collect();
+    Ok(ParquetRows {
+        bytes,
+        groups: groups.into_iter(),
+        reader: None,
+        pending: std::collections::VecDeque::new(),
+        next_row: 1,
+        max_record_bytes,
+        done: false,
+    })
+}
+
+/// What a row group decodes to at least, by its metadata: per column, its uncompressed pages
+/// or its values at their width, whichever is more. Encodings (dictionaries, run lengths)
+/// make a few bytes of pages stand for millions of values, so the pages alone say little.
+fn decoded_size(group: &parquet::file::metadata::RowGroupMetaData) -> u64 {
+    use parquet::basic::Type;
+    group
+        .columns()
+        .iter()
+        .map(|c| {
+            let width: u64 = match c.column_type() {
+                Type::BOOLEAN => 1,
+                Type::INT32 | Type::FLOAT | Type::BYTE_ARRAY => 4,
+                Type::INT64 | Type::DOUBLE => 8,
+                Type::INT96 => 12,
+                Type::FIXED_LEN_BYTE_ARRAY => {
+                    u64::try_from(c.column_descr().type_length()).unwrap_or(0).max(1)
+                }
+            };
+            let values = u64::try_from(c.num_values()).unwrap_or(0).saturating_mul(width);
+            values.max(u64::try_from(c.uncompressed_size()).unwrap_or(0))
+        })
+        .fold(0u64, u64::saturating_add)
+}
+
+struct ParquetRows {
+    bytes: Bytes,
+    /// Row groups still to read: index, rows, declared decoded bytes.
+    groups: std::vec::IntoIter<(usize, u64, u64)>,
+    reader: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
+    pending: std::collections::VecDeque<(u64, RawRecord<'static>)>,
+    next_row: u64,
+    max_record_bytes: usize,
+    done: bool,
+}
+
+impl ParquetRows {
+    fn too_large(&self, bytes: usize) -> RawRecord<'static> {
+        let limits = RecordLimits { max_bytes: self.max_record_bytes, ..RecordLimits::default() };
+        RawRecord::Broken(limits.too_large(bytes))
+    }
+
+    fn broken(&mut self, message: String) {
+        let row = self.next_row;
+        self.pending.push_back((
+            row,
+            RawRecord::Broken(RecordError::new(
+                "INVALID_PARQUET",
+                format!("the file cannot be read from this record on: {message}"),
+            )),
+        ));
+        self.done = true;
+    }
+
+    /// Queues the next rows: from the current row group's reader, or the next row group.
+    fn fill(&mut self) {
+        while self.pending.is_empty() && !self.done {
+            if let Some(reader) = self.reader.as_mut() {
+                match reader.next() {
+                    None => self.reader = None,
+                    Some(Err(e)) => self.broken(e.to_string()),
+                    Some(Ok(batch)) => self.queue(&batch),
+                }
+                continue;
+            }
+            let Some((group, rows, bytes)) = self.groups.next() else { return };
+            let per_row = bytes / rows.max(1);
+            if rows == 1 && per_row > self.max_record_bytes as u64 {
+                // A row group of one row past the limit by its own metadata: not decoded.
+                let record = self.too_large(usize::try_from(per_row).unwrap_or(usize::MAX));
+                self.pending.push_back((self.next_row, record));
+                self.next_row += 1;
+                continue;
+            }
+            let batch_rows =
+                (PARQUET_READ_BYTES as u64 / per_row.max(1)).clamp(1, PARQUET_READ_ROWS as u64);
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(self.bytes.clone()).and_then(|b| {
+                    b.with_row_groups(vec![group]).with_batch_size(batch_rows as usize).build()
+                });
+            match reader {
+                Ok(r) => self.reader = Some(r),
+                Err(e) => self.broken(e.to_string()),
+            }
         }
     }
-    Ok(out)
+
+    /// Queues the rows of `batch` as JSON objects, or as failed records where a row is too
+    /// large. Rows within the limit are converted a run at a time.
+    fn queue(&mut self, batch: &arrow::array::RecordBatch) {
+        let size = |start: usize, len: usize| -> usize {
+            batch.columns().iter().map(|c| span_size(c.as_ref(), start, len)).sum()
+        };
+        // When the whole batch fits one record's limit, every row does.
+        let sizes: Vec<usize> = if size(0, batch.num_rows()) <= self.max_record_bytes {
+            vec![0; batch.num_rows()]
+        } else {
+            (0..batch.num_rows()).map(|i| size(i, 1)).collect()
+        };
+        let mut start = 0;
+        while start < sizes.len() {
+            if sizes[start] > self.max_record_bytes {
+                let record = self.too_large(sizes[start]);
+                self.pending.push_back((self.next_row, record));
+                self.next_row += 1;
+                start += 1;
+                continue;
+            }
+            let end = (start..sizes.len())
+                .find(|&i| sizes[i] > self.max_record_bytes)
+                .unwrap_or(sizes.len());
+            match rows_as_json(&batch.slice(start, end - start)) {
+                Ok(values) => {
+                    for value in values {
+                        self.pending.push_back((self.next_row, RawRecord::Value(value)));
+                        self.next_row += 1;
+                    }
+                }
+                Err(message) => return self.broken(message),
+            }
+            start = end;
+        }
+    }
+}
+
+/// The decoded bytes of rows `start..start + len` of `array`: values, offsets and what lists
+/// hold for those rows (Arrow's own measure counts a list's values whole, however it is
+/// sliced).
+fn span_size(array: &dyn arrow::array::Array, start: usize, len: usize) -> usize {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    fn list<O: arrow::array::OffsetSizeTrait>(
+        list: &arrow::array::GenericListArray<O>,
+        start: usize,
+        len: usize,
+    ) -> usize {
+        let offsets = list.value_offsets();
+        let (from, to) = (offsets[start].as_usize(), offsets[start + len].as_usize());
+        len * O::get_byte_width() + span_size(list.values().as_ref(), from, to - from)
+    }
+    match array.data_type() {
+        DataType::List(_) => list(array.as_list::<i32>(), start, len),
+        DataType::LargeList(_) => list(array.as_list::<i64>(), start, len),
+        DataType::Map(_, _) => {
+            let map = array.as_map();
+            let offsets = map.value_offsets();
+            let (from, to) = (offsets[start] as usize, offsets[start + len] as usize);
+            len * 4 + span_size(map.entries(), from, to - from)
+        }
+        DataType::Struct(_) => {
+            array.as_struct().columns().iter().map(|c| span_size(c.as_ref(), start, len)).sum()
+        }
+        DataType::Utf8 => {
+            let offsets = array.as_string::<i32>().value_offsets();
+            len * 4 + (offsets[start + len] - offsets[start]) as usize
+        }
+        DataType::Binary => {
+            let offsets = array.as_binary::<i32>().value_offsets();
+            len * 4 + (offsets[start + len] - offsets[start]) as usize
+        }
+        other => other.primitive_width().unwrap_or(8) * len,
+    }
+}
+
+/// The rows of a batch as JSON objects.
+fn rows_as_json(rows: &arrow::array::RecordBatch) -> Result<Vec<Value>, String> {
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    writer.write(rows).map_err(|e| e.to_string())?;
+    writer.finish().map_err(|e| e.to_string())?;
+    serde_json::from_slice(&writer.into_inner())
+        .map_err(|e| format!("rows cannot be converted to JSON: {e}"))
+}
+
+impl Iterator for ParquetRows {
+    type Item = (u64, RawRecord<'static>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.fill();
+        self.pending.pop_front()
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +368,80 @@ mod tests {
                 input.iter().rposition(|b| *b == b'\n').map(|i| i + 1)
             );
         }
+    }
+
+    /// A Parquet file of rows `{"id": i, "list": [..len values..]}`, `group` rows per row
+    /// group.
+    fn parquet_with_lists(lens: &[usize], group: usize) -> Bytes {
+        use std::sync::Arc;
+
+        use arrow::array::{ArrayRef, Int64Array, ListArray, RecordBatch};
+        use arrow::buffer::OffsetBuffer;
+        use arrow::datatypes::{DataType, Field, Schema};
+
+        let item = Arc::new(Field::new("item", DataType::Int64, true));
+        let values = Int64Array::from(vec![7i64; lens.iter().sum()]);
+        let list = ListArray::new(
+            item.clone(),
+            OffsetBuffer::from_lengths(lens.iter().copied()),
+            Arc::new(values),
+            None,
+        );
+        let ids = Int64Array::from_iter_values(0..lens.len() as i64);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("list", DataType::List(item), true),
+        ]));
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(ids) as ArrayRef, Arc::new(list)])
+                .unwrap();
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(group))
+            .build();
+        let mut out = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(props)).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        Bytes::from(out)
+    }
+
+    fn outcome(records: impl Iterator<Item = (u64, RawRecord<'static>)>) -> Vec<(u64, String)> {
+        records
+            .map(|(row, r)| {
+                let what = match r {
+                    RawRecord::Value(v) => format!("id {}", v["id"]),
+                    RawRecord::Broken(e) => e.code.to_owned(),
+                    RawRecord::Text(_) => "text".to_owned(),
+                };
+                (row, what)
+            })
+            .collect()
+    }
+
+    /// Rows past the decoded-size limit fail alone, whether the metadata tells (a row group of
+    /// its own, not decoded) or the decoded row does (a row group shared with small rows).
+    #[test]
+    fn parquet_rows_past_the_size_limit_fail_alone() {
+        let limit = 1024 * 1024;
+        let big = 300_000; // 2.4 MB of int64 values, a few bytes in the file
+        let expected = |ids: &[&str]| -> Vec<(u64, String)> {
+            ids.iter().enumerate().map(|(i, s)| (i as u64 + 1, (*s).to_owned())).collect()
+        };
+        let shared = parquet_with_lists(&[3, big, 2, 1], 4);
+        assert!(shared.len() < 64 * 1024, "{}", shared.len());
+        let rows = parquet_rows("f", shared, limit).unwrap();
+        assert_eq!(outcome(rows), expected(&["id 0", "RECORD_TOO_LARGE", "id 2", "id 3"]));
+        let own = parquet_with_lists(&[1, big, 2], 1);
+        let rows = parquet_rows("f", own, limit).unwrap();
+        assert_eq!(outcome(rows), expected(&["id 0", "RECORD_TOO_LARGE", "id 2"]));
+        // Within the limit everything reads, a batch at a time.
+        let many: Vec<usize> = (0..5000).map(|i| i % 7).collect();
+        let rows = outcome(parquet_rows("f", parquet_with_lists(&many, 1000), limit).unwrap());
+        assert_eq!(rows.len(), 5000);
+        assert!(rows
+            .iter()
+            .enumerate()
+            .all(|(i, (row, what))| *row == i as u64 + 1 && *what == format!("id {i}")));
     }
 
     #[test]

@@ -19,11 +19,18 @@ pub struct RecordLimits {
     pub max_fields: usize,
     /// Distinct fields of a sandbox's union schema, per record kind.
     pub max_schema_fields: usize,
+    /// Bytes of one record: its JSON text, or its decoded values when read from Parquet.
+    pub max_bytes: usize,
 }
 
 impl Default for RecordLimits {
     fn default() -> Self {
-        Self { max_depth: MAX_RECORD_DEPTH, max_fields: 10_000, max_schema_fields: 20_000 }
+        Self {
+            max_depth: MAX_RECORD_DEPTH,
+            max_fields: 10_000,
+            max_schema_fields: 20_000,
+            max_bytes: 16 * 1024 * 1024,
+        }
     }
 }
 
@@ -52,6 +59,18 @@ impl RecordLimits {
                 "the record nests objects and arrays more than {} levels deep, the limit \
                  (max-record-depth); flatten it",
                 self.depth()
+            ),
+        )
+    }
+
+    /// The error of a record of more than [`Self::max_bytes`].
+    pub fn too_large(&self, bytes: usize) -> RecordError {
+        RecordError::new(
+            "RECORD_TOO_LARGE",
+            format!(
+                "the record is {bytes} bytes; at most {} are accepted per record \
+                 (max-record-bytes)",
+                self.max_bytes
             ),
         )
     }
