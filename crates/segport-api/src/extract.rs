@@ -40,8 +40,24 @@ async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })
         }
-        Err(e) => Err(ApiError::invalid("body", format!("could not be read: {e}"))),
+        Err(e) => Err(body_error(e.as_ref())),
     }
+}
+
+/// The answer to a request body that failed while being read: 408 when it stalled past the
+/// body timeout (the router's `RequestBodyTimeoutLayer`), else 400.
+pub(crate) fn body_error(error: &(dyn std::error::Error + 'static)) -> ApiError {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::Timeout(
+                "the request body stopped arriving before it was complete; it was dropped"
+                    .to_owned(),
+            );
+        }
+        cause = e.source();
+    }
+    ApiError::invalid("body", format!("could not be read: {error}"))
 }
 
 /// `application/json`, or any `application/…+json` media type, parameters allowed.

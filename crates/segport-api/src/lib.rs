@@ -11,6 +11,7 @@ mod extract;
 pub mod metrics;
 mod openapi;
 mod routes;
+pub mod server;
 
 use std::sync::Arc;
 
@@ -44,6 +45,8 @@ pub struct AppState {
     pub max_upload_bytes: u64,
     /// Time and concurrency limits of requests.
     pub limits: RequestLimits,
+    /// Permits of requests in flight ([`RequestLimits::max_in_flight`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// Time and concurrency limits of requests (DESIGN §10). Connection-level limits (header
@@ -73,7 +76,34 @@ impl AppState {
             metrics: Arc::new(ApiMetrics::new()),
             max_upload_bytes: DEFAULT_MAX_UPLOAD,
             limits: RequestLimits::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                RequestLimits::default().max_in_flight,
+            )),
         }
+    }
+
+    /// The state with `limits` in force.
+    pub fn with_limits(mut self, limits: RequestLimits) -> Self {
+        self.in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1)));
+        self.limits = limits;
+        self
+    }
+}
+
+/// Answers 503 at once when [`RequestLimits::max_in_flight`] requests are being served, except
+/// on `/healthz` and `/readyz`: the probes must answer however busy the API is.
+async fn limit_in_flight(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if matches!(request.uri().path(), "/healthz" | "/readyz") {
+        return next.run(request).await;
+    }
+    match state.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => ApiError::Overloaded(state.limits.max_in_flight).into_response(),
     }
 }
 
@@ -103,7 +133,9 @@ pub fn router(state: AppState, surface: Surface) -> Router {
     routes
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limit_in_flight))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(state.limits.body_idle))
         .layer(axum::middleware::from_fn(error::with_request_id))
         .with_state(state)
 }

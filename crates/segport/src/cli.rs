@@ -170,7 +170,31 @@ pub struct ServeArgs {
     pub max_upload_bytes: u64,
 
     #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
     pub worker: WorkerArgs,
+}
+
+/// Connection and request limits of the HTTP server.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// A request's headers must arrive within this; also closes keep-alive connections idle
+    /// between requests.
+    #[arg(long, env = "SEGPORT_HEADER_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+
+    /// A connection on which no byte moves for this long is closed.
+    #[arg(long, env = "SEGPORT_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+
+    /// A request body (an upload, say) that sends nothing for this long is dropped (408).
+    #[arg(long, env = "SEGPORT_BODY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub body_timeout: Duration,
+
+    /// Requests served at once; beyond it every route but /healthz and /readyz answers 503.
+    #[arg(long, env = "SEGPORT_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
 }
 
 /// Lease and maintenance timings of the worker role.
@@ -204,6 +228,22 @@ pub struct WorkerArgs {
     /// Default: kept forever.
     #[arg(long, env = "SEGPORT_RETENTION", value_parser = humantime::parse_duration)]
     pub retention: Option<Duration>,
+
+    /// Levels of objects and arrays a record may nest (at most 32, the store's own limit).
+    #[arg(long, env = "SEGPORT_MAX_RECORD_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub max_record_depth: u16,
+
+    /// Distinct fields one record may have.
+    #[arg(long, env = "SEGPORT_MAX_RECORD_FIELDS", default_value_t = 10_000)]
+    pub max_record_fields: usize,
+
+    /// Distinct fields a sandbox's profile (or event) schema may grow to.
+    #[arg(long, env = "SEGPORT_MAX_SCHEMA_FIELDS", default_value_t = 20_000)]
+    pub max_schema_fields: usize,
+
+    /// Bytes one record may take: its JSON text, or its values decoded from Parquet.
+    #[arg(long, env = "SEGPORT_MAX_RECORD_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_record_bytes: usize,
 
     /// Failure points to arm, for crash tests (e.g. ingest-after-files).
     #[arg(long, env = "SEGPORT_FAILPOINTS", hide = true, default_value = "")]

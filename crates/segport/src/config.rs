@@ -60,6 +60,31 @@ pub fn worker_config(args: &crate::cli::WorkerArgs, slots: usize) -> segport_wor
         file_grace: args.file_grace,
         retention: args.retention,
         failpoints: segport_worker::Failpoints::parse(&args.failpoints),
+        ingest: segport_store::ingest::IngestLimits {
+            record: segport_store::limits::RecordLimits {
+                max_depth: usize::from(args.max_record_depth),
+                max_fields: args.max_record_fields,
+                max_schema_fields: args.max_schema_fields,
+                max_bytes: args.max_record_bytes,
+            },
+            ..segport_store::ingest::IngestLimits::default()
+        },
         ..segport_worker::WorkerConfig::default()
     }
+}
+
+/// The HTTP limits the arguments name: the server's and the router's.
+pub fn http_limits(
+    args: &crate::cli::HttpArgs,
+) -> (segport_api::server::ConnectionLimits, segport_api::RequestLimits) {
+    (
+        segport_api::server::ConnectionLimits {
+            header_read: args.header_timeout,
+            idle: args.idle_timeout,
+        },
+        segport_api::RequestLimits {
+            body_idle: args.body_timeout,
+            max_in_flight: args.max_in_flight,
+        },
+    )
 }

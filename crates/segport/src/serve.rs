@@ -4,13 +4,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum::extract::Request;
-use axum::ServiceExt;
 use segport_api::{AppState, AuthMode, Surface};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AuthArg, Role, ServeArgs};
-use crate::config::{open_catalog, open_storage, worker_config};
+use crate::config::{http_limits, open_catalog, open_storage, worker_config};
 
 /// The auth mode to run with: dev is the default only on loopback, and never allowed elsewhere
 /// for a process that serves the API. A worker-only process serves no authenticated route, so it
@@ -60,7 +58,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(worker.run(shutdown.clone(), args.shutdown_grace))
     });
 
-    let mut state = AppState::new(catalog.clone(), storage, auth);
+    let (connection_limits, request_limits) = http_limits(&args.http);
+    let mut state = AppState::new(catalog.clone(), storage, auth).with_limits(request_limits);
     state.metrics = Arc::new(metrics);
     state.max_upload_bytes = args.max_upload_bytes;
     let app = segport_api::app(state, surface);
@@ -75,11 +74,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         catalog = catalog.backend().as_str(),
         "segport serving"
     );
-    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let server = segport_api::server::serve(
+        listener,
+        app,
+        connection_limits,
+        shutdown.clone().cancelled_owned(),
+    );
     let grace = args.shutdown_grace;
     tokio::select! {
-        result = server => result.context("server failed")?,
+        () = server => {}
         () = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;

@@ -105,23 +105,12 @@ async fn upload(
     let mut writer = BufWriter::new(state.storage.object_store(), path.clone());
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
+    // A client that stops sending loses its upload: the router's body timeout ends a body
+    // that makes no progress (408).
     let failure = loop {
-        // A client that stops sending loses its upload (and its connection) instead of
-        // holding them: the body must make progress within the idle timeout.
-        let next = match tokio::time::timeout(state.limits.body_idle, stream.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                break Some(ApiError::Timeout(format!(
-                    "the upload sent nothing for {} s; it was dropped",
-                    state.limits.body_idle.as_secs()
-                )))
-            }
-        };
-        match next {
+        match stream.next().await {
             None => break None,
-            Some(Err(e)) => {
-                break Some(ApiError::invalid("body", format!("could not be read: {e}")))
-            }
+            Some(Err(e)) => break Some(crate::extract::body_error(&e)),
             Some(Ok(chunk)) => {
                 size += chunk.len() as u64;
                 if size > limit {
