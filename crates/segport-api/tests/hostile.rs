@@ -357,13 +357,14 @@ async fn error_reports_are_bounded(backend: Backend) {
     assert!(text.len() < 256 * 1024, "the batch object is {} bytes", text.len());
     assert!(!text.contains(&pad[..1000]), "a client string is echoed whole");
 
-    // A job body with 2,000 invalid values, each quoting a 900-character string: one 400
+    // A job body with 200 invalid values, each quoting a 900-character string: one 400
     // naming the first ones, clipped, and counting the rest.
     let export = t.export_dataset().await;
     let mut body = minimal_job(&export);
     let long = "s".repeat(900);
-    let segments: Vec<Value> =
-        (0..1000).map(|_| json!({"segmentId": 5, "status": [long.clone()]})).collect();
+    let segments: Vec<Value> = (0..segport_model::job::MAX_SEGMENTS)
+        .map(|_| json!({"segmentId": 5, "status": [long.clone()]}))
+        .collect();
     body["filter"] = json!({ "segments": segments });
     let a = t.post("/data/core/ups/export/jobs", body).await;
     a.assert_service_error(400);

@@ -120,7 +120,7 @@ impl_catalog!(
     sqlx::Postgres,
     Backend::Postgres,
     Dialect {
-        claim_task: claim_sql!("FOR UPDATE SKIP LOCKED"),
+        claim_task: claim_sql!("FOR UPDATE OF t SKIP LOCKED"),
         lock_policy_shared: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR SHARE",
         lock_policy_exclusive: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR UPDATE",
         lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = 'loading' FOR UPDATE",

@@ -1885,6 +1885,13 @@ macro_rules! impl_catalog {
                         .await?
                         .map(TryInto::try_into)
                         .transpose()?;
+                if let Some(task) = &claimed {
+                    sqlx::query($crate::sql::TAKE_TURN)
+                        .bind(task.tenant.org.as_str())
+                        .bind(task.tenant.sandbox.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 // An export job shows PROCESSING, with the attempt as its compute job id.
                 if let Some(job_id) = claimed.as_ref().and_then(|c| c.job_id) {
                     let attempt = claimed.as_ref().map_or(0, |c| c.attempt);
@@ -2132,16 +2139,28 @@ impl SandboxCache {
 
 /// The claim statement, with the row-locking clause of the backend (`FOR UPDATE SKIP LOCKED` on
 /// PostgreSQL, so that concurrent workers never wait for each other's claims).
+///
+/// The task claimed is the oldest queued one of the tenant whose last claim is oldest (a tenant
+/// never claimed comes first): tenants take turns, so one tenant's backlog never holds back
+/// another's job. Ordering the queued tasks costs a pass over them per claim, which is small
+/// next to the tasks themselves.
 macro_rules! claim_sql {
     ($lock:literal) => {
         concat!(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, attempt_id = $1, ",
             "lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 ",
-            "WHERE id = (SELECT id FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 1 ",
+            "WHERE id = (SELECT t.id FROM tasks t LEFT JOIN tenant_turns r ",
+            "ON r.org = t.org AND r.sandbox = t.sandbox WHERE t.state = 'queued' ",
+            "ORDER BY COALESCE(r.turn, 0), t.id LIMIT 1 ",
             $lock,
             ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id"
         )
     };
 }
+
+/// Gives tenant (`$1`, `$2`) the newest turn, after one of its tasks was claimed.
+pub(crate) const TAKE_TURN: &str = "INSERT INTO tenant_turns (org, sandbox, turn) \
+     VALUES ($1, $2, (SELECT COALESCE(MAX(turn), 0) + 1 FROM tenant_turns)) \
+     ON CONFLICT (org, sandbox) DO UPDATE SET turn = excluded.turn";
 
 pub(crate) use claim_sql;

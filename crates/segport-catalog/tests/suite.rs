@@ -87,7 +87,30 @@ suite!(
     tokens,
     grouped_creates_share_a_transaction_and_fail_alone,
     the_job_writer_answers_every_concurrent_create,
+    claims_take_turns_between_tenants,
 );
+
+/// Issue 7, point 15: tenant A queues 1,000 jobs, then tenant B one; with one worker slot, B's
+/// job is claimed within the next two claims, and A's jobs go oldest first.
+async fn claims_take_turns_between_tenants(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let (a, b) = (tenant("org-a", "prod"), tenant("org-b", "prod"));
+    let (da, db_) = (dataset(&db, &a).await, dataset(&db, &b).await);
+    let mut queued_a = Vec::new();
+    for i in 0..1000 {
+        queued_a.push(job(&db, &a, &da, 1000 + i, false).await);
+    }
+    let job_b = job(&db, &b, &db_, 5000, false).await;
+    let claim = || async { db.catalog.claim_task("w", 60_000, 6000).await.unwrap().unwrap() };
+    let (first, second) = (claim().await, claim().await);
+    let claimed = [first.job_id.unwrap(), second.job_id.unwrap()];
+    assert!(claimed.contains(&job_b), "B's job waited behind A's backlog: {claimed:?}");
+    assert!(claimed.contains(&queued_a[0]), "A's oldest goes first: {claimed:?}");
+    // Then A's jobs, oldest first, the only tenant left.
+    for expected in &queued_a[1..4] {
+        assert_eq!(claim().await.job_id, Some(*expected));
+    }
+}
 
 async fn grouped_creates_share_a_transaction_and_fail_alone(backend: Backend) {
     let db = TestCatalog::new(backend).await;

@@ -22,7 +22,7 @@ pub const DEFAULT_SEGMENT_NS: &str = "ups";
 pub const DEFAULT_PROFILE_INSTANCE: &str = "ups";
 
 /// Upper bounds that keep one request from holding the service hostage.
-const MAX_SEGMENTS: usize = 1000;
+pub const MAX_SEGMENTS: usize = 100;
 const MAX_ID_LEN: usize = 256;
 
 /// The four statuses AEP clients know. A cancelled job ends `FAILED`.
@@ -725,6 +725,25 @@ mod tests {
 
     fn fields_of(err: ValidationErrors) -> Vec<String> {
         err.0.into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn segment_entries_are_capped() {
+        let body = |n: usize| {
+            let segments: Vec<_> = (0..n).map(|i| json!({"segmentId": format!("s{i}")})).collect();
+            json!({
+                "destination": {"datasetId": "5b7c86968f7b6501e21ba9df", "segmentPerBatch": true},
+                "schema": {"name": "_xdm.context.profile"},
+                "filter": {"segments": segments}
+            })
+        };
+        assert_eq!(
+            ExportJobRequest::parse(&body(MAX_SEGMENTS)).unwrap().batch_count(),
+            MAX_SEGMENTS
+        );
+        let err = ExportJobRequest::parse(&body(MAX_SEGMENTS + 1)).unwrap_err();
+        assert_eq!(fields_of(err.clone()), ["filter.segments"]);
+        assert!(err.0[0].message.contains("at most 100"), "{err}");
     }
 
     #[test]
