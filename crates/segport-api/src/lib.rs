@@ -140,5 +140,15 @@ pub fn router(state: AppState, surface: Surface) -> Router {
         .with_state(state)
 }
 
+/// The router of the metrics address (`--metrics-listen`): `/metrics` with the per-tenant
+/// series, for operators, away from the API port's tenants.
+pub fn metrics_app(state: AppState) -> NormalizePath<Router> {
+    let router = Router::new()
+        .route("/metrics", axum::routing::get(routes::ops::tenant_metrics))
+        .fallback(routes::not_found)
+        .with_state(state);
+    NormalizePathLayer::trim_trailing_slash().layer(router)
+}
+
 /// The request type the app serves, for `tower::ServiceExt::oneshot` in tests.
 pub type AppRequest = Request;

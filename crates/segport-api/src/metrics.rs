@@ -1,5 +1,7 @@
-//! Prometheus metrics of the API: requests and latencies by route and status, and export jobs
-//! by status (read from the catalog at scrape time, so every api process reports the same).
+//! Prometheus metrics of the API: requests and latencies by route and status on every port;
+//! export jobs by tenant and status only on the metrics address (`--metrics-listen`), read from
+//! the counts the catalog maintains, so tenants of the API port never see each other's figures
+//! and a scrape costs no count over the jobs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +18,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use segport_catalog::Catalog;
-use segport_model::job::JobStatus;
 
 use crate::AppState;
 
@@ -28,7 +29,9 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
+struct JobLabels {
+    org: String,
+    sandbox: String,
     status: String,
 }
 
@@ -44,7 +47,6 @@ pub struct ApiMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<RequestLabels>,
-    jobs: Family<StatusLabels, Gauge>,
 }
 
 impl Default for ApiMetrics {
@@ -59,7 +61,6 @@ impl ApiMetrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily<RequestLabels> =
             Family::new_with_constructor(latency_histogram);
-        let jobs = Family::<StatusLabels, Gauge>::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by route, method and status",
@@ -70,8 +71,7 @@ impl ApiMetrics {
             "HTTP request latency, by route, method and status",
             latency.clone(),
         );
-        registry.register("export_jobs", "Export jobs in the catalog, by status", jobs.clone());
-        Self { registry, requests, latency, jobs }
+        Self { registry, requests, latency }
     }
 
     /// The registry `/metrics` renders, for a process's other parts (the worker) to register
@@ -95,21 +95,36 @@ impl ApiMetrics {
         self.latency.get_or_create(&labels).observe(seconds);
     }
 
-    /// The Prometheus text exposition, with job counts fresh from the catalog. When the catalog
-    /// cannot be read the job gauges keep their last values and the failure is logged.
-    pub async fn render(&self, catalog: &Arc<dyn Catalog>) -> String {
-        match catalog.count_jobs_by_status().await {
-            Ok(counts) => {
-                for status in JobStatus::ALL {
-                    let n = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
-                    self.jobs.get_or_create(&StatusLabels { status: status.to_string() }).set(n);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not count export jobs for /metrics"),
-        }
+    /// The Prometheus text exposition of the process's metrics; with `tenants`, also export
+    /// jobs by tenant and status (for the metrics address only). When the catalog cannot be
+    /// read the job series are left out and the failure is logged.
+    pub async fn render(&self, tenants: Option<&Arc<dyn Catalog>>) -> String {
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "could not encode metrics");
+        }
+        let Some(catalog) = tenants else { return out };
+        match catalog.count_jobs().await {
+            Ok(counts) => {
+                // A registry per scrape: a tenant whose jobs are gone leaves no stale series.
+                let mut registry = Registry::with_prefix("segport");
+                let jobs = Family::<JobLabels, Gauge>::default();
+                registry.register("export_jobs", "Export jobs by tenant and status", jobs.clone());
+                for c in counts {
+                    let labels =
+                        JobLabels { org: c.org, sandbox: c.sandbox, status: c.status.to_string() };
+                    jobs.get_or_create(&labels).set(c.n);
+                }
+                let mut tenant_text = String::new();
+                match encode(&mut tenant_text, &registry) {
+                    // Both expositions end with `# EOF`; one is kept, at the end.
+                    Ok(()) => {
+                        out = out.trim_end().trim_end_matches("# EOF").to_owned() + &tenant_text
+                    }
+                    Err(e) => tracing::error!(error = %e, "could not encode job metrics"),
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the job counts for /metrics"),
         }
         out
     }

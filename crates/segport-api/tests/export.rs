@@ -52,7 +52,8 @@ async fn cancelling_a_running_export_leaves_nothing(backend: Backend) {
     let batch = job["destination"]["batchId"].as_str().unwrap().to_owned();
     let mut ctx = t.worker_context(small_limits());
     let config = std::sync::Arc::make_mut(&mut ctx.config);
-    config.failpoints = segport_worker::Failpoints::parse("export-pause");
+    config.failpoints = segport_worker::Failpoints::parse("export-pause")
+        .expect("run with --features segport/failpoints");
     config.heartbeat = std::time::Duration::from_millis(100);
     let worker = segport_worker::Worker::new(ctx);
     let task =

@@ -282,7 +282,8 @@ async fn an_export_stopped_early_leaves_no_task_behind(backend: Backend) {
     t.create_job(minimal_job(&export)).await;
     let mut ctx = t.worker_context(small_limits());
     std::sync::Arc::make_mut(&mut ctx.config).failpoints =
-        segport_worker::Failpoints::parse("export-pause");
+        segport_worker::Failpoints::parse("export-pause")
+            .expect("run with --features segport/failpoints");
     let worker = segport_worker::Worker::new(ctx);
     let task =
         t.db.catalog

@@ -220,6 +220,15 @@ pub struct StoreSnapshot {
     pub files: Vec<StoreFile>,
 }
 
+/// How many export jobs of a tenant are in a status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobCount {
+    pub org: String,
+    pub sandbox: String,
+    pub status: JobStatus,
+    pub n: i64,
+}
+
 /// A file uploaded to an ingest batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upload {
@@ -427,8 +436,12 @@ pub trait Catalog: Send + Sync + 'static {
         id: i64,
         now_ms: i64,
     ) -> Result<Option<CancelOutcome>>;
-    /// Jobs per status over all tenants, for `/metrics`.
-    async fn count_jobs_by_status(&self) -> Result<Vec<(JobStatus, i64)>>;
+    /// Jobs by tenant and status, from counts the catalog maintains as jobs change (no count
+    /// over the jobs themselves), for the metrics address.
+    async fn count_jobs(&self) -> Result<Vec<JobCount>>;
+    /// Folds the changes recorded since the last fold into the maintained job counts (the
+    /// worker's maintenance does it now and then); answers how many changes it folded.
+    async fn fold_job_counts(&self) -> Result<u64>;
 
     // The profile store.
     /// The store settings and state of a sandbox (which must exist).

@@ -116,8 +116,20 @@ pub(crate) const FLAG_RUNNING_JOB: &str = "UPDATE export_jobs SET cancel_request
      update_ms = $5 WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'PROCESSING'";
 pub(crate) const DELETE_FINISHED_JOB: &str = "DELETE FROM export_jobs \
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND status IN ('SUCCEEDED', 'FAILED')";
-pub(crate) const COUNT_JOBS_BY_STATUS: &str =
-    "SELECT status, COUNT(*) AS n FROM export_jobs GROUP BY status";
+/// Jobs by tenant and status, from the maintained counts (migration 0007): the folded counts
+/// plus the deltas not folded yet; tenants and statuses with none left out.
+pub(crate) const COUNT_JOBS: &str = "SELECT org, sandbox, status, CAST(SUM(n) AS BIGINT) AS n \
+     FROM (SELECT org, sandbox, status, n FROM job_counts \
+     UNION ALL SELECT org, sandbox, status, n FROM job_count_deltas) c \
+     GROUP BY org, sandbox, status HAVING SUM(n) <> 0 ORDER BY org, sandbox, status";
+/// Takes the deltas up to id `$1` (each fold takes its own: concurrent folds never count one
+/// twice).
+pub(crate) const TAKE_JOB_COUNT_DELTAS: &str =
+    "DELETE FROM job_count_deltas WHERE id <= $1 RETURNING org, sandbox, status, n";
+pub(crate) const LAST_JOB_COUNT_DELTA: &str = "SELECT MAX(id) FROM job_count_deltas";
+pub(crate) const ADD_JOB_COUNT: &str = "INSERT INTO job_counts (org, sandbox, status, n) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (org, sandbox, status) \
+     DO UPDATE SET n = job_counts.n + excluded.n";
 
 pub(crate) const INSERT_TOKEN: &str = "INSERT INTO api_tokens \
      (id, org, token_sha256, created_ms, expires_ms, revoked_ms) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -1329,20 +1341,44 @@ macro_rules! impl_catalog {
                 Ok(outcome)
             }
 
-            async fn count_jobs_by_status(
-                &self,
-            ) -> $crate::Result<Vec<(segport_model::job::JobStatus, i64)>> {
-                let rows: Vec<(String, i64)> = sqlx::query_as($crate::sql::COUNT_JOBS_BY_STATUS)
-                    .fetch_all(self.read())
-                    .await?;
+            async fn count_jobs(&self) -> $crate::Result<Vec<$crate::JobCount>> {
+                let rows: Vec<(String, String, String, i64)> =
+                    sqlx::query_as($crate::sql::COUNT_JOBS).fetch_all(self.read()).await?;
                 rows.into_iter()
-                    .map(|(status, n)| {
-                        status
-                            .parse()
-                            .map(|s| (s, n))
-                            .map_err(|e: String| $crate::CatalogError::Corrupt(e))
+                    .map(|(org, sandbox, status, n)| {
+                        let status = status.parse().map_err(|e: String| $crate::CatalogError::Corrupt(e))?;
+                        Ok($crate::JobCount { org, sandbox, status, n })
                     })
                     .collect()
+            }
+
+            async fn fold_job_counts(&self) -> $crate::Result<u64> {
+                let mut tx = self.write().begin().await?;
+                let (last,): (Option<i64>,) =
+                    sqlx::query_as($crate::sql::LAST_JOB_COUNT_DELTA).fetch_one(&mut *tx).await?;
+                let Some(last) = last else { return Ok(0) };
+                let taken: Vec<(String, String, String, i64)> =
+                    sqlx::query_as($crate::sql::TAKE_JOB_COUNT_DELTAS)
+                        .bind(last)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                let mut sums: std::collections::BTreeMap<(String, String, String), i64> =
+                    std::collections::BTreeMap::new();
+                for (org, sandbox, status, n) in &taken {
+                    *sums.entry((org.clone(), sandbox.clone(), status.clone())).or_default() += n;
+                }
+                // In key order: concurrent folds lock the count rows in one order.
+                for ((org, sandbox, status), n) in sums.into_iter().filter(|(_, n)| *n != 0) {
+                    sqlx::query($crate::sql::ADD_JOB_COUNT)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(status)
+                        .bind(n)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(taken.len() as u64)
             }
 
             async fn store_state(

@@ -88,6 +88,7 @@ suite!(
     grouped_creates_share_a_transaction_and_fail_alone,
     the_job_writer_answers_every_concurrent_create,
     claims_take_turns_between_tenants,
+    job_counts_are_maintained,
 );
 
 /// Issue 7, point 15: tenant A queues 1,000 jobs, then tenant B one; with one worker slot, B's
@@ -272,9 +273,66 @@ async fn keyset_listing_orders_and_filters(backend: Backend) {
         .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].id, expected[0].1);
-    let counts = db.catalog.count_jobs_by_status().await.unwrap();
-    let new = counts.iter().find(|(s, _)| *s == JobStatus::New).map(|(_, n)| *n);
+    let counts = db.catalog.count_jobs().await.unwrap();
+    let new = counts.iter().find(|c| c.status == JobStatus::New).map(|c| c.n);
     assert_eq!(new, Some(8));
+}
+
+/// The oracle of the maintained counts: every job of the tenants listed and counted.
+async fn counted(db: &TestCatalog, tenants: &[&Tenant]) -> BTreeMap<(String, String), i64> {
+    let mut out = BTreeMap::new();
+    for t in tenants {
+        let all = db
+            .catalog
+            .list_export_jobs(t, &JobListQuery { status: None, after: None, skip: 0, limit: 1000 })
+            .await
+            .unwrap();
+        for j in all {
+            *out.entry((j.org.clone(), j.status.to_string())).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Issue 7, point 16: job counts by tenant and status are maintained as jobs are created,
+/// claimed, cancelled, requeued and deleted, folded or not, and equal a count of the jobs.
+async fn job_counts_are_maintained(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let (a, b) = (tenant("org-a", "prod"), tenant("org-b", "dev"));
+    let (da, db_) = (dataset(&db, &a).await, dataset(&db, &b).await);
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(job(&db, &a, &da, 100 + i, false).await);
+    }
+    for i in 0..5 {
+        job(&db, &b, &db_, 200 + i, false).await;
+    }
+    let maintained = || async {
+        db.catalog
+            .count_jobs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| ((c.org, c.status.to_string()), c.n))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(maintained().await, counted(&db, &[&a, &b]).await);
+    // Claims (NEW → PROCESSING), cancels (NEW → FAILED), a finished job deleted, a fold in
+    // the middle, leases expiring (PROCESSING → NEW).
+    for _ in 0..6 {
+        db.catalog.claim_task("w", 1, 300).await.unwrap().unwrap();
+    }
+    assert!(db.catalog.fold_job_counts().await.unwrap() > 0);
+    for id in &ids[8..11] {
+        db.catalog.cancel_export_job(&a, *id, 400).await.unwrap();
+    }
+    db.catalog.cancel_export_job(&a, ids[8], 401).await.unwrap();
+    assert_eq!(maintained().await, counted(&db, &[&a, &b]).await);
+    db.catalog.reap_expired_tasks(10_000).await.unwrap();
+    assert_eq!(maintained().await, counted(&db, &[&a, &b]).await);
+    db.catalog.fold_job_counts().await.unwrap();
+    assert_eq!(db.catalog.fold_job_counts().await.unwrap(), 0, "nothing left to fold");
+    assert_eq!(maintained().await, counted(&db, &[&a, &b]).await);
 }
 
 async fn cancel_by_status(backend: Backend) {

@@ -32,6 +32,11 @@ impl<W: Write> ChunkedWriter<W> {
         Self { inner, buffer: Vec::new(), written: 0 }
     }
 
+    /// The writer the chunks go to.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Bytes that fit before the next chunk boundary.
     fn room(&self) -> usize {
         CHUNK - (self.written + self.buffer.len()) % CHUNK

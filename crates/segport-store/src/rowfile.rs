@@ -133,6 +133,9 @@ impl RowFileWriter {
         };
         self.writer.finish().map_err(StoreError::arrow("finishing a row file"))?;
         self.writer.get_mut().flush().map_err(|e| error(&e))?;
+        // On disk before it takes its name: readers map row files without validating them,
+        // so a crash must leave the file whole or absent, not torn under its final name.
+        self.writer.get_ref().get_ref().sync_all().map_err(|e| error(&e))?;
         std::fs::rename(&self.temporary, &self.path).map_err(|e| error(&e))
     }
 }

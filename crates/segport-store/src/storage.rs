@@ -72,6 +72,34 @@ impl Storage {
         self.store.get_range(path, range).await.map_err(StoreError::storage(path))
     }
 
+    /// [`Self::put`] for files read back without validation (membership indexes, memory-mapped):
+    /// on a local root the bytes are synced to disk before the file takes its name, so a crash
+    /// leaves the file whole or absent, never a torn file under the final name.
+    pub async fn put_synced(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        let Some(local) = self.local_path(path.as_ref()) else {
+            return self.put(path, bytes).await;
+        };
+        let write = move || -> std::io::Result<()> {
+            if let Some(dir) = local.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut name = local.file_name().unwrap_or_default().to_os_string();
+            name.push(format!(".{}.tmp", segport_model::ids::new_uuid().simple()));
+            let temporary = local.with_file_name(name);
+            let written = std::fs::write(&temporary, &bytes)
+                .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+                .and_then(|()| std::fs::rename(&temporary, &local));
+            if written.is_err() {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            written
+        };
+        tokio::task::spawn_blocking(write)
+            .await
+            .map_err(|e| StoreError::Location(format!("cannot write {path}: {e}")))?
+            .map_err(|e| StoreError::Location(format!("cannot write {path}: {e}")))
+    }
+
     /// Bytes `range` (or all) of the object at `path` as a stream of chunks, so that a
     /// download holds a chunk at a time, whatever the size of the file.
     pub async fn stream(

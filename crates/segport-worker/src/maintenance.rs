@@ -30,6 +30,9 @@ pub(crate) async fn run(ctx: &Context, shutdown: CancellationToken) {
                 if let Err(e) = sweep(ctx).await {
                     tracing::warn!(error = %e, "store sweep failed");
                 }
+                if let Err(e) = ctx.catalog.fold_job_counts().await {
+                    tracing::warn!(error = %e, "cannot fold the job counts");
+                }
                 if let Some(retention) = ctx.config.retention {
                     if let Err(e) = expire_export_batches(ctx, now_ms() - duration_ms(retention)).await {
                         tracing::warn!(error = %e, "export batch retention failed");

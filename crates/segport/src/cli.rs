@@ -192,6 +192,12 @@ pub struct HttpArgs {
     #[arg(long, env = "SEGPORT_BODY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
     pub body_timeout: Duration,
 
+    /// An address for a second `/metrics` with per-tenant series (export jobs by org, sandbox
+    /// and status), for operators only. Off by default; the API port's `/metrics` never shows
+    /// tenants' figures.
+    #[arg(long, env = "SEGPORT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Requests served at once; beyond it every route but /healthz and /readyz answers 503.
     #[arg(long, env = "SEGPORT_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,

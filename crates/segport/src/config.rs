@@ -49,8 +49,11 @@ pub fn open_storage(args: &CatalogArgs) -> anyhow::Result<segport_store::Storage
 }
 
 /// The worker settings the arguments name.
-pub fn worker_config(args: &crate::cli::WorkerArgs, slots: usize) -> segport_worker::WorkerConfig {
-    segport_worker::WorkerConfig {
+pub fn worker_config(
+    args: &crate::cli::WorkerArgs,
+    slots: usize,
+) -> anyhow::Result<segport_worker::WorkerConfig> {
+    Ok(segport_worker::WorkerConfig {
         slots: slots.max(1),
         lease: args.lease,
         heartbeat: args.heartbeat,
@@ -59,7 +62,8 @@ pub fn worker_config(args: &crate::cli::WorkerArgs, slots: usize) -> segport_wor
         maintain_every: args.maintenance_interval,
         file_grace: args.file_grace,
         retention: args.retention,
-        failpoints: segport_worker::Failpoints::parse(&args.failpoints),
+        failpoints: segport_worker::Failpoints::parse(&args.failpoints)
+            .map_err(anyhow::Error::msg)?,
         ingest: segport_store::ingest::IngestLimits {
             record: segport_store::limits::RecordLimits {
                 max_depth: usize::from(args.max_record_depth),
@@ -70,7 +74,7 @@ pub fn worker_config(args: &crate::cli::WorkerArgs, slots: usize) -> segport_wor
             ..segport_store::ingest::IngestLimits::default()
         },
         ..segport_worker::WorkerConfig::default()
-    }
+    })
 }
 
 /// The HTTP limits the arguments name: the server's and the router's.

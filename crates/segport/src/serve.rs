@@ -35,6 +35,8 @@ pub fn resolve_auth(
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = resolve_auth(args.listen, args.role, args.auth)?;
+    // Checked before anything runs: a bad setting stops the start, whatever the role.
+    let config = Arc::new(worker_config(&args.worker, args.worker_slots)?);
     let catalog = open_catalog(&args.catalog).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -51,7 +53,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let ctx = segport_worker::Context {
             catalog: catalog.clone(),
             storage: storage.clone(),
-            config: Arc::new(worker_config(&args.worker, args.worker_slots)),
+            config: config.clone(),
             metrics: worker_metrics,
         };
         let worker = Arc::new(segport_worker::Worker::new(ctx));
@@ -62,6 +64,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = AppState::new(catalog.clone(), storage, auth).with_limits(request_limits);
     state.metrics = Arc::new(metrics);
     state.max_upload_bytes = args.max_upload_bytes;
+    // The metrics address, when asked for: bound before the API port reports itself ready.
+    if let Some(address) = args.http.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} for metrics"))?;
+        let bound = listener.local_addr().context("cannot read the metrics address")?;
+        tracing::info!(metrics_listen = %bound, "serving per-tenant metrics");
+        let app = segport_api::metrics_app(state.clone());
+        tokio::spawn(segport_api::server::serve(
+            listener,
+            app,
+            connection_limits,
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
     let app = segport_api::app(state, surface);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -14,7 +14,7 @@ use serde_json::json;
 #[test]
 fn serve_on_the_embedded_default_then_stop_on_sigterm() {
     let dir = TempDir::new();
-    let server = Server::start(&dir.0, &[], &[]);
+    let server = Server::start(&dir.0, &["--metrics-listen", "127.0.0.1:0"], &[]);
     let (status, body) = server.http("GET", "/healthz", &[], None);
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = server.http("GET", "/readyz", &[], None);
@@ -52,9 +52,19 @@ fn serve_on_the_embedded_default_then_stop_on_sigterm() {
         None,
     );
     assert_eq!(files["data"].as_array().map(Vec::len), Some(1), "{files}");
+    // The API port's metrics carry no tenant's figures; the metrics address has them.
     let (status, metrics) = server.http("GET", "/metrics", &[], None);
     assert_eq!(status, 200);
-    assert!(metrics.as_str().unwrap().contains("segport_export_jobs{status=\"SUCCEEDED\"} 1"));
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains("segport_http_requests_total") && !text.contains("export_jobs"),
+        "{text}"
+    );
+    assert!(!text.contains(ORG), "{text}");
+    let metrics = get_text(server.metrics_addr.unwrap(), "/metrics");
+    let line =
+        format!("segport_export_jobs{{org=\"{ORG}\",sandbox=\"prod\",status=\"SUCCEEDED\"}} 1");
+    assert!(metrics.contains(&line), "{metrics}");
     assert!(dir.0.join("segport-data/segport.db").exists());
 
     let exit = server.terminate();

@@ -28,8 +28,18 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
     Ok(Json(json!({"status": "ready", "catalog": state.catalog.backend().as_str()})))
 }
 
+/// The process's metrics; per-tenant series are served on the metrics address only
+/// ([`tenant_metrics`]).
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", responses((status = 200, description = "Prometheus text exposition.", body = String, content_type = "text/plain")))]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state.metrics.render(&state.catalog).await;
+    exposition(state.metrics.render(None).await)
+}
+
+/// `/metrics` of the metrics address: the process's metrics and export jobs by tenant.
+pub(crate) async fn tenant_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    exposition(state.metrics.render(Some(&state.catalog)).await)
+}
+
+fn exposition(body: String) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }

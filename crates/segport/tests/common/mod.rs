@@ -50,6 +50,8 @@ pub fn run(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
 pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The metrics address, when started with `--metrics-listen`.
+    pub metrics_addr: Option<SocketAddr>,
     pub logs: mpsc::Receiver<String>,
 }
 
@@ -66,6 +68,7 @@ impl Server {
                 .spawn()
                 .expect("spawn segport serve"),
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: None,
             logs: rx,
         };
         let stderr = server.child.stderr.take().unwrap();
@@ -85,6 +88,9 @@ impl Server {
             let log: Value = serde_json::from_str(&line)
                 .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
             assert!(log["level"].is_string() && log["timestamp"].is_string(), "{line}");
+            if log["message"] == "serving per-tenant metrics" {
+                server.metrics_addr = log["metrics_listen"].as_str().and_then(|a| a.parse().ok());
+            }
             if log["message"] == "segport serving" {
                 server.addr = log["listen"].as_str().unwrap().parse().unwrap();
                 return server;
@@ -233,4 +239,16 @@ pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// One GET on `addr`; answers the body of a 200 (and fails on any other status).
+pub fn get_text(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
 }
