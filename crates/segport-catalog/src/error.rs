@@ -29,6 +29,21 @@ pub enum CatalogError {
     Database(#[source] sqlx::Error),
 }
 
+impl CatalogError {
+    /// Whether trying again later may succeed: the database was unreachable (restarting, a
+    /// connection reset), or it refused the transaction to break a deadlock or a serialization
+    /// conflict. Such an error says nothing about the work that met it.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CatalogError::Unavailable(_) => true,
+            CatalogError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40001" | "40P01"))
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<sqlx::Error> for CatalogError {
     fn from(err: sqlx::Error) -> Self {
         match err {

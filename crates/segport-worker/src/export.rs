@@ -200,7 +200,11 @@ pub async fn run_export(
     };
     let exported = commit.counters.total;
     let written_at = started.elapsed();
-    match ctx.catalog.commit_export(commit).await {
+    let committed = crate::retrying("commit the export", ctx.config.lease, || {
+        ctx.catalog.commit_export(commit.clone())
+    })
+    .await;
+    match committed {
         Ok(()) => {
             let total = started.elapsed();
             ctx.metrics.export_finished(true, total.as_secs_f64(), Some(exported));

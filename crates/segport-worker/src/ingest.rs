@@ -238,35 +238,36 @@ async fn commit(
         .then(|| serde_json::to_string(&outcome.schema))
         .transpose()
         .map_err(|e| TaskError::Invalid(e.to_string()))?;
-    let committed = ctx
-        .catalog
-        .commit_ingest(IngestCommit {
-            lease: lease.clone(),
-            tenant: tenant.clone(),
-            batch_id: batch.id.clone(),
-            kind: store_kind,
-            files: outcome
-                .files
-                .iter()
-                .map(|f| NewStoreFile {
-                    dataset_id: batch.dataset_id.to_string(),
-                    kind: store_kind,
-                    partition: f.partition,
-                    path: f.path.clone(),
-                    rows: i64::try_from(f.rows).unwrap_or(i64::MAX),
-                    bytes: i64::try_from(f.bytes).unwrap_or(i64::MAX),
-                    min_key: f.min_key.clone(),
-                    max_key: f.max_key.clone(),
-                })
-                .collect(),
-            record_count: i64::try_from(outcome.record_count).unwrap_or(i64::MAX),
-            failed_record_count: i64::try_from(outcome.failed_record_count).unwrap_or(i64::MAX),
-            errors,
-            schema,
-            schema_version: state.schema_version,
-            now_ms: now_ms(),
-        })
-        .await?;
+    let commit = IngestCommit {
+        lease: lease.clone(),
+        tenant: tenant.clone(),
+        batch_id: batch.id.clone(),
+        kind: store_kind,
+        files: outcome
+            .files
+            .iter()
+            .map(|f| NewStoreFile {
+                dataset_id: batch.dataset_id.to_string(),
+                kind: store_kind,
+                partition: f.partition,
+                path: f.path.clone(),
+                rows: i64::try_from(f.rows).unwrap_or(i64::MAX),
+                bytes: i64::try_from(f.bytes).unwrap_or(i64::MAX),
+                min_key: f.min_key.clone(),
+                max_key: f.max_key.clone(),
+            })
+            .collect(),
+        record_count: i64::try_from(outcome.record_count).unwrap_or(i64::MAX),
+        failed_record_count: i64::try_from(outcome.failed_record_count).unwrap_or(i64::MAX),
+        errors,
+        schema,
+        schema_version: state.schema_version,
+        now_ms: now_ms(),
+    };
+    let committed = crate::retrying("commit the ingest", ctx.config.lease, || {
+        ctx.catalog.commit_ingest(commit.clone())
+    })
+    .await?;
     ctx.metrics.ingest_committed(
         outcome.record_count,
         outcome.failed_record_count,

@@ -116,6 +116,33 @@ fn cpu() -> &'static rayon::ThreadPool {
     })
 }
 
+/// Runs a catalog call until it succeeds, fails for a lasting reason, or `patience` has passed
+/// since the first transient failure (a database restart, a reset connection, a deadlock
+/// victim), waiting longer between tries each time. Callers are the steps a task must not
+/// lose to a blip: its commit and the recording of its end.
+pub(crate) async fn retrying<T, F, Fut>(
+    what: &str,
+    patience: Duration,
+    mut call: F,
+) -> Result<T, segport_catalog::CatalogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, segport_catalog::CatalogError>>,
+{
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && started.elapsed() + pause < patience => {
+                tracing::warn!(error = %e, retry_in = ?pause, "{what}: the catalog failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The current time in epoch milliseconds.
 fn now_ms() -> i64 {
     segport_model::time::now_ms()

@@ -212,6 +212,24 @@ impl Worker {
             Err(TaskError::Catalog(segport_catalog::CatalogError::LeaseLost)) => {
                 TaskOutcome::LeaseLost
             }
+            // The catalog failed, not the task: it goes back to the queue without using up an
+            // attempt, to run again once the catalog answers (or, if even that cannot be
+            // recorded, when its lease expires).
+            Err(TaskError::Catalog(e)) if e.is_transient() => {
+                tracing::warn!(task_id = lease.task_id, error = %error_chain(&e), "the catalog failed during the task; handing it back");
+                let released = crate::retrying("hand the task back", self.ctx.config.lease, || {
+                    self.ctx.catalog.release_task(lease, now_ms())
+                })
+                .await;
+                match released {
+                    Ok(true) => TaskOutcome::HandedBack,
+                    Ok(false) => TaskOutcome::LeaseLost,
+                    Err(e) => {
+                        tracing::warn!(task_id = lease.task_id, error = %e, "cannot hand the task back; its lease will expire");
+                        TaskOutcome::HandedBack
+                    }
+                }
+            }
             Err(_) if cancelled.load(Ordering::SeqCst) => {
                 self.fail(
                     lease,
@@ -245,7 +263,11 @@ impl Worker {
         message: String,
     ) -> TaskOutcome {
         let errors = [BatchError { code: code.to_owned(), description: message, rows: Vec::new() }];
-        match self.ctx.catalog.fail_task(lease, &errors, now_ms()).await {
+        let failed = crate::retrying("record the failure", self.ctx.config.lease, || {
+            self.ctx.catalog.fail_task(lease, &errors, now_ms())
+        })
+        .await;
+        match failed {
             Ok(true) => TaskOutcome::Failed,
             Ok(false) => TaskOutcome::LeaseLost,
             Err(e) => {
