@@ -628,3 +628,169 @@ async fn records_past_the_size_cap_fail_alone(backend: Backend) {
         assert!(description(&batch, "RECORD_TOO_LARGE").contains("max-record-bytes"), "{batch}");
     }
 }
+
+/// A TCP proxy in front of PostgreSQL that can reset every connection through it at once.
+struct ResettingProxy {
+    addr: std::net::SocketAddr,
+    /// Cancelled to reset the connections open at that moment; replaced for the next ones.
+    generation: std::sync::Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl ResettingProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let generation =
+            std::sync::Arc::new(std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()));
+        let current = generation.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else { continue };
+                let reset = current.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = reset.cancelled() => {
+                            // An abortive close on both sides: the peers see a reset.
+                            let _ = client.set_linger(Some(Duration::ZERO));
+                            let _ = server.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, generation, accept }
+    }
+
+    /// Resets every connection open now.
+    fn reset(&self) {
+        let mut current = self.generation.lock().unwrap();
+        current.cancel();
+        *current = tokio_util::sync::CancellationToken::new();
+    }
+}
+
+impl Drop for ResettingProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.generation.lock().unwrap().cancel();
+    }
+}
+
+/// Issue 7, point 10: the worker's connections to PostgreSQL are reset again and again while
+/// exports and ingests run; every accepted job and batch still ends successfully, because a
+/// catalog failure hands a task back (or retries its commit) instead of failing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_connection_resets_do_not_fail_tasks() {
+    let t = TestApp::new(Backend::Postgres).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let seed: Vec<Value> = (0..50).map(|i| record(&format!("p{i}"), json!({"n": i}))).collect();
+    t.ingest(&pds, json!({"format": "json"}), vec![("seed.json", ndjson(&seed))]).await;
+
+    // The worker reaches PostgreSQL through the proxy; the API directly.
+    let url: url_parts::Url = t.db.url.parse().unwrap();
+    let proxy = ResettingProxy::start(url.addr).await;
+    let proxied =
+        segport_catalog::connect(&segport_catalog::ConnectOptions::new(url.with_addr(proxy.addr)))
+            .await
+            .unwrap();
+    let mut ctx = t.worker_context(small_limits());
+    ctx.catalog = proxied;
+    {
+        let config = std::sync::Arc::make_mut(&mut ctx.config);
+        config.slots = 2;
+        config.lease = Duration::from_secs(4);
+        config.heartbeat = Duration::from_millis(500);
+        config.poll = Duration::from_millis(100);
+        config.reap_every = Duration::from_millis(500);
+    }
+    let worker = std::sync::Arc::new(segport_worker::Worker::new(ctx));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone(), Duration::from_secs(5)));
+
+    let export = t.export_dataset().await;
+    let mut jobs = Vec::new();
+    let mut batches = Vec::new();
+    for round in 0..6 {
+        for _ in 0..6 {
+            jobs.push(t.create_job(minimal_job(&export)).await["id"].as_i64().unwrap());
+        }
+        let batch = t.new_batch(&pds, json!({"format": "json"})).await;
+        let more: Vec<Value> =
+            (0..20).map(|i| record(&format!("r{round}-{i}"), json!({"n": i}))).collect();
+        assert_eq!(t.upload(&batch, &pds, "more.json", ndjson(&more)).await.status, 200);
+        assert_eq!(t.batch_action(&batch, "COMPLETE").await.status, 200);
+        batches.push(batch);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        proxy.reset();
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut pending = 0;
+        for id in &jobs {
+            let job = t.get(&format!("/export/jobs/{id}")).await.body;
+            match job["status"].as_str().unwrap() {
+                "SUCCEEDED" => {}
+                "FAILED" => panic!("job {id} failed: {job}"),
+                _ => pending += 1,
+            }
+        }
+        for b in &batches {
+            let batch = t.batch(b).await;
+            match batch["status"].as_str().unwrap() {
+                "success" => {}
+                "failed" => panic!("batch {b} failed: {batch}"),
+                _ => pending += 1,
+            }
+        }
+        if pending == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pending} jobs and batches still running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    shutdown.cancel();
+    let _ = running.await;
+}
+
+/// Host and port of a `postgres://` URL, and the URL with another address.
+mod url_parts {
+    pub struct Url {
+        pub addr: std::net::SocketAddr,
+        text: String,
+    }
+
+    impl std::str::FromStr for Url {
+        type Err = String;
+
+        fn from_str(text: &str) -> Result<Self, String> {
+            let rest = text.split_once("://").ok_or("no scheme")?.1;
+            let authority = rest.split('/').next().ok_or("no host")?;
+            let host_port = authority.rsplit('@').next().ok_or("no host")?;
+            let with_port = if host_port.contains(':') {
+                host_port.to_owned()
+            } else {
+                format!("{host_port}:5432")
+            };
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("no address")?;
+            Ok(Self { addr, text: text.to_owned() })
+        }
+    }
+
+    impl Url {
+        pub fn with_addr(&self, addr: std::net::SocketAddr) -> String {
+            let (scheme, rest) = self.text.split_once("://").unwrap_or_default();
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let user = authority.rsplit_once('@').map(|(u, _)| format!("{u}@")).unwrap_or_default();
+            format!("{scheme}://{user}{addr}/{path}")
+        }
+    }
+}
