@@ -31,7 +31,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the API and/or the worker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the catalog migrations and exit (serve also applies them at start).
     Migrate(CatalogArgs),
     /// Manage API tokens for token auth mode.

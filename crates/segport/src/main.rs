@@ -59,7 +59,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Migrate(args) => {
             let catalog = config::open_catalog(&args).await?;
             tracing::info!(backend = catalog.backend().as_str(), "migrations applied");

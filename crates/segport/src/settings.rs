@@ -120,7 +120,7 @@ mod tests {
         let parsed = parse(argv);
         let _ = std::fs::remove_file(&path);
         match parsed?.command {
-            Command::Serve(s) => Ok(s),
+            Command::Serve(s) => Ok(*s),
             other => panic!("not serve: {other:?}"),
         }
     }
