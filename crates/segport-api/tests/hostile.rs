@@ -656,8 +656,8 @@ impl ResettingProxy {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         () = reset.cancelled() => {
                             // An abortive close on both sides: the peers see a reset.
-                            let _ = client.set_linger(Some(Duration::ZERO));
-                            let _ = server.set_linger(Some(Duration::ZERO));
+                            let _ = client.set_zero_linger();
+                            let _ = server.set_zero_linger();
                         }
                     }
                 });
