@@ -56,12 +56,7 @@ async fn cancelling_a_running_export_leaves_nothing(backend: Backend) {
         .expect("run with --features segport/failpoints");
     config.heartbeat = std::time::Duration::from_millis(100);
     let worker = segport_worker::Worker::new(ctx);
-    let task =
-        t.db.catalog
-            .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
-            .await
-            .unwrap()
-            .unwrap();
+    let task = t.claim(&worker).await;
     let running = tokio::spawn(async move {
         worker
             .run_claimed(

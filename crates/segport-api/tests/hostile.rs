@@ -285,12 +285,7 @@ async fn an_export_stopped_early_leaves_no_task_behind(backend: Backend) {
         segport_worker::Failpoints::parse("export-pause")
             .expect("run with --features segport/failpoints");
     let worker = segport_worker::Worker::new(ctx);
-    let task =
-        t.db.catalog
-            .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
-            .await
-            .unwrap()
-            .unwrap();
+    let task = t.claim(&worker).await;
     let metrics = tokio::runtime::Handle::current().metrics();
     let alive = || metrics.num_alive_tasks();
     let before = alive();
@@ -580,25 +575,6 @@ async fn data_access_names_and_ranges(backend: Backend) {
     let (status, headers, _) = get("bytes=100000-").await;
     assert_eq!(status, 416);
     assert_eq!(headers["content-range"], format!("bytes */{size}"));
-}
-
-/// Rows as a Parquet file (types inferred as arrow-json infers them).
-fn to_parquet(rows: &[Value]) -> Vec<u8> {
-    let text = String::from_utf8(ndjson(rows)).unwrap();
-    let (schema, _) =
-        arrow::json::reader::infer_json_schema(std::io::Cursor::new(text.as_bytes()), None)
-            .unwrap();
-    let schema = std::sync::Arc::new(schema);
-    let reader = arrow::json::ReaderBuilder::new(schema.clone())
-        .build(std::io::Cursor::new(text.as_bytes()))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
-    for batch in reader {
-        writer.write(&batch.unwrap()).unwrap();
-    }
-    writer.close().unwrap();
-    out
 }
 
 /// Issue 7, point 5: a record whose text (NDJSON) or decoded values (Parquet, where a few bytes

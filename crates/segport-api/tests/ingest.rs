@@ -421,24 +421,6 @@ async fn json_arrays_and_parquet_take_the_same_path(backend: Backend) {
 }
 
 /// JSON rows as a Parquet file, via arrow's own JSON reader and Parquet writer.
-fn to_parquet(rows: &[Value]) -> Vec<u8> {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    let (schema, _) =
-        arrow::json::reader::infer_json_schema(std::io::Cursor::new(text.as_bytes()), None)
-            .unwrap();
-    let schema = std::sync::Arc::new(schema);
-    let reader = arrow::json::ReaderBuilder::new(schema.clone())
-        .build(std::io::Cursor::new(text.as_bytes()))
-        .unwrap();
-    let mut out = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
-    for batch in reader {
-        writer.write(&batch.unwrap()).unwrap();
-    }
-    writer.close().unwrap();
-    out
-}
-
 async fn batch_ingestion_api_rules(backend: Backend) {
     let t = TestApp::new(backend).await;
     let pds = t.store_dataset(PROFILE_SCHEMA).await;

@@ -105,13 +105,12 @@ fn stalled_bodies_and_readers_are_cut_off() {
 
     // Half a body, then silence.
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    let mut head = format!(
-        "PUT /data/foundation/import/batches/{batch}/datasets/{dataset}/files/f.json HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+    let mut head = tenant_head(
+        "PUT",
+        &format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/f.json"),
+        "Content-Length: 1000\r\n",
     );
-    for (k, v) in TENANT_HEADERS {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n{\"identityMap\": ");
+    head.push_str("{\"identityMap\": ");
     stream.write_all(head.as_bytes()).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let started = Instant::now();
@@ -130,12 +129,8 @@ fn stalled_bodies_and_readers_are_cut_off() {
     );
     assert_eq!(status, 200);
     let mut stream = TcpStream::connect(server.addr).unwrap();
-    let mut request =
-        format!("GET /data/foundation/export/files/{batch}?path=big.json HTTP/1.1\r\nHost: x\r\n");
-    for (k, v) in TENANT_HEADERS {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
+    let request =
+        tenant_head("GET", &format!("/data/foundation/export/files/{batch}?path=big.json"), "");
     stream.write_all(request.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_secs(4));
     // By now the server gave up: what it sent ends short of the file.
@@ -155,11 +150,14 @@ fn past_the_in_flight_cap_only_the_probes_answer() {
     let held: Vec<TcpStream> = (0..2)
         .map(|_| {
             let mut s = TcpStream::connect(server.addr).unwrap();
-            let mut head = "POST /data/foundation/catalog/dataSets HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n".to_owned();
-            for (k, v) in TENANT_HEADERS {
-                head.push_str(&format!("{k}: {v}\r\n"));
-            }
-            head.push_str("\r\n{");
+            let mut head = tenant_head(
+                "POST",
+                "/data/foundation/catalog/dataSets",
+                "Content-Type: application/json
+Content-Length: 100
+",
+            );
+            head.push('{');
             s.write_all(head.as_bytes()).unwrap();
             s
         })
@@ -241,12 +239,7 @@ fn downloads_stream_in_bounded_memory() {
             let path = path.clone();
             std::thread::spawn(move || {
                 let mut stream = TcpStream::connect(addr).unwrap();
-                let mut request =
-                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-                for (k, v) in TENANT_HEADERS {
-                    request.push_str(&format!("{k}: {v}\r\n"));
-                }
-                request.push_str("\r\n");
+                let request = tenant_head("GET", &path, "Connection: close\r\n");
                 stream.write_all(request.as_bytes()).unwrap();
                 let mut raw = Vec::new();
                 stream.read_to_end(&mut raw).unwrap();

@@ -316,6 +316,16 @@ impl TestApp {
         self.run_tasks_on(&worker).await
     }
 
+    /// Claims the next queued task for `worker` (there must be one).
+    pub async fn claim(&self, worker: &segport_worker::Worker) -> segport_catalog::ClaimedTask {
+        self.db
+            .catalog
+            .claim_task(worker.owner(), 30_000, segport_model::time::now_ms())
+            .await
+            .unwrap()
+            .expect("a queued task")
+    }
+
     /// Runs queued tasks on `worker` until none is left; answers how many ran.
     pub async fn run_tasks_on(&self, worker: &segport_worker::Worker) -> usize {
         let mut ran = 0;
@@ -409,6 +419,25 @@ impl TestApp {
         let schema = segport_store::compact::fragment_schema(kind, &union);
         segport_store::compact::read_fragments(&self.state.storage, &refs, &schema).await.unwrap()
     }
+}
+
+/// Rows as a Parquet file written by the parquet crate, with the types arrow-json infers.
+pub fn to_parquet(rows: &[Value]) -> Vec<u8> {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    let (schema, _) =
+        arrow::json::reader::infer_json_schema(std::io::Cursor::new(text.as_bytes()), None)
+            .unwrap();
+    let schema = std::sync::Arc::new(schema);
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .build(std::io::Cursor::new(text.as_bytes()))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, None).unwrap();
+    for batch in reader {
+        writer.write(&batch.unwrap()).unwrap();
+    }
+    writer.close().unwrap();
+    out
 }
 
 /// The rows of a batch's files, read back with the Parquet reader, as JSON.

@@ -252,3 +252,14 @@ pub fn get_text(addr: SocketAddr, path: &str) -> String {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     body.to_owned()
 }
+
+/// The head of an HTTP/1.1 request with the tenant headers, `extra` lines (`Name: value`,
+/// each ending in CRLF) and the blank line; a body, if any, follows it.
+pub fn tenant_head(method: &str, path: &str, extra: &str) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}");
+    for (k, v) in TENANT_HEADERS {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
+}
