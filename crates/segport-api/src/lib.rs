@@ -102,8 +102,39 @@ async fn limit_in_flight(
         return next.run(request).await;
     }
     match state.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
+        // The permit goes with the answer's body: a download streams after its handler
+        // returned, and counts until it is sent (or dropped).
+        Ok(permit) => next
+            .run(request)
+            .await
+            .map(|inner| axum::body::Body::new(Permitted { inner, _permit: permit })),
         Err(_) => ApiError::Overloaded(state.limits.max_in_flight).into_response(),
+    }
+}
+
+/// A response body holding its request's in-flight permit.
+struct Permitted {
+    inner: axum::body::Body,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl hyper::body::Body for Permitted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -5,9 +5,9 @@
 //!   retried after a pause, so the liveness probe keeps getting through once descriptors free.
 //! - A request's headers must arrive within the header timeout, counted from when the server
 //!   starts waiting for them; this also closes keep-alive connections idle between requests.
-//! - A connection on which nothing is read or written for the idle timeout, while the server
-//!   waits to read or write, is closed (a client that stops reading a download, or stops
-//!   sending a body).
+//! - A connection whose answer makes no progress for the idle timeout (a client that stopped
+//!   reading a download) is closed. A client that stops sending a body is the router's body
+//!   timeout's (408).
 //!
 //! The in-flight request cap is a layer of the router (see `lib.rs`), not a cap on accepted
 //! connections: a cap at accept would refuse the liveness probe along with everything else.
@@ -32,7 +32,7 @@ use tower_http::normalize_path::NormalizePath;
 pub struct ConnectionLimits {
     /// A request's headers must be complete within this.
     pub header_read: Duration,
-    /// A connection with no byte read or written for this long is closed.
+    /// A connection whose answer cannot be written for this long is closed.
     pub idle: Duration,
 }
 
@@ -84,31 +84,48 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// A TCP stream that fails a read or write once it has waited `idle` without any byte going
-/// either way.
+/// A TCP stream that fails a write once it has waited `idle` without a byte going out: a client
+/// that stopped reading its answer. Reads are left alone: a read stays pending while a handler
+/// works (to notice the client going away), and slow reads have their own limits (the header
+/// timeout, the router's body timeout).
 struct IdleTimeout {
     inner: TcpStream,
     idle: Duration,
+    /// Armed while a write waits; reset whenever one makes progress.
     deadline: Pin<Box<Sleep>>,
+    waiting: bool,
 }
 
 impl IdleTimeout {
     fn new(inner: TcpStream, idle: Duration) -> Self {
-        Self { inner, idle, deadline: Box::pin(tokio::time::sleep(idle)) }
+        Self { inner, idle, deadline: Box::pin(tokio::time::sleep(idle)), waiting: false }
     }
 
-    fn progressed(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
-    }
-
-    /// On a pending read or write: an error once the deadline passed.
-    fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("no byte read or written for {:?}", self.idle),
-            )),
-            Poll::Pending => Poll::Pending,
+    /// The outcome of a write: progress disarms the deadline; a write that waits arms it (once)
+    /// and fails when it passes.
+    fn wrote(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match result {
+            Poll::Pending => {
+                if !self.waiting {
+                    self.waiting = true;
+                    self.deadline.as_mut().reset(Instant::now() + self.idle);
+                }
+                match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("the client read nothing for {:?}", self.idle),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.waiting = false;
+                ready
+            }
         }
     }
 }
@@ -119,37 +136,7 @@ impl AsyncRead for IdleTimeout {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    self.progressed();
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.check(cx).map(Err),
-        }
-    }
-}
-
-impl IdleTimeout {
-    /// The outcome of a write, noting progress or checking the deadline.
-    fn wrote(
-        &mut self,
-        cx: &mut Context<'_>,
-        result: Poll<io::Result<usize>>,
-    ) -> Poll<io::Result<usize>> {
-        match result {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    self.progressed();
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => self.check(cx).map(Err),
-        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 

@@ -30,6 +30,7 @@ both_backends!(
     a_refused_upload_changes_nothing,
     data_access_names_and_ranges,
     records_past_the_size_cap_fail_alone,
+    a_long_line_is_skipped_unread,
 );
 
 /// A profile record with identity `id` and the attributes of `extra`.
@@ -769,4 +770,43 @@ mod url_parts {
             format!("{scheme}://{user}{addr}/{path}")
         }
     }
+}
+
+/// Issue 7, point 5: an NDJSON line longer than a record may be is refused without being held:
+/// the reader passes over it to its end, and the lines after it keep their numbers.
+async fn a_long_line_is_skipped_unread(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let ingest = segport_store::ingest::IngestLimits {
+        record: RecordLimits { max_bytes: 100 * 1024, ..RecordLimits::default() },
+        ndjson_part: 16 * 1024,
+        ..small_limits()
+    };
+    let worker = segport_worker::Worker::new(t.worker_context(ingest));
+    let long = record("long", json!({ "list": vec![7; 200_000] })).to_string();
+    let text = format!(
+        "{}\n{long}\n{}\nnot json\n{}\n{long}",
+        record("a", json!({})),
+        record("b", json!({})),
+        record("c", json!({}))
+    );
+    let (_, batch) = t
+        .ingest_on(&worker, &pds, json!({"format": "json"}), vec![("l.json", text.into_bytes())])
+        .await;
+    assert_eq!(
+        failures(&batch),
+        BTreeMap::from([
+            ("RECORD_TOO_LARGE".to_owned(), vec![2, 6]),
+            ("INVALID_JSON".to_owned(), vec![4])
+        ]),
+        "{batch}"
+    );
+    assert_eq!(batch["recordCount"], 3, "{batch}");
+    let keys: Vec<String> = t
+        .stored(&pds, segport_store::RecordKind::Profile)
+        .await
+        .iter()
+        .map(|r| r["__key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["ECID:a", "ECID:b", "ECID:c"]);
 }

@@ -1451,9 +1451,10 @@ macro_rules! impl_catalog {
                         .bind(sandbox)
                         .fetch_one(&mut *tx)
                         .await?;
-                if c.schema.is_some() && schema_version != c.schema_version {
-                    return Err($crate::CatalogError::SchemaChanged);
-                }
+                // The fence before the schema check: a commit sent again after it was applied
+                // (its answer lost to a reset connection) meets a finished task and is told
+                // LeaseLost, never SchemaChanged, on which the caller would delete the files it
+                // just committed. A refusal below rolls the fence back with everything else.
                 let fenced = sqlx::query($crate::sql::FINISH_TASK)
                     .bind(c.lease.task_id)
                     .bind(&c.lease.attempt_id)
@@ -1463,6 +1464,9 @@ macro_rules! impl_catalog {
                     .rows_affected();
                 if fenced != 1 {
                     return Err($crate::CatalogError::LeaseLost);
+                }
+                if c.schema.is_some() && schema_version != c.schema_version {
+                    return Err($crate::CatalogError::SchemaChanged);
                 }
                 let success = c.record_count > 0;
                 let completed_ms = c.now_ms.max(last_ingest_ms + 1);

@@ -615,8 +615,11 @@ async fn ingest_commits_are_fenced_and_ordered(backend: Backend) {
     with_schema.schema_version = 7;
     assert!(matches!(c.commit_ingest(with_schema.clone()).await, Err(E::SchemaChanged)));
     with_schema.schema_version = c.store_state(&t).await.unwrap().schema_version;
-    c.commit_ingest(with_schema).await.unwrap();
+    c.commit_ingest(with_schema.clone()).await.unwrap();
     assert_eq!(c.store_state(&t).await.unwrap().schema_version, 1);
+    // The same commit sent again (its answer lost to a reset connection) is told the lease is
+    // gone, not that the schema changed: the worker must not delete the files it committed.
+    assert!(matches!(c.commit_ingest(with_schema).await, Err(E::LeaseLost)));
 }
 
 /// A task queued through one PostgreSQL catalog wakes a worker waiting on another (another

@@ -61,6 +61,8 @@ pub struct IngestLimits {
     pub row_group_rows: usize,
     /// What one record may hold.
     pub record: RecordLimits,
+    /// Bytes of an NDJSON file read at a time (its whole lines are ingested, the rest carried).
+    pub ndjson_part: usize,
 }
 
 impl Default for IngestLimits {
@@ -70,6 +72,7 @@ impl Default for IngestLimits {
             flush_bytes: 192 * 1024 * 1024,
             row_group_rows: 64 * 1024,
             record: RecordLimits::default(),
+            ndjson_part: 32 * 1024 * 1024,
         }
     }
 }
@@ -187,6 +190,19 @@ impl Ingest {
     pub fn with_progress(mut self, progress: Arc<Progress>) -> Self {
         self.progress = progress;
         self
+    }
+
+    /// The limits this ingest applies.
+    pub fn limits(&self) -> &IngestLimits {
+        &self.limits
+    }
+
+    /// Counts a record its reader refused before it could be parsed (a line past the size
+    /// limit, skipped unread), reporting it like any failed record.
+    pub fn refuse(&mut self, file: &str, row: u64, error: RecordError) {
+        self.failed += 1;
+        self.report(file, row, error);
+        self.progress.failed.store(self.failed, Ordering::Relaxed);
     }
 
     /// Ingests a part of an NDJSON file that ends at a line boundary; its first line is line

@@ -3,7 +3,9 @@
 //! error reports: 1-based line numbers for NDJSON, 1-based record indexes otherwise.
 
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use serde::de::{SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -111,16 +113,18 @@ const PARQUET_READ_ROWS: usize = 1024;
 ///
 /// Each row group is read in batches sized by its declared decoded size per row. A row whose
 /// decoded size is past `max_record_bytes` fails as a record (`RECORD_TOO_LARGE`) before it
-/// becomes JSON; a row group of one row past it by its metadata is not decoded at all. A file that cannot be read on fails from that row on as one broken record.
+/// becomes JSON; a row group past it on average, by its metadata, and larger than one read is
+/// not decoded at all (its rows fail). A file that cannot be read on fails from that row on as one broken record.
 pub fn parquet_rows(
     name: &str,
     bytes: Bytes,
     max_record_bytes: usize,
 ) -> Result<impl Iterator<Item = (u64, RawRecord<'static>)>> {
     let input_error = |message: String| StoreError::Input { name: name.to_owned(), message };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+    // The footer is read once; each row group's reader reuses it.
+    let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::default())
         .map_err(|e| input_error(format!("not a readable Parquet file: {e}")))?;
-    let groups: Vec<(usize, u64, u64)> = builder
+    let groups: Vec<(usize, u64, u64)> = metadata
         .metadata()
         .row_groups()
         .iter()
@@ -129,6 +133,7 @@ pub fn parquet_rows(
         .collect();
     Ok(ParquetRows {
         bytes,
+        metadata,
         groups: groups.into_iter(),
         reader: None,
         pending: std::collections::VecDeque::new(),
@@ -164,6 +169,7 @@ fn decoded_size(group: &parquet::file::metadata::RowGroupMetaData) -> u64 {
 
 struct ParquetRows {
     bytes: Bytes,
+    metadata: ArrowReaderMetadata,
     /// Row groups still to read: index, rows, declared decoded bytes.
     groups: std::vec::IntoIter<(usize, u64, u64)>,
     reader: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
@@ -204,19 +210,27 @@ impl ParquetRows {
             }
             let Some((group, rows, bytes)) = self.groups.next() else { return };
             let per_row = bytes / rows.max(1);
-            if rows == 1 && per_row > self.max_record_bytes as u64 {
-                // A row group of one row past the limit by its own metadata: not decoded.
-                let record = self.too_large(usize::try_from(per_row).unwrap_or(usize::MAX));
-                self.pending.push_back((self.next_row, record));
-                self.next_row += 1;
+            let budget = PARQUET_READ_BYTES.max(self.max_record_bytes) as u64;
+            if per_row > self.max_record_bytes as u64 && bytes > budget {
+                // By its own metadata a row of the group is past the limit and the group too
+                // large to read a row at a time safely: none of it is decoded. (A smaller group
+                // is read a row at a time, and only the rows past the limit fail.)
+                for _ in 0..rows {
+                    let record = self.too_large(usize::try_from(per_row).unwrap_or(usize::MAX));
+                    self.pending.push_back((self.next_row, record));
+                    self.next_row += 1;
+                }
                 continue;
             }
             let batch_rows =
                 (PARQUET_READ_BYTES as u64 / per_row.max(1)).clamp(1, PARQUET_READ_ROWS as u64);
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(self.bytes.clone()).and_then(|b| {
-                    b.with_row_groups(vec![group]).with_batch_size(batch_rows as usize).build()
-                });
+            let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(
+                self.bytes.clone(),
+                self.metadata.clone(),
+            )
+            .with_row_groups(vec![group])
+            .with_batch_size(batch_rows as usize)
+            .build();
             match reader {
                 Ok(r) => self.reader = Some(r),
                 Err(e) => self.broken(e.to_string()),
@@ -228,7 +242,11 @@ impl ParquetRows {
     /// large. Rows within the limit are converted a run at a time.
     fn queue(&mut self, batch: &arrow::array::RecordBatch) {
         let size = |start: usize, len: usize| -> usize {
-            batch.columns().iter().map(|c| span_size(c.as_ref(), start, len)).sum()
+            batch
+                .columns()
+                .iter()
+                .map(|c| span_size(c.as_ref(), start, len))
+                .fold(0, usize::saturating_add)
         };
         // When the whole batch fits one record's limit, every row does.
         let sizes: Vec<usize> = if size(0, batch.num_rows()) <= self.max_record_bytes {
@@ -264,7 +282,7 @@ impl ParquetRows {
 
 /// The decoded bytes of rows `start..start + len` of `array`: values, offsets and what lists
 /// hold for those rows (Arrow's own measure counts a list's values whole, however it is
-/// sliced).
+/// sliced). Saturating: a type it does not know counts as `usize::MAX`.
 fn span_size(array: &dyn arrow::array::Array, start: usize, len: usize) -> usize {
     use arrow::array::AsArray;
     use arrow::datatypes::DataType;
@@ -275,7 +293,11 @@ fn span_size(array: &dyn arrow::array::Array, start: usize, len: usize) -> usize
     ) -> usize {
         let offsets = list.value_offsets();
         let (from, to) = (offsets[start].as_usize(), offsets[start + len].as_usize());
-        len * O::get_byte_width() + span_size(list.values().as_ref(), from, to - from)
+        (len * O::get_byte_width()).saturating_add(span_size(
+            list.values().as_ref(),
+            from,
+            to - from,
+        ))
     }
     match array.data_type() {
         DataType::List(_) => list(array.as_list::<i32>(), start, len),
@@ -284,11 +306,14 @@ fn span_size(array: &dyn arrow::array::Array, start: usize, len: usize) -> usize
             let map = array.as_map();
             let offsets = map.value_offsets();
             let (from, to) = (offsets[start] as usize, offsets[start + len] as usize);
-            len * 4 + span_size(map.entries(), from, to - from)
+            (len * 4).saturating_add(span_size(map.entries(), from, to - from))
         }
-        DataType::Struct(_) => {
-            array.as_struct().columns().iter().map(|c| span_size(c.as_ref(), start, len)).sum()
-        }
+        DataType::Struct(_) => array
+            .as_struct()
+            .columns()
+            .iter()
+            .map(|c| span_size(c.as_ref(), start, len))
+            .fold(0, usize::saturating_add),
         DataType::Utf8 => {
             let offsets = array.as_string::<i32>().value_offsets();
             len * 4 + (offsets[start + len] - offsets[start]) as usize
@@ -297,7 +322,45 @@ fn span_size(array: &dyn arrow::array::Array, start: usize, len: usize) -> usize
             let offsets = array.as_binary::<i32>().value_offsets();
             len * 4 + (offsets[start + len] - offsets[start]) as usize
         }
-        other => other.primitive_width().unwrap_or(8) * len,
+        DataType::LargeUtf8 => {
+            let offsets = array.as_string::<i64>().value_offsets();
+            len * 8 + usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX)
+        }
+        DataType::LargeBinary => {
+            let offsets = array.as_binary::<i64>().value_offsets();
+            len * 8 + usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX)
+        }
+        DataType::Utf8View => {
+            let views = array.as_string_view();
+            (start..start + len).map(|i| 16 + views.value(i).len()).sum()
+        }
+        DataType::BinaryView => {
+            let views = array.as_binary_view();
+            (start..start + len).map(|i| 16 + views.value(i).len()).sum()
+        }
+        // Each row costs its key and, as JSON, the value it points to.
+        DataType::Dictionary(_, _) => match array.as_any_dictionary_opt() {
+            Some(dict) => {
+                let values = dict.values();
+                let last = values.len().saturating_sub(1);
+                dict.normalized_keys()[start..start + len]
+                    .iter()
+                    .map(|&k| 8 + span_size(values.as_ref(), k.min(last), 1))
+                    .fold(0, usize::saturating_add)
+            }
+            None => usize::MAX,
+        },
+        DataType::FixedSizeList(_, size) => {
+            let size = usize::try_from(*size).unwrap_or(0);
+            span_size(array.as_fixed_size_list().values().as_ref(), start * size, len * size)
+        }
+        DataType::FixedSizeBinary(size) => usize::try_from(*size).unwrap_or(0) * len,
+        DataType::Boolean | DataType::Null => len,
+        other => match other.primitive_width() {
+            Some(width) => width.saturating_mul(len),
+            // A type not measured here counts as too large: a limit fails closed.
+            None => usize::MAX,
+        },
     }
 }
 
@@ -434,6 +497,10 @@ mod tests {
         let own = parquet_with_lists(&[1, big, 2], 1);
         let rows = parquet_rows("f", own, limit).unwrap();
         assert_eq!(outcome(rows), expected(&["id 0", "RECORD_TOO_LARGE", "id 2"]));
+        // A group past the limit and larger than one read is refused undecoded.
+        let huge = parquet_with_lists(&[3_000_000, 1], 2);
+        let rows = parquet_rows("f", huge, limit).unwrap();
+        assert_eq!(outcome(rows), expected(&["RECORD_TOO_LARGE", "RECORD_TOO_LARGE"]));
         // Within the limit everything reads, a batch at a time.
         let many: Vec<usize> = (0..5000).map(|i| i % 7).collect();
         let rows = outcome(parquet_rows("f", parquet_with_lists(&many, 1000), limit).unwrap());
@@ -442,6 +509,25 @@ mod tests {
             .iter()
             .enumerate()
             .all(|(i, (row, what))| *row == i as u64 + 1 && *what == format!("id {i}")));
+    }
+
+    /// A dictionary column counts, per row, the value its key points to: rows sharing one long
+    /// string are each as long as the string when they become JSON.
+    #[test]
+    fn dictionary_values_count_per_row() {
+        use std::sync::Arc;
+
+        use arrow::array::{DictionaryArray, RecordBatch};
+        use arrow::datatypes::Int32Type;
+
+        let long = "x".repeat(300_000);
+        let dict: DictionaryArray<Int32Type> =
+            vec![long.as_str(), long.as_str(), "y"].into_iter().collect();
+        let batch =
+            RecordBatch::try_from_iter([("s", Arc::new(dict) as arrow::array::ArrayRef)]).unwrap();
+        let sizes: Vec<usize> = (0..3).map(|i| span_size(batch.column(0).as_ref(), i, 1)).collect();
+        assert!(sizes[0] > 300_000 && sizes[1] > 300_000 && sizes[2] < 100, "{sizes:?}");
+        assert!(span_size(batch.column(0).as_ref(), 0, 3) > 600_000);
     }
 
     #[test]

@@ -153,9 +153,6 @@ async fn ingest_files(
     }
 }
 
-/// How much of an NDJSON file is read at a time.
-const NDJSON_PART: u64 = 32 * 1024 * 1024;
-
 /// Feeds an NDJSON file to the ingest a part at a time, each part ending at a line boundary.
 fn ingest_ndjson(
     ingest: &mut Ingest,
@@ -165,19 +162,40 @@ fn ingest_ndjson(
     name: &str,
 ) -> Result<(), segport_store::StoreError> {
     let size = handle.block_on(storage.size(path))?;
+    let (limits, part) = (ingest.limits().record, ingest.limits().ndjson_part as u64);
     let mut carry: Vec<u8> = Vec::new();
     let mut next_line = 1u64;
     let mut offset = 0u64;
+    // Inside a line past the record size limit: its bytes are passed over, not held.
+    let mut skipping = false;
     while offset < size {
-        let end = (offset + NDJSON_PART).min(size);
+        let end = (offset + part.max(1)).min(size);
         let bytes = handle.block_on(storage.get_range(path, offset..end))?;
         offset = end;
-        carry.extend_from_slice(&bytes);
+        let mut bytes = &bytes[..];
+        if skipping {
+            match memchr::memchr(b'\n', bytes) {
+                None => continue,
+                Some(newline) => {
+                    bytes = &bytes[newline + 1..];
+                    next_line += 1;
+                    skipping = false;
+                }
+            }
+        }
+        carry.extend_from_slice(bytes);
         let cut = if offset == size {
             carry.len()
         } else {
             match segport_store::input::whole_lines_end(&carry) {
                 Some(end) => end,
+                // One line longer than a record may be: refused, and skipped to its end.
+                None if carry.len() > limits.max_bytes => {
+                    ingest.refuse(name, next_line, limits.too_large(carry.len()));
+                    carry.clear();
+                    skipping = true;
+                    continue;
+                }
                 None => continue, // one line longer than a part: read on
             }
         };

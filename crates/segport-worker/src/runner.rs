@@ -212,6 +212,16 @@ impl Worker {
             Err(TaskError::Catalog(segport_catalog::CatalogError::LeaseLost)) => {
                 TaskOutcome::LeaseLost
             }
+            Err(_) if cancelled.load(Ordering::SeqCst) => {
+                self.fail(
+                    lease,
+                    "EXPORT_CANCELLED",
+                    "the export job was cancelled by a DELETE request; nothing of it was committed"
+                        .into(),
+                )
+                .await
+            }
+            Err(_) if lease_lost.load(Ordering::SeqCst) => TaskOutcome::LeaseLost,
             // The catalog failed, not the task: it goes back to the queue without using up an
             // attempt, to run again once the catalog answers (or, if even that cannot be
             // recorded, when its lease expires).
@@ -230,16 +240,6 @@ impl Worker {
                     }
                 }
             }
-            Err(_) if cancelled.load(Ordering::SeqCst) => {
-                self.fail(
-                    lease,
-                    "EXPORT_CANCELLED",
-                    "the export job was cancelled by a DELETE request; nothing of it was committed"
-                        .into(),
-                )
-                .await
-            }
-            Err(_) if lease_lost.load(Ordering::SeqCst) => TaskOutcome::LeaseLost,
             Err(TaskError::Failed { code, message }) => {
                 tracing::error!(task_id = lease.task_id, code, error = %message, "task failed");
                 self.fail(lease, code, message).await

@@ -184,7 +184,8 @@ pub struct HttpArgs {
     #[arg(long, env = "SEGPORT_HEADER_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
     pub header_timeout: Duration,
 
-    /// A connection on which no byte moves for this long is closed.
+    /// A connection whose answer makes no progress for this long (a client that stopped
+    /// reading) is closed.
     #[arg(long, env = "SEGPORT_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
 

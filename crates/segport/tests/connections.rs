@@ -262,3 +262,51 @@ fn downloads_stream_in_bounded_memory() {
     );
     assert!(added < 64 * 1024 * 1024, "the downloads added {} MiB", added >> 20);
 }
+
+/// Issue 7, point 3: a download counts against the in-flight cap until it is sent, not only
+/// while its handler runs (its body streams after the handler returned).
+#[test]
+fn downloads_count_against_the_in_flight_cap() {
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, &["--max-in-flight", "2"], &[]);
+    let (_, body) = server.http(
+        "POST",
+        "/data/foundation/catalog/dataSets",
+        &TENANT_HEADERS,
+        Some(&serde_json::json!({"name": "in", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}})),
+    );
+    let dataset = body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let (_, batch) = server.http(
+        "POST",
+        "/data/foundation/import/batches",
+        &TENANT_HEADERS,
+        Some(&serde_json::json!({"datasetId": dataset, "inputFormat": {"format": "json"}})),
+    );
+    let batch = batch["id"].as_str().unwrap().to_owned();
+    let (status, _) = server.http_bytes(
+        "PUT",
+        &format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/big.json"),
+        &TENANT_HEADERS,
+        &vec![b' '; 32 * 1024 * 1024],
+    );
+    assert_eq!(status, 200);
+    // Two downloads that read nothing: their answers wait in the socket buffers.
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(server.addr).unwrap();
+            let path = format!("/data/foundation/export/files/{batch}?path=big.json");
+            s.write_all(tenant_head("GET", &path, "").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, body) =
+        server.http("GET", "/data/foundation/catalog/dataSets", &TENANT_HEADERS, None);
+    assert_eq!(status, 503, "{body}");
+    assert!(healthz(&server) < Duration::from_secs(1));
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) =
+        server.http("GET", "/data/foundation/catalog/dataSets", &TENANT_HEADERS, None);
+    assert_eq!(status, 200);
+}

@@ -143,8 +143,10 @@ async fn upload(
     };
     let recorded = state.catalog.record_upload(&tenant, &batch.id, &upload).await;
     let stale = match &recorded {
-        // The catalog never took these bytes.
-        Ok(UploadRecorded::Refused) | Err(_) => Some(path),
+        // The catalog never took these bytes. (After an error it may have: they stay, and go
+        // with the batch's folder if they were not taken.)
+        Ok(UploadRecorded::Refused) => Some(path),
+        Err(_) => None,
         Ok(UploadRecorded::Recorded { replaced: Some(old) }) => {
             Some(upload_location(org, sandbox, batch.id.as_str(), &old.name, old.object.as_deref()))
         }
