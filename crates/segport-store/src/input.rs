@@ -134,6 +134,8 @@ pub fn parquet_rows(
     Ok(ParquetRows {
         bytes,
         metadata,
+        refusing: None,
+        skip_after: 0,
         groups: groups.into_iter(),
         reader: None,
         pending: std::collections::VecDeque::new(),
@@ -167,9 +169,26 @@ fn decoded_size(group: &parquet::file::metadata::RowGroupMetaData) -> u64 {
         .fold(0u64, u64::saturating_add)
 }
 
+/// A row group refused undecoded, reported a read at a time.
+struct Refusing {
+    /// Rows still to report.
+    listed: u64,
+    /// Rows of the group still to pass.
+    rows: u64,
+    /// Each row's decoded size by the metadata.
+    bytes: usize,
+}
+
+/// Rows of one undecoded row group reported one by one; a group that claims more is numbered
+/// past the rest (its metadata is a client's word, and could claim billions).
+const MAX_REFUSED_ROWS: u64 = 1_000_000;
+
 struct ParquetRows {
     bytes: Bytes,
     metadata: ArrowReaderMetadata,
+    refusing: Option<Refusing>,
+    /// Row numbers to pass once the refused rows are reported.
+    skip_after: u64,
     /// Row groups still to read: index, rows, declared decoded bytes.
     groups: std::vec::IntoIter<(usize, u64, u64)>,
     reader: Option<parquet::arrow::arrow_reader::ParquetRecordBatchReader>,
@@ -200,6 +219,25 @@ impl ParquetRows {
     /// Queues the next rows: from the current row group's reader, or the next row group.
     fn fill(&mut self) {
         while self.pending.is_empty() && !self.done {
+            if let Some(refusing) = self.refusing.as_mut() {
+                let now = refusing.listed.min(PARQUET_READ_ROWS as u64);
+                refusing.listed -= now;
+                refusing.rows -= now;
+                let bytes = refusing.bytes;
+                if refusing.listed == 0 {
+                    // Rows past the listed ones are numbered past, not reported one by one.
+                    let rest = refusing.rows;
+                    self.refusing = None;
+                    self.skip_after = rest;
+                }
+                for _ in 0..now {
+                    let record = self.too_large(bytes);
+                    self.pending.push_back((self.next_row, record));
+                    self.next_row += 1;
+                }
+                self.next_row = self.next_row.saturating_add(std::mem::take(&mut self.skip_after));
+                continue;
+            }
             if let Some(reader) = self.reader.as_mut() {
                 match reader.next() {
                     None => self.reader = None,
@@ -215,11 +253,12 @@ impl ParquetRows {
                 // By its own metadata a row of the group is past the limit and the group too
                 // large to read a row at a time safely: none of it is decoded. (A smaller group
                 // is read a row at a time, and only the rows past the limit fail.)
-                for _ in 0..rows {
-                    let record = self.too_large(usize::try_from(per_row).unwrap_or(usize::MAX));
-                    self.pending.push_back((self.next_row, record));
-                    self.next_row += 1;
-                }
+                // Refused a few at a time (`refusing`): the row count is the file's word.
+                self.refusing = Some(Refusing {
+                    listed: rows.min(MAX_REFUSED_ROWS),
+                    rows,
+                    bytes: usize::try_from(per_row).unwrap_or(usize::MAX),
+                });
                 continue;
             }
             let batch_rows =
@@ -316,36 +355,54 @@ fn span_size(array: &dyn arrow::array::Array, start: usize, len: usize) -> usize
             .fold(0, usize::saturating_add),
         DataType::Utf8 => {
             let offsets = array.as_string::<i32>().value_offsets();
-            len * 4 + (offsets[start + len] - offsets[start]) as usize
+            (len * 4).saturating_add(
+                usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX),
+            )
         }
         DataType::Binary => {
             let offsets = array.as_binary::<i32>().value_offsets();
-            len * 4 + (offsets[start + len] - offsets[start]) as usize
+            (len * 4).saturating_add(
+                usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX),
+            )
         }
         DataType::LargeUtf8 => {
             let offsets = array.as_string::<i64>().value_offsets();
-            len * 8 + usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX)
+            (len * 8).saturating_add(
+                usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX),
+            )
         }
         DataType::LargeBinary => {
             let offsets = array.as_binary::<i64>().value_offsets();
-            len * 8 + usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX)
+            (len * 8).saturating_add(
+                usize::try_from(offsets[start + len] - offsets[start]).unwrap_or(usize::MAX),
+            )
         }
         DataType::Utf8View => {
             let views = array.as_string_view();
-            (start..start + len).map(|i| 16 + views.value(i).len()).sum()
+            (start..start + len).map(|i| 16 + views.value(i).len()).fold(0, usize::saturating_add)
         }
         DataType::BinaryView => {
             let views = array.as_binary_view();
-            (start..start + len).map(|i| 16 + views.value(i).len()).sum()
+            (start..start + len).map(|i| 16 + views.value(i).len()).fold(0, usize::saturating_add)
         }
         // Each row costs its key and, as JSON, the value it points to.
         DataType::Dictionary(_, _) => match array.as_any_dictionary_opt() {
+            // A null row (or a dictionary without values) costs its key only.
+            Some(dict) if dict.values().is_empty() => len * 8,
             Some(dict) => {
                 let values = dict.values();
-                let last = values.len().saturating_sub(1);
-                dict.normalized_keys()[start..start + len]
-                    .iter()
-                    .map(|&k| 8 + span_size(values.as_ref(), k.min(last), 1))
+                let last = values.len() - 1;
+                let keys = dict.keys();
+                let normalized = dict.normalized_keys();
+                (start..start + len)
+                    .map(|i| match keys.is_null(i) {
+                        true => 8,
+                        false => 8usize.saturating_add(span_size(
+                            values.as_ref(),
+                            normalized[i].min(last),
+                            1,
+                        )),
+                    })
                     .fold(0, usize::saturating_add)
             }
             None => usize::MAX,
@@ -528,6 +585,17 @@ mod tests {
         let sizes: Vec<usize> = (0..3).map(|i| span_size(batch.column(0).as_ref(), i, 1)).collect();
         assert!(sizes[0] > 300_000 && sizes[1] > 300_000 && sizes[2] < 100, "{sizes:?}");
         assert!(span_size(batch.column(0).as_ref(), 0, 3) > 600_000);
+        // Null rows cost their key, whatever the dictionary holds, and a dictionary without
+        // values (a column of nulls) is measured, not a panic.
+        let keys = arrow::array::Int32Array::from(vec![None, Some(0), None]);
+        let values = Arc::new(arrow::array::StringArray::from(vec![long.as_str()]));
+        let nulls = DictionaryArray::<Int32Type>::try_new(keys, values).unwrap();
+        assert_eq!(span_size(&nulls, 0, 1), 8);
+        assert!(span_size(&nulls, 1, 1) > 300_000);
+        let keys = arrow::array::Int32Array::from(vec![None, None]);
+        let empty = Arc::new(arrow::array::StringArray::from(Vec::<&str>::new()));
+        let none = DictionaryArray::<Int32Type>::try_new(keys, empty).unwrap();
+        assert_eq!(span_size(&none, 0, 2), 16);
     }
 
     #[test]

@@ -189,9 +189,12 @@ fn ingest_ndjson(
         } else {
             match segport_store::input::whole_lines_end(&carry) {
                 Some(end) => end,
-                // One line longer than a record may be: refused, and skipped to its end.
+                // One line longer than a record may be: refused (unless it is blank, which
+                // is no record), and skipped to its end.
                 None if carry.len() > limits.max_bytes => {
-                    ingest.refuse(name, next_line, limits.too_large(carry.len()));
+                    if !carry.iter().all(u8::is_ascii_whitespace) {
+                        ingest.refuse(name, next_line, limits.too_large(carry.len()));
+                    }
                     carry.clear();
                     skipping = true;
                     continue;
