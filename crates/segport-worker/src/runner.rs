@@ -200,14 +200,9 @@ impl Worker {
         let lease = &task.lease;
         match result {
             Ok(()) => TaskOutcome::Done,
+            // At shutdown: one try, the process is about to go.
             Err(_) if handed_back.load(Ordering::SeqCst) => {
-                match self.ctx.catalog.release_task(lease, now_ms()).await {
-                    Ok(_) => TaskOutcome::HandedBack,
-                    Err(e) => {
-                        tracing::warn!(task_id = lease.task_id, error = %e, "cannot hand the task back; its lease will expire");
-                        TaskOutcome::HandedBack
-                    }
-                }
+                self.hand_back(lease, Duration::ZERO).await
             }
             Err(TaskError::Catalog(segport_catalog::CatalogError::LeaseLost)) => {
                 TaskOutcome::LeaseLost
@@ -227,18 +222,7 @@ impl Worker {
             // recorded, when its lease expires).
             Err(TaskError::Catalog(e)) if e.is_transient() => {
                 tracing::warn!(task_id = lease.task_id, error = %error_chain(&e), "the catalog failed during the task; handing it back");
-                let released = crate::retrying("hand the task back", self.ctx.config.lease, || {
-                    self.ctx.catalog.release_task(lease, now_ms())
-                })
-                .await;
-                match released {
-                    Ok(true) => TaskOutcome::HandedBack,
-                    Ok(false) => TaskOutcome::LeaseLost,
-                    Err(e) => {
-                        tracing::warn!(task_id = lease.task_id, error = %e, "cannot hand the task back; its lease will expire");
-                        TaskOutcome::HandedBack
-                    }
-                }
+                self.hand_back(lease, self.ctx.config.lease).await
             }
             Err(TaskError::Failed { code, message }) => {
                 tracing::error!(task_id = lease.task_id, code, error = %message, "task failed");
@@ -251,6 +235,27 @@ impl Worker {
                     TaskKind::Export => ("INTERNAL", "the export failed"),
                 };
                 self.fail(lease, code, format!("{what}: {}", error_chain(&e))).await
+            }
+        }
+    }
+
+    /// Returns the task to the queue without using up an attempt, trying for `patience`; when
+    /// that cannot be recorded, its lease expires and the reaper returns it.
+    async fn hand_back(
+        &self,
+        lease: &segport_catalog::TaskLease,
+        patience: Duration,
+    ) -> TaskOutcome {
+        let released = crate::retrying("hand the task back", patience, || {
+            self.ctx.catalog.release_task(lease, now_ms())
+        })
+        .await;
+        match released {
+            Ok(true) => TaskOutcome::HandedBack,
+            Ok(false) => TaskOutcome::LeaseLost,
+            Err(e) => {
+                tracing::warn!(task_id = lease.task_id, error = %e, "cannot hand the task back; its lease will expire");
+                TaskOutcome::HandedBack
             }
         }
     }

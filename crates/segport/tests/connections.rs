@@ -50,6 +50,33 @@ fn closed_within(mut stream: TcpStream, limit: Duration) -> Duration {
     }
 }
 
+/// A profile dataset and a loading batch of it: `(dataset, batch)`.
+fn loading_batch(server: &Server) -> (String, String) {
+    let (status, body) = server.http(
+        "POST",
+        "/data/foundation/catalog/dataSets",
+        &TENANT_HEADERS,
+        Some(&serde_json::json!({"name": "in", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let dataset = body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let (status, batch) = server.http(
+        "POST",
+        "/data/foundation/import/batches",
+        &TENANT_HEADERS,
+        Some(&serde_json::json!({"datasetId": dataset, "inputFormat": {"format": "json"}})),
+    );
+    assert_eq!(status, 201, "{batch}");
+    (dataset, batch["id"].as_str().unwrap().to_owned())
+}
+
+/// Uploads `bytes` as file `name` of the batch.
+fn upload(server: &Server, (dataset, batch): (&str, &str), name: &str, bytes: &[u8]) {
+    let path = format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/{name}");
+    let (status, answer) = server.http_bytes("PUT", &path, &TENANT_HEADERS, bytes);
+    assert_eq!(status, 200, "{answer}");
+}
+
 /// Issue 7, point 3: 5,000 idle connections do not keep `/healthz` from answering within a
 /// second, and the server closes them on its header timeout.
 #[test]
@@ -86,22 +113,7 @@ fn idle_connections_do_not_starve_the_probes() {
 fn stalled_bodies_and_readers_are_cut_off() {
     let dir = TempDir::new();
     let server = Server::start(&dir.0, &["--body-timeout", "1s", "--idle-timeout", "2s"], &[]);
-    let (status, body) = server.http(
-        "POST",
-        "/data/foundation/catalog/dataSets",
-        &TENANT_HEADERS,
-        Some(&serde_json::json!({"name": "in", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}})),
-    );
-    assert_eq!(status, 201, "{body}");
-    let dataset = body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
-    let (status, batch) = server.http(
-        "POST",
-        "/data/foundation/import/batches",
-        &TENANT_HEADERS,
-        Some(&serde_json::json!({"datasetId": dataset, "inputFormat": {"format": "json"}})),
-    );
-    assert_eq!(status, 201, "{batch}");
-    let batch = batch["id"].as_str().unwrap().to_owned();
+    let (dataset, batch) = loading_batch(&server);
 
     // Half a body, then silence.
     let mut stream = TcpStream::connect(server.addr).unwrap();
@@ -121,13 +133,7 @@ fn stalled_bodies_and_readers_are_cut_off() {
 
     // A reader that asks for a large answer and reads none of it: it fills the socket
     // buffers, then the idle timeout closes the connection.
-    let (status, _) = server.http_bytes(
-        "PUT",
-        &format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/big.json"),
-        &TENANT_HEADERS,
-        &vec![b' '; 32 * 1024 * 1024],
-    );
-    assert_eq!(status, 200);
+    upload(&server, (&dataset, &batch), "big.json", &vec![b' '; 32 * 1024 * 1024]);
     let mut stream = TcpStream::connect(server.addr).unwrap();
     let request =
         tenant_head("GET", &format!("/data/foundation/export/files/{batch}?path=big.json"), "");
@@ -194,29 +200,10 @@ fn rss(pid: u32) -> u64 {
 fn downloads_stream_in_bounded_memory() {
     let dir = TempDir::new();
     let server = Server::start(&dir.0, &[], &[]);
-    let (_, body) = server.http(
-        "POST",
-        "/data/foundation/catalog/dataSets",
-        &TENANT_HEADERS,
-        Some(&serde_json::json!({"name": "in", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}})),
-    );
-    let dataset = body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
-    let (_, batch) = server.http(
-        "POST",
-        "/data/foundation/import/batches",
-        &TENANT_HEADERS,
-        Some(&serde_json::json!({"datasetId": dataset, "inputFormat": {"format": "json"}})),
-    );
-    let batch = batch["id"].as_str().unwrap().to_owned();
+    let (dataset, batch) = loading_batch(&server);
     let size = 200 * 1024 * 1024;
     let file: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
-    let (status, _) = server.http_bytes(
-        "PUT",
-        &format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/big.bin"),
-        &TENANT_HEADERS,
-        &file,
-    );
-    assert_eq!(status, 200);
+    upload(&server, (&dataset, &batch), "big.bin", &file);
     let pid = server.child.id();
     std::thread::sleep(Duration::from_millis(500));
     let before = rss(pid);
@@ -269,27 +256,8 @@ fn downloads_stream_in_bounded_memory() {
 fn downloads_count_against_the_in_flight_cap() {
     let dir = TempDir::new();
     let server = Server::start(&dir.0, &["--max-in-flight", "2"], &[]);
-    let (_, body) = server.http(
-        "POST",
-        "/data/foundation/catalog/dataSets",
-        &TENANT_HEADERS,
-        Some(&serde_json::json!({"name": "in", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}})),
-    );
-    let dataset = body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
-    let (_, batch) = server.http(
-        "POST",
-        "/data/foundation/import/batches",
-        &TENANT_HEADERS,
-        Some(&serde_json::json!({"datasetId": dataset, "inputFormat": {"format": "json"}})),
-    );
-    let batch = batch["id"].as_str().unwrap().to_owned();
-    let (status, _) = server.http_bytes(
-        "PUT",
-        &format!("/data/foundation/import/batches/{batch}/datasets/{dataset}/files/big.json"),
-        &TENANT_HEADERS,
-        &vec![b' '; 32 * 1024 * 1024],
-    );
-    assert_eq!(status, 200);
+    let (dataset, batch) = loading_batch(&server);
+    upload(&server, (&dataset, &batch), "big.json", &vec![b' '; 32 * 1024 * 1024]);
     // Two downloads that read nothing: their answers wait in the socket buffers.
     let held: Vec<TcpStream> = (0..2)
         .map(|_| {
