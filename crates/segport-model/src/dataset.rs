@@ -191,10 +191,20 @@ pub struct Dataset {
     pub updated_ms: i64,
 }
 
+/// A tag value as segport compares it: without whitespace, in lower case.
+pub fn normalized_tag(value: &str) -> String {
+    value.chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
+}
+
 impl Dataset {
-    /// True when the dataset feeds the profile store (`unifiedProfile: ["enabled:true"]`).
+    /// True when the dataset feeds the profile store (`unifiedProfile: ["enabled:true"]`), the
+    /// value compared without whitespace and case: AEP's own examples and clients write
+    /// `"enabled: true"`, and a dataset read as not enabled would leave its profiles out of every
+    /// export without a word.
     pub fn unified_profile(&self) -> bool {
-        self.tags.get(UNIFIED_PROFILE_TAG).is_some_and(|v| v.iter().any(|t| t == "enabled:true"))
+        self.tags
+            .get(UNIFIED_PROFILE_TAG)
+            .is_some_and(|v| v.iter().any(|t| normalized_tag(t) == "enabled:true"))
     }
 
     /// The Catalog object (without its id key).
@@ -218,6 +228,29 @@ impl Dataset {
 
 #[cfg(test)]
 mod tests {
+    /// Issue 8, point 8: `"enabled: true"` as AEP's examples and aepp write it enables profile.
+    #[test]
+    fn unified_profile_tag_values_are_normalised() {
+        let with = |value: &str| Dataset {
+            id: DatasetId::generate(),
+            org: "o".into(),
+            sandbox: "s".into(),
+            name: "d".into(),
+            description: None,
+            schema_ref: SchemaRef { id: "x".into(), content_type: None },
+            tags: BTreeMap::from([(UNIFIED_PROFILE_TAG.to_owned(), vec![value.to_owned()])]),
+            class: DatasetClass::Profile,
+            created_ms: 0,
+            updated_ms: 0,
+        };
+        for on in ["enabled:true", "enabled: true", " Enabled : TRUE ", "enabled:\ttrue"] {
+            assert!(with(on).unified_profile(), "{on:?}");
+        }
+        for off in ["enabled:false", "disabled", "enabled", "true", "enabled:truee"] {
+            assert!(!with(off).unified_profile(), "{off:?}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -37,6 +37,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let auth = resolve_auth(args.listen, args.role, args.auth)?;
     // Checked before anything runs: a bad setting stops the start, whatever the role.
     let config = Arc::new(worker_config(&args.worker, args.worker_slots)?);
+    // The addresses first: a process that cannot listen must fail before it touches the
+    // catalog or starts a worker on it.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let metrics_listener = match args.http.metrics_listen {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} for metrics"))?,
+        ),
+        None => None,
+    };
     let catalog = open_catalog(&args.catalog).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -64,11 +77,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = AppState::new(catalog.clone(), storage, auth).with_limits(request_limits);
     state.metrics = Arc::new(metrics);
     state.max_upload_bytes = args.max_upload_bytes;
-    // The metrics address, when asked for: bound before the API port reports itself ready.
-    if let Some(address) = args.http.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address} for metrics"))?;
+    // The metrics address, when asked for: served before the API port reports itself ready.
+    if let Some(listener) = metrics_listener {
         let bound = listener.local_addr().context("cannot read the metrics address")?;
         tracing::info!(metrics_listen = %bound, "serving per-tenant metrics");
         let app = segport_api::metrics_app(state.clone());
@@ -80,9 +90,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
     let app = segport_api::app(state, surface);
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let bound = listener.local_addr().context("cannot read the bound address")?;
     tracing::info!(
         listen = %bound,

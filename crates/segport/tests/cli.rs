@@ -543,3 +543,19 @@ fn generate_then_ingest_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no dataset"));
 }
+
+/// Issue 8, point 6: `serve` on a busy port fails before it opens the catalog or starts a
+/// worker: nothing is created in its data directory.
+#[test]
+fn a_busy_port_fails_before_anything_starts() {
+    let dir = TempDir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let data = dir.0.join("data");
+    let out =
+        run(&dir.0, &["serve", "--listen", &address, "--data-dir", data.to_str().unwrap()], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
+    assert!(!data.join("segport.db").exists(), "the catalog was opened: {stderr}");
+}
