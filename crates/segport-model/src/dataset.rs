@@ -218,6 +218,14 @@ impl Dataset {
             "version": "1.0.0",
             "schemaRef": self.schema_ref,
             "tags": self.tags,
+            // As AEP's dataset objects carry it (clients such as aepp read it).
+            "classification": {
+                "dataBehavior": match self.class {
+                    DatasetClass::ExperienceEvent => "time-series",
+                    DatasetClass::Profile | DatasetClass::Export => "record",
+                },
+                "managedBy": "CUSTOMER",
+            },
         });
         if let Some(description) = &self.description {
             obj["description"] = json!(description);
@@ -228,6 +236,33 @@ impl Dataset {
 
 #[cfg(test)]
 mod tests {
+    /// Issue 8, point 10: dataset objects carry AEP's `classification`.
+    #[test]
+    fn dataset_objects_carry_a_classification() {
+        let of = |class: DatasetClass| {
+            Dataset {
+                id: DatasetId::generate(),
+                org: "o".into(),
+                sandbox: "s".into(),
+                name: "d".into(),
+                description: None,
+                schema_ref: SchemaRef { id: "x".into(), content_type: None },
+                tags: BTreeMap::new(),
+                class,
+                created_ms: 0,
+                updated_ms: 0,
+            }
+            .to_wire()["classification"]
+                .clone()
+        };
+        assert_eq!(
+            of(DatasetClass::Profile),
+            json!({"dataBehavior": "record", "managedBy": "CUSTOMER"})
+        );
+        assert_eq!(of(DatasetClass::Export)["dataBehavior"], "record");
+        assert_eq!(of(DatasetClass::ExperienceEvent)["dataBehavior"], "time-series");
+    }
+
     /// Issue 8, point 8: `"enabled: true"` as AEP's examples and aepp write it enables profile.
     #[test]
     fn unified_profile_tag_values_are_normalised() {
