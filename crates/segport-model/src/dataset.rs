@@ -236,25 +236,26 @@ impl Dataset {
 
 #[cfg(test)]
 mod tests {
+    /// A dataset of `class` with `tags`, the rest fixed.
+    fn sample(class: DatasetClass, tags: BTreeMap<String, Vec<String>>) -> Dataset {
+        Dataset {
+            id: DatasetId::generate(),
+            org: "o".into(),
+            sandbox: "s".into(),
+            name: "d".into(),
+            description: None,
+            schema_ref: SchemaRef { id: "x".into(), content_type: None },
+            tags,
+            class,
+            created_ms: 0,
+            updated_ms: 0,
+        }
+    }
+
     /// Issue 8, point 10: dataset objects carry AEP's `classification`.
     #[test]
     fn dataset_objects_carry_a_classification() {
-        let of = |class: DatasetClass| {
-            Dataset {
-                id: DatasetId::generate(),
-                org: "o".into(),
-                sandbox: "s".into(),
-                name: "d".into(),
-                description: None,
-                schema_ref: SchemaRef { id: "x".into(), content_type: None },
-                tags: BTreeMap::new(),
-                class,
-                created_ms: 0,
-                updated_ms: 0,
-            }
-            .to_wire()["classification"]
-                .clone()
-        };
+        let of = |class| sample(class, BTreeMap::new()).to_wire()["classification"].clone();
         assert_eq!(
             of(DatasetClass::Profile),
             json!({"dataBehavior": "record", "managedBy": "CUSTOMER"})
@@ -266,17 +267,9 @@ mod tests {
     /// Issue 8, point 8: `"enabled: true"` as AEP's examples and aepp write it enables profile.
     #[test]
     fn unified_profile_tag_values_are_normalised() {
-        let with = |value: &str| Dataset {
-            id: DatasetId::generate(),
-            org: "o".into(),
-            sandbox: "s".into(),
-            name: "d".into(),
-            description: None,
-            schema_ref: SchemaRef { id: "x".into(), content_type: None },
-            tags: BTreeMap::from([(UNIFIED_PROFILE_TAG.to_owned(), vec![value.to_owned()])]),
-            class: DatasetClass::Profile,
-            created_ms: 0,
-            updated_ms: 0,
+        let with = |value: &str| {
+            let tags = BTreeMap::from([(UNIFIED_PROFILE_TAG.to_owned(), vec![value.to_owned()])]);
+            sample(DatasetClass::Profile, tags)
         };
         for on in ["enabled:true", "enabled: true", " Enabled : TRUE ", "enabled:\ttrue"] {
             assert!(with(on).unified_profile(), "{on:?}");
