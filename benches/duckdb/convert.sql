@@ -3,16 +3,16 @@
 -- per profile dataset ({src} = profiles.ndjson as {ds} = a, then updates.ndjson as {ds} = b),
 -- then the "events" section. {gen} and {data} are the input and output directories.
 --
--- This is what `segport ingest` does for segport (DESIGN §5, §7), done the DuckDB way, one
--- dataset at a time; nothing here looks at two datasets together, so no part of the merge is
--- precomputed:
+-- This is what `segport ingest` does for segport (docs/api.md, docs/store.md), done the DuckDB
+-- way, one dataset at a time; nothing here looks at two datasets together, so no part of the
+-- merge is precomputed:
 --   * identities from identityMap and the legacy identities array normalised into one list of
 --     {ns, id, primary, authenticatedState}, deduplicated per (ns, id) like segport's ingest
 --     (primary OR-ed, first non-null authenticatedState);
 --   * the profile key `ns:id` of the primary identity (or of the only one) as a column `key`;
 --     records without a usable key, and the other records segport refuses (bad membership
 --     status, non-RFC 3339 date-times, events without _id), are counted and dropped;
---   * `ord` = the record's line number in its file: "most recent" within a batch (DESIGN §5);
+--   * `ord` = the record's line number in its file: "most recent" within a batch (docs/api.md);
 --   * date-times parsed to TIMESTAMPTZ (ms precision, like segport's store);
 --   * identities and memberships kept in two forms each: flat lists (identities, segs) for
 --     merging, and identityMap / segmentMembership in the export's output shape (MAPs; NULL

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes a small hand-made input in the layout of `segport generate` (profiles.ndjson,
-updates.ndjson, events.ndjson, segments.json) whose records exercise the DESIGN §5 rules that
+updates.ndjson, events.ndjson, segments.json) whose records exercise the docs/api.md rules that
 the generated data never hits: ties and order of membership resolution across datasets, a
 missing lastQualificationTime, window bounds, namespace case, legacy `identities`, several
 fragments of one key in the same dataset, a key only in dataset B, identities that differ

@@ -15,7 +15,7 @@
 --       lastQualificationTime is later or equal (a tie goes to the more recent fragment; a
 --       missing time is the earliest), else o's.
 -- * General path, the keys that have several fragments in one dataset (none in the generated
---   data, but DESIGN §5 allows them): all their fragments grouped by key, recency = (ingest time
+--   data, but docs/api.md allows them): all their fragments grouped by key, recency = (ingest time
 --   of the dataset's batch, line in the batch); the same rules over any number of fragments.
 COPY (
     WITH
