@@ -1,4 +1,4 @@
-//! The two error shapes of DESIGN §3 and the middleware that gives every answer its request id.
+//! The two error shapes of docs/api.md and the middleware that gives every answer its request id.
 //!
 //! Service errors: `{type, title, status, requestId, report: {details: [{field, message}]}}`.
 //! Header and token errors use AEP's gateway shape `{error_code, message}`. 500s are opaque to

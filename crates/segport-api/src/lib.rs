@@ -1,9 +1,9 @@
 //! The HTTP API of segport, on axum.
 //!
 //! It authenticates each request, scopes it to its (org, sandbox), validates it at the edge and
-//! answers from the catalog: export jobs (DESIGN §3), Catalog datasets and batches, merge policies
-//! (§4), Batch Ingestion uploads, and the operational endpoints `/healthz`, `/readyz` and `/metrics`. It never evaluates
-//! profiles and never waits for an export.
+//! answers from the catalog: export jobs, Catalog datasets and batches, merge policies, Batch
+//! Ingestion uploads, and the operational endpoints `/healthz`, `/readyz` and `/metrics`
+//! (docs/api.md). It never evaluates profiles and never waits for an export.
 
 pub mod auth;
 mod error;
@@ -49,7 +49,7 @@ pub struct AppState {
     in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-/// Time and concurrency limits of requests (DESIGN §10). Connection-level limits (header
+/// Time and concurrency limits of requests (docs/limits.md). Connection-level limits (header
 /// read, idle keep-alive) are the server's; these are the ones handlers and layers apply.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {

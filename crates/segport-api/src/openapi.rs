@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::{Extension, Json, Router};
-use segport_model::job::{
-    AdditionalFields, ExportJob, QualificationWindow, SchemaName, SegmentStatus,
-};
+use segport_model::job::{ExportJob, SegmentStatus};
 use segport_model::merge_policy::{AttributeMerge, IdentityGraph, PolicySchema};
 use segport_model::{fields::FieldList, time::Rfc3339, DatasetId, FieldError};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::openapi::path::{Operation, ParameterBuilder, ParameterIn};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{
@@ -175,7 +174,7 @@ fn add_tenant_headers(operation: &mut Operation) {
 }
 
 /// Every error answer: the service's own shape, or AEP's gateway shape for header and token
-/// errors (DESIGN §3).
+/// errors (docs/api.md, Errors).
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // A description only: the two shapes are built as the types below.
@@ -209,38 +208,74 @@ pub(crate) struct GatewayErrorBody {
     pub message: String,
 }
 
-/// `POST /export/jobs` (DESIGN §3; defaults are filled in and echoed in the job).
+/// `POST /export/jobs`: defaults are filled in and echoed in the job. The keys are those of
+/// `segport_model::job::EXPORT_JOB_KEYS`, no others (a test holds the two together): the
+/// read-only keys of AEP's job object are accepted and have no effect.
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ExportJobCreate {
     destination: DestinationCreate,
-    schema: SchemaName,
+    schema: SchemaNameCreate,
     fields: Option<FieldList>,
     filter: Option<FilterCreate>,
-    additional_fields: Option<AdditionalFields>,
+    additional_fields: Option<AdditionalFieldsCreate>,
     merge_policy: Option<MergePolicyChoice>,
     evaluation_info: Option<EvaluationInfo>,
+    /// Set by the server; accepted without effect.
+    id: Option<Value>,
+    /// Set by the server; accepted without effect.
+    job_type: Option<Value>,
+    /// Set by the server; accepted without effect.
+    ims_org_id: Option<Value>,
+    /// Set by the server; accepted without effect.
+    status: Option<Value>,
+    /// Set by the server; accepted without effect.
+    profile_instance_id: Option<Value>,
+    /// Set by the server; accepted without effect.
+    errors: Option<Value>,
+    /// Set by the server; accepted without effect.
+    metrics: Option<Value>,
+    /// Set by the server; accepted without effect.
+    compute_gateway_job_id: Option<Value>,
+    /// Set by the server; accepted without effect.
+    creation_time: Option<Value>,
+    /// Set by the server; accepted without effect.
+    update_time: Option<Value>,
+    /// Set by the server; accepted without effect.
+    request_id: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct DestinationCreate {
-    /// Also accepted as `dataSetId`.
     dataset_id: DatasetId,
+    /// An alias of `datasetId`.
+    data_set_id: Option<DatasetId>,
     segment_per_batch: Option<bool>,
+    /// Set by the server; accepted without effect.
+    batch_id: Option<Value>,
+    /// Set by the server; accepted without effect.
+    batches: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(deny_unknown_fields)]
+struct SchemaNameCreate {
+    /// `_xdm.context.profile`.
+    name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct FilterCreate {
     segments: Option<Vec<SegmentCreate>>,
-    segment_qualification_time: Option<QualificationWindow>,
+    segment_qualification_time: Option<WindowCreate>,
     from_ingest_timestamp: Option<Rfc3339>,
     empty_profiles: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SegmentCreate {
     segment_id: String,
     /// Default `ups`.
@@ -249,15 +284,48 @@ struct SegmentCreate {
     status: Option<Vec<SegmentStatus>>,
 }
 
+/// Inclusive bounds, each optional.
 #[derive(Serialize, ToSchema)]
-struct MergePolicyChoice {
-    id: String,
-    /// Absent: the latest version.
-    version: Option<i64>,
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WindowCreate {
+    start_time: Option<Rfc3339>,
+    end_time: Option<Rfc3339>,
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AdditionalFieldsCreate {
+    event_list: Option<EventListCreate>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventListCreate {
+    /// Empty or absent: every event field.
+    fields: Option<FieldList>,
+    filter: Option<EventFilterCreate>,
+}
+
+/// Exclusive bounds, each optional.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventFilterCreate {
+    from_ingest_timestamp: Option<Rfc3339>,
+    to_ingest_timestamp: Option<Rfc3339>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MergePolicyChoice {
+    id: String,
+    /// Absent: the latest version. A whole number (`1.0` is accepted).
+    version: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 struct EvaluationInfo {
+    /// `true` is refused until segment evaluation exists.
     segmentation: Option<bool>,
 }
 

@@ -1,5 +1,5 @@
 //! The HTTP server: accepts connections and serves the app on each, with the connection limits
-//! of DESIGN §10, so that slow or idle clients cannot hold the process.
+//! of docs/limits.md, so that slow or idle clients cannot hold the process.
 //!
 //! - Accepting never stops: a failed accept (out of file descriptors, say) is logged and
 //!   retried after a pause, so the liveness probe keeps getting through once descriptors free.

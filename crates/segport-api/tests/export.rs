@@ -1,6 +1,6 @@
 //! Exports against a naive oracle: a store of generated profiles (two profile datasets, fragments
 //! updated over time, events, empty profiles) is exported with random job specs, and the Parquet
-//! read back must equal a plain evaluation of DESIGN §5 over the same input records.
+//! read back must equal a plain evaluation of the docs/api.md rules over the same input records.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -202,7 +202,7 @@ fn project(value: &Value, paths: &[Vec<String>]) -> Value {
     out
 }
 
-/// The oracle: DESIGN §5 evaluated record by record.
+/// The oracle: the export rules of docs/api.md, evaluated record by record.
 fn expected(spec: &Spec, profiles: &[Fragment], events: &[Fragment]) -> Vec<Vec<Value>> {
     // Grouped by key once, so the oracle stays linear; everything below is per profile.
     let mut by_key: BTreeMap<String, (Vec<&Fragment>, Vec<&Fragment>)> = BTreeMap::new();
@@ -680,7 +680,7 @@ fn companion_files(dir: &std::path::Path, suffix: &str) -> Vec<std::path::PathBu
     found
 }
 
-/// DESIGN §5: a later event with the same `_id` replaces the earlier one, so the earlier
+/// docs/api.md: a later event with the same `_id` replaces the earlier one, so the earlier
 /// version is not exported from a window that holds only its batch.
 async fn a_replaced_event_is_gone_from_earlier_windows(backend: Backend) {
     let t = TestApp::new(backend).await;

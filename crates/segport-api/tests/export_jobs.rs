@@ -1,4 +1,4 @@
-//! The export-jobs API of DESIGN §3, over both catalog backends.
+//! The export-jobs API of docs/api.md, over both catalog backends.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -29,6 +29,7 @@ both_backends!(
     delete_cancels_new_flags_processing_and_deletes_finished,
     concurrent_creates_get_distinct_ids,
     both_prefixes_and_trailing_slashes_route_alike,
+    unknown_keys_are_refused_and_aep_read_only_keys_named,
 );
 
 async fn create_fills_defaults_and_allocates_a_batch(backend: Backend) {
@@ -301,10 +302,10 @@ async fn every_field_rule_names_its_field(backend: Backend) {
         let title = a.body["title"].as_str().unwrap();
         assert!(title.contains(field), "{name}: title {title:?} does not name {field}");
     }
-    // Unknown fields are ignored; a body that is not an object or not JSON is a 400.
+    // An unknown key is a 400 naming it; a body that is not an object or not JSON is a 400.
     let mut extra = minimal_job(&ds);
     extra["somethingNew"] = json!({"x": 1});
-    assert_eq!(t.post("/export/jobs", extra).await.status, StatusCode::OK);
+    assert_eq!(t.post("/export/jobs", extra).await.error_fields(), ["somethingNew"]);
     for raw in ["[1,2]", "{\"destination\":", "", "null"] {
         let req = Request::post("/export/jobs")
             .header("authorization", "Bearer x")
@@ -680,4 +681,41 @@ async fn both_prefixes_and_trailing_slashes_route_alike(backend: Backend) {
     }
     let a = t.post("/data/core/ups/export/jobs/", minimal_job(&ds)).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+}
+
+/// A misspelled key is a 400 naming the closest valid one (it used to be dropped, and the job
+/// exported every profile); AEP's read-only job keys are accepted and named in `warnings`; a
+/// merge policy version written `1.0` is a version.
+async fn unknown_keys_are_refused_and_aep_read_only_keys_named(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let ds = t.export_dataset().await;
+    let mut body = minimal_job(&ds);
+    body["filters"] = json!({"segments": [{"segmentId": "s"}]});
+    let a = t.post("/export/jobs", body).await;
+    a.assert_service_error(400);
+    assert_eq!(a.error_fields(), ["filters"]);
+    assert!(a.text.contains("unknown field `filters`; did you mean `filter`?"), "{}", a.text);
+    assert!(t.get("/export/jobs").await.body["records"].as_array().unwrap().is_empty());
+
+    let mut copied = minimal_job(&ds);
+    copied["jobType"] = json!("BATCH");
+    copied["status"] = json!("SUCCEEDED");
+    copied["mergePolicy"] = json!({"id": "timestampOrdered-none-mp", "version": 1.0});
+    let job = t.create_job(copied).await;
+    assert_eq!(job["status"], "NEW");
+    assert_eq!(job["mergePolicy"]["version"], 1);
+    let warned: Vec<&str> = job["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            assert_eq!(w["code"], "IGNORED_FIELD");
+            w["msg"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(warned.len(), 2, "{warned:?}");
+    assert!(warned[0].starts_with("jobType ") && warned[1].starts_with("status "), "{warned:?}");
+    // Stored with the job, not only echoed.
+    let id = job["id"].as_i64().unwrap();
+    assert_eq!(t.get(&format!("/export/jobs/{id}")).await.body["warnings"], job["warnings"]);
 }

@@ -1,6 +1,6 @@
-//! Hostile input (DESIGN §10): records built to break a sandbox, bounded in time. Each test holds
-//! a limit against input just at it and just past it, and checks that what is past it fails on
-//! its own while the rest of its batch, the sandbox and later exports carry on.
+//! Hostile input (docs/limits.md): records built to break a sandbox, bounded in time. Each test
+//! holds a limit against input just at it and just past it, and checks that what is past it fails
+//! on its own while the rest of its batch, the sandbox and later exports carry on.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 

@@ -24,6 +24,7 @@ both_backends!(
     compaction_keeps_what_readers_see,
     deleting_a_dataset_removes_it_and_its_files,
     objects_without_data_do_not_fail_a_batch,
+    values_from_aep_descriptions_are_accepted,
 );
 
 fn identities(record: &Value) -> BTreeSet<(String, String, bool)> {
@@ -704,4 +705,66 @@ async fn objects_without_data_do_not_fail_a_batch(backend: Backend) {
     assert_eq!(with_a[0]["a"], json!({"c": 1}));
     assert_eq!(with_a[0]["l"], json!([null, {"x": 2}]), "an empty element keeps its place");
     assert!(stored.iter().all(|r| r.get("e").is_none() && r.get("").is_none()), "{stored:?}");
+}
+
+/// Values Adobe's own descriptions use: `inputFormat.format` in its enum's letter case, and
+/// every documented batch status (with its aliases) as a list filter.
+async fn values_from_aep_descriptions_are_accepted(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let create = |format: &str| {
+        t.post(
+            "/data/foundation/import/batches",
+            json!({"datasetId": pds, "inputFormat": {"format": format}}),
+        )
+    };
+    for format in ["JSON", "Parquet", "json", "PARQUET"] {
+        let a = create(format).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{format}: {}", a.text);
+    }
+    let csv = create("CSV").await;
+    csv.assert_service_error(400);
+    assert!(csv.text.contains("CSV is not supported"), "{}", csv.text);
+
+    let (ok, _) = t
+        .ingest(
+            &pds,
+            json!({"format": "JSON"}),
+            vec![("f.json", ndjson(&[profile("a", json!(1))]))],
+        )
+        .await;
+    let failed = t.new_batch(&pds, json!({"format": "json"})).await;
+    t.batch_action(&failed, "COMPLETE").await;
+    t.run_tasks().await;
+    let staging = t.new_batch(&pds, json!({"format": "json"})).await;
+    t.upload(&staging, &pds, "f.json", ndjson(&[profile("b", json!(2))])).await;
+    t.batch_action(&staging, "COMPLETE").await;
+
+    let listed = |status: &'static str| {
+        let t = &t;
+        async move {
+            let a = t.get(&format!("/data/foundation/catalog/batches?status={status}")).await;
+            assert_eq!(a.status, StatusCode::OK, "{status}: {}", a.text);
+            a.body.as_object().unwrap().keys().cloned().collect::<BTreeSet<String>>()
+        }
+    };
+    let one = |id: &str| BTreeSet::from([id.to_owned()]);
+    for (status, expect) in [
+        ("success", one(&ok)),
+        ("active", one(&ok)),
+        ("SUCCESS", one(&ok)),
+        ("failed", one(&failed)),
+        ("failure", one(&failed)),
+        ("staging", one(&staging)),
+        ("processing", one(&staging)),
+        ("queued", one(&staging)),
+        ("stalled", BTreeSet::new()),
+        ("abandoned", BTreeSet::new()),
+        ("deleted", BTreeSet::new()),
+    ] {
+        assert_eq!(listed(status).await, expect, "status={status}");
+    }
+    let bad = t.get("/data/foundation/catalog/batches?status=done").await;
+    bad.assert_service_error(400);
+    assert_eq!(bad.error_fields(), ["status"]);
 }

@@ -130,3 +130,56 @@ async fn the_description_matches_the_router(backend: Backend) {
     assert_eq!(served(&t, Surface::OpsOnly).await, documented(&ops));
     assert!(documented(&ops).iter().all(|(p, _)| !p.starts_with("/data")));
 }
+
+/// The schema at `schema`, its `$ref` followed and an `Option`'s `oneOf [null, T]` unwrapped.
+fn resolve<'a>(doc: &'a Value, mut schema: &'a Value) -> &'a Value {
+    loop {
+        if let Some(reference) = schema.get("$ref").and_then(Value::as_str) {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            schema = &doc["components"]["schemas"][name];
+        } else if let Some(options) = schema.get("oneOf").and_then(Value::as_array) {
+            let not_null: Vec<_> = options.iter().filter(|o| o["type"] != "null").collect();
+            assert_eq!(not_null.len(), 1, "an unexpected oneOf: {schema}");
+            schema = not_null[0];
+        } else {
+            return schema;
+        }
+    }
+}
+
+/// Asserts that the object schema at `path` has exactly the keys of `table`, no others allowed,
+/// and recurses into the keys segport reads.
+fn same_keys(doc: &Value, schema: &Value, table: &[segport_model::Key], path: &str) {
+    use segport_model::KeyRole;
+    let schema = resolve(doc, schema);
+    assert_eq!(schema["additionalProperties"], false, "{path} allows other keys: {schema}");
+    let documented: BTreeSet<&str> =
+        schema["properties"].as_object().unwrap().keys().map(String::as_str).collect();
+    let accepted: BTreeSet<&str> = table.iter().map(|k| k.name).collect();
+    assert_eq!(documented, accepted, "the keys of {path}");
+    for key in table {
+        let property = &schema["properties"][key.name];
+        let here = format!("{path}.{}", key.name);
+        match &key.role {
+            KeyRole::Read(children) if !children.is_empty() => {
+                same_keys(doc, property, children, &here)
+            }
+            KeyRole::ReadEach(children) => {
+                let array = resolve(doc, property);
+                same_keys(doc, &array["items"], children, &format!("{here}[]"))
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The export job body's schema and the validator's table of keys name the same keys at every
+/// level, and the schema allows no others: a fuzzer that follows the description sends no body
+/// the validator refuses for an unknown key.
+#[test]
+fn the_job_body_schema_lists_exactly_the_accepted_keys() {
+    let doc = serde_json::to_value(segport_api::openapi_document(Surface::Full)).unwrap();
+    let body = &doc["paths"]["/data/core/ups/export/jobs"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    same_keys(&doc, body, segport_model::job::EXPORT_JOB_KEYS, "body");
+}

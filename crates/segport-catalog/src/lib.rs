@@ -129,6 +129,9 @@ pub struct BatchFilter {
 pub struct NewExportJob {
     pub spec: ExportJobSpec,
     pub merge_policy: MergePolicy,
+    /// What the job says from its creation on (ignored keys, fields not known yet); a run adds
+    /// its own.
+    pub warnings: Vec<segport_model::job::JobWarning>,
     pub request_id: String,
     pub now_ms: i64,
 }
@@ -429,7 +432,7 @@ pub trait Catalog: Send + Sync + 'static {
         tenant: &Tenant,
         query: &JobListQuery,
     ) -> Result<Vec<ExportJobRecord>>;
-    /// Cancels or deletes a job by its status (DESIGN §3). `None` when it does not exist.
+    /// Cancels or deletes a job by its status (docs/api.md). `None` when it does not exist.
     async fn cancel_export_job(
         &self,
         tenant: &Tenant,

@@ -106,7 +106,8 @@ pub(crate) const POLICY_IN_USE: &str = "SELECT COUNT(*) FROM export_jobs \
 pub(crate) const ROWS_PER_INSERT: usize = 256;
 /// Followed by the VALUES of each job (`QueryBuilder::push_values`) and `RETURNING id`.
 pub(crate) const INSERT_JOBS: &str = "INSERT INTO export_jobs \
-     (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, creation_ms, update_ms) ";
+     (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, warnings, creation_ms, \
+     update_ms) ";
 /// Followed by the VALUES of each batch.
 pub(crate) const INSERT_BATCHES: &str = insert_batches!();
 pub(crate) const CANCEL_NEW_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $4, \
@@ -624,6 +625,9 @@ macro_rules! impl_catalog {
                             Ok((
                                 serde_json::to_string(&job.spec)?,
                                 serde_json::to_string(&job.merge_policy)?,
+                                (!job.warnings.is_empty())
+                                    .then(|| serde_json::to_string(&job.warnings))
+                                    .transpose()?,
                             ))
                         })
                         .collect::<$crate::Result<Vec<_>>>()?;
@@ -636,6 +640,7 @@ macro_rules! impl_catalog {
                             .push_bind(job.merge_policy.id.as_str())
                             .push_bind(text.1.as_str())
                             .push_bind(job.request_id.as_str())
+                            .push_bind(text.2.as_deref())
                             .push_bind(job.now_ms)
                             .push_bind(job.now_ms);
                     });
@@ -738,15 +743,18 @@ macro_rules! impl_catalog {
                         Some(answer) => answer,
                         None => inserted
                             .next()
-                            .map(|((tenant, job), id)| Ok(segport_model::job::ExportJobRecord::created(
-                                    id,
-                                    tenant.org.as_str().to_owned(),
-                                    tenant.sandbox.as_str().to_owned(),
-                                    job.spec.clone(),
-                                    Some(job.merge_policy.clone()),
-                                    job.request_id.clone(),
-                                    job.now_ms,
-                                )))
+                            .map(|((tenant, job), id)| Ok(segport_model::job::ExportJobRecord {
+                                    warnings: job.warnings.clone(),
+                                    ..segport_model::job::ExportJobRecord::created(
+                                        id,
+                                        tenant.org.as_str().to_owned(),
+                                        tenant.sandbox.as_str().to_owned(),
+                                        job.spec.clone(),
+                                        Some(job.merge_policy.clone()),
+                                        job.request_id.clone(),
+                                        job.now_ms,
+                                    )
+                                }))
                             .unwrap_or_else(|| {
                                 Err($crate::CatalogError::Conflict("a job was not inserted".into()))
                             }),

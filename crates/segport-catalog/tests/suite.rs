@@ -56,7 +56,13 @@ async fn new_job(
     let policy = db.catalog.default_merge_policy(t).await.unwrap().unwrap();
     let batches = (0..req.batch_count()).map(|_| BatchId::generate()).collect();
     let spec = req.into_spec(policy.to_ref(), batches, "ups".into());
-    NewExportJob { spec, merge_policy: policy, request_id: "r".into(), now_ms }
+    NewExportJob {
+        spec,
+        merge_policy: policy,
+        warnings: Vec::new(),
+        request_id: "r".into(),
+        now_ms,
+    }
 }
 
 async fn job(db: &TestCatalog, t: &Tenant, d: &Dataset, now_ms: i64, per_batch: bool) -> i64 {
@@ -432,7 +438,13 @@ async fn merge_policy_lifecycle(backend: Backend) {
         .catalog
         .create_export_job(
             &t,
-            NewExportJob { spec, merge_policy: custom, request_id: "r".into(), now_ms: 4000 },
+            NewExportJob {
+                spec,
+                merge_policy: custom,
+                warnings: Vec::new(),
+                request_id: "r".into(),
+                now_ms: 4000,
+            },
         )
         .await
         .unwrap()

@@ -1,4 +1,4 @@
-//! Deterministic synthetic data (DESIGN §8): profiles with identities, attributes and segment
+//! Deterministic synthetic data (docs/data.md): profiles with identities, attributes and segment
 //! memberships of skewed popularity, and the experience events of those profiles.
 //!
 //! Every profile is generated from its own random stream, seeded from the run's seed and the

@@ -1,4 +1,4 @@
-//! One profile's rows merged into one XDM value (DESIGN §5): field by field under the merge
+//! One profile's rows merged into one XDM value (docs/api.md): field by field under the merge
 //! policy, identities united, memberships resolved per segment, events windowed and deduplicated.
 
 use std::collections::BTreeMap;
@@ -393,7 +393,7 @@ pub(crate) fn membership_map(m: &[Membership]) -> Value {
 }
 
 /// The profile's events: the latest version of each `_id` (a later event replaces an earlier
-/// one, DESIGN §5), kept when its ingest time is inside the window, ordered by `timestamp`
+/// one, docs/api.md), kept when its ingest time is inside the window, ordered by `timestamp`
 /// then `_id`.
 pub(crate) fn latest_events(
     rows: &[RowRef],

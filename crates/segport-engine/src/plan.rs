@@ -2,7 +2,7 @@
 
 use segport_store::schema::UnionSchema;
 
-/// How fragments of one profile combine (DESIGN §5).
+/// How fragments of one profile combine (docs/api.md, Merge policy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Precedence {
     /// Per leaf field, the non-null value of the most recently ingested fragment.

@@ -40,7 +40,7 @@ struct Seen<'a> {
     ns: &'a str,
     status: &'a str,
     lqt: Option<i64>,
-    /// Ingest time, commit sequence, position in the batch: "most recent" (DESIGN §5).
+    /// Ingest time, commit sequence, position in the batch: "most recent" (docs/api.md).
     recency: (i64, i64, u64),
     /// The fragment's row in its file.
     row: usize,
@@ -99,7 +99,7 @@ impl<'a> SortKey<'a> {
     }
 }
 
-/// Whether `name` lowercased is `lower`: namespaces are matched case-insensitively (DESIGN §5)
+/// Whether `name` lowercased is `lower`: namespaces are matched case-insensitively (docs/api.md)
 /// and the plan holds them lowercased. ASCII names, the usual case, are compared byte by byte.
 fn lowercase_eq(name: &str, lower: &str) -> bool {
     if name.is_ascii() {

@@ -1,4 +1,4 @@
-//! Projection of `fields` (DESIGN §5): a dotted path selects a subtree; through an array it
+//! Projection of `fields` (docs/api.md): a dotted path selects a subtree; through an array it
 //! selects within every element; through a map it selects a key. The output types follow the
 //! store's union schema: objects are structs, arrays lists, and the XDM maps (`identityMap`,
 //! `segmentMembership` and its per-namespace level) Parquet MAPs with UTF-8 keys.

@@ -849,7 +849,7 @@ fn evaluate(
             return Ok(());
         }
     }
-    // The first pass decided the segment entries each profile matches (DESIGN §5 rules, in
+    // The first pass decided the segment entries each profile matches (docs/api.md rules, in
     // `prefilter`); without a segment filter every profile goes to the one batch.
     let targets: &[usize] = match matched {
         None => &[0],

@@ -74,6 +74,44 @@ impl BatchStatus {
     }
 }
 
+/// Every batch status Catalog documents, for a `status` list filter, with the segport status
+/// each stands for (`None`: no segport batch is ever in it, so the filter matches nothing).
+const STATUS_FILTERS: &[(&str, Option<BatchStatus>)] = &[
+    ("loading", Some(BatchStatus::Loading)),
+    ("staging", Some(BatchStatus::Staging)),
+    ("success", Some(BatchStatus::Success)),
+    ("failed", Some(BatchStatus::Failed)),
+    ("aborted", Some(BatchStatus::Aborted)),
+    // Aliases: Catalog's other names for the same states.
+    ("active", Some(BatchStatus::Success)),
+    ("failure", Some(BatchStatus::Failed)),
+    // Completed by the client, waiting for or in the hands of a worker.
+    ("queued", Some(BatchStatus::Staging)),
+    ("processing", Some(BatchStatus::Staging)),
+    ("retrying", Some(BatchStatus::Staging)),
+    ("loaded", Some(BatchStatus::Staging)),
+    ("staged", Some(BatchStatus::Staging)),
+    // States segport's batches never take.
+    ("stalled", None),
+    ("abandoned", None),
+    ("inactive", None),
+    ("deleted", None),
+];
+
+impl BatchStatus {
+    /// A `status` query value: any status Catalog documents, in any letter case.
+    pub fn parse_filter(s: &str) -> Result<Option<Self>, String> {
+        STATUS_FILTERS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(s))
+            .map(|(_, status)| *status)
+            .ok_or_else(|| {
+                let names: Vec<&str> = STATUS_FILTERS.iter().map(|(n, _)| *n).collect();
+                format!("{:?} is not a batch status; use one of {}", truncate(s), names.join(", "))
+            })
+    }
+}
+
 /// The input formats an ingest batch accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IngestFormat {
@@ -89,11 +127,18 @@ impl IngestFormat {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "json" => Some(IngestFormat::Json),
-            "parquet" => Some(IngestFormat::Parquet),
-            _ => None,
+    /// `json` or `parquet` in any letter case (AEP's enum writes `JSON` and `Parquet`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("json") {
+            Ok(IngestFormat::Json)
+        } else if s.eq_ignore_ascii_case("parquet") {
+            Ok(IngestFormat::Parquet)
+        } else if s.eq_ignore_ascii_case("csv") {
+            Err("CSV is not supported; send json (NDJSON, or one array with isMultiLineJson) \
+                 or parquet"
+                .to_owned())
+        } else {
+            Err(format!("{:?} is not supported; use json or parquet", truncate(s)))
         }
     }
 }
@@ -129,14 +174,7 @@ impl NewIngestBatch {
             }
             Some(obj) => {
                 let format = c.required_string(obj, "format", "inputFormat").and_then(|f| {
-                    let parsed = IngestFormat::parse(f);
-                    if parsed.is_none() {
-                        c.fail(
-                            "inputFormat.format",
-                            format!("{:?} is not supported; use json or parquet", truncate(f)),
-                        );
-                    }
-                    parsed
+                    IngestFormat::parse(f).map_err(|m| c.fail("inputFormat.format", m)).ok()
                 });
                 let multiline = c.bool(obj, "isMultiLineJson", "inputFormat").unwrap_or(false);
                 if multiline && format == Some(IngestFormat::Parquet) {

@@ -1,4 +1,5 @@
-//! Catalog datasets: the create-body rules and the class a dataset's schema gives it (DESIGN §4).
+//! Catalog datasets: the create-body rules and the class a dataset's schema gives it
+//! (docs/api.md, Datasets).
 
 use std::collections::BTreeMap;
 

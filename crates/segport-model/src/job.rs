@@ -1,5 +1,5 @@
-//! Export jobs: the request rules of DESIGN §3, the stored spec (which is also the echo), and the
-//! job object clients see.
+//! Export jobs: the request rules of docs/api.md, the stored spec (which is also the echo), and
+//! the job object clients see.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::fields::FieldList;
 use crate::ids::{truncate, BatchId, DatasetId};
 use crate::time::Rfc3339;
-use crate::validate::{body_object, join, Checker, Object};
+use crate::validate::{body_object, join, Checker, Key, KeyRole, Object};
 use crate::ValidationErrors;
 
 /// The only schema an export may target.
@@ -209,6 +209,86 @@ pub struct MergePolicyRef {
     pub version: i64,
 }
 
+/// Every key an export job body may carry, as AEP's ExportJob schema names them: the ones
+/// segport reads, and the ones of AEP's job object (what a client gets back and may send again)
+/// that it accepts without acting on them. A key outside this table is a 400, so that a
+/// misspelling (`filters` for `filter`) can never widen an export. The OpenAPI request schema
+/// (`openapi::ExportJobCreate`) lists the same keys.
+pub const EXPORT_JOB_KEYS: &[Key] = {
+    use KeyRole::{Ignored, Read, ReadEach};
+    const LEAF: KeyRole = Read(&[]);
+    &[
+        Key {
+            name: "destination",
+            role: Read(&[
+                Key { name: "datasetId", role: LEAF },
+                Key { name: "dataSetId", role: LEAF },
+                Key { name: "segmentPerBatch", role: LEAF },
+                Key { name: "batchId", role: Ignored },
+                Key { name: "batches", role: Ignored },
+            ]),
+        },
+        Key { name: "schema", role: Read(&[Key { name: "name", role: LEAF }]) },
+        Key { name: "fields", role: LEAF },
+        Key {
+            name: "filter",
+            role: Read(&[
+                Key {
+                    name: "segments",
+                    role: ReadEach(&[
+                        Key { name: "segmentId", role: LEAF },
+                        Key { name: "segmentNs", role: LEAF },
+                        Key { name: "status", role: LEAF },
+                    ]),
+                },
+                Key {
+                    name: "segmentQualificationTime",
+                    role: Read(&[
+                        Key { name: "startTime", role: LEAF },
+                        Key { name: "endTime", role: LEAF },
+                    ]),
+                },
+                Key { name: "fromIngestTimestamp", role: LEAF },
+                Key { name: "emptyProfiles", role: LEAF },
+            ]),
+        },
+        Key {
+            name: "additionalFields",
+            role: Read(&[Key {
+                name: "eventList",
+                role: Read(&[
+                    Key { name: "fields", role: LEAF },
+                    Key {
+                        name: "filter",
+                        role: Read(&[
+                            Key { name: "fromIngestTimestamp", role: LEAF },
+                            Key { name: "toIngestTimestamp", role: LEAF },
+                        ]),
+                    },
+                ]),
+            }]),
+        },
+        Key {
+            name: "mergePolicy",
+            role: Read(&[Key { name: "id", role: LEAF }, Key { name: "version", role: LEAF }]),
+        },
+        Key { name: "evaluationInfo", role: Read(&[Key { name: "segmentation", role: LEAF }]) },
+        // AEP's job object, as answered: read-only there, so a body copied from an answer
+        // carries them. The server sets each itself.
+        Key { name: "id", role: Ignored },
+        Key { name: "jobType", role: Ignored },
+        Key { name: "imsOrgId", role: Ignored },
+        Key { name: "status", role: Ignored },
+        Key { name: "profileInstanceId", role: Ignored },
+        Key { name: "errors", role: Ignored },
+        Key { name: "metrics", role: Ignored },
+        Key { name: "computeGatewayJobId", role: Ignored },
+        Key { name: "creationTime", role: Ignored },
+        Key { name: "updateTime", role: Ignored },
+        Key { name: "requestId", role: Ignored },
+    ]
+};
+
 /// A job as the client asked for it, validated, before the catalog resolves its merge policy
 /// and allocates its batches.
 #[derive(Debug, Clone, PartialEq)]
@@ -220,6 +300,8 @@ pub struct ExportJobRequest {
     pub additional_fields: Option<AdditionalFields>,
     /// `mergePolicy.id` and optional `version`; `None` means the sandbox's default.
     pub merge_policy: Option<(String, Option<i64>)>,
+    /// Paths of keys AEP documents that segport accepts without acting on them.
+    pub ignored_keys: Vec<String>,
 }
 
 /// What a job was created with: stored in the catalog and echoed in every job object.
@@ -239,10 +321,12 @@ pub struct ExportJobSpec {
 }
 
 impl ExportJobRequest {
-    /// Checks a create-job body against every rule of DESIGN §3 that needs no catalog lookup.
+    /// Checks a create-job body against every rule of docs/api.md that needs no catalog lookup.
     pub fn parse(body: &Value) -> Result<Self, ValidationErrors> {
         let root = body_object(body)?;
         let mut c = Checker::new();
+        let mut ignored_keys = Vec::new();
+        c.known_keys(root, "", EXPORT_JOB_KEYS, &mut ignored_keys);
 
         let destination = c.object(root, "destination", "");
         if destination.is_none() && Checker::get(root, "destination").is_none() {
@@ -308,7 +392,22 @@ impl ExportJobRequest {
             filter,
             additional_fields,
             merge_policy,
+            ignored_keys,
         })
+    }
+
+    /// What the job should say at creation about the request: the keys it accepted and ignored.
+    pub fn warnings(&self) -> Vec<JobWarning> {
+        self.ignored_keys
+            .iter()
+            .map(|path| JobWarning {
+                code: "IGNORED_FIELD".to_owned(),
+                msg: format!(
+                    "{path} is accepted for compatibility with AEP but has no effect: the \
+                     server sets it"
+                ),
+            })
+            .collect()
     }
 
     /// The dataset and merge policy a body refers to, read leniently, so that the catalog can
@@ -321,7 +420,8 @@ impl ExportJobRequest {
             .and_then(|s| DatasetId::parse(s).ok());
         let policy = body.get("mergePolicy").and_then(|p| {
             let id = p.get("id").and_then(Value::as_str).filter(|s| !s.trim().is_empty())?;
-            let version = p.get("version").and_then(Value::as_i64).filter(|v| *v >= 1);
+            let version =
+                p.get("version").and_then(crate::validate::whole_number).filter(|v| *v >= 1);
             Some((id.to_owned(), version))
         });
         (dataset, policy)
@@ -744,6 +844,100 @@ mod tests {
         let err = ExportJobRequest::parse(&body(MAX_SEGMENTS + 1)).unwrap_err();
         assert_eq!(fields_of(err.clone()), ["filter.segments"]);
         assert!(err.0[0].message.contains("at most 100"), "{err}");
+    }
+
+    fn minimal(extra: Value) -> Value {
+        let mut body = json!({
+            "destination": {"datasetId": "5b7c86968f7b6501e21ba9df"},
+            "schema": {"name": "_xdm.context.profile"},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        body
+    }
+
+    /// A misspelled key must never widen an export: `filters` would otherwise be dropped and
+    /// the job export every profile.
+    #[test]
+    fn unknown_keys_are_refused_with_the_closest_valid_one() {
+        let err = ExportJobRequest::parse(&minimal(json!({
+            "filters": {"segments": [{"segmentId": "s"}]},
+            "filter": {
+                "segments": [{"segmentId": "s", "staus": ["realized"]}],
+                "segmentQualificationTime": {"startTime": "2024-01-01T00:00:00Z", "end": "x"},
+                "fromIngestTimeStamp": "2024-01-01T00:00:00Z",
+            },
+            "additionalFields": {"eventList": {"filter": {"toIngestTimestamp": "2024-01-01T00:00:00Z", "zzz": 1}}},
+            "mergePolicy": {"id": "m", "versoin": 1},
+        })))
+        .unwrap_err();
+        let got: Vec<(String, String)> = err.0.into_iter().map(|e| (e.field, e.message)).collect();
+        let expect = [
+            ("filters", "unknown field `filters`; did you mean `filter`?"),
+            ("filter.segments[0].staus", "unknown field `staus`; did you mean `status`?"),
+            (
+                "filter.segmentQualificationTime.end",
+                "unknown field `end`; valid here: startTime, endTime",
+            ),
+            (
+                "filter.fromIngestTimeStamp",
+                "unknown field `fromIngestTimeStamp`; did you mean `fromIngestTimestamp`?",
+            ),
+            (
+                "additionalFields.eventList.filter.zzz",
+                "unknown field `zzz`; valid here: fromIngestTimestamp, toIngestTimestamp",
+            ),
+            ("mergePolicy.versoin", "unknown field `versoin`; did you mean `version`?"),
+        ];
+        for (field, message) in expect {
+            assert!(
+                got.iter().any(|(f, m)| f == field && m == message),
+                "{field}: {message:?} missing from {got:?}"
+            );
+        }
+    }
+
+    /// What AEP answers as a job may be sent back as a body: its read-only keys are accepted,
+    /// change nothing and are named in the job's warnings.
+    #[test]
+    fn read_only_keys_of_aep_jobs_are_accepted_and_named() {
+        let plain = ExportJobRequest::parse(&minimal(json!({}))).unwrap();
+        let mut copied = minimal(json!({
+            "id": 100, "jobType": "BATCH", "status": "SUCCEEDED", "imsOrgId": "o",
+            "metrics": {"totalTime": {}}, "requestId": "r",
+        }));
+        copied["destination"]["batchId"] = json!("da5cfb4de32c4b93a09f7e37fa53ad52");
+        let copied = ExportJobRequest::parse(&copied).unwrap();
+        let mut ignored = copied.ignored_keys.clone();
+        ignored.sort();
+        assert_eq!(
+            ignored,
+            ["destination.batchId", "id", "imsOrgId", "jobType", "metrics", "requestId", "status"]
+        );
+        assert_eq!(copied.warnings().len(), 7);
+        assert!(copied.warnings().iter().all(|w| w.code == "IGNORED_FIELD"));
+        assert!(plain.warnings().is_empty());
+        assert_eq!(
+            ExportJobRequest { ignored_keys: Vec::new(), ..copied },
+            plain,
+            "ignored keys change nothing"
+        );
+    }
+
+    /// AEP's example writes `"version": 1.0`: a whole number with a fraction part is accepted,
+    /// a real fraction is not.
+    #[test]
+    fn merge_policy_versions_may_be_written_with_a_fraction_part() {
+        let version = |v: Value| {
+            ExportJobRequest::parse(&minimal(json!({"mergePolicy": {"id": "m", "version": v}})))
+        };
+        assert_eq!(version(json!(1.0)).unwrap().merge_policy, Some(("m".into(), Some(1))));
+        assert_eq!(version(json!(3)).unwrap().merge_policy, Some(("m".into(), Some(3))));
+        for bad in [json!(1.5), json!(0.0), json!(-2), json!(1e300)] {
+            let err = version(bad.clone()).unwrap_err();
+            assert_eq!(fields_of(err), ["mergePolicy.version"], "{bad}");
+        }
     }
 
     #[test]

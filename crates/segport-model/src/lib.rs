@@ -13,8 +13,10 @@ pub mod ids;
 pub mod job;
 pub mod merge_policy;
 pub mod openapi;
+pub mod suggest;
 pub mod time;
 mod validate;
 
 pub use error::{FieldError, ValidationErrors};
 pub use ids::{BatchId, DatasetId, OrgId, SandboxName, Tenant};
+pub use validate::{Key, KeyRole};

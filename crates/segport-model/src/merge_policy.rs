@@ -1,4 +1,4 @@
-//! Merge policies: how fragments of one profile combine (DESIGN §4, §5).
+//! Merge policies: how fragments of one profile combine (docs/api.md).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -239,7 +239,7 @@ fn parse_attribute_merge(c: &mut Checker, obj: &crate::validate::Object) -> Opti
     }
 }
 
-/// Datasets a `dataSetPrecedence` policy may name in its `order` (DESIGN §10); a sandbox with
+/// Datasets a `dataSetPrecedence` policy may name in its `order` (docs/limits.md); a sandbox with
 /// more profile datasets than this is far past what merge policies are used for.
 pub const MAX_ORDER: usize = 1000;
 

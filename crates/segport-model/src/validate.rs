@@ -5,6 +5,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::ids::truncate;
 use crate::ValidationErrors;
 
 pub(crate) type Object = Map<String, Value>;
@@ -117,10 +118,10 @@ impl Checker {
         }
     }
 
-    /// A positive integer (JSON number without fraction).
+    /// A positive whole number: `3`, or `3.0` as AEP's examples write versions; `1.5` is not.
     pub fn positive_int(&mut self, obj: &Object, key: &str, path: &str) -> Option<i64> {
         let value = Self::get(obj, key)?;
-        match value.as_i64() {
+        match whole_number(value) {
             Some(n) if n >= 1 => Some(n),
             _ => {
                 if value.is_number() {
@@ -147,6 +148,68 @@ impl Checker {
             Err(message) => {
                 self.fail(join(path, key), message);
                 None
+            }
+        }
+    }
+}
+
+/// A JSON number that is a whole number within `i64`, whether written `3` or `3.0`.
+pub(crate) fn whole_number(value: &Value) -> Option<i64> {
+    value.as_i64().or_else(|| {
+        let f = value.as_f64()?;
+        // Within ±2^53 every whole f64 converts exactly; beyond, the cast would saturate.
+        (f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0).then_some(f as i64)
+    })
+}
+
+/// One key a request body may carry: an entry of the table of keys a body accepts.
+pub struct Key {
+    pub name: &'static str,
+    pub role: KeyRole,
+}
+
+/// What segport does with a key.
+pub enum KeyRole {
+    /// Read. An object value's own keys are checked against the table (empty for a scalar).
+    Read(&'static [Key]),
+    /// Read: an array whose object entries are checked against the table.
+    ReadEach(&'static [Key]),
+    /// Documented by AEP but not acted on: accepted (its value unchecked) and reported.
+    Ignored,
+}
+
+impl Checker {
+    /// Checks `obj`'s keys (at `path`) against `table`, recursively: an unknown key is an error
+    /// naming the closest valid one, an ignored key is added to `ignored` by its path.
+    pub fn known_keys(
+        &mut self,
+        obj: &Object,
+        path: &str,
+        table: &[Key],
+        ignored: &mut Vec<String>,
+    ) {
+        for (name, value) in obj {
+            let here = join(path, &truncate(name));
+            let Some(key) = table.iter().find(|k| k.name == name) else {
+                let names: Vec<&str> = table.iter().map(|k| k.name).collect();
+                let hint = crate::suggest::hint(name, &names);
+                self.fail(here, format!("unknown field `{}`{hint}", truncate(name)));
+                continue;
+            };
+            match (&key.role, value) {
+                (KeyRole::Ignored, _) => ignored.push(here),
+                (KeyRole::Read(children), Value::Object(inner)) if !children.is_empty() => {
+                    self.known_keys(inner, &here, children, ignored)
+                }
+                (KeyRole::ReadEach(children), Value::Array(entries)) => {
+                    for (i, entry) in entries.iter().enumerate() {
+                        if let Value::Object(inner) = entry {
+                            self.known_keys(inner, &format!("{here}[{i}]"), children, ignored);
+                        }
+                    }
+                }
+                // A wrong type is reported by the field's own check.
+                _ => {}
             }
         }
     }

@@ -1,7 +1,7 @@
-//! The per-record limits of an ingest (DESIGN §10): how deeply a record nests, how many distinct
-//! fields it has, how many fields the sandbox's union schema may grow to. A record past one of
-//! them fails on its own, with a code naming the limit; the rest of its batch goes on. Without
-//! them one hostile record could make every later read of the sandbox slow or impossible.
+//! The per-record limits of an ingest (docs/limits.md): how deeply a record nests, how many
+//! distinct fields it has, how many fields the sandbox's union schema may grow to. A record past
+//! one of them fails on its own, with a code naming the limit; the rest of its batch goes on.
+//! Without them one hostile record could make every later read of the sandbox slow or impossible.
 
 use serde_json::Value;
 

@@ -40,7 +40,7 @@ pub async fn row_groups(storage: &Storage, path: &str) -> Result<usize> {
 }
 
 /// The latest version of every event: among rows of one key with the same `_id`, the most recent
-/// wins (DESIGN §5). `batch` must be ordered by key and then recency, as
+/// wins (docs/api.md, Events). `batch` must be ordered by key and then recency, as
 /// [`crate::compact::read_fragments`] returns it.
 pub fn latest_events(batch: &RecordBatch) -> Result<RecordBatch> {
     use arrow::array::{Array, AsArray, UInt32Array};

@@ -1,4 +1,4 @@
-//! The per-sandbox union schema of attribute fields, and the type rules of DESIGN §7.
+//! The per-sandbox union schema of attribute fields, and its type rules (docs/store.md).
 //!
 //! Every field's type is inferred from the values seen. Integers widen to floats when a
 //! fractional value arrives (no conflict); the XDM date-time fields become timestamps; a field

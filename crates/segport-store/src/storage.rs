@@ -1,5 +1,5 @@
-//! The storage root and the layout under it (DESIGN §7), behind `object_store` so that S3 is a
-//! configuration change later:
+//! The storage root and the layout under it (docs/store.md), behind `object_store` so that S3
+//! is a configuration change later:
 //!
 //! ```text
 //! {org}/{sandbox}/store/{datasetId}/p={partition}/{file}.parquet   fragments and events

@@ -1,6 +1,6 @@
 //! XDM records as segport stores them: identities normalised into one list, the profile key
 //! taken from the primary identity, segment memberships flattened, everything else left as
-//! attributes (DESIGN §5).
+//! attributes (docs/api.md, Inputs).
 
 use serde_json::{Map, Value};
 

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use rayon::prelude::*;
 use segport_catalog::{
-    BatchFile, CatalogError, ClaimedTask, ExportCommit, ExportedBatch, StoreKind, TaskLease,
+    BatchFile, CatalogError, ClaimedTask, ExportCommit, ExportedBatch, ListQuery, StoreKind,
+    TaskLease,
 };
 use segport_engine::{
     encode_rows, projections, run_partition, EngineError, EventWindow, ExportPlan, PartitionInput,
     PartitionOutput, Precedence, Progress, SegmentMatch, SourceFile,
 };
+use segport_model::dataset::DatasetClass;
 use segport_model::job::{ExportCounters, ExportJobRecord, JobProgress, JobWarning};
 use segport_model::merge_policy::AttributeMergeType;
 use segport_model::Tenant;
@@ -172,23 +174,28 @@ pub async fn run_export(
             all
         }),
     };
-    let warnings = projections
-        .profile
-        .unknown
+    let left_out = datasets_left_out(ctx, tenant).await?;
+    let warnings = job
+        .warnings
         .iter()
-        .map(|p| (p, "fields"))
+        .cloned()
+        .chain(left_out)
         .chain(
             projections
-                .events
+                .profile
+                .unknown
                 .iter()
-                .flat_map(|e| e.unknown.iter().map(|p| (p, "additionalFields.eventList.fields"))),
+                .map(|p| (p, "fields"))
+                .chain(projections.events.iter().flat_map(|e| {
+                    e.unknown.iter().map(|p| (p, "additionalFields.eventList.fields"))
+                }))
+                .map(|(path, field)| JobWarning {
+                    code: "UNKNOWN_FIELD".to_owned(),
+                    msg: format!(
+                        "{field}: {path:?} matches no field in the profile store; it was left out"
+                    ),
+                }),
         )
-        .map(|(path, field)| JobWarning {
-            code: "UNKNOWN_FIELD".to_owned(),
-            msg: format!(
-                "{field}: {path:?} matches no field in the profile store; it was left out"
-            ),
-        })
         .collect();
     let commit = ExportCommit {
         lease: task.lease.clone(),
@@ -429,5 +436,38 @@ async fn remove_other_attempts(ctx: &Context, tenant: &Tenant, job: &ExportJobRe
 async fn remove_attempt(ctx: &Context, tenant: &Tenant, job: &ExportJobRecord, attempt: &str) {
     for batch in job.spec.destination.batch_ids() {
         let _ = ctx.storage.delete_prefix(&attempt_dir(tenant, batch.as_str(), attempt)).await;
+    }
+}
+
+/// A warning for each dataset of profile records or events that does not feed the profile store
+/// (no `unifiedProfile` tag): its data is in no export, which the job must say rather than let
+/// a user read a short export as complete.
+async fn datasets_left_out(ctx: &Context, tenant: &Tenant) -> Result<Vec<JobWarning>, TaskError> {
+    const PAGE: u32 = 1000;
+    let mut warnings = Vec::new();
+    let mut start = 0;
+    loop {
+        let page = ctx.catalog.list_datasets(tenant, &ListQuery { limit: PAGE, start }).await?;
+        warnings.extend(
+            page.iter().filter(|d| d.class != DatasetClass::Export && !d.unified_profile()).map(
+                |d| JobWarning {
+                    code: "DATASET_NOT_IN_PROFILE".to_owned(),
+                    msg: format!(
+                        "dataset {} ({:?}) holds {} records but is not enabled for profile, so \
+                         none of its data is in this export; enable it with PATCH \
+                         /data/foundation/catalog/dataSets/{} (tags.unifiedProfile \
+                         [\"enabled:true\"]) and ingest its batches again",
+                        d.id,
+                        d.name,
+                        d.class.as_str(),
+                        d.id
+                    ),
+                },
+            ),
+        );
+        if page.len() < PAGE as usize {
+            return Ok(warnings);
+        }
+        start += u64::from(PAGE);
     }
 }

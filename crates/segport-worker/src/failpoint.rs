@@ -1,5 +1,5 @@
-//! Failure injection on the crash paths (DESIGN §9): a named point where a worker dies, so tests
-//! can prove that nothing partial becomes visible and the task is retried.
+//! Failure injection on the crash paths (docs/store.md): a named point where a worker dies, so
+//! tests can prove that nothing partial becomes visible and the task is retried.
 //!
 //! Set with `SEGPORT_FAILPOINTS=name[,name…]`, in a build with the `failpoints` feature (the
 //! test command's); any other build refuses them, so a production process never dies on

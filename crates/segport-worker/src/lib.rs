@@ -1,7 +1,7 @@
 //! The segport worker: claims tasks from the catalog, runs them, commits their results under a
 //! lease, and keeps the store tidy.
 //!
-//! Each of `slots` loops claims the oldest queued task (DESIGN §6), holds its lease with
+//! Each of `slots` loops claims the oldest queued task (docs/store.md), holds its lease with
 //! heartbeats while it runs, and commits through the catalog in one transaction fenced by the
 //! lease. A maintenance loop returns expired leases to the queue, deletes store files no
 //! snapshot needs any more, removes files of attempts that never committed, and compacts
@@ -28,7 +28,7 @@ pub use maintenance::{compact_sandbox, expire_export_batches, reap_expired, swee
 pub use metrics::WorkerMetrics;
 pub use runner::{TaskOutcome, Worker};
 
-/// How a worker behaves; the defaults are DESIGN §6's.
+/// How a worker behaves; docs/store.md describes the defaults.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Tasks run at once.

@@ -1,4 +1,4 @@
-//! `segport generate`: deterministic synthetic data (DESIGN §8).
+//! `segport generate`: deterministic synthetic data (docs/data.md).
 
 use std::time::Instant;
 

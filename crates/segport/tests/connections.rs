@@ -1,4 +1,4 @@
-//! Hostile clients against the real binary (DESIGN §10): idle and half-open connections, slow
+//! Hostile clients against the real binary (docs/limits.md): idle and half-open connections, slow
 //! headers, stalled bodies, readers that stop reading, and more requests than the server takes
 //! at once. The probes must keep answering; nothing may pile up.
 

@@ -100,8 +100,14 @@ async fn list_batches(
         .and_then(|raw| DatasetId::parse(raw).map_err(|m| errors.push("dataSet", m)).ok());
     let status = query
         .get("status")
-        .and_then(|raw| BatchStatus::parse(raw).map_err(|m| errors.push("status", m)).ok());
+        .and_then(|raw| BatchStatus::parse_filter(raw).map_err(|m| errors.push("status", m)).ok());
     errors.into_result(())?;
+    let status = match status {
+        // A documented status no segport batch takes: nothing matches.
+        Some(None) => return Ok(Json(serde_json::json!({}))),
+        Some(Some(status)) => Some(status),
+        None => None,
+    };
     let batches =
         state.catalog.list_batches(&tenant, &BatchFilter { dataset_id, status }, &page).await?;
     Ok(Json(keyed(&batches, |b| b.id.to_string(), |b| b.to_wire())))

@@ -62,9 +62,15 @@ async fn create(
     errors.into_result(())?;
 
     let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
+    let warnings = request.warnings();
     let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
-    let job =
-        NewExportJob { spec, merge_policy: policy, request_id: current_request_id(), now_ms: now };
+    let job = NewExportJob {
+        spec,
+        merge_policy: policy,
+        warnings,
+        request_id: current_request_id(),
+        now_ms: now,
+    };
     let record = state.jobs.create(tenant.clone(), job).await?;
     tracing::info!(job_id = record.id, org = %tenant.org, sandbox = %tenant.sandbox, "export job created");
 

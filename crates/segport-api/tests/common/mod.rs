@@ -56,7 +56,7 @@ impl Answer {
             .unwrap_or_default()
     }
 
-    /// Asserts the service-error shape of DESIGN §3 and the status.
+    /// Asserts the service-error shape of docs/api.md and the status.
     pub fn assert_service_error(&self, status: u16) {
         assert_eq!(self.status.as_u16(), status, "{}", self.text);
         let b = &self.body;
