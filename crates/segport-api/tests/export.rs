@@ -738,19 +738,55 @@ async fn a_replaced_event_is_gone_from_earlier_windows(backend: Backend) {
 /// rows still carry their identities, and events with no matching field add no column.
 async fn fields_that_match_nothing_are_warned_about(backend: Backend) {
     let t = TestApp::new(backend).await;
-    small_store(&t, 100).await;
     let export = t.export_dataset().await;
     let mut body = minimal_job(&export);
     body["fields"] = json!("nope,person.nope");
     body["additionalFields"] = json!({"eventList": {"fields": "string"}});
-    let job = t.create_job(body).await;
+    // Before the sandbox holds data, paths cannot be checked: the job is accepted and says so.
+    let job = t.create_job(body.clone()).await;
+    let codes = |job: &Value| -> Vec<String> {
+        let warnings = job["warnings"].as_array().cloned().unwrap_or_default();
+        warnings.iter().map(|w| w["code"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(codes(&job), ["FIELD_NOT_CHECKED"; 3], "{job}");
+    // A profile dataset that does not feed the profile store: its data is in no export.
+    let a = t
+        .post(
+            "/data/foundation/catalog/dataSets",
+            json!({"name": "off", "schemaRef": {"id": PROFILE_SCHEMA}}),
+        )
+        .await;
+    let off = a.body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    // It runs before any data arrives, leaving out what matched nothing.
     t.run_tasks().await;
+    small_store(&t, 100).await;
+
+    // Once it holds data, a path that matches nothing is refused with the closest known one.
+    let refused = t.post("/export/jobs", body).await;
+    refused.assert_service_error(400);
+    assert_eq!(refused.error_fields(), ["fields", "fields", "additionalFields.eventList.fields"]);
+    let mut misspelled = minimal_job(&export);
+    misspelled["fields"] = json!("personalEmial.address, identities.id");
+    let refused = t.post("/export/jobs", misspelled).await;
+    assert_eq!(refused.error_fields(), ["fields"]);
+    assert!(
+        refused.text.contains(
+            r#"\"personalEmial.address\" matches no field of the sandbox's profile data; did you mean \"personalEmail.address\"?"#
+        ),
+        "{}",
+        refused.text
+    );
+
     let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
     assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let mut expect = vec!["FIELD_NOT_CHECKED"; 3];
+    expect.push("DATASET_NOT_IN_PROFILE");
+    expect.extend(["UNKNOWN_FIELD"; 3]);
+    assert_eq!(codes(&done), expect, "{done}");
     let warned: Vec<&str> =
         done["warnings"].as_array().unwrap().iter().map(|w| w["msg"].as_str().unwrap()).collect();
-    assert_eq!(warned.len(), 3, "{warned:?}");
-    assert!(warned.iter().all(|w| w.contains("matches no field")));
+    assert!(warned[3].contains(&off), "{warned:?}");
+    assert!(warned[4..].iter().all(|w| w.contains("matches no field")));
     let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
     let batch =
         segport_model::BatchId::parse(done["destination"]["batchId"].as_str().unwrap()).unwrap();

@@ -265,6 +265,57 @@ mod tests {
         list.iter().map(|p| p.split('.').map(str::to_owned).collect()).collect()
     }
 
+    /// The API checks a job's paths with the store's rule before the job runs: the two must
+    /// agree on every path, or a job would be refused for a path the engine selects, or pass
+    /// with one it cannot.
+    #[test]
+    fn the_store_path_check_agrees_with_the_projection() {
+        use segport_store::paths::{known, EVENT_FIELDS, PROFILE_FIELDS};
+        let mut schema = UnionSchema::default();
+        schema
+            .absorb(
+                json!({"person": {"name": {"first": "a"}}, "orders": [{"sku": "x", "n": [1]}],
+                    "empty": [], "at": "2024-01-01T00:00:00Z"})
+                .as_object()
+                .unwrap(),
+            )
+            .unwrap();
+        let mut candidates: Vec<String> =
+            segport_store::paths::all_paths(&schema, PROFILE_FIELDS, 1000);
+        for extra in [
+            "identityMap.ECID",
+            "identityMap.ECID.id",
+            "identityMap.ECID.x",
+            "identityMap.ECID.id.x",
+            "segmentMembership.ups",
+            "segmentMembership.ups.s1",
+            "segmentMembership.ups.s1.status",
+            "segmentMembership.ups.s1.status.x",
+            "identities.namespace.code.x",
+            "identities.x",
+            "person.x",
+            "person.name.first.x",
+            "orders.n.x",
+            "empty.x",
+            "at.x",
+            "nope",
+        ] {
+            candidates.push(extra.to_owned());
+        }
+        for (tree, fixed) in
+            [(profile_tree(&schema), PROFILE_FIELDS), (event_tree(&schema), EVENT_FIELDS)]
+        {
+            for path in paths(&candidates.iter().map(String::as_str).collect::<Vec<_>>()) {
+                assert_eq!(
+                    resolves(&tree, &path),
+                    known(&schema, fixed, &path),
+                    "{}",
+                    path.join(".")
+                );
+            }
+        }
+    }
+
     #[test]
     fn selects_through_structs_lists_and_maps() {
         let mut schema = UnionSchema::default();

@@ -17,6 +17,7 @@ pub mod index;
 pub mod ingest;
 pub mod input;
 pub mod limits;
+pub mod paths;
 pub mod read;
 pub mod rowfile;
 pub mod schema;

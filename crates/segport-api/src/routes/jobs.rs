@@ -7,11 +7,14 @@ use axum::Json;
 use segport_catalog::{JobListQuery, NewExportJob};
 use segport_model::dataset::DatasetClass;
 use segport_model::job::{
-    ExportJob, ExportJobRecord, ExportJobRequest, JobStatus, DEFAULT_PROFILE_INSTANCE,
+    ExportJob, ExportJobRecord, ExportJobRequest, JobStatus, JobWarning, DEFAULT_PROFILE_INSTANCE,
 };
 use segport_model::merge_policy::{parse_policy_id, IdentityGraphType, MergePolicy};
+use segport_model::suggest::closest;
 use segport_model::time::now_ms;
 use segport_model::{BatchId, DatasetId, Tenant, ValidationErrors};
+use segport_store::paths::{self, EVENT_FIELDS, PROFILE_FIELDS};
+use segport_store::schema::UnionSchema;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -54,6 +57,10 @@ async fn create(
         check_destination(&state, &tenant, id, &mut errors).await?;
     }
     let policy = resolve_merge_policy(&state, &tenant, policy_ref.as_ref(), &mut errors).await?;
+    let field_warnings = match &request {
+        Some(r) => check_fields(&state, &tenant, r, &mut errors).await?,
+        None => Vec::new(),
+    };
     let (Some(request), Some(policy), Some(profile_instance_id)) =
         (request, policy, profile_instance_id)
     else {
@@ -62,7 +69,8 @@ async fn create(
     errors.into_result(())?;
 
     let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
-    let warnings = request.warnings();
+    let mut warnings = request.warnings();
+    warnings.extend(field_warnings);
     let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
     let job = NewExportJob {
         spec,
@@ -108,6 +116,76 @@ async fn check_destination(
         Some(_) => {}
     }
     Ok(())
+}
+
+/// Checks the paths of `fields` and `additionalFields.eventList.fields` against the sandbox's
+/// union schemas: once the sandbox holds data of a kind, a path that matches nothing is an error
+/// with the closest known path (a misspelling found now, not after the export). Without data the
+/// paths cannot be checked yet, so the job is accepted and says so in a warning each: a user may
+/// create jobs before loading.
+async fn check_fields(
+    state: &AppState,
+    tenant: &Tenant,
+    request: &ExportJobRequest,
+    errors: &mut ValidationErrors,
+) -> Result<Vec<JobWarning>, ApiError> {
+    let event_fields = request
+        .additional_fields
+        .as_ref()
+        .and_then(|a| a.event_list.as_ref())
+        .and_then(|e| e.fields.as_ref())
+        .filter(|f| !f.is_all());
+    if request.fields.is_all() && event_fields.is_none() {
+        return Ok(Vec::new());
+    }
+    let store = state.catalog.store_state(tenant).await?;
+    let mut warnings = Vec::new();
+    let checks = [
+        ("fields", Some(&request.fields), &store.profile_schema, PROFILE_FIELDS, "profile"),
+        (
+            "additionalFields.eventList.fields",
+            event_fields,
+            &store.event_schema,
+            EVENT_FIELDS,
+            "event",
+        ),
+    ];
+    for (field, list, schema_text, fixed, kind) in checks {
+        let Some(list) = list.filter(|l| !l.is_all()) else { continue };
+        let schema = UnionSchema::from_json(schema_text).map_err(|e| {
+            ApiError::Internal(
+                format!("the {kind} schema of the sandbox is unreadable: {e}").into(),
+            )
+        })?;
+        if schema.fields.is_empty() {
+            warnings.extend(list.paths().iter().map(|path| JobWarning {
+                code: "FIELD_NOT_CHECKED".to_owned(),
+                msg: format!(
+                    "{field}: {:?} could not be checked, the sandbox holding no {kind} data \
+                     yet; if it matches nothing when the job runs, it is left out",
+                    path.segments().join(".")
+                ),
+            }));
+            continue;
+        }
+        let mut known_paths: Option<Vec<String>> = None;
+        for path in list.paths() {
+            if paths::known(&schema, fixed, path.segments()) {
+                continue;
+            }
+            let path = path.segments().join(".");
+            let all = known_paths.get_or_insert_with(|| paths::all_paths(&schema, fixed, 20_000));
+            let hint = match closest(&path, all.iter().map(String::as_str)) {
+                Some(c) => format!("; did you mean {c:?}?"),
+                None => String::new(),
+            };
+            errors.push(
+                field,
+                format!("{path:?} matches no field of the sandbox's {kind} data{hint}"),
+            );
+        }
+    }
+    Ok(warnings)
 }
 
 fn profile_instance(headers: &HeaderMap) -> Result<String, &'static str> {
