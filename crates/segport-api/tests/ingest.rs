@@ -25,6 +25,7 @@ both_backends!(
     deleting_a_dataset_removes_it_and_its_files,
     objects_without_data_do_not_fail_a_batch,
     values_from_aep_descriptions_are_accepted,
+    a_type_is_released_when_no_live_dataset_holds_it,
 );
 
 fn identities(record: &Value) -> BTreeSet<(String, String, bool)> {
@@ -767,4 +768,71 @@ async fn values_from_aep_descriptions_are_accepted(backend: Backend) {
     let bad = t.get("/data/foundation/catalog/batches?status=done").await;
     bad.assert_service_error(400);
     assert_eq!(bad.error_fields(), ["status"]);
+}
+
+fn points_of(stored: &[Value]) -> BTreeMap<String, Value> {
+    stored
+        .iter()
+        .map(|r| (r["__key"].as_str().unwrap().to_owned(), r["loyalty"]["points"].clone()))
+        .collect()
+}
+
+/// A field keeps the type its first values gave it while a live dataset holds it; deleting the
+/// datasets that hold it frees it for another type (the README's order: a demo upload with
+/// `"points": "many"`, then generated data with numeric points). The conflict says so.
+async fn a_type_is_released_when_no_live_dataset_holds_it(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let words = t.store_dataset(PROFILE_SCHEMA).await;
+    let also_words = t.store_dataset(PROFILE_SCHEMA).await;
+    let events = t.store_dataset(EVENT_SCHEMA).await;
+    let file = |records: &[Value]| vec![("f.json", ndjson(records))];
+    t.ingest(&words, json!({"format": "json"}), file(&[profile("a", json!("many"))])).await;
+    t.ingest(&also_words, json!({"format": "json"}), file(&[profile("b", json!("few"))])).await;
+    let event = json!({"_id": "e1", "timestamp": "2026-01-01T00:00:00Z",
+        "identityMap": {"ECID": [{"id": "a"}]}, "loyalty": {"points": "some"}});
+    t.ingest(&events, json!({"format": "json"}), file(&[event])).await;
+
+    let numbers = t.store_dataset(PROFILE_SCHEMA).await;
+    let numeric = [profile("c", json!(7)), profile("d", json!(8))];
+    let (_, refused) = t.ingest(&numbers, json!({"format": "json"}), file(&numeric)).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+    let text = refused["errors"][0]["description"].as_str().unwrap();
+    assert!(text.contains("loyalty.points") && text.contains("deleting the datasets"), "{text}");
+
+    // One of the two datasets holding it goes: the other still holds the type.
+    let path = format!("/data/foundation/catalog/dataSets/{words}");
+    assert_eq!(t.call(Method::DELETE, &path, None).await.status, StatusCode::OK);
+    let (_, refused) = t.ingest(&numbers, json!({"format": "json"}), file(&numeric)).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+
+    // The last one goes: the type is free, and numbers load.
+    let path = format!("/data/foundation/catalog/dataSets/{also_words}");
+    assert_eq!(t.call(Method::DELETE, &path, None).await.status, StatusCode::OK);
+    let (_, loaded) = t.ingest(&numbers, json!({"format": "json"}), file(&numeric)).await;
+    assert_eq!(
+        (loaded["status"].as_str(), loaded["recordCount"].as_i64()),
+        (Some("success"), Some(2))
+    );
+    let points = points_of(&t.stored(&numbers, RecordKind::Profile).await);
+    assert_eq!(points["ECID:c"], json!(7));
+    assert_eq!(points["ECID:d"], json!(8));
+
+    // Events have their own schema: their dataset still holds the string type there.
+    let more_events = t.store_dataset(EVENT_SCHEMA).await;
+    let numeric_event = json!({"_id": "e2", "timestamp": "2026-01-01T00:00:00Z",
+        "identityMap": {"ECID": [{"id": "c"}]}, "loyalty": {"points": 3}});
+    let (_, refused) =
+        t.ingest(&more_events, json!({"format": "json"}), file(&[numeric_event])).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+
+    // A field released is gone from job checks too: it is no longer a known path once no
+    // dataset holds it.
+    let path = format!("/data/foundation/catalog/dataSets/{numbers}");
+    assert_eq!(t.call(Method::DELETE, &path, None).await.status, StatusCode::OK);
+    let export = t.export_dataset().await;
+    let mut job = minimal_job(&export);
+    job["fields"] = json!("loyalty.points");
+    let a = t.post("/export/jobs", job).await;
+    assert_eq!(a.status, StatusCode::OK, "no profile data left: the path cannot be checked");
+    assert_eq!(a.body["warnings"][0]["code"], "FIELD_NOT_CHECKED");
 }

@@ -221,6 +221,20 @@ pub struct NewStoreFile {
 pub struct StoreSnapshot {
     pub seq: i64,
     pub files: Vec<StoreFile>,
+    /// The union schemas as of `seq`, read with it: they type exactly the snapshot's files.
+    pub profile_schema: String,
+    pub event_schema: String,
+}
+
+/// What the live datasets of a sandbox hold of one union schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSchemas {
+    pub schema_version: i64,
+    /// The union schema as the sandbox holds it now.
+    pub schema: String,
+    /// One per successful ingest batch of a live dataset of the kind: the part of the schema
+    /// its files hold; `None` for a batch committed before this was recorded.
+    pub held: Vec<Option<String>>,
 }
 
 /// How many export jobs of a tenant are in a status.
@@ -309,6 +323,8 @@ pub struct IngestCommit {
     pub errors: Vec<BatchError>,
     /// The widened union schema of `kind`, when the batch changed it.
     pub schema: Option<String>,
+    /// What the batch's files hold of the union schema (see [`Catalog::held_schemas`]).
+    pub held: String,
     /// The schema version the attempt started from; a commit on another fails with
     /// [`CatalogError::SchemaChanged`] and the attempt types its records again.
     pub schema_version: i64,
@@ -456,6 +472,18 @@ pub trait Catalog: Send + Sync + 'static {
         tenant: &Tenant,
         lease: Option<&TaskLease>,
     ) -> Result<StoreSnapshot>;
+    /// What the live datasets of the sandbox hold of the union schema of `kind`.
+    async fn held_schemas(&self, tenant: &Tenant, kind: StoreKind) -> Result<HeldSchemas>;
+    /// Replaces the union schema of `kind` by `schema` (the merge of what live datasets hold)
+    /// when its version is still `from_version`, as a commit of its own: an ingest attempt that
+    /// typed its records before must type them again. Answers whether it did.
+    async fn release_schema(
+        &self,
+        tenant: &Tenant,
+        kind: StoreKind,
+        from_version: i64,
+        schema: &str,
+    ) -> Result<bool>;
     /// Commits an ingest attempt: files, batch status and counts, union schema and ingest time,
     /// all or nothing, only while `commit.lease` holds ([`CatalogError::LeaseLost`] otherwise).
     async fn commit_ingest(&self, commit: IngestCommit) -> Result<IngestCommitted>;

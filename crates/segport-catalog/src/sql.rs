@@ -141,13 +141,29 @@ pub(crate) const REVOKE_TOKEN: &str =
 
 pub(crate) const SELECT_STORE_STATE: &str = "SELECT partitions, commit_seq, last_ingest_ms, \
      profile_schema, event_schema, schema_version FROM sandboxes WHERE org = $1 AND sandbox = $2";
-pub(crate) const SELECT_COMMIT_SEQ: &str =
-    "SELECT commit_seq FROM sandboxes WHERE org = $1 AND sandbox = $2";
-/// Records the current commit sequence as the task's snapshot, in one statement so that no
-/// commit can slip between reading and recording it.
+pub(crate) const SELECT_COMMIT_SEQ: &str = "SELECT commit_seq, profile_schema, event_schema \
+     FROM sandboxes WHERE org = $1 AND sandbox = $2";
+/// Records the current commit sequence as the task's snapshot, and reads the schemas of that
+/// commit, in one statement so that no commit can slip between reading and recording them.
 pub(crate) const REGISTER_SNAPSHOT: &str = "UPDATE tasks SET snapshot_seq = \
      (SELECT commit_seq FROM sandboxes WHERE org = $3 AND sandbox = $4) \
-     WHERE id = $1 AND attempt_id = $2 AND state = 'running' RETURNING snapshot_seq";
+     WHERE id = $1 AND attempt_id = $2 AND state = 'running' RETURNING snapshot_seq, \
+     (SELECT profile_schema FROM sandboxes WHERE org = $3 AND sandbox = $4), \
+     (SELECT event_schema FROM sandboxes WHERE org = $3 AND sandbox = $4)";
+/// A union schema without fields, as the catalog stores it (the columns' default).
+pub(crate) const EMPTY_SCHEMA: &str = r#"{"fields":{}}"#;
+/// The held schemas of the successful ingest batches of live datasets of a class.
+pub(crate) const HELD_SCHEMAS: &str = "SELECT b.held_schema FROM batches b \
+     JOIN datasets d ON d.id = b.dataset_id \
+     WHERE d.org = $1 AND d.sandbox = $2 AND d.class = $3 AND b.kind = 'ingest' \
+     AND b.status = 'success'";
+pub(crate) const SELECT_SCHEMA_VERSION: &str = "SELECT schema_version, profile_schema, \
+     event_schema, released_version FROM sandboxes WHERE org = $1 AND sandbox = $2";
+pub(crate) const RELEASE_SCHEMA: &str = "UPDATE sandboxes SET \
+     profile_schema = CASE WHEN $3 = 'profile' THEN $4 ELSE profile_schema END, \
+     event_schema = CASE WHEN $3 = 'event' THEN $4 ELSE event_schema END, \
+     schema_version = schema_version + 1, released_version = schema_version + 1 \
+     WHERE org = $1 AND sandbox = $2";
 pub(crate) const SNAPSHOT_FILES: &str =
     "SELECT id, dataset_id, kind, partition_no, path, batch_id, \
      ingest_ms, seq, row_count, byte_count, min_key, max_key FROM store_files \
@@ -178,7 +194,8 @@ pub(crate) const COLLECTABLE_FILES: &str = "SELECT f.id, f.path FROM store_files
      AND t.snapshot_seq IS NOT NULL AND t.snapshot_seq < f.removed_seq) ORDER BY f.id LIMIT 1000";
 pub(crate) const FORGET_FILE: &str = "DELETE FROM store_files WHERE id = $1";
 pub(crate) const FINISH_INGEST_BATCH: &str = "UPDATE batches SET status = $2, record_count = $3, \
-     failed_record_count = $4, errors = $5, completed_ms = $6, updated_ms = $7 WHERE id = $1";
+     failed_record_count = $4, errors = $5, completed_ms = $6, updated_ms = $7, \
+     held_schema = $8 WHERE id = $1";
 
 pub(crate) const SELECT_UPLOAD: &str =
     "SELECT name, object, bytes, uploaded_ms FROM batch_uploads \
@@ -1414,7 +1431,8 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 lease: Option<&$crate::TaskLease>,
             ) -> $crate::Result<$crate::StoreSnapshot> {
-                let seq: Option<(Option<i64>,)> = match lease {
+                type Row = (Option<i64>, Option<String>, Option<String>);
+                let row: Option<Row> = match lease {
                     Some(lease) => {
                         sqlx::query_as($crate::sql::REGISTER_SNAPSHOT)
                             .bind(lease.task_id)
@@ -1424,17 +1442,21 @@ macro_rules! impl_catalog {
                             .fetch_optional(self.write())
                             .await?
                     }
-                    None => sqlx::query_as::<_, (i64,)>($crate::sql::SELECT_COMMIT_SEQ)
+                    None => sqlx::query_as::<_, (i64, String, String)>($crate::sql::SELECT_COMMIT_SEQ)
                         .bind(tenant.org.as_str())
                         .bind(tenant.sandbox.as_str())
                         .fetch_optional(self.read())
                         .await?
-                        .map(|(s,)| (Some(s),)),
+                        .map(|(s, p, e)| (Some(s), Some(p), Some(e))),
                 };
-                let seq = match (seq, lease) {
+                // A sandbox without a store row has empty schemas, as a new row holds.
+                let empty = || $crate::sql::EMPTY_SCHEMA.to_owned();
+                let (seq, profile_schema, event_schema) = match (row, lease) {
                     (None, Some(_)) => return Err($crate::CatalogError::LeaseLost),
-                    (Some((Some(s),)), _) => s,
-                    _ => 0,
+                    (Some((Some(s), p, e)), _) => {
+                        (s, p.unwrap_or_else(empty), e.unwrap_or_else(empty))
+                    }
+                    _ => (0, empty(), empty()),
                 };
                 let rows =
                     sqlx::query_as::<_, $crate::sql::StoreFileRow>($crate::sql::SNAPSHOT_FILES)
@@ -1443,7 +1465,77 @@ macro_rules! impl_catalog {
                         .bind(seq)
                         .fetch_all(self.read())
                         .await?;
-                Ok($crate::StoreSnapshot { seq, files: $crate::sql::convert_all(rows)? })
+                Ok($crate::StoreSnapshot {
+                    seq,
+                    files: $crate::sql::convert_all(rows)?,
+                    profile_schema,
+                    event_schema,
+                })
+            }
+
+            async fn held_schemas(
+                &self,
+                tenant: &segport_model::Tenant,
+                kind: $crate::StoreKind,
+            ) -> $crate::Result<$crate::HeldSchemas> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let mut tx = self.read().begin().await?;
+                let (schema_version, profile, event, _): (i64, String, String, i64) =
+                    sqlx::query_as($crate::sql::SELECT_SCHEMA_VERSION)
+                        .bind(org)
+                        .bind(sandbox)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let class = match kind {
+                    $crate::StoreKind::Profile => "profile",
+                    $crate::StoreKind::Event => "experienceevent",
+                };
+                let held: Vec<(Option<String>,)> = sqlx::query_as($crate::sql::HELD_SCHEMAS)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(class)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let schema = match kind {
+                    $crate::StoreKind::Profile => profile,
+                    $crate::StoreKind::Event => event,
+                };
+                Ok($crate::HeldSchemas {
+                    schema_version,
+                    schema,
+                    held: held.into_iter().map(|(h,)| h).collect(),
+                })
+            }
+
+            async fn release_schema(
+                &self,
+                tenant: &segport_model::Tenant,
+                kind: $crate::StoreKind,
+                from_version: i64,
+                schema: &str,
+            ) -> $crate::Result<bool> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let mut tx = self.write().begin().await?;
+                // A commit of its own: snapshots taken from here on read the released schema.
+                let (_, _, schema_version): (i64, i64, i64) =
+                    sqlx::query_as($crate::sql::NEXT_COMMIT)
+                        .bind(org)
+                        .bind(sandbox)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if schema_version != from_version {
+                    return Ok(false);
+                }
+                sqlx::query($crate::sql::RELEASE_SCHEMA)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(kind.as_str())
+                    .bind(schema)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn commit_ingest(
@@ -1473,7 +1565,18 @@ macro_rules! impl_catalog {
                 if fenced != 1 {
                     return Err($crate::CatalogError::LeaseLost);
                 }
-                if c.schema.is_some() && schema_version != c.schema_version {
+                let (_, _, _, released_version): (i64, String, String, i64) =
+                    sqlx::query_as($crate::sql::SELECT_SCHEMA_VERSION)
+                        .bind(org)
+                        .bind(sandbox)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                // A batch that widens the schema must have typed against the latest one; any
+                // batch must have typed after the last release, which may have dropped a field
+                // it holds.
+                if (c.schema.is_some() && schema_version != c.schema_version)
+                    || released_version > c.schema_version
+                {
                     return Err($crate::CatalogError::SchemaChanged);
                 }
                 let success = c.record_count > 0;
@@ -1519,6 +1622,7 @@ macro_rules! impl_catalog {
                     .bind(serde_json::to_string(&c.errors)?)
                     .bind(success.then_some(completed_ms))
                     .bind(c.now_ms)
+                    .bind(success.then_some(c.held.as_str()))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

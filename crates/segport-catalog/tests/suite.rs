@@ -531,6 +531,7 @@ fn commit(
         tenant: t.clone(),
         batch_id: batch.id.clone(),
         kind: StoreKind::Profile,
+        held: r#"{"fields":{}}"#.into(),
         files: vec![NewStoreFile {
             dataset_id: batch.dataset_id.to_string(),
             kind: StoreKind::Profile,
@@ -632,6 +633,30 @@ async fn ingest_commits_are_fenced_and_ordered(backend: Backend) {
     // The same commit sent again (its answer lost to a reset connection) is told the lease is
     // gone, not that the schema changed: the worker must not delete the files it committed.
     assert!(matches!(c.commit_ingest(with_schema).await, Err(E::LeaseLost)));
+
+    // What the batches hold is recorded with them, per class of their dataset.
+    let held = c.held_schemas(&t, StoreKind::Profile).await.unwrap();
+    assert_eq!(held.schema_version, 1);
+    assert_eq!(held.held.len(), 3, "{held:?}");
+    assert!(c.held_schemas(&t, StoreKind::Event).await.unwrap().held.is_empty());
+    // A release is a commit of its own, refused when the version moved on.
+    assert!(!c.release_schema(&t, StoreKind::Profile, 0, "{\"fields\":{}}").await.unwrap());
+    let before = c.store_snapshot(&t, None).await.unwrap().seq;
+    let released = r#"{"fields":{"x":{"type":"string"}}}"#;
+    assert!(c.release_schema(&t, StoreKind::Profile, 1, released).await.unwrap());
+    let snapshot = c.store_snapshot(&t, None).await.unwrap();
+    assert!(snapshot.seq > before);
+    assert_eq!(snapshot.profile_schema, released);
+    assert_eq!(c.store_state(&t).await.unwrap().schema_version, 2);
+    // An attempt that typed before the release types again, even when it widens nothing: the
+    // release may have dropped a field it holds.
+    let e = queued_batch(&db, &t, 12_000).await;
+    let te = c.claim_task("w", 60_000, 12_000).await.unwrap().unwrap();
+    let mut typed_before = commit(&te.lease, &t, &e, 12_000);
+    typed_before.schema_version = 1;
+    assert!(matches!(c.commit_ingest(typed_before.clone()).await, Err(E::SchemaChanged)));
+    typed_before.schema_version = 2;
+    c.commit_ingest(typed_before).await.unwrap();
 }
 
 /// A task queued through one PostgreSQL catalog wakes a worker waiting on another (another

@@ -109,6 +109,8 @@ pub struct IngestOutcome {
     pub files: Vec<WrittenFile>,
     /// The union schema widened by this batch.
     pub schema: UnionSchema,
+    /// What the batch's files hold of `schema`: their fields, typed as `schema` types them.
+    pub held: UnionSchema,
     pub record_count: u64,
     pub failed_record_count: u64,
     pub errors: Vec<ErrorGroup>,
@@ -129,6 +131,8 @@ pub struct Ingest {
     storage: Storage,
     runtime: Handle,
     schema: UnionSchema,
+    /// The part of `schema` the written files hold.
+    held: UnionSchema,
     /// [`UnionSchema::field_count`] of `schema`, kept as it grows.
     schema_fields: usize,
     buffers: Vec<Vec<RecordBatch>>,
@@ -162,6 +166,7 @@ impl Ingest {
             runtime,
             schema_fields: schema.field_count(),
             schema,
+            held: UnionSchema::default(),
             buffers: vec![Vec::new(); partitions],
             buffered_bytes: 0,
             files: Vec::new(),
@@ -369,7 +374,7 @@ impl Ingest {
         let name = format!("{}-{:05}.parquet", self.target.file_prefix, self.flushes);
         let (target, row_group_rows) = (&self.target, self.limits.row_group_rows);
         let storage = &self.storage;
-        let encoded: Vec<(WrittenFile, Bytes, Option<Bytes>)> = buffers
+        let encoded: Vec<(WrittenFile, Bytes, Option<Bytes>, UnionSchema)> = buffers
             .into_par_iter()
             .enumerate()
             .filter(|(_, batches)| !batches.is_empty())
@@ -409,10 +414,11 @@ impl Ingest {
                     min_key: keys.value(0).to_owned(),
                     max_key: keys.value(arrow::array::Array::len(&keys) - 1).to_owned(),
                 };
-                Ok((file, bytes, index))
+                Ok((file, bytes, index, present))
             })
             .collect::<Result<_>>()?;
-        for (file, bytes, index) in encoded {
+        for (file, bytes, index, present) in encoded {
+            self.held.merge(&present).map_err(|c| StoreError::Schema(c.message))?;
             let path = object_store::path::Path::from(file.path.as_str());
             // The index first: a data file is never without its index.
             if let (Some(index), Some(at)) = (index, crate::index::index_path(&file.path)) {
@@ -443,6 +449,7 @@ impl Ingest {
         Ok(IngestOutcome {
             files: self.files,
             schema: self.schema,
+            held: self.held,
             record_count: self.ok,
             failed_record_count: self.failed,
             errors,

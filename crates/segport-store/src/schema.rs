@@ -246,7 +246,11 @@ pub fn unify(a: &XType, b: &XType, path: &str) -> Result<XType, Conflict> {
         (known, got) => {
             return Err(Conflict {
                 field: path.to_owned(),
-                message: format!("is a {got} here but the sandbox schema has it as a {known}"),
+                message: format!(
+                    "is a {got} here but the sandbox schema has it as a {known}: send it as a \
+                     {known}, or free the type by deleting the datasets that hold this field (a \
+                     field keeps its type while any dataset of the sandbox holds it)"
+                ),
             })
         }
     })

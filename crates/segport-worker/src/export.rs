@@ -45,13 +45,14 @@ pub async fn run_export(
         .get_export_job(tenant, job_id)
         .await?
         .ok_or_else(|| TaskError::Invalid(format!("export job {job_id} no longer exists")))?;
+    // The schemas come with the snapshot, read in one statement with it: a field released
+    // after the snapshot and typed anew must not meet the snapshot's files in its new type.
     let snapshot = ctx.catalog.store_snapshot(tenant, Some(&task.lease)).await?;
-    let state = ctx.catalog.store_state(tenant).await?;
     let schema = |text: &str| -> Result<UnionSchema, TaskError> {
         UnionSchema::from_json(text)
             .map_err(|e| TaskError::Invalid(format!("the sandbox schema is unreadable: {e}")))
     };
-    let plan = plan(&job, schema(&state.profile_schema)?, schema(&state.event_schema)?)?;
+    let plan = plan(&job, schema(&snapshot.profile_schema)?, schema(&snapshot.event_schema)?)?;
     let projections = Arc::new(projections(&plan));
 
     // The partitions' files, on disk.

@@ -255,15 +255,20 @@ async fn commit(
             rows: Vec::new(),
         });
     }
-    let schema = (outcome.schema != *start_schema)
+    // A batch that stores nothing (its dataset does not feed the profile store) widens
+    // nothing: a type no live dataset holds would only stand in others' way.
+    let schema = (outcome.schema != *start_schema && !outcome.files.is_empty())
         .then(|| serde_json::to_string(&outcome.schema))
         .transpose()
         .map_err(|e| TaskError::Invalid(e.to_string()))?;
+    let held =
+        serde_json::to_string(&outcome.held).map_err(|e| TaskError::Invalid(e.to_string()))?;
     let commit = IngestCommit {
         lease: lease.clone(),
         tenant: tenant.clone(),
         batch_id: batch.id.clone(),
         kind: store_kind,
+        held,
         files: outcome
             .files
             .iter()

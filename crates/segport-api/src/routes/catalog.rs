@@ -3,11 +3,12 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use segport_catalog::BatchFilter;
+use segport_catalog::{BatchFilter, StoreKind};
 use segport_model::batch::BatchStatus;
 use segport_model::dataset::{Dataset, NewDataset};
 use segport_model::time::now_ms;
 use segport_model::{BatchId, DatasetId, Tenant, ValidationErrors};
+use segport_store::schema::UnionSchema;
 use segport_store::storage::batch_dir;
 use serde_json::{json, Map, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -141,6 +142,7 @@ async fn delete_dataset(
         remove_batch_files(&state, &tenant, &batch).await;
     }
     tracing::info!(dataset_id = %id, "dataset deleted");
+    release_unheld_types(&state, &tenant).await?;
     Ok(Json(json!([format!("@/dataSets/{id}")])))
 }
 
@@ -159,6 +161,49 @@ async fn delete_batch(
     remove_batch_files(&state, &tenant, &id).await;
     tracing::info!(batch_id = %id, "export batch deleted");
     Ok(Json(json!([format!("@/batches/{id}")])))
+}
+
+/// Gives the sandbox's union schemas back what no live dataset holds any more, so that a field
+/// whose type came from a deleted dataset can be loaded with another type. The schema becomes
+/// the merge of what the live datasets' batches hold; batches recorded before held schemas
+/// existed keep every type as it is. A concurrent commit moves the version on: then the merge
+/// is computed again.
+async fn release_unheld_types(state: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
+    const ATTEMPTS: usize = 5;
+    let unreadable = |e: serde_json::Error| -> ApiError {
+        ApiError::Internal(format!("a held schema of the sandbox is unreadable: {e}").into())
+    };
+    for kind in [StoreKind::Profile, StoreKind::Event] {
+        for _ in 0..ATTEMPTS {
+            let held = state.catalog.held_schemas(tenant, kind).await?;
+            let mut merged = UnionSchema::default();
+            let mut complete = true;
+            for text in &held.held {
+                let Some(text) = text else {
+                    complete = false;
+                    break;
+                };
+                let part = UnionSchema::from_json(text).map_err(unreadable)?;
+                if merged.merge(&part).is_err() {
+                    // Parts of one sandbox's schema always unify; should they not, keep it.
+                    complete = false;
+                    break;
+                }
+            }
+            let current = UnionSchema::from_json(&held.schema).map_err(unreadable)?;
+            if !complete || merged == current {
+                break;
+            }
+            let text = serde_json::to_string(&merged).map_err(unreadable)?;
+            if state.catalog.release_schema(tenant, kind, held.schema_version, &text).await? {
+                let released: Vec<&String> =
+                    current.fields.keys().filter(|k| !merged.fields.contains_key(*k)).collect();
+                tracing::info!(kind = kind.as_str(), ?released, "union schema types released");
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes a deleted batch's files. The catalog no longer lists them, so a failure here leaves
