@@ -138,3 +138,96 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             })
     }
 }
+
+/// The scheme and authority clients reach this service at, for the absolute links AEP answers
+/// with (`_links.self.href`, `Location`): the configured public URL, else the request's
+/// `X-Forwarded-Proto`/`X-Forwarded-Host` (set by a proxy in front), else its `Host` over
+/// plain HTTP. Empty (links stay relative) when the request names no usable host.
+pub struct BaseUrl(pub String);
+
+impl FromRequestParts<crate::AppState> for BaseUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &crate::AppState,
+    ) -> Result<Self, ApiError> {
+        if let Some(url) = &state.public_url {
+            return Ok(BaseUrl(url.to_string()));
+        }
+        Ok(BaseUrl(base_from_headers(&parts.headers).unwrap_or_default()))
+    }
+}
+
+/// `scheme://host` from the forwarding headers or `Host`, when they hold a plausible authority
+/// (a client's header must not put anything else into the links we answer).
+fn base_from_headers(headers: &HeaderMap) -> Option<String> {
+    // The first value of a list: the proxy nearest the client wrote it.
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let host = first("x-forwarded-host").or_else(|| first(header::HOST.as_str()))?;
+    let authority = host.parse::<axum::http::uri::Authority>().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let scheme = match first("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// A `--public-url` as links are built from it: `http(s)://authority[/path]`, without a
+/// trailing slash, query or fragment.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = text.parse().map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    if !scheme_ok || uri.authority().is_none() || uri.query().is_some() {
+        return Err(format!(
+            "{text:?} must be an http:// or https:// URL with a host and no query, such as \
+             https://segport.example.com"
+        ));
+    }
+    Ok(text.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bases_come_from_forwarding_headers_or_host() {
+        let base = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(
+                    axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            base_from_headers(&h)
+        };
+        assert_eq!(base(&[("host", "localhost:8080")]).as_deref(), Some("http://localhost:8080"));
+        assert_eq!(
+            base(&[
+                ("host", "10.0.0.5:8080"),
+                ("x-forwarded-host", "api.example.com, proxy.internal"),
+                ("x-forwarded-proto", "https"),
+            ])
+            .as_deref(),
+            Some("https://api.example.com")
+        );
+        assert_eq!(base(&[]), None);
+        assert_eq!(base(&[("host", "evil.com/path?x")]), None);
+        assert_eq!(base(&[("host", "user@evil.com")]), None);
+        assert_eq!(parse_public_url("https://x.example.com/").unwrap(), "https://x.example.com");
+        assert!(parse_public_url("ftp://x").is_err());
+        assert!(parse_public_url("x.example.com").is_err());
+    }
+}

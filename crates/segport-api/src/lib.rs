@@ -24,6 +24,7 @@ use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
 
 pub use auth::AuthMode;
 pub use error::ApiError;
+pub use extract::parse_public_url;
 pub use metrics::ApiMetrics;
 
 /// JSON request bodies larger than this are refused with 413.
@@ -47,6 +48,8 @@ pub struct AppState {
     pub limits: RequestLimits,
     /// Permits of requests in flight ([`RequestLimits::max_in_flight`]).
     in_flight: Arc<tokio::sync::Semaphore>,
+    /// Where clients reach the service, for absolute links; `None`: from the request's headers.
+    pub public_url: Option<Arc<str>>,
 }
 
 /// Time and concurrency limits of requests (docs/limits.md). Connection-level limits (header
@@ -79,6 +82,7 @@ impl AppState {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 RequestLimits::default().max_in_flight,
             )),
+            public_url: None,
         }
     }
 

@@ -370,6 +370,37 @@ pub(crate) struct DatasetCreate {
     tags: Option<BTreeMap<String, Vec<String>>>,
 }
 
+/// One JSON Patch operation on a dataset.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JsonPatchOp {
+    /// `add`, `replace` or `remove`.
+    op: PatchOpKind,
+    /// `/name`, `/description`, `/tags` or `/tags/{key}`.
+    path: String,
+    /// For `add` and `replace`.
+    value: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // A description only.
+enum PatchOpKind {
+    Add,
+    Replace,
+    Remove,
+}
+
+/// A dataset patch as a plain object: each field given replaces the dataset's (tags key by
+/// key).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DatasetPatch {
+    name: Option<String>,
+    description: Option<String>,
+    tags: Option<BTreeMap<String, Vec<String>>>,
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SchemaRefBody {

@@ -23,6 +23,7 @@ both_backends!(
     tenants_see_only_their_own_objects,
     token_mode,
     datasets_follow_their_class_rules,
+    datasets_are_patched_as_aep_clients_send_it,
     batch_views_validate_and_filter,
     merge_policy_endpoints,
     health_readiness_and_metrics,
@@ -364,6 +365,81 @@ async fn datasets_follow_their_class_rules(backend: Backend) {
     t.get(&format!("{path}?limit=101")).await.assert_service_error(400);
     t.get(&format!("{path}/not-an-id")).await.assert_service_error(400);
     t.get(&format!("{path}/5b7c86968f7b6501e21ba9df")).await.assert_service_error(404);
+}
+
+/// `PATCH /dataSets/{id}` as AEP documents it and aepp's `enableDatasetProfile` sends it (JSON
+/// Patch), or as a plain object; `POST` answers the new dataset's `Location`.
+async fn datasets_are_patched_as_aep_clients_send_it(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let path = "/data/foundation/catalog/dataSets";
+    let created = t.post(path, json!({"name": "p", "schemaRef": {"id": PROFILE_SCHEMA}})).await;
+    let id = created.body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let location = created.headers["location"].to_str().unwrap();
+    assert!(location.ends_with(&format!("{path}/{id}")), "{location}");
+    let patch = |body: Value, content_type: &'static str| {
+        let request = request(Method::PATCH, &format!("{path}/{id}"))
+            .header("authorization", "Bearer x")
+            .header("x-api-key", "k")
+            .header("x-gw-ims-org-id", ORG)
+            .header("x-sandbox-name", SANDBOX)
+            .header("content-type", content_type)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        t.send(request)
+    };
+    let tags = || async { t.get(&format!("{path}/{id}")).await.body[&id]["tags"].clone() };
+
+    // Profile off: a batch loads, but feeds nothing into the profile store.
+    let record = json!({"identityMap": {"ECID": [{"id": "a"}]}, "loyalty": {"points": 1}});
+    let file = || vec![("f.json", format!("{record}\n").into_bytes())];
+    let (_, off) = t.ingest(&id, json!({"format": "json"}), file()).await;
+    assert_eq!(off["status"], "success");
+    assert!(t.stored(&id, segport_store::RecordKind::Profile).await.is_empty());
+
+    let enable = json!([{"op": "add", "path": "/tags/unifiedProfile", "value": ["enabled:true"]}]);
+    let a = patch(enable, "application/json-patch+json").await;
+    assert_eq!((a.status, &a.body), (StatusCode::OK, &json!([format!("@/dataSets/{id}")])));
+    assert_eq!(tags().await, json!({"unifiedProfile": ["enabled:true"]}));
+    // From then on its batches feed the store.
+    t.ingest(&id, json!({"format": "json"}), file()).await;
+    assert_eq!(t.stored(&id, segport_store::RecordKind::Profile).await.len(), 1);
+
+    // A plain object replaces what it names, tags key by key.
+    let a = patch(json!({"name": "renamed", "tags": {"team": ["a"]}}), "application/json").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let now = t.get(&format!("{path}/{id}")).await.body[&id].clone();
+    assert_eq!(now["name"], "renamed");
+    assert_eq!(now["tags"], json!({"team": ["a"], "unifiedProfile": ["enabled:true"]}));
+    let ops = json!([
+        {"op": "remove", "path": "/tags/team"},
+        {"op": "replace", "path": "/description", "value": "d"},
+    ]);
+    // `replace` needs the member to exist: no description yet, so nothing changes at all.
+    let a = patch(ops, "application/json-patch+json").await;
+    assert_eq!(a.error_fields(), ["body[1].path"]);
+    assert_eq!(tags().await["team"], json!(["a"]));
+    let ops = json!([
+        {"op": "remove", "path": "/tags/team"},
+        {"op": "add", "path": "/description", "value": "d"},
+    ]);
+    assert_eq!(patch(ops, "application/json-patch+json").await.status, StatusCode::OK);
+    assert_eq!(tags().await, json!({"unifiedProfile": ["enabled:true"]}));
+
+    for (body, field) in [
+        (json!([{"op": "move", "path": "/name"}]), "body[0].op"),
+        (json!([{"op": "add", "path": "/schemaRef", "value": {}}]), "body[0].path"),
+        (json!([{"op": "add", "path": "/tags/x"}]), "body[0].value"),
+        (json!([{"op": "remove", "path": "/name"}]), "name"),
+        (json!({"schemaRef": {"id": UNION}}), "schemaRef"),
+        (json!("x"), "body"),
+    ] {
+        let a = patch(body.clone(), "application/json").await;
+        a.assert_service_error(400);
+        assert_eq!(a.error_fields(), [field], "{body}");
+    }
+    let other = format!("{path}/5b7c86968f7b6501e21ba9df");
+    let a = t.call(Method::PATCH, &other, Some(json!({"name": "x"}))).await;
+    a.assert_service_error(404);
 }
 
 async fn batch_views_validate_and_filter(backend: Backend) {

@@ -395,6 +395,9 @@ pub trait Catalog: Send + Sync + 'static {
 
     // Datasets.
     async fn create_dataset(&self, dataset: &Dataset) -> Result<()>;
+    /// Stores a dataset's name, description and tags (the rest never changes); false when it
+    /// no longer exists.
+    async fn update_dataset(&self, dataset: &Dataset) -> Result<bool>;
     async fn get_dataset(&self, tenant: &Tenant, id: &DatasetId) -> Result<Option<Dataset>>;
     async fn list_datasets(&self, tenant: &Tenant, page: &ListQuery) -> Result<Vec<Dataset>>;
 

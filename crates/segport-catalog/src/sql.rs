@@ -62,6 +62,8 @@ pub(crate) const INSERT_SANDBOX: &str =
 pub(crate) const INSERT_DATASET: &str = "INSERT INTO datasets \
      (id, org, sandbox, name, description, schema_ref, class, tags, created_ms, updated_ms) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(crate) const UPDATE_DATASET: &str = "UPDATE datasets SET name = $4, description = $5, \
+     tags = $6, updated_ms = $7 WHERE org = $1 AND sandbox = $2 AND id = $3";
 pub(crate) const SELECT_DATASET: &str =
     "SELECT * FROM datasets WHERE org = $1 AND sandbox = $2 AND id = $3";
 pub(crate) const LIST_DATASETS: &str = "SELECT * FROM datasets WHERE org = $1 AND sandbox = $2 \
@@ -981,6 +983,24 @@ macro_rules! impl_catalog {
                     .execute(self.write())
                     .await?;
                 Ok(())
+            }
+
+            async fn update_dataset(
+                &self,
+                d: &segport_model::dataset::Dataset,
+            ) -> $crate::Result<bool> {
+                let updated = sqlx::query($crate::sql::UPDATE_DATASET)
+                    .bind(&d.org)
+                    .bind(&d.sandbox)
+                    .bind(d.id.as_str())
+                    .bind(&d.name)
+                    .bind(&d.description)
+                    .bind(serde_json::to_string(&d.tags)?)
+                    .bind(d.updated_ms)
+                    .execute(self.write())
+                    .await?
+                    .rows_affected();
+                Ok(updated == 1)
             }
 
             async fn get_dataset(

@@ -177,6 +177,136 @@ fn class_of(
     }
 }
 
+/// Operations one `PATCH` may carry.
+const MAX_PATCH_OPS: usize = 100;
+
+impl Dataset {
+    /// The dataset after a `PATCH /dataSets/{id}` body, checked by the create rules: a JSON
+    /// Patch list (`add`, `replace`, `remove` on `/name`, `/description`, `/tags` and
+    /// `/tags/{key}`), or an object whose `name`, `description` and `tags` (key by key) replace
+    /// the dataset's. The schema, and with it the class, cannot change.
+    pub fn patched(&self, body: &Value, now_ms: i64) -> Result<Dataset, ValidationErrors> {
+        let mut doc = json!({
+            "name": self.name,
+            "schemaRef": self.schema_ref,
+            "tags": self.tags,
+        });
+        if let Some(d) = &self.description {
+            doc["description"] = json!(d);
+        }
+        match body {
+            Value::Array(ops) => apply_json_patch(&mut doc, ops)?,
+            Value::Object(fields) => {
+                let mut c = Checker::new();
+                for (key, value) in fields {
+                    match (key.as_str(), value) {
+                        ("name" | "description", _) => doc[key] = value.clone(),
+                        ("tags", Value::Object(tags)) => {
+                            for (k, v) in tags {
+                                doc["tags"][k] = v.clone();
+                            }
+                        }
+                        ("tags", _) => c.fail("tags", "must be an object of tag arrays"),
+                        _ => {
+                            let hint = crate::suggest::hint(key, &["name", "description", "tags"]);
+                            c.fail(
+                                truncate(key),
+                                format!(
+                                    "unknown field `{}` (it cannot be changed){hint}",
+                                    truncate(key)
+                                ),
+                            );
+                        }
+                    }
+                }
+                c.errors.into_result(())?;
+            }
+            _ => {
+                return Err(ValidationErrors::single(
+                    "body",
+                    "must be a JSON Patch array or an object with name, description or tags",
+                ))
+            }
+        }
+        let checked = NewDataset::parse(&doc)?;
+        if checked.class != self.class {
+            return Err(ValidationErrors::single(
+                "tags.segport:class",
+                format!("cannot change: the dataset holds {} records", self.class.as_str()),
+            ));
+        }
+        Ok(Dataset {
+            name: checked.name,
+            description: checked.description,
+            tags: checked.tags,
+            updated_ms: now_ms,
+            ..self.clone()
+        })
+    }
+}
+
+/// Applies JSON Patch operations (RFC 6902, the subset a dataset takes) to `doc`, all or none.
+fn apply_json_patch(doc: &mut Value, ops: &[Value]) -> Result<(), ValidationErrors> {
+    if ops.len() > MAX_PATCH_OPS {
+        return Err(ValidationErrors::single(
+            "body",
+            format!("holds {} operations; at most {MAX_PATCH_OPS} are allowed", ops.len()),
+        ));
+    }
+    let mut c = Checker::new();
+    for (i, op) in ops.iter().enumerate() {
+        let at = format!("body[{i}]");
+        let (Some(kind), Some(path)) =
+            (op.get("op").and_then(Value::as_str), op.get("path").and_then(Value::as_str))
+        else {
+            c.fail(at, "must be an object with op and path");
+            continue;
+        };
+        // A JSON pointer: `/`-separated, `~1` for `/` and `~0` for `~` within a segment.
+        let segments: Vec<String> =
+            path.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+        let target = match segments.as_slice() {
+            [field] if matches!(field.as_str(), "name" | "description" | "tags") => {
+                doc.as_object_mut().map(|o| (o, field.clone()))
+            }
+            [tags, key] if tags == "tags" && !key.is_empty() => {
+                doc["tags"].as_object_mut().map(|o| (o, key.clone()))
+            }
+            _ => None,
+        };
+        let Some((parent, key)) = target.filter(|_| path.starts_with('/')) else {
+            c.fail(
+                format!("{at}.path"),
+                format!(
+                    "{:?} cannot be changed; use /name, /description, /tags or /tags/{{key}}",
+                    truncate(path)
+                ),
+            );
+            continue;
+        };
+        match (kind, op.get("value")) {
+            ("add" | "replace", Some(value)) => {
+                if kind == "replace" && !parent.contains_key(&key) {
+                    c.fail(format!("{at}.path"), format!("{:?} does not exist", truncate(path)));
+                } else {
+                    parent.insert(key, value.clone());
+                }
+            }
+            ("add" | "replace", None) => c.fail(format!("{at}.value"), "is required"),
+            ("remove", _) => {
+                if parent.remove(&key).is_none() {
+                    c.fail(format!("{at}.path"), format!("{:?} does not exist", truncate(path)));
+                }
+            }
+            (other, _) => c.fail(
+                format!("{at}.op"),
+                format!("{:?} is not supported; use add, replace or remove", truncate(other)),
+            ),
+        }
+    }
+    c.errors.into_result(())
+}
+
 /// A dataset as the catalog holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {

@@ -199,6 +199,12 @@ pub struct HttpArgs {
     #[arg(long, env = "SEGPORT_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// The URL clients reach the API at (e.g. https://segport.example.com), for the absolute
+    /// links AEP answers with. Unset: taken from each request's X-Forwarded-Proto and
+    /// X-Forwarded-Host, or its Host.
+    #[arg(long, env = "SEGPORT_PUBLIC_URL", value_parser = segport_api::parse_public_url)]
+    pub public_url: Option<String>,
+
     /// Requests served at once; beyond it every route but /healthz and /readyz answers 503.
     #[arg(long, env = "SEGPORT_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,

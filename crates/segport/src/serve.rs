@@ -77,6 +77,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut state = AppState::new(catalog.clone(), storage, auth).with_limits(request_limits);
     state.metrics = Arc::new(metrics);
     state.max_upload_bytes = args.max_upload_bytes;
+    state.public_url = args.http.public_url.as_deref().map(Into::into);
     // The metrics address, when asked for: served before the API port reports itself ready.
     if let Some(listener) = metrics_listener {
         let bound = listener.local_addr().context("cannot read the metrics address")?;

@@ -1,7 +1,7 @@
 //! Catalog `/data/foundation/catalog`: datasets and batches, answered as objects keyed by id.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderName, StatusCode};
 use axum::Json;
 use segport_catalog::{BatchFilter, StoreKind};
 use segport_model::batch::BatchStatus;
@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
-use crate::extract::{JsonBody, PathId, QueryPairs};
+use crate::extract::{BaseUrl, JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
 
 const DEFAULT_LIMIT: u64 = 50;
@@ -25,7 +25,7 @@ const MAX_LIMIT: u64 = 100;
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_datasets, create_dataset))
-        .routes(routes!(get_dataset, delete_dataset))
+        .routes(routes!(get_dataset, patch_dataset, delete_dataset))
         .routes(routes!(list_batches))
         .routes(routes!(get_batch, delete_batch))
 }
@@ -35,12 +35,13 @@ fn keyed<T>(items: &[T], key: impl Fn(&T) -> String, value: impl Fn(&T) -> Value
     Value::Object(map)
 }
 
-#[utoipa::path(post, path = "/data/foundation/catalog/dataSets", operation_id = "createDataset", tag = "catalog", request_body(content = crate::openapi::DatasetCreate, content_type = "application/json"), responses((status = 201, description = "`[\"@/dataSets/{id}\"]`", body = Vec<String>)))]
+#[utoipa::path(post, path = "/data/foundation/catalog/dataSets", operation_id = "createDataset", tag = "catalog", request_body(content = crate::openapi::DatasetCreate, content_type = "application/json"), responses((status = 201, description = "`[\"@/dataSets/{id}\"]`; header `Location` names the dataset.", body = Vec<String>)))]
 async fn create_dataset(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
+    BaseUrl(base): BaseUrl,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, [(HeaderName, String); 1], Json<Value>), ApiError> {
     let new = NewDataset::parse(&body)?;
     let now = now_ms();
     let dataset = Dataset {
@@ -57,7 +58,12 @@ async fn create_dataset(
     };
     state.catalog.create_dataset(&dataset).await?;
     tracing::info!(dataset_id = %dataset.id, class = dataset.class.as_str(), "dataset created");
-    Ok((StatusCode::CREATED, Json(json!([format!("@/dataSets/{}", dataset.id)]))))
+    let location = format!("{base}/data/foundation/catalog/dataSets/{}", dataset.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(json!([format!("@/dataSets/{}", dataset.id)])),
+    ))
 }
 
 #[utoipa::path(get, path = "/data/foundation/catalog/dataSets", operation_id = "listDatasets", tag = "catalog", params(("limit" = Option<u64>, Query, description = "Page size."), ("start" = Option<u64>, Query, description = "Rows to skip.")), responses((status = 200, description = "Datasets keyed by id.", body = Object)))]
@@ -122,6 +128,26 @@ async fn get_batch(
 ) -> Result<Json<Value>, ApiError> {
     let batch = super::batch_of(&state, &tenant, &raw).await?;
     Ok(Json(keyed(&[batch], |b| b.id.to_string(), |b| b.to_wire())))
+}
+
+/// Changes a dataset's name, description or tags (JSON Patch, or a plain object). Enabling
+/// or disabling profile (`tags.unifiedProfile`) applies to batches ingested from then on.
+#[utoipa::path(patch, path = "/data/foundation/catalog/dataSets/{id}", operation_id = "patchDataset", tag = "catalog", params(("id" = segport_model::DatasetId, Path, description = "The resource id.")), request_body(content((Vec<crate::openapi::JsonPatchOp> = "application/json-patch+json"), (crate::openapi::DatasetPatch = "application/json"))), responses((status = 200, description = "`[\"@/dataSets/{id}\"]`", body = Vec<String>)))]
+async fn patch_dataset(
+    State(state): State<AppState>,
+    Authenticated(tenant): Authenticated,
+    PathId(raw): PathId,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let id = DatasetId::parse(&raw).map_err(|m| ApiError::invalid("dataSetId", m))?;
+    let not_found = || ApiError::NotFound(format!("dataset {id} not found"));
+    let dataset = state.catalog.get_dataset(&tenant, &id).await?.ok_or_else(not_found)?;
+    let patched = dataset.patched(&body, now_ms())?;
+    if !state.catalog.update_dataset(&patched).await? {
+        return Err(not_found());
+    }
+    tracing::info!(dataset_id = %id, profile = patched.unified_profile(), "dataset changed");
+    Ok(Json(json!([format!("@/dataSets/{id}")])))
 }
 
 /// Deletes a dataset with its batches and store files (files stay until no running export's

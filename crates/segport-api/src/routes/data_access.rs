@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
-use crate::extract::{PathId, QueryPairs};
+use crate::extract::{BaseUrl, PathId, QueryPairs};
 use crate::{ApiError, AppState};
 
 const PREFIX: &str = "/data/foundation/export";
@@ -36,8 +36,16 @@ async fn committed_files(
     tenant: &Tenant,
     raw: &str,
 ) -> Result<(BatchId, Vec<Listed>, i64), ApiError> {
-    let batch = super::batch_of(state, tenant, raw).await?;
-    let id = batch.id.clone();
+    // Ids are opaque to clients: one not shaped like segport's names nothing here (404).
+    let Ok(id) = BatchId::parse(raw) else {
+        let shown = segport_model::error::clip(raw, 64);
+        return Err(ApiError::NotFound(format!("file {shown} not found")));
+    };
+    let batch = state
+        .catalog
+        .get_batch(tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("file {id} not found")))?;
     let files = match batch.kind {
         BatchKind::Export => state
             .catalog
@@ -80,6 +88,7 @@ async fn batch_files(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     PathId(raw): PathId,
+    BaseUrl(base): BaseUrl,
 ) -> Result<Json<Value>, ApiError> {
     let (id, files, updated) = committed_files(&state, &tenant, &raw).await?;
     let data: Vec<Value> = if files.is_empty() {
@@ -92,7 +101,7 @@ async fn batch_files(
             "created": updated.to_string(),
             "updated": updated.to_string(),
             "isValid": true,
-            "_links": {"self": {"href": format!("{PREFIX}/files/{id}")}},
+            "_links": {"self": {"href": format!("{base}{PREFIX}/files/{id}")}},
         })]
     };
     let count = data.len();
@@ -106,6 +115,7 @@ async fn file(
     PathId(raw): PathId,
     query: QueryPairs,
     headers: HeaderMap,
+    BaseUrl(base): BaseUrl,
 ) -> Result<Response, ApiError> {
     let (id, files, _) = committed_files(&state, &tenant, &raw).await?;
     if files.is_empty() {
@@ -124,7 +134,7 @@ async fn file(
                 json!({
                     "name": f.name,
                     "length": f.bytes.to_string(),
-                    "_links": {"self": {"href": format!("{PREFIX}/files/{id}?{query}")}},
+                    "_links": {"self": {"href": format!("{base}{PREFIX}/files/{id}?{query}")}},
                 })
             })
             .collect();
