@@ -26,6 +26,7 @@ both_backends!(
     objects_without_data_do_not_fail_a_batch,
     values_from_aep_descriptions_are_accepted,
     a_type_is_released_when_no_live_dataset_holds_it,
+    a_json_array_sent_as_ndjson_is_refused_with_a_hint,
 );
 
 fn identities(record: &Value) -> BTreeSet<(String, String, bool)> {
@@ -835,4 +836,30 @@ async fn a_type_is_released_when_no_live_dataset_holds_it(backend: Backend) {
     let a = t.post("/export/jobs", job).await;
     assert_eq!(a.status, StatusCode::OK, "no profile data left: the path cannot be checked");
     assert_eq!(a.body["warnings"][0]["code"], "FIELD_NOT_CHECKED");
+}
+
+/// A JSON array uploaded as NDJSON (without `isMultiLineJson`) fails as one record whose
+/// message says what to do, not as one unexplained INVALID_JSON per line; the batch's other
+/// files load.
+async fn a_json_array_sent_as_ndjson_is_refused_with_a_hint(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let records: Vec<Value> = (0..300).map(|i| profile(&format!("p{i}"), json!(i))).collect();
+    let pretty = serde_json::to_vec_pretty(&records).unwrap();
+    let (_, batch) = t
+        .ingest(
+            &pds,
+            json!({"format": "json"}),
+            vec![("array.json", pretty), ("lines.json", ndjson(&records[..2]))],
+        )
+        .await;
+    assert_eq!(
+        (batch["recordCount"].as_i64(), batch["failedRecordCount"].as_i64()),
+        (Some(2), Some(1))
+    );
+    let errors = batch["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0]["code"], "INVALID_JSON");
+    let text = errors[0]["description"].as_str().unwrap();
+    assert!(text.contains("isMultiLineJson"), "{text}");
 }

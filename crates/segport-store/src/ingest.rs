@@ -147,6 +147,8 @@ pub struct Ingest {
     rows_listed: BTreeMap<&'static str, usize>,
     progress: Arc<Progress>,
     stop: Arc<AtomicBool>,
+    /// An NDJSON file found to be one JSON array: refused whole, its later parts skipped.
+    array_file: Option<String>,
 }
 
 impl Ingest {
@@ -178,6 +180,7 @@ impl Ingest {
             rows_listed: BTreeMap::new(),
             progress: Arc::new(Progress::default()),
             stop: Arc::new(AtomicBool::new(false)),
+            array_file: None,
         }
     }
 
@@ -213,16 +216,41 @@ impl Ingest {
     /// Ingests a part of an NDJSON file that ends at a line boundary; its first line is line
     /// `first_line` of the file. Large files are fed part by part, so memory stays bounded.
     pub fn add_ndjson_part(&mut self, name: &str, part: &[u8], first_line: u64) -> Result<()> {
-        let records = ndjson_lines(part).map(|(line, r)| (line + first_line - 1, r));
-        self.add_records(name, records)?;
+        if !(first_line == 1 && self.refused_as_array(name, part))
+            && self.array_file.as_deref() != Some(name)
+        {
+            let records = ndjson_lines(part).map(|(line, r)| (line + first_line - 1, r));
+            self.add_records(name, records)?;
+        }
         self.progress.bytes.fetch_add(part.len() as u64, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// An NDJSON file that starts with `[` is one JSON array sent without `isMultiLineJson`:
+    /// read line by line, each of its lines would fail on its own with no word of the cause.
+    /// It is refused as one failed record that says what to do.
+    fn refused_as_array(&mut self, name: &str, start: &[u8]) -> bool {
+        if start.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'[') {
+            return false;
+        }
+        self.refuse(
+            name,
+            1,
+            RecordError::new(
+                "INVALID_JSON",
+                "the file is one JSON array, not one record per line; send it as a JSON array \
+                 (inputFormat.isMultiLineJson: true, or segport ingest --multiline-json)",
+            ),
+        );
+        self.array_file = Some(name.to_owned());
+        true
     }
 
     /// Ingests one uploaded file.
     pub fn add_file(&mut self, name: &str, bytes: Bytes, format: InputFormat) -> Result<()> {
         let size = bytes.len() as u64;
         match format {
+            InputFormat::NdJson if self.refused_as_array(name, &bytes) => {}
             InputFormat::NdJson => self.add_records(name, ndjson_lines(&bytes))?,
             InputFormat::JsonArray => self.add_records(name, json_array_elements(&bytes))?,
             InputFormat::Parquet => {

@@ -133,7 +133,19 @@ pub fn infer(value: &Value, path: &str) -> Result<Option<XType>, Conflict> {
     Ok(Some(match value {
         Value::Null => return Ok(None),
         _ if is_date_time(path) => match value {
-            Value::String(s) if parse_date_time(s).is_some() => XType::Timestamp,
+            Value::String(s) => match segport_model::time::parse_rfc3339_ms(s) {
+                Ok(_) => XType::Timestamp,
+                Err(problem) => {
+                    return Err(Conflict {
+                        field: path.to_owned(),
+                        message: format!(
+                            "is an XDM date-time and needs an RFC 3339 string such as \
+                             2018-01-01T00:00:00Z, not {}: {problem}",
+                            short(value)
+                        ),
+                    })
+                }
+            },
             other => {
                 return Err(Conflict {
                     field: path.to_owned(),

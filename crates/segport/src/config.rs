@@ -25,7 +25,8 @@ pub async fn open_catalog(args: &CatalogArgs) -> anyhow::Result<Arc<dyn Catalog>
     if let Some(url) = &args.storage_url {
         anyhow::ensure!(
             url.starts_with("file://"),
-            "SEGPORT_STORAGE_URL {url:?} is not supported yet; use a file:// URL"
+            "--storage-url {url:?} is not supported yet; use a file:// URL (or leave it \
+             out: the data directory holds the data)"
         );
     }
     let url = catalog_url(args)?;

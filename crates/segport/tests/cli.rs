@@ -559,3 +559,39 @@ fn a_busy_port_fails_before_anything_starts() {
     assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
     assert!(!data.join("segport.db").exists(), "the catalog was opened: {stderr}");
 }
+
+/// Issue 8, point 7: rough edges a new user met. Logs carry no colour codes when stderr is not a
+/// terminal; an unsupported `--storage-url` is refused naming the flag that was given; the
+/// release build is stripped, with a `profiling` profile that keeps line tables for perf.
+#[test]
+fn rough_edges_are_smoothed() {
+    let dir = TempDir::new();
+    let out = run(&dir.0, &["serve", "--listen", "127.0.0.1:0", "--storage-url", "s3://b/p"], &[]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--storage-url \"s3://b/p\" is not supported"), "{stderr}");
+    assert!(!stderr.contains("SEGPORT_STORAGE_URL"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "ANSI codes in a piped log: {stderr:?}");
+    // The server's own text log, piped, is plain text too.
+    let mut child = common::segport(&dir.0, &["serve", "--listen", "127.0.0.1:0"], &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("segport serving") {
+        assert!(std::io::BufRead::read_line(&mut stderr, &mut log).unwrap() > 0, "{log}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "{log:?}");
+
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let manifest: toml::Table = std::fs::read_to_string(manifest).unwrap().parse().unwrap();
+    let profile = &manifest["profile"];
+    assert_eq!(profile["release"]["strip"].as_bool(), Some(true));
+    assert_eq!(profile["release"]["debug"].as_bool(), Some(false));
+    assert_eq!(profile["profiling"]["inherits"].as_str(), Some("release"));
+    assert_eq!(profile["profiling"]["debug"].as_str(), Some("line-tables-only"));
+}
