@@ -102,19 +102,30 @@ impl Authenticator {
         if api_key.is_empty() {
             return Err(ApiError::MissingApiKey);
         }
-        let tenant = tenant_from_headers(headers)?;
+        // A token names its org: in token mode a request may leave the org header out (a
+        // segport addition, for clients that hold only a token), and then it is the token's.
+        let org_from_token = self.mode == AuthMode::Token && !headers.contains_key(ORG_HEADER);
+        let tenant = if org_from_token { None } else { Some(tenant_from_headers(headers, None)?) };
         match self.mode {
-            AuthMode::Dev => Ok(tenant),
+            AuthMode::Dev => tenant
+                .ok_or_else(|| ApiError::BadTenantHeader(format!("Missing header {ORG_HEADER}"))),
             AuthMode::Token => {
+                if org_from_token {
+                    // The sandbox header is checked before the token, as with an org header.
+                    sandbox_header(headers)?;
+                }
                 let record = self.lookup(token).await?.ok_or(ApiError::InvalidToken)?;
                 let now = now_ms();
                 if record.revoked_ms.is_some() || record.expires_ms.is_some_and(|e| e <= now) {
                     return Err(ApiError::InvalidToken);
                 }
-                if record.org != tenant.org.as_str() {
-                    return Err(ApiError::OrgNotAllowed);
+                match tenant {
+                    Some(tenant) if record.org != tenant.org.as_str() => {
+                        Err(ApiError::OrgNotAllowed)
+                    }
+                    Some(tenant) => Ok(tenant),
+                    None => tenant_from_headers(headers, Some(&record.org)),
                 }
-                Ok(tenant)
             }
         }
     }
@@ -152,17 +163,29 @@ fn bearer(value: &str) -> Option<&str> {
         .then_some(token)
 }
 
-fn tenant_from_headers(headers: &HeaderMap) -> Result<Tenant, ApiError> {
-    let header = |name: &str| -> Result<&str, ApiError> {
-        let value = headers
-            .get(name)
-            .ok_or_else(|| ApiError::BadTenantHeader(format!("Missing header {name}")))?;
-        value.to_str().map_err(|_| {
-            ApiError::BadTenantHeader(format!("Header {name} holds characters that are not ASCII"))
-        })
+const ORG_HEADER: &str = "x-gw-ims-org-id";
+const SANDBOX_HEADER: &str = "x-sandbox-name";
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    let value = headers
+        .get(name)
+        .ok_or_else(|| ApiError::BadTenantHeader(format!("Missing header {name}")))?;
+    value.to_str().map_err(|_| {
+        ApiError::BadTenantHeader(format!("Header {name} holds characters that are not ASCII"))
+    })
+}
+
+fn sandbox_header(headers: &HeaderMap) -> Result<&str, ApiError> {
+    header(headers, SANDBOX_HEADER)
+}
+
+/// The tenant the headers name; `org`, when given, stands for the org header.
+fn tenant_from_headers(headers: &HeaderMap, org: Option<&str>) -> Result<Tenant, ApiError> {
+    let org = match org {
+        Some(org) => org,
+        None => header(headers, ORG_HEADER)?,
     };
-    let org = header("x-gw-ims-org-id")?;
-    let sandbox = header("x-sandbox-name")?;
+    let sandbox = sandbox_header(headers)?;
     Tenant::parse(org, sandbox).map_err(|errors| {
         let first = errors.0.first().map(|e| format!("Invalid header {}: {}", e.field, e.message));
         ApiError::BadTenantHeader(first.unwrap_or_else(|| "Invalid header".to_owned()))

@@ -138,10 +138,10 @@ async fn content_types_and_body_limits(backend: Backend) {
     t.send(post(Some("application/json"), big.to_string())).await.assert_service_error(413);
     let mut fits = minimal_job(&ds);
     fits["padding"] = json!("x".repeat(1024 * 1024 - 200));
-    assert_eq!(
-        t.send(post(Some("application/json"), fits.to_string())).await.status,
-        StatusCode::OK
-    );
+    // Read whole and validated: the unknown key is named.
+    let a = t.send(post(Some("application/json"), fits.to_string())).await;
+    a.assert_service_error(400);
+    assert_eq!(a.error_fields(), ["padding"]);
     // Wrong types deep inside are 400s, not 422s.
     let a = t.post("/export/jobs", json!({"destination": {"datasetId": ds}, "schema": {"name": "_xdm.context.profile"}, "filter": {"segments": [{"segmentId": 7}]}})).await;
     a.assert_service_error(400);
@@ -303,6 +303,31 @@ async fn token_mode(backend: Backend) {
     t.send(call("spt_not-a-token", ORG)).await.assert_gateway_error(401, "401013");
     t.send(call(&expired.secret, ORG)).await.assert_gateway_error(401, "401013");
     t.send(call(&revoked.secret, ORG)).await.assert_gateway_error(401, "401013");
+    // Without an org header, a token acts for its own org (a segport addition); the token is
+    // still checked, and the sandbox header still needed.
+    let without_org = |token: &str, sandbox: Option<&str>, body: Option<Value>| {
+        let mut request = Request::builder()
+            .method(if body.is_some() { Method::POST } else { Method::GET })
+            .uri("/data/foundation/catalog/dataSets")
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-api-key", "k")
+            .header("content-type", "application/json");
+        if let Some(sandbox) = sandbox {
+            request = request.header("x-sandbox-name", sandbox);
+        }
+        request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).unwrap()
+    };
+    let dataset = json!({"name": "mine", "schemaRef": {"id": UNION}});
+    let made = t.send(without_org(&good.secret, Some(SANDBOX), Some(dataset))).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text);
+    let id = made.body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let listed = t.send(without_org(&good.secret, Some(SANDBOX), None)).await;
+    assert_eq!(listed.body[&id]["imsOrg"], ORG, "{}", listed.text);
+    t.send(without_org(&revoked.secret, Some(SANDBOX), None))
+        .await
+        .assert_gateway_error(401, "401013");
+    let no_sandbox = t.send(without_org(&good.secret, None, None)).await;
+    assert_eq!(no_sandbox.status, StatusCode::BAD_REQUEST, "{}", no_sandbox.text);
     // The stored record holds only the hash.
     let stored = t.db.catalog.list_tokens().await.unwrap();
     assert!(stored.iter().all(|r| !r.token_sha256.contains(&good.secret)));

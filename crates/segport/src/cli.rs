@@ -39,7 +39,8 @@ pub enum Command {
     Token(TokenCommand),
     /// Write deterministic synthetic profiles, events and segments (NDJSON).
     Generate(GenerateArgs),
-    /// Load files into a dataset as one batch, through the same code as the Batch Ingestion API.
+    /// Load files into a dataset as one batch: through a running server's Batch Ingestion API
+    /// (--server), or directly into an existing catalog and storage root.
     Ingest(IngestArgs),
 }
 
@@ -59,11 +60,20 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct IngestArgs {
+    /// Load through this server's Batch Ingestion API (e.g. https://segport.example.com),
+    /// streamed; no database or storage access needed. Unset: open the catalog and storage root
+    /// below directly (they must exist: run where `segport serve` keeps its data).
+    #[arg(long, env = "SEGPORT_SERVER")]
+    pub server: Option<String>,
+    /// API token for --server. A dev-mode server takes any token.
+    #[arg(long, env = "SEGPORT_TOKEN", hide_env_values = true, requires = "server")]
+    pub token: Option<String>,
     #[command(flatten)]
     pub catalog: CatalogArgs,
-    /// The IMS org of the dataset.
+    /// The IMS org of the dataset. With --server and a token-mode server, the token's org by
+    /// default.
     #[arg(long)]
-    pub org: String,
+    pub org: Option<String>,
     /// The sandbox of the dataset.
     #[arg(long)]
     pub sandbox: String,
@@ -81,8 +91,8 @@ pub struct IngestArgs {
     pub quiet: bool,
     /// Hard-link each file into a local storage root instead of copying it (same filesystem
     /// only; falls back to a copy). The batch then shares the input's bytes: the input must not
-    /// be changed afterwards.
-    #[arg(long)]
+    /// be changed afterwards. Not with --server.
+    #[arg(long, conflicts_with = "server")]
     pub link: bool,
     /// Files to load.
     #[arg(required = true)]

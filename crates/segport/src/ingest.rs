@@ -27,8 +27,6 @@ use crate::cli::{FormatArg, IngestArgs};
 use crate::config::{open_catalog, open_storage};
 
 pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
-    let tenant = Tenant::parse(&args.org, &args.sandbox)
-        .map_err(|e| anyhow::anyhow!("--org/--sandbox: {e}"))?;
     let dataset_id =
         DatasetId::parse(&args.dataset).map_err(|m| anyhow::anyhow!("--dataset: {m}"))?;
     let format = match args.format {
@@ -36,6 +34,23 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         Some(FormatArg::Json) => IngestFormat::Json,
         None => format_of(&args.files)?,
     };
+    if let Some(server) = &args.server {
+        return crate::upload::run(server, &args, dataset_id, format).await;
+    }
+    let org = args.org.as_deref().context("--org is required (optional only with --server)")?;
+    let tenant =
+        Tenant::parse(org, &args.sandbox).map_err(|e| anyhow::anyhow!("--org/--sandbox: {e}"))?;
+    if args.catalog.database_url.as_deref().is_none_or(|u| u.trim().is_empty()) {
+        let db = args.catalog.data_dir.join("segport.db");
+        anyhow::ensure!(
+            db.exists(),
+            "no segport catalog at {}: `segport ingest` loads into the catalog of a server and \
+             never creates one. Run it where `segport serve` keeps its data, point --data-dir \
+             (SEGPORT_DATA_DIR) at that directory or --database-url (DATABASE_URL) at its \
+             database, or load through the running server with --server URL",
+            db.display()
+        );
+    }
     let catalog = open_catalog(&args.catalog).await?;
     let storage = open_storage(&args.catalog)?;
     catalog.ensure_sandbox(&tenant, now_ms()).await?;
@@ -76,7 +91,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
     let lease = i64::try_from(WorkerConfig::default().lease.as_millis()).unwrap_or(30_000);
     let claimed = catalog.claim_batch_task(worker.owner(), &batch.id, lease, now_ms()).await?;
     let progress = Arc::new(Progress::default());
-    let bar = progress_bar(args.quiet, total_bytes, progress.clone());
+    let bar = progress_bar(args.quiet, total_bytes, progress.clone(), true);
     match claimed {
         Some(task) => {
             let outcome = worker
@@ -201,7 +216,14 @@ async fn stream_to_storage(
     Ok(size)
 }
 
-fn progress_bar(quiet: bool, total_bytes: u64, progress: Arc<Progress>) -> Option<ProgressBar> {
+/// A progress bar of `progress`'s bytes (and, with `records`, its record counts), redrawn a few
+/// times a second until it is finished; `None` when quiet.
+pub(crate) fn progress_bar(
+    quiet: bool,
+    total_bytes: u64,
+    progress: Arc<Progress>,
+    records: bool,
+) -> Option<ProgressBar> {
     if quiet {
         return None;
     }
@@ -215,11 +237,13 @@ fn progress_bar(quiet: bool, total_bytes: u64, progress: Arc<Progress>) -> Optio
     tokio::spawn(async move {
         while !shown.is_finished() {
             shown.set_position(progress.bytes.load(Ordering::Relaxed));
-            shown.set_message(format!(
-                "{} records, {} failed",
-                progress.records.load(Ordering::Relaxed),
-                progress.failed.load(Ordering::Relaxed)
-            ));
+            if records {
+                shown.set_message(format!(
+                    "{} records, {} failed",
+                    progress.records.load(Ordering::Relaxed),
+                    progress.failed.load(Ordering::Relaxed)
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
@@ -249,29 +273,50 @@ async fn report(
     bytes: u64,
 ) -> anyhow::Result<()> {
     let done = catalog.get_batch(tenant, &batch.id).await?.context("the batch disappeared")?;
-    let records = done.record_count.unwrap_or(0);
-    let failed = done.failed_record_count.unwrap_or(0);
-    let secs = elapsed.as_secs_f64().max(1e-9);
-    eprintln!(
-        "batch {}: {} — {records} records ingested, {failed} failed, in {:.1} s ({:.0} records/s, {:.1} MB/s)",
-        batch.id,
-        done.status.as_str(),
-        secs,
-        (records + failed) as f64 / secs,
-        bytes as f64 / 1e6 / secs,
-    );
-    for e in &done.errors {
-        let rows: Vec<String> = e.rows.iter().take(10).map(u64::to_string).collect();
+    Summary {
+        batch_id: batch.id.to_string(),
+        status: done.status.as_str().to_owned(),
+        records: done.record_count.unwrap_or(0),
+        failed: done.failed_record_count.unwrap_or(0),
+        errors: done.errors.into_iter().map(|e| (e.code, e.description, e.rows)).collect(),
+    }
+    .print(elapsed, bytes)
+}
+
+/// How a batch ended, as both modes print it.
+pub(crate) struct Summary {
+    pub batch_id: String,
+    pub status: String,
+    pub records: i64,
+    pub failed: i64,
+    /// Code, description and the rows listed.
+    pub errors: Vec<(String, String, Vec<u64>)>,
+}
+
+impl Summary {
+    /// Prints the summary line and the batch's errors; an error when the batch did not succeed.
+    pub fn print(&self, elapsed: Duration, bytes: u64) -> anyhow::Result<()> {
+        let (records, failed) = (self.records, self.failed);
+        let secs = elapsed.as_secs_f64().max(1e-9);
         eprintln!(
-            "  {}: {} (rows {}{})",
-            e.code,
-            e.description,
-            rows.join(", "),
-            if e.rows.len() > 10 { ", …" } else { "" }
+            "batch {}: {} — {records} records ingested, {failed} failed, in {:.1} s ({:.0} records/s, {:.1} MB/s)",
+            self.batch_id,
+            self.status,
+            secs,
+            (records + failed) as f64 / secs,
+            bytes as f64 / 1e6 / secs,
         );
+        for (code, description, rows) in &self.errors {
+            let shown: Vec<String> = rows.iter().take(10).map(u64::to_string).collect();
+            eprintln!(
+                "  {code}: {description} (rows {}{})",
+                shown.join(", "),
+                if rows.len() > 10 { ", …" } else { "" }
+            );
+        }
+        if self.status != BatchStatus::Success.as_str() {
+            bail!("batch {} {}", self.batch_id, self.status);
+        }
+        Ok(())
     }
-    if done.status != BatchStatus::Success {
-        bail!("batch {} failed", batch.id);
-    }
-    Ok(())
 }

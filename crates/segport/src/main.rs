@@ -11,6 +11,7 @@ mod serve;
 mod settings;
 mod telemetry;
 mod token;
+mod upload;
 
 use std::process::ExitCode;
 

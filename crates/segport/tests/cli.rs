@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use segport_catalog::testing::TestCatalog;
@@ -594,4 +595,172 @@ fn rough_edges_are_smoothed() {
     assert_eq!(profile["release"]["debug"].as_bool(), Some(false));
     assert_eq!(profile["profiling"]["inherits"].as_str(), Some("release"));
     assert_eq!(profile["profiling"]["debug"].as_str(), Some("line-tables-only"));
+}
+
+/// A proxy in front of `server` that answers the first upload (PUT) with a 503 and forwards
+/// everything else, one request per connection; it records each request's method and path.
+fn flaky_proxy(server: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { continue };
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let mut head = Vec::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                if lower.starts_with("connection:") {
+                    continue;
+                }
+                if line == "\r\n" {
+                    head.push("connection: close\r\n".to_owned());
+                    head.push(line);
+                    break;
+                }
+                head.push(line);
+            }
+            if head.is_empty() {
+                continue;
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let request_line = head[0].trim().to_owned();
+            let first_put = {
+                let mut seen = log.lock().unwrap();
+                let first = request_line.starts_with("PUT ")
+                    && !seen.iter().any(|r: &String| r.starts_with("PUT "));
+                seen.push(request_line);
+                first
+            };
+            if first_put {
+                let answer = r#"{"title":"injected failure"}"#;
+                let _ = write!(
+                    client,
+                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                continue;
+            }
+            let mut upstream = std::net::TcpStream::connect(server).unwrap();
+            upstream.write_all(head.concat().as_bytes()).unwrap();
+            upstream.write_all(&body).unwrap();
+            let mut answer = Vec::new();
+            let _ = upstream.read_to_end(&mut answer);
+            let _ = client.write_all(&answer);
+        }
+    });
+    (address, seen)
+}
+
+/// Issue 8, point 3: `segport ingest` never invents a catalog (outside the server's directory
+/// it says where it looked and how to point it elsewhere), and with `--server` it loads through
+/// a running deployment's Batch Ingestion API with only a token: the org comes from the token,
+/// a file over the server's per-file cap goes as several files of one batch, a failed upload
+/// is sent again, and the batch is completed once.
+#[test]
+fn ingest_needs_a_catalog_or_a_server() {
+    let dir = TempDir::new();
+    let elsewhere = dir.0.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let out = run(&elsewhere, &["generate", "--profiles", "60", "--seed", "3", "--out", "g"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let profiles = std::fs::read_to_string(elsewhere.join("g/profiles.ndjson")).unwrap();
+    let records = profiles.lines().count();
+
+    let args =
+        ["ingest", "--org", ORG, "--sandbox", "prod", "--dataset", "5b7c86968f7b6501e21ba9df"];
+    let out = run(&elsewhere, &[&args[..], &["g/profiles.ndjson"]].concat(), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no segport catalog at ./segport-data/segport.db"), "{err}");
+    assert!(err.contains("--data-dir") && err.contains("--server"), "{err}");
+    assert!(!elsewhere.join("segport-data").exists(), "a catalog was created");
+
+    let out = run(&dir.0, &["migrate"], &[]);
+    assert!(out.status.success());
+    let out = run(&dir.0, &["token", "create", "--org", ORG], &[]);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let cap = profiles.len() / 3;
+    let server =
+        Server::start(&dir.0, &["--auth", "token", "--max-upload-bytes", &cap.to_string()], &[]);
+    let (status, body) = server.tenant_call(
+        "POST",
+        "/data/foundation/catalog/dataSets",
+        &token,
+        ORG,
+        Some(&json!({"name": "d", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile"}, "tags": {"unifiedProfile": ["enabled:true"]}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let dataset = body[0].as_str().unwrap().trim_start_matches("@/dataSets/").to_owned();
+    let (proxy, requests) = flaky_proxy(server.addr);
+    let url = format!("http://{proxy}");
+    let out = run(
+        &elsewhere,
+        &[
+            "ingest",
+            "--server",
+            &url,
+            "--sandbox",
+            "prod",
+            "--dataset",
+            &dataset,
+            "--quiet",
+            "g/profiles.ndjson",
+        ],
+        &[("SEGPORT_TOKEN", &token)],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains(&format!("success — {records} records ingested, 0 failed")), "{err}");
+    assert!(err.contains("sending it again"), "{err}");
+    assert!(!elsewhere.join("segport-data").exists(), "a catalog was created");
+
+    let requests = requests.lock().unwrap().clone();
+    let count = |prefix: &str| requests.iter().filter(|r| r.starts_with(prefix)).count();
+    let completes = requests.iter().filter(|r| r.contains("action=COMPLETE")).count();
+    assert_eq!(completes, 1, "{requests:?}");
+    let names: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .filter(|r| r.starts_with("PUT "))
+        .filter_map(|r| r.split(' ').nth(1)?.rsplit('/').next())
+        .collect();
+    assert!(names.len() >= 3, "split into files under the cap: {requests:?}");
+    assert_eq!(count("PUT "), names.len() + 1, "one upload was sent twice: {requests:?}");
+    // Each file the server keeps is under its cap.
+    let batch = requests[0].clone();
+    assert!(batch.starts_with("POST /data/foundation/import/batches"), "{requests:?}");
+    let batch_id = requests
+        .iter()
+        .find_map(|r| r.split("/import/batches/").nth(1)?.split(['/', '?']).next())
+        .unwrap()
+        .to_owned();
+    let (status, files) = server.tenant_call(
+        "GET",
+        &format!("/data/foundation/export/files/{batch_id}"),
+        &token,
+        ORG,
+        None,
+    );
+    assert_eq!(status, 200, "{files}");
+    let sizes: Vec<usize> = files["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["length"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(sizes.iter().sum::<usize>(), profiles.len());
+    assert!(sizes.iter().all(|s| *s <= cap), "{sizes:?}");
+    assert!(server.terminate().success());
 }

@@ -22,16 +22,19 @@ use crate::auth::Authenticated;
 use crate::extract::{JsonBody, PathId, QueryPairs};
 use crate::{ApiError, AppState};
 
+/// The header of a batch-create answer that names the largest file an upload accepts.
+pub const MAX_UPLOAD_HEADER: &str = "x-segport-max-upload-bytes";
+
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(create)).routes(routes!(action)).routes(routes!(upload))
 }
 
-#[utoipa::path(post, path = "/data/foundation/import/batches", operation_id = "createIngestBatch", tag = "batch ingestion", request_body(content = crate::openapi::IngestBatchCreate, content_type = "application/json"), responses((status = 201, description = "The batch, status loading.", body = Object)))]
+#[utoipa::path(post, path = "/data/foundation/import/batches", operation_id = "createIngestBatch", tag = "batch ingestion", request_body(content = crate::openapi::IngestBatchCreate, content_type = "application/json"), responses((status = 201, description = "The batch, status loading. Header `x-segport-max-upload-bytes` names the largest file an upload accepts.", body = Object)))]
 async fn create(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, [(&'static str, String); 1], Json<Value>), ApiError> {
     let new = NewIngestBatch::parse(&body)?;
     let dataset = state.catalog.get_dataset(&tenant, &new.dataset_id).await?.ok_or_else(|| {
         ApiError::invalid(
@@ -56,7 +59,9 @@ async fn create(
     tracing::info!(batch_id = %batch.id, dataset_id = %batch.dataset_id, "ingest batch created");
     let mut wire = batch.to_wire();
     wire["id"] = json!(batch.id);
-    Ok((StatusCode::CREATED, Json(wire)))
+    // The per-file cap, so that a client can split larger input across files (a segport
+    // addition; `segport ingest --server` reads it).
+    Ok((StatusCode::CREATED, [(MAX_UPLOAD_HEADER, state.max_upload_bytes.to_string())], Json(wire)))
 }
 
 /// The batch an import call names, which must be an ingest batch of this tenant.
