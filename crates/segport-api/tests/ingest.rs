@@ -27,6 +27,7 @@ both_backends!(
     values_from_aep_descriptions_are_accepted,
     a_type_is_released_when_no_live_dataset_holds_it,
     a_json_array_sent_as_ndjson_is_refused_with_a_hint,
+    fail_and_revert_as_batch_ingestion_documents_them,
 );
 
 fn identities(record: &Value) -> BTreeSet<(String, String, bool)> {
@@ -862,4 +863,117 @@ async fn a_json_array_sent_as_ndjson_is_refused_with_a_hint(backend: Backend) {
     assert_eq!(errors[0]["code"], "INVALID_JSON");
     let text = errors[0]["description"].as_str().unwrap();
     assert!(text.contains("isMultiLineJson"), "{text}");
+}
+
+/// The stored profiles of `dataset` as (key, loyalty.points), latest fragment last.
+async fn stored_points(t: &TestApp, dataset: &str) -> Vec<(String, Value)> {
+    t.stored(dataset, RecordKind::Profile)
+        .await
+        .iter()
+        .map(|r| (r["__key"].as_str().unwrap().to_owned(), r["loyalty"]["points"].clone()))
+        .collect()
+}
+
+/// FAIL ends a loading batch failed with its uploads gone; REVERT withdraws a successful
+/// batch's records from the store, whether they still sit in its own files or were compacted
+/// with other batches' rows: later exports and compactions no longer see them, and the batch
+/// shows as reverted.
+async fn fail_and_revert_as_batch_ingestion_documents_them(backend: Backend) {
+    let t = TestApp::new(backend).await;
+    let pds = t.store_dataset(PROFILE_SCHEMA).await;
+    let load = |records: Vec<Value>| {
+        let t = &t;
+        let pds = pds.clone();
+        async move {
+            t.ingest(&pds, json!({"format": "json"}), vec![("f.json", ndjson(&records))]).await.0
+        }
+    };
+    // FAIL: a loading batch ends failed, its files discarded; a finished one cannot fail.
+    let loading = t.new_batch(&pds, json!({"format": "json"})).await;
+    t.upload(&loading, &pds, "f.json", ndjson(&[profile("z", json!(0))])).await;
+    let a = t.batch_action(&loading, "FAIL").await;
+    assert_eq!(
+        (a.status, a.body["status"].as_str()),
+        (StatusCode::OK, Some("failed")),
+        "{}",
+        a.text
+    );
+    assert!(t
+        .state
+        .storage
+        .list(&segport_store::storage::uploads_dir(ORG, SANDBOX, &loading))
+        .await
+        .unwrap()
+        .is_empty());
+    t.batch_action(&loading, "REVERT").await.assert_service_error(409);
+    t.batch_action(&loading, "COMPLETE").await.assert_service_error(409);
+
+    let first = load(vec![profile("a", json!(1)), profile("b", json!(2))]).await;
+    let second = load(vec![profile("a", json!(10)), profile("c", json!(3))]).await;
+    let lone = load(vec![profile("d", json!(4))]).await;
+    t.batch_action(&first, "FAIL").await.assert_service_error(409);
+
+    // Its own files, not compacted yet.
+    let a = t.batch_action(&lone, "REVERT").await;
+    assert_eq!(
+        (a.status, a.body["status"].as_str()),
+        (StatusCode::OK, Some("reverted")),
+        "{}",
+        a.text
+    );
+    assert_eq!(t.batch(&lone).await["status"], "reverted");
+    t.batch_action(&lone, "REVERT").await.assert_service_error(409);
+    let keys =
+        |rows: &[(String, Value)]| rows.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        keys(&stored_points(&t, &pds).await),
+        BTreeSet::from(["ECID:a".into(), "ECID:b".into(), "ECID:c".into()])
+    );
+    let listed = |status: &str| {
+        let (t, path) = (&t, format!("/data/foundation/catalog/batches?status={status}"));
+        async move {
+            t.get(&path).await.body.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>()
+        }
+    };
+    assert_eq!(listed("reverted").await, BTreeSet::from([lone.clone()]));
+    assert!(!listed("success").await.contains(&lone));
+
+    // Compacted with another batch's rows: the compacted file is rewritten without them.
+    let ctx = t.worker_context(small_limits());
+    let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    assert!(segport_worker::compact_sandbox(&ctx, &tenant).await.unwrap() > 0);
+    let snapshot = t.db.catalog.store_snapshot(&tenant, None).await.unwrap();
+    // Profile a has rows of both batches in its partition: they now share a compacted file.
+    let holds_a = |f: &&segport_catalog::StoreFile| {
+        f.min_key.as_str() <= "ECID:a" && "ECID:a" <= f.max_key.as_str()
+    };
+    let a_files: Vec<_> = snapshot.files.iter().filter(holds_a).collect();
+    assert!(a_files.len() == 1 && a_files[0].batch_id.is_none(), "{a_files:?}");
+    let a = t.batch_action(&first, "REVERT").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    // The oracle: the store as if only the second batch had been loaded.
+    let expect = vec![("ECID:a".to_owned(), json!(10)), ("ECID:c".to_owned(), json!(3))];
+    assert_eq!(stored_points(&t, &pds).await, expect);
+    // A later compaction does not bring them back.
+    load(vec![profile("e", json!(5))]).await;
+    segport_worker::compact_sandbox(&ctx, &tenant).await.unwrap();
+    let mut expect_now = expect.clone();
+    expect_now.push(("ECID:e".to_owned(), json!(5)));
+    let mut got = stored_points(&t, &pds).await;
+    got.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(got, expect_now);
+    // And a later export exports what is left.
+    let export = t.export_dataset().await;
+    let mut job = minimal_job(&export);
+    job["fields"] = json!("loyalty.points");
+    let job = t.create_job(job).await;
+    t.run_tasks().await;
+    let batch =
+        segport_model::BatchId::parse(job["destination"]["batchId"].as_str().unwrap()).unwrap();
+    let files = t.db.catalog.list_batch_files(&tenant, &batch).await.unwrap();
+    let mut exported: Vec<Value> =
+        output_rows(&t, &files).await.iter().map(|r| r["loyalty"]["points"].clone()).collect();
+    exported.sort_by_key(|v| v.as_i64());
+    assert_eq!(exported, [json!(3), json!(5), json!(10)]);
+    let _ = second;
 }

@@ -226,6 +226,14 @@ pub struct StoreSnapshot {
     pub event_schema: String,
 }
 
+/// See [`Catalog::revert_plan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevertPlan {
+    /// The commit the batch's records were stored at: their rows' `__seq` in compacted files.
+    pub commit_seq: i64,
+    pub compacted: Vec<StoreFile>,
+}
+
 /// What the live datasets of a sandbox hold of one union schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeldSchemas {
@@ -535,6 +543,28 @@ pub trait Catalog: Send + Sync + 'static {
         batch_id: &BatchId,
         now_ms: i64,
     ) -> Result<Option<BatchTransition>>;
+    /// `loading → failed` (Batch Ingestion's FAIL). `None` when the batch does not exist.
+    async fn fail_batch(
+        &self,
+        tenant: &Tenant,
+        batch_id: &BatchId,
+        now_ms: i64,
+    ) -> Result<Option<BatchTransition>>;
+    /// What reverting a successful ingest batch involves: the commit its records were stored
+    /// at, and the live compacted files of its dataset made since, which may hold some of them.
+    /// `None` when it is not a successful, not yet reverted ingest batch of the tenant.
+    async fn revert_plan(&self, tenant: &Tenant, batch_id: &BatchId) -> Result<Option<RevertPlan>>;
+    /// Reverts a successful ingest batch in one commit: its own store files leave the store,
+    /// each compacted file of `rewrites` is replaced by its rewrite without the batch's rows
+    /// (or by nothing), and the batch shows as reverted. False when the batch is no longer
+    /// revertible; `Conflict` when a rewritten file was replaced meanwhile (plan again).
+    async fn revert_batch(
+        &self,
+        tenant: &Tenant,
+        batch_id: &BatchId,
+        rewrites: &[(i64, Option<NewStoreFile>)],
+        now_ms: i64,
+    ) -> Result<bool>;
     /// Deletes a dataset, its batches and (after every snapshot holding them) its store files.
     /// Answers the ids of its batches, whose uploaded files the caller removes; `None` when it
     /// does not exist; `Conflict` while a queued or running task writes to it.

@@ -82,7 +82,9 @@ pub(crate) const SELECT_BATCH: &str =
     "SELECT * FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3";
 /// `$3`/`$4` are optional filters, passed as NULL when absent.
 pub(crate) const LIST_BATCHES: &str = "SELECT * FROM batches WHERE org = $1 AND sandbox = $2 \
-     AND ($3 IS NULL OR dataset_id = $3) AND ($4 IS NULL OR status = $4) \
+     AND ($3 IS NULL OR dataset_id = $3) \
+     AND ($4 IS NULL OR (status = $4 AND reverted_ms IS NULL) \
+          OR ($4 = 'reverted' AND reverted_ms IS NOT NULL)) \
      ORDER BY created_ms, id LIMIT $5 OFFSET $6";
 pub(crate) const FAIL_JOB_BATCHES: &str = "UPDATE batches SET status = 'failed', updated_ms = $2, \
      completed_ms = $2 WHERE job_id = $1 AND status IN ('loading', 'staging')";
@@ -158,7 +160,7 @@ pub(crate) const EMPTY_SCHEMA: &str = r#"{"fields":{}}"#;
 pub(crate) const HELD_SCHEMAS: &str = "SELECT b.held_schema FROM batches b \
      JOIN datasets d ON d.id = b.dataset_id \
      WHERE d.org = $1 AND d.sandbox = $2 AND d.class = $3 AND b.kind = 'ingest' \
-     AND b.status = 'success'";
+     AND b.status = 'success' AND b.reverted_ms IS NULL";
 pub(crate) const SELECT_SCHEMA_VERSION: &str = "SELECT schema_version, profile_schema, \
      event_schema, released_version FROM sandboxes WHERE org = $1 AND sandbox = $2";
 pub(crate) const RELEASE_SCHEMA: &str = "UPDATE sandboxes SET \
@@ -197,7 +199,21 @@ pub(crate) const COLLECTABLE_FILES: &str = "SELECT f.id, f.path FROM store_files
 pub(crate) const FORGET_FILE: &str = "DELETE FROM store_files WHERE id = $1";
 pub(crate) const FINISH_INGEST_BATCH: &str = "UPDATE batches SET status = $2, record_count = $3, \
      failed_record_count = $4, errors = $5, completed_ms = $6, updated_ms = $7, \
-     held_schema = $8 WHERE id = $1";
+     held_schema = $8, commit_seq = $9 WHERE id = $1";
+/// The commit a successful, not reverted ingest batch stored its records at.
+pub(crate) const REVERTIBLE_BATCH: &str = "SELECT b.dataset_id, b.commit_seq, \
+     (SELECT MIN(f.seq) FROM store_files f WHERE f.batch_id = b.id) FROM batches b \
+     WHERE b.org = $1 AND b.sandbox = $2 AND b.id = $3 AND b.kind = 'ingest' \
+     AND b.status = 'success' AND b.reverted_ms IS NULL";
+/// Live compacted files of a dataset made after commit `$4`: the ones that may hold its rows.
+pub(crate) const COMPACTED_SINCE: &str = "SELECT id, dataset_id, kind, partition_no, path, \
+     batch_id, ingest_ms, seq, row_count, byte_count, min_key, max_key FROM store_files \
+     WHERE org = $1 AND sandbox = $2 AND dataset_id = $3 AND batch_id IS NULL \
+     AND removed_seq IS NULL AND seq > $4 ORDER BY id";
+pub(crate) const REMOVE_BATCH_FILES: &str = "UPDATE store_files SET removed_seq = $4, \
+     removed_ms = $5 WHERE org = $1 AND sandbox = $2 AND batch_id = $3 AND removed_seq IS NULL";
+pub(crate) const MARK_REVERTED: &str = "UPDATE batches SET reverted_ms = $4, updated_ms = $4 \
+     WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'success' AND reverted_ms IS NULL";
 
 pub(crate) const SELECT_UPLOAD: &str =
     "SELECT name, object, bytes, uploaded_ms FROM batch_uploads \
@@ -524,6 +540,9 @@ pub(crate) struct BatchRow {
     created_ms: i64,
     updated_ms: i64,
     completed_ms: Option<i64>,
+    /// Set once a successful batch is reverted (its status column stays `success`).
+    #[sqlx(default)]
+    reverted_ms: Option<i64>,
 }
 
 impl TryFrom<BatchRow> for Batch {
@@ -534,7 +553,12 @@ impl TryFrom<BatchRow> for Batch {
             dataset_id: DatasetId::parse(&row.dataset_id)
                 .map_err(|e| corrupt("batches.dataset_id", e))?,
             kind: BatchKind::parse(&row.kind).ok_or_else(|| corrupt("batches.kind", &row.kind))?,
-            status: BatchStatus::parse(&row.status).map_err(|e| corrupt("batches.status", e))?,
+            status: match row.reverted_ms {
+                Some(_) => BatchStatus::Reverted,
+                None => {
+                    BatchStatus::parse(&row.status).map_err(|e| corrupt("batches.status", e))?
+                }
+            },
             errors: json_or_default::<Vec<BatchError>>(row.errors.as_deref())?,
             org: row.org,
             sandbox: row.sandbox,
@@ -1643,6 +1667,7 @@ macro_rules! impl_catalog {
                     .bind(success.then_some(completed_ms))
                     .bind(c.now_ms)
                     .bind(success.then_some(c.held.as_str()))
+                    .bind(success.then_some(seq))
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -1827,6 +1852,121 @@ macro_rules! impl_catalog {
                 now_ms: i64,
             ) -> $crate::Result<Option<$crate::BatchTransition>> {
                 self.move_batch(tenant, batch_id, "aborted", now_ms, false).await
+            }
+
+            async fn fail_batch(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+                now_ms: i64,
+            ) -> $crate::Result<Option<$crate::BatchTransition>> {
+                self.move_batch(tenant, batch_id, "failed", now_ms, false).await
+            }
+
+            async fn revert_plan(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+            ) -> $crate::Result<Option<$crate::RevertPlan>> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let found: Option<(String, Option<i64>, Option<i64>)> =
+                    sqlx::query_as($crate::sql::REVERTIBLE_BATCH)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(batch_id.as_str())
+                        .fetch_optional(self.read())
+                        .await?;
+                let Some((dataset_id, recorded, from_files)) = found else { return Ok(None) };
+                let Some(commit_seq) = recorded.or(from_files) else {
+                    return Err($crate::CatalogError::Conflict(format!(
+                        "batch {batch_id} was committed before reverts were recorded and its \
+                         files are gone; it cannot be reverted"
+                    )));
+                };
+                let rows = sqlx::query_as::<_, $crate::sql::StoreFileRow>(
+                    $crate::sql::COMPACTED_SINCE,
+                )
+                .bind(org)
+                .bind(sandbox)
+                .bind(&dataset_id)
+                .bind(commit_seq)
+                .fetch_all(self.read())
+                .await?;
+                Ok(Some($crate::RevertPlan {
+                    commit_seq,
+                    compacted: $crate::sql::convert_all(rows)?,
+                }))
+            }
+
+            async fn revert_batch(
+                &self,
+                tenant: &segport_model::Tenant,
+                batch_id: &segport_model::BatchId,
+                rewrites: &[(i64, Option<$crate::NewStoreFile>)],
+                now_ms: i64,
+            ) -> $crate::Result<bool> {
+                let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+                let mut tx = self.write().begin().await?;
+                let (seq, _, _): (i64, i64, i64) = sqlx::query_as($crate::sql::NEXT_COMMIT)
+                    .bind(org)
+                    .bind(sandbox)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let marked = sqlx::query($crate::sql::MARK_REVERTED)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(batch_id.as_str())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if marked != 1 {
+                    return Ok(false);
+                }
+                sqlx::query($crate::sql::REMOVE_BATCH_FILES)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(batch_id.as_str())
+                    .bind(seq)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                for (old, new) in rewrites {
+                    let removed = sqlx::query($crate::sql::REMOVE_STORE_FILE)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(old)
+                        .bind(seq)
+                        .bind(now_ms)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if removed != 1 {
+                        return Err($crate::CatalogError::Conflict(format!(
+                            "store file {old} was replaced while the revert rewrote it"
+                        )));
+                    }
+                    if let Some(f) = new {
+                        sqlx::query($crate::sql::INSERT_STORE_FILE)
+                            .bind(org)
+                            .bind(sandbox)
+                            .bind(&f.dataset_id)
+                            .bind(f.kind.as_str())
+                            .bind(i64::from(f.partition))
+                            .bind(&f.path)
+                            .bind(None::<String>)
+                            .bind(None::<i64>)
+                            .bind(seq)
+                            .bind(f.rows)
+                            .bind(f.bytes)
+                            .bind(&f.min_key)
+                            .bind(&f.max_key)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn delete_dataset(

@@ -41,15 +41,18 @@ pub enum BatchStatus {
     Success,
     Failed,
     Aborted,
+    /// A successful ingest batch whose records were withdrawn from the store.
+    Reverted,
 }
 
 impl BatchStatus {
-    pub const ALL: [BatchStatus; 5] = [
+    pub const ALL: [BatchStatus; 6] = [
         BatchStatus::Loading,
         BatchStatus::Staging,
         BatchStatus::Success,
         BatchStatus::Failed,
         BatchStatus::Aborted,
+        BatchStatus::Reverted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl BatchStatus {
             BatchStatus::Success => "success",
             BatchStatus::Failed => "failed",
             BatchStatus::Aborted => "aborted",
+            BatchStatus::Reverted => "reverted",
         }
     }
 
@@ -66,7 +70,8 @@ impl BatchStatus {
         BatchStatus::ALL.into_iter().find(|st| st.as_str().eq_ignore_ascii_case(s)).ok_or_else(
             || {
                 format!(
-                    "{:?} is not a batch status; use loading, staging, success, failed or aborted",
+                    "{:?} is not a batch status; use loading, staging, success, failed, aborted \
+                     or reverted",
                     truncate(s)
                 )
             },
@@ -82,6 +87,7 @@ const STATUS_FILTERS: &[(&str, Option<BatchStatus>)] = &[
     ("success", Some(BatchStatus::Success)),
     ("failed", Some(BatchStatus::Failed)),
     ("aborted", Some(BatchStatus::Aborted)),
+    ("reverted", Some(BatchStatus::Reverted)),
     // Aliases: Catalog's other names for the same states.
     ("active", Some(BatchStatus::Success)),
     ("failure", Some(BatchStatus::Failed)),

@@ -193,8 +193,10 @@ impl Head {
 }
 
 /// Merges `files` (one dataset, one partition) into one file at `out`, with the same rows in
-/// the order [`read_fragments`] gives. The files are sorted, so a k-way merge keeps one batch
-/// per file in memory (and the encoded output), whatever the size of the partition.
+/// the order [`read_fragments`] gives, less the rows of the commits in `drop_seqs` (a reverted
+/// batch's). The files are sorted, so a k-way merge keeps one batch per file in memory (and the
+/// encoded output), whatever the size of the partition. Answers `None`, writing nothing, when
+/// no row is left.
 pub async fn compact(
     storage: &Storage,
     files: &[FileRef],
@@ -202,7 +204,8 @@ pub async fn compact(
     attributes: &UnionSchema,
     row_group_rows: usize,
     out: &object_store::path::Path,
-) -> Result<Compacted> {
+    drop_seqs: &[i64],
+) -> Result<Option<Compacted>> {
     let mut heads = Vec::with_capacity(files.len());
     let mut present = UnionSchema::default();
     for file in files {
@@ -243,9 +246,11 @@ pub async fn compact(
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_CHUNK);
     let (mut rows, mut min_key, mut max_key) = (0u64, None, String::new());
     while let Some(Reverse((order, h))) = queue.pop() {
-        min_key.get_or_insert_with(|| order.0.clone());
-        max_key = order.0;
-        picks.push((h, heads[h].row));
+        if !drop_seqs.contains(&order.2) {
+            min_key.get_or_insert_with(|| order.0.clone());
+            max_key = order.0;
+            picks.push((h, heads[h].row));
+        }
         heads[h].row += 1;
         let exhausted = heads[h].batch.as_ref().is_some_and(|b| heads[h].row == b.num_rows());
         // A head's batch is replaced only after the rows taken from it are written.
@@ -261,9 +266,8 @@ pub async fn compact(
         }
     }
     rows += write_picks(&heads, &mut picks, &mut writer, &mut index, row_file.as_mut(), out)?;
-    let Some(min_key) = min_key else {
-        return Err(StoreError::Schema("nothing to compact".into()));
-    };
+    // No row left: nothing is written (the unfinished row file removes itself).
+    let Some(min_key) = min_key else { return Ok(None) };
     let bytes = Bytes::from(writer.into_inner().map_err(StoreError::parquet(out))?);
     let size = bytes.len() as u64;
     // The companions first: a data file is never without them.
@@ -274,7 +278,7 @@ pub async fn compact(
         row_file.finish()?;
     }
     storage.put(out, bytes).await?;
-    Ok(Compacted { path: out.to_string(), rows, bytes: size, min_key, max_key })
+    Ok(Some(Compacted { path: out.to_string(), rows, bytes: size, min_key, max_key }))
 }
 
 /// Writes the picked rows (head, row) in order, and indexes them.

@@ -237,9 +237,10 @@ async fn compact_files(
         .collect();
     let name = format!("compacted-{}.parquet", segport_model::ids::new_uuid().simple());
     let out = store_file(tenant.org.as_str(), tenant.sandbox.as_str(), dataset, partition, &name);
-    let merged =
-        compact(&ctx.storage, &refs, record_kind, &schema, ctx.config.ingest.row_group_rows, &out)
-            .await?;
+    let row_group_rows = ctx.config.ingest.row_group_rows;
+    let merged = compact(&ctx.storage, &refs, record_kind, &schema, row_group_rows, &out, &[])
+        .await?
+        .ok_or_else(|| TaskError::Invalid(format!("partition {partition} held no rows")))?;
     let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
     let new_file = NewStoreFile {
         dataset_id: dataset.to_owned(),

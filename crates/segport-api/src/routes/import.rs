@@ -1,5 +1,6 @@
 //! Batch Ingestion `/data/foundation/import`: create a batch, upload its files (streamed to
-//! storage, idempotent, size-capped), then COMPLETE (queue the ingest) or ABORT.
+//! storage, idempotent, size-capped), then COMPLETE (queue the ingest), ABORT or FAIL; REVERT
+//! withdraws a successful batch's records from the store.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -7,12 +8,18 @@ use axum::http::StatusCode;
 use axum::Json;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
-use segport_catalog::{Upload, UploadRecorded};
+use segport_catalog::{NewStoreFile, StoreKind, Upload, UploadRecorded};
 use segport_model::batch::{Batch, BatchKind, BatchStatus, NewIngestBatch};
 use segport_model::dataset::DatasetClass;
 use segport_model::time::now_ms;
 use segport_model::{DatasetId, Tenant};
-use segport_store::storage::{new_upload_object, upload_location, uploads_dir, valid_upload_name};
+use segport_store::compact::{compact, FileRef};
+use segport_store::ingest::IngestLimits;
+use segport_store::schema::UnionSchema;
+use segport_store::storage::{
+    new_upload_object, store_file, upload_location, uploads_dir, valid_upload_name,
+};
+use segport_store::RecordKind;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use utoipa_axum::router::OpenApiRouter;
@@ -172,45 +179,188 @@ async fn upload(
     Ok(Json(json!({"batchId": batch.id, "name": name, "size": size})))
 }
 
-#[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = segport_model::BatchId, Path, description = "The resource id."), ("action" = String, Query, description = "COMPLETE or ABORT.")), responses((status = 200, description = "Done.", body = Object)))]
+#[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = segport_model::BatchId, Path, description = "The resource id."), ("action" = BatchAction, Query, description = "COMPLETE, ABORT or FAIL a loading batch; REVERT a successful one.")), responses((status = 200, description = "Done: `{id, status}`.", body = Object)))]
 async fn action(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
     PathId(raw): PathId,
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
-    let action = query.get("action").unwrap_or_default().to_ascii_uppercase();
-    if action != "COMPLETE" && action != "ABORT" {
-        return Err(ApiError::invalid("action", "must be COMPLETE or ABORT"));
-    }
+    let raw_action = query.get("action").unwrap_or_default();
+    let Some(action) = BatchAction::parse(raw_action) else {
+        return Err(ApiError::invalid("action", "must be COMPLETE, ABORT, FAIL or REVERT"));
+    };
     let batch = ingest_batch(&state, &tenant, &raw).await?;
     let now = now_ms();
-    let transition = if action == "COMPLETE" {
-        state.catalog.complete_batch(&tenant, &batch.id, now).await?
-    } else {
-        state.catalog.abort_batch(&tenant, &batch.id, now).await?
+    if action == BatchAction::Revert {
+        let status = revert(&state, &tenant, &batch).await?;
+        tracing::info!(batch_id = %batch.id, "batch reverted");
+        return Ok(Json(json!({"id": batch.id, "status": status.as_str()})));
+    }
+    let transition = match action {
+        BatchAction::Complete => state.catalog.complete_batch(&tenant, &batch.id, now).await?,
+        BatchAction::Abort => state.catalog.abort_batch(&tenant, &batch.id, now).await?,
+        BatchAction::Fail | BatchAction::Revert => {
+            state.catalog.fail_batch(&tenant, &batch.id, now).await?
+        }
     }
     .ok_or_else(|| ApiError::NotFound(format!("batch {} not found", batch.id)))?;
 
     let status = transition.status;
-    let acceptable = match action.as_str() {
-        // Completing again is harmless; completing an aborted batch is not possible.
-        "COMPLETE" => status != BatchStatus::Aborted,
-        _ => status == BatchStatus::Aborted,
+    let acceptable = match action {
+        // Completing again is harmless; completing an aborted batch, or one failed by FAIL
+        // before it was ever ingested, is not possible.
+        BatchAction::Complete => {
+            status != BatchStatus::Aborted
+                && !(status == BatchStatus::Failed && batch.record_count.is_none())
+        }
+        BatchAction::Abort => status == BatchStatus::Aborted,
+        BatchAction::Fail | BatchAction::Revert => status == BatchStatus::Failed,
     };
     if !acceptable {
         return Err(ApiError::Conflict(format!(
-            "batch {} is {}; {action} is not possible any more",
+            "batch {} is {}; {} is not possible any more",
             batch.id,
-            status.as_str()
+            status.as_str(),
+            action.as_str()
         )));
     }
-    if action == "ABORT" && transition.changed {
+    // An aborted or failed batch will never be ingested: its uploads go.
+    if action != BatchAction::Complete && transition.changed {
         let dir = uploads_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch.id.as_str());
         if let Err(e) = state.storage.delete_prefix(&dir).await {
-            tracing::warn!(batch_id = %batch.id, error = %e, "cannot remove the aborted batch's files");
+            tracing::warn!(batch_id = %batch.id, error = %e, "cannot remove the batch's files");
         }
     }
-    tracing::info!(batch_id = %batch.id, action, status = status.as_str(), "batch action");
+    tracing::info!(batch_id = %batch.id, action = action.as_str(), status = status.as_str(), "batch action");
     Ok(Json(json!({"id": batch.id, "status": status.as_str()})))
+}
+
+/// The actions of `POST /import/batches/{id}?action=`, as Batch Ingestion names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "UPPERCASE")]
+pub(crate) enum BatchAction {
+    Complete,
+    Abort,
+    Fail,
+    Revert,
+}
+
+impl BatchAction {
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Complete, Self::Abort, Self::Fail, Self::Revert]
+            .into_iter()
+            .find(|a| a.as_str().eq_ignore_ascii_case(s))
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "COMPLETE",
+            Self::Abort => "ABORT",
+            Self::Fail => "FAIL",
+            Self::Revert => "REVERT",
+        }
+    }
+}
+
+/// Withdraws a successful ingest batch's records from the store, as one commit: its own files
+/// leave the store, and every compacted file of its dataset that holds some of its rows is
+/// replaced by a rewrite without them, so that neither a later export nor a later compaction
+/// sees them again. A compaction that replaces one of those files meanwhile makes the commit
+/// fail; it is planned again.
+async fn revert(state: &AppState, tenant: &Tenant, batch: &Batch) -> Result<BatchStatus, ApiError> {
+    const ATTEMPTS: usize = 3;
+    let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+    for attempt in 1..=ATTEMPTS {
+        let Some(plan) = state.catalog.revert_plan(tenant, &batch.id).await? else {
+            return Err(ApiError::Conflict(format!(
+                "batch {} is {}; only a successful batch can be reverted",
+                batch.id,
+                current_status(state, tenant, batch).await?.as_str()
+            )));
+        };
+        let store = state.catalog.store_state(tenant).await?;
+        let mut rewrites = Vec::new();
+        let mut written = Vec::new();
+        for file in &plan.compacted {
+            let (kind, schema_text) = match file.kind {
+                StoreKind::Profile => (RecordKind::Profile, &store.profile_schema),
+                StoreKind::Event => (RecordKind::Event, &store.event_schema),
+            };
+            let schema = UnionSchema::from_json(schema_text).map_err(|e| {
+                ApiError::Internal(format!("the sandbox schema is unreadable: {e}").into())
+            })?;
+            let name = format!("compacted-{}.parquet", segport_model::ids::new_uuid().simple());
+            let out = store_file(org, sandbox, &file.dataset_id, file.partition, &name);
+            let input = FileRef { path: file.path.clone(), ingest_ms: None, seq: file.seq };
+            let rows_per_group = IngestLimits::default().row_group_rows;
+            let rewritten = compact(
+                &state.storage,
+                &[input],
+                kind,
+                &schema,
+                rows_per_group,
+                &out,
+                &[plan.commit_seq],
+            )
+            .await
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+            match rewritten {
+                // None of the batch's rows were in it: it stays.
+                Some(r) if r.rows == u64::try_from(file.rows).unwrap_or(u64::MAX) => {
+                    written.push(out);
+                }
+                Some(r) => {
+                    written.push(out);
+                    rewrites.push((
+                        file.id,
+                        Some(NewStoreFile {
+                            dataset_id: file.dataset_id.clone(),
+                            kind: file.kind,
+                            partition: file.partition,
+                            path: r.path,
+                            rows: i64::try_from(r.rows).unwrap_or(i64::MAX),
+                            bytes: i64::try_from(r.bytes).unwrap_or(i64::MAX),
+                            min_key: r.min_key,
+                            max_key: r.max_key,
+                        }),
+                    ))
+                }
+                None => rewrites.push((file.id, None)),
+            }
+        }
+        let committed = state.catalog.revert_batch(tenant, &batch.id, &rewrites, now_ms()).await;
+        // Rewrites the commit did not take are removed now rather than by the sweep.
+        let kept: Vec<&str> = match &committed {
+            Ok(true) => {
+                rewrites.iter().filter_map(|(_, f)| f.as_ref().map(|f| f.path.as_str())).collect()
+            }
+            _ => Vec::new(),
+        };
+        for out in written.iter().filter(|o| !kept.contains(&o.as_ref())) {
+            if let Err(e) = state.storage.delete_store_file(out).await {
+                tracing::warn!(path = %out, error = %e, "cannot remove an unused rewrite");
+            }
+        }
+        match committed {
+            Ok(true) => return Ok(BatchStatus::Reverted),
+            Ok(false) => continue,
+            Err(segport_catalog::CatalogError::Conflict(why)) if attempt < ATTEMPTS => {
+                tracing::info!(batch_id = %batch.id, why, "revert raced a compaction; planning again");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict(format!(
+        "batch {} could not be reverted: its files kept changing; try again",
+        batch.id
+    )))
+}
+
+async fn current_status(
+    state: &AppState,
+    tenant: &Tenant,
+    batch: &Batch,
+) -> Result<BatchStatus, ApiError> {
+    Ok(state.catalog.get_batch(tenant, &batch.id).await?.map_or(batch.status, |b| b.status))
 }
