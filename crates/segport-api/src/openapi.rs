@@ -376,7 +376,7 @@ pub(crate) struct DatasetCreate {
 pub(crate) struct JsonPatchOp {
     /// `add`, `replace` or `remove`.
     op: PatchOpKind,
-    /// `/name`, `/description`, `/tags` or `/tags/{key}`.
+    /// The path to change, e.g. `/tags/unifiedProfile` or `/identityGraph.type`.
     path: String,
     /// For `add` and `replace`.
     value: Option<Value>,

@@ -450,7 +450,12 @@ async fn datasets_are_patched_as_aep_clients_send_it(backend: Backend) {
     assert_eq!(patch(ops, "application/json-patch+json").await.status, StatusCode::OK);
     assert_eq!(tags().await, json!({"unifiedProfile": ["enabled:true"]}));
 
+    // Catalog's fields segport does not keep are accepted and change nothing.
+    let ignored = json!({"fileDescription": {"format": "parquet"}, "enableErrorDiagnostics": true});
+    assert_eq!(patch(ignored, "application/json").await.status, StatusCode::OK);
+    assert_eq!(tags().await, json!({"unifiedProfile": ["enabled:true"]}));
     for (body, field) in [
+        (json!({"tagz": {}}), "tagz"),
         (json!([{"op": "move", "path": "/name"}]), "body[0].op"),
         (json!([{"op": "add", "path": "/schemaRef", "value": {}}]), "body[0].path"),
         (json!([{"op": "add", "path": "/tags/x"}]), "body[0].value"),
@@ -533,6 +538,21 @@ async fn merge_policy_endpoints(backend: Backend) {
     assert_eq!(patch.body["default"], true);
     let builtin = t.get(&format!("{path}/timestampOrdered-none-mp")).await;
     assert_eq!(builtin.body["default"], false);
+    // JSON Patch as Adobe documents it (dotted paths), all or nothing.
+    let ops = json!([
+        {"op": "add", "path": "/name", "value": "patched"},
+        {"op": "add", "path": "/attributeMerge.type", "value": "timestampOrdered"},
+    ]);
+    let patched = t.call(Method::PATCH, &format!("{path}/{id}"), Some(ops)).await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    assert_eq!(
+        (patched.body["version"].as_i64(), patched.body["name"].as_str()),
+        (Some(4), Some("patched"))
+    );
+    let ops = json!([{"op": "add", "path": "/name", "value": "x"}, {"op": "add", "path": "/id", "value": "y"}]);
+    let a = t.call(Method::PATCH, &format!("{path}/{id}"), Some(ops)).await;
+    assert_eq!(a.error_fields(), ["body[1].path"]);
+    assert_eq!(t.get(&format!("{path}/{id}")).await.body["name"], "patched");
 
     // Invalid bodies name their fields; unknown ids are 404; the default cannot be deleted.
     let a = t.post(path, json!({"name": "x", "schema": {"name": "_xdm.context.profile"}, "identityGraph": {"type": "x"}, "attributeMerge": {"type": "dataSetPrecedence", "order": ["bad"]}})).await;

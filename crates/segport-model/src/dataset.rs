@@ -177,8 +177,24 @@ fn class_of(
     }
 }
 
-/// Operations one `PATCH` may carry.
-const MAX_PATCH_OPS: usize = 100;
+/// Fields of Catalog's dataset request that segport keeps no record of: a PATCH may carry them
+/// (AEP's clients and examples do) and they change nothing.
+const CATALOG_ONLY_FIELDS: &[&str] = &[
+    "enableErrorDiagnostics",
+    "observableSchema",
+    "basePath",
+    "fileDescription",
+    "schema",
+    "dataSourceId",
+    "version",
+];
+
+/// What a dataset PATCH may change.
+const PATCH_PATHS: crate::patch::Paths<'static> = crate::patch::Paths {
+    allowed: &[&["name"], &["description"], &["tags"], &["tags", "*"]],
+    hint: "/name, /description, /tags or /tags/{key}",
+    dotted: false,
+};
 
 impl Dataset {
     /// The dataset after a `PATCH /dataSets/{id}` body, checked by the create rules: a JSON
@@ -195,7 +211,7 @@ impl Dataset {
             doc["description"] = json!(d);
         }
         match body {
-            Value::Array(ops) => apply_json_patch(&mut doc, ops)?,
+            Value::Array(ops) => crate::patch::apply(&mut doc, ops, &PATCH_PATHS)?,
             Value::Object(fields) => {
                 let mut c = Checker::new();
                 for (key, value) in fields {
@@ -207,6 +223,13 @@ impl Dataset {
                             }
                         }
                         ("tags", _) => c.fail("tags", "must be an object of tag arrays"),
+                        // The schema, and with it the class, is fixed at creation.
+                        ("schemaRef", given) if *given == doc["schemaRef"] => {}
+                        ("schemaRef", _) => {
+                            c.fail("schemaRef", "cannot change: create a new dataset instead")
+                        }
+                        // Catalog's other dataset fields: accepted, not stored by segport.
+                        (key, _) if CATALOG_ONLY_FIELDS.contains(&key) => {}
                         _ => {
                             let hint = crate::suggest::hint(key, &["name", "description", "tags"]);
                             c.fail(
@@ -243,68 +266,6 @@ impl Dataset {
             ..self.clone()
         })
     }
-}
-
-/// Applies JSON Patch operations (RFC 6902, the subset a dataset takes) to `doc`, all or none.
-fn apply_json_patch(doc: &mut Value, ops: &[Value]) -> Result<(), ValidationErrors> {
-    if ops.len() > MAX_PATCH_OPS {
-        return Err(ValidationErrors::single(
-            "body",
-            format!("holds {} operations; at most {MAX_PATCH_OPS} are allowed", ops.len()),
-        ));
-    }
-    let mut c = Checker::new();
-    for (i, op) in ops.iter().enumerate() {
-        let at = format!("body[{i}]");
-        let (Some(kind), Some(path)) =
-            (op.get("op").and_then(Value::as_str), op.get("path").and_then(Value::as_str))
-        else {
-            c.fail(at, "must be an object with op and path");
-            continue;
-        };
-        // A JSON pointer: `/`-separated, `~1` for `/` and `~0` for `~` within a segment.
-        let segments: Vec<String> =
-            path.split('/').skip(1).map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
-        let target = match segments.as_slice() {
-            [field] if matches!(field.as_str(), "name" | "description" | "tags") => {
-                doc.as_object_mut().map(|o| (o, field.clone()))
-            }
-            [tags, key] if tags == "tags" && !key.is_empty() => {
-                doc["tags"].as_object_mut().map(|o| (o, key.clone()))
-            }
-            _ => None,
-        };
-        let Some((parent, key)) = target.filter(|_| path.starts_with('/')) else {
-            c.fail(
-                format!("{at}.path"),
-                format!(
-                    "{:?} cannot be changed; use /name, /description, /tags or /tags/{{key}}",
-                    truncate(path)
-                ),
-            );
-            continue;
-        };
-        match (kind, op.get("value")) {
-            ("add" | "replace", Some(value)) => {
-                if kind == "replace" && !parent.contains_key(&key) {
-                    c.fail(format!("{at}.path"), format!("{:?} does not exist", truncate(path)));
-                } else {
-                    parent.insert(key, value.clone());
-                }
-            }
-            ("add" | "replace", None) => c.fail(format!("{at}.value"), "is required"),
-            ("remove", _) => {
-                if parent.remove(&key).is_none() {
-                    c.fail(format!("{at}.path"), format!("{:?} does not exist", truncate(path)));
-                }
-            }
-            (other, _) => c.fail(
-                format!("{at}.op"),
-                format!("{:?} is not supported; use add, replace or remove", truncate(other)),
-            ),
-        }
-    }
-    c.errors.into_result(())
 }
 
 /// A dataset as the catalog holds it.

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod job;
 pub mod merge_policy;
 pub mod openapi;
+pub mod patch;
 pub mod suggest;
 pub mod time;
 mod validate;

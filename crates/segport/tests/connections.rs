@@ -278,3 +278,30 @@ fn downloads_count_against_the_in_flight_cap() {
         server.http("GET", "/data/foundation/catalog/dataSets", &TENANT_HEADERS, None);
     assert_eq!(status, 200);
 }
+
+/// An error answered before the request body was read (an unknown route here) says
+/// `connection: close`, as the server then closes the connection: a keep-alive client must not
+/// send its next request on it (AEP's Python client hit that as RemoteDisconnected).
+#[test]
+fn errors_before_the_body_announce_the_close() {
+    let dir = TempDir::new();
+    let server = Server::start(&dir.0, &[], &[]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = "x".repeat(100_000);
+    let head = format!(
+        "POST /no/such/route HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    let _ = stream.write_all(body.as_bytes());
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 404"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // Without a body, the connection stays usable.
+    let (status, _) = server.http("GET", "/no/such/route", &[], None);
+    assert_eq!(status, 404);
+}

@@ -101,9 +101,26 @@ async fn update(
     updated.map(Json).ok_or_else(|| not_found(id))
 }
 
-/// Applies the top-level fields of the body to the current policy, then validates the result as
-/// a whole, exactly like a replacement.
-#[utoipa::path(patch, path = "/data/core/ups/config/mergePolicies/{id}", operation_id = "patchMergePolicy", tag = "merge policies", params(("id" = String, Path, description = "The resource id.")), request_body(content = crate::openapi::MergePolicyWrite, content_type = "application/json"), responses((status = 200, description = "The policy, next version.", body = segport_model::merge_policy::MergePolicy)))]
+/// What a JSON Patch of a merge policy may change (Adobe's documented paths).
+const POLICY_PATCH: segport_model::patch::Paths<'static> = segport_model::patch::Paths {
+    allowed: &[
+        &["name"],
+        &["identityGraph", "type"],
+        &["attributeMerge", "type"],
+        &["attributeMerge", "order"],
+        &["schema", "name"],
+        &["version"],
+        &["default"],
+        &["isActiveOnEdge"],
+    ],
+    hint: "/name, /identityGraph.type, /attributeMerge.type, /attributeMerge.order, \
+           /schema.name, /default or /isActiveOnEdge",
+    dotted: true,
+};
+
+/// Applies a JSON Patch, or the top-level fields of an object, to the current policy, then
+/// validates the result as a whole, exactly like a replacement.
+#[utoipa::path(patch, path = "/data/core/ups/config/mergePolicies/{id}", operation_id = "patchMergePolicy", tag = "merge policies", params(("id" = String, Path, description = "The resource id.")), request_body(content((Vec<crate::openapi::JsonPatchOp> = "application/json-patch+json"), (crate::openapi::MergePolicyWrite = "application/json"))), responses((status = 200, description = "The policy, next version.", body = segport_model::merge_policy::MergePolicy)))]
 async fn patch(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -111,15 +128,25 @@ async fn patch(
     JsonBody(body): JsonBody,
 ) -> Result<Json<MergePolicy>, ApiError> {
     let id = policy_id(&raw)?;
-    let Value::Object(changes) = body else {
-        return Err(ApiError::invalid("body", "must be a JSON object of the fields to change"));
-    };
+    if !matches!(body, Value::Object(_) | Value::Array(_)) {
+        return Err(ApiError::invalid(
+            "body",
+            "must be a JSON Patch array or a JSON object of the fields to change",
+        ));
+    }
     state.catalog.ensure_sandbox(&tenant, now_ms()).await?;
     let current =
         state.catalog.get_merge_policy(&tenant, id).await?.ok_or_else(|| not_found(id))?;
     let mut merged = serde_json::to_value(&current).map_err(|e| ApiError::Internal(Box::new(e)))?;
-    if let Value::Object(fields) = &mut merged {
-        fields.extend(changes);
+    match body {
+        // As Adobe documents it: `[{"op": "add", "path": "/identityGraph.type", ...}]`.
+        Value::Array(ops) => segport_model::patch::apply(&mut merged, &ops, &POLICY_PATCH)?,
+        Value::Object(changes) => {
+            if let Value::Object(fields) = &mut merged {
+                fields.extend(changes);
+            }
+        }
+        _ => {}
     }
     update(&state, &tenant, id, MergePolicyInput::parse(&merged)?).await
 }
