@@ -183,3 +183,28 @@ fn the_job_body_schema_lists_exactly_the_accepted_keys() {
         ["application/json"]["schema"];
     same_keys(&doc, body, segport_model::job::EXPORT_JOB_KEYS, "body");
 }
+
+/// Every `$ref` of the description names a schema it holds (a fuzzer cannot test an operation
+/// whose parameters point nowhere).
+#[test]
+fn every_reference_resolves() {
+    fn walk(v: &Value, doc: &Value, missing: &mut Vec<String>) {
+        match v {
+            Value::Object(o) => {
+                if let Some(r) = o.get("$ref").and_then(Value::as_str) {
+                    let name = r.trim_start_matches("#/components/schemas/");
+                    if doc["components"]["schemas"].get(name).is_none() {
+                        missing.push(r.to_owned());
+                    }
+                }
+                o.values().for_each(|c| walk(c, doc, missing));
+            }
+            Value::Array(a) => a.iter().for_each(|c| walk(c, doc, missing)),
+            _ => {}
+        }
+    }
+    let doc = serde_json::to_value(segport_api::openapi_document(Surface::Full)).unwrap();
+    let mut missing = Vec::new();
+    walk(&doc, &doc, &mut missing);
+    assert!(missing.is_empty(), "unresolved: {missing:?}");
+}

@@ -179,7 +179,7 @@ async fn upload(
     Ok(Json(json!({"batchId": batch.id, "name": name, "size": size})))
 }
 
-#[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = segport_model::BatchId, Path, description = "The resource id."), ("action" = BatchAction, Query, description = "COMPLETE, ABORT or FAIL a loading batch; REVERT a successful one.")), responses((status = 200, description = "Done: `{id, status}`.", body = Object)))]
+#[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = segport_model::BatchId, Path, description = "The resource id."), ("action" = String, Query, description = "COMPLETE, ABORT or FAIL a loading batch; REVERT a successful one (any letter case).")), responses((status = 200, description = "Done: `{id, status}`.", body = Object)))]
 async fn action(
     State(state): State<AppState>,
     Authenticated(tenant): Authenticated,
@@ -237,9 +237,8 @@ async fn action(
 }
 
 /// The actions of `POST /import/batches/{id}?action=`, as Batch Ingestion names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
-#[schema(rename_all = "UPPERCASE")]
-pub(crate) enum BatchAction {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchAction {
     Complete,
     Abort,
     Fail,
