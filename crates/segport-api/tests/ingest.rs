@@ -907,6 +907,8 @@ async fn fail_and_revert_as_batch_ingestion_documents_them(backend: Backend) {
         .is_empty());
     t.batch_action(&loading, "REVERT").await.assert_service_error(409);
     t.batch_action(&loading, "COMPLETE").await.assert_service_error(409);
+    // Its files are gone from Data Access too.
+    t.get(&format!("/data/foundation/export/files/{loading}")).await.assert_service_error(404);
 
     let first = load(vec![profile("a", json!(1)), profile("b", json!(2))]).await;
     let second = load(vec![profile("a", json!(10)), profile("c", json!(3))]).await;
@@ -922,7 +924,11 @@ async fn fail_and_revert_as_batch_ingestion_documents_them(backend: Backend) {
         a.text
     );
     assert_eq!(t.batch(&lone).await["status"], "reverted");
-    t.batch_action(&lone, "REVERT").await.assert_service_error(409);
+    for action in ["REVERT", "COMPLETE", "ABORT", "FAIL"] {
+        let a = t.batch_action(&lone, action).await;
+        a.assert_service_error(409);
+        assert!(a.text.contains("reverted"), "{action}: {}", a.text);
+    }
     let keys =
         |rows: &[(String, Value)]| rows.iter().map(|(k, _)| k.clone()).collect::<BTreeSet<_>>();
     assert_eq!(

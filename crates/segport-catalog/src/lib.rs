@@ -556,12 +556,15 @@ pub trait Catalog: Send + Sync + 'static {
     async fn revert_plan(&self, tenant: &Tenant, batch_id: &BatchId) -> Result<Option<RevertPlan>>;
     /// Reverts a successful ingest batch in one commit: its own store files leave the store,
     /// each compacted file of `rewrites` is replaced by its rewrite without the batch's rows
-    /// (or by nothing), and the batch shows as reverted. False when the batch is no longer
-    /// revertible; `Conflict` when a rewritten file was replaced meanwhile (plan again).
+    /// (or by nothing), and the batch shows as reverted. `planned` are the ids of the plan's
+    /// compacted files: a compaction since (which may have merged the batch's own files) is a
+    /// `Conflict`, as is a rewritten file replaced meanwhile (plan again). False when the batch
+    /// is no longer revertible.
     async fn revert_batch(
         &self,
         tenant: &Tenant,
         batch_id: &BatchId,
+        planned: &[i64],
         rewrites: &[(i64, Option<NewStoreFile>)],
         now_ms: i64,
     ) -> Result<bool>;

@@ -421,7 +421,7 @@ impl TryFrom<DatasetRow> for Dataset {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct StoreFileRow {
-    id: i64,
+    pub(crate) id: i64,
     dataset_id: String,
     kind: String,
     partition_no: i32,
@@ -1902,16 +1902,46 @@ macro_rules! impl_catalog {
                 &self,
                 tenant: &segport_model::Tenant,
                 batch_id: &segport_model::BatchId,
+                planned: &[i64],
                 rewrites: &[(i64, Option<$crate::NewStoreFile>)],
                 now_ms: i64,
             ) -> $crate::Result<bool> {
                 let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
                 let mut tx = self.write().begin().await?;
+                // The sandbox's commit lock: no compaction commits between here and the end.
                 let (seq, _, _): (i64, i64, i64) = sqlx::query_as($crate::sql::NEXT_COMMIT)
                     .bind(org)
                     .bind(sandbox)
                     .fetch_one(&mut *tx)
                     .await?;
+                let found: Option<(String, Option<i64>, Option<i64>)> =
+                    sqlx::query_as($crate::sql::REVERTIBLE_BATCH)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(batch_id.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((dataset_id, recorded, from_files)) = found else { return Ok(false) };
+                let commit_seq = recorded.or(from_files).unwrap_or(i64::MAX);
+                let mut now: Vec<i64> =
+                    sqlx::query_as::<_, $crate::sql::StoreFileRow>($crate::sql::COMPACTED_SINCE)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(&dataset_id)
+                        .bind(commit_seq)
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect();
+                let mut planned = planned.to_vec();
+                now.sort_unstable();
+                planned.sort_unstable();
+                if now != planned {
+                    return Err($crate::CatalogError::Conflict(
+                        "the dataset was compacted while the revert planned".into(),
+                    ));
+                }
                 let marked = sqlx::query($crate::sql::MARK_REVERTED)
                     .bind(org)
                     .bind(sandbox)

@@ -454,10 +454,10 @@ async fn datasets_left_out(ctx: &Context, tenant: &Tenant) -> Result<Vec<JobWarn
                 |d| JobWarning {
                     code: "DATASET_NOT_IN_PROFILE".to_owned(),
                     msg: format!(
-                        "dataset {} ({:?}) holds {} records but is not enabled for profile, so \
-                         none of its data is in this export; enable it with PATCH \
-                         /data/foundation/catalog/dataSets/{} (tags.unifiedProfile \
-                         [\"enabled:true\"]) and ingest its batches again",
+                        "dataset {} ({:?}) holds {} records but is not enabled for profile: \
+                         what is ingested into it feeds no export (records stored while it was \
+                         enabled stay); enable it with PATCH /data/foundation/catalog/dataSets/{} \
+                         (tags.unifiedProfile [\"enabled:true\"]) and ingest its batches again",
                         d.id,
                         d.name,
                         d.class.as_str(),

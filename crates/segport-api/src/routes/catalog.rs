@@ -168,7 +168,10 @@ async fn delete_dataset(
         remove_batch_files(&state, &tenant, &batch).await;
     }
     tracing::info!(dataset_id = %id, "dataset deleted");
-    release_unheld_types(&state, &tenant).await?;
+    // The dataset is gone whatever happens here; a release that fails now is done by the next.
+    if let Err(e) = release_unheld_types(&state, &tenant).await {
+        tracing::warn!(dataset_id = %id, error = %e, "cannot release the dataset's types");
+    }
     Ok(Json(json!([format!("@/dataSets/{id}")])))
 }
 
@@ -194,7 +197,10 @@ async fn delete_batch(
 /// the merge of what the live datasets' batches hold; batches recorded before held schemas
 /// existed keep every type as it is. A concurrent commit moves the version on: then the merge
 /// is computed again.
-async fn release_unheld_types(state: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
+pub(crate) async fn release_unheld_types(
+    state: &AppState,
+    tenant: &Tenant,
+) -> Result<(), ApiError> {
     const ATTEMPTS: usize = 5;
     let unreadable = |e: serde_json::Error| -> ApiError {
         ApiError::Internal(format!("a held schema of the sandbox is unreadable: {e}").into())

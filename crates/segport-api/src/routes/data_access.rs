@@ -61,23 +61,29 @@ async fn committed_files(
                 Ok(Listed { name: f.name, path, bytes: f.bytes })
             })
             .collect::<Result<_, ApiError>>()?,
-        BatchKind::Ingest if batch.status != BatchStatus::Aborted => state
-            .catalog
-            .list_uploads(&id)
-            .await?
-            .into_iter()
-            .map(|u| Listed {
-                path: upload_location(
-                    tenant.org.as_str(),
-                    tenant.sandbox.as_str(),
-                    id.as_str(),
-                    &u.name,
-                    u.object.as_deref(),
-                ),
-                name: u.name,
-                bytes: u.bytes,
-            })
-            .collect(),
+        // An aborted or FAILed batch (never ingested: no record count) lost its uploads.
+        BatchKind::Ingest
+            if !(batch.status == BatchStatus::Aborted
+                || (batch.status == BatchStatus::Failed && batch.record_count.is_none())) =>
+        {
+            state
+                .catalog
+                .list_uploads(&id)
+                .await?
+                .into_iter()
+                .map(|u| Listed {
+                    path: upload_location(
+                        tenant.org.as_str(),
+                        tenant.sandbox.as_str(),
+                        id.as_str(),
+                        &u.name,
+                        u.object.as_deref(),
+                    ),
+                    name: u.name,
+                    bytes: u.bytes,
+                })
+                .collect()
+        }
         BatchKind::Ingest => Vec::new(),
     };
     Ok((id, files, batch.updated_ms))

@@ -195,7 +195,19 @@ async fn action(
     if action == BatchAction::Revert {
         let status = revert(&state, &tenant, &batch).await?;
         tracing::info!(batch_id = %batch.id, "batch reverted");
+        // Its records are gone: so are the types only they held.
+        if let Err(e) = super::catalog::release_unheld_types(&state, &tenant).await {
+            tracing::warn!(batch_id = %batch.id, error = %e, "cannot release the batch's types");
+        }
         return Ok(Json(json!({"id": batch.id, "status": status.as_str()})));
+    }
+    // A reverted batch keeps `success` in its status column; no action moves it any more.
+    if batch.status == BatchStatus::Reverted {
+        return Err(ApiError::Conflict(format!(
+            "batch {} is reverted; {} is not possible any more",
+            batch.id,
+            action.as_str()
+        )));
     }
     let transition = match action {
         BatchAction::Complete => state.catalog.complete_batch(&tenant, &batch.id, now).await?,
@@ -328,7 +340,9 @@ async fn revert(state: &AppState, tenant: &Tenant, batch: &Batch) -> Result<Batc
                 None => rewrites.push((file.id, None)),
             }
         }
-        let committed = state.catalog.revert_batch(tenant, &batch.id, &rewrites, now_ms()).await;
+        let planned: Vec<i64> = plan.compacted.iter().map(|f| f.id).collect();
+        let committed =
+            state.catalog.revert_batch(tenant, &batch.id, &planned, &rewrites, now_ms()).await;
         // Rewrites the commit did not take are removed now rather than by the sweep.
         let kept: Vec<&str> = match &committed {
             Ok(true) => {
