@@ -205,7 +205,12 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let logs: Vec<String> = self.logs.try_iter().collect();
+                // The reader thread forwards the last lines after the exit: read until it ends
+                // (the channel disconnects when the pipe closes).
+                let mut logs: Vec<String> = Vec::new();
+                while let Ok(line) = self.logs.recv_timeout(Duration::from_secs(5)) {
+                    logs.push(line);
+                }
                 assert!(logs.iter().any(|l| l.contains("segport stopped")), "{logs:?}");
                 return status;
             }
