@@ -675,18 +675,21 @@ macro_rules! impl_catalog {
                         })
                         .collect::<$crate::Result<Vec<_>>>()?;
                     let mut insert = sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_JOBS);
-                    insert.push_values(chunk.iter().zip(&texts), |mut row, ((tenant, job), text)| {
-                        row.push_bind(tenant.org.as_str())
-                            .push_bind(tenant.sandbox.as_str())
-                            .push_bind(segport_model::job::JobStatus::New.as_str())
-                            .push_bind(text.0.as_str())
-                            .push_bind(job.merge_policy.id.as_str())
-                            .push_bind(text.1.as_str())
-                            .push_bind(job.request_id.as_str())
-                            .push_bind(text.2.as_deref())
-                            .push_bind(job.now_ms)
-                            .push_bind(job.now_ms);
-                    });
+                    insert.push_values(
+                        chunk.iter().zip(&texts),
+                        |mut row, ((tenant, job), text)| {
+                            row.push_bind(tenant.org.as_str())
+                                .push_bind(tenant.sandbox.as_str())
+                                .push_bind(segport_model::job::JobStatus::New.as_str())
+                                .push_bind(text.0.as_str())
+                                .push_bind(job.merge_policy.id.as_str())
+                                .push_bind(text.1.as_str())
+                                .push_bind(job.request_id.as_str())
+                                .push_bind(text.2.as_deref())
+                                .push_bind(job.now_ms)
+                                .push_bind(job.now_ms);
+                        },
+                    );
                     insert.push(" RETURNING id");
                     // Statements of every group size would crowd the connection's statement
                     // cache: these are not kept.
@@ -709,7 +712,11 @@ macro_rules! impl_catalog {
                     .iter()
                     .zip(&ids)
                     .flat_map(|((tenant, job), id)| {
-                        job.spec.destination.batch_ids().into_iter().map(move |b| (*tenant, *job, *id, b))
+                        job.spec
+                            .destination
+                            .batch_ids()
+                            .into_iter()
+                            .map(move |b| (*tenant, *job, *id, b))
                     })
                     .collect();
                 for chunk in batches.chunks($crate::sql::ROWS_PER_INSERT) {
@@ -733,7 +740,8 @@ macro_rules! impl_catalog {
                     .chunks($crate::sql::ROWS_PER_INSERT)
                     .zip(ids.chunks($crate::sql::ROWS_PER_INSERT))
                 {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_EXPORT_TASKS);
+                    let mut insert =
+                        sqlx::QueryBuilder::<$db>::new($crate::sql::INSERT_EXPORT_TASKS);
                     insert.push_values(chunk.iter().zip(ids), |mut row, ((tenant, job), id)| {
                         row.push_bind("export")
                             .push_bind(tenant.org.as_str())
@@ -786,7 +794,8 @@ macro_rules! impl_catalog {
                         Some(answer) => answer,
                         None => inserted
                             .next()
-                            .map(|((tenant, job), id)| Ok(segport_model::job::ExportJobRecord {
+                            .map(|((tenant, job), id)| {
+                                Ok(segport_model::job::ExportJobRecord {
                                     warnings: job.warnings.clone(),
                                     ..segport_model::job::ExportJobRecord::created(
                                         id,
@@ -797,7 +806,8 @@ macro_rules! impl_catalog {
                                         job.request_id.clone(),
                                         job.now_ms,
                                     )
-                                }))
+                                })
+                            })
                             .unwrap_or_else(|| {
                                 Err($crate::CatalogError::Conflict("a job was not inserted".into()))
                             }),
@@ -1045,8 +1055,12 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 page: &$crate::ListQuery,
             ) -> $crate::Result<Vec<segport_model::dataset::Dataset>> {
-                self.fetch_page::<$crate::sql::DatasetRow, _>($crate::sql::LIST_DATASETS, tenant, page)
-                    .await
+                self.fetch_page::<$crate::sql::DatasetRow, _>(
+                    $crate::sql::LIST_DATASETS,
+                    tenant,
+                    page,
+                )
+                .await
             }
 
             async fn get_batch(
@@ -1085,8 +1099,12 @@ macro_rules! impl_catalog {
                 tenant: &segport_model::Tenant,
                 page: &$crate::ListQuery,
             ) -> $crate::Result<Vec<segport_model::merge_policy::MergePolicy>> {
-                self.fetch_page::<$crate::sql::PolicyRow, _>($crate::sql::LIST_POLICIES, tenant, page)
-                    .await
+                self.fetch_page::<$crate::sql::PolicyRow, _>(
+                    $crate::sql::LIST_POLICIES,
+                    tenant,
+                    page,
+                )
+                .await
             }
 
             async fn get_merge_policy(
@@ -1294,7 +1312,9 @@ macro_rules! impl_catalog {
                                 let mut answer = Self::insert_checked_jobs(&mut tx, &[job]).await?;
                                 tx.commit().await?;
                                 answer.pop().ok_or_else(|| {
-                                    $crate::CatalogError::Conflict("the job was not inserted".into())
+                                    $crate::CatalogError::Conflict(
+                                        "the job was not inserted".into(),
+                                    )
                                 })?
                             };
                             out.push(alone.await);
@@ -1415,7 +1435,8 @@ macro_rules! impl_catalog {
                     sqlx::query_as($crate::sql::COUNT_JOBS).fetch_all(self.read()).await?;
                 rows.into_iter()
                     .map(|(org, sandbox, status, n)| {
-                        let status = status.parse().map_err(|e: String| $crate::CatalogError::Corrupt(e))?;
+                        let status =
+                            status.parse().map_err(|e: String| $crate::CatalogError::Corrupt(e))?;
                         Ok($crate::JobCount { org, sandbox, status, n })
                     })
                     .collect()
@@ -1486,12 +1507,14 @@ macro_rules! impl_catalog {
                             .fetch_optional(self.write())
                             .await?
                     }
-                    None => sqlx::query_as::<_, (i64, String, String)>($crate::sql::SELECT_COMMIT_SEQ)
-                        .bind(tenant.org.as_str())
-                        .bind(tenant.sandbox.as_str())
-                        .fetch_optional(self.read())
-                        .await?
-                        .map(|(s, p, e)| (Some(s), Some(p), Some(e))),
+                    None => {
+                        sqlx::query_as::<_, (i64, String, String)>($crate::sql::SELECT_COMMIT_SEQ)
+                            .bind(tenant.org.as_str())
+                            .bind(tenant.sandbox.as_str())
+                            .fetch_optional(self.read())
+                            .await?
+                            .map(|(s, p, e)| (Some(s), Some(p), Some(e)))
+                    }
                 };
                 // A sandbox without a store row has empty schemas, as a new row holds.
                 let empty = || $crate::sql::EMPTY_SCHEMA.to_owned();
@@ -1883,15 +1906,14 @@ macro_rules! impl_catalog {
                          files are gone; it cannot be reverted"
                     )));
                 };
-                let rows = sqlx::query_as::<_, $crate::sql::StoreFileRow>(
-                    $crate::sql::COMPACTED_SINCE,
-                )
-                .bind(org)
-                .bind(sandbox)
-                .bind(&dataset_id)
-                .bind(commit_seq)
-                .fetch_all(self.read())
-                .await?;
+                let rows =
+                    sqlx::query_as::<_, $crate::sql::StoreFileRow>($crate::sql::COMPACTED_SINCE)
+                        .bind(org)
+                        .bind(sandbox)
+                        .bind(&dataset_id)
+                        .bind(commit_seq)
+                        .fetch_all(self.read())
+                        .await?;
                 Ok(Some($crate::RevertPlan {
                     commit_seq,
                     compacted: $crate::sql::convert_all(rows)?,
@@ -2354,13 +2376,12 @@ macro_rules! impl_catalog {
                         .bind(now_ms)
                         .fetch_all(&mut *tx)
                         .await?;
-                let lost = serde_json::to_string(&[segport_model::batch::BatchError {
-                    code: "WORKER_LOST".to_owned(),
-                    description: "the workers running this batch stopped answering; it was \
-                                  retried until its attempts were used up"
-                        .to_owned(),
+                let lost_error = |what: &str| segport_model::batch::BatchError {
+                    code: segport_model::codes::FailureCode::WorkerLost.as_str().to_owned(),
+                    description: segport_model::codes::worker_lost_message(what),
                     rows: Vec::new(),
-                }])?;
+                };
+                let lost = serde_json::to_string(&[lost_error("batch")])?;
                 let mut reaped = Vec::with_capacity(rows.len());
                 for (task_id, kind, state, batch_id, job_id) in rows {
                     let requeued = state == "queued";
@@ -2381,13 +2402,7 @@ macro_rules! impl_catalog {
                                 .await?;
                         }
                         (false, Some(job)) => {
-                            let errors = [segport_model::batch::BatchError {
-                                code: "WORKER_LOST".to_owned(),
-                                description: "the workers running this export stopped answering; \
-                                              it was retried until its attempts were used up"
-                                    .to_owned(),
-                                rows: Vec::new(),
-                            }];
+                            let errors = [lost_error("export")];
                             Self::fail_job(&mut tx, job, &errors, now_ms).await?;
                         }
                         _ => {}

@@ -401,7 +401,7 @@ impl ExportJobRequest {
         self.ignored_keys
             .iter()
             .map(|path| JobWarning {
-                code: "IGNORED_FIELD".to_owned(),
+                code: crate::codes::WarningCode::IgnoredField.as_str().to_owned(),
                 msg: format!(
                     "{path} is accepted for compatibility with AEP but has no effect: the \
                      server sets it"
@@ -634,12 +634,12 @@ pub struct JobError {
 }
 
 impl JobError {
+    pub fn new(code: crate::codes::FailureCode, msg: impl Into<String>) -> Self {
+        Self { code: code.as_str().to_owned(), msg: msg.into(), call_stack: String::new() }
+    }
+
     pub fn cancelled() -> Self {
-        Self {
-            code: "EXPORT_CANCELLED".to_owned(),
-            msg: "the export job was cancelled by a DELETE request".to_owned(),
-            call_stack: String::new(),
-        }
+        Self::new(crate::codes::FailureCode::ExportCancelled, crate::codes::CANCELLED_MESSAGE)
     }
 }
 
@@ -648,6 +648,12 @@ impl JobError {
 pub struct JobWarning {
     pub code: String,
     pub msg: String,
+}
+
+impl JobWarning {
+    pub fn new(code: crate::codes::WarningCode, msg: impl Into<String>) -> Self {
+        Self { code: code.as_str().to_owned(), msg: msg.into() }
+    }
 }
 
 /// `progress` while a job runs (a segport addition).

@@ -6,6 +6,7 @@
 //! can all depend on it without pulling in each other.
 
 pub mod batch;
+pub mod codes;
 pub mod dataset;
 pub mod error;
 pub mod fields;

@@ -16,6 +16,7 @@ use segport_engine::{
     encode_rows, projections, run_partition, EngineError, EventWindow, ExportPlan, PartitionInput,
     PartitionOutput, Precedence, Progress, SegmentMatch, SourceFile,
 };
+use segport_model::codes::{FailureCode, WarningCode};
 use segport_model::dataset::DatasetClass;
 use segport_model::job::{ExportCounters, ExportJobRecord, JobProgress, JobWarning};
 use segport_model::merge_policy::AttributeMergeType;
@@ -59,7 +60,7 @@ pub async fn run_export(
     let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
     for f in &snapshot.files {
         let local_path = ctx.storage.local_path(&f.path).ok_or_else(|| TaskError::Failed {
-            code: "STORE_READ_ERROR",
+            code: FailureCode::StoreReadError,
             message: "the export engine reads the store from a local storage root".into(),
         })?;
         let source = SourceFile {
@@ -144,13 +145,14 @@ pub async fn run_export(
             return Err(match failure {
                 Failure::Engine(EngineError::Cancelled) => TaskError::Stopped,
                 Failure::Engine(e @ EngineError::Store(_)) => {
-                    TaskError::Failed { code: "STORE_READ_ERROR", message: e.to_string() }
+                    TaskError::Failed { code: FailureCode::StoreReadError, message: e.to_string() }
                 }
-                Failure::Engine(e @ EngineError::Output(_)) => {
-                    TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message: e.to_string() }
-                }
+                Failure::Engine(e @ EngineError::Output(_)) => TaskError::Failed {
+                    code: FailureCode::OutputWriteError,
+                    message: e.to_string(),
+                },
                 Failure::Write(message) => {
-                    TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message }
+                    TaskError::Failed { code: FailureCode::OutputWriteError, message }
                 }
             });
         }
@@ -191,7 +193,7 @@ pub async fn run_export(
                     e.unknown.iter().map(|p| (p, "additionalFields.eventList.fields"))
                 }))
                 .map(|(path, field)| JobWarning {
-                    code: "UNKNOWN_FIELD".to_owned(),
+                    code: WarningCode::UnknownField.as_str().to_owned(),
                     msg: format!(
                         "{field}: {path:?} matches no field in the profile store; it was left out"
                     ),
@@ -385,13 +387,16 @@ async fn write_outputs(
                     w.into_inner().map_err(|e| EngineError::Output(e.to_string()))
                 })
                 .map_err(|e| TaskError::Failed {
-                    code: "OUTPUT_WRITE_ERROR",
+                    code: FailureCode::OutputWriteError,
                     message: e.to_string(),
                 })?;
             let dir = attempt_dir(tenant, batch_id.as_str(), &lease.attempt_id);
             let file = put(&ctx.storage, &dir, "part-00000.parquet", bytes::Bytes::from(empty), 0)
                 .await
-                .map_err(|message| TaskError::Failed { code: "OUTPUT_WRITE_ERROR", message })?;
+                .map_err(|message| TaskError::Failed {
+                    code: FailureCode::OutputWriteError,
+                    message,
+                })?;
             files.push(file);
         }
         written.push((ExportedBatch { batch_id: (*batch_id).clone(), files, rows }, by_namespace));
@@ -452,7 +457,7 @@ async fn datasets_left_out(ctx: &Context, tenant: &Tenant) -> Result<Vec<JobWarn
         warnings.extend(
             page.iter().filter(|d| d.class != DatasetClass::Export && !d.unified_profile()).map(
                 |d| JobWarning {
-                    code: "DATASET_NOT_IN_PROFILE".to_owned(),
+                    code: WarningCode::DatasetNotInProfile.as_str().to_owned(),
                     msg: format!(
                         "dataset {} ({:?}) holds {} records but is not enabled for profile: \
                          what is ingested into it feeds no export (records stored while it was \

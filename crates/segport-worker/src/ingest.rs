@@ -248,7 +248,7 @@ async fn commit(
         .collect();
     if outcome.record_count + outcome.failed_record_count == 0 {
         errors.push(BatchError {
-            code: "NO_RECORDS".to_owned(),
+            code: segport_model::codes::FailureCode::NoRecords.as_str().to_owned(),
             description: "the batch holds no records: upload at least one non-empty file before \
                           completing it"
                 .to_owned(),

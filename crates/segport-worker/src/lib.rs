@@ -90,7 +90,7 @@ pub enum TaskError {
     Invalid(String),
     /// A failure with the code the batch or job reports (`STORE_READ_ERROR`, …).
     #[error("{message}")]
-    Failed { code: &'static str, message: String },
+    Failed { code: segport_model::codes::FailureCode, message: String },
     #[error("the task was stopped")]
     Stopped,
 }

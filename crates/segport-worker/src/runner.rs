@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use segport_catalog::{ClaimedTask, TaskKind};
 use segport_model::batch::BatchError;
+use segport_model::codes::{FailureCode, CANCELLED_MESSAGE};
 use segport_model::error::chain as error_chain;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
@@ -208,13 +209,7 @@ impl Worker {
                 TaskOutcome::LeaseLost
             }
             Err(_) if cancelled.load(Ordering::SeqCst) => {
-                self.fail(
-                    lease,
-                    "EXPORT_CANCELLED",
-                    "the export job was cancelled by a DELETE request; nothing of it was committed"
-                        .into(),
-                )
-                .await
+                self.fail(lease, FailureCode::ExportCancelled, CANCELLED_MESSAGE.into()).await
             }
             Err(_) if lease_lost.load(Ordering::SeqCst) => TaskOutcome::LeaseLost,
             // The catalog failed, not the task: it goes back to the queue without using up an
@@ -225,14 +220,16 @@ impl Worker {
                 self.hand_back(lease, self.ctx.config.lease).await
             }
             Err(TaskError::Failed { code, message }) => {
-                tracing::error!(task_id = lease.task_id, code, error = %message, "task failed");
+                tracing::error!(task_id = lease.task_id, code = code.as_str(), error = %message, "task failed");
                 self.fail(lease, code, message).await
             }
             Err(e) => {
                 tracing::error!(task_id = lease.task_id, error = %error_chain(&e), "task failed");
                 let (code, what) = match task.kind {
-                    TaskKind::Ingest => ("INGEST_FAILED", "the batch could not be ingested"),
-                    TaskKind::Export => ("INTERNAL", "the export failed"),
+                    TaskKind::Ingest => {
+                        (FailureCode::IngestFailed, "the batch could not be ingested")
+                    }
+                    TaskKind::Export => (FailureCode::Internal, "the export failed"),
                 };
                 self.fail(lease, code, format!("{what}: {}", error_chain(&e))).await
             }
@@ -264,10 +261,11 @@ impl Worker {
     async fn fail(
         &self,
         lease: &segport_catalog::TaskLease,
-        code: &str,
+        code: FailureCode,
         message: String,
     ) -> TaskOutcome {
-        let errors = [BatchError { code: code.to_owned(), description: message, rows: Vec::new() }];
+        let errors =
+            [BatchError { code: code.as_str().to_owned(), description: message, rows: Vec::new() }];
         let failed = crate::retrying("record the failure", self.ctx.config.lease, || {
             self.ctx.catalog.fail_task(lease, &errors, now_ms())
         })

@@ -159,7 +159,7 @@ async fn check_fields(
         })?;
         if schema.fields.is_empty() {
             warnings.extend(list.paths().iter().map(|path| JobWarning {
-                code: "FIELD_NOT_CHECKED".to_owned(),
+                code: segport_model::codes::WarningCode::FieldNotChecked.as_str().to_owned(),
                 msg: format!(
                     "{field}: {:?} could not be checked, the sandbox holding no {kind} data \
                      yet; if it matches nothing when the job runs, it is left out",
