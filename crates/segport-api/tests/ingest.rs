@@ -594,10 +594,10 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
         let storage = t.state.storage.clone();
         async move { storage.size(&path.as_str().into()).await.is_ok() }
     };
-    let index_of = |path: &str| segport_store::index::index_path(path).unwrap();
+    let index_of = |path: &str| segport_store::layout::index_path(path).unwrap();
     for f in &before.files {
         assert!(!exists(f.path.clone()).await, "{} still exists", f.path);
-        for companion in segport_store::storage::companions(&f.path) {
+        for companion in segport_store::layout::companions(&f.path) {
             assert!(!exists(companion.clone()).await, "{companion} of {} still exists", f.path);
         }
     }
@@ -606,7 +606,7 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
     use arrow::array::{Array, AsArray};
     for f in &after.files {
         assert!(exists(index_of(&f.path)).await, "{} has no membership index", f.path);
-        let rows = segport_store::rowfile::rows_path(&f.path).unwrap();
+        let rows = segport_store::layout::rows_path(&f.path).unwrap();
         assert!(exists(rows).await, "{} has no row file", f.path);
         let storage = &t.state.storage;
         let data = segport_store::read::read_file(storage, &f.path, None).await.unwrap();

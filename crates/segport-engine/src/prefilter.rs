@@ -216,8 +216,8 @@ fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     let error = |e: &dyn std::fmt::Display| file.error(e);
     // The index sits next to the data file: its path is derived from the local path, once
     // the store path says the file is a data file.
-    let index = segport_store::index::index_path(&file.file.path)
-        .and_then(|_| segport_store::index::index_path(&file.local_path.to_string_lossy()));
+    let index = segport_store::layout::index_path(&file.file.path)
+        .and_then(|_| segport_store::layout::index_path(&file.local_path.to_string_lossy()));
     let index = match index {
         Some(path) => segport_store::index::Index::open(std::path::Path::new(&path))
             .map_err(|e| error(&segport_model::error::chain(&e)))?,

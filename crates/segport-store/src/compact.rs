@@ -271,7 +271,7 @@ pub async fn compact(
     let bytes = Bytes::from(writer.into_inner().map_err(StoreError::parquet(out))?);
     let size = bytes.len() as u64;
     // The companions first: a data file is never without them.
-    if let (Some(index), Some(at)) = (index.finish(out)?, crate::index::index_path(out.as_ref())) {
+    if let (Some(index), Some(at)) = (index.finish(out)?, crate::layout::index_path(out.as_ref())) {
         storage.put_synced(&at.as_str().into(), index).await?;
     }
     if let Some(row_file) = row_file {

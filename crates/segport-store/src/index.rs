@@ -8,7 +8,7 @@
 //! key, the row's recency (`__ord`, and `__ingest_ms`/`__seq` where the data file has them) and
 //! the row's position in the data file (`__row`), so the export reads the data file only at the
 //! rows of profiles that match. The index is an Arrow IPC file read through a memory map
-//! ([`crate::rowfile::MappedFile`]): opening it decodes nothing. It is derived data: written
+//! ([`crate::mapped::MappedFile`]): opening it decodes nothing. It is derived data: written
 //! and removed with its data file and never listed in the manifest; readers fall back to
 //! scanning the data file when an index is missing (stores written before it existed, or with
 //! the earlier Parquet index, `.members.parquet`, which is no longer read but still removed with
@@ -24,7 +24,7 @@ use arrow::ipc::writer::FileWriter;
 use bytes::Bytes;
 
 use crate::columns::{INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
-use crate::rowfile::MappedFile;
+use crate::mapped::MappedFile;
 use crate::{Result, StoreError};
 
 /// The row of the membership in its data file.
@@ -36,36 +36,6 @@ pub const SEGMENTS_KEY: &str = "segport.segments";
 pub const UNIQUE_KEYS: &str = "segport.unique_keys";
 /// The membership fields an index row carries.
 pub const FIELDS: [&str; 4] = ["ns", "segmentId", "status", "lastQualificationTime"];
-
-const DATA_SUFFIX: &str = ".parquet";
-const INDEX_SUFFIX: &str = ".members.arrow";
-const LEGACY_INDEX_SUFFIX: &str = ".members.parquet";
-
-/// The stem of a data file path, `None` for a path that is not a data file.
-fn data_stem(data: &str) -> Option<&str> {
-    if data.ends_with(LEGACY_INDEX_SUFFIX) {
-        return None;
-    }
-    data.strip_suffix(DATA_SUFFIX)
-}
-
-/// The index path of the data file at `data`, `None` for a path that is not a data file.
-pub fn index_path(data: &str) -> Option<String> {
-    data_stem(data).map(|stem| format!("{stem}{INDEX_SUFFIX}"))
-}
-
-/// Where an earlier version kept the index of `data`, as Parquet (removed with its data file).
-pub fn legacy_index_path(data: &str) -> Option<String> {
-    data_stem(data).map(|stem| format!("{stem}{LEGACY_INDEX_SUFFIX}"))
-}
-
-/// The data file of the index (either format) at `index`, `None` for a path that is not one.
-pub fn data_path(index: &str) -> Option<String> {
-    index
-        .strip_suffix(INDEX_SUFFIX)
-        .or_else(|| index.strip_suffix(LEGACY_INDEX_SUFFIX))
-        .map(|stem| format!("{stem}{DATA_SUFFIX}"))
-}
 
 /// The index of `data` (a profile file's rows, sorted by key as written) as Parquet; `None` when
 /// the rows hold no memberships.
@@ -159,10 +129,10 @@ pub struct Index {
 impl Index {
     /// Opens the index at `local` (a local file); `None` when there is none.
     pub fn open(local: &std::path::Path) -> Result<Option<Self>> {
-        MappedFile::open(local)?.map(Self::new).transpose()
+        MappedFile::open_trusted(local)?.map(Self::new).transpose()
     }
 
-    /// The index held in `bytes`.
+    /// The index held in `bytes`, from anywhere: validated as it is decoded.
     pub fn from_bytes(bytes: Bytes) -> Result<Self> {
         Self::new(MappedFile::from_buffer(std::path::Path::new("index"), bytes.into())?)
     }
@@ -364,19 +334,5 @@ mod tests {
         let bytes = encode(&batch, &"x.parquet".into()).unwrap().unwrap();
         assert!(!Index::from_bytes(bytes).unwrap().unique_keys());
         assert!(encode(&data(&[profile("a", &[])]), &"x.parquet".into()).unwrap().is_none());
-    }
-
-    #[test]
-    fn paths_pair_up() {
-        let data = "o/s/store/d/p=3/b-a-00000.parquet";
-        let index = index_path(data).unwrap();
-        assert_eq!(index, "o/s/store/d/p=3/b-a-00000.members.arrow");
-        assert_eq!(data_path(&index).as_deref(), Some(data));
-        let legacy = legacy_index_path(data).unwrap();
-        assert_eq!(legacy, "o/s/store/d/p=3/b-a-00000.members.parquet");
-        assert_eq!(data_path(&legacy).as_deref(), Some(data));
-        assert_eq!(index_path(&legacy), None);
-        assert_eq!(data_path(data), None);
-        assert_eq!(index_path("o/s/store/d/p=3/readme.txt"), None);
     }
 }

@@ -449,7 +449,7 @@ impl Ingest {
             self.held.merge(&present).map_err(|c| StoreError::Schema(c.message))?;
             let path = object_store::path::Path::from(file.path.as_str());
             // The index first: a data file is never without its index.
-            if let (Some(index), Some(at)) = (index, crate::index::index_path(&file.path)) {
+            if let (Some(index), Some(at)) = (index, crate::layout::index_path(&file.path)) {
                 self.runtime.block_on(self.storage.put_synced(&at.as_str().into(), index))?;
             }
             self.runtime.block_on(self.storage.put(&path, bytes))?;

@@ -131,7 +131,7 @@ impl Storage {
     /// companions without data, which the sweep removes.
     pub async fn delete_store_file(&self, path: &Path) -> Result<()> {
         self.delete(path).await?;
-        for companion in all_companions(path.as_ref()) {
+        for companion in crate::layout::all_companions(path.as_ref()) {
             self.delete(&companion.as_str().into()).await?;
         }
         Ok(())
@@ -140,7 +140,7 @@ impl Storage {
     /// Where the row file of the store file at `path` goes on disk; `None` when storage is not
     /// local (row files are read through a memory map) or `path` is not a data file.
     pub fn row_file_path(&self, path: &Path) -> Option<std::path::PathBuf> {
-        crate::rowfile::rows_path(path.as_ref()).and_then(|rows| self.local_path(&rows))
+        crate::layout::rows_path(path.as_ref()).and_then(|rows| self.local_path(&rows))
     }
 
     /// Every object under `prefix`, with its size and last modification (epoch ms).
@@ -160,26 +160,6 @@ impl Storage {
         }
         Ok(())
     }
-}
-
-/// The companion files a store data file at `data` has: its membership index and its row file.
-pub fn companions(data: &str) -> Vec<String> {
-    [crate::index::index_path(data), crate::rowfile::rows_path(data)]
-        .into_iter()
-        .flatten()
-        .collect()
-}
-
-/// Every companion a store data file at `data` may have, with those of earlier versions.
-fn all_companions(data: &str) -> Vec<String> {
-    let mut all = companions(data);
-    all.extend(crate::index::legacy_index_path(data));
-    all
-}
-
-/// The data file of a companion file at `path`, `None` when `path` is not a companion.
-pub fn companion_data(path: &str) -> Option<String> {
-    crate::index::data_path(path).or_else(|| crate::rowfile::data_path(path))
 }
 
 /// The directory of one dataset's store files.

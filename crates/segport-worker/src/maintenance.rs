@@ -99,7 +99,7 @@ pub async fn sweep(ctx: &Context) -> Result<usize, TaskError> {
             let text = path.to_string();
             // Young files may belong to a compaction or an attempt that is about to commit.
             // Companions (membership index, row file) live and die with their data file.
-            let data = segport_store::storage::companion_data(&text);
+            let data = segport_store::layout::companion_data(&text);
             if known.contains(&text)
                 || data.is_some_and(|d| known.contains(&d))
                 || modified_ms > cutoff

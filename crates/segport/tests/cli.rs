@@ -302,7 +302,7 @@ async fn a_worker_killed_before_its_commit_leaves_nothing_visible() {
     let committed: std::collections::BTreeSet<String> = files
         .iter()
         .flat_map(|f| {
-            let companions = segport_store::storage::companions(&f.path);
+            let companions = segport_store::layout::companions(&f.path);
             assert_eq!(companions.len(), 2, "{} has an index and a row file", f.path);
             std::iter::once(f.path.clone()).chain(companions).map(|p| name(&p))
         })
