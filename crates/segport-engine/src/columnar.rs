@@ -20,14 +20,14 @@ use arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef};
 use segport_store::align::{align_array, ByName};
 use segport_store::schema::UTC;
 
+use crate::error::EngineError;
 use crate::merge::{resolve_identities, resolve_memberships, Identity, Loaded};
 use crate::project::Selection;
-use crate::run::EngineError;
 
 /// One output row: the profile's fragments (batch and row), weakest first, and its events.
 /// Identities and memberships are merged when the batch is encoded, borrowing their strings.
 #[derive(Clone)]
-pub(crate) struct FastRow {
+pub(crate) struct ColumnarRow {
     pub fragments: Vec<(Arc<Loaded>, usize)>,
     /// The events of `timeSeriesEvents` (already deduplicated, windowed and ordered).
     pub events: Vec<(Arc<Loaded>, usize)>,
@@ -57,7 +57,7 @@ impl<'a> RowIdentities<'a> {
     }
 
     /// The merged identities of each profile of `rows`.
-    pub(crate) fn of_profiles(rows: &'a [FastRow]) -> Self {
+    pub(crate) fn of_profiles(rows: &'a [ColumnarRow]) -> Self {
         Self::of(rows.iter().map(|r| r.fragments.iter().map(|(l, row)| (l.as_ref(), *row))))
     }
 
@@ -88,7 +88,7 @@ pub(crate) fn encode(
     schema: &SchemaRef,
     selection: &Selection,
     event_selection: Option<&Selection>,
-    rows: &[FastRow],
+    rows: &[ColumnarRow],
     identities: &RowIdentities,
 ) -> Result<RecordBatch, EngineError> {
     // Distinct source batches, and each output row's candidates (source, row), weakest first.
@@ -170,7 +170,7 @@ static ALL: Selection = Selection { all: true, children: BTreeMap::new() };
 /// `timeSeriesEvents`: per row the list of its events, each cut to `selection` (an event keeps
 /// its place even when nothing selected is in it, as in the JSON path).
 fn event_list(
-    rows: &[FastRow],
+    rows: &[ColumnarRow],
     selection: &Selection,
     target: &DataType,
 ) -> Result<ArrayRef, EngineError> {
@@ -501,7 +501,7 @@ fn legacy_identities(rows: &RowIdentities) -> Result<ArrayRef, EngineError> {
 
 /// `segmentMembership`: namespace → segment id → `{lastQualificationTime, status, validUntil,
 /// version}`; null for a profile with no (selected) membership.
-fn membership_map(rows: &[FastRow], selection: &Selection) -> Result<ArrayRef, EngineError> {
+fn membership_map(rows: &[ColumnarRow], selection: &Selection) -> Result<ArrayRef, EngineError> {
     let mut outer_counts = Vec::with_capacity(rows.len());
     let mut outer_keys = StringBuilder::new();
     let mut inner_counts = Vec::new();

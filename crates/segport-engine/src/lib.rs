@@ -9,14 +9,18 @@
 //! hands in the files and takes the encoded output away.
 
 mod columnar;
+mod columns;
+mod error;
 mod merge;
 pub mod plan;
 mod prefilter;
 pub mod project;
 mod run;
+mod sink;
+mod source;
 
+pub use error::EngineError;
 pub use plan::{EventWindow, ExportPlan, Precedence, SegmentMatch};
-pub use run::{
-    encode_rows, projections, run_partition, EngineError, PartitionInput, PartitionOutput,
-    Progress, Projections, SourceFile,
-};
+pub use run::{projections, run_partition, PartitionOutput, Progress, Projections};
+pub use sink::encode_rows;
+pub use source::{PartitionInput, SourceFile};

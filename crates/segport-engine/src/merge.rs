@@ -13,7 +13,7 @@ use arrow::datatypes::{Int32Type, Int64Type, TimestampMillisecondType, UInt64Typ
 use segport_store::columns::{IDENTITIES, INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
 use serde_json::{json, Map, Value};
 
-use crate::run::EngineError;
+use crate::error::EngineError;
 
 /// A batch of fragments or events read from one store file, aligned to today's schema.
 pub(crate) struct Loaded {

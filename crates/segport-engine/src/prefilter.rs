@@ -23,12 +23,9 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use segport_store::columns::{INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
 use segport_store::compact::FileRef;
 
+use crate::error::EngineError;
 use crate::plan::SegmentMatch;
-use crate::run::{EngineError, OpenFile};
-
-/// Rows to read of one file, ascending and distinct: `None` reads them all; an empty list
-/// skips the file.
-pub(crate) type Selected = Option<Vec<usize>>;
+use crate::source::{push_range, OpenFile, Selected};
 
 /// A membership of a wanted segment, as one fragment holds it; its strings borrow from the
 /// batches the first pass read.
@@ -724,14 +721,6 @@ fn lookup(open: &OpenFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
     }
     let keys = batches.iter().flat_map(|a| (0..a.len()).map(move |i| a.value(i)));
     Ok(matching_rows(pages.into_iter().flatten().zip(keys), wanted))
-}
-
-/// Appends `range` to `ranges`, joining it to the last one when they touch.
-pub(crate) fn push_range(ranges: &mut Vec<Range<usize>>, range: Range<usize>) {
-    match ranges.last_mut() {
-        Some(r) if r.end == range.start => r.end = range.end,
-        _ => ranges.push(range),
-    }
 }
 
 #[cfg(test)]

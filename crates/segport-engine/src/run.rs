@@ -1,134 +1,24 @@
-//! Evaluating one partition: a k-way merge by profile key over the partition's store files,
-//! read a row group at a time, then filters, merge, projection and Parquet encoding.
+//! The evaluate stage, and the partition run that drives the stages: a k-way merge by profile
+//! key over the partition's cursors ([`crate::source`]), then filters, merge and projection,
+//! each exported row handed to its batch's sink ([`crate::sink`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 
-use arrow::array::{Array, ArrayRef, AsArray, ListArray, RecordBatch, StructArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder, RowSelection,
-};
-use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::file::metadata::PageIndexPolicy;
-use parquet::schema::types::SchemaDescriptor;
-use segport_store::columns::{IDENTITIES, SEGMENTS};
-use segport_store::compact::{fragment_schema, with_recency, FileRef};
-use segport_store::ingest::output_writer_properties_for;
-use segport_store::layout::rows_path;
-use segport_store::rowfile::{RowFile, TakeRows};
-use segport_store::schema::UnionSchema;
 use segport_store::RecordKind;
 use serde_json::{json, Map, Value};
 
-use crate::columnar::{self, FastRow};
-use crate::merge::{self, Loaded, RowRef};
+use crate::columnar::ColumnarRow;
+use crate::columns::ReadColumns;
+use crate::error::EngineError;
+use crate::merge::{self, RowRef};
 use crate::plan::{ExportPlan, Precedence};
-use crate::prefilter::{self, Selected};
+use crate::prefilter;
 use crate::project::{self, Projection};
-
-/// Why an evaluation stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    /// Reading the store failed (`STORE_READ_ERROR`).
-    #[error("cannot read the store: {0}")]
-    Store(String),
-    /// Encoding the output failed (`OUTPUT_WRITE_ERROR`).
-    #[error("cannot encode the output: {0}")]
-    Output(String),
-    #[error("the export was cancelled")]
-    Cancelled,
-}
-
-/// A store file to read: where it is on disk, its recency, and its dataset.
-#[derive(Debug, Clone)]
-pub struct SourceFile {
-    pub file: FileRef,
-    pub local_path: std::path::PathBuf,
-    pub dataset: String,
-}
-
-/// The files of one partition.
-#[derive(Debug, Clone)]
-pub struct PartitionInput {
-    pub partition: u32,
-    pub profiles: Vec<SourceFile>,
-    pub events: Vec<SourceFile>,
-}
-
-/// A store file opened for one job: its Parquet footer (parsed once, when first needed, and
-/// shared by the first pass and the reader) and its row file.
-pub(crate) struct OpenFile<'a> {
-    pub source: &'a SourceFile,
-    metadata: OnceLock<ArrowReaderMetadata>,
-    /// Whether rows will be picked from the file (then the page index is loaded with the
-    /// footer, for a file without a row file).
-    picked: bool,
-    /// The file's row file, mapped, when rows will be picked from it and it has one.
-    pub rows: Option<RowFile>,
-}
-
-impl<'a> OpenFile<'a> {
-    /// Opens `source`. When rows will be picked from it (`picked`), maps its row file
-    /// ([`segport_store::rowfile`]), from which picked rows are gathered without decompressing
-    /// pages and keys are found by binary search; the Parquet footer is then never parsed.
-    pub(crate) fn open(source: &'a SourceFile, picked: bool) -> Result<Self, EngineError> {
-        let rows = match rows_path(&source.local_path.to_string_lossy()) {
-            Some(path) if picked => RowFile::open(std::path::Path::new(&path))
-                .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?,
-            _ => None,
-        };
-        Ok(Self { source, metadata: OnceLock::new(), picked, rows })
-    }
-
-    /// The Parquet footer, with the page index when rows are picked from a file without a
-    /// row file (pages holding no picked row are then skipped, not decompressed; a whole file
-    /// is read faster without it).
-    pub(crate) fn metadata(&self) -> Result<&ArrowReaderMetadata, EngineError> {
-        if let Some(metadata) = self.metadata.get() {
-            return Ok(metadata);
-        }
-        let source = self.source;
-        let file = std::fs::File::open(&source.local_path).map_err(|e| source.error(&e))?;
-        let policy = if self.picked && self.rows.is_none() {
-            PageIndexPolicy::Optional
-        } else {
-            PageIndexPolicy::Skip
-        };
-        let options = ArrowReaderOptions::new().with_page_index_policy(policy);
-        let metadata = ArrowReaderMetadata::load(&file, options).map_err(|e| source.error(&e))?;
-        Ok(self.metadata.get_or_init(|| metadata))
-    }
-
-    /// A reader of the file.
-    pub(crate) fn builder(
-        &self,
-    ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, EngineError> {
-        let metadata = self.metadata()?.clone();
-        let file =
-            std::fs::File::open(&self.source.local_path).map_err(|e| self.source.error(&e))?;
-        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata))
-    }
-
-    /// The file's row count.
-    pub(crate) fn rows(&self) -> Result<usize, EngineError> {
-        match &self.rows {
-            Some(rows) => Ok(rows.rows()),
-            None => Ok(usize::try_from(self.metadata()?.metadata().file_metadata().num_rows())
-                .unwrap_or(0)),
-        }
-    }
-}
-
-impl SourceFile {
-    /// A store read error about this file.
-    pub(crate) fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
-        EngineError::Store(format!("{}: {e}", self.file.path))
-    }
-}
+use crate::sink::Sink;
+use crate::source::{included, open_all, Cursor, OpenFile, PartitionInput, SourceFile};
 
 /// What one partition produced, per output batch.
 #[derive(Debug, Default)]
@@ -145,503 +35,6 @@ pub struct Progress {
     pub partitions_done: AtomicU64,
     pub profiles_scanned: AtomicU64,
     pub profiles_exported: AtomicU64,
-}
-
-/// Where a cursor's batches come from: the Parquet file, or rows gathered from its row file.
-enum Batches<'f> {
-    Parquet(ParquetRecordBatchReader),
-    Rows(TakeRows<'f>),
-}
-
-impl Iterator for Batches<'_> {
-    type Item = Result<RecordBatch, String>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self {
-            Batches::Parquet(reader) => reader.next().map(|b| b.map_err(|e| e.to_string())),
-            Batches::Rows(rows) => {
-                rows.next().map(|b| b.map_err(|e| segport_model::error::chain(&e)))
-            }
-        }
-    }
-}
-
-/// Rows read from one file at a time.
-const BATCH_ROWS: usize = 8192;
-
-/// Reads one store file a batch at a time.
-struct Cursor<'f> {
-    reader: Batches<'f>,
-    current: Option<Arc<Loaded>>,
-    row: usize,
-    file: FileRef,
-    schema: SchemaRef,
-    rank: usize,
-}
-
-impl<'f> Cursor<'f> {
-    /// Opens `file` to read the columns of `read` at the `selected` rows: from its row file
-    /// when rows are picked and it has one, else from the Parquet file.
-    fn open(
-        file: &'f OpenFile,
-        read: &ReadColumns,
-        selected: Selected,
-        rank: usize,
-    ) -> Result<Self, EngineError> {
-        let source = file.source;
-        let store_error = |e: &dyn std::fmt::Display| source.error(e);
-        let reader = match (selected, &file.rows) {
-            (Some(picked), Some(rows)) => {
-                let columns: Vec<&str> = rows
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .filter(|name| read.wants(name))
-                    .collect();
-                let taken = rows
-                    .take(&picked, &columns, BATCH_ROWS)
-                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
-                // Only the struct members the projection reaches are gathered, as only those
-                // leaves are read from Parquet.
-                let selection = read.selection.clone();
-                let narrow = move |batch: RecordBatch| match &selection {
-                    Some(selection) => narrow_batch(&batch, selection),
-                    None => Ok(batch),
-                };
-                Batches::Rows(taken.narrowed(Box::new(narrow)))
-            }
-            (selected, _) => {
-                let builder = file.builder()?;
-                let mask = read.mask(builder.parquet_schema(), builder.schema());
-                let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
-                if let Some(picked) = selected {
-                    builder = builder.with_row_selection(row_selection(&picked, file.rows()?));
-                }
-                Batches::Parquet(builder.build().map_err(|e| store_error(&e))?)
-            }
-        };
-        let schema = &read.schema;
-        let mut cursor = Self {
-            reader,
-            current: None,
-            row: 0,
-            file: source.file.clone(),
-            schema: schema.clone(),
-            rank,
-        };
-        cursor.load()?;
-        Ok(cursor)
-    }
-
-    fn load(&mut self) -> Result<(), EngineError> {
-        self.row = 0;
-        // Empty batches are passed over: a loaded batch always has a row at the cursor.
-        let next = self.reader.find(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0));
-        self.current = match next {
-            None => None,
-            Some(batch) => {
-                let batch =
-                    batch.map_err(|e| EngineError::Store(format!("{}: {e}", self.file.path)))?;
-                let aligned = with_recency(&batch, &self.file, &self.schema)
-                    // With its cause: a job's error message is all an operator sees of it.
-                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
-                Some(Arc::new(Loaded::new(aligned, self.rank)?))
-            }
-        };
-        Ok(())
-    }
-
-    fn key(&self) -> Option<&str> {
-        self.current.as_ref().map(|l| l.keys.value(self.row))
-    }
-
-    /// Takes every row of `key` at the cursor, loading further row groups as needed.
-    fn take(
-        &mut self,
-        key: &str,
-        out: &mut Vec<RowRef>,
-        cancel: &AtomicBool,
-    ) -> Result<(), EngineError> {
-        while let Some(loaded) = self.current.clone() {
-            if loaded.keys.value(self.row) != key {
-                return Ok(());
-            }
-            out.push(RowRef { loaded: loaded.clone(), row: self.row });
-            self.row += 1;
-            if self.row == loaded.batch.num_rows() {
-                if cancel.load(Ordering::Relaxed) {
-                    return Err(EngineError::Cancelled);
-                }
-                self.load()?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The files the plan reads, with their merge rank: datasets outside a precedence order are
-/// ignored for everything.
-fn included<'a>(
-    files: &'a [SourceFile],
-    kind: RecordKind,
-    plan: &ExportPlan,
-) -> Vec<(&'a SourceFile, usize)> {
-    files
-        .iter()
-        .filter_map(|f| match (&plan.precedence, kind) {
-            (Precedence::DatasetOrder(order), RecordKind::Profile) => {
-                order.iter().position(|d| *d == f.dataset).map(|rank| (f, rank))
-            }
-            _ => Some((f, 0)),
-        })
-        .collect()
-}
-
-/// `rows` (ascending) of a file of `total` rows as a Parquet row selection.
-fn row_selection(rows: &[usize], total: usize) -> RowSelection {
-    let mut ranges = Vec::new();
-    for &row in rows {
-        prefilter::push_range(&mut ranges, row..row + 1);
-    }
-    RowSelection::from_consecutive_ranges(ranges.into_iter(), total)
-}
-
-fn open_all<'f>(
-    files: &'f [(OpenFile, usize)],
-    selected: Vec<Selected>,
-    read: &ReadColumns,
-) -> Result<Vec<Cursor<'f>>, EngineError> {
-    let mut cursors = Vec::new();
-    for ((f, rank), selected) in files.iter().zip(selected) {
-        if selected.as_ref().is_some_and(Vec::is_empty) {
-            continue;
-        }
-        let cursor = Cursor::open(f, read, selected, *rank)?;
-        if cursor.current.is_some() {
-            cursors.push(cursor);
-        }
-    }
-    Ok(cursors)
-}
-
-/// Buffers output rows of one batch and encodes them as Parquet.
-struct Sink {
-    schema: SchemaRef,
-    rows: Vec<Value>,
-    /// Rows of profiles with fragments, built column by column without JSON.
-    fast: Vec<FastRow>,
-    writer: Option<ArrowWriter<Vec<u8>>>,
-    count: u64,
-    by_namespace: BTreeMap<String, u64>,
-}
-
-const SINK_ROWS: usize = 4096;
-
-impl Sink {
-    fn push(&mut self, row: Value) -> Result<(), EngineError> {
-        self.rows.push(row);
-        self.count += 1;
-        if self.rows.len() >= SINK_ROWS {
-            let batch = encode_rows(&self.schema, &self.rows)?;
-            self.rows.clear();
-            self.write(&batch)?;
-        }
-        Ok(())
-    }
-
-    fn push_fast(&mut self, row: FastRow, projections: &Projections) -> Result<(), EngineError> {
-        self.fast.push(row);
-        self.count += 1;
-        if self.fast.len() >= SINK_ROWS {
-            self.flush_fast(projections)?;
-        }
-        Ok(())
-    }
-
-    fn flush_fast(&mut self, projections: &Projections) -> Result<(), EngineError> {
-        if self.fast.is_empty() {
-            return Ok(());
-        }
-        // Identities are merged here, once per batch, for the output and the namespace counts.
-        let identities = columnar::RowIdentities::of_profiles(&self.fast);
-        identities.count_namespaces(&mut self.by_namespace);
-        let batch = columnar::encode(
-            &self.schema,
-            &projections.profile.selection,
-            projections.events.as_ref().map(|e| &e.selection),
-            &self.fast,
-            &identities,
-        )?;
-        self.fast.clear();
-        self.write(&batch)
-    }
-
-    fn flush(&mut self, projections: &Projections) -> Result<(), EngineError> {
-        self.flush_fast(projections)?;
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let batch = encode_rows(&self.schema, &self.rows)?;
-        self.rows.clear();
-        self.write(&batch)
-    }
-
-    fn write(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
-        if self.writer.is_none() {
-            self.writer = Some(
-                ArrowWriter::try_new(
-                    Vec::new(),
-                    self.schema.clone(),
-                    Some(output_writer_properties_for(64 * 1024, batch)),
-                )
-                .map_err(|e| EngineError::Output(e.to_string()))?,
-            );
-        }
-        if let Some(w) = self.writer.as_mut() {
-            w.write(batch).map_err(|e| EngineError::Output(e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self, projections: &Projections) -> Result<Finished, EngineError> {
-        self.flush(projections)?;
-        let file = match self.writer {
-            None => None,
-            Some(w) => Some((
-                Bytes::from(w.into_inner().map_err(|e| EngineError::Output(e.to_string()))?),
-                self.count,
-            )),
-        };
-        Ok((file, self.by_namespace))
-    }
-}
-
-/// A sink's encoded file (with its row count) and its rows by namespace.
-type Finished = (Option<(Bytes, u64)>, BTreeMap<String, u64>);
-
-/// JSON rows as a record batch of `schema`.
-pub fn encode_rows(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, EngineError> {
-    let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-        .with_batch_size(rows.len().max(1))
-        .build_decoder()
-        .map_err(|e| EngineError::Output(e.to_string()))?;
-    decoder.serialize(rows).map_err(|e| EngineError::Output(e.to_string()))?;
-    match decoder.flush().map_err(|e| EngineError::Output(e.to_string()))? {
-        Some(b) => Ok(b),
-        None => Ok(RecordBatch::new_empty(schema.clone())),
-    }
-}
-
-/// The columns a read needs: the fixed ones always, attributes as the projection needs them,
-/// and the schema read batches are aligned to.
-#[derive(Debug, Clone)]
-pub struct ReadColumns {
-    /// Top-level attribute fields to read; `None` reads all.
-    attributes: Option<BTreeSet<String>>,
-    /// Whether the memberships column is read: only when the output holds them (the segment
-    /// filter was decided by the first pass).
-    memberships: bool,
-    /// Whether the identities column is read: always for profiles; for events only when their
-    /// identities reach the output.
-    identities: bool,
-    /// The attribute leaves to read: `None` reads every leaf of the wanted fields.
-    selection: Option<project::Selection>,
-    schema: SchemaRef,
-}
-
-impl ReadColumns {
-    fn new(
-        kind: RecordKind,
-        schema: &UnionSchema,
-        selection: Option<&project::Selection>,
-        identities: bool,
-    ) -> Self {
-        let attributes = selection.filter(|s| !s.all).map(|s| {
-            let mut names: BTreeSet<String> =
-                s.children.keys().filter(|k| schema.fields.contains_key(*k)).cloned().collect();
-            if kind == RecordKind::Event {
-                // Events are deduplicated by `_id` and ordered by `timestamp`.
-                names.extend(["_id".to_owned(), "timestamp".to_owned()]);
-            }
-            names
-        });
-        let narrowed = match &attributes {
-            None => schema.clone(),
-            Some(names) => UnionSchema {
-                fields: schema
-                    .fields
-                    .iter()
-                    .filter(|(k, _)| names.contains(*k))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            },
-        };
-        let memberships =
-            selection.is_none_or(|s| s.all || s.children.contains_key("segmentMembership"));
-        let mut schema = fragment_schema(kind, &narrowed);
-        // Columns not read are left out of the aligned batches rather than filled with nulls
-        // (the store declares them non-nullable).
-        let unread =
-            |name: &str| (name == SEGMENTS && !memberships) || (name == IDENTITIES && !identities);
-        if schema.fields().iter().any(|f| unread(f.name())) {
-            let fields: Vec<_> =
-                schema.fields().iter().filter(|f| !unread(f.name())).cloned().collect();
-            schema = Arc::new(arrow::datatypes::Schema::new(fields));
-        }
-        let selection = selection.filter(|s| !s.all).map(|s| {
-            let mut s = s.clone();
-            if kind == RecordKind::Event {
-                for name in ["_id", "timestamp"] {
-                    s.children.entry(name.to_owned()).or_default().all = true;
-                }
-            }
-            s
-        });
-        Self { attributes, memberships, identities, selection, schema }
-    }
-
-    fn wants(&self, column: &str) -> bool {
-        match column {
-            SEGMENTS => self.memberships,
-            IDENTITIES => self.identities,
-            _ => {
-                column.starts_with("__")
-                    || self.attributes.as_ref().is_none_or(|a| a.contains(column))
-            }
-        }
-    }
-
-    /// The file's leaf columns to read: internal columns whole, attributes only at the leaves
-    /// the selection reaches (a struct read in part comes back with its other members null
-    /// once aligned, which the merge and the projection treat as absent).
-    fn mask(&self, parquet: &SchemaDescriptor, arrow: &arrow::datatypes::Schema) -> ProjectionMask {
-        let mut leaves = Vec::new();
-        let mut next = 0;
-        for (root, field) in parquet.root_schema().get_fields().iter().enumerate() {
-            let count = (next..parquet.num_columns())
-                .take_while(|i| parquet.get_column_root_idx(*i) == root)
-                .count();
-            let range = next..next + count;
-            next += count;
-            let name = field.name();
-            if !self.wants(name) {
-                continue;
-            }
-            // The Arrow schema of a Parquet file lists its root fields in the same order; the
-            // search by name is a fallback (a wide file has thousands of roots).
-            let field = match arrow.fields().get(root) {
-                Some(f) if f.name() == name => Some(f.as_ref()),
-                _ => arrow.field_with_name(name).ok(),
-            };
-            let picked = match (&self.selection, field) {
-                (Some(selection), Some(f)) if !name.starts_with("__") => {
-                    let mut picked = Vec::with_capacity(count);
-                    leaf_picks(f.data_type(), selection.children.get(name), &mut picked);
-                    // A type whose leaves the walk does not line up with is read whole.
-                    (picked.len() == count).then_some(picked)
-                }
-                _ => None,
-            };
-            match picked {
-                Some(picked) => {
-                    leaves.extend(range.zip(picked).filter(|(_, p)| *p).map(|(i, _)| i))
-                }
-                None => leaves.extend(range),
-            }
-        }
-        ProjectionMask::leaves(parquet, leaves)
-    }
-}
-
-/// `batch` with its attribute columns narrowed to what `selection` reaches ([`narrow`]);
-/// internal columns stay whole.
-fn narrow_batch(
-    batch: &RecordBatch,
-    selection: &project::Selection,
-) -> segport_store::Result<RecordBatch> {
-    let schema = batch.schema();
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in schema.fields().iter().zip(batch.columns()) {
-        let column = match selection.children.get(field.name()) {
-            Some(s) if !field.name().starts_with("__") => narrow(column, s)?,
-            _ => column.clone(),
-        };
-        fields.push(field.as_ref().clone().with_data_type(column.data_type().clone()));
-        columns.push(column);
-    }
-    let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    RecordBatch::try_new_with_options(
-        Arc::new(arrow::datatypes::Schema::new(fields)),
-        columns,
-        &options,
-    )
-    .map_err(segport_store::StoreError::arrow("narrowing a batch"))
-}
-
-/// `array` without the struct members `selection` does not reach, without copying (the same
-/// rule as [`leaf_picks`]: lists are transparent, maps and leaves are kept whole). A struct
-/// left without members keeps its length and validity; alignment fills its members back in
-/// as nulls.
-fn narrow(array: &ArrayRef, selection: &project::Selection) -> segport_store::Result<ArrayRef> {
-    if selection.all {
-        return Ok(array.clone());
-    }
-    let error = segport_store::StoreError::arrow("narrowing a column");
-    match array.data_type() {
-        DataType::Struct(fields) => {
-            let s = array.as_struct();
-            let mut kept_fields = Vec::new();
-            let mut kept = Vec::new();
-            for (f, child) in fields.iter().zip(s.columns()) {
-                if let Some(sel) = selection.children.get(f.name()) {
-                    let child = narrow(child, sel)?;
-                    kept_fields.push(f.as_ref().clone().with_data_type(child.data_type().clone()));
-                    kept.push(child);
-                }
-            }
-            if kept.is_empty() {
-                return Ok(Arc::new(StructArray::new_empty_fields(s.len(), s.nulls().cloned())));
-            }
-            let narrowed = StructArray::try_new(kept_fields.into(), kept, s.nulls().cloned())
-                .map_err(error)?;
-            Ok(Arc::new(narrowed))
-        }
-        DataType::List(item) => {
-            let l = array.as_list::<i32>();
-            let values = narrow(l.values(), selection)?;
-            let item = Arc::new(item.as_ref().clone().with_data_type(values.data_type().clone()));
-            let narrowed =
-                ListArray::try_new(item, l.offsets().clone(), values, l.nulls().cloned())
-                    .map_err(error)?;
-            Ok(Arc::new(narrowed))
-        }
-        _ => Ok(array.clone()),
-    }
-}
-
-/// Whether each leaf of a value of type `data_type` is reached by `selection`, in the order of
-/// the Parquet leaves. Lists are transparent to selections; a map is read whole when anything
-/// of it is selected.
-fn leaf_picks(data_type: &DataType, selection: Option<&project::Selection>, out: &mut Vec<bool>) {
-    match data_type {
-        DataType::Struct(fields) => {
-            for f in fields {
-                let child =
-                    selection.and_then(|s| if s.all { Some(s) } else { s.children.get(f.name()) });
-                leaf_picks(f.data_type(), child, out);
-            }
-        }
-        DataType::List(item) | DataType::LargeList(item) => {
-            leaf_picks(item.data_type(), selection, out)
-        }
-        DataType::Map(entries, _) => {
-            let whole = project::Selection { all: true, children: BTreeMap::new() };
-            leaf_picks(entries.data_type(), selection.map(|_| &whole), out)
-        }
-        _ => out.push(selection.is_some()),
-    }
 }
 
 /// The projections of a plan: profile rows, and the event rows inside them.
@@ -765,13 +158,12 @@ pub fn run_partition<'a>(
     let mut profiles = open_all(&profile_files, profile_rows, &projections.profile_read)?;
     let mut events = open_all(&event_files, event_rows, &projections.event_read)?;
     let mut sinks: Vec<Sink> = (0..plan.batch_count())
-        .map(|_| Sink {
-            schema: projections.schema.clone(),
-            rows: Vec::new(),
-            fast: Vec::new(),
-            writer: None,
-            count: 0,
-            by_namespace: BTreeMap::new(),
+        .map(|_| {
+            Sink::new(
+                projections.schema.clone(),
+                projections.profile.selection.clone(),
+                projections.events.as_ref().map(|e| e.selection.clone()),
+            )
         })
         .collect();
 
@@ -804,9 +196,9 @@ pub fn run_partition<'a>(
     progress.profiles_scanned.fetch_add(scanned % 1024, Ordering::Relaxed);
     let mut output = PartitionOutput::default();
     for sink in sinks {
-        let (file, by_namespace) = sink.finish(projections)?;
-        output.files.push(file);
-        output.by_namespace.push(by_namespace);
+        let done = sink.finish()?;
+        output.files.push(done.file);
+        output.by_namespace.push(done.by_namespace);
     }
     progress.partitions_done.fetch_add(1, Ordering::Relaxed);
     Ok(output)
@@ -877,7 +269,7 @@ fn evaluate(
                 .collect(),
             None => Vec::new(),
         };
-        let mut fast = Some(FastRow {
+        let mut fast = Some(ColumnarRow {
             events,
             fragments: profile_rows.iter().map(|r| (r.loaded.clone(), r.row)).collect(),
         });
@@ -889,7 +281,7 @@ fn evaluate(
                 (false, None) => None,
             };
             if let Some(row) = row {
-                sink.push_fast(row, projections)?;
+                sink.push_columnar(row)?;
                 progress.profiles_exported.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -1,0 +1,300 @@
+//! The source stage: a partition's store files, opened once per job, and a cursor over each
+//! that reads it a batch at a time, from its row file when rows are picked and it has one, else
+//! from Parquet, aligned to the fragment schema with each row's recency.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder, RowSelection,
+};
+use parquet::file::metadata::PageIndexPolicy;
+use segport_store::compact::{with_recency, FileRef};
+use segport_store::layout::rows_path;
+use segport_store::rowfile::{RowFile, TakeRows};
+use segport_store::RecordKind;
+
+use crate::columns::{narrow_batch, ReadColumns};
+use crate::error::EngineError;
+use crate::merge::{Loaded, RowRef};
+use crate::plan::{ExportPlan, Precedence};
+
+/// The rows of a file a read takes: `None` for every row, else their positions, ascending.
+pub(crate) type Selected = Option<Vec<usize>>;
+
+/// A store file to read: where it is on disk, its recency, and its dataset.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub file: FileRef,
+    pub local_path: std::path::PathBuf,
+    pub dataset: String,
+}
+
+/// The files of one partition.
+#[derive(Debug, Clone)]
+pub struct PartitionInput {
+    pub partition: u32,
+    pub profiles: Vec<SourceFile>,
+    pub events: Vec<SourceFile>,
+}
+
+/// A store file opened for one job: its Parquet footer (parsed once, when first needed, and
+/// shared by the first pass and the reader) and its row file.
+pub(crate) struct OpenFile<'a> {
+    pub source: &'a SourceFile,
+    metadata: OnceLock<ArrowReaderMetadata>,
+    /// Whether rows will be picked from the file (then the page index is loaded with the
+    /// footer, for a file without a row file).
+    picked: bool,
+    /// The file's row file, mapped, when rows will be picked from it and it has one.
+    pub rows: Option<RowFile>,
+}
+
+impl<'a> OpenFile<'a> {
+    /// Opens `source`. When rows will be picked from it (`picked`), maps its row file
+    /// ([`segport_store::rowfile`]), from which picked rows are gathered without decompressing
+    /// pages and keys are found by binary search; the Parquet footer is then never parsed.
+    pub(crate) fn open(source: &'a SourceFile, picked: bool) -> Result<Self, EngineError> {
+        let rows = match rows_path(&source.local_path.to_string_lossy()) {
+            Some(path) if picked => RowFile::open(std::path::Path::new(&path))
+                .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?,
+            _ => None,
+        };
+        Ok(Self { source, metadata: OnceLock::new(), picked, rows })
+    }
+
+    /// The Parquet footer, with the page index when rows are picked from a file without a
+    /// row file (pages holding no picked row are then skipped, not decompressed; a whole file
+    /// is read faster without it).
+    pub(crate) fn metadata(&self) -> Result<&ArrowReaderMetadata, EngineError> {
+        if let Some(metadata) = self.metadata.get() {
+            return Ok(metadata);
+        }
+        let source = self.source;
+        let file = std::fs::File::open(&source.local_path).map_err(|e| source.error(&e))?;
+        let policy = if self.picked && self.rows.is_none() {
+            PageIndexPolicy::Optional
+        } else {
+            PageIndexPolicy::Skip
+        };
+        let options = ArrowReaderOptions::new().with_page_index_policy(policy);
+        let metadata = ArrowReaderMetadata::load(&file, options).map_err(|e| source.error(&e))?;
+        Ok(self.metadata.get_or_init(|| metadata))
+    }
+
+    /// A reader of the file.
+    pub(crate) fn builder(
+        &self,
+    ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, EngineError> {
+        let metadata = self.metadata()?.clone();
+        let file =
+            std::fs::File::open(&self.source.local_path).map_err(|e| self.source.error(&e))?;
+        Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata))
+    }
+
+    /// The file's row count.
+    pub(crate) fn rows(&self) -> Result<usize, EngineError> {
+        match &self.rows {
+            Some(rows) => Ok(rows.rows()),
+            None => Ok(usize::try_from(self.metadata()?.metadata().file_metadata().num_rows())
+                .unwrap_or(0)),
+        }
+    }
+}
+
+impl SourceFile {
+    /// A store read error about this file.
+    pub(crate) fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
+        EngineError::Store(format!("{}: {e}", self.file.path))
+    }
+}
+
+/// Where a cursor's batches come from: the Parquet file, or rows gathered from its row file.
+enum Batches<'f> {
+    Parquet(ParquetRecordBatchReader),
+    Rows(TakeRows<'f>),
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<RecordBatch, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Batches::Parquet(reader) => reader.next().map(|b| b.map_err(|e| e.to_string())),
+            Batches::Rows(rows) => {
+                rows.next().map(|b| b.map_err(|e| segport_model::error::chain(&e)))
+            }
+        }
+    }
+}
+
+/// Rows read from one file at a time.
+const BATCH_ROWS: usize = 8192;
+
+/// Reads one store file a batch at a time.
+pub(crate) struct Cursor<'f> {
+    reader: Batches<'f>,
+    pub(crate) current: Option<Arc<Loaded>>,
+    row: usize,
+    file: FileRef,
+    schema: SchemaRef,
+    rank: usize,
+}
+
+impl<'f> Cursor<'f> {
+    /// Opens `file` to read the columns of `read` at the `selected` rows: from its row file
+    /// when rows are picked and it has one, else from the Parquet file.
+    fn open(
+        file: &'f OpenFile,
+        read: &ReadColumns,
+        selected: Selected,
+        rank: usize,
+    ) -> Result<Self, EngineError> {
+        let source = file.source;
+        let store_error = |e: &dyn std::fmt::Display| source.error(e);
+        let reader = match (selected, &file.rows) {
+            (Some(picked), Some(rows)) => {
+                let columns: Vec<&str> = rows
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .filter(|name| read.wants(name))
+                    .collect();
+                let taken = rows
+                    .take(&picked, &columns, BATCH_ROWS)
+                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
+                // Only the struct members the projection reaches are gathered, as only those
+                // leaves are read from Parquet.
+                let selection = read.selection.clone();
+                let narrow = move |batch: RecordBatch| match &selection {
+                    Some(selection) => narrow_batch(&batch, selection),
+                    None => Ok(batch),
+                };
+                Batches::Rows(taken.narrowed(Box::new(narrow)))
+            }
+            (selected, _) => {
+                let builder = file.builder()?;
+                let mask = read.mask(builder.parquet_schema(), builder.schema());
+                let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
+                if let Some(picked) = selected {
+                    builder = builder.with_row_selection(row_selection(&picked, file.rows()?));
+                }
+                Batches::Parquet(builder.build().map_err(|e| store_error(&e))?)
+            }
+        };
+        let schema = &read.schema;
+        let mut cursor = Self {
+            reader,
+            current: None,
+            row: 0,
+            file: source.file.clone(),
+            schema: schema.clone(),
+            rank,
+        };
+        cursor.load()?;
+        Ok(cursor)
+    }
+
+    fn load(&mut self) -> Result<(), EngineError> {
+        self.row = 0;
+        // Empty batches are passed over: a loaded batch always has a row at the cursor.
+        let next = self.reader.find(|b| b.as_ref().map_or(true, |b| b.num_rows() > 0));
+        self.current = match next {
+            None => None,
+            Some(batch) => {
+                let batch =
+                    batch.map_err(|e| EngineError::Store(format!("{}: {e}", self.file.path)))?;
+                let aligned = with_recency(&batch, &self.file, &self.schema)
+                    // With its cause: a job's error message is all an operator sees of it.
+                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
+                Some(Arc::new(Loaded::new(aligned, self.rank)?))
+            }
+        };
+        Ok(())
+    }
+
+    pub(crate) fn key(&self) -> Option<&str> {
+        self.current.as_ref().map(|l| l.keys.value(self.row))
+    }
+
+    /// Takes every row of `key` at the cursor, loading further row groups as needed.
+    pub(crate) fn take(
+        &mut self,
+        key: &str,
+        out: &mut Vec<RowRef>,
+        cancel: &AtomicBool,
+    ) -> Result<(), EngineError> {
+        while let Some(loaded) = self.current.clone() {
+            if loaded.keys.value(self.row) != key {
+                return Ok(());
+            }
+            out.push(RowRef { loaded: loaded.clone(), row: self.row });
+            self.row += 1;
+            if self.row == loaded.batch.num_rows() {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(EngineError::Cancelled);
+                }
+                self.load()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The files the plan reads, with their merge rank: datasets outside a precedence order are
+/// ignored for everything.
+pub(crate) fn included<'a>(
+    files: &'a [SourceFile],
+    kind: RecordKind,
+    plan: &ExportPlan,
+) -> Vec<(&'a SourceFile, usize)> {
+    files
+        .iter()
+        .filter_map(|f| match (&plan.precedence, kind) {
+            (Precedence::DatasetOrder(order), RecordKind::Profile) => {
+                order.iter().position(|d| *d == f.dataset).map(|rank| (f, rank))
+            }
+            _ => Some((f, 0)),
+        })
+        .collect()
+}
+
+/// `rows` (ascending) of a file of `total` rows as a Parquet row selection.
+fn row_selection(rows: &[usize], total: usize) -> RowSelection {
+    let mut ranges = Vec::new();
+    for &row in rows {
+        push_range(&mut ranges, row..row + 1);
+    }
+    RowSelection::from_consecutive_ranges(ranges.into_iter(), total)
+}
+
+pub(crate) fn open_all<'f>(
+    files: &'f [(OpenFile, usize)],
+    selected: Vec<Selected>,
+    read: &ReadColumns,
+) -> Result<Vec<Cursor<'f>>, EngineError> {
+    let mut cursors = Vec::new();
+    for ((f, rank), selected) in files.iter().zip(selected) {
+        if selected.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let cursor = Cursor::open(f, read, selected, *rank)?;
+        if cursor.current.is_some() {
+            cursors.push(cursor);
+        }
+    }
+    Ok(cursors)
+}
+
+/// Adds `range` to `ranges`, joining it to the last one when they touch.
+pub(crate) fn push_range(ranges: &mut Vec<Range<usize>>, range: Range<usize>) {
+    match ranges.last_mut() {
+        Some(r) if r.end == range.start => r.end = range.end,
+        _ => ranges.push(range),
+    }
+}
