@@ -78,8 +78,8 @@ impl<'a> RowIdentities<'a> {
     }
 }
 
-fn output_error(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Output(e.to_string())
+fn output_error(e: impl std::error::Error + Send + Sync + 'static) -> EngineError {
+    EngineError::output(e)
 }
 
 /// `rows` (with their merged `identities`) as a record batch of `schema`, projected by
@@ -158,7 +158,7 @@ impl<'a> SourceColumns<'a> {
                 by_name
                     .index(name)
                     .map(|i| s.batch.column(i).as_ref())
-                    .ok_or_else(|| EngineError::Store(format!("no column {name} in a store batch")))
+                    .ok_or_else(|| EngineError::store(format!("no column {name} in a store batch")))
             })
             .collect()
     }
@@ -181,7 +181,7 @@ fn event_list(
             _ => None,
         },
     ) else {
-        return Err(EngineError::Output("timeSeriesEvents is not a list of structs".into()));
+        return Err(EngineError::output("timeSeriesEvents is not a list of structs"));
     };
     let mut sources: Vec<&Arc<Loaded>> = Vec::new();
     let mut indices: Vec<(usize, usize)> = Vec::new();
@@ -250,14 +250,14 @@ impl Candidates {
 /// from the strongest candidate that has one (lists are values, as in the JSON overlay).
 fn merge_leaves(arrays: &[&dyn Array], candidates: &Candidates) -> Result<ArrayRef, EngineError> {
     let Some(first) = arrays.first() else {
-        return Err(EngineError::Output("no source for a column".into()));
+        return Err(EngineError::output("no source for a column"));
     };
     if let DataType::Struct(fields) = first.data_type() {
         let structs: Vec<&StructArray> = arrays
             .iter()
             .map(|a| {
                 a.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
-                    EngineError::Output("a struct column that is not a struct array".into())
+                    EngineError::output("a struct column that is not a struct array")
                 })
             })
             .collect::<Result<_, _>>()?;
@@ -312,9 +312,10 @@ fn project(
     }
     match (array.data_type(), target) {
         (DataType::Struct(_), DataType::Struct(target_fields)) => {
-            let s = array.as_any().downcast_ref::<StructArray>().ok_or_else(|| {
-                EngineError::Output("a struct column that is not a struct array".into())
-            })?;
+            let s = array
+                .as_any()
+                .downcast_ref::<StructArray>()
+                .ok_or_else(|| EngineError::output("a struct column that is not a struct array"))?;
             let by_name = ByName::new(s.fields());
             let children = target_fields
                 .iter()
@@ -337,9 +338,10 @@ fn project(
             Ok(Arc::new(out))
         }
         (DataType::List(_), DataType::List(target_item)) => {
-            let l = array.as_any().downcast_ref::<ListArray>().ok_or_else(|| {
-                EngineError::Output("a list column that is not a list array".into())
-            })?;
+            let l = array
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| EngineError::output("a list column that is not a list array"))?;
             let values = project(l.values(), selection, target_item.data_type(), true)?;
             let out = ListArray::try_new(
                 target_item.clone(),

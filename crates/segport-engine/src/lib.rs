@@ -22,5 +22,5 @@ mod source;
 pub use error::EngineError;
 pub use plan::{EventWindow, ExportPlan, Precedence, SegmentMatch};
 pub use run::{projections, run_partition, PartitionOutput, Progress, Projections};
-pub use sink::encode_rows;
+pub use sink::{empty_output, encode_rows};
 pub use source::{PartitionInput, SourceFile};

@@ -120,26 +120,26 @@ impl Loaded {
         let keys = batch
             .column_by_name(KEY)
             .map(|c| c.as_string::<i32>().clone())
-            .ok_or_else(|| EngineError::Store("a store file without keys".into()))?;
+            .ok_or_else(|| EngineError::store("a store file without keys"))?;
         let schema = batch.schema();
         let keep: Vec<usize> = (0..schema.fields().len())
             .filter(|i| !schema.field(*i).name().starts_with("__"))
             .collect();
         let attributes = batch
             .project(&keep)
-            .map_err(|e| EngineError::Store(format!("projecting attributes: {e}")))?;
+            .map_err(|e| EngineError::store(format!("projecting attributes: {e}")))?;
         let int = |name: &str| {
             batch
                 .column_by_name(name)
                 .and_then(|c| c.as_primitive_opt::<Int64Type>())
                 .cloned()
-                .ok_or_else(|| EngineError::Store(format!("a store batch without {name}")))
+                .ok_or_else(|| EngineError::store(format!("a store batch without {name}")))
         };
         let ord = batch
             .column_by_name(ORD)
             .and_then(|c| c.as_primitive_opt::<UInt64Type>())
             .cloned()
-            .ok_or_else(|| EngineError::Store("a store batch without ordinals".into()))?;
+            .ok_or_else(|| EngineError::store("a store batch without ordinals"))?;
         Ok(Self {
             ingest: int(INGEST_MS)?,
             seq: int(SEQ)?,
@@ -166,7 +166,7 @@ impl Loaded {
             writer.finish().map_err(|e| e.to_string())?;
             serde_json::from_slice(&writer.into_inner()).map_err(|e| e.to_string())
         });
-        rows.as_deref().map_err(|e| EngineError::Store(format!("rows to JSON: {e}")))
+        rows.as_deref().map_err(|e| EngineError::store(format!("rows to JSON: {e}")))
     }
 }
 

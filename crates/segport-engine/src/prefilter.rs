@@ -177,7 +177,7 @@ impl Read {
 }
 
 fn missing(what: &str) -> EngineError {
-    EngineError::Store(format!("a store file without {what}"))
+    EngineError::store(format!("a store file without {what}"))
 }
 
 /// The recency columns of a batch, looked up once: per row in compacted files, else the
@@ -650,9 +650,7 @@ fn lookup(open: &OpenFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
         return Ok(Vec::new());
     }
     if let Some(rows) = &open.rows {
-        return rows
-            .rows_of(wanted)
-            .map_err(|e| EngineError::Store(segport_model::error::chain(&e)));
+        return rows.rows_of(wanted).map_err(EngineError::store);
     }
     let file = open.source;
     let error = |e: &dyn std::fmt::Display| file.error(e);

@@ -109,11 +109,11 @@ impl Sink {
                     self.schema.clone(),
                     Some(output_writer_properties_for(64 * 1024, batch)),
                 )
-                .map_err(|e| EngineError::Output(e.to_string()))?,
+                .map_err(EngineError::output)?,
             );
         }
         if let Some(w) = self.writer.as_mut() {
-            w.write(batch).map_err(|e| EngineError::Output(e.to_string()))?;
+            w.write(batch).map_err(EngineError::output)?;
         }
         Ok(())
     }
@@ -123,13 +123,20 @@ impl Sink {
         self.flush()?;
         let file = match self.writer {
             None => None,
-            Some(w) => Some((
-                Bytes::from(w.into_inner().map_err(|e| EngineError::Output(e.to_string()))?),
-                self.count,
-            )),
+            Some(w) => {
+                Some((Bytes::from(w.into_inner().map_err(EngineError::output)?), self.count))
+            }
         };
         Ok(SinkOutput { file, by_namespace: self.by_namespace })
     }
+}
+
+/// An output file without rows (its schema alone), encoded as every output file is: a batch
+/// that got no row still holds one file.
+pub fn empty_output(schema: &SchemaRef) -> Result<Bytes, EngineError> {
+    let mut sink = Sink::new(schema.clone(), Selection::default(), None);
+    sink.write(&RecordBatch::new_empty(schema.clone()))?;
+    Ok(sink.finish()?.file.map(|(bytes, _)| bytes).unwrap_or_default())
 }
 
 /// JSON rows as a record batch of `schema`.
@@ -137,9 +144,9 @@ pub fn encode_rows(schema: &SchemaRef, rows: &[Value]) -> Result<RecordBatch, En
     let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
         .with_batch_size(rows.len().max(1))
         .build_decoder()
-        .map_err(|e| EngineError::Output(e.to_string()))?;
-    decoder.serialize(rows).map_err(|e| EngineError::Output(e.to_string()))?;
-    match decoder.flush().map_err(|e| EngineError::Output(e.to_string()))? {
+        .map_err(EngineError::output)?;
+    decoder.serialize(rows).map_err(EngineError::output)?;
+    match decoder.flush().map_err(EngineError::output)? {
         Some(b) => Ok(b),
         None => Ok(RecordBatch::new_empty(schema.clone())),
     }

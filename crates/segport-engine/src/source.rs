@@ -60,8 +60,9 @@ impl<'a> OpenFile<'a> {
     /// pages and keys are found by binary search; the Parquet footer is then never parsed.
     pub(crate) fn open(source: &'a SourceFile, picked: bool) -> Result<Self, EngineError> {
         let rows = match rows_path(&source.local_path.to_string_lossy()) {
-            Some(path) if picked => RowFile::open(std::path::Path::new(&path))
-                .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?,
+            Some(path) if picked => {
+                RowFile::open(std::path::Path::new(&path)).map_err(EngineError::store)?
+            }
             _ => None,
         };
         Ok(Self { source, metadata: OnceLock::new(), picked, rows })
@@ -109,7 +110,7 @@ impl<'a> OpenFile<'a> {
 impl SourceFile {
     /// A store read error about this file.
     pub(crate) fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
-        EngineError::Store(format!("{}: {e}", self.file.path))
+        EngineError::store(format!("{}: {e}", self.file.path))
     }
 }
 
@@ -165,9 +166,7 @@ impl<'f> Cursor<'f> {
                     .map(|f| f.name().as_str())
                     .filter(|name| read.wants(name))
                     .collect();
-                let taken = rows
-                    .take(&picked, &columns, BATCH_ROWS)
-                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
+                let taken = rows.take(&picked, &columns, BATCH_ROWS).map_err(EngineError::store)?;
                 // Only the struct members the projection reaches are gathered, as only those
                 // leaves are read from Parquet.
                 let selection = read.selection.clone();
@@ -208,10 +207,10 @@ impl<'f> Cursor<'f> {
             None => None,
             Some(batch) => {
                 let batch =
-                    batch.map_err(|e| EngineError::Store(format!("{}: {e}", self.file.path)))?;
+                    batch.map_err(|e| EngineError::store(format!("{}: {e}", self.file.path)))?;
                 let aligned = with_recency(&batch, &self.file, &self.schema)
                     // With its cause: a job's error message is all an operator sees of it.
-                    .map_err(|e| EngineError::Store(segport_model::error::chain(&e)))?;
+                    .map_err(EngineError::store)?;
                 Some(Arc::new(Loaded::new(aligned, self.rank)?))
             }
         };

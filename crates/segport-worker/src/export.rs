@@ -13,7 +13,7 @@ use segport_catalog::{
     TaskLease,
 };
 use segport_engine::{
-    encode_rows, projections, run_partition, EngineError, EventWindow, ExportPlan, PartitionInput,
+    empty_output, projections, run_partition, EngineError, EventWindow, ExportPlan, PartitionInput,
     PartitionOutput, Precedence, Progress, SegmentMatch, SourceFile,
 };
 use segport_model::codes::{FailureCode, WarningCode};
@@ -144,12 +144,14 @@ pub async fn run_export(
             remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
             return Err(match failure {
                 Failure::Engine(EngineError::Cancelled) => TaskError::Stopped,
-                Failure::Engine(e @ EngineError::Store(_)) => {
-                    TaskError::Failed { code: FailureCode::StoreReadError, message: e.to_string() }
-                }
+                // The message is the whole chain of causes: all an operator sees of it.
+                Failure::Engine(e @ EngineError::Store(_)) => TaskError::Failed {
+                    code: FailureCode::StoreReadError,
+                    message: segport_model::error::chain(&e),
+                },
                 Failure::Engine(e @ EngineError::Output(_)) => TaskError::Failed {
                     code: FailureCode::OutputWriteError,
-                    message: e.to_string(),
+                    message: segport_model::error::chain(&e),
                 },
                 Failure::Write(message) => {
                     TaskError::Failed { code: FailureCode::OutputWriteError, message }
@@ -378,25 +380,15 @@ async fn write_outputs(
         }
         let rows: i64 = files.iter().map(|f| f.rows).sum();
         if files.is_empty() {
-            let empty = encode_rows(&projections.schema, &[])
-                .and_then(|batch| {
-                    let mut w =
-                        parquet::arrow::ArrowWriter::try_new(Vec::new(), batch.schema(), None)
-                            .map_err(|e| EngineError::Output(e.to_string()))?;
-                    w.write(&batch).map_err(|e| EngineError::Output(e.to_string()))?;
-                    w.into_inner().map_err(|e| EngineError::Output(e.to_string()))
-                })
-                .map_err(|e| TaskError::Failed {
-                    code: FailureCode::OutputWriteError,
-                    message: e.to_string(),
-                })?;
+            // Through the engine's sink, like every output file.
+            let empty = empty_output(&projections.schema).map_err(|e| TaskError::Failed {
+                code: FailureCode::OutputWriteError,
+                message: segport_model::error::chain(&e),
+            })?;
             let dir = attempt_dir(tenant, batch_id.as_str(), &lease.attempt_id);
-            let file = put(&ctx.storage, &dir, "part-00000.parquet", bytes::Bytes::from(empty), 0)
-                .await
-                .map_err(|message| TaskError::Failed {
-                    code: FailureCode::OutputWriteError,
-                    message,
-                })?;
+            let file = put(&ctx.storage, &dir, "part-00000.parquet", empty, 0).await.map_err(
+                |message| TaskError::Failed { code: FailureCode::OutputWriteError, message },
+            )?;
             files.push(file);
         }
         written.push((ExportedBatch { batch_id: (*batch_id).clone(), files, rows }, by_namespace));
