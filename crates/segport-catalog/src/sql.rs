@@ -815,6 +815,32 @@ macro_rules! impl_catalog {
                     .collect())
             }
 
+            /// Adds a compacted file (its rows carry their own recency) at commit `seq`.
+            async fn insert_compacted_file(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                tenant: &segport_model::Tenant,
+                f: &$crate::NewStoreFile,
+                seq: i64,
+            ) -> $crate::Result<()> {
+                sqlx::query($crate::sql::INSERT_STORE_FILE)
+                    .bind(tenant.org.as_str())
+                    .bind(tenant.sandbox.as_str())
+                    .bind(&f.dataset_id)
+                    .bind(f.kind.as_str())
+                    .bind(i64::from(f.partition))
+                    .bind(&f.path)
+                    .bind(None::<String>)
+                    .bind(None::<i64>)
+                    .bind(seq)
+                    .bind(f.rows)
+                    .bind(f.bytes)
+                    .bind(&f.min_key)
+                    .bind(&f.max_key)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(())
+            }
+
             /// Fails an export job and its open batches with `errors`.
             async fn fail_job(
                 tx: &mut sqlx::Transaction<'_, $db>,
@@ -1727,22 +1753,7 @@ macro_rules! impl_catalog {
                         )));
                     }
                 }
-                sqlx::query($crate::sql::INSERT_STORE_FILE)
-                    .bind(org)
-                    .bind(sandbox)
-                    .bind(&merged.dataset_id)
-                    .bind(merged.kind.as_str())
-                    .bind(i64::from(merged.partition))
-                    .bind(&merged.path)
-                    .bind(None::<String>)
-                    .bind(None::<i64>)
-                    .bind(seq)
-                    .bind(merged.rows)
-                    .bind(merged.bytes)
-                    .bind(&merged.min_key)
-                    .bind(&merged.max_key)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::insert_compacted_file(&mut tx, tenant, merged, seq).await?;
                 tx.commit().await?;
                 Ok(seq)
             }
@@ -1999,22 +2010,7 @@ macro_rules! impl_catalog {
                         )));
                     }
                     if let Some(f) = new {
-                        sqlx::query($crate::sql::INSERT_STORE_FILE)
-                            .bind(org)
-                            .bind(sandbox)
-                            .bind(&f.dataset_id)
-                            .bind(f.kind.as_str())
-                            .bind(i64::from(f.partition))
-                            .bind(&f.path)
-                            .bind(None::<String>)
-                            .bind(None::<i64>)
-                            .bind(seq)
-                            .bind(f.rows)
-                            .bind(f.bytes)
-                            .bind(&f.min_key)
-                            .bind(&f.max_key)
-                            .execute(&mut *tx)
-                            .await?;
+                        Self::insert_compacted_file(&mut tx, tenant, f, seq).await?;
                     }
                 }
                 tx.commit().await?;
