@@ -21,16 +21,16 @@ use segport_store::align::{align_array, ByName};
 use segport_store::schema::UTC;
 
 use crate::error::EngineError;
-use crate::merge::{resolve_identities, resolve_memberships, Identity, Loaded};
+use crate::merge::{resolve_identities, resolve_memberships, Identity, ReadBatch};
 use crate::project::Selection;
 
 /// One output row: the profile's fragments (batch and row), weakest first, and its events.
 /// Identities and memberships are merged when the batch is encoded, borrowing their strings.
 #[derive(Clone)]
 pub(crate) struct ColumnarRow {
-    pub fragments: Vec<(Arc<Loaded>, usize)>,
+    pub fragments: Vec<(Arc<ReadBatch>, usize)>,
     /// The events of `timeSeriesEvents` (already deduplicated, windowed and ordered).
-    pub events: Vec<(Arc<Loaded>, usize)>,
+    pub events: Vec<(Arc<ReadBatch>, usize)>,
 }
 
 /// The merged identities of each row of a batch being encoded, resolved once per batch into
@@ -46,7 +46,7 @@ impl<'a> RowIdentities<'a> {
     fn of<R, F>(rows: R) -> Self
     where
         R: IntoIterator<Item = F>,
-        F: IntoIterator<Item = (&'a Loaded, usize)>,
+        F: IntoIterator<Item = (&'a ReadBatch, usize)>,
     {
         let mut out = Self { items: Vec::new(), ends: Vec::new() };
         for fragments in rows {
@@ -92,7 +92,7 @@ pub(crate) fn encode(
     identities: &RowIdentities,
 ) -> Result<RecordBatch, EngineError> {
     // Distinct source batches, and each output row's candidates (source, row), weakest first.
-    let mut sources: Vec<&Arc<Loaded>> = Vec::new();
+    let mut sources: Vec<&Arc<ReadBatch>> = Vec::new();
     let mut candidates = Candidates { offsets: vec![0], items: Vec::new() };
     for r in rows {
         for (loaded, row) in &r.fragments {
@@ -125,7 +125,7 @@ pub(crate) fn encode(
 }
 
 /// The index of `loaded` among the distinct `sources` of a batch being built, added if new.
-fn source_of<'a>(sources: &mut Vec<&'a Arc<Loaded>>, loaded: &'a Arc<Loaded>) -> usize {
+fn source_of<'a>(sources: &mut Vec<&'a Arc<ReadBatch>>, loaded: &'a Arc<ReadBatch>) -> usize {
     match sources.iter().position(|s| Arc::ptr_eq(s, loaded)) {
         Some(i) => i,
         None => {
@@ -137,11 +137,11 @@ fn source_of<'a>(sources: &mut Vec<&'a Arc<Loaded>>, loaded: &'a Arc<Loaded>) ->
 
 /// The columns of the distinct source batches of an output batch, found by name.
 struct SourceColumns<'a> {
-    sources: Vec<(&'a Arc<Loaded>, ByName<'a>)>,
+    sources: Vec<(&'a Arc<ReadBatch>, ByName<'a>)>,
 }
 
 impl<'a> SourceColumns<'a> {
-    fn new(sources: &[&'a Arc<Loaded>]) -> Self {
+    fn new(sources: &[&'a Arc<ReadBatch>]) -> Self {
         Self {
             sources: sources
                 .iter()
@@ -183,7 +183,7 @@ fn event_list(
     ) else {
         return Err(EngineError::output("timeSeriesEvents is not a list of structs"));
     };
-    let mut sources: Vec<&Arc<Loaded>> = Vec::new();
+    let mut sources: Vec<&Arc<ReadBatch>> = Vec::new();
     let mut indices: Vec<(usize, usize)> = Vec::new();
     let mut lengths = Vec::with_capacity(rows.len());
     for r in rows {

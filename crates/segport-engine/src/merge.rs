@@ -16,7 +16,7 @@ use serde_json::{json, Map, Value};
 use crate::error::EngineError;
 
 /// A batch of fragments or events read from one store file, aligned to today's schema.
-pub(crate) struct Loaded {
+pub(crate) struct ReadBatch {
     pub batch: RecordBatch,
     /// The attribute columns only, for turning a row into JSON.
     attributes: RecordBatch,
@@ -115,7 +115,7 @@ fn split_memberships(batch: &RecordBatch) -> Option<Memberships> {
     })
 }
 
-impl Loaded {
+impl ReadBatch {
     pub fn new(batch: RecordBatch, rank: usize) -> Result<Self, EngineError> {
         let keys = batch
             .column_by_name(KEY)
@@ -173,7 +173,7 @@ impl Loaded {
 /// One row of one loaded batch.
 #[derive(Clone)]
 pub(crate) struct RowRef {
-    pub loaded: Arc<Loaded>,
+    pub loaded: Arc<ReadBatch>,
     pub row: usize,
 }
 
@@ -213,7 +213,7 @@ pub(crate) fn identities(rows: &[RowRef]) -> Vec<Identity<'_>> {
 /// appended to `out` in first-seen order; an identity held by several fragments is primary
 /// when any of them says so. Nothing is copied, as with [`resolve_memberships`].
 pub(crate) fn resolve_identities<'a>(
-    fragments: impl IntoIterator<Item = (&'a Loaded, usize)>,
+    fragments: impl IntoIterator<Item = (&'a ReadBatch, usize)>,
     out: &mut Vec<Identity<'a>>,
 ) {
     let first = out.len();
@@ -270,7 +270,7 @@ pub(crate) struct Membership<'a> {
 /// qualification time; ties go to the most recent fragment. Nothing is copied: a profile
 /// holds a handful of memberships and an export may write millions of profiles.
 pub(crate) fn resolve_memberships<'a>(
-    fragments: impl IntoIterator<Item = (&'a Loaded, usize)>,
+    fragments: impl IntoIterator<Item = (&'a ReadBatch, usize)>,
     out: &mut Vec<Membership<'a>>,
 ) {
     out.clear();

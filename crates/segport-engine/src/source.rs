@@ -20,7 +20,7 @@ use segport_store::RecordKind;
 
 use crate::columns::{narrow_batch, ReadColumns};
 use crate::error::EngineError;
-use crate::merge::{Loaded, RowRef};
+use crate::merge::{ReadBatch, RowRef};
 use crate::plan::{ExportPlan, Precedence};
 
 /// The rows of a file a read takes: `None` for every row, else their positions, ascending.
@@ -139,7 +139,7 @@ const BATCH_ROWS: usize = 8192;
 /// Reads one store file a batch at a time.
 pub(crate) struct Cursor<'f> {
     reader: Batches<'f>,
-    pub(crate) current: Option<Arc<Loaded>>,
+    pub(crate) current: Option<Arc<ReadBatch>>,
     row: usize,
     file: FileRef,
     schema: SchemaRef,
@@ -211,7 +211,7 @@ impl<'f> Cursor<'f> {
                 let aligned = with_recency(&batch, &self.file, &self.schema)
                     // With its cause: a job's error message is all an operator sees of it.
                     .map_err(EngineError::store)?;
-                Some(Arc::new(Loaded::new(aligned, self.rank)?))
+                Some(Arc::new(ReadBatch::new(aligned, self.rank)?))
             }
         };
         Ok(())

@@ -171,9 +171,9 @@ pub async fn run_export(
     };
     ctx.config.failpoints.hit("export-after-files");
     let counters = ExportCounters {
-        total: batches.iter().map(|(b, _)| u64::try_from(b.rows).unwrap_or(0)).sum(),
-        by_namespace: batches.iter().fold(BTreeMap::new(), |mut all, (_, ns)| {
-            for (k, v) in ns {
+        total: batches.iter().map(|w| u64::try_from(w.batch.rows).unwrap_or(0)).sum(),
+        by_namespace: batches.iter().fold(BTreeMap::new(), |mut all, w| {
+            for (k, v) in &w.by_namespace {
                 *all.entry(k.clone()).or_default() += v;
             }
             all
@@ -205,7 +205,7 @@ pub async fn run_export(
     let commit = ExportCommit {
         lease: task.lease.clone(),
         job_id,
-        batches: batches.into_iter().map(|(b, _)| b).collect(),
+        batches: batches.into_iter().map(|w| w.batch).collect(),
         counters,
         warnings,
         now_ms: now_ms(),
@@ -317,7 +317,11 @@ fn attempt_dir(tenant: &Tenant, batch: &str, attempt: &str) -> object_store::pat
     batch_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch).join(attempt)
 }
 
-type Written = (ExportedBatch, BTreeMap<String, u64>);
+/// A destination batch's files as written, with its rows by identity namespace.
+struct WrittenBatch {
+    batch: ExportedBatch,
+    by_namespace: BTreeMap<String, u64>,
+}
 
 /// Why evaluating or writing a partition failed.
 enum Failure {
@@ -364,7 +368,7 @@ async fn write_outputs(
     job: &ExportJobRecord,
     projections: &segport_engine::Projections,
     outputs: Vec<PartitionWritten>,
-) -> Result<Vec<Written>, TaskError> {
+) -> Result<Vec<WrittenBatch>, TaskError> {
     let batch_ids = job.spec.destination.batch_ids();
     let mut written = Vec::with_capacity(batch_ids.len());
     for (b, batch_id) in batch_ids.iter().enumerate() {
@@ -391,7 +395,8 @@ async fn write_outputs(
             )?;
             files.push(file);
         }
-        written.push((ExportedBatch { batch_id: (*batch_id).clone(), files, rows }, by_namespace));
+        let batch = ExportedBatch { batch_id: (*batch_id).clone(), files, rows };
+        written.push(WrittenBatch { batch, by_namespace });
     }
     Ok(written)
 }
