@@ -291,25 +291,30 @@ async fn revert(state: &AppState, tenant: &Tenant, batch: &Batch) -> Result<Batc
             )));
         };
         let store = state.catalog.store_state(tenant).await?;
+        let parse = |text: &str| {
+            UnionSchema::from_json(text).map_err(|e| {
+                ApiError::Internal(format!("the sandbox schema is unreadable: {e}").into())
+            })
+        };
+        // Both schemas once per attempt, not once per file.
+        let (profile_schema, event_schema) =
+            (parse(&store.profile_schema)?, parse(&store.event_schema)?);
+        let rows_per_group = IngestLimits::default().row_group_rows;
         let mut rewrites = Vec::new();
         let mut written = Vec::new();
         for file in &plan.compacted {
-            let (kind, schema_text) = match file.kind {
-                StoreKind::Profile => (RecordKind::Profile, &store.profile_schema),
-                StoreKind::Event => (RecordKind::Event, &store.event_schema),
+            let (kind, schema) = match file.kind {
+                StoreKind::Profile => (RecordKind::Profile, &profile_schema),
+                StoreKind::Event => (RecordKind::Event, &event_schema),
             };
-            let schema = UnionSchema::from_json(schema_text).map_err(|e| {
-                ApiError::Internal(format!("the sandbox schema is unreadable: {e}").into())
-            })?;
             let name = format!("compacted-{}.parquet", segport_model::ids::new_uuid().simple());
             let out = store_file(org, sandbox, &file.dataset_id, file.partition, &name);
             let input = FileRef { path: file.path.clone(), ingest_ms: None, seq: file.seq };
-            let rows_per_group = IngestLimits::default().row_group_rows;
             let rewritten = compact(
                 &state.storage,
                 &[input],
                 kind,
-                &schema,
+                schema,
                 rows_per_group,
                 &out,
                 &[plan.commit_seq],
