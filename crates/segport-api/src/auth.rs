@@ -12,7 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
 use rand::RngCore;
-use segport_catalog::{Catalog, TokenRecord};
+use segport_catalog::{TokenRecord, Tokens};
 use segport_model::time::now_ms;
 use segport_model::Tenant;
 use sha2::{Digest, Sha256};
@@ -78,12 +78,12 @@ const TOKEN_CACHE_MAX: usize = 10_000;
 /// Checks credentials; holds a short-lived cache of token lookups.
 pub struct Authenticator {
     mode: AuthMode,
-    catalog: Arc<dyn Catalog>,
+    catalog: Arc<dyn Tokens>,
     cache: Mutex<HashMap<String, (Option<TokenRecord>, Instant)>>,
 }
 
 impl Authenticator {
-    pub fn new(mode: AuthMode, catalog: Arc<dyn Catalog>) -> Self {
+    pub fn new(mode: AuthMode, catalog: Arc<dyn Tokens>) -> Self {
         Self { mode, catalog, cache: Mutex::new(HashMap::new()) }
     }
 

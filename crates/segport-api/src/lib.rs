@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::Router;
-use segport_catalog::Catalog;
+use segport_catalog::ApiCatalog;
 use segport_store::Storage;
 use tower::Layer;
 use tower_http::normalize_path::{NormalizePath, NormalizePathLayer};
@@ -36,7 +36,7 @@ pub const DEFAULT_MAX_UPLOAD: u64 = 256 * 1024 * 1024;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub catalog: Arc<dyn Catalog>,
+    pub catalog: Arc<dyn ApiCatalog>,
     /// Creates export jobs, the concurrent ones in shared transactions.
     pub jobs: Arc<segport_catalog::group::JobWriter>,
     pub storage: Storage,
@@ -70,7 +70,7 @@ impl Default for RequestLimits {
 }
 
 impl AppState {
-    pub fn new(catalog: Arc<dyn Catalog>, storage: Storage, auth: AuthMode) -> Self {
+    pub fn new(catalog: Arc<dyn ApiCatalog>, storage: Storage, auth: AuthMode) -> Self {
         Self {
             auth: Arc::new(auth::Authenticator::new(auth, catalog.clone())),
             jobs: Arc::new(segport_catalog::group::JobWriter::new(catalog.clone())),

@@ -3,7 +3,6 @@
 //! the counts the catalog maintains, so tenants of the API port never see each other's figures
 //! and a scrape costs no count over the jobs.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -17,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use segport_catalog::Catalog;
+use segport_catalog::Jobs;
 
 use crate::AppState;
 
@@ -98,7 +97,7 @@ impl ApiMetrics {
     /// The Prometheus text exposition of the process's metrics; with `tenants`, also export
     /// jobs by tenant and status (for the metrics address only). When the catalog cannot be
     /// read the job series are left out and the failure is logged.
-    pub async fn render(&self, tenants: Option<&Arc<dyn Catalog>>) -> String {
+    pub async fn render(&self, tenants: Option<&dyn Jobs>) -> String {
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "could not encode metrics");

@@ -4,7 +4,7 @@
 //!
 //! A few writers take turns collecting the pending creates, so that one group is being
 //! collected while others commit. Each create gets the answer of its own job: a job whose merge
-//! policy changed meanwhile fails alone (see [`Catalog::create_export_jobs`]).
+//! policy changed meanwhile fails alone (see [`Jobs::create_export_jobs`]).
 
 use std::sync::{Arc, OnceLock};
 
@@ -12,7 +12,7 @@ use segport_model::job::ExportJobRecord;
 use segport_model::Tenant;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use crate::{Catalog, CatalogError, NewExportJob, Result};
+use crate::{CatalogError, Jobs, NewExportJob, Result};
 
 /// Groups being committed at once.
 const WRITERS: usize = 4;
@@ -23,13 +23,13 @@ type Pending = (Tenant, NewExportJob, oneshot::Sender<Result<ExportJobRecord>>);
 
 /// Creates export jobs, grouping the concurrent ones into shared transactions.
 pub struct JobWriter {
-    catalog: Arc<dyn Catalog>,
+    catalog: Arc<dyn Jobs>,
     /// Started on first use, inside the runtime that serves the requests.
     queue: OnceLock<mpsc::Sender<Pending>>,
 }
 
 impl JobWriter {
-    pub fn new(catalog: Arc<dyn Catalog>) -> Self {
+    pub fn new(catalog: Arc<dyn Jobs>) -> Self {
         Self { catalog, queue: OnceLock::new() }
     }
 
@@ -49,7 +49,7 @@ impl JobWriter {
     }
 }
 
-fn start(catalog: Arc<dyn Catalog>) -> mpsc::Sender<Pending> {
+fn start(catalog: Arc<dyn Jobs>) -> mpsc::Sender<Pending> {
     let (sender, receiver) = mpsc::channel(WRITERS * MOST_PER_GROUP);
     let receiver = Arc::new(Mutex::new(receiver));
     for _ in 0..WRITERS {
@@ -58,7 +58,7 @@ fn start(catalog: Arc<dyn Catalog>) -> mpsc::Sender<Pending> {
     sender
 }
 
-async fn write_groups(catalog: Arc<dyn Catalog>, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+async fn write_groups(catalog: Arc<dyn Jobs>, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>) {
     loop {
         let mut group = Vec::new();
         {

@@ -1,4 +1,8 @@
 //! The PostgreSQL catalog: the production backend, shared by every api and worker process.
+//!
+//! This module holds what is PostgreSQL's own: the pool, `LISTEN`/`NOTIFY` for queued tasks,
+//! and the row-locking statements of its [`Dialect`]. The concerns' SQL is `src/sql/`,
+//! compiled here with `Db = sqlx::Postgres` (and again in `sqlite.rs`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,7 +12,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::sql::{claim_sql, impl_catalog, Dialect, SandboxCache};
+use crate::admin::SandboxCache;
+use crate::dialect::{claim_sql, Dialect};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -115,15 +120,37 @@ impl PgCatalog {
     }
 }
 
-impl_catalog!(
-    PgCatalog,
-    sqlx::Postgres,
-    Backend::Postgres,
-    Dialect {
-        claim_task: claim_sql!("FOR UPDATE OF t SKIP LOCKED"),
-        lock_policy_shared: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR SHARE",
-        lock_policy_exclusive: "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3 FOR UPDATE",
-        lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = 'loading' FOR UPDATE",
-        lock_job_task: "SELECT id FROM tasks WHERE job_id = $1 FOR UPDATE",
-    }
-);
+// The shared implementation, compiled for PostgreSQL.
+type SqlCatalog = PgCatalog;
+type Db = sqlx::Postgres;
+type Tx<'a> = sqlx::Transaction<'a, Db>;
+const BACKEND: Backend = Backend::Postgres;
+const DIALECT: Dialect = Dialect {
+    claim_task: claim_sql!("FOR UPDATE OF t SKIP LOCKED"),
+    lock_policy_shared: "SELECT version FROM merge_policies \
+        WHERE org = $1 AND sandbox = $2 AND id = $3 FOR SHARE",
+    lock_policy_exclusive: "SELECT version FROM merge_policies \
+        WHERE org = $1 AND sandbox = $2 AND id = $3 FOR UPDATE",
+    lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 \
+        AND kind = 'ingest' AND status = 'loading' FOR UPDATE",
+    lock_job_task: "SELECT id FROM tasks WHERE job_id = $1 FOR UPDATE",
+};
+
+#[path = "sql/admin.rs"]
+mod admin;
+#[path = "sql/batches.rs"]
+mod batches;
+#[path = "sql/common.rs"]
+mod common;
+#[path = "sql/datasets.rs"]
+mod datasets;
+#[path = "sql/jobs.rs"]
+mod jobs;
+#[path = "sql/policies.rs"]
+mod policies;
+#[path = "sql/store.rs"]
+mod store;
+#[path = "sql/tasks.rs"]
+mod tasks;
+#[path = "sql/tokens.rs"]
+mod tokens;

@@ -4,7 +4,8 @@
 //! SQLite allows one writer at a time. Rather than let concurrent transactions fail with
 //! `SQLITE_BUSY` when they upgrade from reading to writing, every write goes through a pool of
 //! exactly one connection (writers queue in the pool), while reads use their own pool and, in WAL
-//! mode, never wait for the writer.
+//! mode, never wait for the writer. The concerns' SQL is `src/sql/`, compiled here with
+//! `Db = sqlx::Sqlite` (and again in `postgres.rs`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,7 +14,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 use tokio::sync::Notify;
 
-use crate::sql::{claim_sql, impl_catalog, Dialect, SandboxCache};
+use crate::admin::SandboxCache;
+use crate::dialect::{claim_sql, Dialect};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -74,18 +76,38 @@ impl SqliteCatalog {
     }
 }
 
-impl_catalog!(
-    SqliteCatalog,
-    sqlx::Sqlite,
-    Backend::Sqlite,
-    // One writer at a time: the write transaction itself is the lock.
-    Dialect {
-        claim_task: claim_sql!(""),
-        lock_policy_shared:
-            "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
-        lock_policy_exclusive:
-            "SELECT version FROM merge_policies WHERE org = $1 AND sandbox = $2 AND id = $3",
-        lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 AND kind = 'ingest' AND status = 'loading'",
-        lock_job_task: "SELECT id FROM tasks WHERE job_id = $1",
-    }
-);
+// The shared implementation, compiled for SQLite.
+type SqlCatalog = SqliteCatalog;
+type Db = sqlx::Sqlite;
+type Tx<'a> = sqlx::Transaction<'a, Db>;
+const BACKEND: Backend = Backend::Sqlite;
+/// One writer at a time: the write transaction itself is the lock, so nothing locks rows.
+const DIALECT: Dialect = Dialect {
+    claim_task: claim_sql!(""),
+    lock_policy_shared: "SELECT version FROM merge_policies \
+        WHERE org = $1 AND sandbox = $2 AND id = $3",
+    lock_policy_exclusive: "SELECT version FROM merge_policies \
+        WHERE org = $1 AND sandbox = $2 AND id = $3",
+    lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 \
+        AND kind = 'ingest' AND status = 'loading'",
+    lock_job_task: "SELECT id FROM tasks WHERE job_id = $1",
+};
+
+#[path = "sql/admin.rs"]
+mod admin;
+#[path = "sql/batches.rs"]
+mod batches;
+#[path = "sql/common.rs"]
+mod common;
+#[path = "sql/datasets.rs"]
+mod datasets;
+#[path = "sql/jobs.rs"]
+mod jobs;
+#[path = "sql/policies.rs"]
+mod policies;
+#[path = "sql/store.rs"]
+mod store;
+#[path = "sql/tasks.rs"]
+mod tasks;
+#[path = "sql/tokens.rs"]
+mod tokens;

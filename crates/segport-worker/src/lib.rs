@@ -17,7 +17,7 @@ mod runner;
 use std::sync::Arc;
 use std::time::Duration;
 
-use segport_catalog::Catalog;
+use segport_catalog::WorkerCatalog;
 use segport_store::ingest::IngestLimits;
 use segport_store::Storage;
 
@@ -73,7 +73,7 @@ impl Default for WorkerConfig {
 /// What every task needs.
 #[derive(Clone)]
 pub struct Context {
-    pub catalog: Arc<dyn Catalog>,
+    pub catalog: Arc<dyn WorkerCatalog>,
     pub storage: Storage,
     pub config: Arc<WorkerConfig>,
     pub metrics: WorkerMetrics,

@@ -37,7 +37,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// `/metrics` of the metrics address: the process's metrics and export jobs by tenant.
 pub(crate) async fn tenant_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    exposition(state.metrics.render(Some(&state.catalog)).await)
+    exposition(state.metrics.render(Some(state.catalog.as_ref())).await)
 }
 
 fn exposition(body: String) -> impl IntoResponse {

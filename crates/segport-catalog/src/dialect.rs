@@ -1,0 +1,44 @@
+//! The statements that differ between the backends: PostgreSQL's row locks, which SQLite (one
+//! writer at a time, so the write transaction itself is the lock) does without. Each backend
+//! module defines its [`Dialect`]; everything else is shared.
+
+/// A backend's versions of the statements that lock rows.
+pub(crate) struct Dialect {
+    /// Claims the oldest queued task: `$1` attempt id, `$2` owner, `$3` lease expiry, `$4` now
+    /// (see [`claim_sql!`]).
+    pub claim_task: &'static str,
+    /// Locks a merge policy against deletion while a job that uses it is inserted; yields its
+    /// version.
+    pub lock_policy_shared: &'static str,
+    /// Locks a merge policy for deletion, waiting for jobs being inserted with it.
+    pub lock_policy_exclusive: &'static str,
+    /// Locks ingest batch `$3` of tenant (`$1`, `$2`) while it is `loading` (yields its id).
+    pub lock_loading_batch: &'static str,
+    /// Locks the task of export job `$1`. Every transaction that changes a task and its job
+    /// takes the task first (claims, heartbeats, commits, the reaper), so a cancel does too:
+    /// taking them the other way round deadlocks against a concurrent claim.
+    pub lock_job_task: &'static str,
+}
+
+/// The claim statement, with the row-locking clause of the backend (`FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL, so that concurrent workers never wait for each other's claims).
+///
+/// The task claimed is the oldest queued one of the tenant whose last claim is oldest (a tenant
+/// never claimed comes first): tenants take turns, so one tenant's backlog never holds back
+/// another's job. Ordering the queued tasks costs a pass over them per claim, which is small
+/// next to the tasks themselves.
+macro_rules! claim_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, attempt_id = $1, ",
+            "lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 ",
+            "WHERE id = (SELECT t.id FROM tasks t LEFT JOIN tenant_turns r ",
+            "ON r.org = t.org AND r.sandbox = t.sandbox WHERE t.state = 'queued' ",
+            "ORDER BY COALESCE(r.turn, 0), t.id LIMIT 1 ",
+            $lock,
+            ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id"
+        )
+    };
+}
+
+pub(crate) use claim_sql;

@@ -1,0 +1,424 @@
+//! Export jobs on SQL: created in groups (jobs, batches and tasks in three multi-row statements
+//! per group, each merge policy locked once), read, listed by keyset, cancelled by status, and
+//! counted from maintained counts.
+//!
+//! Compiled once per backend: `postgres.rs` and `sqlite.rs` each include this file as a module,
+//! in which `SqlCatalog`, `Db` and `Tx` are that backend's catalog, sqlx database and
+//! transaction.
+
+use async_trait::async_trait;
+use segport_model::batch::{BatchKind, BatchStatus};
+use segport_model::job::{ExportJobRecord, JobError, JobStatus};
+use segport_model::Tenant;
+
+use super::batches::INSERT_BATCHES;
+use super::common::FAIL_JOB_BATCHES;
+use super::{Db, SqlCatalog, Tx, DIALECT};
+use crate::model::{as_i64, convert_all, JobRow};
+use crate::{CancelOutcome, CatalogError, JobCount, JobListQuery, Jobs, NewExportJob, Result};
+
+/// The columns of a job row, `merge_policy` (the resolved policy's body) taken from `$policy`.
+macro_rules! job_columns {
+    ($policy:literal) => {
+        concat!(
+            "id, org, sandbox, status, spec, ",
+            $policy,
+            " AS merge_policy, errors, warnings, progress, counters, attempt, attempt_id, \
+             cancel_requested, request_id, creation_ms, update_ms, started_ms, finished_ms"
+        )
+    };
+}
+
+/// One whole job, the policy's body included (for its worker or its page).
+const SELECT_JOB: &str = concat!(
+    "SELECT ",
+    job_columns!("merge_policy"),
+    " FROM export_jobs WHERE org = $1 AND sandbox = $2 AND id = $3"
+);
+
+/// One page of jobs, with or without a status filter. Lists leave the policy's body in the
+/// table (a job shows the policy's id and version from its spec, and a body can run to the
+/// size of a 1,000-dataset `order`). The keyset comparison `(creation_ms, id) < (…)` walks the
+/// `(org, sandbox[, status], creation_ms DESC, id DESC)` index, so a deep page costs what the
+/// first one does.
+macro_rules! list_jobs {
+    ($status:literal, $limit:literal) => {
+        concat!(
+            "SELECT ",
+            job_columns!("CAST(NULL AS TEXT)"),
+            " FROM export_jobs WHERE org = $1 AND sandbox = $2 AND (creation_ms, id) < ($3, $4) ",
+            $status,
+            "ORDER BY creation_ms DESC, id DESC LIMIT ",
+            $limit
+        )
+    };
+}
+const LIST_JOBS: &str = list_jobs!("", "$5 OFFSET $6");
+const LIST_JOBS_BY_STATUS: &str = list_jobs!("AND status = $5 ", "$6 OFFSET $7");
+
+/// Rows per multi-row insert: far below either backend's limit of bound parameters.
+const ROWS_PER_INSERT: usize = 256;
+
+/// Followed by the VALUES of each job (`QueryBuilder::push_values`) and `RETURNING id`.
+const INSERT_JOBS: &str = "INSERT INTO export_jobs \
+     (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, warnings, creation_ms, \
+     update_ms) ";
+
+/// Followed by the VALUES of each task.
+const INSERT_EXPORT_TASKS: &str =
+    "INSERT INTO tasks (kind, org, sandbox, job_id, state, created_ms, updated_ms) ";
+
+const CANCEL_NEW_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $4, \
+     cancel_requested = $5, finished_ms = $6, update_ms = $6 \
+     WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'NEW'";
+
+const FLAG_RUNNING_JOB: &str = "UPDATE export_jobs SET cancel_requested = $4, \
+     update_ms = $5 WHERE org = $1 AND sandbox = $2 AND id = $3 AND status = 'PROCESSING'";
+
+const DELETE_FINISHED_JOB: &str = "DELETE FROM export_jobs \
+     WHERE org = $1 AND sandbox = $2 AND id = $3 AND status IN ('SUCCEEDED', 'FAILED')";
+
+const FAIL_QUEUED_JOB_TASK: &str =
+    "UPDATE tasks SET state = 'failed', updated_ms = $2 WHERE job_id = $1 AND state = 'queued'";
+
+const COUNT_JOBS: &str = include_str!("queries/count_jobs.sql");
+
+/// Takes the deltas up to id `$1` (each fold takes its own: concurrent folds never count one
+/// twice).
+const TAKE_JOB_COUNT_DELTAS: &str =
+    "DELETE FROM job_count_deltas WHERE id <= $1 RETURNING org, sandbox, status, n";
+
+const LAST_JOB_COUNT_DELTA: &str = "SELECT MAX(id) FROM job_count_deltas";
+
+const ADD_JOB_COUNT: &str = "INSERT INTO job_counts (org, sandbox, status, n) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (org, sandbox, status) \
+     DO UPDATE SET n = job_counts.n + excluded.n";
+
+impl SqlCatalog {
+    /// Inserts `jobs` (their merge policies checked), their destination batches and
+    /// their tasks inside `tx`: three multi-row statements, however many jobs, so that a
+    /// group of creates costs three round trips rather than three per job. Yields the
+    /// jobs' ids, in order.
+    async fn insert_export_jobs(
+        tx: &mut Tx<'_>,
+        jobs: &[(&Tenant, &NewExportJob)],
+    ) -> Result<Vec<i64>> {
+        let mut ids = Vec::with_capacity(jobs.len());
+        for chunk in jobs.chunks(ROWS_PER_INSERT) {
+            let texts = chunk
+                .iter()
+                .map(|(_, job)| {
+                    Ok((
+                        serde_json::to_string(&job.spec)?,
+                        serde_json::to_string(&job.merge_policy)?,
+                        (!job.warnings.is_empty())
+                            .then(|| serde_json::to_string(&job.warnings))
+                            .transpose()?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_JOBS);
+            insert.push_values(chunk.iter().zip(&texts), |mut row, ((tenant, job), text)| {
+                row.push_bind(tenant.org.as_str())
+                    .push_bind(tenant.sandbox.as_str())
+                    .push_bind(JobStatus::New.as_str())
+                    .push_bind(text.0.as_str())
+                    .push_bind(job.merge_policy.id.as_str())
+                    .push_bind(text.1.as_str())
+                    .push_bind(job.request_id.as_str())
+                    .push_bind(text.2.as_deref())
+                    .push_bind(job.now_ms)
+                    .push_bind(job.now_ms);
+            });
+            insert.push(" RETURNING id");
+            // Statements of every group size would crowd the connection's statement
+            // cache: these are not kept.
+            let mut inserted: Vec<i64> =
+                insert.build_query_scalar().persistent(false).fetch_all(&mut **tx).await?;
+            // The ids come from a sequence (PostgreSQL) or the rowid (SQLite), drawn
+            // row by row as the VALUES are inserted, so they ascend in the VALUES'
+            // order; RETURNING does not promise an order, sorting restores it.
+            inserted.sort_unstable();
+            if inserted.len() != chunk.len() {
+                return Err(CatalogError::Conflict(format!(
+                    "{} of {} jobs were inserted",
+                    inserted.len(),
+                    chunk.len()
+                )));
+            }
+            ids.extend(inserted);
+        }
+        let batches: Vec<_> = jobs
+            .iter()
+            .zip(&ids)
+            .flat_map(|((tenant, job), id)| {
+                job.spec.destination.batch_ids().into_iter().map(move |b| (*tenant, *job, *id, b))
+            })
+            .collect();
+        for chunk in batches.chunks(ROWS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_BATCHES);
+            insert.push_values(chunk, |mut row, (tenant, job, id, batch)| {
+                row.push_bind(batch.as_str())
+                    .push_bind(tenant.org.as_str())
+                    .push_bind(tenant.sandbox.as_str())
+                    .push_bind(job.spec.destination.dataset_id.as_str())
+                    .push_bind(BatchKind::Export.as_str())
+                    .push_bind(BatchStatus::Loading.as_str())
+                    .push_bind(*id)
+                    .push_bind("parquet")
+                    .push_bind(false)
+                    .push_bind(job.now_ms)
+                    .push_bind(job.now_ms);
+            });
+            insert.build().persistent(false).execute(&mut **tx).await?;
+        }
+        for (chunk, ids) in jobs.chunks(ROWS_PER_INSERT).zip(ids.chunks(ROWS_PER_INSERT)) {
+            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_EXPORT_TASKS);
+            insert.push_values(chunk.iter().zip(ids), |mut row, ((tenant, job), id)| {
+                row.push_bind("export")
+                    .push_bind(tenant.org.as_str())
+                    .push_bind(tenant.sandbox.as_str())
+                    .push_bind(*id)
+                    .push_bind("queued")
+                    .push_bind(job.now_ms)
+                    .push_bind(job.now_ms);
+            });
+            insert.build().persistent(false).execute(&mut **tx).await?;
+        }
+        Ok(ids)
+    }
+
+    /// Inserts `jobs` inside `tx`, each whose merge policy still exists at the version
+    /// it resolved (each distinct policy is looked up and locked once). A job whose
+    /// policy changed or went fails alone; any other error fails them all.
+    async fn insert_checked_jobs(
+        tx: &mut Tx<'_>,
+        jobs: &[(Tenant, NewExportJob)],
+    ) -> Result<Vec<Result<ExportJobRecord>>> {
+        let mut versions = std::collections::HashMap::new();
+        let mut accepted = Vec::with_capacity(jobs.len());
+        let mut out: Vec<Option<Result<_>>> = Vec::with_capacity(jobs.len());
+        for (tenant, job) in jobs {
+            let policy = (tenant, job.merge_policy.id.as_str());
+            let version = match versions.get(&policy) {
+                Some(version) => *version,
+                None => {
+                    let version = Self::lock_policy(tx, tenant, policy.1).await?;
+                    *versions.entry(policy).or_insert(version)
+                }
+            };
+            if version == Some(job.merge_policy.version) {
+                accepted.push((tenant, job));
+                out.push(None);
+            } else {
+                out.push(Some(Err(CatalogError::Conflict(format!(
+                    "merge policy {:?} was changed or deleted while the job was being \
+                     created; retry the request",
+                    job.merge_policy.id
+                )))));
+            }
+        }
+        let ids = Self::insert_export_jobs(tx, &accepted).await?;
+        let mut inserted = accepted.into_iter().zip(ids);
+        Ok(out
+            .into_iter()
+            .map(|answer| match answer {
+                Some(answer) => answer,
+                None => inserted
+                    .next()
+                    .map(|((tenant, job), id)| {
+                        Ok(ExportJobRecord {
+                            warnings: job.warnings.clone(),
+                            ..ExportJobRecord::created(
+                                id,
+                                tenant.org.as_str().to_owned(),
+                                tenant.sandbox.as_str().to_owned(),
+                                job.spec.clone(),
+                                Some(job.merge_policy.clone()),
+                                job.request_id.clone(),
+                                job.now_ms,
+                            )
+                        })
+                    })
+                    .unwrap_or_else(|| {
+                        Err(CatalogError::Conflict("a job was not inserted".into()))
+                    }),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Jobs for SqlCatalog {
+    async fn create_export_job(
+        &self,
+        tenant: &Tenant,
+        job: NewExportJob,
+    ) -> Result<ExportJobRecord> {
+        let mut out = self.create_export_jobs(vec![(tenant.clone(), job)]).await;
+        out.pop().unwrap_or_else(|| Err(CatalogError::Conflict("the job was not inserted".into())))
+    }
+
+    async fn create_export_jobs(
+        &self,
+        jobs: Vec<(Tenant, NewExportJob)>,
+    ) -> Vec<Result<ExportJobRecord>> {
+        // One transaction, one durable commit for all. A job whose policy changed
+        // meanwhile fails alone (a read, the transaction goes on); any other error
+        // aborts the transaction, and the jobs are then inserted one by one, so that
+        // one bad job fails alone.
+        let group = async {
+            let mut tx = self.write().begin().await?;
+            let out = Self::insert_checked_jobs(&mut tx, &jobs).await?;
+            tx.commit().await?;
+            Ok::<_, CatalogError>(out)
+        };
+        let out = match group.await {
+            Ok(out) => out,
+            Err(e) if jobs.len() == 1 => vec![Err(e)],
+            Err(_) => {
+                let mut out = Vec::with_capacity(jobs.len());
+                for job in jobs {
+                    let alone = async {
+                        let mut tx = self.write().begin().await?;
+                        let mut answer = Self::insert_checked_jobs(&mut tx, &[job]).await?;
+                        tx.commit().await?;
+                        answer.pop().ok_or_else(|| {
+                            CatalogError::Conflict("the job was not inserted".into())
+                        })?
+                    };
+                    out.push(alone.await);
+                }
+                out
+            }
+        };
+        if out.iter().any(Result::is_ok) {
+            self.announce_tasks().await;
+        }
+        out
+    }
+
+    async fn get_export_job(&self, tenant: &Tenant, id: i64) -> Result<Option<ExportJobRecord>> {
+        sqlx::query_as::<_, JobRow>(SELECT_JOB)
+            .bind(tenant.org.as_str())
+            .bind(tenant.sandbox.as_str())
+            .bind(id)
+            .fetch_optional(self.read())
+            .await?
+            .map(TryInto::try_into)
+            .transpose()
+    }
+
+    async fn list_export_jobs(
+        &self,
+        tenant: &Tenant,
+        q: &JobListQuery,
+    ) -> Result<Vec<ExportJobRecord>> {
+        let (after_ms, after_id) = q.after.unwrap_or((i64::MAX, i64::MAX));
+        let sql = if q.status.is_some() { LIST_JOBS_BY_STATUS } else { LIST_JOBS };
+        let mut query = sqlx::query_as::<_, JobRow>(sql)
+            .bind(tenant.org.as_str())
+            .bind(tenant.sandbox.as_str())
+            .bind(after_ms)
+            .bind(after_id);
+        if let Some(status) = q.status {
+            query = query.bind(status.as_str());
+        }
+        let rows =
+            query.bind(i64::from(q.limit)).bind(as_i64(q.skip)).fetch_all(self.read()).await?;
+        convert_all(rows)
+    }
+
+    async fn cancel_export_job(
+        &self,
+        tenant: &Tenant,
+        id: i64,
+        now_ms: i64,
+    ) -> Result<Option<CancelOutcome>> {
+        let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
+        let errors = serde_json::to_string(&[JobError::cancelled()])?;
+        let mut tx = self.write().begin().await?;
+        sqlx::query(DIALECT.lock_job_task).bind(id).execute(&mut *tx).await?;
+        // Each step is a conditional update on the status it expects, so a worker that
+        // claims or finishes the job concurrently is never overwritten.
+        let outcome = if sqlx::query(CANCEL_NEW_JOB)
+            .bind(org)
+            .bind(sandbox)
+            .bind(id)
+            .bind(&errors)
+            .bind(true)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1
+        {
+            sqlx::query(FAIL_JOB_BATCHES).bind(id).bind(now_ms).execute(&mut *tx).await?;
+            sqlx::query(FAIL_QUEUED_JOB_TASK).bind(id).bind(now_ms).execute(&mut *tx).await?;
+            Some(CancelOutcome::CancelledNew)
+        } else if sqlx::query(FLAG_RUNNING_JOB)
+            .bind(org)
+            .bind(sandbox)
+            .bind(id)
+            .bind(true)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1
+        {
+            Some(CancelOutcome::FlaggedRunning)
+        } else if sqlx::query(DELETE_FINISHED_JOB)
+            .bind(org)
+            .bind(sandbox)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1
+        {
+            Some(CancelOutcome::DeletedFinished)
+        } else {
+            None
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn count_jobs(&self) -> Result<Vec<JobCount>> {
+        let rows: Vec<(String, String, String, i64)> =
+            sqlx::query_as(COUNT_JOBS).fetch_all(self.read()).await?;
+        rows.into_iter()
+            .map(|(org, sandbox, status, n)| {
+                let status = status.parse().map_err(|e: String| CatalogError::Corrupt(e))?;
+                Ok(JobCount { org, sandbox, status, n })
+            })
+            .collect()
+    }
+
+    async fn fold_job_counts(&self) -> Result<u64> {
+        let mut tx = self.write().begin().await?;
+        let (last,): (Option<i64>,) =
+            sqlx::query_as(LAST_JOB_COUNT_DELTA).fetch_one(&mut *tx).await?;
+        let Some(last) = last else { return Ok(0) };
+        let taken: Vec<(String, String, String, i64)> =
+            sqlx::query_as(TAKE_JOB_COUNT_DELTAS).bind(last).fetch_all(&mut *tx).await?;
+        let mut sums: std::collections::BTreeMap<(String, String, String), i64> =
+            std::collections::BTreeMap::new();
+        for (org, sandbox, status, n) in &taken {
+            *sums.entry((org.clone(), sandbox.clone(), status.clone())).or_default() += n;
+        }
+        // In key order: concurrent folds lock the count rows in one order.
+        for ((org, sandbox, status), n) in sums.into_iter().filter(|(_, n)| *n != 0) {
+            sqlx::query(ADD_JOB_COUNT)
+                .bind(org)
+                .bind(sandbox)
+                .bind(status)
+                .bind(n)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(taken.len() as u64)
+    }
+}

@@ -1,0 +1,437 @@
+//! The task queue on SQL: claims that give tenants turns, heartbeats, the reaper, and the
+//! commits that end a task, each fenced by its lease (a task row still `running` under the
+//! attempt's id) in the same transaction as everything it commits.
+//!
+//! Compiled once per backend: `postgres.rs` and `sqlite.rs` each include this file as a module,
+//! in which `SqlCatalog`, `Db` and `Tx` are that backend's catalog, sqlx database and
+//! transaction.
+
+use async_trait::async_trait;
+use segport_model::batch::{BatchError, BatchStatus};
+use segport_model::job::{JobError, JobProgress};
+use segport_model::BatchId;
+
+use super::common::{FAIL_JOB_BATCHES, INSERT_STORE_FILE, NEXT_COMMIT};
+use super::store::SELECT_SCHEMA_VERSION;
+use super::{SqlCatalog, Tx, DIALECT};
+use crate::model::{task_kind, ClaimRow};
+use crate::{
+    CatalogError, ClaimedTask, ExportCommit, Heartbeat, IngestCommit, IngestCommitted, ReapedTask,
+    Result, TaskLease, TaskQueue,
+};
+
+/// Gives tenant (`$1`, `$2`) the newest turn, after one of its tasks was claimed.
+const TAKE_TURN: &str = "INSERT INTO tenant_turns (org, sandbox, turn) \
+     VALUES ($1, $2, (SELECT COALESCE(MAX(turn), 0) + 1 FROM tenant_turns)) \
+     ON CONFLICT (org, sandbox) DO UPDATE SET turn = excluded.turn";
+
+const START_JOB: &str = "UPDATE export_jobs SET status = 'PROCESSING', attempt_id = $2, \
+     attempt = $3, started_ms = COALESCE(started_ms, $4), update_ms = $4 \
+     WHERE id = $1 AND status IN ('NEW', 'PROCESSING')";
+
+/// Claims the queued task of one batch (for `segport ingest`, which runs its own task).
+const CLAIM_BATCH_TASK: &str = "UPDATE tasks SET state = 'running', attempt = attempt + 1, \
+     attempt_id = $1, lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 \
+     WHERE batch_id = $5 AND state = 'queued' \
+     RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id";
+
+const HEARTBEAT: &str = "UPDATE tasks SET lease_expires_ms = $3, updated_ms = $4 \
+     WHERE id = $1 AND attempt_id = $2 AND state = 'running' RETURNING job_id";
+
+const JOB_CANCEL_FLAG: &str = "SELECT cancel_requested FROM export_jobs WHERE id = $1";
+
+const RELEASE_TASK: &str = "UPDATE tasks SET state = 'queued', attempt = attempt - 1, \
+     lease_owner = NULL, lease_expires_ms = NULL, snapshot_seq = NULL, updated_ms = $3 \
+     WHERE id = $1 AND attempt_id = $2 AND state = 'running'";
+
+const FAIL_TASK: &str = "UPDATE tasks SET state = 'failed', lease_owner = NULL, \
+     lease_expires_ms = NULL, updated_ms = $3 WHERE id = $1 AND attempt_id = $2 \
+     AND state = 'running' RETURNING batch_id, job_id";
+
+const FINISH_TASK: &str = "UPDATE tasks SET state = 'done', lease_owner = NULL, \
+     lease_expires_ms = NULL, updated_ms = $3 WHERE id = $1 AND attempt_id = $2 AND state = 'running'";
+
+const FAIL_BATCH: &str = "UPDATE batches SET status = 'failed', errors = $2, \
+     updated_ms = $3 WHERE id = $1";
+
+const REAP_TASKS: &str = include_str!("queries/reap_tasks.sql");
+
+const REQUEUE_JOB: &str =
+    "UPDATE export_jobs SET status = 'NEW', progress = NULL, update_ms = $2 WHERE id = $1 AND status = 'PROCESSING'";
+
+const FAIL_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $2, \
+     progress = NULL, finished_ms = $3, update_ms = $3 WHERE id = $1 AND status IN ('NEW', 'PROCESSING')";
+
+const RUNNING_ATTEMPTS: &str =
+    "SELECT attempt_id FROM tasks WHERE state = 'running' AND attempt_id IS NOT NULL";
+
+const RECORD_INGEST: &str = include_str!("queries/record_ingest.sql");
+
+const FINISH_INGEST_BATCH: &str = "UPDATE batches SET status = $2, record_count = $3, \
+     failed_record_count = $4, errors = $5, completed_ms = $6, updated_ms = $7, \
+     held_schema = $8, commit_seq = $9 WHERE id = $1";
+
+const SUCCEED_JOB: &str = "UPDATE export_jobs SET status = 'SUCCEEDED', counters = $2, \
+     warnings = $3, progress = NULL, finished_ms = $4, update_ms = $4 WHERE id = $1 AND status = 'PROCESSING'";
+
+const SUCCEED_BATCH: &str = "UPDATE batches SET status = 'success', record_count = $2, \
+     failed_record_count = 0, completed_ms = $3, updated_ms = $3 WHERE id = $1";
+
+const INSERT_BATCH_FILE: &str = "INSERT INTO batch_files \
+     (batch_id, name, path, row_count, byte_count, created_ms) VALUES ($1, $2, $3, $4, $5, $6)";
+
+const JOB_PROGRESS: &str = "UPDATE export_jobs SET progress = $3, update_ms = $4 \
+     WHERE id = $1 AND attempt_id = $2 AND status = 'PROCESSING'";
+
+impl SqlCatalog {
+    /// Fails an export job and its open batches with `errors`.
+    async fn fail_job(
+        tx: &mut Tx<'_>,
+        job_id: i64,
+        errors: &[BatchError],
+        now_ms: i64,
+    ) -> Result<()> {
+        let job_errors: Vec<JobError> = errors
+            .iter()
+            .map(|e| JobError {
+                code: e.code.clone(),
+                msg: e.description.clone(),
+                call_stack: String::new(),
+            })
+            .collect();
+        sqlx::query(FAIL_JOB)
+            .bind(job_id)
+            .bind(serde_json::to_string(&job_errors)?)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(FAIL_JOB_BATCHES).bind(job_id).bind(now_ms).execute(&mut **tx).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TaskQueue for SqlCatalog {
+    async fn claim_task(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<ClaimedTask>> {
+        let attempt_id = segport_model::ids::new_uuid().to_string();
+        let mut tx = self.write().begin().await?;
+        let claimed: Option<ClaimedTask> = sqlx::query_as::<_, ClaimRow>(DIALECT.claim_task)
+            .bind(&attempt_id)
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(TryInto::try_into)
+            .transpose()?;
+        if let Some(task) = &claimed {
+            sqlx::query(TAKE_TURN)
+                .bind(task.tenant.org.as_str())
+                .bind(task.tenant.sandbox.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // An export job shows PROCESSING, with the attempt as its compute job id.
+        if let Some(job_id) = claimed.as_ref().and_then(|c| c.job_id) {
+            let attempt = claimed.as_ref().map_or(0, |c| c.attempt);
+            sqlx::query(START_JOB)
+                .bind(job_id)
+                .bind(&attempt_id)
+                .bind(attempt)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn claim_batch_task(
+        &self,
+        owner: &str,
+        batch_id: &BatchId,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<ClaimedTask>> {
+        let attempt_id = segport_model::ids::new_uuid().to_string();
+        sqlx::query_as::<_, ClaimRow>(CLAIM_BATCH_TASK)
+            .bind(&attempt_id)
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .bind(batch_id.as_str())
+            .fetch_optional(self.write())
+            .await?
+            .map(TryInto::try_into)
+            .transpose()
+    }
+
+    async fn heartbeat(&self, lease: &TaskLease, lease_ms: i64, now_ms: i64) -> Result<Heartbeat> {
+        let row: Option<(Option<i64>,)> = sqlx::query_as(HEARTBEAT)
+            .bind(lease.task_id)
+            .bind(&lease.attempt_id)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms)
+            .fetch_optional(self.write())
+            .await?;
+        let Some((job_id,)) = row else {
+            return Ok(Heartbeat { alive: false, cancel_requested: false });
+        };
+        let cancel_requested = match job_id {
+            Some(job) => sqlx::query_as::<_, (bool,)>(JOB_CANCEL_FLAG)
+                .bind(job)
+                .fetch_optional(self.read())
+                .await?
+                .is_some_and(|(c,)| c),
+            None => false,
+        };
+        Ok(Heartbeat { alive: true, cancel_requested })
+    }
+
+    async fn release_task(&self, lease: &TaskLease, now_ms: i64) -> Result<bool> {
+        let n = sqlx::query(RELEASE_TASK)
+            .bind(lease.task_id)
+            .bind(&lease.attempt_id)
+            .bind(now_ms)
+            .execute(self.write())
+            .await?
+            .rows_affected();
+        if n == 1 {
+            self.announce_tasks().await;
+        }
+        Ok(n == 1)
+    }
+
+    async fn fail_task(
+        &self,
+        lease: &TaskLease,
+        errors: &[BatchError],
+        now_ms: i64,
+    ) -> Result<bool> {
+        let mut tx = self.write().begin().await?;
+        let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(FAIL_TASK)
+            .bind(lease.task_id)
+            .bind(&lease.attempt_id)
+            .bind(now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((batch_id, job_id)) = row else { return Ok(false) };
+        if let Some(batch_id) = batch_id {
+            sqlx::query(FAIL_BATCH)
+                .bind(batch_id)
+                .bind(serde_json::to_string(errors)?)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(job_id) = job_id {
+            Self::fail_job(&mut tx, job_id, errors, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn reap_expired_tasks(&self, now_ms: i64) -> Result<Vec<ReapedTask>> {
+        let mut tx = self.write().begin().await?;
+        let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> =
+            sqlx::query_as(REAP_TASKS).bind(now_ms).fetch_all(&mut *tx).await?;
+        let lost_error = |what: &str| BatchError {
+            code: segport_model::codes::FailureCode::WorkerLost.as_str().to_owned(),
+            description: segport_model::codes::worker_lost_message(what),
+            rows: Vec::new(),
+        };
+        let lost = serde_json::to_string(&[lost_error("batch")])?;
+        let mut reaped = Vec::with_capacity(rows.len());
+        for (task_id, kind, state, batch_id, job_id) in rows {
+            let requeued = state == "queued";
+            if let (false, Some(batch_id)) = (requeued, batch_id) {
+                sqlx::query(FAIL_BATCH)
+                    .bind(batch_id)
+                    .bind(&lost)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            match (requeued, job_id) {
+                (true, Some(job)) => {
+                    sqlx::query(REQUEUE_JOB).bind(job).bind(now_ms).execute(&mut *tx).await?;
+                }
+                (false, Some(job)) => {
+                    let errors = [lost_error("export")];
+                    Self::fail_job(&mut tx, job, &errors, now_ms).await?;
+                }
+                _ => {}
+            }
+            reaped.push(ReapedTask { task_id, kind: task_kind(&kind)?, requeued });
+        }
+        tx.commit().await?;
+        if reaped.iter().any(|r| r.requeued) {
+            self.announce_tasks().await;
+        }
+        Ok(reaped)
+    }
+
+    async fn running_attempts(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(RUNNING_ATTEMPTS).fetch_all(self.read()).await?;
+        Ok(rows.into_iter().map(|(a,)| a).collect())
+    }
+
+    async fn wait_for_tasks(&self, timeout: std::time::Duration) {
+        self.ensure_listening();
+        let _ = tokio::time::timeout(timeout, self.task_signal().notified()).await;
+    }
+
+    async fn set_job_progress(
+        &self,
+        lease: &TaskLease,
+        job_id: i64,
+        progress: &JobProgress,
+        now_ms: i64,
+    ) -> Result<()> {
+        sqlx::query(JOB_PROGRESS)
+            .bind(job_id)
+            .bind(&lease.attempt_id)
+            .bind(serde_json::to_string(progress)?)
+            .bind(now_ms)
+            .execute(self.write())
+            .await?;
+        Ok(())
+    }
+
+    async fn commit_ingest(&self, c: IngestCommit) -> Result<IngestCommitted> {
+        let (org, sandbox) = (c.tenant.org.as_str(), c.tenant.sandbox.as_str());
+        let mut tx = self.write().begin().await?;
+        // The sandbox row serialises commits: ingest times follow commit order.
+        let (seq, last_ingest_ms, schema_version): (i64, i64, i64) =
+            sqlx::query_as(NEXT_COMMIT).bind(org).bind(sandbox).fetch_one(&mut *tx).await?;
+        // The fence before the schema check: a commit sent again after it was applied
+        // (its answer lost to a reset connection) meets a finished task and is told
+        // LeaseLost, never SchemaChanged, on which the caller would delete the files it
+        // just committed. A refusal below rolls the fence back with everything else.
+        let fenced = sqlx::query(FINISH_TASK)
+            .bind(c.lease.task_id)
+            .bind(&c.lease.attempt_id)
+            .bind(c.now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if fenced != 1 {
+            return Err(CatalogError::LeaseLost);
+        }
+        let (_, _, _, released_version): (i64, String, String, i64) =
+            sqlx::query_as(SELECT_SCHEMA_VERSION)
+                .bind(org)
+                .bind(sandbox)
+                .fetch_one(&mut *tx)
+                .await?;
+        // A batch that widens the schema must have typed against the latest one; any
+        // batch must have typed after the last release, which may have dropped a field
+        // it holds.
+        if (c.schema.is_some() && schema_version != c.schema_version)
+            || released_version > c.schema_version
+        {
+            return Err(CatalogError::SchemaChanged);
+        }
+        let success = c.record_count > 0;
+        let completed_ms = c.now_ms.max(last_ingest_ms + 1);
+        let status = if success { BatchStatus::Success } else { BatchStatus::Failed };
+        if success {
+            sqlx::query(RECORD_INGEST)
+                .bind(org)
+                .bind(sandbox)
+                .bind(completed_ms)
+                .bind(c.kind.as_str())
+                .bind(c.schema.as_deref())
+                .execute(&mut *tx)
+                .await?;
+            for f in &c.files {
+                sqlx::query(INSERT_STORE_FILE)
+                    .bind(org)
+                    .bind(sandbox)
+                    .bind(&f.dataset_id)
+                    .bind(f.kind.as_str())
+                    .bind(i64::from(f.partition))
+                    .bind(&f.path)
+                    .bind(c.batch_id.as_str())
+                    .bind(completed_ms)
+                    .bind(seq)
+                    .bind(f.rows)
+                    .bind(f.bytes)
+                    .bind(&f.min_key)
+                    .bind(&f.max_key)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query(FINISH_INGEST_BATCH)
+            .bind(c.batch_id.as_str())
+            .bind(status.as_str())
+            .bind(c.record_count)
+            .bind(c.failed_record_count)
+            .bind(serde_json::to_string(&c.errors)?)
+            .bind(success.then_some(completed_ms))
+            .bind(c.now_ms)
+            .bind(success.then_some(c.held.as_str()))
+            .bind(success.then_some(seq))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(IngestCommitted { completed_ms, seq, status })
+    }
+
+    async fn commit_export(&self, c: ExportCommit) -> Result<()> {
+        let mut tx = self.write().begin().await?;
+        let fenced = sqlx::query(FINISH_TASK)
+            .bind(c.lease.task_id)
+            .bind(&c.lease.attempt_id)
+            .bind(c.now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if fenced != 1 {
+            return Err(CatalogError::LeaseLost);
+        }
+        let cancel: Option<(bool,)> =
+            sqlx::query_as(JOB_CANCEL_FLAG).bind(c.job_id).fetch_optional(&mut *tx).await?;
+        if cancel.is_none_or(|(c,)| c) {
+            return Err(CatalogError::Cancelled);
+        }
+        let succeeded = sqlx::query(SUCCEED_JOB)
+            .bind(c.job_id)
+            .bind(serde_json::to_string(&c.counters)?)
+            .bind(serde_json::to_string(&c.warnings)?)
+            .bind(c.now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if succeeded != 1 {
+            return Err(CatalogError::LeaseLost);
+        }
+        for batch in &c.batches {
+            sqlx::query(SUCCEED_BATCH)
+                .bind(batch.batch_id.as_str())
+                .bind(batch.rows)
+                .bind(c.now_ms)
+                .execute(&mut *tx)
+                .await?;
+            for f in &batch.files {
+                sqlx::query(INSERT_BATCH_FILE)
+                    .bind(batch.batch_id.as_str())
+                    .bind(&f.name)
+                    .bind(&f.path)
+                    .bind(f.rows)
+                    .bind(f.bytes)
+                    .bind(c.now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

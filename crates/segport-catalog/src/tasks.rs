@@ -1,0 +1,160 @@
+//! The task queue: ingest and export work claimed by workers under leases, and the commits that
+//! end it, each fenced by its lease so that an attempt taken over by another commits nothing.
+
+use async_trait::async_trait;
+use segport_model::batch::{BatchError, BatchStatus};
+use segport_model::job::{ExportCounters, JobProgress, JobWarning};
+use segport_model::{BatchId, Tenant};
+
+use crate::batches::BatchFile;
+use crate::store::{NewStoreFile, StoreKind};
+use crate::Result;
+
+/// What kind of work a task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    Ingest,
+    Export,
+}
+
+/// The right to work on a task: its id and the attempt that holds it. Every change a worker
+/// makes names its lease; a lease taken over by another attempt fences the old one out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLease {
+    pub task_id: i64,
+    pub attempt_id: String,
+}
+
+/// A task a worker has claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimedTask {
+    pub lease: TaskLease,
+    pub kind: TaskKind,
+    pub tenant: Tenant,
+    pub batch_id: Option<BatchId>,
+    pub job_id: Option<i64>,
+    pub attempt: i32,
+}
+
+/// What a heartbeat learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// False once the lease is no longer this attempt's: the worker must stop and not commit.
+    pub alive: bool,
+    /// A cancel was requested (export jobs).
+    pub cancel_requested: bool,
+}
+
+/// A task whose lease expired, as the reaper left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReapedTask {
+    pub task_id: i64,
+    pub kind: TaskKind,
+    /// Requeued for another attempt; otherwise failed for good (`WORKER_LOST`).
+    pub requeued: bool,
+}
+
+/// The result of an ingest attempt, committed in one transaction fenced by its lease.
+#[derive(Debug, Clone)]
+pub struct IngestCommit {
+    pub lease: TaskLease,
+    pub tenant: Tenant,
+    pub batch_id: BatchId,
+    pub kind: StoreKind,
+    pub files: Vec<NewStoreFile>,
+    pub record_count: i64,
+    pub failed_record_count: i64,
+    pub errors: Vec<BatchError>,
+    /// The widened union schema of `kind`, when the batch changed it.
+    pub schema: Option<String>,
+    /// What the batch's files hold of the union schema (see
+    /// [`StoreManifest::held_schemas`](crate::StoreManifest::held_schemas)).
+    pub held: String,
+    /// The schema version the attempt started from; a commit on another fails with
+    /// [`CatalogError::SchemaChanged`](crate::CatalogError::SchemaChanged) and the attempt
+    /// types its records again.
+    pub schema_version: i64,
+    pub now_ms: i64,
+}
+
+/// What an ingest commit recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngestCommitted {
+    /// The batch's ingest time (`completed`), strictly increasing per sandbox.
+    pub completed_ms: i64,
+    pub seq: i64,
+    pub status: BatchStatus,
+}
+
+/// One destination batch of a finished export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedBatch {
+    pub batch_id: BatchId,
+    pub files: Vec<BatchFile>,
+    pub rows: i64,
+}
+
+/// The result of an export attempt, committed in one transaction fenced by its lease and by the
+/// job's cancel flag.
+#[derive(Debug, Clone)]
+pub struct ExportCommit {
+    pub lease: TaskLease,
+    pub job_id: i64,
+    pub batches: Vec<ExportedBatch>,
+    pub counters: ExportCounters,
+    pub warnings: Vec<JobWarning>,
+    pub now_ms: i64,
+}
+
+/// The queue of ingest and export tasks, as workers use it.
+#[async_trait]
+pub trait TaskQueue: Send + Sync + 'static {
+    /// Claims the oldest queued task for `owner`, with a lease until `now_ms + lease_ms`.
+    /// Tenants take turns: the task claimed belongs to the tenant whose last claim is oldest.
+    async fn claim_task(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<ClaimedTask>>;
+    /// Claims the queued task of one batch, if it is still queued.
+    async fn claim_batch_task(
+        &self,
+        owner: &str,
+        batch_id: &BatchId,
+        lease_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<ClaimedTask>>;
+    async fn heartbeat(&self, lease: &TaskLease, lease_ms: i64, now_ms: i64) -> Result<Heartbeat>;
+    /// Hands a task back without using up its attempt (graceful shutdown).
+    async fn release_task(&self, lease: &TaskLease, now_ms: i64) -> Result<bool>;
+    /// Fails a task and its batch or job for good, with `errors` (their `code` and
+    /// `description` become a job's `errors[].code` and `msg`).
+    async fn fail_task(
+        &self,
+        lease: &TaskLease,
+        errors: &[BatchError],
+        now_ms: i64,
+    ) -> Result<bool>;
+    /// Requeues tasks whose lease expired, or fails them after their last attempt.
+    async fn reap_expired_tasks(&self, now_ms: i64) -> Result<Vec<ReapedTask>>;
+    /// Attempt ids of running tasks (their private files must not be swept).
+    async fn running_attempts(&self) -> Result<Vec<String>>;
+    /// Waits until a task may have been queued, or `timeout` passes.
+    async fn wait_for_tasks(&self, timeout: std::time::Duration);
+    /// Records a running job's progress (ignored once the lease is gone).
+    async fn set_job_progress(
+        &self,
+        lease: &TaskLease,
+        job_id: i64,
+        progress: &JobProgress,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// Commits an ingest attempt: files, batch status and counts, union schema and ingest time,
+    /// all or nothing, only while `commit.lease` holds
+    /// ([`CatalogError::LeaseLost`](crate::CatalogError::LeaseLost) otherwise).
+    async fn commit_ingest(&self, commit: IngestCommit) -> Result<IngestCommitted>;
+    /// Commits an export attempt: files, batches, job status and metrics. `LeaseLost` when the
+    /// lease is gone, `Cancelled` when a cancel was requested (nothing is committed then).
+    async fn commit_export(&self, commit: ExportCommit) -> Result<()>;
+}
