@@ -65,10 +65,9 @@ fn ingest(
         .files
         .iter()
         .filter(|f| f.partition == 0)
-        .map(|f| SourceFile {
-            file: FileRef { path: f.path.clone(), ingest_ms: Some(1_800_000_000_000), seq: 1 },
-            local_path: storage.local_path(&f.path).expect("local storage"),
-            dataset: dataset.into(),
+        .map(|f| {
+            let file = FileRef { path: f.path.clone(), ingest_ms: Some(1_800_000_000_000), seq: 1 };
+            storage.source(file, dataset.into()).expect("local storage")
         })
         .collect();
     (files, outcome.schema)

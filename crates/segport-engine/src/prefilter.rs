@@ -11,7 +11,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
-use std::fs::File;
 use std::ops::Range;
 
 use arrow::array::{Array, AsArray, DictionaryArray, PrimitiveArray, RecordBatch, StringArray};
@@ -25,7 +24,7 @@ use segport_store::compact::FileRef;
 
 use crate::error::EngineError;
 use crate::plan::SegmentMatch;
-use crate::source::{push_range, OpenFile, Selected};
+use crate::source::{push_range, OpenFile, Selected, SourceError};
 
 /// A membership of a wanted segment, as one fragment holds it; its strings borrow from the
 /// batches the first pass read.
@@ -211,15 +210,7 @@ impl<'a> Recency<'a> {
 fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     let file = open.source;
     let error = |e: &dyn std::fmt::Display| file.error(e);
-    // The index sits next to the data file: its path is derived from the local path, once
-    // the store path says the file is a data file.
-    let index = segport_store::layout::index_path(&file.file.path)
-        .and_then(|_| segport_store::layout::index_path(&file.local_path.to_string_lossy()));
-    let index = match index {
-        Some(path) => segport_store::index::Index::open(std::path::Path::new(&path))
-            .map_err(|e| error(&segport_model::error::chain(&e)))?,
-        None => None,
-    };
+    let index = file.open_index().map_err(|e| error(&segport_model::error::chain(&e)))?;
     match index {
         Some(index) => Ok(Read {
             batches: index
@@ -661,7 +652,7 @@ fn lookup(open: &OpenFile, wanted: &[&str]) -> Result<Vec<usize>, EngineError> {
     }
     let metadata = builder.metadata().clone();
     // A second handle for the bloom filters: the builder owns the first.
-    let filters = File::open(&file.local_path).map_err(|e| error(&e))?;
+    let filters = file.open_parquet().map_err(|e| error(&e))?;
     let mut pages: Vec<Range<usize>> = Vec::new();
     let mut start = 0usize;
     let mut present: Vec<&str> = Vec::new();

@@ -14,8 +14,8 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::file::metadata::PageIndexPolicy;
 use segport_store::compact::{with_recency, FileRef};
-use segport_store::layout::rows_path;
 use segport_store::rowfile::{RowFile, TakeRows};
+pub use segport_store::snapshot::SourceFile;
 use segport_store::RecordKind;
 
 use crate::columns::{narrow_batch, ReadColumns};
@@ -25,14 +25,6 @@ use crate::plan::{ExportPlan, Precedence};
 
 /// The rows of a file a read takes: `None` for every row, else their positions, ascending.
 pub(crate) type Selected = Option<Vec<usize>>;
-
-/// A store file to read: where it is on disk, its recency, and its dataset.
-#[derive(Debug, Clone)]
-pub struct SourceFile {
-    pub file: FileRef,
-    pub local_path: std::path::PathBuf,
-    pub dataset: String,
-}
 
 /// The files of one partition.
 #[derive(Debug, Clone)]
@@ -59,12 +51,7 @@ impl<'a> OpenFile<'a> {
     /// ([`segport_store::rowfile`]), from which picked rows are gathered without decompressing
     /// pages and keys are found by binary search; the Parquet footer is then never parsed.
     pub(crate) fn open(source: &'a SourceFile, picked: bool) -> Result<Self, EngineError> {
-        let rows = match rows_path(&source.local_path.to_string_lossy()) {
-            Some(path) if picked => {
-                RowFile::open(std::path::Path::new(&path)).map_err(EngineError::store)?
-            }
-            _ => None,
-        };
+        let rows = if picked { source.open_rows().map_err(EngineError::store)? } else { None };
         Ok(Self { source, metadata: OnceLock::new(), picked, rows })
     }
 
@@ -76,7 +63,7 @@ impl<'a> OpenFile<'a> {
             return Ok(metadata);
         }
         let source = self.source;
-        let file = std::fs::File::open(&source.local_path).map_err(|e| source.error(&e))?;
+        let file = source.open_parquet().map_err(|e| source.error(&e))?;
         let policy = if self.picked && self.rows.is_none() {
             PageIndexPolicy::Optional
         } else {
@@ -92,8 +79,7 @@ impl<'a> OpenFile<'a> {
         &self,
     ) -> Result<ParquetRecordBatchReaderBuilder<std::fs::File>, EngineError> {
         let metadata = self.metadata()?.clone();
-        let file =
-            std::fs::File::open(&self.source.local_path).map_err(|e| self.source.error(&e))?;
+        let file = self.source.open_parquet().map_err(|e| self.source.error(&e))?;
         Ok(ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata))
     }
 
@@ -107,9 +93,14 @@ impl<'a> OpenFile<'a> {
     }
 }
 
-impl SourceFile {
+/// Errors about a source file.
+pub(crate) trait SourceError {
     /// A store read error about this file.
-    pub(crate) fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
+    fn error(&self, e: &dyn std::fmt::Display) -> EngineError;
+}
+
+impl SourceError for SourceFile {
+    fn error(&self, e: &dyn std::fmt::Display) -> EngineError {
         EngineError::store(format!("{}: {e}", self.file.path))
     }
 }

@@ -127,8 +127,9 @@ pub struct Index {
 }
 
 impl Index {
-    /// Opens the index at `local` (a local file); `None` when there is none.
-    pub fn open(local: &std::path::Path) -> Result<Option<Self>> {
+    /// Opens the index at `local`, a file this store wrote (see [`crate::snapshot`]), mapped
+    /// without validation; `None` when there is none.
+    pub(crate) fn open_trusted(local: &std::path::Path) -> Result<Option<Self>> {
         MappedFile::open_trusted(local)?.map(Self::new).transpose()
     }
 

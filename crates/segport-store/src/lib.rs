@@ -19,10 +19,12 @@ pub mod input;
 pub mod layout;
 pub mod limits;
 mod mapped;
+pub mod output;
 pub mod paths;
 pub mod read;
 pub mod rowfile;
 pub mod schema;
+pub mod snapshot;
 pub mod storage;
 pub mod xdm;
 

@@ -12,9 +12,10 @@
 //!   rewrites files in the storage root, which an operator must not do while segport runs.
 //! - **Skipping validation** (Arrow would otherwise read every value of every column: offsets,
 //!   UTF-8) is sound only for bytes the store wrote itself with Arrow's IPC writer. Only
-//!   [`MappedFile::open_trusted`], crate-private, takes that path, for files under the store's
-//!   own layout; every other way in ([`MappedFile::from_buffer`], used for bytes from anywhere)
-//!   validates. Footer and block bounds are checked either way.
+//!   [`MappedFile::open_trusted`], crate-private, takes that path, and it is reached only through
+//!   [`crate::snapshot::SourceFile`], whose companion paths come from the store's own layout for
+//!   a file the catalog's manifest names; every other way in ([`MappedFile::from_buffer`], used
+//!   for bytes from anywhere) validates. Footer and block bounds are checked either way.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -158,8 +158,9 @@ impl std::fmt::Debug for RowFile {
 }
 
 impl RowFile {
-    /// Opens the row file at `path`; `None` when there is none.
-    pub fn open(path: &Path) -> Result<Option<Self>> {
+    /// Opens the row file at `path`, a file this store wrote (see [`crate::snapshot`]), mapped
+    /// without validation; `None` when there is none.
+    pub(crate) fn open_trusted(path: &Path) -> Result<Option<Self>> {
         let Some(file) = MappedFile::open_trusted(path)? else { return Ok(None) };
         let no_key =
             || StoreError::Schema(format!("row file {}: no key column", file.path.display()));
@@ -402,7 +403,7 @@ mod tests {
         // Only the finished file is in the folder.
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
 
-        let file = RowFile::open(&path).unwrap().unwrap();
+        let file = RowFile::open_trusted(&path).unwrap().unwrap();
         assert_eq!(file.rows(), 7);
         // A naive oracle: every row whose key is wanted.
         let all = ["a", "b", "b", "d", "d", "e1", "g"];
@@ -450,7 +451,7 @@ mod tests {
             writer.write(&batch(&refs[range.clone()], &values[range])).unwrap();
         }
         writer.finish().unwrap();
-        let file = RowFile::open(&path).unwrap().unwrap();
+        let file = RowFile::open_trusted(&path).unwrap().unwrap();
         for density in [1, 10, 200, 1000, 2000] {
             let mut wanted: Vec<String> =
                 (0..density).map(|_| format!("k{:05}", next(2100))).collect();
@@ -472,7 +473,7 @@ mod tests {
         assert!(writer.write(&batch(&["a"], &[2])).is_err());
         drop(writer);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-        assert!(RowFile::open(&path).unwrap().is_none());
+        assert!(RowFile::open_trusted(&path).unwrap().is_none());
     }
 
     #[test]
@@ -485,7 +486,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         for cut in [1, 9, bytes.len() / 2, bytes.len() - 3] {
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            assert!(RowFile::open(&path).is_err(), "cut at {cut}");
+            assert!(RowFile::open_trusted(&path).is_err(), "cut at {cut}");
         }
     }
 }

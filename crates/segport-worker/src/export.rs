@@ -14,7 +14,7 @@ use segport_catalog::{
 };
 use segport_engine::{
     empty_output, projections, run_partition, EngineError, EventWindow, ExportPlan, PartitionInput,
-    PartitionOutput, Precedence, Progress, SegmentMatch, SourceFile,
+    PartitionOutput, Precedence, Progress, SegmentMatch,
 };
 use segport_model::codes::{FailureCode, WarningCode};
 use segport_model::dataset::DatasetClass;
@@ -22,8 +22,8 @@ use segport_model::job::{ExportCounters, ExportJobRecord, JobProgress, JobWarnin
 use segport_model::merge_policy::AttributeMergeType;
 use segport_model::Tenant;
 use segport_store::compact::FileRef;
+use segport_store::output::{AttemptOutput, WrittenFile};
 use segport_store::schema::UnionSchema;
-use segport_store::storage::batch_dir;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -56,18 +56,15 @@ pub async fn run_export(
     let plan = plan(&job, schema(&snapshot.profile_schema)?, schema(&snapshot.event_schema)?)?;
     let projections = Arc::new(projections(&plan));
 
-    // The partitions' files, on disk.
+    // The partitions' files, opened as the store's sources.
     let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
     for f in &snapshot.files {
-        let local_path = ctx.storage.local_path(&f.path).ok_or_else(|| TaskError::Failed {
-            code: FailureCode::StoreReadError,
-            message: "the export engine reads the store from a local storage root".into(),
-        })?;
-        let source = SourceFile {
-            file: FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq },
-            local_path,
-            dataset: f.dataset_id.clone(),
-        };
+        let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
+        let source =
+            ctx.storage.source(file, f.dataset_id.clone()).map_err(|e| TaskError::Failed {
+                code: FailureCode::StoreReadError,
+                message: segport_model::error::chain(&e),
+            })?;
         let input = inputs.entry(f.partition).or_insert_with(|| PartitionInput {
             partition: f.partition,
             profiles: Vec::new(),
@@ -106,20 +103,22 @@ pub async fn run_export(
     }
     // Each partition's files are written as soon as the partition is done, so memory holds the
     // output of the partitions being evaluated, not of the whole export.
-    let dirs: Vec<object_store::path::Path> = job
-        .spec
-        .destination
-        .batch_ids()
-        .iter()
-        .map(|b| attempt_dir(tenant, b.as_str(), &task.lease.attempt_id))
-        .collect();
+    let output = AttemptOutput::new(
+        &ctx.storage,
+        tenant.org.as_str(),
+        tenant.sandbox.as_str(),
+        &task.lease.attempt_id,
+    );
+    let batch_ids: Vec<String> =
+        job.spec.destination.batch_ids().iter().map(|b| b.as_str().to_owned()).collect();
     // Where the time goes, logged with the commit: reading the catalog, evaluating and
     // writing the partitions, recording the output files, committing.
     let prepared = started.elapsed();
     let evaluated = {
         let (plan, projections, progress, cancel) =
             (plan.clone(), projections.clone(), progress.clone(), cancel.clone());
-        let (storage, handle) = (ctx.storage.clone(), tokio::runtime::Handle::current());
+        let (output, batch_ids) = (output.clone(), batch_ids.clone());
+        let handle = tokio::runtime::Handle::current();
         let inputs: Vec<PartitionInput> = inputs.into_values().collect();
         tokio::task::spawn_blocking(move || {
             crate::cpu().install(|| {
@@ -127,9 +126,9 @@ pub async fn run_export(
                     .par_iter()
                     .enumerate()
                     .map(|(part, input)| {
-                        let output = run_partition(&plan, &projections, input, &progress, &cancel)
+                        let written = run_partition(&plan, &projections, input, &progress, &cancel)
                             .map_err(Failure::Engine)?;
-                        write_partition(&storage, &handle, &dirs, part, output)
+                        write_partition(&output, &handle, &batch_ids, part, written)
                     })
                     .collect::<Result<Vec<PartitionWritten>, Failure>>()
             })
@@ -141,7 +140,7 @@ pub async fn run_export(
         Ok(Ok(outputs)) => outputs,
         Ok(Err(failure)) => {
             // Nothing of a failed attempt stays: its folder goes with it.
-            remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
+            output.remove(batch_ids.iter().map(String::as_str)).await;
             return Err(match failure {
                 Failure::Engine(EngineError::Cancelled) => TaskError::Stopped,
                 // The message is the whole chain of causes: all an operator sees of it.
@@ -162,10 +161,10 @@ pub async fn run_export(
     };
 
     let evaluated_at = started.elapsed();
-    let batches = match write_outputs(ctx, tenant, &task.lease, &job, &projections, outputs).await {
+    let batches = match write_outputs(&output, &job, &projections, outputs).await {
         Ok(b) => b,
         Err(e) => {
-            remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
+            output.remove(batch_ids.iter().map(String::as_str)).await;
             return Err(e);
         }
     };
@@ -220,7 +219,7 @@ pub async fn run_export(
         Ok(()) => {
             let total = started.elapsed();
             ctx.metrics.export_finished(true, total.as_secs_f64(), Some(exported));
-            remove_other_attempts(ctx, tenant, &job, &task.lease.attempt_id).await;
+            output.commit_visible(batch_ids.iter().map(String::as_str)).await;
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             tracing::info!(
                 job_id,
@@ -235,7 +234,7 @@ pub async fn run_export(
         }
         Err(CatalogError::Cancelled) => {
             cancelled.store(true, Ordering::SeqCst);
-            remove_attempt(ctx, tenant, &job, &task.lease.attempt_id).await;
+            output.remove(batch_ids.iter().map(String::as_str)).await;
             Err(TaskError::Stopped)
         }
         Err(e) => Err(e.into()),
@@ -313,10 +312,6 @@ fn plan(
     })
 }
 
-fn attempt_dir(tenant: &Tenant, batch: &str, attempt: &str) -> object_store::path::Path {
-    batch_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch).join(attempt)
-}
-
 /// A destination batch's files as written, with its rows by identity namespace.
 struct WrittenBatch {
     batch: ExportedBatch,
@@ -337,34 +332,32 @@ struct PartitionWritten {
 
 /// Writes one partition's encoded files (blocking on the runtime from a rayon thread).
 fn write_partition(
-    storage: &segport_store::Storage,
+    output: &AttemptOutput,
     handle: &tokio::runtime::Handle,
-    dirs: &[object_store::path::Path],
+    batch_ids: &[String],
     part: usize,
-    output: PartitionOutput,
+    written: PartitionOutput,
 ) -> Result<PartitionWritten, Failure> {
-    let mut files = Vec::with_capacity(dirs.len());
-    for (dir, file) in dirs.iter().zip(output.files) {
+    let mut files = Vec::with_capacity(batch_ids.len());
+    for (batch, file) in batch_ids.iter().zip(written.files) {
         files.push(match file {
             None => None,
             Some((bytes, rows)) => {
                 let name = format!("part-{part:05}.parquet");
                 Some(
                     handle
-                        .block_on(put(storage, dir, &name, bytes, rows))
+                        .block_on(put(output, batch, &name, bytes, rows))
                         .map_err(Failure::Write)?,
                 )
             }
         });
     }
-    Ok(PartitionWritten { files, by_namespace: output.by_namespace })
+    Ok(PartitionWritten { files, by_namespace: written.by_namespace })
 }
 
 /// Assembles each batch's files; a batch without rows gets one file that carries the schema.
 async fn write_outputs(
-    ctx: &Context,
-    tenant: &Tenant,
-    lease: &TaskLease,
+    output: &AttemptOutput,
     job: &ExportJobRecord,
     projections: &segport_engine::Projections,
     outputs: Vec<PartitionWritten>,
@@ -389,10 +382,10 @@ async fn write_outputs(
                 code: FailureCode::OutputWriteError,
                 message: segport_model::error::chain(&e),
             })?;
-            let dir = attempt_dir(tenant, batch_id.as_str(), &lease.attempt_id);
-            let file = put(&ctx.storage, &dir, "part-00000.parquet", empty, 0).await.map_err(
-                |message| TaskError::Failed { code: FailureCode::OutputWriteError, message },
-            )?;
+            let file =
+                put(output, batch_id.as_str(), "part-00000.parquet", empty, 0).await.map_err(
+                    |message| TaskError::Failed { code: FailureCode::OutputWriteError, message },
+                )?;
             files.push(file);
         }
         let batch = ExportedBatch { batch_id: (*batch_id).clone(), files, rows };
@@ -401,45 +394,23 @@ async fn write_outputs(
     Ok(written)
 }
 
+/// Writes one output file of `batch` and describes it for the catalog.
 async fn put(
-    storage: &segport_store::Storage,
-    dir: &object_store::path::Path,
+    output: &AttemptOutput,
+    batch: &str,
     name: &str,
     bytes: bytes::Bytes,
     rows: u64,
 ) -> Result<BatchFile, String> {
-    let path = dir.clone().join(name);
-    let size = bytes.len();
-    storage
-        .put(&path, bytes)
-        .await
-        .map_err(|e| format!("cannot write {path}: {}", segport_model::error::chain(&e)))?;
+    let WrittenFile { path, bytes } = output.write(batch, name, bytes).await.map_err(|e| {
+        format!("cannot write {name} of batch {batch}: {}", segport_model::error::chain(&e))
+    })?;
     Ok(BatchFile {
         name: name.to_owned(),
-        path: path.to_string(),
+        path,
         rows: i64::try_from(rows).unwrap_or(i64::MAX),
-        bytes: i64::try_from(size).unwrap_or(i64::MAX),
+        bytes: i64::try_from(bytes).unwrap_or(i64::MAX),
     })
-}
-
-/// Deletes the folders of the job's other attempts (crashed, lost or cancelled ones).
-async fn remove_other_attempts(ctx: &Context, tenant: &Tenant, job: &ExportJobRecord, keep: &str) {
-    for batch in job.spec.destination.batch_ids() {
-        let prefix = batch_dir(tenant.org.as_str(), tenant.sandbox.as_str(), batch.as_str());
-        let Ok(listed) = ctx.storage.list(&prefix).await else { continue };
-        for (path, _, _) in listed {
-            let attempt = path.parts().nth(4).map(|p| p.as_ref().to_owned());
-            if attempt.as_deref() != Some(keep) {
-                let _ = ctx.storage.delete(&path).await;
-            }
-        }
-    }
-}
-
-async fn remove_attempt(ctx: &Context, tenant: &Tenant, job: &ExportJobRecord, attempt: &str) {
-    for batch in job.spec.destination.batch_ids() {
-        let _ = ctx.storage.delete_prefix(&attempt_dir(tenant, batch.as_str(), attempt)).await;
-    }
 }
 
 /// A warning for each dataset of profile records or events that does not feed the profile store
