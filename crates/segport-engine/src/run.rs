@@ -20,6 +20,9 @@ use crate::project::{self, Projection};
 use crate::sink::Sink;
 use crate::source::{included, open_all, Cursor, OpenFile, PartitionInput, SourceFile};
 
+#[cfg(test)]
+mod builders_agree;
+
 /// What one partition produced, per output batch.
 #[derive(Debug, Default)]
 pub struct PartitionOutput {
