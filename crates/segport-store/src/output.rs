@@ -125,7 +125,7 @@ mod tests {
         other_tenant.write("b1", "part-00000.parquet", Bytes::from_static(b"x")).await.unwrap();
 
         // Each attempt lists its own files only.
-        assert_eq!(a.list("b1").await.unwrap(), [written.clone()]);
+        assert_eq!(a.list("b1").await.unwrap(), [written]);
         let of_b: Vec<String> = b.list("b1").await.unwrap().into_iter().map(|f| f.path).collect();
         assert_eq!(
             of_b,
