@@ -25,6 +25,7 @@ mod dialect;
 mod error;
 pub mod group;
 mod jobs;
+mod lease;
 mod model;
 mod policies;
 pub mod postgres;
@@ -43,6 +44,7 @@ pub use batches::{
 pub use datasets::Datasets;
 pub use error::CatalogError;
 pub use jobs::{CancelOutcome, JobCount, JobListQuery, Jobs, NewExportJob};
+pub use lease::TaskLease;
 pub use policies::MergePolicies;
 pub use postgres::PgCatalog;
 pub use sqlite::SqliteCatalog;
@@ -51,7 +53,7 @@ pub use store::{
 };
 pub use tasks::{
     ClaimedTask, ExportCommit, ExportedBatch, Heartbeat, IngestCommit, IngestCommitted, ReapedTask,
-    TaskKind, TaskLease, TaskQueue,
+    TaskKind, TaskQueue,
 };
 pub use tokens::{TokenRecord, Tokens};
 

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use segport_model::Tenant;
 
-use crate::tasks::TaskLease;
+use crate::lease::TaskLease;
 use crate::Result;
 
 /// A sandbox's store: partition count, commit sequence and attribute schemas (JSON documents the

@@ -7,6 +7,7 @@ use segport_model::job::{ExportCounters, JobProgress, JobWarning};
 use segport_model::{BatchId, Tenant};
 
 use crate::batches::BatchFile;
+use crate::lease::TaskLease;
 use crate::store::{NewStoreFile, StoreKind};
 use crate::Result;
 
@@ -15,14 +16,6 @@ use crate::Result;
 pub enum TaskKind {
     Ingest,
     Export,
-}
-
-/// The right to work on a task: its id and the attempt that holds it. Every change a worker
-/// makes names its lease; a lease taken over by another attempt fences the old one out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TaskLease {
-    pub task_id: i64,
-    pub attempt_id: String,
 }
 
 /// A task a worker has claimed.
