@@ -16,6 +16,18 @@ pub struct Tenant {
     pub sandbox: String,
 }
 
+/// A new HTTP/1.1 connection to `addr`.
+async fn open(addr: &str) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_nodelay(true)?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}
+
 /// One connection to a segport server.
 pub struct Client {
     sender: SendRequest<Full<Bytes>>,
@@ -25,14 +37,7 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(addr: &str, tenant: Tenant) -> anyhow::Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .with_context(|| format!("cannot connect to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let io = hyper_util::rt::TokioIo::new(stream);
-        let (sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-        tokio::spawn(connection);
-        Ok(Self { sender, host: addr.to_owned(), tenant })
+        Ok(Self { sender: open(addr).await?, host: addr.to_owned(), tenant })
     }
 
     /// Sends one request and returns the status and raw body.
@@ -57,11 +62,38 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        self.sender.ready().await?;
-        let response = self.sender.send_request(request.body(body)?).await?;
+        let request = request.body(body)?;
+        // The server closes a kept-alive connection left idle past its header timeout (while
+        // the harness digests a large output, say): then, and when the request could not be
+        // sent for the connection closing under it, the request goes on a new connection. A
+        // request that may have reached the server is never sent twice.
+        if self.sender.is_closed() {
+            self.sender = open(&self.host).await?;
+        }
+        let response = match self.send(request.clone()).await {
+            Err(e) if e.is_canceled() => {
+                self.sender = open(&self.host).await?;
+                self.send(request).await
+            }
+            other => other,
+        }
+        .with_context(|| format!("sending {path}"))?;
         let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .with_context(|| format!("reading the answer to {path}"))?
+            .to_bytes();
         Ok((status, bytes))
+    }
+
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        self.sender.ready().await?;
+        self.sender.send_request(request).await
     }
 
     /// Sends one request that must succeed and returns its JSON body.
