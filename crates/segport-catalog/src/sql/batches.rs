@@ -10,7 +10,6 @@ use async_trait::async_trait;
 use segport_model::batch::{Batch, BatchKind, BatchStatus};
 use segport_model::{BatchId, Tenant};
 
-use super::common::{NEXT_COMMIT, REMOVE_STORE_FILE};
 use super::{Db, SqlCatalog, DIALECT};
 use crate::model::{as_i64, convert_all, BatchRow, StoreFileRow, UploadRow};
 use crate::{
@@ -280,8 +279,7 @@ impl Batches for SqlCatalog {
         let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
         let mut tx = self.write().begin().await?;
         // The sandbox's commit lock: no compaction commits between here and the end.
-        let (seq, _, _): (i64, i64, i64) =
-            sqlx::query_as(NEXT_COMMIT).bind(org).bind(sandbox).fetch_one(&mut *tx).await?;
+        let seq = Self::next_commit(&mut tx, tenant).await?.seq;
         let found: Option<(String, Option<i64>, Option<i64>)> = sqlx::query_as(REVERTIBLE_BATCH)
             .bind(org)
             .bind(sandbox)
@@ -328,16 +326,7 @@ impl Batches for SqlCatalog {
             .execute(&mut *tx)
             .await?;
         for (old, new) in rewrites {
-            let removed = sqlx::query(REMOVE_STORE_FILE)
-                .bind(org)
-                .bind(sandbox)
-                .bind(old)
-                .bind(seq)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if removed != 1 {
+            if !Self::remove_store_file(&mut tx, tenant, *old, seq, now_ms).await? {
                 return Err(CatalogError::Conflict(format!(
                     "store file {old} was replaced while the revert rewrote it"
                 )));

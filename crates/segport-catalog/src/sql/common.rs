@@ -17,6 +17,7 @@ pub(super) const LOCK_SANDBOX: &str =
     "UPDATE sandboxes SET created_ms = created_ms WHERE org = $1 AND sandbox = $2";
 
 /// Takes the sandbox's commit lock and the next commit sequence number.
+/// Also read on its own where a sandbox may have no store row yet.
 pub(super) const NEXT_COMMIT: &str = "UPDATE sandboxes SET commit_seq = commit_seq + 1 \
      WHERE org = $1 AND sandbox = $2 RETURNING commit_seq, last_ingest_ms, schema_version";
 
@@ -25,14 +26,50 @@ pub(super) const INSERT_STORE_FILE: &str =
      partition_no, path, batch_id, ingest_ms, seq, row_count, byte_count, min_key, max_key) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
 
-pub(super) const REMOVE_STORE_FILE: &str =
-    "UPDATE store_files SET removed_seq = $4, removed_ms = $5 \
+const REMOVE_STORE_FILE: &str = "UPDATE store_files SET removed_seq = $4, removed_ms = $5 \
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND removed_seq IS NULL";
 
 pub(super) const FAIL_JOB_BATCHES: &str = "UPDATE batches SET status = 'failed', updated_ms = $2, \
      completed_ms = $2 WHERE job_id = $1 AND status IN ('loading', 'staging')";
 
+/// A commit of a sandbox's store, as [`SqlCatalog::next_commit`] took it.
+pub(super) struct SandboxCommit {
+    pub seq: i64,
+    pub last_ingest_ms: i64,
+    pub schema_version: i64,
+}
+
 impl SqlCatalog {
+    /// Takes the sandbox's commit lock (its row, until `tx` ends) and the next commit number.
+    pub(super) async fn next_commit(tx: &mut Tx<'_>, tenant: &Tenant) -> Result<SandboxCommit> {
+        let (seq, last_ingest_ms, schema_version): (i64, i64, i64) = sqlx::query_as(NEXT_COMMIT)
+            .bind(tenant.org.as_str())
+            .bind(tenant.sandbox.as_str())
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(SandboxCommit { seq, last_ingest_ms, schema_version })
+    }
+
+    /// Marks live store file `id` removed at commit `seq`; false when it was removed already.
+    pub(super) async fn remove_store_file(
+        tx: &mut Tx<'_>,
+        tenant: &Tenant,
+        id: i64,
+        seq: i64,
+        now_ms: i64,
+    ) -> Result<bool> {
+        let removed = sqlx::query(REMOVE_STORE_FILE)
+            .bind(tenant.org.as_str())
+            .bind(tenant.sandbox.as_str())
+            .bind(id)
+            .bind(seq)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        Ok(removed == 1)
+    }
+
     /// Takes the sandbox's row lock inside `tx`.
     pub(super) async fn lock_sandbox(tx: &mut Tx<'_>, tenant: &Tenant) -> Result<()> {
         sqlx::query(LOCK_SANDBOX)

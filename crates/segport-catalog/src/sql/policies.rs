@@ -38,6 +38,18 @@ const POLICY_IN_USE: &str = "SELECT COUNT(*) FROM export_jobs \
      WHERE org = $1 AND sandbox = $2 AND merge_policy_id = $3 AND status IN ('NEW', 'PROCESSING')";
 
 impl SqlCatalog {
+    /// The sandbox's default policy stops being the default (another becomes it in `tx`).
+    async fn clear_default(tx: &mut Tx<'_>, tenant: &Tenant) -> Result<()> {
+        sqlx::query(CLEAR_DEFAULT_POLICY)
+            .bind(tenant.org.as_str())
+            .bind(tenant.sandbox.as_str())
+            .bind(false)
+            .bind(true)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     /// The version of merge policy `id` of `tenant`, locked against deletion until
     /// `tx` ends (the delete waits for this lock, then sees the jobs inserted with it);
     /// `None` when it is gone.
@@ -85,13 +97,7 @@ impl MergePolicies for SqlCatalog {
         let mut tx = self.write().begin().await?;
         Self::lock_sandbox(&mut tx, tenant).await?;
         if policy.default {
-            sqlx::query(CLEAR_DEFAULT_POLICY)
-                .bind(tenant.org.as_str())
-                .bind(tenant.sandbox.as_str())
-                .bind(false)
-                .bind(true)
-                .execute(&mut *tx)
-                .await?;
+            Self::clear_default(&mut tx, tenant).await?;
         }
         sqlx::query(INSERT_POLICY)
             .bind(tenant.org.as_str())
@@ -132,13 +138,7 @@ impl MergePolicies for SqlCatalog {
         let updated =
             input.into_policy(id.to_owned(), tenant.org.as_str(), current.version + 1, now_ms);
         if updated.default && !current.default {
-            sqlx::query(CLEAR_DEFAULT_POLICY)
-                .bind(tenant.org.as_str())
-                .bind(tenant.sandbox.as_str())
-                .bind(false)
-                .bind(true)
-                .execute(&mut *tx)
-                .await?;
+            Self::clear_default(&mut tx, tenant).await?;
         }
         let changed = sqlx::query(UPDATE_POLICY)
             .bind(tenant.org.as_str())

@@ -9,7 +9,6 @@
 use async_trait::async_trait;
 use segport_model::Tenant;
 
-use super::common::{NEXT_COMMIT, REMOVE_STORE_FILE};
 use super::SqlCatalog;
 use crate::model::{convert_all, StoreFileRow, StoreStateRow, EMPTY_SCHEMA};
 use crate::{
@@ -146,9 +145,7 @@ impl StoreManifest for SqlCatalog {
         let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
         let mut tx = self.write().begin().await?;
         // A commit of its own: snapshots taken from here on read the released schema.
-        let (_, _, schema_version): (i64, i64, i64) =
-            sqlx::query_as(NEXT_COMMIT).bind(org).bind(sandbox).fetch_one(&mut *tx).await?;
-        if schema_version != from_version {
+        if Self::next_commit(&mut tx, tenant).await?.schema_version != from_version {
             return Ok(false);
         }
         sqlx::query(RELEASE_SCHEMA)
@@ -169,21 +166,10 @@ impl StoreManifest for SqlCatalog {
         merged: &NewStoreFile,
         now_ms: i64,
     ) -> Result<i64> {
-        let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
         let mut tx = self.write().begin().await?;
-        let (seq, _, _): (i64, i64, i64) =
-            sqlx::query_as(NEXT_COMMIT).bind(org).bind(sandbox).fetch_one(&mut *tx).await?;
+        let seq = Self::next_commit(&mut tx, tenant).await?.seq;
         for id in replaced {
-            let removed = sqlx::query(REMOVE_STORE_FILE)
-                .bind(org)
-                .bind(sandbox)
-                .bind(id)
-                .bind(seq)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if removed != 1 {
+            if !Self::remove_store_file(&mut tx, tenant, *id, seq, now_ms).await? {
                 return Err(CatalogError::Conflict(format!(
                     "store file {id} was removed during compaction"
                 )));

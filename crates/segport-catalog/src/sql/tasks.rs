@@ -11,7 +11,7 @@ use segport_model::batch::{BatchError, BatchStatus};
 use segport_model::job::{JobError, JobProgress};
 use segport_model::BatchId;
 
-use super::common::{FAIL_JOB_BATCHES, INSERT_STORE_FILE, NEXT_COMMIT};
+use super::common::{SandboxCommit, FAIL_JOB_BATCHES, INSERT_STORE_FILE};
 use super::store::SELECT_SCHEMA_VERSION;
 use super::{SqlCatalog, Tx, DIALECT};
 use crate::model::{task_kind, ClaimRow};
@@ -84,6 +84,22 @@ const JOB_PROGRESS: &str = "UPDATE export_jobs SET progress = $3, update_ms = $4
      WHERE id = $1 AND attempt_id = $2 AND status = 'PROCESSING'";
 
 impl SqlCatalog {
+    /// Ends the task under `lease` inside `tx`, the fence of every commit: `LeaseLost` when the
+    /// task is no longer running under this attempt (then nothing of `tx` may commit).
+    async fn fence(tx: &mut Tx<'_>, lease: &TaskLease, now_ms: i64) -> Result<()> {
+        let fenced = sqlx::query(FINISH_TASK)
+            .bind(lease.task_id)
+            .bind(&lease.attempt_id)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if fenced != 1 {
+            return Err(CatalogError::LeaseLost);
+        }
+        Ok(())
+    }
+
     /// Fails an export job and its open batches with `errors`.
     async fn fail_job(
         tx: &mut Tx<'_>,
@@ -307,22 +323,13 @@ impl TaskQueue for SqlCatalog {
         let (org, sandbox) = (c.tenant.org.as_str(), c.tenant.sandbox.as_str());
         let mut tx = self.write().begin().await?;
         // The sandbox row serialises commits: ingest times follow commit order.
-        let (seq, last_ingest_ms, schema_version): (i64, i64, i64) =
-            sqlx::query_as(NEXT_COMMIT).bind(org).bind(sandbox).fetch_one(&mut *tx).await?;
+        let SandboxCommit { seq, last_ingest_ms, schema_version } =
+            Self::next_commit(&mut tx, &c.tenant).await?;
         // The fence before the schema check: a commit sent again after it was applied
         // (its answer lost to a reset connection) meets a finished task and is told
         // LeaseLost, never SchemaChanged, on which the caller would delete the files it
         // just committed. A refusal below rolls the fence back with everything else.
-        let fenced = sqlx::query(FINISH_TASK)
-            .bind(c.lease.task_id)
-            .bind(&c.lease.attempt_id)
-            .bind(c.now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if fenced != 1 {
-            return Err(CatalogError::LeaseLost);
-        }
+        Self::fence(&mut tx, &c.lease, c.now_ms).await?;
         let (_, _, _, released_version): (i64, String, String, i64) =
             sqlx::query_as(SELECT_SCHEMA_VERSION)
                 .bind(org)
@@ -386,16 +393,7 @@ impl TaskQueue for SqlCatalog {
 
     async fn commit_export(&self, c: ExportCommit) -> Result<()> {
         let mut tx = self.write().begin().await?;
-        let fenced = sqlx::query(FINISH_TASK)
-            .bind(c.lease.task_id)
-            .bind(&c.lease.attempt_id)
-            .bind(c.now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if fenced != 1 {
-            return Err(CatalogError::LeaseLost);
-        }
+        Self::fence(&mut tx, &c.lease, c.now_ms).await?;
         let cancel: Option<(bool,)> =
             sqlx::query_as(JOB_CANCEL_FLAG).bind(c.job_id).fetch_optional(&mut *tx).await?;
         if cancel.is_none_or(|(c,)| c) {

@@ -7,23 +7,6 @@ use segport_model::job::ExportCounters;
 
 suite!(ingest_batches_move_once, export_batches_go_only_when_finished);
 
-/// A loading ingest batch of a new profile dataset, with nothing uploaded.
-async fn loading_batch(db: &TestCatalog, t: &Tenant, now: i64) -> Batch {
-    db.catalog.ensure_sandbox(t, now).await.unwrap();
-    let mut d = dataset(db, t).await;
-    d.id = DatasetId::generate();
-    d.class = DatasetClass::Profile;
-    db.catalog.create_dataset(&d).await.unwrap();
-    let new = NewIngestBatch {
-        dataset_id: d.id.clone(),
-        format: IngestFormat::Json,
-        multiline_json: false,
-    };
-    let batch = Batch::new_ingest(t.org.as_str(), t.sandbox.as_str(), &new, now);
-    db.catalog.create_ingest_batch(&batch).await.unwrap();
-    batch
-}
-
 async fn ingest_batches_move_once(backend: Backend) {
     let db = TestCatalog::new(backend).await;
     let c = &db.catalog;

@@ -71,7 +71,8 @@ async fn job(db: &TestCatalog, t: &Tenant, d: &Dataset, now_ms: i64, per_batch: 
     db.catalog.create_export_job(t, job).await.unwrap().id
 }
 
-async fn queued_batch(db: &TestCatalog, t: &Tenant, now: i64) -> Batch {
+/// A loading ingest batch of a new profile dataset, with nothing uploaded.
+async fn loading_batch(db: &TestCatalog, t: &Tenant, now: i64) -> Batch {
     db.catalog.ensure_sandbox(t, now).await.unwrap();
     let mut d = dataset(db, t).await;
     d.id = DatasetId::generate();
@@ -84,6 +85,13 @@ async fn queued_batch(db: &TestCatalog, t: &Tenant, now: i64) -> Batch {
     };
     let batch = Batch::new_ingest(t.org.as_str(), t.sandbox.as_str(), &new, now);
     db.catalog.create_ingest_batch(&batch).await.unwrap();
+    batch
+}
+
+/// An ingest batch completed with one upload (its ingest task queued), checking the upload
+/// rules on the way.
+async fn queued_batch(db: &TestCatalog, t: &Tenant, now: i64) -> Batch {
+    let batch = loading_batch(db, t, now).await;
     let upload = |object: &str| Upload {
         name: "f.json".into(),
         object: Some(object.into()),
