@@ -108,8 +108,8 @@ pub enum FormatArg {
 /// Where the catalog and the files live.
 #[derive(Debug, Clone, Args)]
 pub struct CatalogArgs {
-    /// PostgreSQL (postgres://…) or SQLite (sqlite://…) catalog. Unset: the embedded SQLite
-    /// catalog at DATA_DIR/segport.db.
+    /// PostgreSQL (postgres://…, TLS by sslmode and sslrootcert in its query) or SQLite
+    /// (sqlite://…) catalog. Unset: the embedded SQLite catalog at DATA_DIR/segport.db.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
