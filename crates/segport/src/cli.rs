@@ -121,9 +121,10 @@ pub struct CatalogArgs {
     #[arg(long, env = "SEGPORT_STORAGE_URL")]
     pub storage_url: Option<String>,
 
-    /// Catalog connection pool size.
-    #[arg(long, env = "SEGPORT_DB_CONNECTIONS", default_value_t = 16)]
-    pub db_connections: u32,
+    /// Most catalog connections this process opens. Default by role: api 16, worker its slots
+    /// + 4, all both; other commands 4.
+    #[arg(long, env = "SEGPORT_DB_CONNECTIONS")]
+    pub db_connections: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

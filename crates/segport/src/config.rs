@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use segport_catalog::{redact_url, Catalog, ConnectOptions};
 
-use crate::cli::CatalogArgs;
+use crate::cli::{CatalogArgs, Role};
 
 /// The catalog URL the arguments name: `DATABASE_URL`, or the embedded SQLite file.
 pub fn catalog_url(args: &CatalogArgs) -> anyhow::Result<String> {
@@ -20,8 +20,31 @@ pub fn catalog_url(args: &CatalogArgs) -> anyhow::Result<String> {
     }
 }
 
-/// Opens the catalog and applies its migrations.
-pub async fn open_catalog(args: &CatalogArgs) -> anyhow::Result<Arc<dyn Catalog>> {
+/// Catalog connections a command other than `serve` needs: a few short transactions at a time.
+pub const TOOL_CONNECTIONS: u32 = 4;
+/// Catalog connections of the API role: requests hold one for a statement or a short
+/// transaction, job creates share a few group commits.
+pub const API_CONNECTIONS: u32 = 16;
+
+/// Catalog connections a `serve` process of `role` opens at most unless `--db-connections`
+/// says otherwise. A worker with `slots` task slots needs one per running task (claims,
+/// heartbeats, progress and commits are short, but a slot may be in any of them), plus the
+/// task listener, the reaper, maintenance and a spare.
+pub fn serve_connections(role: Role, slots: usize) -> u32 {
+    let worker = u32::try_from(slots).unwrap_or(u32::MAX).saturating_add(4);
+    match role {
+        Role::Api => API_CONNECTIONS,
+        Role::Worker => worker,
+        Role::All => API_CONNECTIONS.saturating_add(worker),
+    }
+}
+
+/// Opens the catalog and applies its migrations, with at most `--db-connections` connections,
+/// else `default_pool` (the role's).
+pub async fn open_catalog(
+    args: &CatalogArgs,
+    default_pool: u32,
+) -> anyhow::Result<Arc<dyn Catalog>> {
     if let Some(url) = &args.storage_url {
         anyhow::ensure!(
             url.starts_with("file://"),
@@ -31,12 +54,18 @@ pub async fn open_catalog(args: &CatalogArgs) -> anyhow::Result<Arc<dyn Catalog>
     }
     let url = catalog_url(args)?;
     let shown = redact_url(&url);
-    let options = ConnectOptions { url, max_connections: args.db_connections.max(1) };
+    let max_connections = args.db_connections.unwrap_or(default_pool).max(1);
+    let options = ConnectOptions { url, max_connections };
     let catalog = segport_catalog::connect(&options)
         .await
         .with_context(|| format!("cannot open the catalog at {shown}"))?;
     catalog.migrate().await.with_context(|| format!("cannot migrate the catalog at {shown}"))?;
-    tracing::debug!(catalog = %shown, backend = catalog.backend().as_str(), "catalog ready");
+    tracing::debug!(
+        catalog = %shown,
+        backend = catalog.backend().as_str(),
+        max_connections,
+        "catalog ready"
+    );
     Ok(catalog)
 }
 
@@ -92,4 +121,18 @@ pub fn http_limits(
             max_in_flight: args.max_in_flight,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_has_the_connections_it_needs() {
+        assert_eq!(serve_connections(Role::Api, 8), 16, "the api has no slots");
+        assert_eq!(serve_connections(Role::Worker, 2), 6);
+        assert_eq!(serve_connections(Role::Worker, 1), 5);
+        assert_eq!(serve_connections(Role::All, 2), 22);
+        assert_eq!(serve_connections(Role::Worker, usize::MAX), u32::MAX, "bounded, not wrapped");
+    }
 }

@@ -51,7 +51,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
             db.display()
         );
     }
-    let catalog = open_catalog(&args.catalog).await?;
+    let catalog = open_catalog(&args.catalog, crate::config::TOOL_CONNECTIONS).await?;
     let storage = open_storage(&args.catalog)?;
     catalog.ensure_sandbox(&tenant, now_ms()).await?;
     let dataset = catalog.get_dataset(&tenant, &dataset_id).await?.with_context(|| {

@@ -62,7 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(*args).await,
         Command::Migrate(args) => {
-            let catalog = config::open_catalog(&args).await?;
+            let catalog = config::open_catalog(&args, config::TOOL_CONNECTIONS).await?;
             tracing::info!(backend = catalog.backend().as_str(), "migrations applied");
             Ok(())
         }

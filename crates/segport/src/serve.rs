@@ -50,7 +50,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let catalog = open_catalog(&args.catalog).await?;
+    let pool = crate::config::serve_connections(args.role, config.slots);
+    let catalog = open_catalog(&args.catalog, pool).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 

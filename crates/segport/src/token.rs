@@ -12,7 +12,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create { catalog, org, expires_in } => {
             let org = OrgId::parse(&org).map_err(|m| anyhow::anyhow!("--org: {m}"))?;
-            let catalog = open_catalog(&catalog).await?;
+            let catalog = open_catalog(&catalog, crate::config::TOOL_CONNECTIONS).await?;
             let issued = issue_token(org.as_str(), expires_in);
             catalog.insert_token(&issued.record).await.context("cannot store the token")?;
             eprintln!(
@@ -28,7 +28,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             println!("{}", issued.secret);
         }
         TokenCommand::List { catalog } => {
-            let catalog = open_catalog(&catalog).await?;
+            let catalog = open_catalog(&catalog, crate::config::TOOL_CONNECTIONS).await?;
             let tokens = catalog.list_tokens().await.context("cannot list tokens")?;
             println!("{:<22} {:<40} {:<22} {:<22} state", "id", "org", "created", "expires");
             let now = now_ms();
@@ -48,7 +48,7 @@ pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
             }
         }
         TokenCommand::Revoke { catalog, id } => {
-            let catalog = open_catalog(&catalog).await?;
+            let catalog = open_catalog(&catalog, crate::config::TOOL_CONNECTIONS).await?;
             let revoked = catalog.revoke_token(&id, now_ms()).await.context("cannot revoke")?;
             anyhow::ensure!(revoked, "no active token with id {id:?}");
             eprintln!("token {id} revoked (servers stop accepting it within 5 seconds)");
