@@ -1,5 +1,5 @@
-//! The storage root and the layout under it (docs/store.md), behind `object_store` so that S3
-//! is a configuration change later:
+//! The storage root and the layout under it (docs/store.md), behind `object_store`: a local
+//! directory (`file://`, the embedded default) or an S3 bucket (`s3://`):
 //!
 //! ```text
 //! {org}/{sandbox}/store/{datasetId}/p={partition}/{file}.parquet   fragments and events
@@ -24,7 +24,15 @@ pub struct Storage {
     /// The directory behind the store when it is the local filesystem: readers that stream
     /// row groups open files directly.
     local_root: Option<std::path::PathBuf>,
+    /// The URL it was opened from, for messages (it carries no credentials).
+    url: String,
 }
+
+/// How long one request to object storage may take before it is tried again, and how many
+/// times, with backoff, it is: a slow or flaky endpoint fails a task, not the process.
+const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const S3_RETRIES: usize = 5;
 
 impl Storage {
     /// A storage root on the local filesystem (created when missing).
@@ -37,15 +45,81 @@ impl Storage {
             .map_err(|e| StoreError::Location(format!("{}: {e}", root.display())))?
             .with_automatic_cleanup(true);
         let local_root = std::fs::canonicalize(root).ok();
-        Ok(Self { store: Arc::new(fs), local_root })
+        let url = format!("file://{}", root.display());
+        Ok(Self { store: Arc::new(fs), local_root, url })
     }
 
-    /// A storage root from a URL: `file:///abs/path` (S3 is planned).
+    /// A storage root from a URL: `file:///abs/path`, or `s3://bucket[/prefix]` configured the
+    /// standard way from the `AWS_*` environment (see [`Self::from_url_with`]).
     pub fn from_url(url: &str) -> Result<Self> {
-        match url.strip_prefix("file://") {
-            Some(path) if !path.is_empty() => Self::local(std::path::Path::new(path)),
-            _ => Err(StoreError::Location(format!("{url}: only file:// URLs are supported"))),
+        Self::from_url_with(url, std::env::vars())
+    }
+
+    /// [`Self::from_url`] with the `AWS_*` settings taken from `settings` rather than the
+    /// process environment: `AWS_ENDPOINT_URL` (an S3-compatible server, addressed path-style
+    /// unless `AWS_VIRTUAL_HOSTED_STYLE_REQUEST` is set), `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP` for a local endpoint, and
+    /// web-identity credentials (`AWS_WEB_IDENTITY_TOKEN_FILE`, `AWS_ROLE_ARN`: IRSA on EKS).
+    /// Other keys are ignored.
+    pub fn from_url_with(
+        url: &str,
+        settings: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("file://") {
+            if !path.is_empty() {
+                return Self::local(std::path::Path::new(path));
+            }
         }
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(StoreError::Location(format!(
+                "{url}: use file:///absolute/path or s3://bucket/prefix"
+            )));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(StoreError::Location(format!("{url}: no bucket named")));
+        }
+        // Timeouts and retries first: the settings may add to the client options (allow_http).
+        let mut builder = object_store::aws::AmazonS3Builder::new()
+            .with_retry(object_store::RetryConfig { max_retries: S3_RETRIES, ..Default::default() })
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_timeout(S3_REQUEST_TIMEOUT)
+                    .with_connect_timeout(S3_CONNECT_TIMEOUT),
+            );
+        for (key, value) in settings {
+            if key.starts_with("AWS_") {
+                if let Ok(key) = key.to_ascii_lowercase().parse() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+        }
+        let s3 = builder
+            .with_bucket_name(bucket)
+            .build()
+            // The builder's messages name settings, never their values.
+            .map_err(|e| StoreError::Location(format!("{url}: {e}")))?;
+        let prefix = prefix.trim_matches('/');
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+        };
+        Ok(Self { store, local_root: None, url: url.to_owned() })
+    }
+
+    /// The URL this root was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Checks that the storage root answers (a listing of its top level), so that a process
+    /// started on an unreachable or misconfigured root stops at once, naming it.
+    pub async fn check(&self) -> Result<()> {
+        self.store.list_with_delimiter(None).await.map(|_| ()).map_err(|e| {
+            // object_store's message already carries its causes.
+            StoreError::Location(format!("the storage root {} does not answer: {e}", self.url))
+        })
     }
 
     /// The filesystem path of an object, when storage is local.
