@@ -7,6 +7,8 @@ pub(crate) struct Dialect {
     /// Claims the oldest queued task: `$1` attempt id, `$2` owner, `$3` lease expiry, `$4` now
     /// (see [`claim_sql!`]).
     pub claim_task: &'static str,
+    /// The same, passing over tenants that run `$5` tasks already.
+    pub claim_task_capped: &'static str,
     /// Locks a merge policy against deletion while a job that uses it is inserted; yields its
     /// version.
     pub lock_policy_shared: &'static str,
@@ -18,10 +20,16 @@ pub(crate) struct Dialect {
     /// takes the task first (claims, heartbeats, commits, the reaper), so a cancel does too:
     /// taking them the other way round deadlocks against a concurrent claim.
     pub lock_job_task: &'static str,
+    /// Serialises the claims of tenant (`$1`, `$2`) until the transaction ends, so that a
+    /// claim counts the tenant's running tasks after every concurrent claim of it committed.
+    /// `None` where the single writer serialises every claim anyway.
+    pub lock_tenant_claims: Option<&'static str>,
 }
 
 /// The claim statement, with the row-locking clause of the backend (`FOR UPDATE SKIP LOCKED` on
-/// PostgreSQL, so that concurrent workers never wait for each other's claims).
+/// PostgreSQL, so that concurrent workers never wait for each other's claims). The `capped`
+/// form takes `$5`, the per-tenant cap on running tasks: a tenant running that many is passed
+/// over (a count per queued task, paid only when a cap is set).
 ///
 /// The task claimed is the oldest queued one of the tenant whose last claim is oldest (a tenant
 /// never claimed comes first): tenants take turns, so one tenant's backlog never holds back
@@ -29,11 +37,22 @@ pub(crate) struct Dialect {
 /// next to the tasks themselves.
 macro_rules! claim_sql {
     ($lock:literal) => {
+        $crate::dialect::claim_sql!("", $lock)
+    };
+    (capped, $lock:literal) => {
+        $crate::dialect::claim_sql!(
+            "AND (SELECT COUNT(*) FROM tasks x WHERE x.state = 'running' \
+             AND x.org = t.org AND x.sandbox = t.sandbox) < $5 ",
+            $lock
+        )
+    };
+    ($filter:literal, $lock:literal) => {
         concat!(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, attempt_id = $1, ",
             "lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 ",
             "WHERE id = (SELECT t.id FROM tasks t LEFT JOIN tenant_turns r ",
             "ON r.org = t.org AND r.sandbox = t.sandbox WHERE t.state = 'queued' ",
+            $filter,
             "ORDER BY COALESCE(r.turn, 0), t.id LIMIT 1 ",
             $lock,
             ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id"

@@ -127,6 +127,7 @@ type Tx<'a> = sqlx::Transaction<'a, Db>;
 const BACKEND: Backend = Backend::Postgres;
 const DIALECT: Dialect = Dialect {
     claim_task: claim_sql!("FOR UPDATE OF t SKIP LOCKED"),
+    claim_task_capped: claim_sql!(capped, "FOR UPDATE OF t SKIP LOCKED"),
     lock_policy_shared: "SELECT version FROM merge_policies \
         WHERE org = $1 AND sandbox = $2 AND id = $3 FOR SHARE",
     lock_policy_exclusive: "SELECT version FROM merge_policies \
@@ -134,6 +135,7 @@ const DIALECT: Dialect = Dialect {
     lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 \
         AND kind = 'ingest' AND status = 'loading' FOR UPDATE",
     lock_job_task: "SELECT id FROM tasks WHERE job_id = $1 FOR UPDATE",
+    lock_tenant_claims: Some("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))"),
 };
 
 #[path = "sql/admin.rs"]

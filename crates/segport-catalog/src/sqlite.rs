@@ -84,6 +84,7 @@ const BACKEND: Backend = Backend::Sqlite;
 /// One writer at a time: the write transaction itself is the lock, so nothing locks rows.
 const DIALECT: Dialect = Dialect {
     claim_task: claim_sql!(""),
+    claim_task_capped: claim_sql!(capped, ""),
     lock_policy_shared: "SELECT version FROM merge_policies \
         WHERE org = $1 AND sandbox = $2 AND id = $3",
     lock_policy_exclusive: "SELECT version FROM merge_policies \
@@ -91,6 +92,7 @@ const DIALECT: Dialect = Dialect {
     lock_loading_batch: "SELECT id FROM batches WHERE org = $1 AND sandbox = $2 AND id = $3 \
         AND kind = 'ingest' AND status = 'loading'",
     lock_job_task: "SELECT id FROM tasks WHERE job_id = $1",
+    lock_tenant_claims: None,
 };
 
 #[path = "sql/admin.rs"]

@@ -109,6 +109,17 @@ pub trait TaskQueue: Send + Sync + 'static {
         owner: &str,
         lease_ms: i64,
         now_ms: i64,
+    ) -> Result<Option<ClaimedTask>> {
+        self.claim_task_within(owner, lease_ms, now_ms, None).await
+    }
+    /// [`Self::claim_task`], skipping the tenants that already run `tenant_cap` tasks: however
+    /// many workers claim at once, no tenant runs more than that.
+    async fn claim_task_within(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now_ms: i64,
+        tenant_cap: Option<u32>,
     ) -> Result<Option<ClaimedTask>>;
     /// Claims the queued task of one batch, if it is still queued.
     async fn claim_batch_task(

@@ -48,6 +48,8 @@ pub struct WorkerConfig {
     /// Finished export batches older than this are deleted with their files; `None` keeps
     /// them forever.
     pub retention: Option<Duration>,
+    /// Most tasks of one tenant running at once across the fleet; `None`: no cap.
+    pub tenant_max_running: Option<u32>,
     pub ingest: IngestLimits,
     pub failpoints: Failpoints,
 }
@@ -64,6 +66,7 @@ impl Default for WorkerConfig {
             file_grace: Duration::from_secs(300),
             compact_min_files: 8,
             retention: None,
+            tenant_max_running: None,
             ingest: IngestLimits::default(),
             failpoints: Failpoints::default(),
         }

@@ -73,8 +73,16 @@ impl Worker {
     async fn slot(&self, slot: usize, shutdown: CancellationToken, grace: Duration) {
         let config = &self.ctx.config;
         while !shutdown.is_cancelled() {
-            let claimed =
-                self.ctx.catalog.claim_task(&self.owner, duration_ms(config.lease), now_ms()).await;
+            let claimed = self
+                .ctx
+                .catalog
+                .claim_task_within(
+                    &self.owner,
+                    duration_ms(config.lease),
+                    now_ms(),
+                    config.tenant_max_running,
+                )
+                .await;
             match claimed {
                 Ok(Some(task)) => {
                     tracing::info!(slot, task_id = task.lease.task_id, attempt = task.attempt, kind = ?task.kind, "task claimed");

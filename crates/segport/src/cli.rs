@@ -253,6 +253,12 @@ pub struct WorkerArgs {
     #[arg(long, env = "SEGPORT_RETENTION", value_parser = humantime::parse_duration)]
     pub retention: Option<Duration>,
 
+    /// Most tasks of one tenant (org and sandbox) running at once across all workers, so that
+    /// one tenant's backlog leaves workers to the others. Default: no cap (tenants still take
+    /// turns for each claim).
+    #[arg(long, env = "SEGPORT_TENANT_MAX_RUNNING", value_parser = clap::value_parser!(u32).range(1..))]
+    pub tenant_max_running: Option<u32>,
+
     /// Levels of objects and arrays a record may nest (at most 32, the store's own limit).
     #[arg(long, env = "SEGPORT_MAX_RECORD_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub max_record_depth: u16,

@@ -92,6 +92,7 @@ pub fn worker_config(
         maintain_every: args.maintenance_interval,
         file_grace: args.file_grace,
         retention: args.retention,
+        tenant_max_running: args.tenant_max_running,
         failpoints: segport_worker::Failpoints::parse(&args.failpoints)
             .map_err(anyhow::Error::msg)?,
         ingest: segport_store::ingest::IngestLimits {

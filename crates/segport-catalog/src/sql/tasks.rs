@@ -21,6 +21,12 @@ use crate::{
 };
 
 /// Gives tenant (`$1`, `$2`) the newest turn, after one of its tasks was claimed.
+/// Rounds of a capped claim (see `claim_task_within`).
+const CAPPED_CLAIM_ROUNDS: usize = 4;
+
+const TENANT_RUNNING: &str =
+    "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND org = $1 AND sandbox = $2";
+
 const TAKE_TURN: &str = "INSERT INTO tenant_turns (org, sandbox, turn) \
      VALUES ($1, $2, (SELECT COALESCE(MAX(turn), 0) + 1 FROM tenant_turns)) \
      ON CONFLICT (org, sandbox) DO UPDATE SET turn = excluded.turn";
@@ -84,6 +90,64 @@ const JOB_PROGRESS: &str = "UPDATE export_jobs SET progress = $3, update_ms = $4
      WHERE id = $1 AND attempt_id = $2 AND status = 'PROCESSING'";
 
 impl SqlCatalog {
+    /// One claim: `None` when it went past the tenant's cap and was rolled back (claim again),
+    /// `Some(None)` when there is nothing to claim.
+    async fn claim_once(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now_ms: i64,
+        tenant_cap: Option<u32>,
+    ) -> Result<Option<Option<ClaimedTask>>> {
+        let attempt_id = segport_model::ids::new_uuid().to_string();
+        let cap = tenant_cap.map(i64::from);
+        let mut tx = self.write().begin().await?;
+        let statement = if cap.is_some() { DIALECT.claim_task_capped } else { DIALECT.claim_task };
+        let mut claim = sqlx::query_as::<_, ClaimRow>(statement)
+            .bind(&attempt_id)
+            .bind(owner)
+            .bind(now_ms + lease_ms)
+            .bind(now_ms);
+        if let Some(cap) = cap {
+            claim = claim.bind(cap);
+        }
+        let claimed: Option<ClaimedTask> =
+            claim.fetch_optional(&mut *tx).await?.map(TryInto::try_into).transpose()?;
+        if let (Some(task), Some(cap)) = (&claimed, cap) {
+            let (org, sandbox) = (task.tenant.org.as_str(), task.tenant.sandbox.as_str());
+            if let Some(lock) = DIALECT.lock_tenant_claims {
+                sqlx::query(lock).bind(org).bind(sandbox).execute(&mut *tx).await?;
+            }
+            // This claim included, as every claim of the tenant committed before the lock.
+            let (running,): (i64,) =
+                sqlx::query_as(TENANT_RUNNING).bind(org).bind(sandbox).fetch_one(&mut *tx).await?;
+            if running > cap {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
+        if let Some(task) = &claimed {
+            sqlx::query(TAKE_TURN)
+                .bind(task.tenant.org.as_str())
+                .bind(task.tenant.sandbox.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // An export job shows PROCESSING, with the attempt as its compute job id.
+        if let Some(job_id) = claimed.as_ref().and_then(|c| c.job_id) {
+            let attempt = claimed.as_ref().map_or(0, |c| c.attempt);
+            sqlx::query(START_JOB)
+                .bind(job_id)
+                .bind(&attempt_id)
+                .bind(attempt)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(claimed))
+    }
+
     /// Ends the task under `lease` inside `tx`, the fence of every commit: `LeaseLost` when the
     /// task is no longer running under this attempt (then nothing of `tx` may commit).
     async fn fence(tx: &mut Tx<'_>, lease: &TaskLease, now_ms: i64) -> Result<()> {
@@ -128,45 +192,23 @@ impl SqlCatalog {
 
 #[async_trait]
 impl TaskQueue for SqlCatalog {
-    async fn claim_task(
+    async fn claim_task_within(
         &self,
         owner: &str,
         lease_ms: i64,
         now_ms: i64,
+        tenant_cap: Option<u32>,
     ) -> Result<Option<ClaimedTask>> {
-        let attempt_id = segport_model::ids::new_uuid().to_string();
-        let mut tx = self.write().begin().await?;
-        let claimed: Option<ClaimedTask> = sqlx::query_as::<_, ClaimRow>(DIALECT.claim_task)
-            .bind(&attempt_id)
-            .bind(owner)
-            .bind(now_ms + lease_ms)
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(TryInto::try_into)
-            .transpose()?;
-        if let Some(task) = &claimed {
-            sqlx::query(TAKE_TURN)
-                .bind(task.tenant.org.as_str())
-                .bind(task.tenant.sandbox.as_str())
-                .execute(&mut *tx)
-                .await?;
+        // A claim that raced another claim of the same tenant past its cap is rolled back and
+        // made again: by then the other claim has committed, and the claim statement passes
+        // the tenant over. A few rounds settle any race.
+        for _ in 0..CAPPED_CLAIM_ROUNDS {
+            if let Some(claimed) = self.claim_once(owner, lease_ms, now_ms, tenant_cap).await? {
+                return Ok(claimed);
+            }
         }
-        // An export job shows PROCESSING, with the attempt as its compute job id.
-        if let Some(job_id) = claimed.as_ref().and_then(|c| c.job_id) {
-            let attempt = claimed.as_ref().map_or(0, |c| c.attempt);
-            sqlx::query(START_JOB)
-                .bind(job_id)
-                .bind(&attempt_id)
-                .bind(attempt)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(claimed)
+        Ok(None)
     }
-
     async fn claim_batch_task(
         &self,
         owner: &str,

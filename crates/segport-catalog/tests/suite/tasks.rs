@@ -1,8 +1,13 @@
-//! The task queue: leases, fencing, the reaper, tenants' turns, notifications.
+//! The task queue: leases, fencing, the reaper, tenants' turns and caps, notifications.
 
 use super::*;
 
-suite!(task_leases_fence_and_reap, claims_take_turns_between_tenants);
+suite!(
+    task_leases_fence_and_reap,
+    claims_take_turns_between_tenants,
+    a_tenant_runs_at_most_its_cap,
+    concurrent_claims_keep_the_cap,
+);
 
 async fn task_leases_fence_and_reap(backend: Backend) {
     let db = TestCatalog::new(backend).await;
@@ -92,4 +97,67 @@ async fn postgres_notifies_other_processes_of_new_tasks() {
     queued_batch(&db, &t, 1_000).await;
     let waited = waiter.await.unwrap();
     assert!(waited < std::time::Duration::from_secs(5), "woken after {waited:?}");
+}
+
+/// With a cap of two running tasks per tenant, a tenant with many queued jobs runs two while
+/// another tenant's job is claimed, and a third once one of its two ended.
+async fn a_tenant_runs_at_most_its_cap(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let (a, b) = (tenant("org-a", "prod"), tenant("org-b", "prod"));
+    let (da, db_) = (dataset(&db, &a).await, dataset(&db, &b).await);
+    for i in 0..5 {
+        job(&db, &a, &da, 1_000 + i, false).await;
+    }
+    job(&db, &b, &db_, 2_000, false).await;
+    let c = &db.catalog;
+    let claim = || async { c.claim_task_within("w", 60_000, 3_000, Some(2)).await.unwrap() };
+    let mut running_a = Vec::new();
+    let mut claimed_b = 0;
+    while let Some(task) = claim().await {
+        if task.tenant == a {
+            running_a.push(task);
+        } else {
+            claimed_b += 1;
+        }
+    }
+    assert_eq!((running_a.len(), claimed_b), (2, 1), "A at its cap, B's job claimed");
+    // Without a cap, A's third job is there to claim: the cap held it back.
+    let ended = running_a.pop().unwrap();
+    assert!(c.fail_task(&ended.lease, &[], 4_000).await.unwrap());
+    let third = claim().await.expect("a slot of A's freed");
+    assert_eq!(third.tenant, a);
+    assert!(claim().await.is_none(), "A is at its cap again");
+    assert!(c.claim_task("w", 60_000, 5_000).await.unwrap().is_some(), "uncapped, A's fourth");
+}
+
+/// Eight workers claiming at once never run more than the cap of one tenant's tasks.
+async fn concurrent_claims_keep_the_cap(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let d = dataset(&db, &t).await;
+    for i in 0..10 {
+        job(&db, &t, &d, 1_000 + i, false).await;
+    }
+    let claims: Vec<_> = (0..8)
+        .map(|w| {
+            let c = db.catalog.clone();
+            tokio::spawn(async move {
+                c.claim_task_within(&format!("w{w}"), 60_000, 2_000, Some(2)).await.unwrap()
+            })
+        })
+        .collect();
+    let mut claimed = 0;
+    for claim in claims {
+        claimed += usize::from(claim.await.unwrap().is_some());
+    }
+    assert_eq!(claimed, 2, "claims past the cap");
+    let running = db
+        .catalog
+        .list_export_jobs(
+            &t,
+            &JobListQuery { status: Some(JobStatus::Processing), after: None, skip: 0, limit: 100 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 2, "jobs shown running");
 }
