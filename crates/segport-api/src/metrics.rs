@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use segport_catalog::Jobs;
+use segport_catalog::{Jobs, QueueStats};
 
 use crate::AppState;
 
@@ -32,6 +32,14 @@ struct JobLabels {
     org: String,
     sandbox: String,
     status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    org: String,
+    sandbox: String,
+    kind: String,
+    state: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -95,35 +103,59 @@ impl ApiMetrics {
     }
 
     /// The Prometheus text exposition of the process's metrics; with `tenants`, also export
-    /// jobs by tenant and status (for the metrics address only). When the catalog cannot be
-    /// read the job series are left out and the failure is logged.
-    pub async fn render(&self, tenants: Option<&dyn Jobs>) -> String {
+    /// jobs by tenant and status and the task queue's depth by tenant (for the metrics address
+    /// only). A series the catalog cannot be read for is left out and the failure logged.
+    pub async fn render(&self, tenants: Option<(&dyn Jobs, &dyn QueueStats)>) -> String {
         let mut out = String::new();
         if let Err(e) = encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "could not encode metrics");
         }
-        let Some(catalog) = tenants else { return out };
-        match catalog.count_jobs().await {
+        let Some((jobs, queue)) = tenants else { return out };
+        // A registry per scrape: a tenant whose jobs are gone leaves no stale series.
+        let mut registry = Registry::with_prefix("segport");
+        match jobs.count_jobs().await {
             Ok(counts) => {
-                // A registry per scrape: a tenant whose jobs are gone leaves no stale series.
-                let mut registry = Registry::with_prefix("segport");
-                let jobs = Family::<JobLabels, Gauge>::default();
-                registry.register("export_jobs", "Export jobs by tenant and status", jobs.clone());
+                let family = Family::<JobLabels, Gauge>::default();
+                registry.register(
+                    "export_jobs",
+                    "Export jobs by tenant and status",
+                    family.clone(),
+                );
                 for c in counts {
                     let labels =
                         JobLabels { org: c.org, sandbox: c.sandbox, status: c.status.to_string() };
-                    jobs.get_or_create(&labels).set(c.n);
-                }
-                let mut tenant_text = String::new();
-                match encode(&mut tenant_text, &registry) {
-                    // Both expositions end with `# EOF`; one is kept, at the end.
-                    Ok(()) => {
-                        out = out.trim_end().trim_end_matches("# EOF").to_owned() + &tenant_text
-                    }
-                    Err(e) => tracing::error!(error = %e, "could not encode job metrics"),
+                    family.get_or_create(&labels).set(c.n);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not read the job counts for /metrics"),
+        }
+        match queue.queue_depth().await {
+            Ok(depths) => {
+                let family = Family::<TaskLabels, Gauge>::default();
+                registry.register(
+                    "tasks",
+                    "Queued and running tasks (exports, ingests) by tenant",
+                    family.clone(),
+                );
+                for d in depths {
+                    for (state, n) in [("queued", d.queued), ("running", d.running)] {
+                        let labels = TaskLabels {
+                            org: d.org.clone(),
+                            sandbox: d.sandbox.clone(),
+                            kind: d.kind.as_str().to_owned(),
+                            state: state.to_owned(),
+                        };
+                        family.get_or_create(&labels).set(n);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the queue depth for /metrics"),
+        }
+        let mut tenant_text = String::new();
+        match encode(&mut tenant_text, &registry) {
+            // Both expositions end with `# EOF`; one is kept, at the end.
+            Ok(()) => out = out.trim_end().trim_end_matches("# EOF").to_owned() + &tenant_text,
+            Err(e) => tracing::error!(error = %e, "could not encode tenant metrics"),
         }
         out
     }

@@ -651,6 +651,15 @@ async fn health_readiness_and_metrics(backend: Backend) {
     let line = format!(r#"segport_export_jobs{{org="{ORG}",sandbox="{SANDBOX}",status="NEW"}} 1"#);
     assert!(text.contains(&line), "{text}");
     assert!(!text.contains(r#"status="FAILED""#), "no series for a status without jobs: {text}");
+    // The one job's task waits for a worker (none runs here).
+    let queued = format!(
+        r#"segport_tasks{{org="{ORG}",sandbox="{SANDBOX}",kind="export",state="queued"}} 1"#
+    );
+    let running = format!(
+        r#"segport_tasks{{org="{ORG}",sandbox="{SANDBOX}",kind="export",state="running"}} 0"#
+    );
+    assert!(text.contains(&queued) && text.contains(&running), "{text}");
+    assert!(!text.contains(r#"kind="ingest""#), "no series for a kind without tasks: {text}");
     assert!(text.contains("segport_http_requests_total"), "{text}");
 }
 

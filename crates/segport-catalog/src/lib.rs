@@ -52,8 +52,8 @@ pub use store::{
     HeldSchemas, NewStoreFile, StoreFile, StoreKind, StoreManifest, StoreSnapshot, StoreState,
 };
 pub use tasks::{
-    ClaimedTask, ExportCommit, ExportedBatch, Heartbeat, IngestCommit, IngestCommitted, ReapedTask,
-    TaskKind, TaskQueue,
+    ClaimedTask, ExportCommit, ExportedBatch, Heartbeat, IngestCommit, IngestCommitted, QueueDepth,
+    QueueStats, ReapedTask, TaskKind, TaskQueue,
 };
 pub use tokens::{TokenRecord, Tokens};
 
@@ -128,14 +128,22 @@ pub struct ListQuery {
 }
 
 /// What the API role uses: every concern but the task queue, whose claims, leases and fenced
-/// commits belong to workers.
+/// commits belong to workers (it sees the queue's depth only, for its metrics address).
 pub trait ApiCatalog:
-    Admin + Jobs + Datasets + Batches + MergePolicies + Tokens + StoreManifest
+    Admin + Jobs + Datasets + Batches + MergePolicies + Tokens + StoreManifest + QueueStats
 {
 }
 
 impl<T> ApiCatalog for T where
-    T: Admin + Jobs + Datasets + Batches + MergePolicies + Tokens + StoreManifest + ?Sized
+    T: Admin
+        + Jobs
+        + Datasets
+        + Batches
+        + MergePolicies
+        + Tokens
+        + StoreManifest
+        + QueueStats
+        + ?Sized
 {
 }
 

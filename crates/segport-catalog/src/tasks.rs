@@ -162,3 +162,30 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// lease is gone, `Cancelled` when a cancel was requested (nothing is committed then).
     async fn commit_export(&self, commit: ExportCommit) -> Result<()>;
 }
+
+/// How many tasks of one kind a tenant has waiting and running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub org: String,
+    pub sandbox: String,
+    pub kind: TaskKind,
+    pub queued: i64,
+    pub running: i64,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Ingest => "ingest",
+            TaskKind::Export => "export",
+        }
+    }
+}
+
+/// The queue as operators watch it: read-only, so that the API's metrics address can show it
+/// without seeing the queue's workings.
+#[async_trait]
+pub trait QueueStats: Send + Sync + 'static {
+    /// Queued and running tasks by tenant and kind; tenants with none left out.
+    async fn queue_depth(&self) -> Result<Vec<QueueDepth>>;
+}

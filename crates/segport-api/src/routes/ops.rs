@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
+use segport_catalog::{Jobs, QueueStats};
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,9 +36,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     exposition(state.metrics.render(None).await)
 }
 
-/// `/metrics` of the metrics address: the process's metrics and export jobs by tenant.
+/// `/metrics` of the metrics address: the process's metrics, export jobs by tenant and status,
+/// and the task queue's depth by tenant.
 pub(crate) async fn tenant_metrics(State(state): State<AppState>) -> impl IntoResponse {
-    exposition(state.metrics.render(Some(state.catalog.as_ref())).await)
+    exposition({
+        let catalog = state.catalog.as_ref();
+        state.metrics.render(Some((catalog as &dyn Jobs, catalog as &dyn QueueStats))).await
+    })
 }
 
 fn exposition(body: String) -> impl IntoResponse {

@@ -16,13 +16,19 @@ use super::store::SELECT_SCHEMA_VERSION;
 use super::{SqlCatalog, Tx, DIALECT};
 use crate::model::{task_kind, ClaimRow};
 use crate::{
-    CatalogError, ClaimedTask, ExportCommit, Heartbeat, IngestCommit, IngestCommitted, ReapedTask,
-    Result, TaskLease, TaskQueue,
+    CatalogError, ClaimedTask, ExportCommit, Heartbeat, IngestCommit, IngestCommitted, QueueDepth,
+    QueueStats, ReapedTask, Result, TaskLease, TaskQueue,
 };
 
 /// Gives tenant (`$1`, `$2`) the newest turn, after one of its tasks was claimed.
 /// Rounds of a capped claim (see `claim_task_within`).
 const CAPPED_CLAIM_ROUNDS: usize = 4;
+
+const QUEUE_DEPTH: &str = "SELECT org, sandbox, kind, \
+     CAST(SUM(CASE WHEN state = 'queued' THEN 1 ELSE 0 END) AS BIGINT), \
+     CAST(SUM(CASE WHEN state = 'running' THEN 1 ELSE 0 END) AS BIGINT) \
+     FROM tasks WHERE state IN ('queued', 'running') GROUP BY org, sandbox, kind \
+     ORDER BY org, sandbox, kind";
 
 const TENANT_RUNNING: &str =
     "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND org = $1 AND sandbox = $2";
@@ -473,5 +479,18 @@ impl TaskQueue for SqlCatalog {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl QueueStats for SqlCatalog {
+    async fn queue_depth(&self) -> Result<Vec<QueueDepth>> {
+        let rows: Vec<(String, String, String, i64, i64)> =
+            sqlx::query_as(QUEUE_DEPTH).fetch_all(self.read()).await?;
+        rows.into_iter()
+            .map(|(org, sandbox, kind, queued, running)| {
+                Ok(QueueDepth { org, sandbox, kind: task_kind(&kind)?, queued, running })
+            })
+            .collect()
     }
 }
