@@ -635,8 +635,8 @@ async fn compaction_keeps_what_readers_see(backend: Backend) {
         assert!(entries > 0, "{} holds memberships", f.path);
         // The row file holds the data file's rows, in its order.
         let file =
-            segport_store::compact::FileRef { path: f.path.clone(), ingest_ms: None, seq: f.seq };
-        let source = storage.source(file, f.dataset_id.clone()).unwrap();
+            segport_store::snapshot::FileRef { path: f.path.clone(), ingest_ms: None, seq: f.seq };
+        let source = storage.source(file, f.dataset_id.clone()).await.unwrap();
         let row_file = source.open_rows().unwrap().unwrap();
         assert_eq!(row_file.rows(), keys.len(), "{}", f.path);
         let some: Vec<&str> = keys.iter().step_by(3).map(String::as_str).collect();

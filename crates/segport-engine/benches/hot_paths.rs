@@ -12,10 +12,10 @@ use segport_engine::{
     encode_rows, projections, run_partition, ExportPlan, PartitionInput, Precedence, Progress,
     SegmentMatch, SourceFile,
 };
-use segport_store::compact::FileRef;
 use segport_store::ingest::{Ingest, IngestLimits, IngestTarget};
 use segport_store::input::InputFormat;
 use segport_store::schema::UnionSchema;
+use segport_store::snapshot::FileRef;
 use segport_store::{RecordKind, Storage};
 
 const PROFILES: u64 = 40_000;
@@ -67,7 +67,7 @@ fn ingest(
         .filter(|f| f.partition == 0)
         .map(|f| {
             let file = FileRef { path: f.path.clone(), ingest_ms: Some(1_800_000_000_000), seq: 1 };
-            storage.source(file, dataset.into()).expect("local storage")
+            runtime.block_on(storage.source(file, dataset.into())).expect("local storage")
         })
         .collect();
     (files, outcome.schema)

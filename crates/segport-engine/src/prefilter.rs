@@ -20,7 +20,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::bloom_filter::Sbbf;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use segport_store::columns::{INGEST_MS, KEY, ORD, SEGMENTS, SEQ};
-use segport_store::compact::FileRef;
+use segport_store::snapshot::FileRef;
 
 use crate::error::EngineError;
 use crate::plan::SegmentMatch;

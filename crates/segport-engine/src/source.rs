@@ -13,8 +13,9 @@ use parquet::arrow::arrow_reader::{
     ParquetRecordBatchReaderBuilder, RowSelection,
 };
 use parquet::file::metadata::PageIndexPolicy;
-use segport_store::compact::{with_recency, FileRef};
+use segport_store::compact::with_recency;
 use segport_store::rowfile::{RowFile, TakeRows};
+use segport_store::snapshot::FileRef;
 pub use segport_store::snapshot::SourceFile;
 use segport_store::RecordKind;
 

@@ -23,17 +23,8 @@ use crate::ingest::store_writer_properties;
 use crate::read::read_file;
 use crate::rowfile::RowFileWriter;
 use crate::schema::UnionSchema;
+use crate::snapshot::FileRef;
 use crate::{RecordKind, Result, Storage, StoreError};
-
-/// A file as a reader needs it: where it is and, for a fresh file, the ingest time and commit
-/// sequence of all its rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileRef {
-    pub path: String,
-    /// `None` for a compacted file, whose rows carry their own.
-    pub ingest_ms: Option<i64>,
-    pub seq: i64,
-}
 
 /// The schema of fragments as readers see them: the file schema of today's union, plus the
 /// per-row ingest time and commit sequence.
@@ -208,18 +199,17 @@ pub async fn compact(
 ) -> Result<Option<Compacted>> {
     let mut heads = Vec::with_capacity(files.len());
     let mut present = UnionSchema::default();
+    // The sources stay open (and, on a remote root, held in the cache) until the merge ends.
+    let mut sources = Vec::with_capacity(files.len());
     for file in files {
         let location = object_store::path::Path::from(file.path.as_str());
-        let builder = match storage.local_path(&file.path) {
-            Some(local) => {
-                let handle = std::fs::File::open(&local)
-                    .map_err(|e| StoreError::Schema(format!("{}: {e}", file.path)))?;
-                ParquetRecordBatchReaderBuilder::try_new(handle)
-                    .map(|b| b.with_batch_size(MERGE_CHUNK).build())
-            }
-            None => ParquetRecordBatchReaderBuilder::try_new(storage.get(&location).await?)
-                .map(|b| b.with_batch_size(MERGE_CHUNK).build()),
-        };
+        // The dataset is not needed to merge the files of one dataset.
+        let source = storage.source(file.clone(), String::new()).await?;
+        let handle =
+            source.open_parquet().map_err(|e| StoreError::Schema(format!("{}: {e}", file.path)))?;
+        sources.push(source);
+        let builder = ParquetRecordBatchReaderBuilder::try_new(handle)
+            .map(|b| b.with_batch_size(MERGE_CHUNK).build());
         let reader = builder.and_then(|r| r).map_err(StoreError::parquet(&location))?;
         // The output holds what its inputs hold, not the whole union.
         present
@@ -271,13 +261,16 @@ pub async fn compact(
     let bytes = Bytes::from(writer.into_inner().map_err(StoreError::parquet(out))?);
     let size = bytes.len() as u64;
     // The companions first: a data file is never without them.
-    if let (Some(index), Some(at)) = (index.finish(out)?, crate::layout::index_path(out.as_ref())) {
+    // On a remote root the companions are derived in each reader's cache instead.
+    let index_at = crate::layout::index_path(out.as_ref()).filter(|_| storage.is_local());
+    if let (Some(index), Some(at)) = (index.finish(out)?, index_at) {
         storage.put_synced(&at.as_str().into(), index).await?;
     }
     if let Some(row_file) = row_file {
         row_file.finish()?;
     }
     storage.put(out, bytes).await?;
+    drop(sources);
     Ok(Some(Compacted { path: out.to_string(), rows, bytes: size, min_key, max_key }))
 }
 

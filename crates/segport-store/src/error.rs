@@ -25,6 +25,8 @@ pub enum StoreError {
     },
     #[error("input file {name} cannot be read: {message}")]
     Input { name: String, message: String },
+    #[error("local cache: {0}")]
+    Cache(String),
     #[error("schema error: {0}")]
     Schema(String),
     #[error("the task was cancelled")]

@@ -425,7 +425,8 @@ impl Ingest {
                 let path =
                     store_file(&target.org, &target.sandbox, &target.dataset, p as u32, &name);
                 let bytes = encode_parquet(&sorted, row_group_rows, &path)?;
-                let index = crate::index::encode(&sorted, &path)?;
+                let index =
+                    if storage.is_local() { crate::index::encode(&sorted, &path)? } else { None };
                 // Companions before their data file: a data file is never without them.
                 if let Some(local) = storage.row_file_path(&path) {
                     crate::rowfile::write(&local, &sorted)?;
@@ -449,6 +450,7 @@ impl Ingest {
             self.held.merge(&present).map_err(|c| StoreError::Schema(c.message))?;
             let path = object_store::path::Path::from(file.path.as_str());
             // The index first: a data file is never without its index.
+            // On a remote root there is none: companions are derived in each reader's cache.
             if let (Some(index), Some(at)) = (index, crate::layout::index_path(&file.path)) {
                 self.runtime.block_on(self.storage.put_synced(&at.as_str().into(), index))?;
             }

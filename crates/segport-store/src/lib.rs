@@ -9,6 +9,7 @@
 //! never touches SQL. Readers align every file to the union schema ([`align`], [`read`]).
 
 pub mod align;
+pub mod cache;
 mod chunked;
 pub mod columns;
 pub mod compact;

@@ -1,17 +1,34 @@
 //! The store as an export reads it: each file of a catalog snapshot opened as a source, with
-//! its row file and membership index found beside it.
+//! its row file and membership index.
 //!
 //! A [`SourceFile`] is made only by [`Storage::source`] from a path the catalog's manifest
-//! names, so its companions are files the store wrote itself: the only files this crate maps
-//! without validating them ([`crate::mapped`] says why that is sound). Today the storage root
-//! must be local; a root elsewhere is refused here, in one place, with a clear error.
+//! names, so its companions are files the store made itself: the only files this crate maps
+//! without validating them ([`crate::mapped`] says why that is sound). On a local root the
+//! data file is read in place and its companions are found beside it, as ingest wrote them; on
+//! a remote root all three come from the local [`Cache`], which fetches the data file and
+//! builds the companions on first use.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::compact::FileRef;
 use crate::index::Index;
 use crate::rowfile::RowFile;
-use crate::{layout, Result, Storage, StoreError};
+use crate::Result;
+
+/// A file as a reader needs it: where it is and, for a fresh file, the ingest time and commit
+/// sequence of all its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    pub path: String,
+    /// `None` for a compacted file, whose rows carry their own.
+    pub ingest_ms: Option<i64>,
+    pub seq: i64,
+}
+
+/// A hold on a cache entry ([`crate::cache`]): while any clone is alive, the entry is not
+/// evicted.
+#[derive(Debug, Clone)]
+pub(crate) struct Pin(#[allow(dead_code)] pub(crate) Arc<()>);
 
 /// A store file of a snapshot, ready to be read.
 #[derive(Debug, Clone)]
@@ -22,22 +39,26 @@ pub struct SourceFile {
     pub dataset: String,
     /// Where the Parquet file is on disk.
     local: PathBuf,
-}
-
-impl Storage {
-    /// The source of the store file `file` of `dataset`, as a snapshot lists it.
-    pub fn source(&self, file: FileRef, dataset: String) -> Result<SourceFile> {
-        let local = self.local_path(&file.path).ok_or_else(|| {
-            StoreError::Location(format!(
-                "{}: exports read the store from a local storage root",
-                file.path
-            ))
-        })?;
-        Ok(SourceFile { file, dataset, local })
-    }
+    /// Where its row file and membership index are on disk, when it has them.
+    rows: Option<PathBuf>,
+    index: Option<PathBuf>,
+    /// The cache entry holding these files, kept from eviction while the source lives.
+    _pin: Option<Pin>,
 }
 
 impl SourceFile {
+    /// A source whose files are on local disk: `pin` holds the cache entry they are in.
+    pub(crate) fn new(
+        file: FileRef,
+        dataset: String,
+        local: PathBuf,
+        rows: Option<PathBuf>,
+        index: Option<PathBuf>,
+        pin: Option<Pin>,
+    ) -> Self {
+        Self { file, dataset, local, rows, index, _pin: pin }
+    }
+
     /// The Parquet file, opened for reading.
     pub fn open_parquet(&self) -> std::io::Result<std::fs::File> {
         std::fs::File::open(&self.local)
@@ -45,25 +66,18 @@ impl SourceFile {
 
     /// Its row file, mapped; `None` when it has none.
     pub fn open_rows(&self) -> Result<Option<RowFile>> {
-        match self.companion(layout::rows_path) {
-            Some(path) => RowFile::open_trusted(&path),
+        match &self.rows {
+            Some(path) => RowFile::open_trusted(path),
             None => Ok(None),
         }
     }
 
     /// Its membership index, mapped; `None` when it has none (event files, old profile files).
     pub fn open_index(&self) -> Result<Option<Index>> {
-        match self.companion(layout::index_path) {
-            Some(path) => Index::open_trusted(&path),
+        match &self.index {
+            Some(path) => Index::open_trusted(path),
             None => Ok(None),
         }
-    }
-
-    /// Where a companion file is on disk: `name_of` gives its store path from the data file's,
-    /// `None` when the file is not a data file that has such companions.
-    fn companion(&self, name_of: fn(&str) -> Option<String>) -> Option<PathBuf> {
-        name_of(&self.file.path)?;
-        name_of(&self.local.to_string_lossy()).map(PathBuf::from)
     }
 }
 
@@ -74,9 +88,10 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+    use crate::Storage;
 
-    #[test]
-    fn a_source_opens_its_file_and_finds_no_companions_it_lacks() {
+    #[tokio::test]
+    async fn a_source_opens_its_file_and_finds_no_companions_it_lacks() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::local(dir.path()).unwrap();
         let path = "org/prod/store/d1/p=0/f1.parquet";
@@ -84,7 +99,7 @@ mod tests {
         std::fs::create_dir_all(local.parent().unwrap()).unwrap();
         std::fs::write(&local, b"PAR1").unwrap();
         let file = FileRef { path: path.into(), ingest_ms: Some(5), seq: 2 };
-        let source = storage.source(file.clone(), "d1".into()).unwrap();
+        let source = storage.source(file.clone(), "d1".into()).await.unwrap();
         assert_eq!((&source.file, source.dataset.as_str()), (&file, "d1"));
         let mut bytes = Vec::new();
         source.open_parquet().unwrap().read_to_end(&mut bytes).unwrap();

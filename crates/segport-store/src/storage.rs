@@ -13,8 +13,9 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
+use crate::snapshot::{FileRef, SourceFile};
 use crate::{Result, StoreError};
 
 /// The storage root: an object store and the layout of segport's files in it.
@@ -26,6 +27,8 @@ pub struct Storage {
     local_root: Option<std::path::PathBuf>,
     /// The URL it was opened from, for messages (it carries no credentials).
     url: String,
+    /// Where store files of a remote root are read from ([`crate::cache`]).
+    cache: Option<Arc<crate::cache::Cache>>,
 }
 
 /// How long one request to object storage may take before it is tried again, and how many
@@ -33,6 +36,12 @@ pub struct Storage {
 const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 const S3_RETRIES: usize = 5;
+
+/// Objects larger than this go to a remote root as multipart uploads of parts this large (S3
+/// wants at least 5 MiB a part, and allows 10,000 parts: objects up to 78 GiB).
+pub const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Parts of one multipart upload in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
 
 impl Storage {
     /// A storage root on the local filesystem (created when missing).
@@ -46,7 +55,7 @@ impl Storage {
             .with_automatic_cleanup(true);
         let local_root = std::fs::canonicalize(root).ok();
         let url = format!("file://{}", root.display());
-        Ok(Self { store: Arc::new(fs), local_root, url })
+        Ok(Self { store: Arc::new(fs), local_root, url, cache: None })
     }
 
     /// A storage root from a URL: `file:///abs/path`, or `s3://bucket[/prefix]` configured the
@@ -105,12 +114,57 @@ impl Storage {
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
         };
-        Ok(Self { store, local_root: None, url: url.to_owned() })
+        Ok(Self { store, local_root: None, url: url.to_owned(), cache: None })
+    }
+
+    /// This root, reading its store files through `cache` when it is not local.
+    pub fn with_cache(mut self, cache: Arc<crate::cache::Cache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The cache store files are read through, when there is one.
+    pub fn cache(&self) -> Option<&Arc<crate::cache::Cache>> {
+        self.cache.as_ref()
+    }
+
+    /// Whether the root is a local directory: companions are then written beside their data
+    /// file, and read there.
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    /// A remote root over any object store (`url` names it in messages): its store files are
+    /// read through the cache, as those of `s3://` roots are.
+    pub fn from_object_store(store: Arc<dyn ObjectStore>, url: &str) -> Self {
+        Self { store, local_root: None, url: url.to_owned(), cache: None }
     }
 
     /// The URL this root was opened from.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The source of the store file `file` of `dataset`, as a snapshot lists it: in place on a
+    /// local root, else through the cache ([`Storage::with_cache`]), fetched on first use.
+    pub async fn source(&self, file: FileRef, dataset: String) -> Result<SourceFile> {
+        if let Some(local) = self.local_path(&file.path) {
+            let beside = |name_of: fn(&str) -> Option<String>| {
+                name_of(&file.path)?;
+                name_of(&local.to_string_lossy()).map(std::path::PathBuf::from)
+            };
+            let (rows, index) =
+                (beside(crate::layout::rows_path), beside(crate::layout::index_path));
+            return Ok(SourceFile::new(file, dataset, local, rows, index, None));
+        }
+        let cache = self.cache().ok_or_else(|| {
+            StoreError::Location(format!(
+                "{}: reading the store from {} needs a local cache",
+                file.path,
+                self.url()
+            ))
+        })?;
+        cache.source(self.store.as_ref(), file, dataset).await
     }
 
     /// Checks that the storage root answers (a listing of its top level), so that a process
@@ -131,8 +185,30 @@ impl Storage {
         self.store.clone()
     }
 
+    /// Writes `bytes` at `path`. On a remote root a large object goes up as a multipart upload
+    /// of [`PART_BYTES`] parts, a few at a time; one that fails is aborted, so it leaves no
+    /// parts behind (a process killed midway does: see docs/storage.md on lifecycle rules).
     pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
-        self.store.put(path, PutPayload::from(bytes)).await.map_err(StoreError::storage(path))?;
+        if self.is_local() || bytes.len() <= PART_BYTES {
+            self.store
+                .put(path, PutPayload::from(bytes))
+                .await
+                .map_err(StoreError::storage(path))?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(path).await.map_err(StoreError::storage(path))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            if let Err(e) = writer.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                let _ = writer.abort().await;
+                return Err(StoreError::Storage { path: path.to_string(), source: e });
+            }
+            // Parts are slices of the same buffer: nothing is copied.
+            let part = rest.split_to(rest.len().min(PART_BYTES));
+            writer.put(part);
+        }
+        writer.finish().await.map_err(StoreError::storage(path))?;
         Ok(())
     }
 
@@ -205,6 +281,10 @@ impl Storage {
     /// companions without data, which the sweep removes.
     pub async fn delete_store_file(&self, path: &Path) -> Result<()> {
         self.delete(path).await?;
+        if !self.is_local() {
+            // A remote root holds no companions: they live in the readers' caches.
+            return Ok(());
+        }
         for companion in crate::layout::all_companions(path.as_ref()) {
             self.delete(&companion.as_str().into()).await?;
         }

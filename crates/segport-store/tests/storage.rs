@@ -12,29 +12,8 @@ use object_store::path::Path;
 use segport_store::output::AttemptOutput;
 use segport_store::Storage;
 
-const SECRET: &str = "test-secret-not-to-be-printed";
-
-fn endpoint() -> String {
-    std::env::var("SEGPORT_TEST_S3_ENDPOINT").expect(
-        "SEGPORT_TEST_S3_ENDPOINT: the S3-compatible test server (scripts/test starts one); \
-         the S3 tests are never skipped",
-    )
-}
-
-fn s3_settings(endpoint: &str) -> Vec<(String, String)> {
-    [
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ALLOW_HTTP", "true"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", SECRET),
-        // Not an AWS_ key: ignored.
-        ("SEGPORT_SOMETHING", "x"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect()
-}
+mod common;
+use common::{endpoint, s3_settings, SECRET};
 
 /// A storage root of each kind, empty.
 fn roots() -> Vec<(Storage, Option<tempfile::TempDir>)> {
@@ -110,6 +89,29 @@ async fn an_attempts_output_folder_behaves_alike() {
         a.remove(["b1"]).await;
         assert!(storage.list(&path("o")).await.unwrap().is_empty(), "{root}");
     }
+}
+
+#[tokio::test]
+async fn large_objects_are_written_in_parts_and_read_back_whole() {
+    // Two and a half parts of bytes that differ from part to part.
+    let len = segport_store::storage::PART_BYTES * 5 / 2;
+    let bytes: Bytes = (0..len).map(|i| (i % 251) as u8 ^ (i / 65_536) as u8).collect();
+    for (storage, _dir) in roots() {
+        let at = path("org/prod/batches/b/attempt/part-00000.parquet");
+        storage.put(&at, bytes.clone()).await.unwrap();
+        assert_eq!(storage.size(&at).await.unwrap(), len as u64, "{}", storage.url());
+        assert_eq!(storage.get(&at).await.unwrap(), bytes, "{}", storage.url());
+        // A range across the first part boundary.
+        let boundary = segport_store::storage::PART_BYTES as u64;
+        let range = boundary - 10..boundary + 10;
+        let got = storage.get_range(&at, range.clone()).await.unwrap();
+        assert_eq!(got, bytes.slice(range.start as usize..range.end as usize));
+    }
+    // A multipart upload that cannot complete (no such bucket) fails, naming the object.
+    let missing =
+        Storage::from_url_with("s3://no-such-bucket/x", s3_settings(&endpoint())).unwrap();
+    let error = missing.put(&path("big"), bytes).await.unwrap_err().to_string();
+    assert!(error.contains("big"), "{error}");
 }
 
 #[tokio::test]

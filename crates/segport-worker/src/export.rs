@@ -21,9 +21,9 @@ use segport_model::dataset::DatasetClass;
 use segport_model::job::{ExportCounters, ExportJobRecord, JobProgress, JobWarning};
 use segport_model::merge_policy::AttributeMergeType;
 use segport_model::Tenant;
-use segport_store::compact::FileRef;
 use segport_store::output::{AttemptOutput, WrittenFile};
 use segport_store::schema::UnionSchema;
+use segport_store::snapshot::FileRef;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -60,11 +60,12 @@ pub async fn run_export(
     let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
     for f in &snapshot.files {
         let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
-        let source =
-            ctx.storage.source(file, f.dataset_id.clone()).map_err(|e| TaskError::Failed {
+        let source = ctx.storage.source(file, f.dataset_id.clone()).await.map_err(|e| {
+            TaskError::Failed {
                 code: FailureCode::StoreReadError,
                 message: segport_model::error::chain(&e),
-            })?;
+            }
+        })?;
         let input = inputs.entry(f.partition).or_insert_with(|| PartitionInput {
             partition: f.partition,
             profiles: Vec::new(),

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use segport_catalog::{NewStoreFile, StoreKind};
 use segport_model::Tenant;
-use segport_store::compact::{compact, FileRef};
+use segport_store::compact::compact;
 use segport_store::schema::UnionSchema;
+use segport_store::snapshot::FileRef;
 use segport_store::storage::{batch_dir, store_file};
 use segport_store::RecordKind;
 use tokio_util::sync::CancellationToken;

@@ -176,6 +176,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SEGPORT_SHUTDOWN_GRACE", value_parser = humantime::parse_duration, default_value = "30s")]
     pub shutdown_grace: Duration,
 
+    /// Where a process keeps its local cache of store files read from an `s3://` storage root
+    /// (the Parquet files an export reads and the row files and indexes built from them).
+    /// Derived data: safe to delete while the process is stopped. Default: DATA_DIR/cache.
+    /// Unused with a local storage root.
+    #[arg(long, env = "SEGPORT_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Most bytes the local cache keeps (e.g. 20GiB, 512MiB, or bytes); least recently used
+    /// entries are evicted beyond it, never while a running task reads them.
+    #[arg(long, env = "SEGPORT_CACHE_SIZE", value_parser = parse_size, default_value = "10GiB")]
+    pub cache_size: u64,
+
     /// Largest file the Batch Ingestion upload accepts, in bytes.
     #[arg(long, env = "SEGPORT_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_upload_bytes: u64,
@@ -305,4 +317,37 @@ pub enum TokenCommand {
         /// The token id (tok_…), as `token list` shows it.
         id: String,
     },
+}
+
+/// A size in bytes: a number, or a number with a binary unit (KiB, MiB, GiB, TiB).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 =
+        number.parse().map_err(|_| format!("{text:?} is not a size such as 10GiB or 512MiB"))?;
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB, GiB or TiB")),
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("10GiB"), Ok(10 << 30));
+        assert_eq!(parse_size("3 MiB"), Ok(3 << 20));
+        for bad in ["", "GiB", "10GB", "-1", "1.5GiB", "99999999999TiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use segport_catalog::{redact_url, Catalog, ConnectOptions};
+use segport_store::Storage;
 
 use crate::cli::{CatalogArgs, Role};
 
@@ -45,13 +46,6 @@ pub async fn open_catalog(
     args: &CatalogArgs,
     default_pool: u32,
 ) -> anyhow::Result<Arc<dyn Catalog>> {
-    if let Some(url) = &args.storage_url {
-        anyhow::ensure!(
-            url.starts_with("file://"),
-            "--storage-url {url:?} is not supported yet; use a file:// URL (or leave it \
-             out: the data directory holds the data)"
-        );
-    }
     let url = catalog_url(args)?;
     let shown = redact_url(&url);
     let max_connections = args.db_connections.unwrap_or(default_pool).max(1);
@@ -69,13 +63,41 @@ pub async fn open_catalog(
     Ok(catalog)
 }
 
-/// The storage root the arguments name: `SEGPORT_STORAGE_URL`, or the data directory.
-pub fn open_storage(args: &CatalogArgs) -> anyhow::Result<segport_store::Storage> {
+/// The storage root the arguments name: `SEGPORT_STORAGE_URL`, or the data directory; checked
+/// to answer, so that a process on an unreachable root stops at once, naming it.
+pub async fn open_storage(args: &CatalogArgs) -> anyhow::Result<segport_store::Storage> {
     let storage = match &args.storage_url {
         Some(url) => segport_store::Storage::from_url(url),
         None => segport_store::Storage::local(&args.data_dir),
     };
-    storage.context("cannot open the storage root")
+    let storage = storage.context("cannot open the storage root")?;
+    storage.check().await?;
+    Ok(storage)
+}
+
+/// The storage root of `serve`: on a remote root, with the local cache its store files are
+/// read through (opened and checked before the process serves anything).
+pub async fn open_serve_storage(args: &crate::cli::ServeArgs) -> anyhow::Result<Storage> {
+    let storage = open_storage(&args.catalog).await?;
+    if storage.is_local() {
+        return Ok(storage);
+    }
+    let dir = args.cache_dir.clone().unwrap_or_else(|| args.catalog.data_dir.join("cache"));
+    let capacity = args.cache_size;
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || segport_store::cache::Cache::open(&dir, capacity))
+            .await
+            .context("opening the cache")?
+    };
+    let cache = opened.with_context(|| format!("cannot open the cache at {}", dir.display()))?;
+    tracing::info!(
+        cache_dir = %dir.display(),
+        capacity,
+        holds = cache.used(),
+        "local cache ready"
+    );
+    Ok(storage.with_cache(Arc::new(cache)))
 }
 
 /// The worker settings the arguments name.

@@ -52,7 +52,7 @@ pub async fn run(args: IngestArgs) -> anyhow::Result<()> {
         );
     }
     let catalog = open_catalog(&args.catalog, crate::config::TOOL_CONNECTIONS).await?;
-    let storage = open_storage(&args.catalog)?;
+    let storage = open_storage(&args.catalog).await?;
     catalog.ensure_sandbox(&tenant, now_ms()).await?;
     let dataset = catalog.get_dataset(&tenant, &dataset_id).await?.with_context(|| {
         format!(

@@ -8,7 +8,7 @@ use segport_api::{AppState, AuthMode, Surface};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AuthArg, Role, ServeArgs};
-use crate::config::{http_limits, open_catalog, open_storage, worker_config};
+use crate::config::{http_limits, open_catalog, open_serve_storage, worker_config};
 
 /// The auth mode to run with: dev is the default only on loopback, and never allowed elsewhere
 /// for a process that serves the API. A worker-only process serves no authenticated route, so it
@@ -55,12 +55,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
-    let storage = open_storage(&args.catalog)?;
+    let storage = open_serve_storage(&args).await?;
     let surface = match args.role {
         Role::Api | Role::All => Surface::Full,
         Role::Worker => Surface::OpsOnly,
     };
     let mut metrics = segport_api::ApiMetrics::new();
+    if let Some(cache) = storage.cache() {
+        cache.metrics().register(metrics.registry_mut());
+    }
     let worker = matches!(args.role, Role::Worker | Role::All).then(|| {
         let worker_metrics = segport_worker::WorkerMetrics::default();
         worker_metrics.register(metrics.registry_mut());

@@ -562,17 +562,34 @@ fn a_busy_port_fails_before_anything_starts() {
 }
 
 /// Issue 8, point 7: rough edges a new user met. Logs carry no colour codes when stderr is not a
-/// terminal; an unsupported `--storage-url` is refused naming the flag that was given; the
-/// release build is stripped, with a `profiling` profile that keeps line tables for perf.
+/// terminal; a `--storage-url` that cannot be used is refused naming it (an unknown scheme, or
+/// an S3 root that does not answer, without printing its credentials); the release build is
+/// stripped, with a `profiling` profile that keeps line tables for perf.
 #[test]
 fn rough_edges_are_smoothed() {
     let dir = TempDir::new();
-    let out = run(&dir.0, &["serve", "--listen", "127.0.0.1:0", "--storage-url", "s3://b/p"], &[]);
+    let out = run(&dir.0, &["serve", "--listen", "127.0.0.1:0", "--storage-url", "gs://b/p"], &[]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--storage-url \"s3://b/p\" is not supported"), "{stderr}");
-    assert!(!stderr.contains("SEGPORT_STORAGE_URL"), "{stderr}");
+    assert!(
+        stderr.contains("gs://b/p: use file:///absolute/path or s3://bucket/prefix"),
+        "{stderr}"
+    );
     assert!(!stderr.contains('\u{1b}'), "ANSI codes in a piped log: {stderr:?}");
+    let secret = "do-not-print-this-secret";
+    let unreachable = [
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:1"),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let args = ["serve", "--listen", "127.0.0.1:0", "--storage-url", "s3://b/p"];
+    let out = run(&dir.0, &args, &unreachable);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("the storage root s3://b/p does not answer"), "{stderr}");
+    assert!(!stderr.contains(secret), "{stderr}");
     // The server's own text log, piped, is plain text too.
     let mut child = common::segport(&dir.0, &["serve", "--listen", "127.0.0.1:0"], &[])
         .stdout(std::process::Stdio::null())

@@ -13,9 +13,10 @@ use segport_model::batch::{Batch, BatchKind, BatchStatus, NewIngestBatch};
 use segport_model::dataset::DatasetClass;
 use segport_model::time::now_ms;
 use segport_model::{DatasetId, Tenant};
-use segport_store::compact::{compact, FileRef};
+use segport_store::compact::compact;
 use segport_store::ingest::IngestLimits;
 use segport_store::schema::UnionSchema;
+use segport_store::snapshot::FileRef;
 use segport_store::storage::{
     new_upload_object, store_file, upload_location, uploads_dir, valid_upload_name,
 };

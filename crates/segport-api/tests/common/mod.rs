@@ -410,7 +410,7 @@ impl TestApp {
         let refs: Vec<_> = files
             .iter()
             .filter(|f| f.dataset_id == dataset)
-            .map(|f| segport_store::compact::FileRef {
+            .map(|f| segport_store::snapshot::FileRef {
                 path: f.path.clone(),
                 ingest_ms: f.ingest_ms,
                 seq: f.seq,

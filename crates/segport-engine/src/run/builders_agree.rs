@@ -9,10 +9,10 @@ use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use segport_store::compact::FileRef;
 use segport_store::ingest::{Ingest, IngestLimits, IngestTarget};
 use segport_store::input::InputFormat;
 use segport_store::schema::UnionSchema;
+use segport_store::snapshot::FileRef;
 use segport_store::{RecordKind, Storage};
 use serde_json::{json, Value};
 
@@ -78,7 +78,7 @@ fn ingest(
         .map(|f| {
             let file =
                 FileRef { path: f.path.clone(), ingest_ms: Some(1_700_000_000_000 + seq), seq };
-            storage.source(file, dataset.into()).unwrap()
+            runtime.block_on(storage.source(file, dataset.into())).unwrap()
         })
         .collect();
     (sources, outcome.schema)
