@@ -25,6 +25,13 @@ both_backends!(
     data_access_links_are_absolute_and_ids_opaque,
 );
 
+on_s3!(
+    random_jobs_match_the_oracle,
+    cancelling_a_running_export_leaves_nothing,
+    export_batches_are_deleted_on_request_and_by_retention,
+    data_access_links_are_absolute_and_ids_opaque,
+);
+
 /// A small store: `n` generated profiles with their events, in one batch each.
 async fn small_store(t: &TestApp, n: u64) {
     let segments = segport_datagen::segments(5);
@@ -44,8 +51,8 @@ async fn small_store(t: &TestApp, n: u64) {
     t.ingest(&eds, json!({"format": "json"}), vec![("e.json", e.into_bytes())]).await;
 }
 
-async fn cancelling_a_running_export_leaves_nothing(backend: Backend) {
-    let t = std::sync::Arc::new(TestApp::new(backend).await);
+async fn cancelling_a_running_export_leaves_nothing(setup: Setup) {
+    let t = std::sync::Arc::new(TestApp::new(setup).await);
     small_store(&t, 500).await;
     let export = t.export_dataset().await;
     let job = t.create_job(minimal_job(&export)).await;
@@ -68,8 +75,15 @@ async fn cancelling_a_running_export_leaves_nothing(backend: Backend) {
             .await
     });
     // While it runs, the job reports its progress (an addition AEP clients ignore).
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    let processing = t.get(&format!("/export/jobs/{id}")).await.body;
+    // (On an S3 root, after the worker fetched the files into its cache.)
+    let mut processing = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        processing = t.get(&format!("/export/jobs/{id}")).await.body;
+        if processing["progress"].is_object() {
+            break;
+        }
+    }
     assert_eq!(processing["status"], "PROCESSING");
     assert_eq!(processing["progress"]["partitionsTotal"], 16, "{processing}");
     assert_eq!(processing["progress"]["partitionsDone"], 0);
@@ -420,8 +434,10 @@ fn paths(list: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-async fn random_jobs_match_the_oracle(backend: Backend) {
-    let t = TestApp::new(backend).await;
+async fn random_jobs_match_the_oracle(setup: Setup) {
+    let mut t = TestApp::new(setup).await;
+    // The caches made for cold starts, removed at the end.
+    let mut caches = Vec::new();
     let seed = 17;
     let segments = segport_datagen::segments(seed);
     let n = 20_000;
@@ -510,8 +526,20 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
     ];
     let statuses = ["realized", "existing", "exited"];
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    if t.root == Root::S3 {
+        // An S3 root holds data files only: companions are built in each reader's cache.
+        let stored = t.files_under(&format!("{ORG}/{SANDBOX}/store")).await;
+        assert!(stored.len() > 4 && stored.iter().all(|p| p.ends_with(".parquet")), "{stored:?}");
+    }
     for case in 0..8 {
-        if case == 4 {
+        if t.root == Root::S3 && case % 3 == 2 {
+            // A worker with a cold cache: every file is fetched again, its companions rebuilt.
+            let (fresh, dir) = s3_storage();
+            let cache = fresh.cache().unwrap().clone();
+            t.state.storage = t.state.storage.clone().with_cache(cache);
+            caches.push(dir);
+        }
+        if t.root == Root::Local && case == 4 {
             // Stores written before membership indexes existed have none: from here on, every
             // other index is gone and the export scans those files instead.
             let mut indexes = companion_files(&t.storage_dir, ".members.arrow");
@@ -521,7 +549,7 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
                 std::fs::remove_file(path).unwrap();
             }
         }
-        if case == 2 {
+        if t.root == Root::Local && case == 2 {
             // Stores written before row files existed have none either: from here on, every
             // other row file is gone and picked rows are read from those files' Parquet pages.
             let mut row_files = companion_files(&t.storage_dir, ".rows.arrow");
@@ -658,6 +686,14 @@ async fn random_jobs_match_the_oracle(backend: Backend) {
             Some(total as u64),
             "case {case}"
         );
+    }
+    if let Some(cache) = t.state.storage.cache() {
+        // The last cache was filled once (case 5) and then read warm (cases 6 and 7).
+        let (hits, misses, _, _) = cache.metrics().snapshot();
+        assert!(misses > 4 && hits >= 2 * misses, "hits {hits}, misses {misses}");
+    }
+    for dir in caches {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 
@@ -797,28 +833,15 @@ async fn fields_that_match_nothing_are_warned_about(backend: Backend) {
 }
 
 /// The files under a batch's folder in the storage root.
-fn batch_files_on_disk(t: &TestApp, batch: &str) -> Vec<std::path::PathBuf> {
-    let dir = t.storage_dir.join(ORG).join(SANDBOX).join("batches").join(batch);
-    let mut found = Vec::new();
-    let mut stack = vec![dir];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
+async fn batch_files(t: &TestApp, batch: &str) -> Vec<String> {
+    t.files_under(&format!("{ORG}/{SANDBOX}/batches/{batch}")).await
 }
 
 /// `DELETE /data/foundation/catalog/batches/{id}` removes a finished export batch with its
 /// files and nothing else; ingest batches and unfinished exports are refused. Retention removes
 /// the finished export batches older than its cutoff, and only those.
-async fn export_batches_are_deleted_on_request_and_by_retention(backend: Backend) {
-    let t = TestApp::new(backend).await;
+async fn export_batches_are_deleted_on_request_and_by_retention(setup: Setup) {
+    let t = TestApp::new(setup).await;
     small_store(&t, 40).await;
     let export = t.export_dataset().await;
     let mut batches = Vec::new();
@@ -828,7 +851,7 @@ async fn export_batches_are_deleted_on_request_and_by_retention(backend: Backend
         let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
         assert_eq!(done["status"], "SUCCEEDED", "{done}");
         let batch = done["destination"]["batchId"].as_str().unwrap().to_owned();
-        assert!(!batch_files_on_disk(&t, &batch).is_empty(), "the export wrote no files");
+        assert!(!batch_files(&t, &batch).await.is_empty(), "the export wrote no files");
         batches.push(batch);
     }
     let path = |b: &str| format!("/data/foundation/catalog/batches/{b}");
@@ -840,10 +863,10 @@ async fn export_batches_are_deleted_on_request_and_by_retention(backend: Backend
     assert_eq!(t.get(&path(&batches[0])).await.status, 404);
     let files = t.get(&format!("/data/foundation/export/batches/{}/files", batches[0])).await;
     assert_eq!(files.status, 404, "{}", files.text);
-    assert!(batch_files_on_disk(&t, &batches[0]).is_empty());
+    assert!(batch_files(&t, &batches[0]).await.is_empty());
     for b in &batches[1..] {
         assert_eq!(t.get(&path(b)).await.status, 200);
-        assert!(!batch_files_on_disk(&t, b).is_empty());
+        assert!(!batch_files(&t, b).await.is_empty());
     }
     let again = t.call(Method::DELETE, &path(&batches[0]), None).await;
     again.assert_service_error(404);
@@ -880,10 +903,10 @@ async fn export_batches_are_deleted_on_request_and_by_retention(backend: Backend
         segport_worker::expire_export_batches(&ctx, completed(&second) + 1).await.unwrap();
     assert_eq!(removed, 1);
     assert_eq!(t.get(&path(&batches[1])).await.status, 404);
-    assert!(batch_files_on_disk(&t, &batches[1]).is_empty());
+    assert!(batch_files(&t, &batches[1]).await.is_empty());
     for b in [&batches[2], &loading] {
         assert_eq!(t.get(&path(b)).await.status, 200, "{b} was removed too early");
-        assert!(!batch_files_on_disk(&t, b).is_empty());
+        assert!(!batch_files(&t, b).await.is_empty());
     }
     // Ingest batches are never expired.
     segport_worker::expire_export_batches(&ctx, i64::MAX).await.unwrap();
@@ -980,8 +1003,8 @@ async fn get_with(t: &TestApp, uri: String, headers: &[(&str, &str)]) -> Answer 
 /// Data Access links are absolute, as AEP's are (a client follows them as they come): from the
 /// configured public URL, else from the proxy's forwarding headers, else from `Host`. Ids are
 /// opaque to clients: one not shaped like segport's is a 404, like an unknown one.
-async fn data_access_links_are_absolute_and_ids_opaque(backend: Backend) {
-    let mut t = TestApp::new(backend).await;
+async fn data_access_links_are_absolute_and_ids_opaque(setup: Setup) {
+    let mut t = TestApp::new(setup).await;
     let pds = t.store_dataset(PROFILE_SCHEMA).await;
     let record = json!({"identityMap": {"ECID": [{"id": "a"}]}});
     let (batch, _) = t

@@ -33,6 +33,8 @@ both_backends!(
     a_long_line_is_skipped_unread,
 );
 
+on_s3!(data_access_names_and_ranges, a_refused_upload_changes_nothing,);
+
 /// A profile record with identity `id` and the attributes of `extra`.
 fn record(id: &str, extra: Value) -> Value {
     let mut r = json!({"identityMap": {"ECID": [{"id": id}]}});
@@ -473,8 +475,8 @@ fn upload_uri(batch: &str, dataset: &str, encoded_name: &str) -> String {
 
 /// Issue 7, point 8: an upload still streaming when its batch is completed is refused (409)
 /// and changes nothing: the stored file, its listing and the ingest keep the earlier upload.
-async fn a_refused_upload_changes_nothing(backend: Backend) {
-    let t = TestApp::new(backend).await;
+async fn a_refused_upload_changes_nothing(setup: Setup) {
+    let t = TestApp::new(setup).await;
     let pds = t.store_dataset(PROFILE_SCHEMA).await;
     let batch = t.new_batch(&pds, json!({"format": "json"})).await;
     let first = ndjson(&[record("first", json!({"v": 1}))]);
@@ -533,8 +535,8 @@ async fn a_refused_upload_changes_nothing(backend: Backend) {
 /// Issue 7, point 11: file names with `#`, `%`, `?`, spaces and non-ASCII list and download;
 /// a name that is a folder of another upload is no conflict; `Range` ends past the file are
 /// clamped, ranges that are not `bytes=` ranges are ignored, and a 416 names the size.
-async fn data_access_names_and_ranges(backend: Backend) {
-    let t = TestApp::new(backend).await;
+async fn data_access_names_and_ranges(setup: Setup) {
+    let t = TestApp::new(setup).await;
     let pds = t.store_dataset(PROFILE_SCHEMA).await;
     let batch = t.new_batch(&pds, json!({"format": "json"})).await;
     let files: [(&str, &str); 3] =

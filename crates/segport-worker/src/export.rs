@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use rayon::prelude::*;
 use segport_catalog::{
     BatchFile, CatalogError, ClaimedTask, ExportCommit, ExportedBatch, ListQuery, StoreKind,
@@ -28,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::{now_ms, Context, TaskError};
+
+/// Store files fetched into the cache at once when a task starts on a remote root.
+const FETCHES_AT_ONCE: usize = 8;
 
 /// Runs the export task `task` until it commits, fails, or `stop` fires (`cancelled` tells a
 /// requested cancel from a lost lease or a shutdown).
@@ -56,16 +60,30 @@ pub async fn run_export(
     let plan = plan(&job, schema(&snapshot.profile_schema)?, schema(&snapshot.event_schema)?)?;
     let projections = Arc::new(projections(&plan));
 
-    // The partitions' files, opened as the store's sources.
-    let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
-    for f in &snapshot.files {
-        let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
-        let source = ctx.storage.source(file, f.dataset_id.clone()).await.map_err(|e| {
-            TaskError::Failed {
-                code: FailureCode::StoreReadError,
-                message: segport_model::error::chain(&e),
-            }
+    // The partitions' files, opened as the store's sources (on a remote root, fetched into the
+    // cache a few at a time).
+    let wanted: Vec<(FileRef, String)> = snapshot
+        .files
+        .iter()
+        .map(|f| {
+            let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
+            (file, f.dataset_id.clone())
+        })
+        .collect();
+    let sources: Vec<_> = futures::stream::iter(wanted)
+        .map(|(file, dataset)| {
+            let storage = ctx.storage.clone();
+            async move { storage.source(file, dataset).await }
+        })
+        .buffered(FETCHES_AT_ONCE)
+        .try_collect()
+        .await
+        .map_err(|e| TaskError::Failed {
+            code: FailureCode::StoreReadError,
+            message: segport_model::error::chain(&e),
         })?;
+    let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
+    for (f, source) in snapshot.files.iter().zip(sources) {
         let input = inputs.entry(f.partition).or_insert_with(|| PartitionInput {
             partition: f.partition,
             profiles: Vec::new(),

@@ -21,8 +21,54 @@ pub struct TestApp {
     pub app: NormalizePath<Router>,
     pub db: TestCatalog,
     pub state: AppState,
-    /// The storage root, removed on drop.
+    /// The storage root on a local root, the local cache on an S3 one; removed on drop.
     pub storage_dir: std::path::PathBuf,
+    pub root: Root,
+}
+
+/// Where a test's storage root is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    /// A fresh directory under the system's temporary directory.
+    Local,
+    /// A fresh prefix of the bucket `segport-test` on the S3-compatible test server the test
+    /// command starts (`SEGPORT_TEST_S3_ENDPOINT`), read through a local cache.
+    S3,
+}
+
+/// A test's catalog backend and storage root.
+#[derive(Debug, Clone, Copy)]
+pub struct Setup {
+    pub backend: Backend,
+    pub root: Root,
+}
+
+impl From<Backend> for Setup {
+    fn from(backend: Backend) -> Self {
+        Setup { backend, root: Root::Local }
+    }
+}
+
+/// A fresh prefix of the S3 test bucket, read through a cache in a fresh local directory.
+pub fn s3_storage() -> (segport_store::Storage, std::path::PathBuf) {
+    let endpoint = std::env::var("SEGPORT_TEST_S3_ENDPOINT").expect(
+        "SEGPORT_TEST_S3_ENDPOINT: the S3-compatible test server (scripts/test starts one); \
+         the S3 tests are never skipped",
+    );
+    let settings = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let url = format!("s3://segport-test/api-{}", segport_model::ids::new_uuid().simple());
+    let storage = segport_store::Storage::from_url_with(&url, settings).expect("s3 root");
+    let dir =
+        std::env::temp_dir().join(format!("segport-cache-{}", segport_model::ids::new_uuid()));
+    let cache = segport_store::cache::Cache::open(&dir, 1 << 30).expect("cache");
+    (storage.with_cache(std::sync::Arc::new(cache)), dir)
 }
 
 impl Drop for TestApp {
@@ -81,16 +127,28 @@ impl Answer {
 }
 
 impl TestApp {
-    pub async fn new(backend: Backend) -> Self {
-        Self::with_auth(backend, AuthMode::Dev).await
+    pub async fn new(setup: impl Into<Setup>) -> Self {
+        Self::with_auth(setup, AuthMode::Dev).await
     }
 
-    pub async fn with_auth(backend: Backend, auth: AuthMode) -> Self {
+    pub async fn with_auth(setup: impl Into<Setup>, auth: AuthMode) -> Self {
+        let Setup { backend, root } = setup.into();
         let db = TestCatalog::new(backend).await;
-        let (storage, storage_dir) = temp_storage();
+        let (storage, storage_dir) = match root {
+            Root::Local => temp_storage(),
+            Root::S3 => s3_storage(),
+        };
         let state = AppState::new(db.catalog.clone(), storage, auth);
         let app = segport_api::app(state.clone(), Surface::Full);
-        Self { app, db, state, storage_dir }
+        Self { app, db, state, storage_dir, root }
+    }
+
+    /// Every file under `prefix` of the storage root, by path.
+    pub async fn files_under(&self, prefix: &str) -> Vec<String> {
+        let listed = self.state.storage.list(&prefix.into()).await.expect("listing");
+        let mut paths: Vec<String> = listed.into_iter().map(|(p, _, _)| p.to_string()).collect();
+        paths.sort();
+        paths
     }
 
     /// Sends a raw request.
@@ -208,17 +266,34 @@ pub fn seed_job(ds: &str) -> Value {
     })
 }
 
+/// Runs each named async test on PostgreSQL with an S3 storage root (the test server's).
+#[macro_export]
+macro_rules! on_s3 {
+    ($($name:ident),* $(,)?) => {
+        mod s3 {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() {
+                  super::$name(super::common::Setup {
+                      backend: segport_catalog::Backend::Postgres,
+                      root: super::common::Root::S3,
+                  })
+                  .await
+              })*
+        }
+    };
+}
+
 /// Runs each named async test on PostgreSQL and on SQLite.
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(segport_catalog::Backend::Postgres).await })*
+              async fn $name() { super::$name(segport_catalog::Backend::Postgres.into()).await })*
         }
         mod sqlite {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(segport_catalog::Backend::Sqlite).await })*
+              async fn $name() { super::$name(segport_catalog::Backend::Sqlite.into()).await })*
         }
     };
 }
