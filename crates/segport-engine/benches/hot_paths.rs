@@ -97,7 +97,12 @@ fn store() -> Store {
         ingest(&storage, &runtime, RecordKind::Event, "events", events);
     Store {
         _dir: dir,
-        input: PartitionInput { partition: 0, profiles: profile_files, events: event_files },
+        input: PartitionInput {
+            partition: 0,
+            profiles: profile_files,
+            events: event_files,
+            keys: segport_engine::KeyRange::all(),
+        },
         profile_schema,
         event_schema,
         segment: segments[31].id.clone(),

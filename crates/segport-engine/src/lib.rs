@@ -23,4 +23,4 @@ pub use error::EngineError;
 pub use plan::{EventWindow, ExportPlan, Precedence, SegmentMatch};
 pub use run::{projections, run_partition, PartitionOutput, Progress, Projections};
 pub use sink::{empty_output, encode_rows};
-pub use source::{PartitionInput, SourceFile};
+pub use source::{KeyRange, PartitionInput, SourceFile};

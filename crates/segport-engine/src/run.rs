@@ -22,6 +22,8 @@ use crate::source::{included, open_all, Cursor, OpenFile, PartitionInput, Source
 
 #[cfg(test)]
 mod builders_agree;
+#[cfg(test)]
+mod key_ranges;
 
 /// What one partition produced, per output batch.
 #[derive(Debug, Default)]
@@ -136,7 +138,7 @@ pub fn run_partition<'a>(
         let page_index = plan.segments.is_some();
         files
             .into_iter()
-            .map(|(f, rank)| Ok((OpenFile::open(f, page_index)?, rank)))
+            .map(|(f, rank)| Ok((OpenFile::open(f, page_index, &input.keys)?, rank)))
             .collect::<Result<Vec<_>, EngineError>>()
     };
     let profile_files = open(included(&input.profiles, RecordKind::Profile, plan))?;

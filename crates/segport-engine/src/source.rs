@@ -6,13 +6,16 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use arrow::array::AsArray;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
     ParquetRecordBatchReaderBuilder, RowSelection,
 };
+use parquet::arrow::ProjectionMask;
 use parquet::file::metadata::PageIndexPolicy;
+use segport_store::columns::KEY;
 use segport_store::compact::with_recency;
 use segport_store::rowfile::{RowFile, TakeRows};
 use segport_store::snapshot::FileRef;
@@ -27,12 +30,37 @@ use crate::plan::{ExportPlan, Precedence};
 /// The rows of a file a read takes: `None` for every row, else their positions, ascending.
 pub(crate) type Selected = Option<Vec<usize>>;
 
-/// The files of one partition.
+/// The files of one partition, and the profile keys of it a run covers.
 #[derive(Debug, Clone)]
 pub struct PartitionInput {
     pub partition: u32,
     pub profiles: Vec<SourceFile>,
     pub events: Vec<SourceFile>,
+    pub keys: KeyRange,
+}
+
+/// A range of profile keys: from `from` (included) to `to` (excluded); `None` leaves that end
+/// open. Store files are sorted by key, so a range is a run of consecutive rows in each file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRange {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+impl KeyRange {
+    /// Every key.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.from.as_deref().is_none_or(|from| from <= key)
+            && self.to.as_deref().is_none_or(|to| key < to)
+    }
 }
 
 /// A store file opened for one job: its Parquet footer (parsed once, when first needed, and
@@ -43,17 +71,64 @@ pub(crate) struct OpenFile<'a> {
     /// Whether rows will be picked from the file (then the page index is loaded with the
     /// footer, for a file without a row file).
     picked: bool,
-    /// The file's row file, mapped, when rows will be picked from it and it has one.
+    /// The file's row file, mapped, when rows will be picked from it or a key range bounds
+    /// it, and it has one.
     pub rows: Option<RowFile>,
+    /// The rows of the file inside the run's key range; `None` when the range is all keys.
+    pub(crate) bounds: Option<Range<usize>>,
 }
 
 impl<'a> OpenFile<'a> {
     /// Opens `source`. When rows will be picked from it (`picked`), maps its row file
     /// ([`segport_store::rowfile`]), from which picked rows are gathered without decompressing
     /// pages and keys are found by binary search; the Parquet footer is then never parsed.
-    pub(crate) fn open(source: &'a SourceFile, picked: bool) -> Result<Self, EngineError> {
-        let rows = if picked { source.open_rows().map_err(EngineError::store)? } else { None };
-        Ok(Self { source, metadata: OnceLock::new(), picked, rows })
+    /// Only the rows with keys in `keys` are read.
+    pub(crate) fn open(
+        source: &'a SourceFile,
+        picked: bool,
+        keys: &KeyRange,
+    ) -> Result<Self, EngineError> {
+        let wanted = picked || !keys.is_all();
+        let rows = if wanted { source.open_rows().map_err(EngineError::store)? } else { None };
+        let mut file = Self { source, metadata: OnceLock::new(), picked, rows, bounds: None };
+        if !keys.is_all() {
+            file.bounds = Some(file.rows_in(keys)?);
+        }
+        Ok(file)
+    }
+
+    /// The rows whose keys are in `keys`: found by binary search in the row file, else by
+    /// reading the file's key column.
+    fn rows_in(&self, keys: &KeyRange) -> Result<Range<usize>, EngineError> {
+        if let Some(rows) = &self.rows {
+            let before = |key: &Option<String>, none: usize| {
+                key.as_deref().map_or(none, |k| rows.rows_before(k))
+            };
+            return Ok(before(&keys.from, 0)..before(&keys.to, rows.rows()));
+        }
+        let builder = self.builder()?;
+        let mask = ProjectionMask::columns(builder.parquet_schema(), [KEY]);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(BATCH_ROWS)
+            .build()
+            .map_err(|e| self.source.error(&e))?;
+        let (mut start, mut end, mut row) = (0, 0, 0);
+        for batch in reader {
+            let batch = batch.map_err(|e| self.source.error(&e))?;
+            let column = batch.column_by_name(KEY).and_then(|c| c.as_string_opt::<i32>());
+            let column = column.ok_or_else(|| self.source.error(&"no key column"))?;
+            for key in column.iter().flatten() {
+                row += 1;
+                if keys.from.as_deref().is_some_and(|from| key < from) {
+                    start = row;
+                }
+                if keys.to.as_deref().is_none_or(|to| key < to) {
+                    end = row;
+                }
+            }
+        }
+        Ok(start..end.max(start))
     }
 
     /// The Parquet footer, with the page index when rows are picked from a file without a
@@ -174,6 +249,10 @@ impl<'f> Cursor<'f> {
                 let mut builder = builder.with_projection(mask).with_batch_size(BATCH_ROWS);
                 if let Some(picked) = selected {
                     builder = builder.with_row_selection(row_selection(&picked, file.rows()?));
+                } else if let Some(bounds) = &file.bounds {
+                    let ranges = std::iter::once(bounds.clone());
+                    let selection = RowSelection::from_consecutive_ranges(ranges, file.rows()?);
+                    builder = builder.with_row_selection(selection);
                 }
                 Batches::Parquet(builder.build().map_err(|e| store_error(&e))?)
             }
@@ -271,7 +350,16 @@ pub(crate) fn open_all<'f>(
 ) -> Result<Vec<Cursor<'f>>, EngineError> {
     let mut cursors = Vec::new();
     for ((f, rank), selected) in files.iter().zip(selected) {
-        if selected.as_ref().is_some_and(Vec::is_empty) {
+        // Only the rows inside the run's key range.
+        let selected = match (&f.bounds, selected) {
+            (Some(bounds), Some(picked)) => {
+                Some(picked.into_iter().filter(|row| bounds.contains(row)).collect())
+            }
+            (_, selected) => selected,
+        };
+        if selected.as_ref().is_some_and(Vec::is_empty)
+            || f.bounds.as_ref().is_some_and(Range::is_empty)
+        {
             continue;
         }
         let cursor = Cursor::open(f, read, selected, *rank)?;

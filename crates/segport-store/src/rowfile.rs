@@ -189,6 +189,19 @@ impl RowFile {
         &self.file.schema
     }
 
+    /// How many rows have a key before `key` (the file's first row with a key at or after it).
+    pub fn rows_before(&self, key: &str) -> usize {
+        // The first batch whose last key is not before `key` holds the answer.
+        let batch = self.keys.partition_point(|k| k.is_empty() || k.value(k.len() - 1) < key);
+        match self.keys.get(batch) {
+            Some(keys) => {
+                let n = keys.len();
+                self.starts[batch] + partition_point(keys, 0, n, n.max(1), |k| k < key)
+            }
+            None => self.rows,
+        }
+    }
+
     /// The rows whose key is one of `wanted` (sorted), in file order. Keys are sorted in the
     /// file (the writer refuses otherwise), so each wanted key costs a search onward from the
     /// previous one.
@@ -411,6 +424,11 @@ mod tests {
             let expected: Vec<usize> =
                 (0..all.len()).filter(|i| wanted.contains(&all[*i])).collect();
             assert_eq!(file.rows_of(&wanted).unwrap(), expected, "{wanted:?}");
+        }
+        // Rows before a key, as a naive count finds them, at and between keys and past both ends.
+        for key in ["", "a", "a0", "b", "c", "d", "d0", "e1", "f", "g", "h"] {
+            let expected = all.iter().filter(|k| **k < key).count();
+            assert_eq!(file.rows_before(key), expected, "{key:?}");
         }
 
         let taken: Vec<RecordBatch> =

@@ -14,8 +14,8 @@ use segport_catalog::{
     TaskLease,
 };
 use segport_engine::{
-    empty_output, projections, run_partition, EngineError, EventWindow, ExportPlan, PartitionInput,
-    PartitionOutput, Precedence, Progress, SegmentMatch,
+    empty_output, projections, run_partition, EngineError, EventWindow, ExportPlan, KeyRange,
+    PartitionInput, PartitionOutput, Precedence, Progress, SegmentMatch,
 };
 use segport_model::codes::{FailureCode, WarningCode};
 use segport_model::dataset::DatasetClass;
@@ -88,6 +88,7 @@ pub async fn run_export(
             partition: f.partition,
             profiles: Vec::new(),
             events: Vec::new(),
+            keys: KeyRange::all(),
         });
         match f.kind {
             StoreKind::Profile => input.profiles.push(source),

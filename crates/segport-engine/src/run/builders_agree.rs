@@ -22,12 +22,12 @@ use crate::source::{PartitionInput, SourceFile};
 
 const PROFILES: u64 = 600;
 
-struct Store {
-    _dir: tempfile::TempDir,
-    input: PartitionInput,
+pub(super) struct Store {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) input: PartitionInput,
     profile_schema: UnionSchema,
     event_schema: UnionSchema,
-    segments: Vec<String>,
+    pub(super) segments: Vec<String>,
 }
 
 /// Ingests `records` as one batch of `dataset` at commit `seq`, into partition 0 of 1.
@@ -86,7 +86,7 @@ fn ingest(
 
 /// Generated profiles and events, and a second profile dataset whose fragments update every
 /// fourth profile: new values, a field set to null, a list, other memberships.
-fn store() -> Store {
+pub(super) fn store() -> Store {
     let dir = tempfile::tempdir().unwrap();
     let storage = Storage::local(dir.path()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -120,8 +120,13 @@ fn store() -> Store {
     let (event_files, event_schema) =
         ingest(&storage, &runtime, event_batch, UnionSchema::default(), &events);
     Store {
-        _dir: dir,
-        input: PartitionInput { partition: 0, profiles: files, events: event_files },
+        dir,
+        input: PartitionInput {
+            partition: 0,
+            profiles: files,
+            events: event_files,
+            keys: crate::KeyRange::all(),
+        },
         profile_schema,
         event_schema,
         segments: segments.iter().map(|s| s.id.clone()).collect(),
@@ -129,7 +134,7 @@ fn store() -> Store {
 }
 
 /// Every output file of a run, read back with the Parquet reader as JSON rows, with its schema.
-fn read_back(files: Vec<Option<(Bytes, u64)>>) -> Vec<Option<(String, Vec<Value>)>> {
+pub(super) fn read_back(files: Vec<Option<(Bytes, u64)>>) -> Vec<Option<(String, Vec<Value>)>> {
     files
         .into_iter()
         .map(|file| {
@@ -148,7 +153,7 @@ fn read_back(files: Vec<Option<(Bytes, u64)>>) -> Vec<Option<(String, Vec<Value>
         .collect()
 }
 
-fn plan(store: &Store, fields: &[&str]) -> ExportPlan {
+pub(super) fn plan(store: &Store, fields: &[&str]) -> ExportPlan {
     ExportPlan {
         segments: None,
         from_ingest_ms: None,
