@@ -23,6 +23,7 @@ both_backends!(
     export_batches_are_deleted_on_request_and_by_retention,
     workers_report_their_metrics,
     data_access_links_are_absolute_and_ids_opaque,
+    a_small_job_finishes_while_a_large_export_runs,
 );
 
 on_s3!(
@@ -653,7 +654,17 @@ async fn random_jobs_match_the_oracle(setup: Setup) {
         };
 
         let job = t.create_job(spec.body.clone()).await;
-        assert_eq!(t.run_tasks().await, 1);
+        if case % 2 == 1 {
+            // Split into units of about 600 profiles: the plan, then a task per unit, several
+            // per partition (the files' row groups of 100 rows give the plan its key fences).
+            let mut ctx = t.worker_context(small_limits());
+            std::sync::Arc::make_mut(&mut ctx.config).export_unit_profiles = 600;
+            let ran = t.run_tasks_on(&segport_worker::Worker::new(ctx)).await;
+            let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
+            assert!(ran > 1 + 2 * 16, "case {case}: {ran} tasks: {done}");
+        } else {
+            assert_eq!(t.run_tasks().await, 1, "case {case}");
+        }
         let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
         assert_eq!(done["status"], "SUCCEEDED", "case {case}: {done}");
         let want = expected(&spec, &profiles, &events);
@@ -1053,4 +1064,68 @@ async fn data_access_links_are_absolute_and_ids_opaque(setup: Setup) {
     ] {
         get_with(&t, uri.to_owned(), &[]).await.assert_service_error(404);
     }
+}
+
+/// Fairness (issue 10): a tenant's large export, split into units, does not hold back another
+/// tenant's small job. The first tenant's plan runs alone and queues its units; the second
+/// tenant's job is created after them (its task is the newest), and two worker slots, each
+/// claiming with a cap of one running task per tenant, run the queue. The small job must
+/// succeed while the large export still has units to run.
+async fn a_small_job_finishes_while_a_large_export_runs(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    small_store(&t, 2_000).await;
+    let large_dataset = t.export_dataset().await;
+    let large = t.create_job(minimal_job(&large_dataset)).await["id"].as_i64().unwrap();
+    let mut ctx = t.worker_context(small_limits());
+    let config = std::sync::Arc::make_mut(&mut ctx.config);
+    config.export_unit_profiles = 150;
+    config.tenant_max_running = Some(1);
+    let worker = std::sync::Arc::new(segport_worker::Worker::new(ctx));
+    let now = segport_model::time::now_ms;
+    let plan = t.db.catalog.claim_task(worker.owner(), 30_000, now()).await.unwrap().unwrap();
+    assert!(plan.unit.is_none());
+    let grace = std::time::Duration::from_secs(30);
+    worker.run_claimed(plan, tokio_util::sync::CancellationToken::new(), grace).await;
+    let units =
+        t.get(&format!("/export/jobs/{large}")).await.body["units"].as_array().unwrap().len();
+    assert!(units >= 16, "{units} units");
+
+    let other = "dev";
+    let small_dataset = t.dataset_as(ORG, other, UNION).await;
+    let created = t
+        .call_as(ORG, other, Method::POST, "/export/jobs", Some(minimal_job(&small_dataset)))
+        .await;
+    let small = created.body["id"].as_i64().unwrap();
+
+    // Two slots claim and run until the queue is empty; each notes the large job's committed
+    // units whenever it finishes a task of the small job.
+    let slot = |worker: std::sync::Arc<segport_worker::Worker>| {
+        let catalog = t.db.catalog.clone();
+        let tenant = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+        async move {
+            let mut seen = Vec::new();
+            while let Some(task) =
+                catalog.claim_task_within(worker.owner(), 30_000, now(), Some(1)).await.unwrap()
+            {
+                let small_job = task.tenant.sandbox.as_str() == other;
+                worker.run_claimed(task, tokio_util::sync::CancellationToken::new(), grace).await;
+                if small_job {
+                    let units = catalog.export_job_units(&tenant, large).await.unwrap();
+                    seen.push(units.iter().filter(|u| u.state == "done").count());
+                }
+            }
+            seen
+        }
+    };
+    let (a, b) = tokio::join!(slot(worker.clone()), slot(worker.clone()));
+    let seen: Vec<usize> = a.into_iter().chain(b).collect();
+    assert_eq!(seen.len(), 1, "the small job ran once");
+    assert!(seen[0] < units / 2, "the small job waited for {} of {units} units", seen[0]);
+    let small_done =
+        t.call_as(ORG, other, Method::GET, &format!("/export/jobs/{small}"), None).await;
+    assert_eq!(small_done.body["status"], "SUCCEEDED", "{}", small_done.text);
+    let large_done = t.get(&format!("/export/jobs/{large}")).await.body;
+    assert_eq!(large_done["status"], "SUCCEEDED", "{large_done}");
+    let listed = large_done["units"].as_array().unwrap();
+    assert!(listed.iter().all(|u| u["state"] == "done" && u["attempt"] == 1), "{large_done}");
 }

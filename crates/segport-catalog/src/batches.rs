@@ -53,7 +53,7 @@ pub struct RevertPlan {
 }
 
 /// A file an export wrote into one of its batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BatchFile {
     pub name: String,
     pub path: String,

@@ -49,13 +49,16 @@ macro_rules! claim_sql {
     ($filter:literal, $lock:literal) => {
         concat!(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, attempt_id = $1, ",
-            "lease_owner = $2, lease_expires_ms = $3, snapshot_seq = NULL, updated_ms = $4 ",
+            "lease_owner = $2, lease_expires_ms = $3, updated_ms = $4, ",
+            // A unit keeps the snapshot its job's plan fixed; other tasks take theirs anew.
+            "snapshot_seq = CASE WHEN unit_no IS NULL THEN NULL ELSE snapshot_seq END ",
             "WHERE id = (SELECT t.id FROM tasks t LEFT JOIN tenant_turns r ",
             "ON r.org = t.org AND r.sandbox = t.sandbox WHERE t.state = 'queued' ",
             $filter,
             "ORDER BY COALESCE(r.turn, 0), t.id LIMIT 1 ",
             $lock,
-            ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id"
+            ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id, ",
+            "unit_no, partition_no, key_from, key_to, snapshot_seq"
         )
     };
 }

@@ -67,6 +67,8 @@ pub trait Jobs: Send + Sync + 'static {
         jobs: Vec<(Tenant, NewExportJob)>,
     ) -> Vec<Result<ExportJobRecord>>;
     async fn get_export_job(&self, tenant: &Tenant, id: i64) -> Result<Option<ExportJobRecord>>;
+    /// The units of a job run as units (none for a job run as one task).
+    async fn export_job_units(&self, tenant: &Tenant, id: i64) -> Result<Vec<crate::UnitState>>;
     async fn list_export_jobs(
         &self,
         tenant: &Tenant,

@@ -52,8 +52,9 @@ pub use store::{
     HeldSchemas, NewStoreFile, StoreFile, StoreKind, StoreManifest, StoreSnapshot, StoreState,
 };
 pub use tasks::{
-    ClaimedTask, ExportCommit, ExportedBatch, Heartbeat, IngestCommit, IngestCommitted, QueueDepth,
-    QueueStats, ReapedTask, TaskKind, TaskQueue,
+    ClaimedTask, ExportCommit, ExportUnit, ExportedBatch, Heartbeat, IngestCommit, IngestCommitted,
+    NewUnit, QueueDepth, QueueStats, ReapedTask, TaskKind, TaskQueue, UnitCommit, UnitCommitted,
+    UnitResult, UnitState,
 };
 pub use tokens::{TokenRecord, Tokens};
 

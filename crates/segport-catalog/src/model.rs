@@ -14,7 +14,8 @@ use segport_model::{BatchId, DatasetId, Tenant};
 
 use crate::{CatalogError, Result};
 use crate::{
-    ClaimedTask, StoreFile, StoreKind, StoreState, TaskKind, TaskLease, TokenRecord, Upload,
+    ClaimedTask, ExportUnit, StoreFile, StoreKind, StoreState, TaskKind, TaskLease, TokenRecord,
+    Upload,
 };
 
 /// A union schema without fields, as the catalog stores it (the columns' default).
@@ -63,6 +64,8 @@ pub(crate) struct JobRow {
     update_ms: i64,
     started_ms: Option<i64>,
     finished_ms: Option<i64>,
+    #[sqlx(default)]
+    units_total: Option<i64>,
 }
 
 impl TryFrom<JobRow> for ExportJobRecord {
@@ -90,6 +93,7 @@ impl TryFrom<JobRow> for ExportJobRecord {
             update_ms: row.update_ms,
             started_ms: row.started_ms,
             finished_ms: row.finished_ms,
+            units_total: row.units_total,
         })
     }
 }
@@ -141,6 +145,8 @@ pub(crate) struct StoreFileRow {
     byte_count: i64,
     min_key: String,
     max_key: String,
+    #[sqlx(default)]
+    key_fences: Option<String>,
 }
 
 impl TryFrom<StoreFileRow> for StoreFile {
@@ -161,6 +167,12 @@ impl TryFrom<StoreFileRow> for StoreFile {
             bytes: row.byte_count,
             min_key: row.min_key,
             max_key: row.max_key,
+            key_fences: match row.key_fences {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| corrupt("store_files.key_fences", e))?
+                }
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -208,6 +220,16 @@ pub(crate) struct ClaimRow {
     job_id: Option<i64>,
     attempt: i32,
     attempt_id: Option<String>,
+    #[sqlx(default)]
+    unit_no: Option<i32>,
+    #[sqlx(default)]
+    partition_no: Option<i32>,
+    #[sqlx(default)]
+    key_from: Option<String>,
+    #[sqlx(default)]
+    key_to: Option<String>,
+    #[sqlx(default)]
+    snapshot_seq: Option<i64>,
 }
 
 impl TryFrom<ClaimRow> for ClaimedTask {
@@ -223,6 +245,18 @@ impl TryFrom<ClaimRow> for ClaimedTask {
             batch_id: row.batch_id.map(|b| batch_id(&b, "tasks.batch_id")).transpose()?,
             job_id: row.job_id,
             attempt: row.attempt,
+            unit: match (row.unit_no, row.partition_no, row.snapshot_seq) {
+                (Some(no), Some(partition), Some(snapshot_seq)) => Some(ExportUnit {
+                    no: u32::try_from(no).map_err(|e| corrupt("tasks.unit_no", e))?,
+                    partition: u32::try_from(partition)
+                        .map_err(|e| corrupt("tasks.partition_no", e))?,
+                    key_from: row.key_from,
+                    key_to: row.key_to,
+                    snapshot_seq,
+                }),
+                (None, _, _) => None,
+                _ => return Err(corrupt("tasks.unit_no", "a unit without partition or snapshot")),
+            },
         })
     }
 }

@@ -62,6 +62,9 @@ pub struct StoreFile {
     pub bytes: i64,
     pub min_key: String,
     pub max_key: String,
+    /// Every few-thousandth key of the file, in order (empty for files written before): where a
+    /// plan may cut the partition into key ranges.
+    pub key_fences: Vec<String>,
 }
 
 /// A file to add to the manifest.
@@ -75,6 +78,7 @@ pub struct NewStoreFile {
     pub bytes: i64,
     pub min_key: String,
     pub max_key: String,
+    pub key_fences: Vec<String>,
 }
 
 /// The files of a sandbox's store at one commit.
@@ -110,6 +114,9 @@ pub trait StoreManifest: Send + Sync + 'static {
         tenant: &Tenant,
         lease: Option<&TaskLease>,
     ) -> Result<StoreSnapshot>;
+    /// The files of the store at commit `seq` (a unit's snapshot, which its job's plan fixed
+    /// and which the unit's task row keeps from collection).
+    async fn snapshot_files(&self, tenant: &Tenant, seq: i64) -> Result<Vec<StoreFile>>;
     /// What the live datasets of the sandbox hold of the union schema of `kind`.
     async fn held_schemas(&self, tenant: &Tenant, kind: StoreKind) -> Result<HeldSchemas>;
     /// Replaces the union schema of `kind` by `schema` (the merge of what live datasets hold)

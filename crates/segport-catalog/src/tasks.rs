@@ -27,6 +27,111 @@ pub struct ClaimedTask {
     pub batch_id: Option<BatchId>,
     pub job_id: Option<i64>,
     pub attempt: i32,
+    /// For a unit of an export job split across workers: which part of the job it is.
+    pub unit: Option<ExportUnit>,
+}
+
+/// One work unit of an export job: the profiles of one partition with keys from `key_from`
+/// (included) to `key_to` (excluded; `None` leaves an end open), read at the store commit the
+/// job's plan fixed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportUnit {
+    pub no: u32,
+    pub partition: u32,
+    pub key_from: Option<String>,
+    pub key_to: Option<String>,
+    pub snapshot_seq: i64,
+}
+
+/// A unit as a plan makes it (numbered by its position in the plan).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUnit {
+    pub partition: u32,
+    pub key_from: Option<String>,
+    pub key_to: Option<String>,
+}
+
+/// What one committed unit of an export produced, kept until the last unit commits the job.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnitResult {
+    pub batches: Vec<ExportedBatch>,
+    pub counters: ExportCounters,
+    pub warnings: Vec<JobWarning>,
+    pub profiles_scanned: u64,
+}
+
+impl UnitResult {
+    /// The results of a job's units (in unit order) as the job's: each batch's files in unit
+    /// order and rows summed, counters summed, warnings once each. Units with no rows for a
+    /// batch write an empty file only when they are the first unit; it is kept only when no unit
+    /// had rows for that batch, so that every batch holds at least one file, as a job run
+    /// whole gives it.
+    pub fn combine(results: impl IntoIterator<Item = UnitResult>) -> UnitResult {
+        let mut all = UnitResult::default();
+        for result in results {
+            for batch in result.batches {
+                match all.batches.iter_mut().find(|b| b.batch_id == batch.batch_id) {
+                    Some(into) => {
+                        into.rows += batch.rows;
+                        into.files.extend(batch.files);
+                    }
+                    None => all.batches.push(batch),
+                }
+            }
+            all.counters.total += result.counters.total;
+            for (namespace, n) in result.counters.by_namespace {
+                *all.counters.by_namespace.entry(namespace).or_default() += n;
+            }
+            for warning in result.warnings {
+                if !all.warnings.contains(&warning) {
+                    all.warnings.push(warning);
+                }
+            }
+            all.profiles_scanned += result.profiles_scanned;
+        }
+        for batch in &mut all.batches {
+            if batch.rows > 0 {
+                batch.files.retain(|f| f.rows > 0);
+            } else {
+                batch.files.truncate(1);
+            }
+        }
+        all
+    }
+}
+
+/// The result of a unit attempt, committed in one transaction fenced by its lease and by the
+/// job's cancel flag; the last unit's commit commits the job.
+#[derive(Debug, Clone)]
+pub struct UnitCommit {
+    pub lease: TaskLease,
+    pub job_id: i64,
+    pub result: UnitResult,
+    pub now_ms: i64,
+}
+
+/// What a unit's commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitCommitted {
+    /// The unit is recorded; others are still to come.
+    Unit,
+    /// It was the last: the job, its batches and metrics are committed.
+    Job,
+}
+
+/// A unit of a job as its record lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitState {
+    pub no: u32,
+    pub partition: u32,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    /// The worker running it (a unit's lease owner is cleared when it ends).
+    pub worker: Option<String>,
+    pub attempt: i32,
+    /// Profiles it exported and scanned, once committed.
+    pub exported: Option<u64>,
+    pub scanned: Option<u64>,
 }
 
 /// What a heartbeat learned.
@@ -80,7 +185,7 @@ pub struct IngestCommitted {
 }
 
 /// One destination batch of a finished export.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExportedBatch {
     pub batch_id: BatchId,
     pub files: Vec<BatchFile>,
@@ -161,6 +266,22 @@ pub trait TaskQueue: Send + Sync + 'static {
     /// Commits an export attempt: files, batches, job status and metrics. `LeaseLost` when the
     /// lease is gone, `Cancelled` when a cancel was requested (nothing is committed then).
     async fn commit_export(&self, commit: ExportCommit) -> Result<()>;
+    /// Ends the planning attempt under `lease` by splitting export job `job_id` into `units`,
+    /// queued as tasks that read the attempt's snapshot (kept until they end), with the union
+    /// schemas `schemas` of that snapshot. `LeaseLost` or `Cancelled` as for a commit.
+    async fn split_export(
+        &self,
+        lease: &TaskLease,
+        job_id: i64,
+        units: &[NewUnit],
+        schemas: &str,
+        now_ms: i64,
+    ) -> Result<()>;
+    /// The union schemas a split job's plan recorded.
+    async fn unit_schemas(&self, job_id: i64) -> Result<Option<String>>;
+    /// Commits a unit attempt; the last unit of a job commits the job (its batches, files,
+    /// status and metrics summed over units) in the same transaction.
+    async fn commit_unit(&self, commit: UnitCommit) -> Result<UnitCommitted>;
 }
 
 /// How many tasks of one kind a tenant has waiting and running.

@@ -274,7 +274,8 @@ impl JobWarning {
     }
 }
 
-/// `progress` while a job runs (a segport addition).
+/// `progress` while a job runs (a segport addition). For a job run as units, the partitions
+/// whose units have all committed, and the profiles of the committed units.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobProgress {
@@ -282,6 +283,50 @@ pub struct JobProgress {
     pub partitions_total: u64,
     pub profiles_scanned: u64,
     pub profiles_exported: u64,
+    /// Units committed, for a job run as units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_done: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units_total: Option<u64>,
+}
+
+/// One work unit of a job run as units (a segport addition): a partition and a range of its
+/// profile keys, run as a task of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobUnit {
+    pub unit: u32,
+    pub partition: u32,
+    /// `queued`, `running`, `done` or `failed`.
+    pub state: String,
+    /// The worker running it, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Attempts so far (a lost worker's attempt counts).
+    pub attempt: i32,
+    /// Profiles it exported and scanned, once committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles_exported: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profiles_scanned: Option<u64>,
+}
+
+impl JobProgress {
+    /// The progress of a job run as `units`.
+    pub fn of_units(units: &[JobUnit]) -> Self {
+        let mut partitions: BTreeMap<u32, bool> = BTreeMap::new();
+        for u in units {
+            *partitions.entry(u.partition).or_insert(true) &= u.state == "done";
+        }
+        Self {
+            partitions_done: partitions.values().filter(|done| **done).count() as u64,
+            partitions_total: partitions.len() as u64,
+            profiles_scanned: units.iter().filter_map(|u| u.profiles_scanned).sum(),
+            profiles_exported: units.iter().filter_map(|u| u.profiles_exported).sum(),
+            units_done: Some(units.iter().filter(|u| u.state == "done").count() as u64),
+            units_total: Some(units.len() as u64),
+        }
+    }
 }
 
 /// `{startTimeInMs, endTimeInMs, totalTimeInMs}`; the end fields only once finished.
@@ -348,6 +393,8 @@ pub struct ExportJobRecord {
     pub update_ms: i64,
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+    /// How many units the job was split into; `None` when it runs as one task.
+    pub units_total: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -373,6 +420,9 @@ pub struct ExportJob {
     pub metrics: JobMetrics,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<JobProgress>,
+    /// The units of a job run as units (a segport addition; single-job answers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<Vec<JobUnit>>,
     pub compute_gateway_job_id: ComputeGatewayJobId,
     pub creation_time: i64,
     pub update_time: i64,
@@ -409,6 +459,7 @@ impl ExportJobRecord {
             update_ms: now_ms,
             started_ms: None,
             finished_ms: None,
+            units_total: None,
         }
     }
 
@@ -433,6 +484,7 @@ impl ExportJobRecord {
             warnings: (!self.warnings.is_empty()).then(|| self.warnings.clone()),
             metrics,
             progress: self.progress.clone().filter(|_| self.status == JobStatus::Processing),
+            units: None,
             compute_gateway_job_id: ComputeGatewayJobId { export_job: self.attempt_id.clone() },
             creation_time: self.creation_ms,
             update_time: self.update_ms,

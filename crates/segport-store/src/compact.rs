@@ -106,6 +106,8 @@ pub struct Compacted {
     pub bytes: u64,
     pub min_key: String,
     pub max_key: String,
+    /// See [`crate::ingest::WrittenFile::key_fences`].
+    pub key_fences: Vec<String>,
 }
 
 /// Rows merged into the output at a time.
@@ -235,9 +237,14 @@ pub async fn compact(
         heads.iter().enumerate().filter_map(|(i, h)| h.order().map(|o| Reverse((o, i)))).collect();
     let mut picks: Vec<(usize, usize)> = Vec::with_capacity(MERGE_CHUNK);
     let (mut rows, mut min_key, mut max_key) = (0u64, None, String::new());
+    let (mut kept, mut key_fences) = (0usize, Vec::new());
     while let Some(Reverse((order, h))) = queue.pop() {
         if !drop_seqs.contains(&order.2) {
             min_key.get_or_insert_with(|| order.0.clone());
+            if kept > 0 && kept % row_group_rows.max(1) == 0 {
+                key_fences.push(order.0.clone());
+            }
+            kept += 1;
             max_key = order.0;
             picks.push((h, heads[h].row));
         }
@@ -271,7 +278,7 @@ pub async fn compact(
     }
     storage.put(out, bytes).await?;
     drop(sources);
-    Ok(Some(Compacted { path: out.to_string(), rows, bytes: size, min_key, max_key }))
+    Ok(Some(Compacted { path: out.to_string(), rows, bytes: size, min_key, max_key, key_fences }))
 }
 
 /// Writes the picked rows (head, row) in order, and indexes them.

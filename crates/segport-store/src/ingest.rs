@@ -86,6 +86,9 @@ pub struct WrittenFile {
     pub bytes: u64,
     pub min_key: String,
     pub max_key: String,
+    /// The key of the first row of every row group but the first: where a plan may cut the
+    /// file's partition into key ranges.
+    pub key_fences: Vec<String>,
 }
 
 /// Failed records sharing a code and description.
@@ -442,6 +445,10 @@ impl Ingest {
                     bytes: bytes.len() as u64,
                     min_key: keys.value(0).to_owned(),
                     max_key: keys.value(arrow::array::Array::len(&keys) - 1).to_owned(),
+                    key_fences: (row_group_rows..arrow::array::Array::len(&keys))
+                        .step_by(row_group_rows.max(1))
+                        .map(|row| keys.value(row).to_owned())
+                        .collect(),
                 };
                 Ok((file, bytes, index, present))
             })

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use rayon::prelude::*;
 use segport_catalog::{
-    BatchFile, CatalogError, ClaimedTask, ExportCommit, ExportedBatch, ListQuery, StoreKind,
-    TaskLease,
+    BatchFile, CatalogError, ClaimedTask, ExportCommit, ExportedBatch, ListQuery, NewUnit,
+    StoreKind, TaskLease, UnitCommit, UnitCommitted, UnitResult,
 };
 use segport_engine::{
     empty_output, projections, run_partition, EngineError, EventWindow, ExportPlan, KeyRange,
@@ -28,6 +28,7 @@ use segport_store::snapshot::FileRef;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::units::plan_units;
 use crate::{now_ms, Context, TaskError};
 
 /// Store files fetched into the cache at once when a task starts on a remote root.
@@ -50,20 +51,48 @@ pub async fn run_export(
         .get_export_job(tenant, job_id)
         .await?
         .ok_or_else(|| TaskError::Invalid(format!("export job {job_id} no longer exists")))?;
-    // The schemas come with the snapshot, read in one statement with it: a field released
-    // after the snapshot and typed anew must not meet the snapshot's files in its new type.
-    let snapshot = ctx.catalog.store_snapshot(tenant, Some(&task.lease)).await?;
+    let (files, schemas) = match &task.unit {
+        None => {
+            // The schemas come with the snapshot, read in one statement with it: a field
+            // released after the snapshot and typed anew must not meet the snapshot's files in
+            // its new type.
+            let snapshot = ctx.catalog.store_snapshot(tenant, Some(&task.lease)).await?;
+            let schemas = Schemas {
+                profile: snapshot.profile_schema.clone(),
+                event: snapshot.event_schema.clone(),
+            };
+            let units = plan_units(&snapshot.files, ctx.config.export_unit_profiles);
+            if units.len() > 1 {
+                return split(ctx, task, job_id, &units, &schemas, &cancelled).await;
+            }
+            (snapshot.files, schemas)
+        }
+        Some(unit) => {
+            // The snapshot and schemas the job's plan fixed, this unit's partition only.
+            let text = ctx.catalog.unit_schemas(job_id).await?.ok_or_else(|| {
+                TaskError::Invalid(format!("export job {job_id} has units but no plan"))
+            })?;
+            let schemas: Schemas = serde_json::from_str(&text)
+                .map_err(|e| TaskError::Invalid(format!("the plan of job {job_id}: {e}")))?;
+            let mut files = ctx.catalog.snapshot_files(tenant, unit.snapshot_seq).await?;
+            files.retain(|f| f.partition == unit.partition);
+            (files, schemas)
+        }
+    };
     let schema = |text: &str| -> Result<UnionSchema, TaskError> {
         UnionSchema::from_json(text)
             .map_err(|e| TaskError::Invalid(format!("the sandbox schema is unreadable: {e}")))
     };
-    let plan = plan(&job, schema(&snapshot.profile_schema)?, schema(&snapshot.event_schema)?)?;
+    let plan = plan(&job, schema(&schemas.profile)?, schema(&schemas.event)?)?;
     let projections = Arc::new(projections(&plan));
+    let keys = task.unit.as_ref().map_or_else(KeyRange::all, |u| KeyRange {
+        from: u.key_from.clone(),
+        to: u.key_to.clone(),
+    });
 
     // The partitions' files, opened as the store's sources (on a remote root, fetched into the
     // cache a few at a time).
-    let wanted: Vec<(FileRef, String)> = snapshot
-        .files
+    let wanted: Vec<(FileRef, String)> = files
         .iter()
         .map(|f| {
             let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
@@ -83,12 +112,12 @@ pub async fn run_export(
             message: segport_model::error::chain(&e),
         })?;
     let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
-    for (f, source) in snapshot.files.iter().zip(sources) {
+    for (f, source) in files.iter().zip(sources) {
         let input = inputs.entry(f.partition).or_insert_with(|| PartitionInput {
             partition: f.partition,
             profiles: Vec::new(),
             events: Vec::new(),
-            keys: KeyRange::all(),
+            keys: keys.clone(),
         });
         match f.kind {
             StoreKind::Profile => input.profiles.push(source),
@@ -108,7 +137,8 @@ pub async fn run_export(
             cancel.store(true, Ordering::SeqCst);
         }))
     };
-    let reporter = {
+    // A unit's progress shows in its job's count of committed units instead.
+    let reporter = task.unit.is_none().then(|| {
         let (ctx, lease, progress) = (ctx.clone(), task.lease.clone(), progress.clone());
         AbortOnDropHandle::new(tokio::spawn(async move {
             loop {
@@ -116,7 +146,7 @@ pub async fn run_export(
                 report_progress(&ctx, &lease, job_id, total, &progress).await;
             }
         }))
-    };
+    });
     ctx.config.failpoints.pause("export-pause", &stop).await;
     if stop.is_cancelled() {
         return Err(TaskError::Stopped);
@@ -140,12 +170,15 @@ pub async fn run_export(
         let (output, batch_ids) = (output.clone(), batch_ids.clone());
         let handle = tokio::runtime::Handle::current();
         let inputs: Vec<PartitionInput> = inputs.into_values().collect();
+        // Output files are numbered by partition, or by unit: every name in a batch differs.
+        let first_part = task.unit.as_ref().map_or(0, |u| u.no as usize);
         tokio::task::spawn_blocking(move || {
             crate::cpu().install(|| {
                 inputs
                     .par_iter()
                     .enumerate()
                     .map(|(part, input)| {
+                        let part = first_part + part;
                         let written = run_partition(&plan, &projections, input, &progress, &cancel)
                             .map_err(Failure::Engine)?;
                         write_partition(&output, &handle, &batch_ids, part, written)
@@ -181,7 +214,10 @@ pub async fn run_export(
     };
 
     let evaluated_at = started.elapsed();
-    let batches = match write_outputs(&output, &job, &projections, outputs).await {
+    // A batch without rows gets one file that carries the schema: from the first unit only,
+    // when the job runs as units (the commit keeps it only if no unit had rows).
+    let empty_files = task.unit.as_ref().is_none_or(|u| u.no == 0);
+    let batches = match write_outputs(&output, &job, &projections, outputs, empty_files).await {
         Ok(b) => b,
         Err(e) => {
             output.remove(batch_ids.iter().map(String::as_str)).await;
@@ -221,25 +257,52 @@ pub async fn run_export(
                 }),
         )
         .collect();
-    let commit = ExportCommit {
-        lease: task.lease.clone(),
-        job_id,
-        batches: batches.into_iter().map(|w| w.batch).collect(),
-        counters,
-        warnings,
-        now_ms: now_ms(),
-    };
-    let exported = commit.counters.total;
+    let batches: Vec<ExportedBatch> = batches.into_iter().map(|w| w.batch).collect();
+    let exported = counters.total;
     let written_at = started.elapsed();
-    let committed = crate::retrying("commit the export", ctx.config.lease, || {
-        ctx.catalog.commit_export(commit.clone())
-    })
-    .await;
+    let committed = match &task.unit {
+        None => {
+            let commit = ExportCommit {
+                lease: task.lease.clone(),
+                job_id,
+                batches,
+                counters,
+                warnings,
+                now_ms: now_ms(),
+            };
+            crate::retrying("commit the export", ctx.config.lease, || {
+                ctx.catalog.commit_export(commit.clone())
+            })
+            .await
+            .map(|()| UnitCommitted::Job)
+        }
+        Some(_) => {
+            let result = UnitResult {
+                batches,
+                counters,
+                warnings,
+                profiles_scanned: progress.profiles_scanned.load(Ordering::Relaxed),
+            };
+            let commit = UnitCommit { lease: task.lease.clone(), job_id, result, now_ms: now_ms() };
+            crate::retrying("commit the unit", ctx.config.lease, || {
+                ctx.catalog.commit_unit(commit.clone())
+            })
+            .await
+        }
+    };
     match committed {
-        Ok(()) => {
+        Ok(UnitCommitted::Unit) => {
+            tracing::info!(job_id, exported, "export unit committed");
+            Ok(())
+        }
+        Ok(UnitCommitted::Job) => {
             let total = started.elapsed();
             ctx.metrics.export_finished(true, total.as_secs_f64(), Some(exported));
-            output.commit_visible(batch_ids.iter().map(String::as_str)).await;
+            if task.unit.is_some() {
+                keep_committed_files(ctx, tenant, &job).await;
+            } else {
+                output.commit_visible(batch_ids.iter().map(String::as_str)).await;
+            }
             let ms = |d: Duration| d.as_secs_f64() * 1e3;
             tracing::info!(
                 job_id,
@@ -261,6 +324,62 @@ pub async fn run_export(
     }
 }
 
+/// The union schemas of a plan's snapshot, kept with a split job for its units.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Schemas {
+    profile: String,
+    event: String,
+}
+
+/// Ends the planning attempt of `job_id` by splitting it into `units`.
+async fn split(
+    ctx: &Context,
+    task: &ClaimedTask,
+    job_id: i64,
+    units: &[NewUnit],
+    schemas: &Schemas,
+    cancelled: &AtomicBool,
+) -> Result<(), TaskError> {
+    let text = serde_json::to_string(schemas)
+        .map_err(|e| TaskError::Invalid(format!("cannot record the plan: {e}")))?;
+    let split = crate::retrying("split the export", ctx.config.lease, || {
+        ctx.catalog.split_export(&task.lease, job_id, units, &text, now_ms())
+    })
+    .await;
+    match split {
+        Ok(()) => {
+            tracing::info!(job_id, units = units.len(), "export split into units");
+            Ok(())
+        }
+        Err(CatalogError::Cancelled) => {
+            cancelled.store(true, Ordering::SeqCst);
+            Err(TaskError::Stopped)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Once the last unit committed a job: its batches keep the files the commit recorded, and
+/// what attempts of its units left beside them (failed, lost or cancelled ones) goes. Best
+/// effort, as readers go by the catalog's records and the sweep removes what is left.
+async fn keep_committed_files(ctx: &Context, tenant: &Tenant, job: &ExportJobRecord) {
+    for batch in job.spec.destination.batch_ids() {
+        let Ok(files) = ctx.catalog.list_batch_files(tenant, batch).await else { continue };
+        let keep: std::collections::HashSet<String> = files.into_iter().map(|f| f.path).collect();
+        let dir = segport_store::storage::batch_dir(
+            tenant.org.as_str(),
+            tenant.sandbox.as_str(),
+            batch.as_str(),
+        );
+        let Ok(listed) = ctx.storage.list(&dir).await else { continue };
+        for (path, _, _) in listed {
+            if !keep.contains(path.as_ref()) {
+                let _ = ctx.storage.delete(&path).await;
+            }
+        }
+    }
+}
+
 async fn report_progress(
     ctx: &Context,
     lease: &TaskLease,
@@ -273,6 +392,7 @@ async fn report_progress(
         partitions_total: total,
         profiles_scanned: progress.profiles_scanned.load(Ordering::Relaxed),
         profiles_exported: progress.profiles_exported.load(Ordering::Relaxed),
+        ..JobProgress::default()
     };
     if let Err(e) = ctx.catalog.set_job_progress(lease, job_id, &p, now_ms()).await {
         tracing::debug!(job_id, error = %e, "cannot record progress");
@@ -375,12 +495,14 @@ fn write_partition(
     Ok(PartitionWritten { files, by_namespace: written.by_namespace })
 }
 
-/// Assembles each batch's files; a batch without rows gets one file that carries the schema.
+/// Assembles each batch's files; with `empty_files`, a batch without rows gets one file that
+/// carries the schema.
 async fn write_outputs(
     output: &AttemptOutput,
     job: &ExportJobRecord,
     projections: &segport_engine::Projections,
     outputs: Vec<PartitionWritten>,
+    empty_files: bool,
 ) -> Result<Vec<WrittenBatch>, TaskError> {
     let batch_ids = job.spec.destination.batch_ids();
     let mut written = Vec::with_capacity(batch_ids.len());
@@ -396,7 +518,7 @@ async fn write_outputs(
             }
         }
         let rows: i64 = files.iter().map(|f| f.rows).sum();
-        if files.is_empty() {
+        if files.is_empty() && empty_files {
             // Through the engine's sink, like every output file.
             let empty = empty_output(&projections.schema).map_err(|e| TaskError::Failed {
                 code: FailureCode::OutputWriteError,

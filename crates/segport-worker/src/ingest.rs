@@ -281,6 +281,7 @@ async fn commit(
                 bytes: i64::try_from(f.bytes).unwrap_or(i64::MAX),
                 min_key: f.min_key.clone(),
                 max_key: f.max_key.clone(),
+                key_fences: f.key_fences.clone(),
             })
             .collect(),
         record_count: i64::try_from(outcome.record_count).unwrap_or(i64::MAX),

@@ -13,6 +13,7 @@ mod ingest;
 mod maintenance;
 mod metrics;
 mod runner;
+mod units;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use ingest::run_ingest;
 pub use maintenance::{compact_sandbox, expire_export_batches, reap_expired, sweep};
 pub use metrics::WorkerMetrics;
 pub use runner::{TaskOutcome, Worker};
+pub use units::plan_units;
 
 /// How a worker behaves; docs/store.md describes the defaults.
 #[derive(Debug, Clone)]
@@ -50,6 +52,9 @@ pub struct WorkerConfig {
     pub retention: Option<Duration>,
     /// Most tasks of one tenant running at once across the fleet; `None`: no cap.
     pub tenant_max_running: Option<u32>,
+    /// Profiles per work unit of an export: a larger job is split into units that any worker
+    /// may run (docs/store.md).
+    pub export_unit_profiles: u64,
     pub ingest: IngestLimits,
     pub failpoints: Failpoints,
 }
@@ -67,6 +72,7 @@ impl Default for WorkerConfig {
             compact_min_files: 8,
             retention: None,
             tenant_max_running: None,
+            export_unit_profiles: 250_000,
             ingest: IngestLimits::default(),
             failpoints: Failpoints::default(),
         }

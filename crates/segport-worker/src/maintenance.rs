@@ -252,6 +252,7 @@ async fn compact_files(
         bytes: i64::try_from(merged.bytes).unwrap_or(i64::MAX),
         min_key: merged.min_key,
         max_key: merged.max_key,
+        key_fences: merged.key_fences,
     };
     match ctx.catalog.commit_compaction(tenant, &ids, &new_file, now_ms()).await {
         Ok(seq) => {

@@ -271,6 +271,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "SEGPORT_TENANT_MAX_RUNNING", value_parser = clap::value_parser!(u32).range(1..))]
     pub tenant_max_running: Option<u32>,
 
+    /// Profiles per work unit of an export job: a larger job is split into units (by partition
+    /// and profile-key range) that any worker may claim, so that many workers share one export.
+    #[arg(long, env = "SEGPORT_EXPORT_UNIT_PROFILES", default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub export_unit_profiles: u64,
+
     /// Levels of objects and arrays a record may nest (at most 32, the store's own limit).
     #[arg(long, env = "SEGPORT_MAX_RECORD_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub max_record_depth: u16,

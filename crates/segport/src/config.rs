@@ -115,6 +115,7 @@ pub fn worker_config(
         file_grace: args.file_grace,
         retention: args.retention,
         tenant_max_running: args.tenant_max_running,
+        export_unit_profiles: args.export_unit_profiles,
         failpoints: segport_worker::Failpoints::parse(&args.failpoints)
             .map_err(anyhow::Error::msg)?,
         ingest: segport_store::ingest::IngestLimits {

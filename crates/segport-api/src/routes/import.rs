@@ -340,6 +340,7 @@ async fn revert(state: &AppState, tenant: &Tenant, batch: &Batch) -> Result<Batc
                             bytes: i64::try_from(r.bytes).unwrap_or(i64::MAX),
                             min_key: r.min_key,
                             max_key: r.max_key,
+                            key_fences: r.key_fences,
                         }),
                     ))
                 }

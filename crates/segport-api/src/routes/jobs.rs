@@ -7,7 +7,8 @@ use axum::Json;
 use segport_catalog::{JobListQuery, NewExportJob};
 use segport_model::dataset::DatasetClass;
 use segport_model::job::{
-    ExportJob, ExportJobRecord, ExportJobRequest, JobStatus, JobWarning, DEFAULT_PROFILE_INSTANCE,
+    ExportJob, ExportJobRecord, ExportJobRequest, JobProgress, JobStatus, JobUnit, JobWarning,
+    DEFAULT_PROFILE_INSTANCE,
 };
 use segport_model::merge_policy::{parse_policy_id, IdentityGraphType, MergePolicy};
 use segport_model::suggest::closest;
@@ -367,7 +368,30 @@ async fn get_one(
         .get_export_job(&tenant, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("export job {id} not found")))?;
-    Ok(Json(record.to_wire()))
+    let mut job = record.to_wire();
+    if record.units_total.is_some() {
+        // A job run as units lists them, and its progress is theirs.
+        let units: Vec<JobUnit> = state
+            .catalog
+            .export_job_units(&tenant, id)
+            .await?
+            .into_iter()
+            .map(|u| JobUnit {
+                unit: u.no,
+                partition: u.partition,
+                state: u.state,
+                worker: u.worker,
+                attempt: u.attempt,
+                profiles_exported: u.exported,
+                profiles_scanned: u.scanned,
+            })
+            .collect();
+        if record.status == JobStatus::Processing {
+            job.progress = Some(JobProgress::of_units(&units));
+        }
+        job.units = Some(units);
+    }
+    Ok(Json(job))
 }
 
 #[utoipa::path(delete, path = "/export/jobs/{id}", operation_id = "cancelExportJob", tag = "export jobs", params(("id" = i64, Path, description = "The resource id.")), responses((status = 200, description = "Cancel requested, or the finished job deleted.", body = crate::openapi::CancelAnswer)))]

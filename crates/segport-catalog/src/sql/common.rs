@@ -23,8 +23,8 @@ pub(super) const NEXT_COMMIT: &str = "UPDATE sandboxes SET commit_seq = commit_s
 
 pub(super) const INSERT_STORE_FILE: &str =
     "INSERT INTO store_files (org, sandbox, dataset_id, kind, \
-     partition_no, path, batch_id, ingest_ms, seq, row_count, byte_count, min_key, max_key) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+     partition_no, path, batch_id, ingest_ms, seq, row_count, byte_count, min_key, max_key, \
+     key_fences) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
 
 const REMOVE_STORE_FILE: &str = "UPDATE store_files SET removed_seq = $4, removed_ms = $5 \
      WHERE org = $1 AND sandbox = $2 AND id = $3 AND removed_seq IS NULL";
@@ -101,6 +101,7 @@ impl SqlCatalog {
             .bind(f.bytes)
             .bind(&f.min_key)
             .bind(&f.max_key)
+            .bind(fences_text(&f.key_fences)?)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -147,4 +148,12 @@ impl SqlCatalog {
             .map(T::try_from)
             .transpose()
     }
+}
+
+/// A file's key fences as stored: a JSON array, `NULL` for none.
+pub(super) fn fences_text(fences: &[String]) -> Result<Option<String>> {
+    if fences.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(serde_json::to_string(fences)?))
 }

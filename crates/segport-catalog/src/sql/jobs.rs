@@ -14,8 +14,11 @@ use segport_model::Tenant;
 use super::batches::INSERT_BATCHES;
 use super::common::FAIL_JOB_BATCHES;
 use super::{Db, SqlCatalog, Tx, DIALECT};
-use crate::model::{as_i64, convert_all, JobRow};
-use crate::{CancelOutcome, CatalogError, JobCount, JobListQuery, Jobs, NewExportJob, Result};
+use crate::model::{as_i64, convert_all, corrupt, JobRow};
+use crate::{
+    CancelOutcome, CatalogError, JobCount, JobListQuery, Jobs, NewExportJob, Result, UnitResult,
+    UnitState,
+};
 
 /// The columns of a job row, `merge_policy` (the resolved policy's body) taken from `$policy`.
 macro_rules! job_columns {
@@ -24,10 +27,16 @@ macro_rules! job_columns {
             "id, org, sandbox, status, spec, ",
             $policy,
             " AS merge_policy, errors, warnings, progress, counters, attempt, attempt_id, \
-             cancel_requested, request_id, creation_ms, update_ms, started_ms, finished_ms"
+             cancel_requested, request_id, creation_ms, update_ms, started_ms, finished_ms, \
+             units_total"
         )
     };
 }
+
+/// The units of a job run as units, in order; the worker is the lease's owner while one runs.
+const JOB_UNITS: &str = "SELECT unit_no, partition_no, state, lease_owner, attempt, result \
+     FROM tasks WHERE org = $1 AND sandbox = $2 AND job_id = $3 AND unit_no IS NOT NULL \
+     ORDER BY unit_no";
 
 /// One whole job, the policy's body included (for its worker or its page).
 const SELECT_JOB: &str = concat!(
@@ -307,6 +316,35 @@ impl Jobs for SqlCatalog {
             .await?
             .map(TryInto::try_into)
             .transpose()
+    }
+
+    async fn export_job_units(&self, tenant: &Tenant, id: i64) -> Result<Vec<UnitState>> {
+        let rows: Vec<(i32, i32, String, Option<String>, i32, Option<String>)> =
+            sqlx::query_as(JOB_UNITS)
+                .bind(tenant.org.as_str())
+                .bind(tenant.sandbox.as_str())
+                .bind(id)
+                .fetch_all(self.read())
+                .await?;
+        rows.into_iter()
+            .map(|(no, partition, state, worker, attempt, result)| {
+                let result: Option<UnitResult> = result
+                    .as_deref()
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(|e| corrupt("tasks.result", e))?;
+                Ok(UnitState {
+                    no: u32::try_from(no).map_err(|e| corrupt("tasks.unit_no", e))?,
+                    partition: u32::try_from(partition)
+                        .map_err(|e| corrupt("tasks.partition_no", e))?,
+                    state,
+                    worker,
+                    attempt,
+                    exported: result.as_ref().map(|r| r.counters.total),
+                    scanned: result.as_ref().map(|r| r.profiles_scanned),
+                })
+            })
+            .collect()
     }
 
     async fn list_export_jobs(

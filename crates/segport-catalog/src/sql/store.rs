@@ -12,8 +12,8 @@ use segport_model::Tenant;
 use super::SqlCatalog;
 use crate::model::{convert_all, StoreFileRow, StoreStateRow, EMPTY_SCHEMA};
 use crate::{
-    CatalogError, HeldSchemas, NewStoreFile, Result, StoreKind, StoreManifest, StoreSnapshot,
-    StoreState, TaskLease,
+    CatalogError, HeldSchemas, NewStoreFile, Result, StoreFile, StoreKind, StoreManifest,
+    StoreSnapshot, StoreState, TaskLease,
 };
 
 const SELECT_STORE_STATE: &str = "SELECT partitions, commit_seq, last_ingest_ms, \
@@ -40,7 +40,7 @@ const RELEASE_SCHEMA: &str = "UPDATE sandboxes SET \
      WHERE org = $1 AND sandbox = $2";
 
 const SNAPSHOT_FILES: &str = "SELECT id, dataset_id, kind, partition_no, path, batch_id, \
-     ingest_ms, seq, row_count, byte_count, min_key, max_key FROM store_files \
+     ingest_ms, seq, row_count, byte_count, min_key, max_key, key_fences FROM store_files \
      WHERE org = $1 AND sandbox = $2 AND seq <= $3 AND (removed_seq IS NULL OR removed_seq > $3) \
      ORDER BY dataset_id, partition_no, seq, id";
 
@@ -106,6 +106,16 @@ impl StoreManifest for SqlCatalog {
             .fetch_all(self.read())
             .await?;
         Ok(StoreSnapshot { seq, files: convert_all(rows)?, profile_schema, event_schema })
+    }
+
+    async fn snapshot_files(&self, tenant: &Tenant, seq: i64) -> Result<Vec<StoreFile>> {
+        let rows = sqlx::query_as::<_, StoreFileRow>(SNAPSHOT_FILES)
+            .bind(tenant.org.as_str())
+            .bind(tenant.sandbox.as_str())
+            .bind(seq)
+            .fetch_all(self.read())
+            .await?;
+        convert_all(rows)
     }
 
     async fn held_schemas(&self, tenant: &Tenant, kind: StoreKind) -> Result<HeldSchemas> {

@@ -8,16 +8,17 @@
 
 use async_trait::async_trait;
 use segport_model::batch::{BatchError, BatchStatus};
-use segport_model::job::{JobError, JobProgress};
+use segport_model::job::{ExportCounters, JobError, JobProgress, JobWarning};
 use segport_model::BatchId;
 
-use super::common::{SandboxCommit, FAIL_JOB_BATCHES, INSERT_STORE_FILE};
+use super::common::{fences_text, SandboxCommit, FAIL_JOB_BATCHES, INSERT_STORE_FILE};
 use super::store::SELECT_SCHEMA_VERSION;
 use super::{SqlCatalog, Tx, DIALECT};
-use crate::model::{task_kind, ClaimRow};
+use crate::model::{corrupt, task_kind, ClaimRow};
 use crate::{
-    CatalogError, ClaimedTask, ExportCommit, Heartbeat, IngestCommit, IngestCommitted, QueueDepth,
-    QueueStats, ReapedTask, Result, TaskLease, TaskQueue,
+    CatalogError, ClaimedTask, ExportCommit, ExportedBatch, Heartbeat, IngestCommit,
+    IngestCommitted, NewUnit, QueueDepth, QueueStats, ReapedTask, Result, TaskLease, TaskQueue,
+    UnitCommit, UnitCommitted, UnitResult,
 };
 
 /// Gives tenant (`$1`, `$2`) the newest turn, after one of its tasks was claimed.
@@ -50,10 +51,14 @@ const CLAIM_BATCH_TASK: &str = "UPDATE tasks SET state = 'running', attempt = at
 const HEARTBEAT: &str = "UPDATE tasks SET lease_expires_ms = $3, updated_ms = $4 \
      WHERE id = $1 AND attempt_id = $2 AND state = 'running' RETURNING job_id";
 
-const JOB_CANCEL_FLAG: &str = "SELECT cancel_requested FROM export_jobs WHERE id = $1";
+/// Whether a job's running tasks must stop: a cancel was requested, or the job ended (a unit
+/// of it failed for good).
+const JOB_CANCEL_FLAG: &str =
+    "SELECT cancel_requested OR status <> 'PROCESSING' FROM export_jobs WHERE id = $1";
 
 const RELEASE_TASK: &str = "UPDATE tasks SET state = 'queued', attempt = attempt - 1, \
-     lease_owner = NULL, lease_expires_ms = NULL, snapshot_seq = NULL, updated_ms = $3 \
+     lease_owner = NULL, lease_expires_ms = NULL, updated_ms = $3, \
+     snapshot_seq = CASE WHEN unit_no IS NULL THEN NULL ELSE snapshot_seq END \
      WHERE id = $1 AND attempt_id = $2 AND state = 'running'";
 
 const FAIL_TASK: &str = "UPDATE tasks SET state = 'failed', lease_owner = NULL, \
@@ -74,8 +79,36 @@ const REQUEUE_JOB: &str =
 const FAIL_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $2, \
      progress = NULL, finished_ms = $3, update_ms = $3 WHERE id = $1 AND status IN ('NEW', 'PROCESSING')";
 
-const RUNNING_ATTEMPTS: &str =
-    "SELECT attempt_id FROM tasks WHERE state = 'running' AND attempt_id IS NOT NULL";
+/// Attempts whose files must stay: running ones, and committed units of jobs still running
+/// (their output becomes the job's when the last unit commits).
+const RUNNING_ATTEMPTS: &str = "SELECT attempt_id FROM tasks WHERE attempt_id IS NOT NULL \
+     AND (state = 'running' OR (state = 'done' AND unit_no IS NOT NULL AND job_id IN \
+     (SELECT id FROM export_jobs WHERE status = 'PROCESSING')))";
+
+/// The snapshot and tenant of a running task (the planning attempt of a split).
+const TASK_SNAPSHOT: &str = "SELECT snapshot_seq, org, sandbox FROM tasks \
+     WHERE id = $1 AND attempt_id = $2 AND state = 'running'";
+
+const INSERT_UNIT: &str = "INSERT INTO tasks (kind, org, sandbox, job_id, state, snapshot_seq, \
+     unit_no, partition_no, key_from, key_to, created_ms, updated_ms) \
+     VALUES ('export', $1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $9)";
+
+const SPLIT_JOB: &str = "UPDATE export_jobs SET units_total = $2, units_done = 0, \
+     unit_schemas = $3, update_ms = $4 WHERE id = $1 AND status = 'PROCESSING'";
+
+const UNIT_SCHEMAS: &str = "SELECT unit_schemas FROM export_jobs WHERE id = $1";
+
+const UNIT_RESULT: &str = "UPDATE tasks SET result = $2 WHERE id = $1";
+
+const UNIT_DONE: &str = "UPDATE export_jobs SET units_done = units_done + 1, update_ms = $2 \
+     WHERE id = $1 AND status = 'PROCESSING' RETURNING units_done, units_total";
+
+const UNIT_RESULTS: &str = "SELECT result FROM tasks \
+     WHERE job_id = $1 AND unit_no IS NOT NULL AND state = 'done' ORDER BY unit_no";
+
+/// Units of a failed job that have not started: they never will.
+const DROP_QUEUED_UNITS: &str = "UPDATE tasks SET state = 'failed', updated_ms = $2 \
+     WHERE job_id = $1 AND state = 'queued'";
 
 const RECORD_INGEST: &str = include_str!("queries/record_ingest.sql");
 
@@ -139,8 +172,9 @@ impl SqlCatalog {
                 .execute(&mut *tx)
                 .await?;
         }
-        // An export job shows PROCESSING, with the attempt as its compute job id.
-        if let Some(job_id) = claimed.as_ref().and_then(|c| c.job_id) {
+        // An export job shows PROCESSING, with the attempt as its compute job id (the
+        // planning attempt's, for a job split into units).
+        if let Some(job_id) = claimed.as_ref().filter(|c| c.unit.is_none()).and_then(|c| c.job_id) {
             let attempt = claimed.as_ref().map_or(0, |c| c.attempt);
             sqlx::query(START_JOB)
                 .bind(job_id)
@@ -192,6 +226,61 @@ impl SqlCatalog {
             .execute(&mut **tx)
             .await?;
         sqlx::query(FAIL_JOB_BATCHES).bind(job_id).bind(now_ms).execute(&mut **tx).await?;
+        sqlx::query(DROP_QUEUED_UNITS).bind(job_id).bind(now_ms).execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    /// Records a finished export inside `tx`: the job SUCCEEDED with its counters and
+    /// warnings, its batches successful with their files. `LeaseLost` when the job is no
+    /// longer running.
+    async fn record_export(
+        tx: &mut Tx<'_>,
+        job_id: i64,
+        batches: &[ExportedBatch],
+        counters: &ExportCounters,
+        warnings: &[JobWarning],
+        now_ms: i64,
+    ) -> Result<()> {
+        let succeeded = sqlx::query(SUCCEED_JOB)
+            .bind(job_id)
+            .bind(serde_json::to_string(counters)?)
+            .bind(serde_json::to_string(warnings)?)
+            .bind(now_ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if succeeded != 1 {
+            return Err(CatalogError::LeaseLost);
+        }
+        for batch in batches {
+            sqlx::query(SUCCEED_BATCH)
+                .bind(batch.batch_id.as_str())
+                .bind(batch.rows)
+                .bind(now_ms)
+                .execute(&mut **tx)
+                .await?;
+            for f in &batch.files {
+                sqlx::query(INSERT_BATCH_FILE)
+                    .bind(batch.batch_id.as_str())
+                    .bind(&f.name)
+                    .bind(&f.path)
+                    .bind(f.rows)
+                    .bind(f.bytes)
+                    .bind(now_ms)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `Cancelled` when export job `job_id` must not commit (a cancel, or it ended).
+    async fn check_not_cancelled(tx: &mut Tx<'_>, job_id: i64) -> Result<()> {
+        let cancel: Option<(bool,)> =
+            sqlx::query_as(JOB_CANCEL_FLAG).bind(job_id).fetch_optional(&mut **tx).await?;
+        if cancel.is_none_or(|(c,)| c) {
+            return Err(CatalogError::Cancelled);
+        }
         Ok(())
     }
 }
@@ -302,8 +391,8 @@ impl TaskQueue for SqlCatalog {
 
     async fn reap_expired_tasks(&self, now_ms: i64) -> Result<Vec<ReapedTask>> {
         let mut tx = self.write().begin().await?;
-        let rows: Vec<(i64, String, String, Option<String>, Option<i64>)> =
-            sqlx::query_as(REAP_TASKS).bind(now_ms).fetch_all(&mut *tx).await?;
+        type Reaped = (i64, String, String, Option<String>, Option<i64>, Option<i32>);
+        let rows: Vec<Reaped> = sqlx::query_as(REAP_TASKS).bind(now_ms).fetch_all(&mut *tx).await?;
         let lost_error = |what: &str| BatchError {
             code: segport_model::codes::FailureCode::WorkerLost.as_str().to_owned(),
             description: segport_model::codes::worker_lost_message(what),
@@ -311,7 +400,7 @@ impl TaskQueue for SqlCatalog {
         };
         let lost = serde_json::to_string(&[lost_error("batch")])?;
         let mut reaped = Vec::with_capacity(rows.len());
-        for (task_id, kind, state, batch_id, job_id) in rows {
+        for (task_id, kind, state, batch_id, job_id, unit_no) in rows {
             let requeued = state == "queued";
             if let (false, Some(batch_id)) = (requeued, batch_id) {
                 sqlx::query(FAIL_BATCH)
@@ -322,6 +411,8 @@ impl TaskQueue for SqlCatalog {
                     .await?;
             }
             match (requeued, job_id) {
+                // A unit queued again leaves its job running: the other units go on.
+                (true, Some(_)) if unit_no.is_some() => {}
                 (true, Some(job)) => {
                     sqlx::query(REQUEUE_JOB).bind(job).bind(now_ms).execute(&mut *tx).await?;
                 }
@@ -419,6 +510,7 @@ impl TaskQueue for SqlCatalog {
                     .bind(f.bytes)
                     .bind(&f.min_key)
                     .bind(&f.max_key)
+                    .bind(fences_text(&f.key_fences)?)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -442,43 +534,112 @@ impl TaskQueue for SqlCatalog {
     async fn commit_export(&self, c: ExportCommit) -> Result<()> {
         let mut tx = self.write().begin().await?;
         Self::fence(&mut tx, &c.lease, c.now_ms).await?;
-        let cancel: Option<(bool,)> =
-            sqlx::query_as(JOB_CANCEL_FLAG).bind(c.job_id).fetch_optional(&mut *tx).await?;
-        if cancel.is_none_or(|(c,)| c) {
-            return Err(CatalogError::Cancelled);
+        Self::check_not_cancelled(&mut tx, c.job_id).await?;
+        Self::record_export(&mut tx, c.job_id, &c.batches, &c.counters, &c.warnings, c.now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn split_export(
+        &self,
+        lease: &TaskLease,
+        job_id: i64,
+        units: &[NewUnit],
+        schemas: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().begin().await?;
+        let planned: Option<(Option<i64>, String, String)> = sqlx::query_as(TASK_SNAPSHOT)
+            .bind(lease.task_id)
+            .bind(&lease.attempt_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((Some(snapshot_seq), org, sandbox)) = planned else {
+            return Err(CatalogError::LeaseLost);
+        };
+        Self::fence(&mut tx, lease, now_ms).await?;
+        Self::check_not_cancelled(&mut tx, job_id).await?;
+        for (no, unit) in units.iter().enumerate() {
+            sqlx::query(INSERT_UNIT)
+                .bind(&org)
+                .bind(&sandbox)
+                .bind(job_id)
+                .bind(snapshot_seq)
+                .bind(i64::try_from(no).unwrap_or(i64::MAX))
+                .bind(i64::from(unit.partition))
+                .bind(&unit.key_from)
+                .bind(&unit.key_to)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
         }
-        let succeeded = sqlx::query(SUCCEED_JOB)
-            .bind(c.job_id)
-            .bind(serde_json::to_string(&c.counters)?)
-            .bind(serde_json::to_string(&c.warnings)?)
-            .bind(c.now_ms)
+        let total = i64::try_from(units.len()).unwrap_or(i64::MAX);
+        let split = sqlx::query(SPLIT_JOB)
+            .bind(job_id)
+            .bind(total)
+            .bind(schemas)
+            .bind(now_ms)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        if succeeded != 1 {
-            return Err(CatalogError::LeaseLost);
-        }
-        for batch in &c.batches {
-            sqlx::query(SUCCEED_BATCH)
-                .bind(batch.batch_id.as_str())
-                .bind(batch.rows)
-                .bind(c.now_ms)
-                .execute(&mut *tx)
-                .await?;
-            for f in &batch.files {
-                sqlx::query(INSERT_BATCH_FILE)
-                    .bind(batch.batch_id.as_str())
-                    .bind(&f.name)
-                    .bind(&f.path)
-                    .bind(f.rows)
-                    .bind(f.bytes)
-                    .bind(c.now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        if split != 1 {
+            return Err(CatalogError::Cancelled);
         }
         tx.commit().await?;
+        self.announce_tasks().await;
         Ok(())
+    }
+
+    async fn unit_schemas(&self, job_id: i64) -> Result<Option<String>> {
+        let row: Option<(Option<String>,)> =
+            sqlx::query_as(UNIT_SCHEMAS).bind(job_id).fetch_optional(self.read()).await?;
+        Ok(row.and_then(|(s,)| s))
+    }
+
+    async fn commit_unit(&self, c: UnitCommit) -> Result<UnitCommitted> {
+        let mut tx = self.write().begin().await?;
+        Self::fence(&mut tx, &c.lease, c.now_ms).await?;
+        Self::check_not_cancelled(&mut tx, c.job_id).await?;
+        sqlx::query(UNIT_RESULT)
+            .bind(c.lease.task_id)
+            .bind(serde_json::to_string(&c.result)?)
+            .execute(&mut *tx)
+            .await?;
+        // The job's row, locked by this update, serialises the units' commits: exactly one
+        // of them sees the last count.
+        let counted: Option<(i64, Option<i64>)> = sqlx::query_as(UNIT_DONE)
+            .bind(c.job_id)
+            .bind(c.now_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((done, total)) = counted else { return Err(CatalogError::Cancelled) };
+        if Some(done) != total {
+            tx.commit().await?;
+            return Ok(UnitCommitted::Unit);
+        }
+        let texts: Vec<(Option<String>,)> =
+            sqlx::query_as(UNIT_RESULTS).bind(c.job_id).fetch_all(&mut *tx).await?;
+        let mut results = Vec::with_capacity(texts.len());
+        for (text,) in texts {
+            let text = text.ok_or_else(|| corrupt("tasks.result", "a done unit without result"))?;
+            results.push(
+                serde_json::from_str::<UnitResult>(&text)
+                    .map_err(|e| corrupt("tasks.result", e))?,
+            );
+        }
+        let all = UnitResult::combine(results);
+        Self::record_export(
+            &mut tx,
+            c.job_id,
+            &all.batches,
+            &all.counters,
+            &all.warnings,
+            c.now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(UnitCommitted::Job)
     }
 }
 

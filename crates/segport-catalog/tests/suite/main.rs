@@ -134,6 +134,7 @@ fn commit(
             bytes: 1,
             min_key: "a".into(),
             max_key: "a".into(),
+            key_fences: Vec::new(),
         }],
         record_count: 1,
         failed_record_count: 0,
