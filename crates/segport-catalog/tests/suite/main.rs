@@ -164,3 +164,4 @@ mod policies;
 mod store;
 mod tasks;
 mod tokens;
+mod units;
