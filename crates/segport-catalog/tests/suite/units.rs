@@ -2,10 +2,7 @@
 //! snapshot, are retried alone, and the last unit's commit commits the job; a failed unit or a
 //! cancel ends the job and every unit.
 
-use segport_catalog::{
-    BatchFile, ExportedBatch, NewUnit, StoreManifest, TaskQueue, UnitCommit, UnitCommitted,
-    UnitResult,
-};
+use segport_catalog::{BatchFile, ExportedBatch, NewUnit, UnitCommit, UnitCommitted, UnitResult};
 use segport_model::job::ExportCounters;
 
 use super::*;
