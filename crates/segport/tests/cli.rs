@@ -781,3 +781,209 @@ fn ingest_needs_a_catalog_or_a_server() {
     assert!(sizes.iter().all(|s| *s <= cap), "{sizes:?}");
     assert!(server.terminate().success());
 }
+
+/// Issue 10: one export shared by three worker processes on an S3 root (the test server), one of
+/// which is killed with SIGKILL right after it wrote a unit's files. The job still succeeds
+/// once; the dead attempt's objects are gone from the batch; what Data Access serves equals a
+/// naive evaluation of the job over the ingested records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_share_an_export_on_s3_and_survive_a_crash() {
+    let db = TestCatalog::postgres().await;
+    let dir = TempDir::new();
+    let endpoint = std::env::var("SEGPORT_TEST_S3_ENDPOINT").expect(
+        "SEGPORT_TEST_S3_ENDPOINT: the S3-compatible test server (scripts/test starts one)",
+    );
+    let root = format!("s3://segport-test/cli-{}", segport_model::ids::new_uuid().simple());
+    let aws = [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+    ];
+    let process_env = |name: &str, failpoints: &str| -> Vec<(String, String)> {
+        let data = dir.0.join(name);
+        let mut env: Vec<(String, String)> =
+            aws.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        env.push(("DATABASE_URL".into(), db.url.clone()));
+        env.push(("SEGPORT_STORAGE_URL".into(), root.clone()));
+        // Each process its own data directory: its own cache, nothing shared but S3.
+        env.push(("SEGPORT_DATA_DIR".into(), data.to_str().unwrap().to_owned()));
+        env.push(("SEGPORT_EXPORT_UNIT_PROFILES".into(), "200".into()));
+        env.push(("SEGPORT_FAILPOINTS".into(), failpoints.into()));
+        env
+    };
+    let start = |name: &str, role: &str, failpoints: &str| {
+        let env = process_env(name, failpoints);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut args = CRASH_TIMINGS.to_vec();
+        args.extend(["--role", role]);
+        if !failpoints.is_empty() {
+            // One unit at a time: exactly one is lost with the process.
+            args.extend(["--worker-slots", "1"]);
+        }
+        Server::start(&dir.0, &args, &env)
+    };
+    let api = start("api", "api", "");
+    let mut crashing = start("w1", "worker", "export-after-files");
+
+    let profiles = store_dataset(&api, "https://ns.adobe.com/xdm/context/profile");
+    let export = store_dataset(&api, "https://ns.adobe.com/xdm/context/profile__union");
+    let segments = segport_datagen::segments(9);
+    let records: Vec<serde_json::Value> =
+        (0..1_500).filter_map(|n| segport_datagen::profile(9, n, &segments).profile).collect();
+    let ndjson: String = records.iter().map(|p| format!("{p}\n")).collect();
+    let (_, batch) = api.tenant_call(
+        "POST",
+        "/data/foundation/import/batches",
+        "t",
+        ORG,
+        Some(&json!({"datasetId": profiles, "inputFormat": {"format": "json"}})),
+    );
+    let batch = batch["id"].as_str().unwrap().to_owned();
+    api.http_bytes(
+        "PUT",
+        &format!("/data/foundation/import/batches/{batch}/datasets/{profiles}/files/p.json"),
+        &TENANT_HEADERS,
+        ndjson.as_bytes(),
+    );
+    let path = format!("/data/foundation/import/batches/{batch}?action=COMPLETE");
+    api.tenant_call("POST", &path, "t", ORG, None);
+    eventually(60, "the ingest", || {
+        let path = format!("/data/foundation/catalog/batches/{batch}");
+        let (_, b) = api.tenant_call("GET", &path, "t", ORG, None);
+        (b[&batch]["status"] == "success").then_some(())
+    });
+
+    let segment = &segments[0].id;
+    let job = json!({
+        "destination": {"datasetId": export},
+        "schema": {"name": "_xdm.context.profile"},
+        "fields": "identities.id",
+        "filter": {"segments": [{"segmentId": segment}]}
+    });
+    let (status, created) = api.tenant_call("POST", "/export/jobs", "t", ORG, Some(&job));
+    assert_eq!(status, 200, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let out_batch = created["destination"]["batchId"].as_str().unwrap().to_owned();
+    // The first worker plans the job, then dies after writing its first unit's files.
+    let exit = eventually(60, "the worker to die after writing a unit's files", || {
+        crashing.child.try_wait().unwrap()
+    });
+    assert!(!exit.success());
+    let storage = segport_store::Storage::from_url_with(
+        &root,
+        aws.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+    .unwrap();
+    let batch_dir = segport_store::storage::batch_dir(ORG, "prod", &out_batch);
+    let attempt_of =
+        |path: &object_store::path::Path| path.parts().nth(4).unwrap().as_ref().to_owned();
+    let dead: Vec<String> =
+        storage.list(&batch_dir).await.unwrap().iter().map(|(p, _, _)| attempt_of(p)).collect();
+    assert_eq!(dead.len(), 1, "the dead unit's file: {dead:?}");
+
+    // Two more workers take over: the lost unit is retried, every other unit runs once.
+    let w2 = start("w2", "worker", "");
+    let w3 = start("w3", "worker", "");
+    let done = eventually(120, "the export to succeed", || {
+        let (_, j) = api.tenant_call("GET", &format!("/export/jobs/{id}"), "t", ORG, None);
+        assert_ne!(j["status"], "FAILED", "{j}");
+        (j["status"] == "SUCCEEDED").then_some(j)
+    });
+    let units = done["units"].as_array().unwrap();
+    assert!(units.len() >= 8, "{done}");
+    assert!(units.iter().all(|u| u["state"] == "done"), "{done}");
+    let retried: Vec<&serde_json::Value> = units.iter().filter(|u| u["attempt"] != 1).collect();
+    assert_eq!(retried.len(), 1, "only the lost unit ran twice: {done}");
+
+    // The batch holds exactly the committed files: the dead attempt's are gone.
+    let (_, listed) = api.tenant_call(
+        "GET",
+        &format!("/data/foundation/export/batches/{out_batch}/files"),
+        "t",
+        ORG,
+        None,
+    );
+    let file_id = listed["data"][0]["dataSetFileId"].as_str().unwrap().to_owned();
+    let (_, files) =
+        api.tenant_call("GET", &format!("/data/foundation/export/files/{file_id}"), "t", ORG, None);
+    let names: Vec<String> = files["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut stored: Vec<String> = Vec::new();
+    eventually(30, "only committed files in the batch", || {
+        let listed = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(storage.list(&batch_dir))
+        });
+        stored =
+            listed.unwrap().into_iter().map(|(p, _, _)| p.filename().unwrap().to_owned()).collect();
+        stored.sort();
+        let mut want = names.clone();
+        want.sort();
+        (stored == want).then_some(())
+    });
+    assert!(!stored.iter().any(|name| dead.iter().any(|d| name.contains(d.as_str()))));
+
+    // Downloaded rows against a naive evaluation: profiles with a realized or existing
+    // membership of the segment, each with its identities' ids.
+    let mut got: Vec<Vec<String>> = Vec::new();
+    for name in &names {
+        let (status, _, body) =
+            api.download(&format!("/data/foundation/export/files/{file_id}?path={name}"), &[]);
+        assert_eq!(status, 200);
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(body),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+        for b in reader {
+            writer.write(&b.unwrap()).unwrap();
+        }
+        writer.finish().unwrap();
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_slice(&writer.into_inner()).unwrap_or_default();
+        for row in rows {
+            let mut ids: Vec<String> = row["identities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            got.push(ids);
+        }
+    }
+    let mut want: Vec<Vec<String>> = records
+        .iter()
+        .filter(|r| {
+            let status = &r["segmentMembership"]["ups"][segment.as_str()]["status"];
+            status == "realized" || status == "existing"
+        })
+        .map(|r| {
+            let mut ids: Vec<String> = r["identityMap"]
+                .as_object()
+                .unwrap()
+                .values()
+                .flat_map(|list| list.as_array().unwrap().iter())
+                .map(|i| i["id"].as_str().unwrap().to_owned())
+                .collect();
+            ids.sort();
+            ids
+        })
+        .collect();
+    got.sort();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(got.len(), want.len(), "rows");
+    assert!(got == want, "the exported identities differ from the oracle's");
+    assert_eq!(done["metrics"]["totalExportedProfileCounter"].as_u64(), Some(want.len() as u64));
+    for server in [w2, w3, api] {
+        assert!(server.terminate().success());
+    }
+}
