@@ -983,6 +983,18 @@ async fn three_workers_share_an_export_on_s3_and_survive_a_crash() {
     assert_eq!(got.len(), want.len(), "rows");
     assert!(got == want, "the exported identities differ from the oracle's");
     assert_eq!(done["metrics"]["totalExportedProfileCounter"].as_u64(), Some(want.len() as u64));
+    // The workers filled their caches from the bucket, and say so on /metrics.
+    let sample = |server: &Server, name: &str| -> f64 {
+        let (_, _, body) = server.download("/metrics", &[]);
+        let text = String::from_utf8(body).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} is not on /metrics"))
+    };
+    let misses =
+        sample(&w2, "segport_cache_misses_total") + sample(&w3, "segport_cache_misses_total");
+    assert!(misses >= 1.0, "no cache fill");
+    assert!(sample(&w2, "segport_cache_bytes") + sample(&w3, "segport_cache_bytes") > 0.0);
     for server in [w2, w3, api] {
         assert!(server.terminate().success());
     }
