@@ -89,10 +89,24 @@ def counting_proxy(upstream, counts):
             pass
 
         def forward(self):
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else None
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        break
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                body = b"".join(chunks)
+            else:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+            length = len(body or b"")
             conn = http.client.HTTPConnection(target.hostname, target.port, timeout=300)
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            skip = ("connection", "transfer-encoding", "content-length", "expect")
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+            headers["Content-Length"] = str(length)
             conn.request(self.command, self.path, body=body, headers=headers)
             response = conn.getresponse()
             data = response.read()
@@ -107,7 +121,9 @@ def counting_proxy(upstream, counts):
             for k, v in response.getheaders():
                 if k.lower() not in ("transfer-encoding", "connection", "content-length"):
                     self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
+            # A HEAD answer has no body but tells the object's length.
+            size = response.getheader("Content-Length") if self.command == "HEAD" else len(data)
+            self.send_header("Content-Length", str(size or 0))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)
@@ -252,23 +268,25 @@ def main():
         for rep in range(a.repeat):
             for layout in LAYOUTS:
                 name, processes, threads, slots, unit = layout
-                workers = []
-                for w in range(processes):
-                    wenv = dict(env, RAYON_NUM_THREADS=str(threads), SEGPORT_WORKER_SLOTS=str(slots))
-                    if unit:
-                        wenv["SEGPORT_EXPORT_UNIT_PROFILES"] = str(unit)
-                    wport = free_port()
-                    data = run_dir / f"worker-{rep}-{w}-{uuid.uuid4().hex[:6]}"
-                    workers.append(
-                        Process(
-                            [binary, "serve", "--role", "worker", "--listen", f"127.0.0.1:{wport}", "--data-dir", str(data), "--poll-interval", "50ms"],
-                            wenv,
-                            data.with_suffix(".log"),
+                for case in CASES:
+                    # Fresh processes with empty caches for each case: its first run is
+                    # cold, its second warm (on a local root there is no cache: one run).
+                    workers = []
+                    for w in range(processes):
+                        wenv = dict(env, RAYON_NUM_THREADS=str(threads), SEGPORT_WORKER_SLOTS=str(slots))
+                        if unit:
+                            wenv["SEGPORT_EXPORT_UNIT_PROFILES"] = str(unit)
+                        wport = free_port()
+                        data = run_dir / f"worker-{uuid.uuid4().hex[:8]}"
+                        workers.append(
+                            Process(
+                                [binary, "serve", "--role", "worker", "--listen", f"127.0.0.1:{wport}", "--data-dir", str(data), "--poll-interval", "50ms"],
+                                wenv,
+                                data.with_suffix(".log"),
+                            )
                         )
-                    )
-                    wait_http(f"http://127.0.0.1:{wport}/healthz")
-                for cache in (["cold", "warm"] if root == "s3" else ["-"]):
-                    for case in CASES:
+                        wait_http(f"http://127.0.0.1:{wport}/healthz")
+                    for cache in (["cold", "warm"] if root == "s3" else ["-"]):
                         counts.reset()
                         job = http_json("POST", api_url + "/export/jobs", body(case))
                         while True:
@@ -285,8 +303,9 @@ def main():
                         results.setdefault(key, []).append(
                             (seconds, requests, bytes_in, bytes_out, units, got["metrics"].get("totalExportedProfileCounter"))
                         )
-                for w in workers:
-                    w.stop()
+                        print(f"{root} {rep} {key}: {seconds:.2f} s, {units} units", file=sys.stderr)
+                    for w in workers:
+                        w.stop()
         api.stop()
         print(f"\n### {root} root, {a.profiles:,} profiles, median of {a.repeat}\n")
         header = "| layout | cache | case | units | rows | time s (runs) |"
