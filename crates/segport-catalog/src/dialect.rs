@@ -4,10 +4,10 @@
 
 /// A backend's versions of the statements that lock rows.
 pub(crate) struct Dialect {
-    /// Claims the oldest queued task: `$1` attempt id, `$2` owner, `$3` lease expiry, `$4` now
-    /// (see [`claim_sql!`]).
+    /// Claims the oldest queued task: `$1` attempt id, `$2` owner, `$3` lease expiry, `$4` now,
+    /// `$5` the partitions to prefer (see [`claim_sql!`]).
     pub claim_task: &'static str,
-    /// The same, passing over tenants that run `$5` tasks already.
+    /// The same, passing over tenants that run `$6` tasks already.
     pub claim_task_capped: &'static str,
     /// Locks a merge policy against deletion while a job that uses it is inserted; yields its
     /// version.
@@ -28,7 +28,7 @@ pub(crate) struct Dialect {
 
 /// The claim statement, with the row-locking clause of the backend (`FOR UPDATE SKIP LOCKED` on
 /// PostgreSQL, so that concurrent workers never wait for each other's claims). The `capped`
-/// form takes `$5`, the per-tenant cap on running tasks: a tenant running that many is passed
+/// form takes `$6`, the per-tenant cap on running tasks: a tenant running that many is passed
 /// over (a count per queued task, paid only when a cap is set).
 ///
 /// The task claimed is the oldest queued one of the tenant whose last claim is oldest (a tenant
@@ -42,7 +42,7 @@ macro_rules! claim_sql {
     (capped, $lock:literal) => {
         $crate::dialect::claim_sql!(
             "AND (SELECT COUNT(*) FROM tasks x WHERE x.state = 'running' \
-             AND x.org = t.org AND x.sandbox = t.sandbox) < $5 ",
+             AND x.org = t.org AND x.sandbox = t.sandbox) < $6 ",
             $lock
         )
     };
@@ -55,7 +55,10 @@ macro_rules! claim_sql {
             "WHERE id = (SELECT t.id FROM tasks t LEFT JOIN tenant_turns r ",
             "ON r.org = t.org AND r.sandbox = t.sandbox WHERE t.state = 'queued' ",
             $filter,
-            "ORDER BY COALESCE(r.turn, 0), t.id LIMIT 1 ",
+            // Within the tenant's turn, units of partitions the claiming worker holds in its
+            // cache come first (`$5`: their numbers, comma-separated), then the oldest.
+            "ORDER BY COALESCE(r.turn, 0), CASE WHEN ',' || $5 || ',' LIKE ",
+            "'%,' || CAST(t.partition_no AS TEXT) || ',%' THEN 0 ELSE 1 END, t.id LIMIT 1 ",
             $lock,
             ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id, ",
             "unit_no, partition_no, key_from, key_to, snapshot_seq"

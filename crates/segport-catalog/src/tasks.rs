@@ -225,6 +225,19 @@ pub trait TaskQueue: Send + Sync + 'static {
         lease_ms: i64,
         now_ms: i64,
         tenant_cap: Option<u32>,
+    ) -> Result<Option<ClaimedTask>> {
+        self.claim_task_preferring(owner, lease_ms, now_ms, tenant_cap, &[]).await
+    }
+    /// [`Self::claim_task_within`], taking first, within the tenant whose turn it is, the units
+    /// of the partitions in `partitions` (those whose files the worker holds in its cache), so
+    /// that units land where their files already are.
+    async fn claim_task_preferring(
+        &self,
+        owner: &str,
+        lease_ms: i64,
+        now_ms: i64,
+        tenant_cap: Option<u32>,
+        partitions: &[u32],
     ) -> Result<Option<ClaimedTask>>;
     /// Claims the queued task of one batch, if it is still queued.
     async fn claim_batch_task(

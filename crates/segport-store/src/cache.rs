@@ -260,6 +260,21 @@ impl Cache {
         &self.root
     }
 
+    /// The partitions (`p=N` in their paths) of the store files the cache holds, ascending.
+    pub fn held_partitions(&self) -> Vec<u32> {
+        let mut held: Vec<u32> = self
+            .lock()
+            .entries
+            .keys()
+            .filter_map(|path| {
+                path.split('/').find_map(|part| part.strip_prefix("p=")?.parse().ok())
+            })
+            .collect();
+        held.sort_unstable();
+        held.dedup();
+        held
+    }
+
     /// Bytes the cache holds.
     pub fn used(&self) -> u64 {
         self.lock().used

@@ -313,6 +313,11 @@ fn concurrent_readers_of_a_file_fetch_it_once() {
     assert!(sources.iter().all(Result::is_ok));
     let (hits, misses, _, _) = cache.metrics().snapshot();
     assert_eq!((hits, misses), (7, 1));
+    // The partitions it holds, as claims prefer them: the one of that file, then of another.
+    assert_eq!(cache.held_partitions(), [0]);
+    let other = local.files.iter().find(|f| f.path.contains("/p=3/")).unwrap();
+    runtime.block_on(remote.source(other.clone(), "d".into())).unwrap();
+    assert_eq!(cache.held_partitions(), [0, 3]);
 }
 
 #[test]

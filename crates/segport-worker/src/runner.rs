@@ -73,14 +73,17 @@ impl Worker {
     async fn slot(&self, slot: usize, shutdown: CancellationToken, grace: Duration) {
         let config = &self.ctx.config;
         while !shutdown.is_cancelled() {
+            // Units of partitions whose files this worker's cache holds come first.
+            let held = self.ctx.storage.cache().map(|c| c.held_partitions()).unwrap_or_default();
             let claimed = self
                 .ctx
                 .catalog
-                .claim_task_within(
+                .claim_task_preferring(
                     &self.owner,
                     duration_ms(config.lease),
                     now_ms(),
                     config.tenant_max_running,
+                    &held,
                 )
                 .await;
             match claimed {

@@ -137,6 +137,7 @@ impl SqlCatalog {
         lease_ms: i64,
         now_ms: i64,
         tenant_cap: Option<u32>,
+        prefer: &str,
     ) -> Result<Option<Option<ClaimedTask>>> {
         let attempt_id = segport_model::ids::new_uuid().to_string();
         let cap = tenant_cap.map(i64::from);
@@ -146,7 +147,8 @@ impl SqlCatalog {
             .bind(&attempt_id)
             .bind(owner)
             .bind(now_ms + lease_ms)
-            .bind(now_ms);
+            .bind(now_ms)
+            .bind(prefer);
         if let Some(cap) = cap {
             claim = claim.bind(cap);
         }
@@ -287,18 +289,23 @@ impl SqlCatalog {
 
 #[async_trait]
 impl TaskQueue for SqlCatalog {
-    async fn claim_task_within(
+    async fn claim_task_preferring(
         &self,
         owner: &str,
         lease_ms: i64,
         now_ms: i64,
         tenant_cap: Option<u32>,
+        partitions: &[u32],
     ) -> Result<Option<ClaimedTask>> {
+        let prefer: Vec<String> = partitions.iter().map(u32::to_string).collect();
+        let prefer = prefer.join(",");
         // A claim that raced another claim of the same tenant past its cap is rolled back and
         // made again: by then the other claim has committed, and the claim statement passes
         // the tenant over. A few rounds settle any race.
         for _ in 0..CAPPED_CLAIM_ROUNDS {
-            if let Some(claimed) = self.claim_once(owner, lease_ms, now_ms, tenant_cap).await? {
+            if let Some(claimed) =
+                self.claim_once(owner, lease_ms, now_ms, tenant_cap, &prefer).await?
+            {
                 return Ok(claimed);
             }
         }

@@ -7,7 +7,11 @@ use segport_model::job::ExportCounters;
 
 use super::*;
 
-suite!(a_split_job_commits_with_its_last_unit, a_failed_unit_or_a_cancel_ends_every_unit);
+suite!(
+    a_split_job_commits_with_its_last_unit,
+    a_failed_unit_or_a_cancel_ends_every_unit,
+    claims_prefer_units_of_partitions_a_worker_holds,
+);
 
 /// A sandbox with one committed store file, and an export job of one batch: (job, batch,
 /// the store file's id).
@@ -204,4 +208,23 @@ async fn a_failed_unit_or_a_cancel_ends_every_unit(backend: Backend) {
     assert!(c.fail_task(&running.lease, &[], 5_600).await.unwrap());
     assert_eq!(c.get_export_job(&t, other).await.unwrap().unwrap().status, JobStatus::Failed);
     assert!(c.claim_task("w1", 60_000, 5_700).await.unwrap().is_none(), "queued units dropped");
+}
+
+/// A worker whose cache holds partition 1 takes that partition's unit before older ones; one
+/// that holds none of the queued partitions takes the oldest.
+async fn claims_prefer_units_of_partitions_a_worker_holds(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let c = &db.catalog;
+    let (id, _, _) = store_and_job(&db, &t).await;
+    let plan = c.claim_task("planner", 60_000, 3_000).await.unwrap().unwrap();
+    c.store_snapshot(&t, Some(&plan.lease)).await.unwrap();
+    c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
+    let unit_of = |task: Option<segport_catalog::ClaimedTask>| task.unwrap().unit.unwrap().no;
+    let holding_1 = c.claim_task_preferring("w1", 60_000, 4_000, None, &[1, 5]).await.unwrap();
+    assert_eq!(unit_of(holding_1), 2, "the unit of partition 1");
+    let holding_none = c.claim_task_preferring("w2", 60_000, 4_000, None, &[7]).await.unwrap();
+    assert_eq!(unit_of(holding_none), 0, "the oldest");
+    let capped = c.claim_task_preferring("w3", 60_000, 4_000, Some(5), &[0]).await.unwrap();
+    assert_eq!(unit_of(capped), 1);
 }
