@@ -38,8 +38,16 @@ ORG = "bench"
 SANDBOX = "prod"
 WINDOW = ("2025-06-01T00:00:00Z", "2026-06-01T00:00:00Z")
 TWO_FIELDS = "identities.id,personalEmail.address"
-# (name, segment indexes by popularity, fields): Q1 and Q3 of the export cases.
-CASES = [("q1", [31], TWO_FIELDS), ("q3", [], "")]
+EVENT_FIELDS = "_id,timestamp,eventType,web.webPageDetails.name"
+# (name, segment indexes by popularity, fields, events, a batch per segment): the export cases
+# Q1-Q5 of benches/README.md.
+CASES = [
+    ("q1", [31], TWO_FIELDS, False, False),
+    ("q2", [0], TWO_FIELDS, False, False),
+    ("q3", [], "", False, False),
+    ("q4", [31], TWO_FIELDS, True, False),
+    ("q5", [0, 19, 31, 59, 99], TWO_FIELDS, False, True),
+]
 LAYOUTS = [
     # (name, processes, threads per process, slots per process, unit size)
     ("1 process x 2 threads", 1, 2, 2, None),
@@ -187,6 +195,7 @@ def main():
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--s3-endpoint", default=os.environ.get("SEGPORT_TEST_S3_ENDPOINT"))
     p.add_argument("--roots", default="file,s3")
+    p.add_argument("--cases", default="q1,q2,q3,q4,q5")
     a = p.parse_args()
     binary = os.environ.get("SEGPORT_BIN", "target/release/segport")
     database = os.environ.get(
@@ -254,8 +263,22 @@ def main():
         print(f"{root}: ingested in {ingest_s:.1f} s", file=sys.stderr)
 
         def body(case):
-            name, segs, fields = case
-            job = {"destination": {"datasetId": export}, "schema": {"name": "_xdm.context.profile"}, "fields": fields}
+            name, segs, fields, events, per_segment = case
+            job = {
+                "destination": {"datasetId": export, "segmentPerBatch": per_segment},
+                "schema": {"name": "_xdm.context.profile"},
+                "fields": fields,
+            }
+            if events:
+                job["additionalFields"] = {
+                    "eventList": {
+                        "fields": EVENT_FIELDS,
+                        "filter": {
+                            "fromIngestTimestamp": rfc3339(loaded["events"] - 1),
+                            "toIngestTimestamp": rfc3339(loaded["events"] + 1),
+                        },
+                    }
+                }
             if segs:
                 job["filter"] = {
                     "segments": [{"segmentId": segments[i], "segmentNs": "ups", "status": ["realized", "existing"]} for i in segs],
@@ -268,7 +291,7 @@ def main():
         for rep in range(a.repeat):
             for layout in LAYOUTS:
                 name, processes, threads, slots, unit = layout
-                for case in CASES:
+                for case in [c for c in CASES if c[0] in a.cases.split(",")]:
                     # Fresh processes with empty caches for each case: its first run is
                     # cold, its second warm (on a local root there is no cache: one run).
                     workers = []
