@@ -99,13 +99,8 @@ impl StoreManifest for SqlCatalog {
             (Some((Some(s), p, e)), _) => (s, p.unwrap_or_else(empty), e.unwrap_or_else(empty)),
             _ => (0, empty(), empty()),
         };
-        let rows = sqlx::query_as::<_, StoreFileRow>(SNAPSHOT_FILES)
-            .bind(tenant.org.as_str())
-            .bind(tenant.sandbox.as_str())
-            .bind(seq)
-            .fetch_all(self.read())
-            .await?;
-        Ok(StoreSnapshot { seq, files: convert_all(rows)?, profile_schema, event_schema })
+        let files = self.snapshot_files(tenant, seq).await?;
+        Ok(StoreSnapshot { seq, files, profile_schema, event_schema })
     }
 
     async fn snapshot_files(&self, tenant: &Tenant, seq: i64) -> Result<Vec<StoreFile>> {
