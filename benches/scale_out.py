@@ -196,6 +196,8 @@ def main():
     p.add_argument("--s3-endpoint", default=os.environ.get("SEGPORT_TEST_S3_ENDPOINT"))
     p.add_argument("--roots", default="file,s3")
     p.add_argument("--cases", default="q1,q2,q3,q4,q5")
+    p.add_argument("--layouts", help="comma-separated layout numbers (1-3) to run; default all")
+    p.add_argument("--keep", action="store_true", help="keep each root's run folder (process logs)")
     a = p.parse_args()
     binary = os.environ.get("SEGPORT_BIN", "target/release/segport")
     database = os.environ.get(
@@ -289,7 +291,8 @@ def main():
 
         results = {}
         for rep in range(a.repeat):
-            for layout in LAYOUTS:
+            chosen = [int(n) - 1 for n in a.layouts.split(",")] if a.layouts else range(len(LAYOUTS))
+            for layout in [LAYOUTS[i] for i in chosen]:
                 name, processes, threads, slots, unit = layout
                 for case in [c for c in CASES if c[0] in a.cases.split(",")]:
                     # Fresh processes with empty caches for each case: its first run is
@@ -351,7 +354,10 @@ def main():
                 line += f" {req.get('GET', 0)} | {req.get('LIST', 0)} | {req.get('PUT', 0)} (+{req.get('PUT part', 0)}) | {other} | {mib_in:.1f} | {mib_out:.1f} |"
             print(line)
         sys.stdout.flush()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        if a.keep:
+            print(f"kept {run_dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ macro_rules! claim_sql {
             "'%,' || CAST(t.partition_no AS TEXT) || ',%' THEN 0 ELSE 1 END, t.id LIMIT 1 ",
             $lock,
             ") RETURNING id, kind, org, sandbox, batch_id, job_id, attempt, attempt_id, ",
-            "unit_no, partition_no, key_from, key_to, snapshot_seq"
+            "unit_no, partition_no, partition_last, key_from, key_to, snapshot_seq"
         )
     };
 }

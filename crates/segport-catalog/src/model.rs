@@ -25,6 +25,22 @@ pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> CatalogErro
     CatalogError::Corrupt(format!("{what}: {detail}"))
 }
 
+/// The partitions of a unit's row: `partition_no` to `partition_last` (`NULL`: the first only).
+pub(crate) fn unit_partitions(
+    first: i32,
+    last: Option<i32>,
+) -> Result<std::ops::RangeInclusive<u32>> {
+    let first = u32::try_from(first).map_err(|e| corrupt("tasks.partition_no", e))?;
+    let last = match last {
+        Some(last) => u32::try_from(last).map_err(|e| corrupt("tasks.partition_last", e))?,
+        None => first,
+    };
+    if last < first {
+        return Err(corrupt("tasks.partition_last", format!("{last} before {first}")));
+    }
+    Ok(first..=last)
+}
+
 pub(crate) fn json_or_default<T: serde::de::DeserializeOwned + Default>(
     text: Option<&str>,
 ) -> Result<T> {
@@ -225,6 +241,8 @@ pub(crate) struct ClaimRow {
     #[sqlx(default)]
     partition_no: Option<i32>,
     #[sqlx(default)]
+    partition_last: Option<i32>,
+    #[sqlx(default)]
     key_from: Option<String>,
     #[sqlx(default)]
     key_to: Option<String>,
@@ -248,8 +266,7 @@ impl TryFrom<ClaimRow> for ClaimedTask {
             unit: match (row.unit_no, row.partition_no, row.snapshot_seq) {
                 (Some(no), Some(partition), Some(snapshot_seq)) => Some(ExportUnit {
                     no: u32::try_from(no).map_err(|e| corrupt("tasks.unit_no", e))?,
-                    partition: u32::try_from(partition)
-                        .map_err(|e| corrupt("tasks.partition_no", e))?,
+                    partitions: unit_partitions(partition, row.partition_last)?,
                     key_from: row.key_from,
                     key_to: row.key_to,
                     snapshot_seq,

@@ -114,9 +114,14 @@ pub trait StoreManifest: Send + Sync + 'static {
         tenant: &Tenant,
         lease: Option<&TaskLease>,
     ) -> Result<StoreSnapshot>;
-    /// The files of the store at commit `seq` (a unit's snapshot, which its job's plan fixed
-    /// and which the unit's task row keeps from collection).
-    async fn snapshot_files(&self, tenant: &Tenant, seq: i64) -> Result<Vec<StoreFile>>;
+    /// The files in `partitions` of the store at commit `seq` (a unit's snapshot, which its
+    /// job's plan fixed and which the unit's task row keeps from collection).
+    async fn snapshot_files(
+        &self,
+        tenant: &Tenant,
+        seq: i64,
+        partitions: std::ops::RangeInclusive<u32>,
+    ) -> Result<Vec<StoreFile>>;
     /// What the live datasets of the sandbox hold of the union schema of `kind`.
     async fn held_schemas(&self, tenant: &Tenant, kind: StoreKind) -> Result<HeldSchemas>;
     /// Replaces the union schema of `kind` by `schema` (the merge of what live datasets hold)

@@ -1,6 +1,8 @@
 //! The task queue: ingest and export work claimed by workers under leases, and the commits that
 //! end it, each fenced by its lease so that an attempt taken over by another commits nothing.
 
+use std::ops::RangeInclusive;
+
 use async_trait::async_trait;
 use segport_model::batch::{BatchError, BatchStatus};
 use segport_model::job::{ExportCounters, JobProgress, JobWarning};
@@ -31,13 +33,13 @@ pub struct ClaimedTask {
     pub unit: Option<ExportUnit>,
 }
 
-/// One work unit of an export job: the profiles of one partition with keys from `key_from`
+/// One work unit of an export job: the profiles of its partitions with keys from `key_from`
 /// (included) to `key_to` (excluded; `None` leaves an end open), read at the store commit the
-/// job's plan fixed.
+/// job's plan fixed. A unit of several partitions takes them whole (its key range is open).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportUnit {
     pub no: u32,
-    pub partition: u32,
+    pub partitions: RangeInclusive<u32>,
     pub key_from: Option<String>,
     pub key_to: Option<String>,
     pub snapshot_seq: i64,
@@ -46,7 +48,7 @@ pub struct ExportUnit {
 /// A unit as a plan makes it (numbered by its position in the plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUnit {
-    pub partition: u32,
+    pub partitions: RangeInclusive<u32>,
     pub key_from: Option<String>,
     pub key_to: Option<String>,
 }
@@ -123,7 +125,7 @@ pub enum UnitCommitted {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitState {
     pub no: u32,
-    pub partition: u32,
+    pub partitions: RangeInclusive<u32>,
     /// `queued`, `running`, `done` or `failed`.
     pub state: String,
     /// The worker running it (a unit's lease owner is cleared when it ends).

@@ -290,13 +290,17 @@ pub struct JobProgress {
     pub units_total: Option<u64>,
 }
 
-/// One work unit of a job run as units (a segport addition): a partition and a range of its
-/// profile keys, run as a task of its own.
+/// One work unit of a job run as units (a segport addition), run as a task of its own: a
+/// partition and a range of its profile keys, or several whole partitions.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobUnit {
     pub unit: u32,
+    /// Its (first) partition.
     pub partition: u32,
+    /// Its last partition, when it covers several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_partition: Option<u32>,
     /// `queued`, `running`, `done` or `failed`.
     pub state: String,
     /// The worker running it, while it runs.
@@ -316,7 +320,9 @@ impl JobProgress {
     pub fn of_units(units: &[JobUnit]) -> Self {
         let mut partitions: BTreeMap<u32, bool> = BTreeMap::new();
         for u in units {
-            *partitions.entry(u.partition).or_insert(true) &= u.state == "done";
+            for partition in u.partition..=u.last_partition.unwrap_or(u.partition) {
+                *partitions.entry(partition).or_insert(true) &= u.state == "done";
+            }
         }
         Self {
             partitions_done: partitions.values().filter(|done| **done).count() as u64,

@@ -68,14 +68,16 @@ pub async fn run_export(
             (snapshot.files, schemas)
         }
         Some(unit) => {
-            // The snapshot and schemas the job's plan fixed, this unit's partition only.
+            // The snapshot and schemas the job's plan fixed, this unit's partitions only.
             let text = ctx.catalog.unit_schemas(job_id).await?.ok_or_else(|| {
                 TaskError::Invalid(format!("export job {job_id} has units but no plan"))
             })?;
             let schemas: Schemas = serde_json::from_str(&text)
                 .map_err(|e| TaskError::Invalid(format!("the plan of job {job_id}: {e}")))?;
-            let mut files = ctx.catalog.snapshot_files(tenant, unit.snapshot_seq).await?;
-            files.retain(|f| f.partition == unit.partition);
+            let files = ctx
+                .catalog
+                .snapshot_files(tenant, unit.snapshot_seq, unit.partitions.clone())
+                .await?;
             (files, schemas)
         }
     };
@@ -170,15 +172,16 @@ pub async fn run_export(
         let (output, batch_ids) = (output.clone(), batch_ids.clone());
         let handle = tokio::runtime::Handle::current();
         let inputs: Vec<PartitionInput> = inputs.into_values().collect();
-        // Output files are numbered by partition, or by unit: every name in a batch differs.
-        let first_part = task.unit.as_ref().map_or(0, |u| u.no as usize);
+        // Output files are numbered by partition, or by unit number plus partition: units are
+        // numbered in partition order and a unit of several partitions counts one per
+        // partition, so every name in a batch differs.
+        let unit_no = task.unit.as_ref().map_or(0, |u| u.no as usize);
         tokio::task::spawn_blocking(move || {
             crate::cpu().install(|| {
                 inputs
                     .par_iter()
-                    .enumerate()
-                    .map(|(part, input)| {
-                        let part = first_part + part;
+                    .map(|input| {
+                        let part = unit_no + input.partition as usize;
                         let written = run_partition(&plan, &projections, input, &progress, &cancel)
                             .map_err(Failure::Engine)?;
                         write_partition(&output, &handle, &batch_ids, part, written)
@@ -234,7 +237,11 @@ pub async fn run_export(
             all
         }),
     };
-    let left_out = datasets_left_out(ctx, tenant).await?;
+    // Said once per job: by the job run whole, or by its first unit.
+    let left_out = match &task.unit {
+        Some(unit) if unit.no > 0 => Vec::new(),
+        _ => datasets_left_out(ctx, tenant).await?,
+    };
     let warnings = job
         .warnings
         .iter()
@@ -290,29 +297,33 @@ pub async fn run_export(
             .await
         }
     };
+    let total = started.elapsed();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let timed = |what: &str| {
+        tracing::info!(
+            job_id,
+            unit = task.unit.as_ref().map(|u| u.no),
+            exported,
+            prepare_ms = ms(prepared),
+            evaluate_ms = ms(evaluated_at - prepared),
+            record_ms = ms(written_at - evaluated_at),
+            commit_ms = ms(total - written_at),
+            "{what}"
+        );
+    };
     match committed {
         Ok(UnitCommitted::Unit) => {
-            tracing::info!(job_id, exported, "export unit committed");
+            timed("export unit committed");
             Ok(())
         }
         Ok(UnitCommitted::Job) => {
-            let total = started.elapsed();
             ctx.metrics.export_finished(true, total.as_secs_f64(), Some(exported));
             if task.unit.is_some() {
                 keep_committed_files(ctx, tenant, &job).await;
             } else {
                 output.commit_visible(batch_ids.iter().map(String::as_str)).await;
             }
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            tracing::info!(
-                job_id,
-                exported,
-                prepare_ms = ms(prepared),
-                evaluate_ms = ms(evaluated_at - prepared),
-                record_ms = ms(written_at - evaluated_at),
-                commit_ms = ms(total - written_at),
-                "export committed"
-            );
+            timed("export committed");
             Ok(())
         }
         Err(CatalogError::Cancelled) => {

@@ -378,7 +378,9 @@ async fn get_one(
             .into_iter()
             .map(|u| JobUnit {
                 unit: u.no,
-                partition: u.partition,
+                partition: *u.partitions.start(),
+                last_partition: (u.partitions.end() > u.partitions.start())
+                    .then_some(*u.partitions.end()),
                 state: u.state,
                 worker: u.worker,
                 attempt: u.attempt,

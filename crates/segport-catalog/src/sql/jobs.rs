@@ -14,7 +14,7 @@ use segport_model::Tenant;
 use super::batches::INSERT_BATCHES;
 use super::common::FAIL_JOB_BATCHES;
 use super::{Db, SqlCatalog, Tx, DIALECT};
-use crate::model::{as_i64, convert_all, corrupt, JobRow};
+use crate::model::{as_i64, convert_all, corrupt, unit_partitions, JobRow};
 use crate::{
     CancelOutcome, CatalogError, JobCount, JobListQuery, Jobs, NewExportJob, Result, UnitResult,
     UnitState,
@@ -34,7 +34,8 @@ macro_rules! job_columns {
 }
 
 /// The units of a job run as units, in order; the worker is the lease's owner while one runs.
-const JOB_UNITS: &str = "SELECT unit_no, partition_no, state, lease_owner, attempt, result \
+const JOB_UNITS: &str =
+    "SELECT unit_no, partition_no, partition_last, state, lease_owner, attempt, result \
      FROM tasks WHERE org = $1 AND sandbox = $2 AND job_id = $3 AND unit_no IS NOT NULL \
      ORDER BY unit_no";
 
@@ -319,15 +320,23 @@ impl Jobs for SqlCatalog {
     }
 
     async fn export_job_units(&self, tenant: &Tenant, id: i64) -> Result<Vec<UnitState>> {
-        let rows: Vec<(i32, i32, String, Option<String>, i32, Option<String>)> =
-            sqlx::query_as(JOB_UNITS)
-                .bind(tenant.org.as_str())
-                .bind(tenant.sandbox.as_str())
-                .bind(id)
-                .fetch_all(self.read())
-                .await?;
+        #[allow(clippy::type_complexity)]
+        let rows: Vec<(
+            i32,
+            i32,
+            Option<i32>,
+            String,
+            Option<String>,
+            i32,
+            Option<String>,
+        )> = sqlx::query_as(JOB_UNITS)
+            .bind(tenant.org.as_str())
+            .bind(tenant.sandbox.as_str())
+            .bind(id)
+            .fetch_all(self.read())
+            .await?;
         rows.into_iter()
-            .map(|(no, partition, state, worker, attempt, result)| {
+            .map(|(no, first, last, state, worker, attempt, result)| {
                 let result: Option<UnitResult> = result
                     .as_deref()
                     .map(serde_json::from_str)
@@ -335,8 +344,7 @@ impl Jobs for SqlCatalog {
                     .map_err(|e| corrupt("tasks.result", e))?;
                 Ok(UnitState {
                     no: u32::try_from(no).map_err(|e| corrupt("tasks.unit_no", e))?,
-                    partition: u32::try_from(partition)
-                        .map_err(|e| corrupt("tasks.partition_no", e))?,
+                    partitions: unit_partitions(first, last)?,
                     state,
                     worker,
                     attempt,

@@ -42,7 +42,7 @@ const RELEASE_SCHEMA: &str = "UPDATE sandboxes SET \
 const SNAPSHOT_FILES: &str = "SELECT id, dataset_id, kind, partition_no, path, batch_id, \
      ingest_ms, seq, row_count, byte_count, min_key, max_key, key_fences FROM store_files \
      WHERE org = $1 AND sandbox = $2 AND seq <= $3 AND (removed_seq IS NULL OR removed_seq > $3) \
-     ORDER BY dataset_id, partition_no, seq, id";
+     AND partition_no BETWEEN $4 AND $5 ORDER BY dataset_id, partition_no, seq, id";
 
 const LIST_SANDBOXES: &str = "SELECT org, sandbox FROM sandboxes ORDER BY org, sandbox";
 
@@ -99,15 +99,22 @@ impl StoreManifest for SqlCatalog {
             (Some((Some(s), p, e)), _) => (s, p.unwrap_or_else(empty), e.unwrap_or_else(empty)),
             _ => (0, empty(), empty()),
         };
-        let files = self.snapshot_files(tenant, seq).await?;
+        let files = self.snapshot_files(tenant, seq, 0..=u32::MAX).await?;
         Ok(StoreSnapshot { seq, files, profile_schema, event_schema })
     }
 
-    async fn snapshot_files(&self, tenant: &Tenant, seq: i64) -> Result<Vec<StoreFile>> {
+    async fn snapshot_files(
+        &self,
+        tenant: &Tenant,
+        seq: i64,
+        partitions: std::ops::RangeInclusive<u32>,
+    ) -> Result<Vec<StoreFile>> {
         let rows = sqlx::query_as::<_, StoreFileRow>(SNAPSHOT_FILES)
             .bind(tenant.org.as_str())
             .bind(tenant.sandbox.as_str())
             .bind(seq)
+            .bind(i64::from(*partitions.start()))
+            .bind(i64::from(*partitions.end()))
             .fetch_all(self.read())
             .await?;
         convert_all(rows)

@@ -90,8 +90,8 @@ const TASK_SNAPSHOT: &str = "SELECT snapshot_seq, org, sandbox FROM tasks \
      WHERE id = $1 AND attempt_id = $2 AND state = 'running'";
 
 const INSERT_UNIT: &str = "INSERT INTO tasks (kind, org, sandbox, job_id, state, snapshot_seq, \
-     unit_no, partition_no, key_from, key_to, created_ms, updated_ms) \
-     VALUES ('export', $1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $9)";
+     unit_no, partition_no, partition_last, key_from, key_to, created_ms, updated_ms) \
+     VALUES ('export', $1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $10)";
 
 const SPLIT_JOB: &str = "UPDATE export_jobs SET units_total = $2, units_done = 0, \
      unit_schemas = $3, update_ms = $4 WHERE id = $1 AND status = 'PROCESSING'";
@@ -574,7 +574,8 @@ impl TaskQueue for SqlCatalog {
                 .bind(job_id)
                 .bind(snapshot_seq)
                 .bind(i64::try_from(no).unwrap_or(i64::MAX))
-                .bind(i64::from(unit.partition))
+                .bind(i64::from(*unit.partitions.start()))
+                .bind(i64::from(*unit.partitions.end()))
                 .bind(&unit.key_from)
                 .bind(&unit.key_to)
                 .bind(now_ms)

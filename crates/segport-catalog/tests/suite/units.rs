@@ -28,9 +28,10 @@ async fn store_and_job(db: &TestCatalog, t: &Tenant) -> (i64, BatchId, i64) {
 
 fn units() -> Vec<NewUnit> {
     vec![
-        NewUnit { partition: 0, key_from: None, key_to: Some("m".into()) },
-        NewUnit { partition: 0, key_from: Some("m".into()), key_to: None },
-        NewUnit { partition: 1, key_from: None, key_to: None },
+        NewUnit { partitions: 0..=0, key_from: None, key_to: Some("m".into()) },
+        NewUnit { partitions: 0..=0, key_from: Some("m".into()), key_to: None },
+        // Several whole partitions.
+        NewUnit { partitions: 1..=3, key_from: None, key_to: None },
     ]
 }
 
@@ -69,8 +70,8 @@ async fn a_split_job_commits_with_its_last_unit(backend: Backend) {
     assert_eq!(c.unit_schemas(id).await.unwrap().as_deref(), Some("{\"plan\":1}"));
     let listed = c.export_job_units(&t, id).await.unwrap();
     assert_eq!(
-        listed.iter().map(|u| (u.no, u.partition)).collect::<Vec<_>>(),
-        [(0, 0), (1, 0), (2, 1)]
+        listed.iter().map(|u| (u.no, u.partitions.clone())).collect::<Vec<_>>(),
+        [(0, 0..=0), (1, 0..=0), (2, 1..=3)]
     );
     assert!(listed.iter().all(|u| u.state == "queued" && u.attempt == 0));
 
@@ -101,7 +102,7 @@ async fn a_split_job_commits_with_its_last_unit(backend: Backend) {
     }
     let unit = |i: usize| claimed[i].unit.clone().unwrap();
     assert_eq!((unit(0).no, unit(0).key_to.as_deref()), (0, Some("m")));
-    assert_eq!((unit(1).key_from.as_deref(), unit(2).partition), (Some("m"), 1));
+    assert_eq!((unit(1).key_from.as_deref(), unit(2).partitions), (Some("m"), 1..=3));
     assert!(claimed.iter().all(|u| u.unit.as_ref().unwrap().snapshot_seq == snapshot.seq));
     let record = c.get_export_job(&t, id).await.unwrap().unwrap();
     assert_eq!(record.attempt_id, plan.lease.attempt_id);
