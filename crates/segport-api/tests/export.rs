@@ -655,13 +655,22 @@ async fn random_jobs_match_the_oracle(setup: Setup) {
 
         let job = t.create_job(spec.body.clone()).await;
         if case % 2 == 1 {
-            // Split into units of about 600 profiles: the plan, then a task per unit, several
-            // per partition (the files' row groups of 100 rows give the plan its key fences).
+            // Split into units: of about 600 profiles, several per partition (the files' row
+            // groups of 100 rows give the plan its key fences), or of about 5,000, whole
+            // partitions each; the plan, then a task per unit.
+            let unit_profiles = if case % 4 == 1 { 600 } else { 5_000 };
             let mut ctx = t.worker_context(small_limits());
-            std::sync::Arc::make_mut(&mut ctx.config).export_unit_profiles = 600;
+            std::sync::Arc::make_mut(&mut ctx.config).export_unit_profiles = unit_profiles;
             let ran = t.run_tasks_on(&segport_worker::Worker::new(ctx)).await;
             let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
-            assert!(ran > 1 + 2 * 16, "case {case}: {ran} tasks: {done}");
+            let units = done["units"].as_array().unwrap();
+            assert_eq!(ran, 1 + units.len(), "case {case}: {done}");
+            let whole = units.iter().filter(|u| u["lastPartition"].is_u64()).count();
+            if unit_profiles == 600 {
+                assert!(units.len() > 2 * 16 && whole == 0, "case {case}: {done}");
+            } else {
+                assert!(units.len() == 8 && whole == 8, "case {case}: {done}");
+            }
         } else {
             assert_eq!(t.run_tasks().await, 1, "case {case}");
         }

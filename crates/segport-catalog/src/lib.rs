@@ -53,8 +53,8 @@ pub use store::{
 };
 pub use tasks::{
     ClaimedTask, ExportCommit, ExportUnit, ExportedBatch, Heartbeat, IngestCommit, IngestCommitted,
-    NewUnit, QueueDepth, QueueStats, ReapedTask, TaskKind, TaskQueue, UnitCommit, UnitCommitted,
-    UnitResult, UnitState,
+    Locality, NewUnit, QueueDepth, QueueStats, ReapedTask, TaskKind, TaskQueue, UnitCommit,
+    UnitCommitted, UnitResult, UnitState,
 };
 pub use tokens::{TokenRecord, Tokens};
 

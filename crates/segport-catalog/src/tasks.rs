@@ -45,6 +45,19 @@ pub struct ExportUnit {
     pub snapshot_seq: i64,
 }
 
+/// What a claiming worker's cache holds, and how long it leaves units to workers that hold
+/// their partitions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Locality<'a> {
+    /// The partitions of the store files in the worker's cache.
+    pub held: &'a [u32],
+    /// How long a queued unit of a partition another live worker holds is left to that worker
+    /// (0: not at all).
+    pub wait_ms: i64,
+    /// How recently a worker must have announced its cache to count as live.
+    pub live_ms: i64,
+}
+
 /// A unit as a plan makes it (numbered by its position in the plan).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewUnit {
@@ -228,19 +241,25 @@ pub trait TaskQueue: Send + Sync + 'static {
         now_ms: i64,
         tenant_cap: Option<u32>,
     ) -> Result<Option<ClaimedTask>> {
-        self.claim_task_preferring(owner, lease_ms, now_ms, tenant_cap, &[]).await
+        self.claim_task_preferring(owner, lease_ms, now_ms, tenant_cap, &Locality::default()).await
     }
-    /// [`Self::claim_task_within`], taking first, within the tenant whose turn it is, the units
-    /// of the partitions in `partitions` (those whose files the worker holds in its cache), so
-    /// that units land where their files already are.
+    /// [`Self::claim_task_within`], keeping units where their files are: within the tenant
+    /// whose turn it is, the units of the partitions the worker holds come first, and a unit
+    /// of a partition that another live worker holds is left to it for a while (see
+    /// [`Locality`]).
     async fn claim_task_preferring(
         &self,
         owner: &str,
         lease_ms: i64,
         now_ms: i64,
         tenant_cap: Option<u32>,
-        partitions: &[u32],
+        locality: &Locality<'_>,
     ) -> Result<Option<ClaimedTask>>;
+    /// Records the partitions `held` in the local cache of worker `owner`, seen at `now_ms`
+    /// (and forgets workers not seen for an hour).
+    async fn announce_cache(&self, owner: &str, held: &[u32], now_ms: i64) -> Result<()>;
+    /// Forgets the cache of worker `owner` (it stops).
+    async fn forget_cache(&self, owner: &str) -> Result<()>;
     /// Claims the queued task of one batch, if it is still queued.
     async fn claim_batch_task(
         &self,

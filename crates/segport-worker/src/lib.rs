@@ -55,6 +55,9 @@ pub struct WorkerConfig {
     /// Profiles per work unit of an export: a larger job is split into units that any worker
     /// may run (docs/store.md).
     pub export_unit_profiles: u64,
+    /// How long a queued unit of a partition another live worker's cache holds is left to
+    /// that worker before this one takes it (docs/store.md#export-units).
+    pub locality_wait: Duration,
     pub ingest: IngestLimits,
     pub failpoints: Failpoints,
 }
@@ -73,6 +76,7 @@ impl Default for WorkerConfig {
             retention: None,
             tenant_max_running: None,
             export_unit_profiles: 250_000,
+            locality_wait: Duration::from_secs(1),
             ingest: IngestLimits::default(),
             failpoints: Failpoints::default(),
         }

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use segport_catalog::{ClaimedTask, TaskKind};
+use segport_catalog::{ClaimedTask, Locality, TaskKind};
 use segport_model::batch::BatchError;
 use segport_model::codes::{FailureCode, CANCELLED_MESSAGE};
 use segport_model::error::chain as error_chain;
@@ -26,10 +26,18 @@ pub enum TaskOutcome {
     HandedBack,
 }
 
+/// How often a worker with a cache tells the catalog what the cache holds, at least.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
+
+/// A worker counts as live for others' claims while its last announcement is this recent.
+const LIVE_FOR: Duration = Duration::from_secs(6);
+
 /// A worker process's task runner.
 pub struct Worker {
     ctx: Context,
     owner: String,
+    /// What this worker last told the catalog its cache holds, and when.
+    announced: tokio::sync::Mutex<Option<(Vec<u32>, std::time::Instant)>>,
 }
 
 impl Worker {
@@ -39,7 +47,27 @@ impl Worker {
             std::process::id(),
             &segport_model::ids::new_uuid().simple().to_string()[..8]
         );
-        Self { ctx, owner }
+        Self { ctx, owner, announced: tokio::sync::Mutex::new(None) }
+    }
+
+    /// Tells the catalog which partitions this worker's cache holds, when that changed or
+    /// the last word is getting old, so that others' claims leave their units to it (docs/
+    /// store.md#export-units). Answers what it holds. Best effort: a failed announcement only
+    /// costs locality.
+    async fn announce_cache(&self) -> Vec<u32> {
+        let Some(cache) = self.ctx.storage.cache() else { return Vec::new() };
+        let held = cache.held_partitions();
+        let mut announced = self.announced.lock().await;
+        let due = announced
+            .as_ref()
+            .is_none_or(|(last, at)| *last != held || at.elapsed() >= ANNOUNCE_EVERY);
+        if due {
+            match self.ctx.catalog.announce_cache(&self.owner, &held, now_ms()).await {
+                Ok(()) => *announced = Some((held.clone(), std::time::Instant::now())),
+                Err(e) => tracing::debug!(error = %e, "cannot announce the cache"),
+            }
+        }
+        held
     }
 
     /// The name this worker claims tasks under.
@@ -61,6 +89,21 @@ impl Worker {
         }
         let (worker, stop) = (self.clone(), shutdown.clone());
         handles.push(tokio::spawn(async move { crate::maintenance::run(&worker.ctx, stop).await }));
+        if self.ctx.storage.cache().is_some() {
+            let (worker, stop) = (self.clone(), shutdown.clone());
+            handles.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(ANNOUNCE_EVERY);
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = every.tick() => { worker.announce_cache().await; }
+                    }
+                }
+                if let Err(e) = worker.ctx.catalog.forget_cache(&worker.owner).await {
+                    tracing::debug!(error = %e, "cannot withdraw the cache announcement");
+                }
+            }));
+        }
         tracing::info!(owner = %self.owner, slots = self.ctx.config.slots, "worker started");
         for handle in handles {
             if let Err(e) = handle.await {
@@ -73,8 +116,14 @@ impl Worker {
     async fn slot(&self, slot: usize, shutdown: CancellationToken, grace: Duration) {
         let config = &self.ctx.config;
         while !shutdown.is_cancelled() {
-            // Units of partitions whose files this worker's cache holds come first.
-            let held = self.ctx.storage.cache().map(|c| c.held_partitions()).unwrap_or_default();
+            // Units of partitions whose files this worker's cache holds come first; those that
+            // another worker holds are left to it for a while.
+            let held = self.announce_cache().await;
+            let locality = Locality {
+                held: &held,
+                wait_ms: duration_ms(config.locality_wait),
+                live_ms: duration_ms(LIVE_FOR),
+            };
             let claimed = self
                 .ctx
                 .catalog
@@ -83,7 +132,7 @@ impl Worker {
                     duration_ms(config.lease),
                     now_ms(),
                     config.tenant_max_running,
-                    &held,
+                    &locality,
                 )
                 .await;
             match claimed {

@@ -276,6 +276,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "SEGPORT_EXPORT_UNIT_PROFILES", default_value_t = 250_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub export_unit_profiles: u64,
 
+    /// How long a queued export unit whose partition another live worker holds in its cache is
+    /// left to that worker before an idle one takes it and fetches its files (0s: never).
+    #[arg(long, env = "SEGPORT_LOCALITY_WAIT", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub locality_wait: Duration,
+
     /// Levels of objects and arrays a record may nest (at most 32, the store's own limit).
     #[arg(long, env = "SEGPORT_MAX_RECORD_DEPTH", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub max_record_depth: u16,

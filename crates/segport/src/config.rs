@@ -116,6 +116,7 @@ pub fn worker_config(
         retention: args.retention,
         tenant_max_running: args.tenant_max_running,
         export_unit_profiles: args.export_unit_profiles,
+        locality_wait: args.locality_wait,
         failpoints: segport_worker::Failpoints::parse(&args.failpoints)
             .map_err(anyhow::Error::msg)?,
         ingest: segport_store::ingest::IngestLimits {

@@ -17,8 +17,8 @@ use super::{SqlCatalog, Tx, DIALECT};
 use crate::model::{corrupt, task_kind, ClaimRow};
 use crate::{
     CatalogError, ClaimedTask, ExportCommit, ExportedBatch, Heartbeat, IngestCommit,
-    IngestCommitted, NewUnit, QueueDepth, QueueStats, ReapedTask, Result, TaskLease, TaskQueue,
-    UnitCommit, UnitCommitted, UnitResult,
+    IngestCommitted, Locality, NewUnit, QueueDepth, QueueStats, ReapedTask, Result, TaskLease,
+    TaskQueue, UnitCommit, UnitCommitted, UnitResult,
 };
 
 /// Gives tenant (`$1`, `$2`) the newest turn, after one of its tasks was claimed.
@@ -37,6 +37,15 @@ const TENANT_RUNNING: &str =
 const TAKE_TURN: &str = "INSERT INTO tenant_turns (org, sandbox, turn) \
      VALUES ($1, $2, (SELECT COALESCE(MAX(turn), 0) + 1 FROM tenant_turns)) \
      ON CONFLICT (org, sandbox) DO UPDATE SET turn = excluded.turn";
+
+const ANNOUNCE_CACHE: &str =
+    "INSERT INTO worker_caches (owner, held, seen_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (owner) DO UPDATE SET held = excluded.held, seen_ms = excluded.seen_ms";
+
+/// Workers not seen for an hour are gone (killed without saying so).
+const FORGET_GONE_CACHES: &str = "DELETE FROM worker_caches WHERE seen_ms < $1";
+
+const FORGET_CACHE: &str = "DELETE FROM worker_caches WHERE owner = $1";
 
 const START_JOB: &str = "UPDATE export_jobs SET status = 'PROCESSING', attempt_id = $2, \
      attempt = $3, started_ms = COALESCE(started_ms, $4), update_ms = $4 \
@@ -137,8 +146,9 @@ impl SqlCatalog {
         lease_ms: i64,
         now_ms: i64,
         tenant_cap: Option<u32>,
-        prefer: &str,
+        locality: &Locality<'_>,
     ) -> Result<Option<Option<ClaimedTask>>> {
+        let held: Vec<String> = locality.held.iter().map(u32::to_string).collect();
         let attempt_id = segport_model::ids::new_uuid().to_string();
         let cap = tenant_cap.map(i64::from);
         let mut tx = self.write().begin().await?;
@@ -148,7 +158,9 @@ impl SqlCatalog {
             .bind(owner)
             .bind(now_ms + lease_ms)
             .bind(now_ms)
-            .bind(prefer);
+            .bind(held.join(","))
+            .bind(now_ms - locality.wait_ms)
+            .bind(now_ms - locality.live_ms);
         if let Some(cap) = cap {
             claim = claim.bind(cap);
         }
@@ -295,22 +307,40 @@ impl TaskQueue for SqlCatalog {
         lease_ms: i64,
         now_ms: i64,
         tenant_cap: Option<u32>,
-        partitions: &[u32],
+        locality: &Locality<'_>,
     ) -> Result<Option<ClaimedTask>> {
-        let prefer: Vec<String> = partitions.iter().map(u32::to_string).collect();
-        let prefer = prefer.join(",");
         // A claim that raced another claim of the same tenant past its cap is rolled back and
         // made again: by then the other claim has committed, and the claim statement passes
         // the tenant over. A few rounds settle any race.
         for _ in 0..CAPPED_CLAIM_ROUNDS {
             if let Some(claimed) =
-                self.claim_once(owner, lease_ms, now_ms, tenant_cap, &prefer).await?
+                self.claim_once(owner, lease_ms, now_ms, tenant_cap, locality).await?
             {
                 return Ok(claimed);
             }
         }
         Ok(None)
     }
+    async fn announce_cache(&self, owner: &str, held: &[u32], now_ms: i64) -> Result<()> {
+        const GONE_MS: i64 = 3_600_000;
+        let held: Vec<String> = held.iter().map(u32::to_string).collect();
+        let mut tx = self.write().begin().await?;
+        sqlx::query(ANNOUNCE_CACHE)
+            .bind(owner)
+            .bind(held.join(","))
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(FORGET_GONE_CACHES).bind(now_ms - GONE_MS).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn forget_cache(&self, owner: &str) -> Result<()> {
+        sqlx::query(FORGET_CACHE).bind(owner).execute(self.write()).await?;
+        Ok(())
+    }
+
     async fn claim_batch_task(
         &self,
         owner: &str,

@@ -2,7 +2,9 @@
 //! snapshot, are retried alone, and the last unit's commit commits the job; a failed unit or a
 //! cancel ends the job and every unit.
 
-use segport_catalog::{BatchFile, ExportedBatch, NewUnit, UnitCommit, UnitCommitted, UnitResult};
+use segport_catalog::{
+    BatchFile, ExportedBatch, Locality, NewUnit, TaskLease, UnitCommit, UnitCommitted, UnitResult,
+};
 use segport_model::job::ExportCounters;
 
 use super::*;
@@ -11,6 +13,7 @@ suite!(
     a_split_job_commits_with_its_last_unit,
     a_failed_unit_or_a_cancel_ends_every_unit,
     claims_prefer_units_of_partitions_a_worker_holds,
+    a_unit_is_left_for_a_while_to_the_live_worker_that_holds_its_partition,
 );
 
 /// A sandbox with one committed store file, and an export job of one batch: (job, batch,
@@ -222,10 +225,70 @@ async fn claims_prefer_units_of_partitions_a_worker_holds(backend: Backend) {
     c.store_snapshot(&t, Some(&plan.lease)).await.unwrap();
     c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
     let unit_of = |task: Option<segport_catalog::ClaimedTask>| task.unwrap().unit.unwrap().no;
-    let holding_1 = c.claim_task_preferring("w1", 60_000, 4_000, None, &[1, 5]).await.unwrap();
-    assert_eq!(unit_of(holding_1), 2, "the unit of partition 1");
-    let holding_none = c.claim_task_preferring("w2", 60_000, 4_000, None, &[7]).await.unwrap();
-    assert_eq!(unit_of(holding_none), 0, "the oldest");
-    let capped = c.claim_task_preferring("w3", 60_000, 4_000, Some(5), &[0]).await.unwrap();
-    assert_eq!(unit_of(capped), 1);
+    let holding = |held: &'static [u32]| Locality { held, ..Locality::default() };
+    let holding_1 = c.claim_task_preferring("w1", 60_000, 4_000, None, &holding(&[1, 5])).await;
+    assert_eq!(unit_of(holding_1.unwrap()), 2, "the unit of partitions 1 to 3");
+    let holding_none = c.claim_task_preferring("w2", 60_000, 4_000, None, &holding(&[7])).await;
+    assert_eq!(unit_of(holding_none.unwrap()), 0, "the oldest");
+    let capped = c.claim_task_preferring("w3", 60_000, 4_000, Some(5), &holding(&[0])).await;
+    assert_eq!(unit_of(capped.unwrap()), 1);
+}
+
+/// A fresh unit of a partition that another live worker's cache holds is left to that worker
+/// for the locality wait; a worker holding it too, a worker gone quiet, a forgotten cache or
+/// the end of the wait lets anyone take it.
+async fn a_unit_is_left_for_a_while_to_the_live_worker_that_holds_its_partition(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let c = &db.catalog;
+    let (id, _, _) = store_and_job(&db, &t).await;
+    let plan = c.claim_task("planner", 60_000, 3_000).await.unwrap().unwrap();
+    c.store_snapshot(&t, Some(&plan.lease)).await.unwrap();
+    // Queued at 3,100: units 0 and 1 of partition 0, unit 2 of partitions 1 to 3.
+    c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
+    c.announce_cache("holder", &[0, 9], 3_500).await.unwrap();
+    let locality = |held: &'static [u32]| Locality { held, wait_ms: 2_000, live_ms: 1_000 };
+    let claim = |owner: &'static str, now: i64, held: &'static [u32]| {
+        let c = c.clone();
+        async move {
+            let task = c.claim_task_preferring(owner, 60_000, now, None, &locality(held)).await;
+            task.unwrap().map(|t| {
+                // Handed back below as queued at 3,100: each claim sees the same queue.
+                (t.unit.unwrap().no, t.lease)
+            })
+        }
+    };
+    let release = |lease: TaskLease| {
+        let c = c.clone();
+        async move { assert!(c.release_task(&lease, 3_100).await.unwrap()) }
+    };
+    // The holder is live (seen at 3,500, within 1,000 of 4,000) and the units are fresh
+    // (queued within 2,000): another worker takes only the unit nobody holds.
+    let (no, lease) = claim("idle", 4_000, &[]).await.unwrap();
+    assert_eq!(no, 2);
+    assert!(claim("idle", 4_000, &[7]).await.is_none(), "partition 0 is left to its holder");
+    release(lease).await;
+    // The holder itself, and a worker that holds the partition too, take it first.
+    for owner in ["holder", "twin"] {
+        let (no, lease) = claim(owner, 4_000, &[0]).await.unwrap();
+        assert_eq!(no, 0, "{owner}");
+        release(lease).await;
+    }
+    // A holder gone quiet (not seen within 1,000 of 4,600) holds nothing back.
+    let (no, lease) = claim("idle", 4_600, &[]).await.unwrap();
+    assert_eq!(no, 0);
+    release(lease).await;
+    // Nor does a holder past the wait: queued at 3,100, left until 5,100.
+    c.announce_cache("holder", &[0], 5_050).await.unwrap();
+    let (no, lease) = claim("idle", 5_060, &[]).await.unwrap();
+    assert_eq!(no, 2, "still left at 5,060");
+    release(lease).await;
+    let (no, lease) = claim("idle", 5_200, &[]).await.unwrap();
+    assert_eq!(no, 0, "taken at 5,200");
+    release(lease).await;
+    // A stopped worker's cache is forgotten.
+    c.announce_cache("holder", &[0], 5_300).await.unwrap();
+    c.forget_cache("holder").await.unwrap();
+    let (no, _) = claim("idle", 5_000, &[]).await.unwrap();
+    assert_eq!(no, 0);
 }
