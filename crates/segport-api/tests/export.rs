@@ -31,6 +31,7 @@ on_s3!(
     cancelling_a_running_export_leaves_nothing,
     export_batches_are_deleted_on_request_and_by_retention,
     data_access_links_are_absolute_and_ids_opaque,
+    units_another_worker_holds_are_taken_after_the_locality_wait,
 );
 
 /// A small store: `n` generated profiles with their events, in one batch each.
@@ -1137,4 +1138,56 @@ async fn a_small_job_finishes_while_a_large_export_runs(setup: Setup) {
     assert_eq!(large_done["status"], "SUCCEEDED", "{large_done}");
     let listed = large_done["units"].as_array().unwrap();
     assert!(listed.iter().all(|u| u["state"] == "done" && u["attempt"] == 1), "{large_done}");
+}
+
+/// Delay scheduling on an S3 root: while another live worker announces that its cache holds
+/// every partition, a worker leaves the job's units to it for the locality wait, then takes
+/// them all and the job succeeds; it never waits for a holder that does not run them.
+async fn units_another_worker_holds_are_taken_after_the_locality_wait(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    small_store(&t, 2_000).await;
+    let catalog = t.db.catalog.clone();
+    let now = segport_model::time::now_ms;
+    let all: Vec<u32> = (0..16).collect();
+    catalog.announce_cache("busy-elsewhere", &all, now()).await.unwrap();
+    let mut ctx = t.worker_context(small_limits());
+    {
+        let config = std::sync::Arc::make_mut(&mut ctx.config);
+        config.slots = 1;
+        config.export_unit_profiles = 150;
+        config.poll = std::time::Duration::from_millis(50);
+        config.locality_wait = std::time::Duration::from_secs(2);
+    }
+    let worker = std::sync::Arc::new(segport_worker::Worker::new(ctx));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run(shutdown.clone(), std::time::Duration::from_secs(5)));
+
+    let export = t.export_dataset().await;
+    let id = t.create_job(minimal_job(&export)).await["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut split_at = None;
+    let done = loop {
+        // The other worker stays live (it announces every few seconds).
+        catalog.announce_cache("busy-elsewhere", &all, now()).await.unwrap();
+        let job = t.get(&format!("/export/jobs/{id}")).await.body;
+        if job["status"] != "NEW" && job["status"] != "PROCESSING" {
+            break job;
+        }
+        // For the first second after the split, every unit is left to the other worker.
+        if let Some(units) = job["units"].as_array() {
+            let since = *split_at.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() < std::time::Duration::from_secs(1) {
+                assert!(units.iter().all(|u| u["state"] == "queued"), "taken at once: {job}");
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the job did not end: {job}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    shutdown.cancel();
+    running.await.unwrap();
+    assert!(split_at.is_some(), "the job was seen split: {done}");
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let units = done["units"].as_array().unwrap();
+    assert!(units.len() >= 16, "{done}");
+    assert!(units.iter().all(|u| u["state"] == "done" && u["attempt"] == 1), "{done}");
 }

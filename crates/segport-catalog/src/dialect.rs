@@ -5,8 +5,8 @@
 /// A backend's versions of the statements that lock rows.
 pub(crate) struct Dialect {
     /// Claims the oldest queued task: `$1` attempt id, `$2` owner, `$3` lease expiry, `$4` now,
-    /// `$5` the partitions to prefer, `$6` and `$7` the bounds of the locality wait (see
-    /// [`claim_sql!`]).
+    /// `$5` the partitions to prefer, `$6` 1 to leave units to the workers that hold them, `$7`
+    /// the time after which a worker's announcement counts (see [`claim_sql!`]).
     pub claim_task: &'static str,
     /// The same, passing over tenants that run `$8` tasks already.
     pub claim_task_capped: &'static str,
@@ -32,10 +32,9 @@ pub(crate) struct Dialect {
 /// form takes `$6`, the per-tenant cap on running tasks: a tenant running that many is passed
 /// over (a count per queued task, paid only when a cap is set).
 ///
-/// A unit queued after `$6` (now less the locality wait) of a partition that the claiming
-/// worker does not hold but another worker seen after `$7` does is left to that worker: it will
-/// run it from its cache soon, and an idle worker taking it would fetch its files again. Once
-/// the wait is over, anyone takes it.
+/// With `$6 = 1`, a unit of a partition that the claiming worker does not hold but another
+/// worker seen after `$7` does is left to that worker: it will run it from its cache, where
+/// the claiming worker would fetch its files again.
 ///
 /// The task claimed is the oldest queued one of the tenant whose last claim is oldest (a tenant
 /// never claimed comes first): tenants take turns, so one tenant's backlog never holds back
@@ -60,7 +59,7 @@ macro_rules! claim_sql {
             "snapshot_seq = CASE WHEN unit_no IS NULL THEN NULL ELSE snapshot_seq END ",
             "WHERE id = (SELECT t.id FROM tasks t LEFT JOIN tenant_turns r ",
             "ON r.org = t.org AND r.sandbox = t.sandbox WHERE t.state = 'queued' ",
-            "AND NOT (t.unit_no IS NOT NULL AND t.updated_ms > $6 AND ',' || $5 || ',' NOT LIKE ",
+            "AND NOT ($6 = 1 AND t.unit_no IS NOT NULL AND ',' || $5 || ',' NOT LIKE ",
             "'%,' || CAST(t.partition_no AS TEXT) || ',%' AND EXISTS (SELECT 1 FROM worker_caches w ",
             "WHERE w.owner <> $2 AND w.seen_ms > $7 AND ',' || w.held || ',' LIKE ",
             "'%,' || CAST(t.partition_no AS TEXT) || ',%')) ",

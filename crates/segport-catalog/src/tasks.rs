@@ -45,15 +45,15 @@ pub struct ExportUnit {
     pub snapshot_seq: i64,
 }
 
-/// What a claiming worker's cache holds, and how long it leaves units to workers that hold
-/// their partitions.
+/// What a claiming worker's cache holds, and whether it leaves units to the workers that
+/// hold their partitions.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Locality<'a> {
     /// The partitions of the store files in the worker's cache.
     pub held: &'a [u32],
-    /// How long a queued unit of a partition another live worker holds is left to that worker
-    /// (0: not at all).
-    pub wait_ms: i64,
+    /// Passes over the units of partitions that another live worker holds and this one does
+    /// not (a worker does so until it has found nothing else for a while).
+    pub leave_to_holders: bool,
     /// How recently a worker must have announced its cache to count as live.
     pub live_ms: i64,
 }

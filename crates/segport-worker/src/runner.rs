@@ -115,15 +115,17 @@ impl Worker {
 
     async fn slot(&self, slot: usize, shutdown: CancellationToken, grace: Duration) {
         let config = &self.ctx.config;
+        // Since when this slot has found nothing but units other workers hold (delay
+        // scheduling): after `locality_wait` of that, it takes those too.
+        let mut passing_since: Option<std::time::Instant> = None;
         while !shutdown.is_cancelled() {
             // Units of partitions whose files this worker's cache holds come first; those that
-            // another worker holds are left to it for a while.
+            // another worker holds are left to it until this slot has waited long enough.
             let held = self.announce_cache().await;
-            let locality = Locality {
-                held: &held,
-                wait_ms: duration_ms(config.locality_wait),
-                live_ms: duration_ms(LIVE_FOR),
-            };
+            let leave_to_holders = config.locality_wait > Duration::ZERO
+                && passing_since.is_none_or(|since| since.elapsed() < config.locality_wait);
+            let locality =
+                Locality { held: &held, leave_to_holders, live_ms: duration_ms(LIVE_FOR) };
             let claimed = self
                 .ctx
                 .catalog
@@ -137,13 +139,27 @@ impl Worker {
                 .await;
             match claimed {
                 Ok(Some(task)) => {
+                    // A slot that took a unit another worker holds goes on taking them until
+                    // it finds nothing at all: the holders were busy.
+                    if leave_to_holders {
+                        passing_since = None;
+                    }
                     tracing::info!(slot, task_id = task.lease.task_id, attempt = task.attempt, kind = ?task.kind, "task claimed");
                     let outcome = self.run_claimed(task, shutdown.clone(), grace).await;
                     tracing::info!(slot, ?outcome, "task ended");
                 }
                 Ok(None) => {
+                    // Nothing even without leaving units to others: the queue is empty for
+                    // this worker, and the next units it sees start a new wait.
+                    let mut wait = config.poll;
+                    if !leave_to_holders {
+                        passing_since = None;
+                    } else {
+                        let since = *passing_since.get_or_insert_with(std::time::Instant::now);
+                        wait = wait.min(config.locality_wait.saturating_sub(since.elapsed()));
+                    }
                     tokio::select! {
-                        () = self.ctx.catalog.wait_for_tasks(config.poll) => {}
+                        () = self.ctx.catalog.wait_for_tasks(wait) => {}
                         () = shutdown.cancelled() => {}
                     }
                 }

@@ -159,7 +159,7 @@ impl SqlCatalog {
             .bind(now_ms + lease_ms)
             .bind(now_ms)
             .bind(held.join(","))
-            .bind(now_ms - locality.wait_ms)
+            .bind(i32::from(locality.leave_to_holders))
             .bind(now_ms - locality.live_ms);
         if let Some(cap) = cap {
             claim = claim.bind(cap);

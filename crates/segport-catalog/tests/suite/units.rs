@@ -13,7 +13,7 @@ suite!(
     a_split_job_commits_with_its_last_unit,
     a_failed_unit_or_a_cancel_ends_every_unit,
     claims_prefer_units_of_partitions_a_worker_holds,
-    a_unit_is_left_for_a_while_to_the_live_worker_that_holds_its_partition,
+    a_unit_is_left_to_the_live_worker_that_holds_its_partition,
 );
 
 /// A sandbox with one committed store file, and an export job of one batch: (job, batch,
@@ -234,61 +234,58 @@ async fn claims_prefer_units_of_partitions_a_worker_holds(backend: Backend) {
     assert_eq!(unit_of(capped.unwrap()), 1);
 }
 
-/// A fresh unit of a partition that another live worker's cache holds is left to that worker
-/// for the locality wait; a worker holding it too, a worker gone quiet, a forgotten cache or
-/// the end of the wait lets anyone take it.
-async fn a_unit_is_left_for_a_while_to_the_live_worker_that_holds_its_partition(backend: Backend) {
+/// A unit of a partition that another live worker's cache holds is left to that worker by
+/// claims that leave units to their holders; a worker holding it too, a holder gone quiet, a
+/// forgotten cache or a claim that no longer leaves them takes it.
+async fn a_unit_is_left_to_the_live_worker_that_holds_its_partition(backend: Backend) {
     let db = TestCatalog::new(backend).await;
     let t = tenant("org", "prod");
     let c = &db.catalog;
     let (id, _, _) = store_and_job(&db, &t).await;
     let plan = c.claim_task("planner", 60_000, 3_000).await.unwrap().unwrap();
     c.store_snapshot(&t, Some(&plan.lease)).await.unwrap();
-    // Queued at 3,100: units 0 and 1 of partition 0, unit 2 of partitions 1 to 3.
+    // Units 0 and 1 of partition 0, unit 2 of partitions 1 to 3.
     c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
     c.announce_cache("holder", &[0, 9], 3_500).await.unwrap();
-    let locality = |held: &'static [u32]| Locality { held, wait_ms: 2_000, live_ms: 1_000 };
-    let claim = |owner: &'static str, now: i64, held: &'static [u32]| {
+    let claim = |owner: &'static str, now: i64, held: &'static [u32], leave: bool| {
         let c = c.clone();
         async move {
-            let task = c.claim_task_preferring(owner, 60_000, now, None, &locality(held)).await;
-            task.unwrap().map(|t| {
-                // Handed back below as queued at 3,100: each claim sees the same queue.
-                (t.unit.unwrap().no, t.lease)
-            })
+            let locality = Locality { held, leave_to_holders: leave, live_ms: 1_000 };
+            let task = c.claim_task_preferring(owner, 60_000, now, None, &locality).await;
+            // Handed back below: each claim sees the same queue.
+            task.unwrap().map(|t| (t.unit.unwrap().no, t.lease))
         }
     };
     let release = |lease: TaskLease| {
         let c = c.clone();
         async move { assert!(c.release_task(&lease, 3_100).await.unwrap()) }
     };
-    // The holder is live (seen at 3,500, within 1,000 of 4,000) and the units are fresh
-    // (queued within 2,000): another worker takes only the unit nobody holds.
-    let (no, lease) = claim("idle", 4_000, &[]).await.unwrap();
+    // The holder is live (seen at 3,500, within 1,000 of 4,000): another worker takes only the
+    // unit nobody holds, then nothing.
+    let (no, lease) = claim("idle", 4_000, &[], true).await.unwrap();
     assert_eq!(no, 2);
-    assert!(claim("idle", 4_000, &[7]).await.is_none(), "partition 0 is left to its holder");
+    assert!(claim("idle", 4_000, &[7], true).await.is_none(), "partition 0 is left to its holder");
+    // Unless it no longer leaves units to their holders.
+    let (no, stolen) = claim("idle", 4_000, &[], false).await.unwrap();
+    assert_eq!(no, 0);
+    release(stolen).await;
     release(lease).await;
     // The holder itself, and a worker that holds the partition too, take it first.
     for owner in ["holder", "twin"] {
-        let (no, lease) = claim(owner, 4_000, &[0]).await.unwrap();
+        let (no, lease) = claim(owner, 4_000, &[0], true).await.unwrap();
         assert_eq!(no, 0, "{owner}");
         release(lease).await;
     }
     // A holder gone quiet (not seen within 1,000 of 4,600) holds nothing back.
-    let (no, lease) = claim("idle", 4_600, &[]).await.unwrap();
+    let (no, lease) = claim("idle", 4_600, &[], true).await.unwrap();
     assert_eq!(no, 0);
     release(lease).await;
-    // Nor does a holder past the wait: queued at 3,100, left until 5,100.
-    c.announce_cache("holder", &[0], 5_050).await.unwrap();
-    let (no, lease) = claim("idle", 5_060, &[]).await.unwrap();
-    assert_eq!(no, 2, "still left at 5,060");
-    release(lease).await;
-    let (no, lease) = claim("idle", 5_200, &[]).await.unwrap();
-    assert_eq!(no, 0, "taken at 5,200");
-    release(lease).await;
     // A stopped worker's cache is forgotten.
-    c.announce_cache("holder", &[0], 5_300).await.unwrap();
+    c.announce_cache("holder", &[0], 5_000).await.unwrap();
+    let (no, lease) = claim("idle", 5_100, &[], true).await.unwrap();
+    assert_eq!(no, 2, "left while announced");
+    release(lease).await;
     c.forget_cache("holder").await.unwrap();
-    let (no, _) = claim("idle", 5_000, &[]).await.unwrap();
+    let (no, _) = claim("idle", 5_100, &[], true).await.unwrap();
     assert_eq!(no, 0);
 }
