@@ -29,6 +29,16 @@ async fn store_and_job(db: &TestCatalog, t: &Tenant) -> (i64, BatchId, i64) {
     (id, record.spec.destination.batch_ids()[0].clone(), file)
 }
 
+/// [`store_and_job`], its job planned at 3,000 and split into [`units`] at 3,100.
+async fn split_job(db: &TestCatalog, t: &Tenant) -> (i64, BatchId) {
+    let (id, batch, _) = store_and_job(db, t).await;
+    let c = &db.catalog;
+    let plan = c.claim_task("planner", 60_000, 3_000).await.unwrap().unwrap();
+    c.store_snapshot(t, Some(&plan.lease)).await.unwrap();
+    c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
+    (id, batch)
+}
+
 fn units() -> Vec<NewUnit> {
     vec![
         NewUnit { partitions: 0..=0, key_from: None, key_to: Some("m".into()) },
@@ -165,10 +175,7 @@ async fn a_failed_unit_or_a_cancel_ends_every_unit(backend: Backend) {
     let db = TestCatalog::new(backend).await;
     let t = tenant("org", "prod");
     let c = &db.catalog;
-    let (id, batch, _) = store_and_job(&db, &t).await;
-    let plan = c.claim_task("planner", 60_000, 3_000).await.unwrap().unwrap();
-    c.store_snapshot(&t, Some(&plan.lease)).await.unwrap();
-    c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
+    let (id, batch) = split_job(&db, &t).await;
     let first = c.claim_task("w0", 60_000, 4_000).await.unwrap().unwrap();
     let second = c.claim_task("w1", 60_000, 4_000).await.unwrap().unwrap();
     let error = segport_model::batch::BatchError {
@@ -220,10 +227,7 @@ async fn claims_prefer_units_of_partitions_a_worker_holds(backend: Backend) {
     let db = TestCatalog::new(backend).await;
     let t = tenant("org", "prod");
     let c = &db.catalog;
-    let (id, _, _) = store_and_job(&db, &t).await;
-    let plan = c.claim_task("planner", 60_000, 3_000).await.unwrap().unwrap();
-    c.store_snapshot(&t, Some(&plan.lease)).await.unwrap();
-    c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
+    split_job(&db, &t).await;
     let unit_of = |task: Option<segport_catalog::ClaimedTask>| task.unwrap().unit.unwrap().no;
     let holding = |held: &'static [u32]| Locality { held, ..Locality::default() };
     let holding_1 = c.claim_task_preferring("w1", 60_000, 4_000, None, &holding(&[1, 5])).await;
@@ -241,11 +245,8 @@ async fn a_unit_is_left_to_the_live_worker_that_holds_its_partition(backend: Bac
     let db = TestCatalog::new(backend).await;
     let t = tenant("org", "prod");
     let c = &db.catalog;
-    let (id, _, _) = store_and_job(&db, &t).await;
-    let plan = c.claim_task("planner", 60_000, 3_000).await.unwrap().unwrap();
-    c.store_snapshot(&t, Some(&plan.lease)).await.unwrap();
     // Units 0 and 1 of partition 0, unit 2 of partitions 1 to 3.
-    c.split_export(&plan.lease, id, &units(), "{}", 3_100).await.unwrap();
+    split_job(&db, &t).await;
     c.announce_cache("holder", &[0, 9], 3_500).await.unwrap();
     let claim = |owner: &'static str, now: i64, held: &'static [u32], leave: bool| {
         let c = c.clone();
