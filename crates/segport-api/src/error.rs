@@ -45,6 +45,12 @@ pub enum ApiError {
     Overloaded(usize),
     #[error("{0}")]
     Timeout(String),
+    /// A bounded pool (engine reads) is full.
+    #[error("{0}")]
+    Busy(String),
+    /// A read ran past its deadline.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
     // Gateway-shaped errors (headers and tokens).
@@ -74,7 +80,10 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
-            ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,

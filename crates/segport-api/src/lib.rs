@@ -10,6 +10,7 @@ mod error;
 mod extract;
 pub mod metrics;
 mod openapi;
+pub mod reads;
 mod routes;
 pub mod server;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Where clients reach the service, for absolute links; `None`: from the request's headers.
     pub public_url: Option<Arc<str>>,
+    /// Engine reads (profile look-ups) running in this process.
+    pub reads: reads::ReadPool,
 }
 
 /// Time and concurrency limits of requests (docs/limits.md). Connection-level limits (header
@@ -61,11 +64,20 @@ pub struct RequestLimits {
     /// Requests served at once; beyond it, every route but `/healthz` and `/readyz` answers
     /// 503 at once.
     pub max_in_flight: usize,
+    /// Engine reads (profile look-ups) run at once; beyond it they answer 503.
+    pub read_slots: usize,
+    /// How long an engine read may take before it answers 504.
+    pub read_deadline: std::time::Duration,
 }
 
 impl Default for RequestLimits {
     fn default() -> Self {
-        Self { body_idle: std::time::Duration::from_secs(30), max_in_flight: 1024 }
+        Self {
+            body_idle: std::time::Duration::from_secs(30),
+            max_in_flight: 1024,
+            read_slots: std::thread::available_parallelism().map_or(2, |n| n.get() * 2),
+            read_deadline: std::time::Duration::from_secs(10),
+        }
     }
 }
 
@@ -83,12 +95,17 @@ impl AppState {
                 RequestLimits::default().max_in_flight,
             )),
             public_url: None,
+            reads: reads::ReadPool::new(
+                RequestLimits::default().read_slots,
+                RequestLimits::default().read_deadline,
+            ),
         }
     }
 
     /// The state with `limits` in force.
     pub fn with_limits(mut self, limits: RequestLimits) -> Self {
         self.in_flight = Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1)));
+        self.reads = reads::ReadPool::new(limits.read_slots, limits.read_deadline);
         self.limits = limits;
         self
     }

@@ -106,7 +106,16 @@ pub struct HeldSchemas {
 #[async_trait]
 pub trait StoreManifest: Send + Sync + 'static {
     /// The store settings and state of a sandbox (which must exist).
-    async fn store_state(&self, tenant: &Tenant) -> Result<StoreState>;
+    async fn store_state(&self, tenant: &Tenant) -> Result<StoreState> {
+        self.find_store_state(tenant).await?.ok_or_else(|| {
+            crate::CatalogError::Corrupt(format!(
+                "sandbox {}/{} has no store state",
+                tenant.org, tenant.sandbox
+            ))
+        })
+    }
+    /// The store settings and state of a sandbox, if the catalog knows it.
+    async fn find_store_state(&self, tenant: &Tenant) -> Result<Option<StoreState>>;
     /// The files of the store now. With a lease, the snapshot's sequence is recorded with the
     /// task, so that no file it includes is deleted before the task ends.
     async fn store_snapshot(

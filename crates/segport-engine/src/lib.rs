@@ -11,6 +11,7 @@
 mod columnar;
 mod columns;
 mod error;
+pub mod lookup;
 mod merge;
 pub mod plan;
 mod prefilter;

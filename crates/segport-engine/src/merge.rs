@@ -182,6 +182,18 @@ impl RowRef {
         self.loaded.ingest.value(self.row)
     }
 
+    /// An event's `_id`, when the row is an event that has one.
+    pub fn event_id(&self) -> Option<&str> {
+        let ids = self.loaded.event_ids.as_ref().filter(|ids| !ids.is_null(self.row))?;
+        Some(ids.value(self.row))
+    }
+
+    /// An event's `timestamp` (ms), when the row is an event that has one.
+    pub fn event_time(&self) -> Option<i64> {
+        let times = self.loaded.event_times.as_ref().filter(|t| !t.is_null(self.row))?;
+        Some(times.value(self.row))
+    }
+
     /// The total order of "most recent": ingest time, commit, position in the batch.
     pub fn recency(&self) -> (i64, i64, u64) {
         (self.ingest_ms(), self.loaded.seq.value(self.row), self.loaded.ord.value(self.row))

@@ -12,6 +12,19 @@ pub enum Precedence {
     DatasetOrder(Vec<String>),
 }
 
+impl Precedence {
+    /// The precedence of merge policy `policy`.
+    pub fn of(policy: &segport_model::merge_policy::MergePolicy) -> Self {
+        use segport_model::merge_policy::AttributeMergeType;
+        match policy.attribute_merge.kind {
+            AttributeMergeType::TimestampOrdered => Precedence::TimestampOrdered,
+            AttributeMergeType::DataSetPrecedence => Precedence::DatasetOrder(
+                policy.attribute_merge.order.iter().flatten().map(|d| d.to_string()).collect(),
+            ),
+        }
+    }
+}
+
 /// One `filter.segments[]` entry, with the qualification window (both bounds inclusive).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentMatch {

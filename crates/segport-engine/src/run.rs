@@ -47,8 +47,8 @@ pub struct Projections {
     pub profile: Projection,
     pub events: Option<Projection>,
     pub schema: SchemaRef,
-    profile_read: ReadColumns,
-    event_read: ReadColumns,
+    pub(crate) profile_read: ReadColumns,
+    pub(crate) event_read: ReadColumns,
     /// Whether profiles with fragments may take the columnar path: no events, and map
     /// selections that only pick keys (so the map's value type is not cut).
     columnar: bool,

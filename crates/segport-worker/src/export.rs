@@ -20,7 +20,6 @@ use segport_engine::{
 use segport_model::codes::{FailureCode, WarningCode};
 use segport_model::dataset::DatasetClass;
 use segport_model::job::{ExportCounters, ExportJobRecord, JobProgress, JobWarning};
-use segport_model::merge_policy::AttributeMergeType;
 use segport_model::Tenant;
 use segport_store::output::{AttemptOutput, WrittenFile};
 use segport_store::schema::UnionSchema;
@@ -444,12 +443,7 @@ fn plan(
         .merge_policy
         .as_ref()
         .ok_or_else(|| TaskError::Invalid("the job has no merge policy".into()))?;
-    let precedence = match policy.attribute_merge.kind {
-        AttributeMergeType::TimestampOrdered => Precedence::TimestampOrdered,
-        AttributeMergeType::DataSetPrecedence => Precedence::DatasetOrder(
-            policy.attribute_merge.order.iter().flatten().map(|d| d.to_string()).collect(),
-        ),
-    };
+    let precedence = Precedence::of(policy);
     Ok(ExportPlan {
         segments,
         from_ingest_ms: spec.filter.from_ingest_timestamp.as_ref().map(|t| t.epoch_ms()),

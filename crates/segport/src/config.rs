@@ -144,6 +144,11 @@ pub fn http_limits(
         segport_api::RequestLimits {
             body_idle: args.body_timeout,
             max_in_flight: args.max_in_flight,
+            read_slots: args.lookup_concurrency.map_or_else(
+                || segport_api::RequestLimits::default().read_slots,
+                usize::from,
+            ),
+            read_deadline: args.lookup_deadline,
         },
     )
 }

@@ -1,5 +1,6 @@
 //! The routes of the API, one module per resource family.
 
+mod access;
 mod catalog;
 mod data_access;
 mod import;
@@ -20,6 +21,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(data_access::routes())
         .merge(import::routes())
         .merge(merge_policies::routes())
+        .merge(access::routes())
 }
 
 /// The batch a path names (validated id) in the request's tenant, or 400/404.

@@ -54,19 +54,14 @@ const FORGET_FILE: &str = "DELETE FROM store_files WHERE id = $1";
 
 #[async_trait]
 impl StoreManifest for SqlCatalog {
-    async fn store_state(&self, tenant: &Tenant) -> Result<StoreState> {
-        let row = sqlx::query_as::<_, StoreStateRow>(SELECT_STORE_STATE)
+    async fn find_store_state(&self, tenant: &Tenant) -> Result<Option<StoreState>> {
+        sqlx::query_as::<_, StoreStateRow>(SELECT_STORE_STATE)
             .bind(tenant.org.as_str())
             .bind(tenant.sandbox.as_str())
             .fetch_optional(self.read())
-            .await?;
-        match row {
-            Some(row) => row.try_into(),
-            None => Err(CatalogError::Corrupt(format!(
-                "sandbox {}/{} has no store state",
-                tenant.org, tenant.sandbox
-            ))),
-        }
+            .await?
+            .map(TryInto::try_into)
+            .transpose()
     }
 
     async fn store_snapshot(
