@@ -1,8 +1,8 @@
 //! The bounded pool in which the api process runs the engine for reads (profile look-ups and,
-//! later, previews): a few at once, each within a deadline, so that a heavy read never stalls
-//! the API (docs/limits.md). A read that finds the pool full is refused at once (503); one past
-//! its deadline is answered 504, and its work, which cannot be interrupted midway, keeps its
-//! slot until it ends, so the pool's bound holds.
+//! later, previews): a few at once, a bounded number waiting, each within a deadline, so that
+//! heavy reads never stall the API (docs/limits.md). A read that finds the pool and its queue
+//! full is refused at once (503); one past its deadline is answered 504, and its work, which
+//! cannot be interrupted midway, keeps its slot until it ends, so the pool's bound holds.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,10 +12,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::ApiError;
 
+/// Reads that may wait for a slot, per slot, before more are refused.
+const WAITING_PER_SLOT: usize = 16;
+
 /// Engine reads in flight in the api process.
 #[derive(Clone)]
 pub struct ReadPool {
-    permits: Arc<Semaphore>,
+    /// Reads admitted: running or waiting for a slot.
+    admitted: Arc<Semaphore>,
+    /// Reads running.
+    running: Arc<Semaphore>,
     slots: usize,
     deadline: Duration,
 }
@@ -23,23 +29,38 @@ pub struct ReadPool {
 impl ReadPool {
     pub fn new(slots: usize, deadline: Duration) -> Self {
         let slots = slots.max(1);
-        Self { permits: Arc::new(Semaphore::new(slots)), slots, deadline }
+        Self {
+            admitted: Arc::new(Semaphore::new(slots * (1 + WAITING_PER_SLOT))),
+            running: Arc::new(Semaphore::new(slots)),
+            slots,
+            deadline,
+        }
     }
 
     /// Runs `read` (whose engine part goes through [`ReadSlot::blocking`]) in a slot of the pool
-    /// within the deadline.
+    /// within the deadline, which includes the wait for the slot.
     pub async fn run<T, F>(&self, read: impl FnOnce(ReadSlot) -> F) -> Result<T, ApiError>
     where
         F: Future<Output = Result<T, ApiError>>,
     {
-        let permit = self.permits.clone().try_acquire_owned().map_err(|_| {
+        let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
             ApiError::Busy(format!(
-                "{} look-ups are running, as many as this server runs at once; retry shortly",
-                self.slots
+                "{} look-ups are running and {} waiting, as many as this server takes; retry \
+                 shortly",
+                self.slots,
+                self.slots * WAITING_PER_SLOT
             ))
         })?;
-        let slot = ReadSlot { permit: Arc::new(permit) };
-        match tokio::time::timeout(self.deadline, read(slot)).await {
+        let read = async {
+            let running = self
+                .running
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| ApiError::Internal(Box::new(e)))?;
+            read(ReadSlot { permits: Arc::new((admitted, running)) }).await
+        };
+        match tokio::time::timeout(self.deadline, read).await {
             Ok(answer) => answer,
             Err(_) => Err(ApiError::DeadlineExceeded(format!(
                 "the look-up took longer than its deadline of {} ms",
@@ -51,7 +72,7 @@ impl ReadPool {
 
 /// A read's place in the pool, held until its blocking work ends.
 pub struct ReadSlot {
-    permit: Arc<OwnedSemaphorePermit>,
+    permits: Arc<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
 }
 
 impl ReadSlot {
@@ -61,9 +82,9 @@ impl ReadSlot {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, ApiError> {
-        let permit = self.permit.clone();
+        let permits = self.permits.clone();
         tokio::task::spawn_blocking(move || {
-            let _slot = permit;
+            let _slot = permits;
             work()
         })
         .await

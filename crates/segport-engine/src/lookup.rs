@@ -101,8 +101,15 @@ fn rows_of(
     let mut sources: Vec<String> = Vec::new();
     let never = std::sync::atomic::AtomicBool::new(false);
     for (file, rank) in included(files, kind, plan) {
-        let open = [(OpenFile::open(file, false, &input.keys)?, rank)];
-        for mut cursor in open_all(&open, vec![None], read)? {
+        // The key's rows are picked: gathered from the row file, where there is one, without
+        // parsing the Parquet footer or decompressing a page.
+        let opened = OpenFile::open(file, true, &input.keys)?;
+        let picked: Vec<usize> = opened.bounds.clone().map(Iterator::collect).unwrap_or_default();
+        if picked.is_empty() {
+            continue;
+        }
+        let open = [(opened, rank)];
+        for mut cursor in open_all(&open, vec![Some(picked)], read)? {
             let before = rows.len();
             cursor.take(key, &mut rows, &never)?;
             if rows.len() > before && !sources.contains(&file.dataset) {

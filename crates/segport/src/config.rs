@@ -144,10 +144,9 @@ pub fn http_limits(
         segport_api::RequestLimits {
             body_idle: args.body_timeout,
             max_in_flight: args.max_in_flight,
-            read_slots: args.lookup_concurrency.map_or_else(
-                || segport_api::RequestLimits::default().read_slots,
-                usize::from,
-            ),
+            read_slots: args
+                .lookup_concurrency
+                .map_or_else(|| segport_api::RequestLimits::default().read_slots, usize::from),
             read_deadline: args.lookup_deadline,
         },
     )
