@@ -11,6 +11,7 @@
 mod columnar;
 mod columns;
 mod error;
+pub mod job;
 pub mod lookup;
 mod merge;
 pub mod plan;
@@ -23,5 +24,5 @@ mod source;
 pub use error::EngineError;
 pub use plan::{EventWindow, ExportPlan, Precedence, SegmentMatch};
 pub use run::{projections, run_partition, PartitionOutput, Progress, Projections};
-pub use sink::{empty_output, encode_rows};
+pub use sink::{empty_output, encode_rows, output_rows};
 pub use source::{KeyRange, PartitionInput, SourceFile};

@@ -133,6 +133,27 @@ impl Sink {
 
 /// An output file without rows (its schema alone), encoded as every output file is: a batch
 /// that got no row still holds one file.
+/// The first `limit` rows of an encoded output file, as JSON (maps as objects).
+pub fn output_rows(file: &Bytes, limit: usize) -> Result<Vec<Value>, EngineError> {
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file.clone())
+            .map_err(EngineError::output)?
+            .with_batch_size(limit.clamp(1, 8192))
+            .with_limit(limit)
+            .build()
+            .map_err(EngineError::output)?;
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for batch in reader {
+        writer.write(&batch.map_err(EngineError::output)?).map_err(EngineError::output)?;
+    }
+    writer.finish().map_err(EngineError::output)?;
+    let text = writer.into_inner();
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&text).map_err(EngineError::output)
+}
+
 pub fn empty_output(schema: &SchemaRef) -> Result<Bytes, EngineError> {
     let mut sink = Sink::new(schema.clone(), Selection::default(), None);
     sink.write(&RecordBatch::new_empty(schema.clone()))?;

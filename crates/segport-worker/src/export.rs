@@ -14,8 +14,8 @@ use segport_catalog::{
     StoreKind, TaskLease, UnitCommit, UnitCommitted, UnitResult,
 };
 use segport_engine::{
-    empty_output, projections, run_partition, EngineError, EventWindow, ExportPlan, KeyRange,
-    PartitionInput, PartitionOutput, Precedence, Progress, SegmentMatch,
+    empty_output, projections, run_partition, EngineError, ExportPlan, KeyRange, PartitionInput,
+    PartitionOutput, Progress,
 };
 use segport_model::codes::{FailureCode, WarningCode};
 use segport_model::dataset::DatasetClass;
@@ -415,46 +415,11 @@ fn plan(
     profile_schema: UnionSchema,
     event_schema: UnionSchema,
 ) -> Result<ExportPlan, TaskError> {
-    let spec = &job.spec;
-    let window = spec.filter.segment_qualification_time.as_ref();
-    let segments = spec.filter.segments.as_ref().map(|list| {
-        list.iter()
-            .map(|s| SegmentMatch {
-                segment_id: s.segment_id.clone(),
-                ns: s.segment_ns.to_lowercase(),
-                statuses: s.status.iter().map(|st| st.as_str().to_owned()).collect(),
-                from_ms: window.and_then(|w| w.start_time.as_ref()).map(|t| t.epoch_ms()),
-                to_ms: window.and_then(|w| w.end_time.as_ref()).map(|t| t.epoch_ms()),
-            })
-            .collect()
-    });
-    let paths = |list: &segport_model::fields::FieldList| -> Vec<Vec<String>> {
-        list.paths().iter().map(|p| p.segments().to_vec()).collect()
-    };
-    let events = spec.additional_fields.as_ref().and_then(|a| a.event_list.as_ref()).map(|e| {
-        let filter = e.filter.as_ref();
-        EventWindow {
-            from_ms: filter.and_then(|f| f.from_ingest_timestamp.as_ref()).map(|t| t.epoch_ms()),
-            to_ms: filter.and_then(|f| f.to_ingest_timestamp.as_ref()).map(|t| t.epoch_ms()),
-            fields: e.fields.as_ref().map(paths).unwrap_or_default(),
-        }
-    });
     let policy = job
         .merge_policy
         .as_ref()
         .ok_or_else(|| TaskError::Invalid("the job has no merge policy".into()))?;
-    let precedence = Precedence::of(policy);
-    Ok(ExportPlan {
-        segments,
-        from_ingest_ms: spec.filter.from_ingest_timestamp.as_ref().map(|t| t.epoch_ms()),
-        empty_profiles: spec.filter.empty_profiles,
-        fields: paths(&spec.fields),
-        events,
-        per_segment: spec.destination.segment_per_batch,
-        precedence,
-        profile_schema,
-        event_schema,
-    })
+    Ok(segport_engine::job::export_plan(&job.spec, policy, profile_schema, event_schema))
 }
 
 /// A destination batch's files as written, with its rows by identity namespace.
