@@ -5,6 +5,7 @@
 //! cannot be interrupted midway, keeps its slot until it ends, so the pool's bound holds.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,12 +46,13 @@ impl ReadPool {
     {
         let admitted = self.admitted.clone().try_acquire_owned().map_err(|_| {
             ApiError::Busy(format!(
-                "{} look-ups are running and {} waiting, as many as this server takes; retry \
-                 shortly",
+                "{} reads (look-ups, previews) are running and {} waiting, as many as this server \
+                 takes; retry shortly",
                 self.slots,
                 self.slots * WAITING_PER_SLOT
             ))
         })?;
+        let cancel = Arc::new(AtomicBool::new(false));
         let read = async {
             let running = self
                 .running
@@ -58,14 +60,18 @@ impl ReadPool {
                 .acquire_owned()
                 .await
                 .map_err(|e| ApiError::Internal(Box::new(e)))?;
-            read(ReadSlot { permits: Arc::new((admitted, running)) }).await
+            read(ReadSlot { permits: Arc::new((admitted, running)), cancel: cancel.clone() }).await
         };
         match tokio::time::timeout(self.deadline, read).await {
             Ok(answer) => answer,
-            Err(_) => Err(ApiError::DeadlineExceeded(format!(
-                "the look-up took longer than its deadline of {} ms",
-                self.deadline.as_millis()
-            ))),
+            Err(_) => Err({
+                // Work that watches the flag stops early and frees its slot.
+                cancel.store(true, Ordering::Relaxed);
+                ApiError::DeadlineExceeded(format!(
+                    "the read took longer than its deadline of {} ms",
+                    self.deadline.as_millis()
+                ))
+            }),
         }
     }
 }
@@ -73,9 +79,15 @@ impl ReadPool {
 /// A read's place in the pool, held until its blocking work ends.
 pub struct ReadSlot {
     permits: Arc<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    cancel: Arc<AtomicBool>,
 }
 
 impl ReadSlot {
+    /// Set once the read is past its deadline: long work checks it to stop early.
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancel.clone()
+    }
+
     /// Runs `work` on a blocking thread; the slot stays taken until it returns, even when the
     /// read was answered 504 meanwhile.
     pub async fn blocking<T: Send + 'static>(

@@ -1,6 +1,8 @@
-//! The profile access API (`/data/core/ups/access/entities`) against a naive oracle: profiles
-//! with fragments in two datasets ingested one after the other, and events replaced by a later
-//! batch, are read back one by one and must equal a plain merge of the records sent.
+//! Reads in the api process. The profile access API (`/data/core/ups/access/entities`) against
+//! a naive oracle: profiles with fragments in two datasets ingested one after the other, and
+//! events replaced by a later batch, are read back one by one and must equal a plain merge of
+//! the records sent. Previews (`/segport/preview/export`) refuse what a create refuses; their
+//! counts are checked against the export oracle in tests/export.rs.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -14,7 +16,8 @@ use serde_json::{json, Map, Value};
 
 both_backends!(
     profiles_are_read_by_key_as_the_oracle_merges_them,
-    look_ups_refuse_what_they_cannot_answer
+    look_ups_refuse_what_they_cannot_answer,
+    previews_refuse_what_a_create_refuses,
 );
 
 on_s3!(profiles_are_read_by_key_as_the_oracle_merges_them);
@@ -291,4 +294,34 @@ async fn look_ups_refuse_what_they_cannot_answer(setup: Setup) {
         .get(&format!("{ENTITIES}?schema.name=_xdm.context.profile&entityIdNS=ECID&entityId=x"))
         .await;
     got.assert_service_error(404);
+}
+
+/// A preview checks its body as a create does (the same 400, field by field), bounds `rows`,
+/// and on a sandbox with no data counts nothing.
+async fn previews_refuse_what_a_create_refuses(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    let export = t.export_dataset().await;
+    for body in [
+        json!({}),
+        json!({"destination": {"datasetId": "nope"}, "schema": {"name": "_xdm.context.profile"}}),
+        json!({"destination": {"datasetId": export}, "schema": {"name": "_xdm.context.profile"}, "fields": "a..b"}),
+        json!({"destination": {"datasetId": export}, "schema": {"name": "_xdm.context.profile"}, "mergePolicy": {"id": "none"}}),
+    ] {
+        let created = t.post("/export/jobs", body.clone()).await;
+        let previewed = t.post("/segport/preview/export", body.clone()).await;
+        created.assert_service_error(400);
+        previewed.assert_service_error(400);
+        assert_eq!(previewed.error_fields(), created.error_fields(), "{body}");
+    }
+    let job = minimal_job(&export);
+    let too_many = t.post("/segport/preview/export?rows=101", job.clone()).await;
+    too_many.assert_service_error(400);
+    assert_eq!(too_many.error_fields(), ["rows"]);
+    let empty = t.post("/segport/preview/export", job).await;
+    assert_eq!(empty.status, 200, "{}", empty.text);
+    assert_eq!(empty.body["totalExportedProfileCounter"], 0);
+    assert_eq!(empty.body["batches"], json!([{"count": 0}]));
+    assert_eq!(empty.body["rows"], json!([]));
+    // No job was made by any of it but the creates that were refused.
+    assert_eq!(t.get("/export/jobs").await.body["records"], json!([]));
 }

@@ -654,6 +654,12 @@ async fn random_jobs_match_the_oracle(setup: Setup) {
             order: precedence.then(|| vec![p2.clone(), p1.clone()]),
         };
 
+        // The preview of the same body, before the job runs: its counts per batch are the
+        // oracle's, and its rows are rows of the first batch.
+        let preview = t.post("/segport/preview/export?rows=5", spec.body.clone()).await;
+        assert_eq!(preview.status, 200, "case {case}: {}", preview.text);
+        let previewed = preview.body.clone();
+
         let job = t.create_job(spec.body.clone()).await;
         if case % 2 == 1 {
             // Split into units: of about 600 profiles, several per partition (the files' row
@@ -678,6 +684,28 @@ async fn random_jobs_match_the_oracle(setup: Setup) {
         let done = t.get(&format!("/export/jobs/{}", job["id"])).await.body;
         assert_eq!(done["status"], "SUCCEEDED", "case {case}: {done}");
         let want = expected(&spec, &profiles, &events);
+        let counts: Vec<u64> = previewed["batches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["count"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            counts,
+            want.iter().map(|w| w.len() as u64).collect::<Vec<_>>(),
+            "case {case}: preview counts"
+        );
+        let first: BTreeSet<String> = want[0].iter().map(|r| canonical(r).to_string()).collect();
+        let sample = previewed["rows"].as_array().unwrap();
+        assert_eq!(sample.len(), want[0].len().min(5), "case {case}: preview rows");
+        for row in sample {
+            assert!(first.contains(&canonical(row).to_string()), "case {case}: {row}");
+        }
+        assert_eq!(
+            previewed["totalExportedProfileCounter"],
+            done["metrics"]["totalExportedProfileCounter"],
+            "case {case}: the preview counts what the job exports"
+        );
         let batch_ids: Vec<String> = match done["destination"]["batches"].as_array() {
             Some(list) => list.iter().map(|b| b["batchId"].as_str().unwrap().to_owned()).collect(),
             None => vec![done["destination"]["batchId"].as_str().unwrap().to_owned()],

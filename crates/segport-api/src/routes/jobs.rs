@@ -42,36 +42,10 @@ async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    // Every problem is collected, header, body and catalog references alike, so that one 400
-    // names all of them.
-    let mut errors = ValidationErrors::default();
-    let profile_instance_id =
-        profile_instance(&headers).map_err(|m| errors.push("x-profile-instance-id", m)).ok();
-    let request = ExportJobRequest::parse(&body).map_err(|e| errors.0.extend(e.0)).ok();
-    let (dataset_id, policy_ref) = match &request {
-        Some(r) => (Some(r.dataset_id.clone()), r.merge_policy.clone()),
-        None => ExportJobRequest::references(&body),
-    };
     let now = now_ms();
-    state.catalog.ensure_sandbox(&tenant, now).await?;
-    if let Some(id) = &dataset_id {
-        check_destination(&state, &tenant, id, &mut errors).await?;
-    }
-    let policy = resolve_merge_policy(&state, &tenant, policy_ref.as_ref(), &mut errors).await?;
-    let field_warnings = match &request {
-        Some(r) => check_fields(&state, &tenant, r, &mut errors).await?,
-        None => Vec::new(),
-    };
-    let (Some(request), Some(policy), Some(profile_instance_id)) =
-        (request, policy, profile_instance_id)
-    else {
-        return Err(ApiError::Invalid(errors));
-    };
-    errors.into_result(())?;
-
+    let Checked { request, policy, warnings, profile_instance_id } =
+        check_create(&state, &tenant, &headers, &body, now).await?;
     let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
-    let mut warnings = request.warnings();
-    warnings.extend(field_warnings);
     let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
     let job = NewExportJob {
         spec,
@@ -88,6 +62,52 @@ async fn create(
         response.headers_mut().insert("x-location", location);
     }
     Ok(response)
+}
+
+/// A job body as a create checks it.
+pub(crate) struct Checked {
+    pub request: ExportJobRequest,
+    pub policy: MergePolicy,
+    /// The warnings the job starts with.
+    pub warnings: Vec<JobWarning>,
+    pub profile_instance_id: String,
+}
+
+/// Checks a job body (and its `x-profile-instance-id` header) as a create does: every problem,
+/// header, body and catalog references alike, collected into one 400.
+pub(crate) async fn check_create(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body: &Value,
+    now: i64,
+) -> Result<Checked, ApiError> {
+    let mut errors = ValidationErrors::default();
+    let profile_instance_id =
+        profile_instance(headers).map_err(|m| errors.push("x-profile-instance-id", m)).ok();
+    let request = ExportJobRequest::parse(body).map_err(|e| errors.0.extend(e.0)).ok();
+    let (dataset_id, policy_ref) = match &request {
+        Some(r) => (Some(r.dataset_id.clone()), r.merge_policy.clone()),
+        None => ExportJobRequest::references(body),
+    };
+    state.catalog.ensure_sandbox(tenant, now).await?;
+    if let Some(id) = &dataset_id {
+        check_destination(state, tenant, id, &mut errors).await?;
+    }
+    let policy = resolve_merge_policy(state, tenant, policy_ref.as_ref(), &mut errors).await?;
+    let field_warnings = match &request {
+        Some(r) => check_fields(state, tenant, r, &mut errors).await?,
+        None => Vec::new(),
+    };
+    let (Some(request), Some(policy), Some(profile_instance_id)) =
+        (request, policy, profile_instance_id)
+    else {
+        return Err(ApiError::Invalid(errors));
+    };
+    errors.into_result(())?;
+    let mut warnings = request.warnings();
+    warnings.extend(field_warnings);
+    Ok(Checked { request, policy, warnings, profile_instance_id })
 }
 
 /// The destination must be an export dataset of this sandbox.

@@ -7,6 +7,7 @@ mod import;
 mod jobs;
 mod merge_policies;
 pub(crate) mod ops;
+mod preview;
 
 use axum::http::{Method, Uri};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,6 +23,7 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(import::routes())
         .merge(merge_policies::routes())
         .merge(access::routes())
+        .merge(preview::routes())
 }
 
 /// The batch a path names (validated id) in the request's tenant, or 400/404.
