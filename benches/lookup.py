@@ -6,7 +6,8 @@ clients with kept-alive connections, against `segport serve` on a local root.
   1. a fresh catalog database on the PostgreSQL server of SEGPORT_BENCH_DATABASE_URL;
   2. `segport ingest` of `segport generate` data (seed 1): profiles, updates, events;
   3. a warm-up pass, then CLIENTS threads each sending look-ups of random keys for DURATION
-     seconds: profiles, then a profile's events.
+     seconds: profiles, then a profile's events;
+  4. previews (`POST /segport/preview/export`) of two export cases, three times each.
 
 Prints p50/p95/p99 and the rate per phase. Standard library only; the load generator runs on
 the same machine (its CPU share is printed).
@@ -156,6 +157,31 @@ def main():
             after = resource.getrusage(resource.RUSAGE_SELF)
             cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / (a.duration * os.cpu_count())
             report(name, latencies, errors, a.duration, cpu)
+        # Previews of two export cases (benches/README.md): Q1, one segment and two fields;
+        # Q3, every profile and every field. Each answers 10 rows.
+        export = http_json(
+            "POST",
+            api + "/data/foundation/catalog/dataSets",
+            {"name": "out", "schemaRef": {"id": "https://ns.adobe.com/xdm/context/profile__union"}},
+        )[0].split("/")[-1]
+        segment = json.loads((gen / "segments.json").read_text())[31]["id"]
+        bodies = {
+            "Q1": {
+                "destination": {"datasetId": export},
+                "schema": {"name": "_xdm.context.profile"},
+                "fields": "identities.id,personalEmail.address",
+                "filter": {"segments": [{"segmentId": segment, "segmentNs": "ups", "status": ["realized", "existing"]}]},
+            },
+            "Q3": {"destination": {"datasetId": export}, "schema": {"name": "_xdm.context.profile"}},
+        }
+        print("\n| preview | profiles counted | s (3 runs) |\n|---|---|---|")
+        for name, body in bodies.items():
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                answer = http_json("POST", api + "/segport/preview/export?rows=10", body)
+                times.append(time.perf_counter() - started)
+            print(f"| {name} | {answer['totalExportedProfileCounter']:,} | {', '.join(f'{t:.2f}' for t in times)} |")
         sys.stdout.flush()
     finally:
         server.stop()

@@ -103,3 +103,37 @@ impl ReadSlot {
         .map_err(|e| ApiError::Internal(Box::new(e)))
     }
 }
+
+/// Store files fetched at once into the cache (on an S3 root) when a read opens its files.
+const FETCHES_AT_ONCE: usize = 8;
+
+/// The snapshot files `files`, opened as the store's sources and grouped by partition, each
+/// partition's input covering `keys`.
+pub(crate) async fn open_inputs(
+    storage: &segport_store::Storage,
+    files: &[segport_catalog::StoreFile],
+    keys: &segport_engine::KeyRange,
+) -> Result<Vec<segport_engine::PartitionInput>, ApiError> {
+    use segport_catalog::StoreKind;
+    use segport_store::snapshot::FileRef;
+    use segport_store::RecordKind;
+    let wanted = files
+        .iter()
+        .map(|f| {
+            let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
+            (file, f.dataset_id.clone())
+        })
+        .collect();
+    let sources = storage
+        .sources(wanted, FETCHES_AT_ONCE)
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    let placed = files.iter().zip(sources).map(|(f, source)| {
+        let kind = match f.kind {
+            StoreKind::Profile => RecordKind::Profile,
+            StoreKind::Event => RecordKind::Event,
+        };
+        (f.partition, kind, source)
+    });
+    Ok(segport_engine::PartitionInput::group(placed, keys))
+}

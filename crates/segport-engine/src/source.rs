@@ -39,6 +39,30 @@ pub struct PartitionInput {
     pub keys: KeyRange,
 }
 
+impl PartitionInput {
+    /// `files` (each with its partition and kind) grouped into the inputs of their partitions,
+    /// in partition order, each covering `keys`.
+    pub fn group(
+        files: impl IntoIterator<Item = (u32, RecordKind, SourceFile)>,
+        keys: &KeyRange,
+    ) -> Vec<PartitionInput> {
+        let mut inputs: std::collections::BTreeMap<u32, PartitionInput> = Default::default();
+        for (partition, kind, source) in files {
+            let input = inputs.entry(partition).or_insert_with(|| PartitionInput {
+                partition,
+                profiles: Vec::new(),
+                events: Vec::new(),
+                keys: keys.clone(),
+            });
+            match kind {
+                RecordKind::Profile => input.profiles.push(source),
+                RecordKind::Event => input.events.push(source),
+            }
+        }
+        inputs.into_values().collect()
+    }
+}
+
 /// A range of profile keys: from `from` (included) to `to` (excluded); `None` leaves that end
 /// open. Store files are sorted by key, so a range is a run of consecutive rows in each file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

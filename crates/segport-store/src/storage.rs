@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
@@ -165,6 +165,20 @@ impl Storage {
             ))
         })?;
         cache.source(self.store.as_ref(), file, dataset).await
+    }
+
+    /// The sources of `files` (each with its dataset), in order: on a remote root fetched into
+    /// the cache `at_once` at a time.
+    pub async fn sources(
+        &self,
+        files: Vec<(FileRef, String)>,
+        at_once: usize,
+    ) -> Result<Vec<SourceFile>> {
+        futures::stream::iter(files)
+            .map(|(file, dataset)| self.source(file, dataset))
+            .buffered(at_once.max(1))
+            .try_collect()
+            .await
     }
 
     /// Checks that the storage root answers (a listing of its top level), so that a process

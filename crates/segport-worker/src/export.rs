@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use rayon::prelude::*;
 use segport_catalog::{
     BatchFile, CatalogError, ClaimedTask, ExportCommit, ExportedBatch, ListQuery, NewUnit,
@@ -24,6 +23,7 @@ use segport_model::Tenant;
 use segport_store::output::{AttemptOutput, WrittenFile};
 use segport_store::schema::UnionSchema;
 use segport_store::snapshot::FileRef;
+use segport_store::RecordKind;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -93,38 +93,26 @@ pub async fn run_export(
 
     // The partitions' files, opened as the store's sources (on a remote root, fetched into the
     // cache a few at a time).
-    let wanted: Vec<(FileRef, String)> = files
+    let wanted = files
         .iter()
         .map(|f| {
             let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
             (file, f.dataset_id.clone())
         })
         .collect();
-    let sources: Vec<_> = futures::stream::iter(wanted)
-        .map(|(file, dataset)| {
-            let storage = ctx.storage.clone();
-            async move { storage.source(file, dataset).await }
-        })
-        .buffered(FETCHES_AT_ONCE)
-        .try_collect()
-        .await
-        .map_err(|e| TaskError::Failed {
+    let sources =
+        ctx.storage.sources(wanted, FETCHES_AT_ONCE).await.map_err(|e| TaskError::Failed {
             code: FailureCode::StoreReadError,
             message: segport_model::error::chain(&e),
         })?;
-    let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
-    for (f, source) in files.iter().zip(sources) {
-        let input = inputs.entry(f.partition).or_insert_with(|| PartitionInput {
-            partition: f.partition,
-            profiles: Vec::new(),
-            events: Vec::new(),
-            keys: keys.clone(),
-        });
-        match f.kind {
-            StoreKind::Profile => input.profiles.push(source),
-            StoreKind::Event => input.events.push(source),
-        }
-    }
+    let placed = files.iter().zip(sources).map(|(f, source)| {
+        let kind = match f.kind {
+            StoreKind::Profile => RecordKind::Profile,
+            StoreKind::Event => RecordKind::Event,
+        };
+        (f.partition, kind, source)
+    });
+    let inputs = PartitionInput::group(placed, &keys);
     let total = inputs.len() as u64;
 
     let progress = Arc::new(Progress::default());
@@ -170,7 +158,6 @@ pub async fn run_export(
             (plan.clone(), projections.clone(), progress.clone(), cancel.clone());
         let (output, batch_ids) = (output.clone(), batch_ids.clone());
         let handle = tokio::runtime::Handle::current();
-        let inputs: Vec<PartitionInput> = inputs.into_values().collect();
         // Output files are numbered by partition, or by unit number plus partition: units are
         // numbered in partition order and a unit of several partitions counts one per
         // partition, so every name in a batch differs.

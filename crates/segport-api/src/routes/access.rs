@@ -5,15 +5,13 @@
 
 use axum::extract::State;
 use axum::Json;
-use futures::StreamExt;
-use segport_catalog::{StoreKind, StoreState};
+use segport_catalog::StoreState;
 use segport_engine::lookup::{look_up, Event, Profile};
 use segport_engine::{ExportPlan, KeyRange, PartitionInput, Precedence};
 use segport_model::fields::FieldList;
 use segport_model::merge_policy::{parse_policy_id, MergePolicy};
 use segport_model::{Tenant, ValidationErrors};
 use segport_store::schema::UnionSchema;
-use segport_store::snapshot::FileRef;
 use serde_json::{json, Map, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,8 +23,6 @@ use crate::{ApiError, AppState};
 const PROFILE_SCHEMA: &str = "_xdm.context.profile";
 const EVENT_SCHEMA: &str = "_xdm.context.experienceevent";
 const DEFAULT_EVENT_LIMIT: u64 = 1000;
-/// Store files of the key's partition read at once (fetched into the cache on an S3 root).
-const FETCHES_AT_ONCE: usize = 8;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(entities))
@@ -269,35 +265,12 @@ async fn read(
                 profile_schema: schema(&store.profile_schema)?,
                 event_schema: schema(&store.event_schema)?,
             };
-            let wanted: Vec<(FileRef, String)> = files
-                .iter()
-                .map(|f| {
-                    let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
-                    (file, f.dataset_id.clone())
-                })
-                .collect();
-            let sources = futures::stream::iter(wanted)
-                .map(|(file, dataset)| {
-                    let storage = state.storage.clone();
-                    async move { storage.source(file, dataset).await }
-                })
-                .buffered(FETCHES_AT_ONCE)
-                .collect::<Vec<_>>()
-                .await;
-            let mut input = PartitionInput {
-                partition,
-                profiles: Vec::new(),
-                events: Vec::new(),
-                // Exactly this key: the smallest string above it is the key with a NUL appended.
-                keys: KeyRange { from: Some(key.to_owned()), to: Some(format!("{key}\0")) },
-            };
-            for (f, source) in files.iter().zip(sources) {
-                let source = source.map_err(|e| ApiError::Internal(Box::new(e)))?;
-                match f.kind {
-                    StoreKind::Profile => input.profiles.push(source),
-                    StoreKind::Event => input.events.push(source),
-                }
-            }
+            // Exactly this key: the smallest string above it is the key with a NUL appended.
+            let keys = KeyRange { from: Some(key.to_owned()), to: Some(format!("{key}\0")) };
+            let input =
+                crate::reads::open_inputs(&state.storage, &files, &keys).await?.pop().unwrap_or(
+                    PartitionInput { partition, profiles: Vec::new(), events: Vec::new(), keys },
+                );
             let key = key.to_owned();
             slot.blocking(move || look_up(&plan, &input, &key, with_events))
                 .await?

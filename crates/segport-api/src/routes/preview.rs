@@ -4,15 +4,12 @@
 //! destination batch: one per segment entry with `segmentPerBatch`) and its first rows. No job
 //! is created and no file written.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use futures::StreamExt;
-use segport_catalog::{StoreFile, StoreKind};
 use segport_engine::{
     job::export_plan, output_rows, projections, run_partition, EngineError, KeyRange,
     PartitionInput, Progress,
@@ -20,7 +17,6 @@ use segport_engine::{
 use segport_model::time::now_ms;
 use segport_model::{BatchId, ValidationErrors};
 use segport_store::schema::UnionSchema;
-use segport_store::snapshot::FileRef;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -33,8 +29,6 @@ use crate::{ApiError, AppState};
 /// Rows a preview answers unless asked otherwise, and at most.
 const DEFAULT_ROWS: u64 = 10;
 const MAX_ROWS: u64 = 100;
-/// Store files fetched at once (into the cache, on an S3 root).
-const FETCHES_AT_ONCE: usize = 8;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(preview))
@@ -95,7 +89,8 @@ async fn preview(
                 schema(&store.profile_schema)?,
                 schema(&store.event_schema)?,
             );
-            let inputs = open_partitions(state_ref, &files).await?;
+            let inputs =
+                crate::reads::open_inputs(&state_ref.storage, &files, &KeyRange::all()).await?;
             let cancel = slot.cancel_flag();
             let limit = usize::try_from(rows).unwrap_or(usize::MAX);
             let evaluated = slot.blocking(move || evaluate(&plan, &inputs, limit, &cancel)).await?;
@@ -124,43 +119,6 @@ async fn preview(
         "warnings": warnings,
         "commitSeq": commit_seq,
     })))
-}
-
-/// The snapshot's files, opened as the store's sources, by partition.
-async fn open_partitions(
-    state: &AppState,
-    files: &[StoreFile],
-) -> Result<Vec<PartitionInput>, ApiError> {
-    let wanted: Vec<(FileRef, String)> = files
-        .iter()
-        .map(|f| {
-            let file = FileRef { path: f.path.clone(), ingest_ms: f.ingest_ms, seq: f.seq };
-            (file, f.dataset_id.clone())
-        })
-        .collect();
-    let sources = futures::stream::iter(wanted)
-        .map(|(file, dataset)| {
-            let storage = state.storage.clone();
-            async move { storage.source(file, dataset).await }
-        })
-        .buffered(FETCHES_AT_ONCE)
-        .collect::<Vec<_>>()
-        .await;
-    let mut inputs: BTreeMap<u32, PartitionInput> = BTreeMap::new();
-    for (f, source) in files.iter().zip(sources) {
-        let source = source.map_err(|e| ApiError::Internal(Box::new(e)))?;
-        let input = inputs.entry(f.partition).or_insert_with(|| PartitionInput {
-            partition: f.partition,
-            profiles: Vec::new(),
-            events: Vec::new(),
-            keys: KeyRange::all(),
-        });
-        match f.kind {
-            StoreKind::Profile => input.profiles.push(source),
-            StoreKind::Event => input.events.push(source),
-        }
-    }
-    Ok(inputs.into_values().collect())
 }
 
 /// What a preview found: rows per destination batch, and the first rows of the first batch.
