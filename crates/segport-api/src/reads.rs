@@ -108,11 +108,13 @@ impl ReadSlot {
 const FETCHES_AT_ONCE: usize = 8;
 
 /// The snapshot files `files`, opened as the store's sources and grouped by partition, each
-/// partition's input covering `keys`.
+/// partition's input covering `keys`. With `few_rows` (a look-up), their row files are kept
+/// mapped between reads ([`segport_store::Storage::share_rows`]).
 pub(crate) async fn open_inputs(
     storage: &segport_store::Storage,
     files: &[segport_catalog::StoreFile],
     keys: &segport_engine::KeyRange,
+    few_rows: bool,
 ) -> Result<Vec<segport_engine::PartitionInput>, ApiError> {
     use segport_catalog::StoreKind;
     use segport_store::snapshot::FileRef;
@@ -124,10 +126,17 @@ pub(crate) async fn open_inputs(
             (file, f.dataset_id.clone())
         })
         .collect();
-    let sources = storage
+    let mut sources = storage
         .sources(wanted, FETCHES_AT_ONCE)
         .await
         .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    if few_rows {
+        sources = sources
+            .into_iter()
+            .map(|s| storage.share_rows(s))
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    }
     let placed = files.iter().zip(sources).map(|(f, source)| {
         let kind = match f.kind {
             StoreKind::Profile => RecordKind::Profile,

@@ -97,7 +97,7 @@ pub(crate) struct OpenFile<'a> {
     picked: bool,
     /// The file's row file, mapped, when rows will be picked from it or a key range bounds
     /// it, and it has one.
-    pub rows: Option<RowFile>,
+    pub rows: Option<std::sync::Arc<RowFile>>,
     /// The rows of the file inside the run's key range; `None` when the range is all keys.
     pub(crate) bounds: Option<Range<usize>>,
 }

@@ -44,6 +44,8 @@ pub struct SourceFile {
     index: Option<PathBuf>,
     /// The cache entry holding these files, kept from eviction while the source lives.
     _pin: Option<Pin>,
+    /// Its row file, already mapped and shared between reads ([`crate::Storage::share_rows`]).
+    shared_rows: Option<Arc<RowFile>>,
 }
 
 impl SourceFile {
@@ -56,7 +58,7 @@ impl SourceFile {
         index: Option<PathBuf>,
         pin: Option<Pin>,
     ) -> Self {
-        Self { file, dataset, local, rows, index, _pin: pin }
+        Self { file, dataset, local, rows, index, _pin: pin, shared_rows: None }
     }
 
     /// The Parquet file, opened for reading.
@@ -65,11 +67,25 @@ impl SourceFile {
     }
 
     /// Its row file, mapped; `None` when it has none.
-    pub fn open_rows(&self) -> Result<Option<RowFile>> {
+    pub fn open_rows(&self) -> Result<Option<Arc<RowFile>>> {
+        if let Some(shared) = &self.shared_rows {
+            return Ok(Some(shared.clone()));
+        }
         match &self.rows {
-            Some(path) => RowFile::open_trusted(path),
+            Some(path) => Ok(RowFile::open_trusted(path)?.map(Arc::new)),
             None => Ok(None),
         }
+    }
+
+    /// Where its row file is, when it has one.
+    pub(crate) fn rows_path(&self) -> Option<&std::path::Path> {
+        self.rows.as_deref()
+    }
+
+    /// The source with its row file mapped once for all its readers.
+    pub(crate) fn with_shared_rows(mut self, rows: Arc<RowFile>) -> Self {
+        self.shared_rows = Some(rows);
+        self
     }
 
     /// Its membership index, mapped; `None` when it has none (event files, old profile files).

@@ -7,7 +7,10 @@
 //! {org}/{sandbox}/batches/{batchId}/{attemptId}/part-N.parquet      export output (later)
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -15,6 +18,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 
+use crate::rowfile::RowFile;
 use crate::snapshot::{FileRef, SourceFile};
 use crate::{Result, StoreError};
 
@@ -29,7 +33,29 @@ pub struct Storage {
     url: String,
     /// Where store files of a remote root are read from ([`crate::cache`]).
     cache: Option<Arc<crate::cache::Cache>>,
+    /// Row files kept mapped for reads of a few rows ([`Storage::share_rows`]).
+    shared_rows: SharedRows,
 }
+
+/// Row files kept mapped between reads of a few rows (profile look-ups): mapping a file,
+/// decoding its keys and unmapping it again costs more than reading one profile, mostly in the
+/// kernel (page-table and TLB work). An entry is kept at most [`SHARED_ROWS_FOR`], so that a
+/// file the store deleted meanwhile (a mapping holds its disk space) is let go soon after.
+#[derive(Clone, Default)]
+struct SharedRows(Arc<std::sync::Mutex<HashMap<PathBuf, SharedRowFile>>>);
+
+/// A shared row file, and when it was mapped.
+type SharedRowFile = (Arc<RowFile>, Instant);
+
+/// How long a shared row file stays mapped, and how many are.
+impl std::fmt::Debug for SharedRows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedRows")
+    }
+}
+
+const SHARED_ROWS_FOR: Duration = Duration::from_secs(60);
+const SHARED_ROWS_MAX: usize = 4096;
 
 /// How long one request to object storage may take before it is tried again, and how many
 /// times, with backoff, it is: a slow or flaky endpoint fails a task, not the process.
@@ -55,7 +81,13 @@ impl Storage {
             .with_automatic_cleanup(true);
         let local_root = std::fs::canonicalize(root).ok();
         let url = format!("file://{}", root.display());
-        Ok(Self { store: Arc::new(fs), local_root, url, cache: None })
+        Ok(Self {
+            store: Arc::new(fs),
+            local_root,
+            url,
+            cache: None,
+            shared_rows: SharedRows::default(),
+        })
     }
 
     /// A storage root from a URL: `file:///abs/path`, or `s3://bucket[/prefix]` configured the
@@ -114,7 +146,13 @@ impl Storage {
         } else {
             Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
         };
-        Ok(Self { store, local_root: None, url: url.to_owned(), cache: None })
+        Ok(Self {
+            store,
+            local_root: None,
+            url: url.to_owned(),
+            cache: None,
+            shared_rows: SharedRows::default(),
+        })
     }
 
     /// This root, reading its store files through `cache` when it is not local.
@@ -137,7 +175,13 @@ impl Storage {
     /// A remote root over any object store (`url` names it in messages): its store files are
     /// read through the cache, as those of `s3://` roots are.
     pub fn from_object_store(store: Arc<dyn ObjectStore>, url: &str) -> Self {
-        Self { store, local_root: None, url: url.to_owned(), cache: None }
+        Self {
+            store,
+            local_root: None,
+            url: url.to_owned(),
+            cache: None,
+            shared_rows: SharedRows::default(),
+        }
     }
 
     /// The URL this root was opened from.
@@ -179,6 +223,31 @@ impl Storage {
             .buffered(at_once.max(1))
             .try_collect()
             .await
+    }
+
+    /// `source` with its row file mapped once and shared by every read of it for a while (see
+    /// [`SharedRows`]): for reads of a few rows, which would otherwise map it each time.
+    pub fn share_rows(&self, source: SourceFile) -> Result<SourceFile> {
+        let Some(path) = source.rows_path().map(std::path::Path::to_path_buf) else {
+            return Ok(source);
+        };
+        let mut shared = self.shared_rows.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((rows, at)) = shared.get(&path) {
+            if at.elapsed() < SHARED_ROWS_FOR {
+                return Ok(source.with_shared_rows(rows.clone()));
+            }
+        }
+        let Some(rows) = RowFile::open_trusted(&path)?.map(Arc::new) else {
+            return Ok(source);
+        };
+        if shared.len() >= SHARED_ROWS_MAX {
+            shared.retain(|_, (_, at)| at.elapsed() < SHARED_ROWS_FOR);
+            if shared.len() >= SHARED_ROWS_MAX {
+                shared.clear();
+            }
+        }
+        shared.insert(path, (rows.clone(), Instant::now()));
+        Ok(source.with_shared_rows(rows))
     }
 
     /// Checks that the storage root answers (a listing of its top level), so that a process

@@ -267,10 +267,15 @@ async fn read(
             };
             // Exactly this key: the smallest string above it is the key with a NUL appended.
             let keys = KeyRange { from: Some(key.to_owned()), to: Some(format!("{key}\0")) };
-            let input =
-                crate::reads::open_inputs(&state.storage, &files, &keys).await?.pop().unwrap_or(
-                    PartitionInput { partition, profiles: Vec::new(), events: Vec::new(), keys },
-                );
+            let input = crate::reads::open_inputs(&state.storage, &files, &keys, true)
+                .await?
+                .pop()
+                .unwrap_or(PartitionInput {
+                    partition,
+                    profiles: Vec::new(),
+                    events: Vec::new(),
+                    keys,
+                });
             let key = key.to_owned();
             slot.blocking(move || look_up(&plan, &input, &key, with_events))
                 .await?

@@ -90,7 +90,8 @@ async fn preview(
                 schema(&store.event_schema)?,
             );
             let inputs =
-                crate::reads::open_inputs(&state_ref.storage, &files, &KeyRange::all()).await?;
+                crate::reads::open_inputs(&state_ref.storage, &files, &KeyRange::all(), false)
+                    .await?;
             let cancel = slot.cancel_flag();
             let limit = usize::try_from(rows).unwrap_or(usize::MAX);
             let evaluated = slot.blocking(move || evaluate(&plan, &inputs, limit, &cancel)).await?;
