@@ -6,6 +6,7 @@
 //! (docs/api.md). It never evaluates profiles and never waits for an export.
 
 pub mod auth;
+mod console;
 mod error;
 mod extract;
 pub mod metrics;
@@ -159,6 +160,9 @@ impl hyper::body::Body for Permitted {
     }
 }
 
+/// Where the operator console is served (`/ui`): its routes are not in the OpenAPI description.
+pub const CONSOLE_PREFIX: &str = console::PREFIX;
+
 /// Which endpoints a process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Surface {
@@ -181,7 +185,11 @@ pub fn openapi_document(surface: Surface) -> utoipa::openapi::OpenApi {
 
 /// The router without path normalisation (tests that need the raw router use [`app`] anyway).
 pub fn router(state: AppState, surface: Surface) -> Router {
-    let (routes, _) = openapi::build(surface);
+    let (mut routes, _) = openapi::build(surface);
+    // The console, off the OpenAPI description; in dev mode only until it has its sign-in.
+    if surface == Surface::Full && state.auth.mode() == auth::AuthMode::Dev {
+        routes = routes.merge(console::routes());
+    }
     routes
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

@@ -1,0 +1,391 @@
+//! The operator console at `/ui`: server-rendered pages over the catalog the API reads, from
+//! askama templates (`templates/console/`) compiled into the binary with their stylesheet, so
+//! it works offline and needs no JavaScript build. A page's only script refreshes a running
+//! job in place.
+//!
+//! Every `/ui` route is listed in [`routes`]; none is part of the OpenAPI description, and
+//! errors under `/ui` are HTML pages that carry the request id. For now the console is served
+//! in dev mode only, where a sandbox is picked without signing in; token mode gets it with its
+//! session sign-in.
+
+use askama::Template;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use segport_catalog::JobListQuery;
+use segport_model::job::{ExportJobRecord, JobStatus};
+use segport_model::Tenant;
+use serde_json::{json, Value};
+
+use crate::error::current_request_id;
+use crate::extract::QueryPairs;
+use crate::{ApiError, AppState};
+
+/// Where the console lives; every route below it is the console's.
+pub const PREFIX: &str = "/ui";
+
+/// The cookie holding the sandbox a dev-mode console shows.
+const TENANT_COOKIE: &str = "segport_ui_tenant";
+const PAGE_SIZE: u32 = 50;
+const STYLESHEET: &str = include_str!("../../templates/console/console.css");
+
+/// Every route of the console.
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/jobs") }))
+        .route("/ui/assets/console.css", get(stylesheet))
+        .route("/ui/tenants", get(tenants))
+        .route("/ui/tenant", get(pick_tenant))
+        .route("/ui/jobs", get(jobs))
+        .route("/ui/jobs/{id}", get(job))
+        .route("/ui/jobs/{id}/live", get(job_live))
+}
+
+/// An error under `/ui`: an HTML page with the status, the message and the request id.
+pub(crate) struct PageError(ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> Self {
+        PageError(e)
+    }
+}
+
+impl From<segport_catalog::CatalogError> for PageError {
+    fn from(e: segport_catalog::CatalogError) -> Self {
+        PageError(e.into())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/error.html")]
+struct ErrorPage {
+    tenant: Option<String>,
+    status: String,
+    message: String,
+    request_id: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let api = self.0.into_response();
+        let status = api.status();
+        let message = match status {
+            StatusCode::NOT_FOUND => "There is nothing here.".to_owned(),
+            s if s.is_server_error() => {
+                "The server could not answer this page; the request id finds it in its log."
+                    .to_owned()
+            }
+            _ => "The request was refused.".to_owned(),
+        };
+        let page = ErrorPage {
+            tenant: None,
+            status: status.to_string(),
+            message,
+            request_id: current_request_id(),
+        };
+        (status, render(&page)).into_response()
+    }
+}
+
+/// A template rendered, or a plain 500 naming the failure (a template bug, not input).
+fn render(page: &impl Template) -> Response {
+    match page.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "a console page failed to render");
+            (StatusCode::INTERNAL_SERVER_ERROR, "the page failed to render").into_response()
+        }
+    }
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET)
+}
+
+/// The sandbox the console shows, from its cookie.
+fn tenant_of(headers: &HeaderMap) -> Option<Tenant> {
+    let cookies = headers.get_all(header::COOKIE);
+    let value = cookies
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{TENANT_COOKIE}=")).map(str::to_owned))?;
+    let (org, sandbox) = value.split_once('~')?;
+    Tenant::parse(&decode(org), &decode(sandbox)).ok()
+}
+
+fn decode(text: &str) -> String {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={text}"))
+        .ok()
+        .and_then(|mut v| v.pop())
+        .map(|(_, v)| v)
+        .unwrap_or_default()
+}
+
+fn encode(text: &str) -> String {
+    serde_urlencoded::to_string([("v", text)])
+        .map(|s| s.trim_start_matches("v=").to_owned())
+        .unwrap_or_default()
+}
+
+#[derive(Template)]
+#[template(path = "console/tenants.html")]
+struct TenantsPage {
+    tenant: Option<String>,
+    known: Vec<(String, String)>,
+}
+
+async fn tenants(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let known = state
+        .catalog
+        .sandboxes()
+        .await?
+        .into_iter()
+        .map(|t| (t.org.as_str().to_owned(), t.sandbox.as_str().to_owned()))
+        .collect();
+    Ok(render(&TenantsPage { tenant: tenant_of(&headers).as_ref().map(label), known }))
+}
+
+/// Remembers the sandbox picked (a view setting, not a change of data).
+async fn pick_tenant(query: QueryPairs) -> Result<Response, PageError> {
+    let field = |name| query.get(name).unwrap_or_default();
+    let tenant = Tenant::parse(field("org"), field("sandbox")).map_err(ApiError::Invalid)?;
+    let cookie = format!(
+        "{TENANT_COOKIE}={}~{}; Path={PREFIX}; HttpOnly; SameSite=Strict",
+        encode(tenant.org.as_str()),
+        encode(tenant.sandbox.as_str())
+    );
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/jobs")).into_response())
+}
+
+/// Where a page goes when no sandbox is picked.
+fn to_picker() -> Response {
+    Redirect::to("/ui/tenants").into_response()
+}
+
+/// One row of the jobs list.
+struct JobRow {
+    id: i64,
+    status: String,
+    dataset: String,
+    created: String,
+    created_ago: String,
+    progress: String,
+    exported: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/jobs.html")]
+struct JobsPage {
+    tenant: Option<String>,
+    status: Option<String>,
+    counts: Vec<(String, i64)>,
+    total: i64,
+    jobs: Vec<JobRow>,
+    next: Option<String>,
+}
+
+async fn jobs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, PageError> {
+    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let status = match query.get("status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_value::<JobStatus>(json!(s))
+                .map_err(|_| ApiError::invalid("status", format!("{s:?} is not a job status")))?,
+        ),
+    };
+    let after = match query.get("after") {
+        None => None,
+        Some(raw) => {
+            let parsed = raw
+                .split_once('_')
+                .and_then(|(ms, id)| Some((ms.parse::<i64>().ok()?, id.parse::<i64>().ok()?)));
+            Some(parsed.ok_or_else(|| ApiError::invalid("after", "not a page cursor"))?)
+        }
+    };
+    // Counts by status come from the catalog's maintained counters.
+    let mut counts: Vec<(String, i64)> = state
+        .catalog
+        .count_jobs()
+        .await?
+        .into_iter()
+        .filter(|c| c.org == tenant.org.as_str() && c.sandbox == tenant.sandbox.as_str())
+        .map(|c| (c.status.as_str().to_owned(), c.n))
+        .collect();
+    counts.sort();
+    let total = counts.iter().map(|(_, n)| n).sum();
+    let list = JobListQuery { status, after, skip: 0, limit: PAGE_SIZE + 1 };
+    let mut records = state.catalog.list_export_jobs(&tenant, &list).await?;
+    let more = records.len() > PAGE_SIZE as usize;
+    records.truncate(PAGE_SIZE as usize);
+    let next = more.then(|| {
+        let last = &records[records.len() - 1];
+        let status = status.map(|s| format!("status={}&", s.as_str())).unwrap_or_default();
+        format!("/ui/jobs?{status}after={}_{}", last.creation_ms, last.id)
+    });
+    let now = segport_model::time::now_ms();
+    let jobs = records
+        .iter()
+        .map(|r| JobRow {
+            id: r.id,
+            status: r.status.as_str().to_owned(),
+            dataset: r.spec.destination.dataset_id.to_string(),
+            created: utc(r.creation_ms),
+            created_ago: ago(now, r.creation_ms),
+            progress: progress(r),
+            exported: r.counters.as_ref().map(|c| c.total.to_string()).unwrap_or_default(),
+        })
+        .collect();
+    let page = JobsPage {
+        tenant: Some(label(&tenant)),
+        status: status.map(|s| s.as_str().to_owned()),
+        counts,
+        total,
+        jobs,
+        next,
+    };
+    Ok(render(&page))
+}
+
+#[derive(Template)]
+#[template(path = "console/job.html")]
+struct JobPage {
+    tenant: Option<String>,
+    id: i64,
+    status: String,
+    created: String,
+    created_ago: String,
+    updated: String,
+    progress: String,
+    exported: String,
+    errors: Vec<(String, String)>,
+    warnings: Vec<(String, String)>,
+    /// Unit, partitions, state, worker, attempt, exported.
+    units: Vec<(u32, String, String, String, i32, String)>,
+    request: String,
+    live: bool,
+}
+
+async fn load_job(
+    state: &AppState,
+    tenant: &Tenant,
+    raw: &str,
+) -> Result<ExportJobRecord, ApiError> {
+    let id: i64 = raw.parse().map_err(|_| ApiError::NotFound(format!("no job {raw:?}")))?;
+    state
+        .catalog
+        .get_export_job(tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("export job {id} not found")))
+}
+
+async fn job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Response, PageError> {
+    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let record = load_job(&state, &tenant, &raw).await?;
+    let units = if record.units_total.is_some() {
+        state
+            .catalog
+            .export_job_units(&tenant, record.id)
+            .await?
+            .into_iter()
+            .map(|u| {
+                let (first, last) = (*u.partitions.start(), *u.partitions.end());
+                let partitions =
+                    if first == last { first.to_string() } else { format!("{first}–{last}") };
+                (
+                    u.no,
+                    partitions,
+                    u.state,
+                    u.worker.unwrap_or_default(),
+                    u.attempt,
+                    u.exported.map(|n| n.to_string()).unwrap_or_default(),
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let wire = serde_json::to_value(record.to_wire()).unwrap_or(Value::Null);
+    let request = json!({
+        "destination": wire["destination"],
+        "schema": wire["schema"],
+        "fields": wire["fields"],
+        "filter": wire["filter"],
+        "additionalFields": wire["additionalFields"],
+        "mergePolicy": wire["mergePolicy"],
+    });
+    let now = segport_model::time::now_ms();
+    let page = JobPage {
+        tenant: Some(label(&tenant)),
+        id: record.id,
+        status: record.status.as_str().to_owned(),
+        created: utc(record.creation_ms),
+        created_ago: ago(now, record.creation_ms),
+        updated: utc(record.update_ms),
+        progress: progress(&record),
+        exported: record.counters.as_ref().map(|c| c.total.to_string()).unwrap_or_default(),
+        errors: record.errors.iter().map(|e| (e.code.clone(), e.msg.clone())).collect(),
+        warnings: record.warnings.iter().map(|w| (w.code.clone(), w.msg.clone())).collect(),
+        units,
+        request: serde_json::to_string_pretty(&request).unwrap_or_default(),
+        live: matches!(record.status, JobStatus::New | JobStatus::Processing),
+    };
+    Ok(render(&page))
+}
+
+/// A running job's status and progress, for the job page's refresh.
+async fn job_live(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, PageError> {
+    let tenant =
+        tenant_of(&headers).ok_or_else(|| ApiError::NotFound("no sandbox picked".into()))?;
+    let record = load_job(&state, &tenant, &raw).await?;
+    Ok(Json(json!({"status": record.status.as_str(), "progress": progress(&record)})))
+}
+
+fn progress(record: &ExportJobRecord) -> String {
+    match (&record.progress, record.status) {
+        (_, JobStatus::Succeeded) => "done".to_owned(),
+        (Some(p), _) if p.units_total.is_some() => format!(
+            "{} of {} units",
+            p.units_done.unwrap_or_default(),
+            p.units_total.unwrap_or_default()
+        ),
+        (Some(p), _) => format!("{} of {} partitions", p.partitions_done, p.partitions_total),
+        (None, _) => String::new(),
+    }
+}
+
+/// How a sandbox is shown.
+fn label(tenant: &Tenant) -> String {
+    format!("{} / {}", tenant.org.as_str(), tenant.sandbox.as_str())
+}
+
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// "5 min ago" and the like.
+fn ago(now: i64, then: i64) -> String {
+    let s = (now - then).max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s ago"),
+        60..3600 => format!("{} min ago", s / 60),
+        3600..86400 => format!("{} h ago", s / 3600),
+        _ => format!("{} d ago", s / 86400),
+    }
+}

@@ -1,0 +1,110 @@
+//! The operator console's pages over HTTP (the browser tests drive it in Chromium): a sandbox
+//! is picked, the jobs created through the API are listed with their status counts, a job's
+//! page shows its request, units and errors, and errors are HTML pages carrying the request id.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::*;
+use segport_api::auth::AuthMode;
+use tower::ServiceExt;
+
+both_backends!(pages_show_the_sandbox_jobs, the_console_needs_dev_mode_for_now);
+
+/// A GET of a console page with the sandbox cookie (`None`: without); status, headers, body.
+async fn page(
+    t: &TestApp,
+    path: &str,
+    tenant: Option<(&str, &str)>,
+) -> (StatusCode, header::HeaderMap, String) {
+    let mut request = Request::builder().uri(path);
+    if let Some((org, sandbox)) = tenant {
+        let org = org.replace('@', "%40");
+        request = request.header(header::COOKIE, format!("segport_ui_tenant={org}~{sandbox}"));
+    }
+    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+async fn pages_show_the_sandbox_jobs(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    // Without a sandbox picked, every page leads to the picker, which lists the known ones.
+    let export = t.export_dataset().await;
+    // Jobs made through the API, one of them failed.
+    let first = t.create_job(minimal_job(&export)).await["id"].as_i64().unwrap();
+    let second = t.create_job(minimal_job(&export)).await["id"].as_i64().unwrap();
+    t.force_status(second, "FAILED").await;
+    let (status, headers, _) = page(&t, "/ui/jobs", None).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/ui/tenants");
+    let (status, _, html) = page(&t, "/ui/tenants", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&format!("{ORG} / {SANDBOX}")), "{html}");
+    let (status, headers, _) =
+        page(&t, &format!("/ui/tenant?org={}&sandbox={SANDBOX}", ORG.replace('@', "%40")), None)
+            .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+
+    let tenant = Some((ORG, SANDBOX));
+    let (status, _, html) = page(&t, "/ui/jobs", tenant).await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    for id in [first, second] {
+        assert!(html.contains(&format!("href=\"/ui/jobs/{id}\"")), "job {id} listed: {html}");
+    }
+    assert!(html.contains("All <b>2</b>"), "{html}");
+    // Filtered by status.
+    let (_, _, failed) = page(&t, "/ui/jobs?status=FAILED", tenant).await;
+    assert!(
+        failed.contains(&format!("/ui/jobs/{second}\""))
+            && !failed.contains(&format!("/ui/jobs/{first}\""))
+    );
+    let (_, _, none) = page(&t, "/ui/jobs?status=SUCCEEDED", tenant).await;
+    assert!(none.contains("No jobs with status SUCCEEDED"), "{none}");
+
+    // A job's page: its request as sent, and the live refresh while it waits.
+    let (status, _, html) = page(&t, &format!("/ui/jobs/{first}"), tenant).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(&export) && html.contains("_xdm.context.profile"), "{html}");
+    assert!(html.contains(&format!("/ui/jobs/{first}/live")), "a waiting job refreshes");
+    let (_, _, live) = page(&t, &format!("/ui/jobs/{first}/live"), tenant).await;
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&live).unwrap()["status"], "NEW");
+    // Once run, the same page shows it succeeded, without the refresh.
+    t.run_tasks().await;
+    let (_, _, done) = page(&t, &format!("/ui/jobs/{first}"), tenant).await;
+    assert!(done.contains("SUCCEEDED") && !done.contains("/live\""), "{done}");
+
+    // Another sandbox sees none of it.
+    let (_, _, other) = page(&t, "/ui/jobs", Some((ORG, "dev"))).await;
+    assert!(
+        !other.contains(&format!("/ui/jobs/{first}\"")) && other.contains("No jobs"),
+        "{other}"
+    );
+    let (status, _, html) = page(&t, &format!("/ui/jobs/{first}"), Some((ORG, "dev"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Errors are HTML pages with the request id.
+    assert!(html.contains("<h1>404") && html.contains("Request id <code>"), "{html}");
+    let (status, _, html) = page(&t, "/ui/jobs?status=SOMETIMES", tenant).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(html.starts_with("<!doctype html>"), "{html}");
+    let (status, headers, css) = page(&t, "/ui/assets/console.css", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
+    assert!(css.contains("max-width"));
+}
+
+/// Token mode has no console until its sign-in exists: `/ui` is not served there.
+async fn the_console_needs_dev_mode_for_now(setup: Setup) {
+    let t = TestApp::with_auth(setup, AuthMode::Token).await;
+    let (status, _, _) = page(&t, "/ui/jobs", Some((ORG, SANDBOX))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
