@@ -78,10 +78,52 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
     assert!(html.contains(&format!("/ui/jobs/{first}/live")), "a waiting job refreshes");
     let (_, _, live) = page(&t, &format!("/ui/jobs/{first}/live"), tenant).await;
     assert_eq!(serde_json::from_str::<serde_json::Value>(&live).unwrap()["status"], "NEW");
-    // Once run, the same page shows it succeeded, without the refresh.
+    assert!(html.contains("No files yet"), "{html}");
+    // Once run, the same page shows it succeeded, without the refresh, with its files.
     t.run_tasks().await;
     let (_, _, done) = page(&t, &format!("/ui/jobs/{first}"), tenant).await;
     assert!(done.contains("SUCCEEDED") && !done.contains("/live\""), "{done}");
+    let record = t.get(&format!("/export/jobs/{first}")).await.body;
+    let batch = record["destination"]["batchId"].as_str().unwrap();
+    let tenant_id = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();
+    let files =
+        t.db.catalog
+            .list_batch_files(&tenant_id, &segport_model::BatchId::parse(batch).unwrap())
+            .await
+            .unwrap();
+    assert!(!files.is_empty());
+    for f in &files {
+        assert!(
+            done.contains(&f.name) && done.contains(&format!("<td>{}</td>", f.bytes)),
+            "{done}"
+        );
+    }
+
+    // Datasets: the list, and a dataset's batches with their status and counts.
+    let source = t.store_dataset(PROFILE_SCHEMA).await;
+    let records: String = (0..3)
+        .map(|i| format!("{{\"identityMap\": {{\"ECID\": [{{\"id\": \"c{i}\"}}]}}}}\n"))
+        .collect();
+    let (ingested, _) = t
+        .ingest(
+            &source,
+            serde_json::json!({"format": "json"}),
+            vec![("p.json", records.into_bytes())],
+        )
+        .await;
+    let (status, _, html) = page(&t, "/ui/datasets", tenant).await;
+    assert_eq!(status, StatusCode::OK);
+    for id in [&export, &source] {
+        assert!(html.contains(&format!("/ui/datasets/{id}\"")), "{html}");
+    }
+    let (status, _, html) = page(&t, &format!("/ui/datasets/{source}"), tenant).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(&ingested) && html.contains("success") && html.contains("<td>3</td>"),
+        "{html}"
+    );
+    let (status, _, _) = page(&t, "/ui/datasets/nope", tenant).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     // Another sandbox sees none of it.
     let (_, _, other) = page(&t, "/ui/jobs", Some((ORG, "dev"))).await;

@@ -41,6 +41,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/jobs", get(jobs))
         .route("/ui/jobs/{id}", get(job))
         .route("/ui/jobs/{id}/live", get(job_live))
+        .route("/ui/datasets", get(datasets))
+        .route("/ui/datasets/{id}", get(dataset))
 }
 
 /// An error under `/ui`: an HTML page with the status, the message and the request id.
@@ -268,6 +270,8 @@ struct JobPage {
     warnings: Vec<(String, String)>,
     /// Unit, partitions, state, worker, attempt, exported.
     units: Vec<(u32, String, String, String, i32, String)>,
+    /// Each destination batch with its files (name, rows, bytes).
+    batches: Vec<(String, Vec<(String, i64, i64)>)>,
     request: String,
     live: bool,
 }
@@ -315,6 +319,14 @@ async fn job(
     } else {
         Vec::new()
     };
+    let mut batches = Vec::new();
+    for batch in record.spec.destination.batch_ids() {
+        let files = state.catalog.list_batch_files(&tenant, batch).await?;
+        batches.push((
+            batch.to_string(),
+            files.into_iter().map(|f| (f.name, f.rows, f.bytes)).collect(),
+        ));
+    }
     let wire = serde_json::to_value(record.to_wire()).unwrap_or(Value::Null);
     let request = json!({
         "destination": wire["destination"],
@@ -337,6 +349,7 @@ async fn job(
         errors: record.errors.iter().map(|e| (e.code.clone(), e.msg.clone())).collect(),
         warnings: record.warnings.iter().map(|w| (w.code.clone(), w.msg.clone())).collect(),
         units,
+        batches,
         request: serde_json::to_string_pretty(&request).unwrap_or_default(),
         live: matches!(record.status, JobStatus::New | JobStatus::Processing),
     };
@@ -388,4 +401,137 @@ fn ago(now: i64, then: i64) -> String {
         3600..86400 => format!("{} h ago", s / 3600),
         _ => format!("{} d ago", s / 86400),
     }
+}
+
+/// One row of the datasets list.
+struct DatasetRow {
+    id: String,
+    name: String,
+    class: String,
+    profile: &'static str,
+    created: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/datasets.html")]
+struct DatasetsPage {
+    tenant: Option<String>,
+    datasets: Vec<DatasetRow>,
+    start: u64,
+    previous: Option<String>,
+    next: Option<String>,
+}
+
+/// `start` of a paged list (a row offset).
+fn start_of(query: &QueryPairs) -> Result<u64, ApiError> {
+    match query.get("start") {
+        None => Ok(0),
+        Some(raw) => raw
+            .parse::<u64>()
+            .map_err(|_| ApiError::invalid("start", format!("{raw:?} is not a row offset"))),
+    }
+}
+
+/// Links to the previous and next pages of a list at `path` showing `shown` rows from `start`.
+fn links(path: &str, start: u64, shown: usize) -> (Option<String>, Option<String>) {
+    let page = u64::from(PAGE_SIZE);
+    let previous = (start > 0).then(|| format!("{path}?start={}", start.saturating_sub(page)));
+    let next = (shown as u64 == page).then(|| format!("{path}?start={}", start + page));
+    (previous, next)
+}
+
+async fn datasets(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, PageError> {
+    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let start = start_of(&query)?;
+    let list = segport_catalog::ListQuery { limit: PAGE_SIZE, start };
+    let found = state.catalog.list_datasets(&tenant, &list).await?;
+    let (previous, next) = links("/ui/datasets", start, found.len());
+    let datasets = found
+        .iter()
+        .map(|d| DatasetRow {
+            id: d.id.to_string(),
+            name: d.name.clone(),
+            class: d.class.as_str().to_owned(),
+            profile: if d.unified_profile() { "yes" } else { "no" },
+            created: utc(d.created_ms),
+        })
+        .collect();
+    let page = DatasetsPage { tenant: Some(label(&tenant)), datasets, start, previous, next };
+    Ok(render(&page))
+}
+
+/// One row of a dataset's batches.
+struct BatchRow {
+    id: String,
+    status: String,
+    records: String,
+    failed: String,
+    completed: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/dataset.html")]
+struct DatasetPage {
+    tenant: Option<String>,
+    id: String,
+    name: String,
+    class: String,
+    profile: &'static str,
+    schema: String,
+    batches: Vec<BatchRow>,
+    start: u64,
+    previous: Option<String>,
+    next: Option<String>,
+}
+
+async fn dataset(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    query: QueryPairs,
+) -> Result<Response, PageError> {
+    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let missing = || ApiError::NotFound(format!("dataset {raw:?} not found"));
+    let id = segport_model::DatasetId::parse(&raw).map_err(|_| missing())?;
+    let found = state.catalog.get_dataset(&tenant, &id).await?.ok_or_else(missing)?;
+    let path = format!("/ui/datasets/{id}");
+    let start = start_of(&query)?;
+    let filter = segport_catalog::BatchFilter { dataset_id: Some(id.clone()), status: None };
+    let list = segport_catalog::ListQuery { limit: PAGE_SIZE, start };
+    let listed = state.catalog.list_batches(&tenant, &filter, &list).await?;
+    let (previous, next) = links(&path, start, listed.len());
+    let count = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
+    let batches = listed
+        .iter()
+        .map(|b| BatchRow {
+            id: b.id.to_string(),
+            status: b.status.as_str().to_owned(),
+            records: count(b.record_count),
+            failed: count(b.failed_record_count),
+            completed: b.completed_ms.map(utc).unwrap_or_default(),
+            error: b
+                .errors
+                .first()
+                .map(|e| format!("{}: {}", e.code, e.description))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let page = DatasetPage {
+        tenant: Some(label(&tenant)),
+        id: found.id.to_string(),
+        name: found.name.clone(),
+        class: found.class.as_str().to_owned(),
+        profile: if found.unified_profile() { "yes" } else { "no" },
+        schema: found.schema_ref.id.clone(),
+        batches,
+        start,
+        previous,
+        next,
+    };
+    Ok(render(&page))
 }
