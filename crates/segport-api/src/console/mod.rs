@@ -255,6 +255,9 @@ async fn jobs(
     Ok(render(&page))
 }
 
+/// A batch file as a job's page lists it: name, rows, bytes.
+type FileRow = (String, i64, i64);
+
 #[derive(Template)]
 #[template(path = "console/job.html")]
 struct JobPage {
@@ -270,8 +273,8 @@ struct JobPage {
     warnings: Vec<(String, String)>,
     /// Unit, partitions, state, worker, attempt, exported.
     units: Vec<(u32, String, String, String, i32, String)>,
-    /// Each destination batch with its files (name, rows, bytes).
-    batches: Vec<(String, Vec<(String, i64, i64)>)>,
+    /// Each destination batch with its files.
+    batches: Vec<(String, Vec<FileRow>)>,
     request: String,
     live: bool,
 }
