@@ -45,6 +45,9 @@ pub enum ApiError {
     Overloaded(usize),
     #[error("{0}")]
     Timeout(String),
+    /// Refused for a reason the message gives (a console form without its CSRF token).
+    #[error("{0}")]
+    Forbidden(String),
     /// A bounded pool (engine reads) is full.
     #[error("{0}")]
     Busy(String),
@@ -84,6 +87,7 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::MissingToken | ApiError::InvalidToken => StatusCode::UNAUTHORIZED,

@@ -12,7 +12,7 @@ mod extract;
 pub mod metrics;
 mod openapi;
 pub mod reads;
-mod routes;
+pub(crate) mod routes;
 pub mod server;
 
 use std::sync::Arc;

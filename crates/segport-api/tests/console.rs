@@ -12,7 +12,11 @@ use common::*;
 use segport_api::auth::AuthMode;
 use tower::ServiceExt;
 
-both_backends!(pages_show_the_sandbox_jobs, the_console_needs_dev_mode_for_now);
+both_backends!(
+    pages_show_the_sandbox_jobs,
+    the_console_needs_dev_mode_for_now,
+    actions_need_the_form_token
+);
 
 /// A GET of a console page with the sandbox cookie (`None`: without); status, headers, body.
 async fn page(
@@ -149,4 +153,78 @@ async fn the_console_needs_dev_mode_for_now(setup: Setup) {
     let t = TestApp::with_auth(setup, AuthMode::Token).await;
     let (status, _, _) = page(&t, "/ui/jobs", Some((ORG, SANDBOX))).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// A POST of a console form with `cookies` and `body`; status and `Location`.
+async fn post(t: &TestApp, path: &str, cookies: &str, body: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(header::COOKIE, cookies)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
+        .oneshot(request)
+        .await
+        .unwrap();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|l| l.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (response.status(), location)
+}
+
+/// Cancel, delete and "run again" are forms that carry the page's token: without it, or with
+/// another, they are refused and change nothing.
+async fn actions_need_the_form_token(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    let export = t.export_dataset().await;
+    let id = t.create_job(minimal_job(&export)).await["id"].as_i64().unwrap();
+    let tenant = format!("segport_ui_tenant={}~{SANDBOX}", ORG.replace('@', "%40"));
+    let (_, headers, html) = page(&t, &format!("/ui/jobs/{id}"), Some((ORG, SANDBOX))).await;
+    let set = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let token = set.split(';').next().unwrap().trim_start_matches("segport_ui_csrf=").to_owned();
+    assert!(html.contains(&format!("name=\"csrf\" value=\"{token}\"")), "{html}");
+    let cookies = format!("{tenant}; segport_ui_csrf={token}");
+
+    for (cookies, body) in [
+        (cookies.as_str(), String::new()),
+        (cookies.as_str(), "csrf=0000".to_owned()),
+        (tenant.as_str(), format!("csrf={token}")),
+    ] {
+        let (status, _) = post(&t, &format!("/ui/jobs/{id}/cancel"), cookies, &body).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cookies} {body}");
+    }
+    assert_eq!(t.get(&format!("/export/jobs/{id}")).await.body["status"], "NEW");
+
+    // Run again: a new job from the same body.
+    let (status, location) =
+        post(&t, &format!("/ui/jobs/{id}/rerun"), &cookies, &format!("csrf={token}")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let again: i64 = location.trim_start_matches("/ui/jobs/").parse().unwrap();
+    assert_ne!(again, id);
+    let (old, new) = (
+        t.get(&format!("/export/jobs/{id}")).await.body,
+        t.get(&format!("/export/jobs/{again}")).await.body,
+    );
+    assert_eq!(new["destination"]["datasetId"], old["destination"]["datasetId"]);
+    assert_eq!(new["fields"], old["fields"]);
+    assert_eq!(new["status"], "NEW");
+
+    // Cancel a waiting job (it fails as cancelled), then delete it once it ended.
+    let (status, location) =
+        post(&t, &format!("/ui/jobs/{id}/cancel"), &cookies, &format!("csrf={token}")).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (StatusCode::SEE_OTHER, format!("/ui/jobs/{id}").as_str())
+    );
+    let cancelled = t.get(&format!("/export/jobs/{id}")).await.body;
+    assert_eq!(cancelled["status"], "FAILED", "{cancelled}");
+    let (status, location) =
+        post(&t, &format!("/ui/jobs/{id}/cancel"), &cookies, &format!("csrf={token}")).await;
+    assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/jobs"));
+    assert_eq!(t.get(&format!("/export/jobs/{id}")).await.status, StatusCode::NOT_FOUND);
 }

@@ -28,6 +28,9 @@ pub const PREFIX: &str = "/ui";
 
 /// The cookie holding the sandbox a dev-mode console shows.
 const TENANT_COOKIE: &str = "segport_ui_tenant";
+/// The cookie holding the token every console form must send back (double submit): a page of
+/// another site can neither read it nor, the cookie being `SameSite=Strict`, send it.
+const CSRF_COOKIE: &str = "segport_ui_csrf";
 const PAGE_SIZE: u32 = 50;
 const STYLESHEET: &str = include_str!("../../templates/console/console.css");
 
@@ -41,6 +44,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/jobs", get(jobs))
         .route("/ui/jobs/{id}", get(job))
         .route("/ui/jobs/{id}/live", get(job_live))
+        .route("/ui/jobs/{id}/cancel", axum::routing::post(cancel_job))
+        .route("/ui/jobs/{id}/rerun", axum::routing::post(rerun_job))
         .route("/ui/datasets", get(datasets))
         .route("/ui/datasets/{id}", get(dataset))
 }
@@ -106,14 +111,19 @@ async fn stylesheet() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLESHEET)
 }
 
-/// The sandbox the console shows, from its cookie.
-fn tenant_of(headers: &HeaderMap) -> Option<Tenant> {
-    let cookies = headers.get_all(header::COOKIE);
-    let value = cookies
+/// The value of cookie `name`.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&format!("{TENANT_COOKIE}=")).map(str::to_owned))?;
+        .find_map(|c| c.trim().strip_prefix(&format!("{name}=")).map(str::to_owned))
+}
+
+/// The sandbox the console shows, from its cookie.
+fn tenant_of(headers: &HeaderMap) -> Option<Tenant> {
+    let value = cookie(headers, TENANT_COOKIE)?;
     let (org, sandbox) = value.split_once('~')?;
     Tenant::parse(&decode(org), &decode(sandbox)).ok()
 }
@@ -277,6 +287,9 @@ struct JobPage {
     batches: Vec<(String, Vec<FileRow>)>,
     request: String,
     live: bool,
+    /// Whether the job can be cancelled (it waits or runs) or deleted (it ended).
+    cancellable: bool,
+    csrf: String,
 }
 
 async fn load_job(
@@ -299,6 +312,7 @@ async fn job(
 ) -> Result<Response, PageError> {
     let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
     let record = load_job(&state, &tenant, &raw).await?;
+    let csrf = cookie(&headers, CSRF_COOKIE).filter(|c| c.len() == 64).unwrap_or_else(fresh_csrf);
     let units = if record.units_total.is_some() {
         state
             .catalog
@@ -330,15 +344,7 @@ async fn job(
             files.into_iter().map(|f| (f.name, f.rows, f.bytes)).collect(),
         ));
     }
-    let wire = serde_json::to_value(record.to_wire()).unwrap_or(Value::Null);
-    let request = json!({
-        "destination": wire["destination"],
-        "schema": wire["schema"],
-        "fields": wire["fields"],
-        "filter": wire["filter"],
-        "additionalFields": wire["additionalFields"],
-        "mergePolicy": wire["mergePolicy"],
-    });
+    let request = job_request(&record);
     let now = segport_model::time::now_ms();
     let page = JobPage {
         tenant: Some(label(&tenant)),
@@ -355,8 +361,10 @@ async fn job(
         batches,
         request: serde_json::to_string_pretty(&request).unwrap_or_default(),
         live: matches!(record.status, JobStatus::New | JobStatus::Processing),
+        cancellable: matches!(record.status, JobStatus::New | JobStatus::Processing),
+        csrf: csrf.clone(),
     };
-    Ok(render(&page))
+    Ok(([(header::SET_COOKIE, csrf_cookie(&csrf))], render(&page)).into_response())
 }
 
 /// A running job's status and progress, for the job page's refresh.
@@ -369,6 +377,25 @@ async fn job_live(
         tenant_of(&headers).ok_or_else(|| ApiError::NotFound("no sandbox picked".into()))?;
     let record = load_job(&state, &tenant, &raw).await?;
     Ok(Json(json!({"status": record.status.as_str(), "progress": progress(&record)})))
+}
+
+/// The body a job was created with, as the API takes it.
+fn job_request(record: &ExportJobRecord) -> Value {
+    let wire = serde_json::to_value(record.to_wire()).unwrap_or(Value::Null);
+    let mut destination = json!({
+        "datasetId": wire["destination"]["datasetId"],
+        "segmentPerBatch": wire["destination"]["segmentPerBatch"],
+    });
+    if destination["segmentPerBatch"].is_null() {
+        destination = json!({"datasetId": wire["destination"]["datasetId"]});
+    }
+    let mut body = json!({"destination": destination, "schema": wire["schema"]});
+    for key in ["fields", "filter", "additionalFields", "mergePolicy"] {
+        if !wire[key].is_null() {
+            body[key] = wire[key].clone();
+        }
+    }
+    body
 }
 
 fn progress(record: &ExportJobRecord) -> String {
@@ -537,4 +564,72 @@ async fn dataset(
         next,
     };
     Ok(render(&page))
+}
+
+/// A new form token: 32 random bytes, hex.
+fn fresh_csrf() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn csrf_cookie(token: &str) -> String {
+    format!("{CSRF_COOKIE}={token}; Path={PREFIX}; HttpOnly; SameSite=Strict")
+}
+
+/// The fields of a posted form, once its token matched the cookie's.
+fn checked_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+    use subtle::ConstantTimeEq;
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
+        .map_err(|e| ApiError::invalid("form", format!("not a form: {e}")))?;
+    let sent = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_bytes());
+    let expected = cookie(headers, CSRF_COOKIE);
+    match (sent, expected) {
+        (Some(sent), Some(expected)) if bool::from(sent.ct_eq(expected.as_bytes())) => Ok(fields),
+        _ => Err(ApiError::Forbidden(
+            "the form's token is missing or stale: reload the page and try again".to_owned(),
+        )),
+    }
+}
+
+/// Cancels a waiting or running job, or deletes one that ended (as `DELETE /export/jobs/{id}`).
+async fn cancel_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    checked_form(&headers, &body)?;
+    let record = load_job(&state, &tenant, &raw).await?;
+    let outcome = state
+        .catalog
+        .cancel_export_job(&tenant, record.id, segport_model::time::now_ms())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("export job {} not found", record.id)))?;
+    tracing::info!(job_id = record.id, ?outcome, "export job cancel requested from the console");
+    let deleted = !matches!(record.status, JobStatus::New | JobStatus::Processing);
+    let to = if deleted { "/ui/jobs".to_owned() } else { format!("/ui/jobs/{}", record.id) };
+    Ok(Redirect::to(&to).into_response())
+}
+
+/// Creates a new job from the same body ("run again"), under the policy's latest version.
+async fn rerun_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    checked_form(&headers, &body)?;
+    let record = load_job(&state, &tenant, &raw).await?;
+    let mut request = job_request(&record);
+    request["mergePolicy"] = json!({"id": record.spec.merge_policy.id});
+    let mut profile = HeaderMap::new();
+    if let Ok(value) = record.spec.profile_instance_id.parse() {
+        profile.insert("x-profile-instance-id", value);
+    }
+    let created = crate::routes::jobs::create_job(&state, &tenant, &profile, &request).await?;
+    Ok(Redirect::to(&format!("/ui/jobs/{}", created.id)).into_response())
 }

@@ -42,9 +42,26 @@ async fn create(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let record = create_job(&state, &tenant, &headers, &body).await?;
+
+    let mut response = Json(record.to_wire()).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("{AEP_PREFIX}/{}", record.id)) {
+        response.headers_mut().insert("x-location", location);
+    }
+    Ok(response)
+}
+
+/// Creates a job from `body` (checked as [`check_create`] does); the API's create and the
+/// console's "run again" both come here.
+pub(crate) async fn create_job(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<ExportJobRecord, ApiError> {
     let now = now_ms();
     let Checked { request, policy, warnings, profile_instance_id } =
-        check_create(&state, &tenant, &headers, &body, now).await?;
+        check_create(state, tenant, headers, body, now).await?;
     let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
     let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
     let job = NewExportJob {
@@ -56,12 +73,7 @@ async fn create(
     };
     let record = state.jobs.create(tenant.clone(), job).await?;
     tracing::info!(job_id = record.id, org = %tenant.org, sandbox = %tenant.sandbox, "export job created");
-
-    let mut response = Json(record.to_wire()).into_response();
-    if let Ok(location) = HeaderValue::from_str(&format!("{AEP_PREFIX}/{}", record.id)) {
-        response.headers_mut().insert("x-location", location);
-    }
-    Ok(response)
+    Ok(record)
 }
 
 /// A job body as a create checks it.

@@ -4,7 +4,7 @@ mod access;
 mod catalog;
 mod data_access;
 mod import;
-mod jobs;
+pub(crate) mod jobs;
 mod merge_policies;
 pub(crate) mod ops;
 mod preview;
