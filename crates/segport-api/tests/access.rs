@@ -289,6 +289,16 @@ async fn look_ups_refuse_what_they_cannot_answer(setup: Setup) {
         got.assert_service_error(400);
         assert!(got.error_fields().contains(&field.to_owned()), "{query}: {}", got.text);
     }
+    // Identities past their length limit.
+    let long = "x".repeat(1025);
+    for (query, field) in [
+        (format!("schema.name=_xdm.context.profile&entityIdNS=ECID&entityId={long}"), "entityId"),
+        (format!("schema.name=_xdm.context.profile&entityIdNS={long}&entityId=a"), "entityIdNS"),
+    ] {
+        let got = t.get(&format!("{ENTITIES}?{query}")).await;
+        got.assert_service_error(400);
+        assert_eq!(got.error_fields(), [field.to_owned()]);
+    }
     // A sandbox that holds nothing: no such profile.
     let got = t
         .get(&format!("{ENTITIES}?schema.name=_xdm.context.profile&entityIdNS=ECID&entityId=x"))

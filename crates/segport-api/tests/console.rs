@@ -142,6 +142,10 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
     let (status, _, html) = page(&t, "/ui/jobs?status=SOMETIMES", tenant).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(html.starts_with("<!doctype html>"), "{html}");
+    for bad in ["/ui/jobs?after=yesterday", "/ui/datasets?start=-1", "/ui/jobs/abc"] {
+        let (status, _, html) = page(&t, bad, tenant).await;
+        assert!(status.is_client_error() && html.contains("Request id"), "{bad}: {status}");
+    }
     let (status, headers, css) = page(&t, "/ui/assets/console.css", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
