@@ -129,6 +129,33 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
     let (status, _, _) = page(&t, "/ui/datasets/nope", tenant).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
+    // A profile by its identity: the merged profile, its source, its events.
+    let events = t.store_dataset(EVENT_SCHEMA).await;
+    let event = serde_json::json!({"_id": "ev-1", "timestamp": "2026-01-02T03:04:05Z", "eventType": "web.view", "identityMap": {"ECID": [{"id": "c1", "primary": true}]}});
+    t.ingest(
+        &events,
+        serde_json::json!({"format": "json"}),
+        vec![("e.json", format!("{event}\n").into_bytes())],
+    )
+    .await;
+    let (status, _, html) = page(&t, "/ui/profile?ns=ECID&id=c1", tenant).await;
+    assert_eq!(status, StatusCode::OK);
+    // Its sources are its fragments' datasets.
+    assert!(
+        html.contains("ECID:c1") && html.contains(&source) && !html.contains(&events),
+        "{html}"
+    );
+    assert!(
+        html.contains("ev-1")
+            && html.contains("web.view")
+            && html.contains("2026-01-02 03:04:05 UTC"),
+        "{html}"
+    );
+    let (_, _, missing) = page(&t, "/ui/profile?ns=ECID&id=nobody", tenant).await;
+    assert!(missing.contains("No profile has the primary identity nobody"), "{missing}");
+    let (status, _, _) = page(&t, "/ui/profile?ns=ECID&id=c1&policy=nope", tenant).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
     // Another sandbox sees none of it.
     let (_, _, other) = page(&t, "/ui/jobs", Some((ORG, "dev"))).await;
     assert!(

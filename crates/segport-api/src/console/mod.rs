@@ -48,6 +48,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/jobs/{id}/rerun", axum::routing::post(rerun_job))
         .route("/ui/datasets", get(datasets))
         .route("/ui/datasets/{id}", get(dataset))
+        .route("/ui/profile", get(profile))
 }
 
 /// An error under `/ui`: an HTML page with the status, the message and the request id.
@@ -632,4 +633,74 @@ async fn rerun_job(
     }
     let created = crate::routes::jobs::create_job(&state, &tenant, &profile, &request).await?;
     Ok(Redirect::to(&format!("/ui/jobs/{}", created.id)).into_response())
+}
+
+/// A profile found, as its page shows it.
+struct FoundProfile {
+    key: String,
+    policy: String,
+    sources: Vec<String>,
+    modified: String,
+    entity: String,
+    event_count: usize,
+    /// The latest events: timestamp, `_id`, event type (or the event as JSON).
+    events: Vec<(String, String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "console/profile.html")]
+struct ProfilePage {
+    tenant: Option<String>,
+    ns: String,
+    id: String,
+    policy: String,
+    searched: bool,
+    found: Option<FoundProfile>,
+}
+
+/// Events a profile's page lists, the latest first.
+const RECENT_EVENTS: usize = 50;
+
+/// A profile by its primary identity, under a merge policy: the merged profile, its sources
+/// and its recent events (the profile access API's read).
+async fn profile(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, PageError> {
+    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let field = |name| query.get(name).map(str::trim).unwrap_or_default().to_owned();
+    let (ns, id, policy) = (field("ns"), field("id"), field("policy"));
+    let searched = !ns.is_empty() && !id.is_empty();
+    if ns.len() > 1024 || id.len() > 1024 {
+        return Err(ApiError::invalid("id", "longer than 1024 bytes").into());
+    }
+    let found = if searched {
+        let policy_id = Some(policy.as_str()).filter(|p| !p.is_empty());
+        crate::routes::access::profile_with_events(&state, &tenant, &ns, &id, policy_id).await?.map(
+            |(policy, profile, events)| FoundProfile {
+                key: format!("{ns}:{id}"),
+                policy: policy.id.to_string(),
+                sources: profile.sources,
+                modified: utc(profile.last_modified_ms),
+                entity: serde_json::to_string_pretty(&profile.entity).unwrap_or_default(),
+                event_count: events.len(),
+                events: events
+                    .iter()
+                    .rev()
+                    .take(RECENT_EVENTS)
+                    .map(|e| {
+                        let kind = e.entity["eventType"]
+                            .as_str()
+                            .map_or_else(|| e.entity.to_string(), str::to_owned);
+                        (e.timestamp_ms.map(utc).unwrap_or_default(), e.id.clone(), kind)
+                    })
+                    .collect(),
+            },
+        )
+    } else {
+        None
+    };
+    let page = ProfilePage { tenant: Some(label(&tenant)), ns, id, policy, searched, found };
+    Ok(render(&page))
 }

@@ -231,6 +231,27 @@ fn page_length(events: &[Event], limit: usize) -> usize {
     n
 }
 
+/// A profile and its events by its primary identity under merge policy `policy_id` (the
+/// sandbox's default when `None`), for the console: `None` when there is no such profile.
+pub(crate) async fn profile_with_events(
+    state: &AppState,
+    tenant: &Tenant,
+    ns: &str,
+    id: &str,
+    policy_id: Option<&str>,
+) -> Result<Option<(MergePolicy, Profile, Vec<Event>)>, ApiError> {
+    let mut errors = ValidationErrors::default();
+    let store = state.catalog.find_store_state(tenant).await?;
+    let policy = merge_policy(state, tenant, policy_id, &store, &mut errors).await?;
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let (Some(store), Some(policy)) = (store, policy) else { return Ok(None) };
+    let key = format!("{ns}:{id}");
+    let found = read(state, tenant, store, &key, &policy, FieldList::default(), true).await?;
+    Ok(found.map(|(profile, events)| (policy, profile, events)))
+}
+
 /// Reads the profile of `key` (and its events) from the store, in the look-up pool.
 async fn read(
     state: &AppState,

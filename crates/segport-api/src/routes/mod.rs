@@ -1,6 +1,6 @@
 //! The routes of the API, one module per resource family.
 
-mod access;
+pub(crate) mod access;
 mod catalog;
 mod data_access;
 mod import;
