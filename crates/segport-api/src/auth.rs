@@ -130,8 +130,28 @@ impl Authenticator {
         }
     }
 
+    /// The token of secret `secret` while it is live (neither revoked nor expired).
+    pub(crate) async fn live_token(&self, secret: &str) -> Result<Option<TokenRecord>, ApiError> {
+        self.live_token_by_hash(&token_sha256(secret)).await
+    }
+
+    /// The token whose secret's SHA-256 is `hash` while it is live (a console session's).
+    pub(crate) async fn live_token_by_hash(
+        &self,
+        hash: &str,
+    ) -> Result<Option<TokenRecord>, ApiError> {
+        let now = now_ms();
+        Ok(self
+            .lookup_hash(hash.to_owned())
+            .await?
+            .filter(|r| r.revoked_ms.is_none() && r.expires_ms.is_none_or(|e| e > now)))
+    }
+
     async fn lookup(&self, token: &str) -> Result<Option<TokenRecord>, ApiError> {
-        let hash = token_sha256(token);
+        self.lookup_hash(token_sha256(token)).await
+    }
+
+    async fn lookup_hash(&self, hash: String) -> Result<Option<TokenRecord>, ApiError> {
         if let Some(hit) = self.cached(&hash) {
             return Ok(hit);
         }

@@ -186,8 +186,8 @@ pub fn openapi_document(surface: Surface) -> utoipa::openapi::OpenApi {
 /// The router without path normalisation (tests that need the raw router use [`app`] anyway).
 pub fn router(state: AppState, surface: Surface) -> Router {
     let (mut routes, _) = openapi::build(surface);
-    // The console, off the OpenAPI description; in dev mode only until it has its sign-in.
-    if surface == Surface::Full && state.auth.mode() == auth::AuthMode::Dev {
+    // The console, off the OpenAPI description.
+    if surface == Surface::Full {
         routes = routes.merge(console::routes());
     }
     routes

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 both_backends!(
     pages_show_the_sandbox_jobs,
-    the_console_needs_dev_mode_for_now,
+    token_mode_signs_in_with_a_token,
     actions_need_the_form_token
 );
 
@@ -179,11 +179,125 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
     assert!(css.contains("max-width"));
 }
 
-/// Token mode has no console until its sign-in exists: `/ui` is not served there.
-async fn the_console_needs_dev_mode_for_now(setup: Setup) {
+/// A request with `cookies` (and a form body for a POST); status, headers, body.
+async fn send(
+    t: &TestApp,
+    method: &str,
+    path: &str,
+    cookies: &str,
+    form: &str,
+) -> (StatusCode, header::HeaderMap, String) {
+    let mut request = Request::builder().method(method).uri(path);
+    if !cookies.is_empty() {
+        request = request.header(header::COOKIE, cookies);
+    }
+    if method == "POST" {
+        request = request.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    }
+    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
+        .oneshot(request.body(Body::from(form.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+/// The value a `Set-Cookie` of `name` sets, and the whole header.
+fn set_cookie(headers: &header::HeaderMap, name: &str) -> (String, String) {
+    let set = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie set: {headers:?}"));
+    let value = set.split(';').next().unwrap().trim_start_matches(&format!("{name}=")).to_owned();
+    (value, set)
+}
+
+/// Signs in with `secret` through the form; the session cookie.
+async fn signed_in(t: &TestApp, secret: &str) -> String {
+    let (_, headers, _) = send(t, "GET", "/ui/sign-in", "", "").await;
+    let (csrf, _) = set_cookie(&headers, "segport_ui_csrf");
+    let form = format!("csrf={csrf}&token={secret}&sandbox={SANDBOX}");
+    let (status, headers, html) =
+        send(t, "POST", "/ui/sign-in", &format!("segport_ui_csrf={csrf}"), &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+    let (session, set) = set_cookie(&headers, "segport_ui_session");
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure flag: {set}");
+    format!("segport_ui_session={session}")
+}
+
+/// Token mode: pages lead to the sign-in form; a live token signs a browser in (the org is
+/// the token's) into a session that shows its sandbox; sign-out needs the page's form token;
+/// a revoked token and 12 h unused end a session; a sign-in without the form's own token, or
+/// with a bad token, is refused.
+async fn token_mode_signs_in_with_a_token(setup: Setup) {
     let t = TestApp::with_auth(setup, AuthMode::Token).await;
-    let (status, _, _) = page(&t, "/ui/jobs", Some((ORG, SANDBOX))).await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, headers, _) = send(&t, "GET", "/ui/jobs", "", "").await;
+    assert_eq!(
+        (status, &headers[header::LOCATION]),
+        (StatusCode::SEE_OTHER, &"/ui/sign-in".parse().unwrap())
+    );
+    let good = segport_api::auth::issue_token(ORG, None);
+    t.db.catalog.insert_token(&good.record).await.unwrap();
+
+    // Refused: no form token; a token that is not one.
+    let form = format!("token={}&sandbox={SANDBOX}", good.secret);
+    let (status, _, _) = send(&t, "POST", "/ui/sign-in", "", &form).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, headers, html) = send(&t, "GET", "/ui/sign-in", "", "").await;
+    let (csrf, _) = set_cookie(&headers, "segport_ui_csrf");
+    assert!(html.contains(&csrf) && html.contains("type=\"password\""), "{html}");
+    let (status, _, html) = send(
+        &t,
+        "POST",
+        "/ui/sign-in",
+        &format!("segport_ui_csrf={csrf}"),
+        &format!("csrf={csrf}&token=spt_guess&sandbox={SANDBOX}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("not valid"), "{html}");
+
+    // Signed in: the token's org, the sandbox named.
+    let session = signed_in(&t, &good.secret).await;
+    let (status, _, html) = send(&t, "GET", "/ui/jobs", &session, "").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains(&format!("{ORG} / {SANDBOX}")) && html.contains("Sign out"), "{html}");
+    let token = html.split("name=\"csrf\" value=\"").nth(1).unwrap()[..64].to_owned();
+    let (status, _, _) = send(&t, "POST", "/ui/sign-out", &session, "csrf=0").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = send(&t, "POST", "/ui/sign-out", &session, &format!("csrf={token}")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, headers, _) = send(&t, "GET", "/ui/jobs", &session, "").await;
+    assert_eq!(
+        (status, &headers[header::LOCATION]),
+        (StatusCode::SEE_OTHER, &"/ui/sign-in".parse().unwrap())
+    );
+
+    // 12 h unused ends a session.
+    let session = signed_in(&t, &good.secret).await;
+    let secret = session.trim_start_matches("segport_ui_session=");
+    let id = segport_api::auth::token_sha256(secret);
+    let long_ago = segport_model::time::now_ms() - 13 * 3600 * 1000;
+    t.db.catalog.touch_session(&id, SANDBOX, long_ago).await.unwrap();
+    let (status, _, _) = send(&t, "GET", "/ui/jobs", &session, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // Revoking the token ends its sessions (once the server's 5 s token cache lets it go).
+    let session = signed_in(&t, &good.secret).await;
+    assert_eq!(send(&t, "GET", "/ui/jobs", &session, "").await.0, StatusCode::OK);
+    assert!(t
+        .db
+        .catalog
+        .revoke_token(&good.record.id, segport_model::time::now_ms())
+        .await
+        .unwrap());
+    tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+    let (status, _, _) = send(&t, "GET", "/ui/jobs", &session, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
 }
 
 /// A POST of a console form with `cookies` and `body`; status and `Location`.

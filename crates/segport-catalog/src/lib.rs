@@ -56,7 +56,7 @@ pub use tasks::{
     Locality, NewUnit, QueueDepth, QueueStats, ReapedTask, TaskKind, TaskQueue, UnitCommit,
     UnitCommitted, UnitResult, UnitState,
 };
-pub use tokens::{TokenRecord, Tokens};
+pub use tokens::{SessionRecord, TokenRecord, Tokens};
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 

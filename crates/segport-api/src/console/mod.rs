@@ -4,9 +4,11 @@
 //! job in place.
 //!
 //! Every `/ui` route is listed in [`routes`]; none is part of the OpenAPI description, and
-//! errors under `/ui` are HTML pages that carry the request id. For now the console is served
-//! in dev mode only, where a sandbox is picked without signing in; token mode gets it with its
-//! session sign-in.
+//! errors under `/ui` are HTML pages that carry the request id. In dev mode a sandbox is
+//! picked without signing in; in token mode a browser signs in with a token into a session
+//! (`ui_sessions`): an `HttpOnly`, `SameSite=Strict` cookie (`Secure` behind HTTPS) that ends
+//! after 12 h unused, on sign-out, and when its token is revoked or expires. Every form
+//! carries a token checked on its way back.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -19,6 +21,7 @@ use segport_model::job::{ExportJobRecord, JobStatus};
 use segport_model::Tenant;
 use serde_json::{json, Value};
 
+use crate::auth::AuthMode;
 use crate::error::current_request_id;
 use crate::extract::QueryPairs;
 use crate::{ApiError, AppState};
@@ -41,6 +44,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/assets/console.css", get(stylesheet))
         .route("/ui/tenants", get(tenants))
         .route("/ui/tenant", get(pick_tenant))
+        .route("/ui/sign-in", get(sign_in_form).post(sign_in))
+        .route("/ui/sign-out", axum::routing::post(sign_out))
         .route("/ui/jobs", get(jobs))
         .route("/ui/jobs/{id}", get(job))
         .route("/ui/jobs/{id}/live", get(job_live))
@@ -69,7 +74,7 @@ impl From<segport_catalog::CatalogError> for PageError {
 #[derive(Template)]
 #[template(path = "console/error.html")]
 struct ErrorPage {
-    tenant: Option<String>,
+    nav: Nav,
     status: String,
     message: String,
     request_id: String,
@@ -88,7 +93,7 @@ impl IntoResponse for PageError {
             _ => "The request was refused.".to_owned(),
         };
         let page = ErrorPage {
-            tenant: None,
+            nav: Nav::default(),
             status: status.to_string(),
             message,
             request_id: current_request_id(),
@@ -146,24 +151,55 @@ fn encode(text: &str) -> String {
 #[derive(Template)]
 #[template(path = "console/tenants.html")]
 struct TenantsPage {
-    tenant: Option<String>,
+    nav: Nav,
+    /// Sandboxes to pick: every one the catalog knows in dev mode, the org's in token mode.
     known: Vec<(String, String)>,
+    /// The form token the picker's links carry (token mode).
+    csrf: String,
 }
 
 async fn tenants(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let viewer = viewer(&state, &headers).await?;
+    let signed_in = viewer.as_ref().filter(|v| v.session.is_some());
+    if state.auth.mode() == AuthMode::Token && signed_in.is_none() {
+        return Ok(to_sign_in(&state));
+    }
+    let org = signed_in.map(|v| v.tenant.org.as_str().to_owned());
     let known = state
         .catalog
         .sandboxes()
         .await?
         .into_iter()
+        .filter(|t| org.as_deref().is_none_or(|o| t.org.as_str() == o))
         .map(|t| (t.org.as_str().to_owned(), t.sandbox.as_str().to_owned()))
         .collect();
-    Ok(render(&TenantsPage { tenant: tenant_of(&headers).as_ref().map(label), known }))
+    let csrf = viewer.as_ref().map(|v| v.csrf.clone()).unwrap_or_default();
+    let nav = viewer.as_ref().map(Viewer::nav).unwrap_or_default();
+    Ok(render(&TenantsPage { nav, known, csrf }))
 }
 
-/// Remembers the sandbox picked (a view setting, not a change of data).
-async fn pick_tenant(query: QueryPairs) -> Result<Response, PageError> {
+/// Shows another sandbox: in dev mode any (a cookie), in token mode one of the signed-in
+/// org's (the session's, with the form token).
+async fn pick_tenant(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Response, PageError> {
     let field = |name| query.get(name).unwrap_or_default();
+    if state.auth.mode() == AuthMode::Token {
+        let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+        let sent = query.get("csrf").unwrap_or_default();
+        if !same_token(sent, &viewer.csrf) {
+            return Err(ApiError::Forbidden(STALE_FORM.to_owned()).into());
+        }
+        let tenant = Tenant::parse(viewer.tenant.org.as_str(), field("sandbox"))
+            .map_err(ApiError::Invalid)?;
+        if let Some(session) = &viewer.session {
+            let now = segport_model::time::now_ms();
+            state.catalog.touch_session(session, tenant.sandbox.as_str(), now).await?;
+        }
+        return Ok(Redirect::to("/ui/jobs").into_response());
+    }
     let tenant = Tenant::parse(field("org"), field("sandbox")).map_err(ApiError::Invalid)?;
     let cookie = format!(
         "{TENANT_COOKIE}={}~{}; Path={PREFIX}; HttpOnly; SameSite=Strict",
@@ -173,9 +209,184 @@ async fn pick_tenant(query: QueryPairs) -> Result<Response, PageError> {
     Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/jobs")).into_response())
 }
 
-/// Where a page goes when no sandbox is picked.
-fn to_picker() -> Response {
-    Redirect::to("/ui/tenants").into_response()
+/// Where a page goes when nobody is signed in (token mode) or no sandbox is picked (dev mode).
+fn to_sign_in(state: &AppState) -> Response {
+    match state.auth.mode() {
+        AuthMode::Token => Redirect::to("/ui/sign-in").into_response(),
+        AuthMode::Dev => Redirect::to("/ui/tenants").into_response(),
+    }
+}
+
+/// What the header of every page shows.
+#[derive(Default)]
+struct Nav {
+    tenant: Option<String>,
+    /// The form token of the sign-out button, when signed in (token mode).
+    sign_out: Option<String>,
+}
+
+/// Who is looking: the sandbox shown, and the token every form of the page carries.
+struct Viewer {
+    tenant: Tenant,
+    csrf: String,
+    /// Token mode: the session (the SHA-256 of its cookie's secret).
+    session: Option<String>,
+    /// Dev mode: the token was made for this page, and its cookie goes with it.
+    fresh_csrf: bool,
+}
+
+impl Viewer {
+    fn nav(&self) -> Nav {
+        Nav {
+            tenant: Some(label(&self.tenant)),
+            sign_out: self.session.as_ref().map(|_| self.csrf.clone()),
+        }
+    }
+}
+
+/// A session ends after this long unused.
+const SESSION_IDLE_MS: i64 = 12 * 3600 * 1000;
+/// A session's last use is recorded at most this often.
+const SESSION_TOUCH_MS: i64 = 60 * 1000;
+/// The cookie holding a token-mode session's secret.
+const SESSION_COOKIE: &str = "segport_ui_session";
+const STALE_FORM: &str = "the form's token is missing or stale: reload the page and try again";
+
+/// The viewer of a request: in dev mode from the sandbox cookie; in token mode from the
+/// session cookie, while the session is used within 12 h and its token is live.
+async fn viewer(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
+    match state.auth.mode() {
+        AuthMode::Dev => {
+            let Some(tenant) = tenant_of(headers) else { return Ok(None) };
+            let sent = cookie(headers, CSRF_COOKIE).filter(|c| c.len() == 64);
+            let fresh_csrf = sent.is_none();
+            let csrf = sent.unwrap_or_else(fresh_csrf_token);
+            Ok(Some(Viewer { tenant, csrf, session: None, fresh_csrf }))
+        }
+        AuthMode::Token => {
+            let Some(secret) = cookie(headers, SESSION_COOKIE).filter(|c| c.len() == 64) else {
+                return Ok(None);
+            };
+            let id = crate::auth::token_sha256(&secret);
+            let Some(session) = state.catalog.find_session(&id).await? else { return Ok(None) };
+            let now = segport_model::time::now_ms();
+            let live = state.auth.live_token_by_hash(&session.token_sha256).await?;
+            let token_ok = live.is_some_and(|t| t.org == session.org);
+            if now - session.seen_ms > SESSION_IDLE_MS || !token_ok {
+                state.catalog.delete_session(&id).await?;
+                return Ok(None);
+            }
+            if now - session.seen_ms > SESSION_TOUCH_MS {
+                state.catalog.touch_session(&id, &session.sandbox, now).await?;
+            }
+            let Ok(tenant) = Tenant::parse(&session.org, &session.sandbox) else { return Ok(None) };
+            Ok(Some(Viewer { tenant, csrf: session.csrf, session: Some(id), fresh_csrf: false }))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "console/sign-in.html")]
+struct SignInPage {
+    nav: Nav,
+    csrf: String,
+    sandbox: String,
+    problem: Option<String>,
+}
+
+/// The sign-in form (token mode): a token and a sandbox. It carries a token of its own (a
+/// cookie and a field), so that no other site can sign a browser in.
+async fn sign_in_form(State(state): State<AppState>) -> Response {
+    if state.auth.mode() == AuthMode::Dev {
+        return Redirect::to("/ui/tenants").into_response();
+    }
+    let csrf = fresh_csrf_token();
+    let page = SignInPage {
+        nav: Nav::default(),
+        csrf: csrf.clone(),
+        sandbox: String::new(),
+        problem: None,
+    };
+    ([(header::SET_COOKIE, csrf_cookie(&csrf))], render(&page)).into_response()
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    if state.auth.mode() == AuthMode::Dev {
+        return Ok(Redirect::to("/ui/tenants").into_response());
+    }
+    let expected = cookie(&headers, CSRF_COOKIE).unwrap_or_default();
+    let fields = checked_form(&expected, &body)?;
+    let field = |name: &str| {
+        fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim().to_owned()).unwrap_or_default()
+    };
+    let (secret, sandbox) = (field("token"), field("sandbox"));
+    let again = |problem: &str, status: StatusCode| {
+        let page = SignInPage {
+            nav: Nav::default(),
+            csrf: expected.clone(),
+            sandbox: sandbox.clone(),
+            problem: Some(problem.to_owned()),
+        };
+        (status, render(&page)).into_response()
+    };
+    let token = if secret.is_empty() || secret.len() > 8192 {
+        None
+    } else {
+        state.auth.live_token(&secret).await?
+    };
+    let Some(token) = token else {
+        return Ok(again(
+            "That token is not valid: it is unknown, revoked or expired.",
+            StatusCode::UNAUTHORIZED,
+        ));
+    };
+    let Ok(tenant) = Tenant::parse(&token.org, &sandbox) else {
+        return Ok(again("Name a sandbox (letters, digits, - and _).", StatusCode::BAD_REQUEST));
+    };
+    let secret_of_session = fresh_csrf_token();
+    let now = segport_model::time::now_ms();
+    let session = segport_catalog::SessionRecord {
+        id_sha256: crate::auth::token_sha256(&secret_of_session),
+        token_sha256: token.token_sha256.clone(),
+        org: tenant.org.as_str().to_owned(),
+        sandbox: tenant.sandbox.as_str().to_owned(),
+        csrf: fresh_csrf_token(),
+        created_ms: now,
+        seen_ms: now,
+    };
+    state.catalog.insert_session(&session, now - SESSION_IDLE_MS).await?;
+    let secure = if served_over_https(&state, &headers) { "; Secure" } else { "" };
+    let cookie = format!(
+        "{SESSION_COOKIE}={secret_of_session}; Path={PREFIX}; HttpOnly; SameSite=Strict{secure}"
+    );
+    tracing::info!(org = %tenant.org, sandbox = %tenant.sandbox, token = %token.id, "console sign-in");
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/jobs")).into_response())
+}
+
+/// Whether the console is reached over HTTPS (its public URL says so, or the proxy in front).
+fn served_over_https(state: &AppState, headers: &HeaderMap) -> bool {
+    state.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+        || headers
+            .get("x-forwarded-proto")
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"))
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    checked_form(&viewer.csrf, &body)?;
+    if let Some(session) = &viewer.session {
+        state.catalog.delete_session(session).await?;
+    }
+    let cleared = format!("{SESSION_COOKIE}=; Path={PREFIX}; HttpOnly; SameSite=Strict; Max-Age=0");
+    Ok(([(header::SET_COOKIE, cleared)], to_sign_in(&state)).into_response())
 }
 
 /// One row of the jobs list.
@@ -192,7 +403,7 @@ struct JobRow {
 #[derive(Template)]
 #[template(path = "console/jobs.html")]
 struct JobsPage {
-    tenant: Option<String>,
+    nav: Nav,
     status: Option<String>,
     counts: Vec<(String, i64)>,
     total: i64,
@@ -205,7 +416,8 @@ async fn jobs(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, PageError> {
-    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let tenant = viewer.tenant.clone();
     let status = match query.get("status").filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => Some(
@@ -256,7 +468,7 @@ async fn jobs(
         })
         .collect();
     let page = JobsPage {
-        tenant: Some(label(&tenant)),
+        nav: viewer.nav(),
         status: status.map(|s| s.as_str().to_owned()),
         counts,
         total,
@@ -272,7 +484,7 @@ type FileRow = (String, i64, i64);
 #[derive(Template)]
 #[template(path = "console/job.html")]
 struct JobPage {
-    tenant: Option<String>,
+    nav: Nav,
     id: i64,
     status: String,
     created: String,
@@ -311,9 +523,10 @@ async fn job(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Response, PageError> {
-    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let tenant = viewer.tenant.clone();
     let record = load_job(&state, &tenant, &raw).await?;
-    let csrf = cookie(&headers, CSRF_COOKIE).filter(|c| c.len() == 64).unwrap_or_else(fresh_csrf);
+    let csrf = viewer.csrf.clone();
     let units = if record.units_total.is_some() {
         state
             .catalog
@@ -348,7 +561,7 @@ async fn job(
     let request = job_request(&record);
     let now = segport_model::time::now_ms();
     let page = JobPage {
-        tenant: Some(label(&tenant)),
+        nav: viewer.nav(),
         id: record.id,
         status: record.status.as_str().to_owned(),
         created: utc(record.creation_ms),
@@ -365,7 +578,13 @@ async fn job(
         cancellable: matches!(record.status, JobStatus::New | JobStatus::Processing),
         csrf: csrf.clone(),
     };
-    Ok(([(header::SET_COOKIE, csrf_cookie(&csrf))], render(&page)).into_response())
+    let mut response = render(&page);
+    if viewer.fresh_csrf {
+        if let Ok(value) = csrf_cookie(&csrf).parse() {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
 }
 
 /// A running job's status and progress, for the job page's refresh.
@@ -374,8 +593,10 @@ async fn job_live(
     headers: HeaderMap,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, PageError> {
-    let tenant =
-        tenant_of(&headers).ok_or_else(|| ApiError::NotFound("no sandbox picked".into()))?;
+    let viewer = viewer(&state, &headers)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("not signed in, or no sandbox picked".into()))?;
+    let tenant = viewer.tenant.clone();
     let record = load_job(&state, &tenant, &raw).await?;
     Ok(Json(json!({"status": record.status.as_str(), "progress": progress(&record)})))
 }
@@ -446,7 +667,7 @@ struct DatasetRow {
 #[derive(Template)]
 #[template(path = "console/datasets.html")]
 struct DatasetsPage {
-    tenant: Option<String>,
+    nav: Nav,
     datasets: Vec<DatasetRow>,
     start: u64,
     previous: Option<String>,
@@ -476,7 +697,8 @@ async fn datasets(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, PageError> {
-    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let tenant = viewer.tenant.clone();
     let start = start_of(&query)?;
     let list = segport_catalog::ListQuery { limit: PAGE_SIZE, start };
     let found = state.catalog.list_datasets(&tenant, &list).await?;
@@ -491,7 +713,7 @@ async fn datasets(
             created: utc(d.created_ms),
         })
         .collect();
-    let page = DatasetsPage { tenant: Some(label(&tenant)), datasets, start, previous, next };
+    let page = DatasetsPage { nav: viewer.nav(), datasets, start, previous, next };
     Ok(render(&page))
 }
 
@@ -508,7 +730,7 @@ struct BatchRow {
 #[derive(Template)]
 #[template(path = "console/dataset.html")]
 struct DatasetPage {
-    tenant: Option<String>,
+    nav: Nav,
     id: String,
     name: String,
     class: String,
@@ -526,7 +748,8 @@ async fn dataset(
     Path(raw): Path<String>,
     query: QueryPairs,
 ) -> Result<Response, PageError> {
-    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let tenant = viewer.tenant.clone();
     let missing = || ApiError::NotFound(format!("dataset {raw:?} not found"));
     let id = segport_model::DatasetId::parse(&raw).map_err(|_| missing())?;
     let found = state.catalog.get_dataset(&tenant, &id).await?.ok_or_else(missing)?;
@@ -553,7 +776,7 @@ async fn dataset(
         })
         .collect();
     let page = DatasetPage {
-        tenant: Some(label(&tenant)),
+        nav: viewer.nav(),
         id: found.id.to_string(),
         name: found.name.clone(),
         class: found.class.as_str().to_owned(),
@@ -568,7 +791,7 @@ async fn dataset(
 }
 
 /// A new form token: 32 random bytes, hex.
-fn fresh_csrf() -> String {
+fn fresh_csrf_token() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -579,18 +802,29 @@ fn csrf_cookie(token: &str) -> String {
     format!("{CSRF_COOKIE}={token}; Path={PREFIX}; HttpOnly; SameSite=Strict")
 }
 
-/// The fields of a posted form, once its token matched the cookie's.
-fn checked_form(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
+/// Whether a form's token is the one expected (compared in constant time).
+fn same_token(sent: &str, expected: &str) -> bool {
     use subtle::ConstantTimeEq;
+    !expected.is_empty() && bool::from(sent.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+/// The fields of a posted form, once its token is the one `expected`.
+fn checked_form(expected: &str, body: &[u8]) -> Result<Vec<(String, String)>, ApiError> {
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body)
         .map_err(|e| ApiError::invalid("form", format!("not a form: {e}")))?;
-    let sent = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_bytes());
-    let expected = cookie(headers, CSRF_COOKIE);
-    match (sent, expected) {
-        (Some(sent), Some(expected)) if bool::from(sent.ct_eq(expected.as_bytes())) => Ok(fields),
-        _ => Err(ApiError::Forbidden(
-            "the form's token is missing or stale: reload the page and try again".to_owned(),
-        )),
+    let sent = fields.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str());
+    match sent {
+        Some(sent) if same_token(sent, expected) => Ok(fields),
+        _ => Err(ApiError::Forbidden(STALE_FORM.to_owned())),
+    }
+}
+
+/// The token a posted form must carry: the session's (token mode), or the one of the cookie
+/// the page set (dev mode).
+fn form_token(viewer: &Viewer, headers: &HeaderMap) -> String {
+    match &viewer.session {
+        Some(_) => viewer.csrf.clone(),
+        None => cookie(headers, CSRF_COOKIE).unwrap_or_default(),
     }
 }
 
@@ -601,8 +835,9 @@ async fn cancel_job(
     Path(raw): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
-    checked_form(&headers, &body)?;
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let tenant = viewer.tenant.clone();
+    checked_form(&form_token(&viewer, &headers), &body)?;
     let record = load_job(&state, &tenant, &raw).await?;
     let outcome = state
         .catalog
@@ -622,8 +857,9 @@ async fn rerun_job(
     Path(raw): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
-    checked_form(&headers, &body)?;
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let tenant = viewer.tenant.clone();
+    checked_form(&form_token(&viewer, &headers), &body)?;
     let record = load_job(&state, &tenant, &raw).await?;
     let mut request = job_request(&record);
     request["mergePolicy"] = json!({"id": record.spec.merge_policy.id});
@@ -650,7 +886,7 @@ struct FoundProfile {
 #[derive(Template)]
 #[template(path = "console/profile.html")]
 struct ProfilePage {
-    tenant: Option<String>,
+    nav: Nav,
     ns: String,
     id: String,
     policy: String,
@@ -668,7 +904,8 @@ async fn profile(
     headers: HeaderMap,
     query: QueryPairs,
 ) -> Result<Response, PageError> {
-    let Some(tenant) = tenant_of(&headers) else { return Ok(to_picker()) };
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let tenant = viewer.tenant.clone();
     let field = |name| query.get(name).map(str::trim).unwrap_or_default().to_owned();
     let (ns, id, policy) = (field("ns"), field("id"), field("policy"));
     let searched = !ns.is_empty() && !id.is_empty();
@@ -701,6 +938,6 @@ async fn profile(
     } else {
         None
     };
-    let page = ProfilePage { tenant: Some(label(&tenant)), ns, id, policy, searched, found };
+    let page = ProfilePage { nav: viewer.nav(), ns, id, policy, searched, found };
     Ok(render(&page))
 }
