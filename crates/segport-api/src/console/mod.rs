@@ -828,6 +828,20 @@ fn form_token(viewer: &Viewer, headers: &HeaderMap) -> String {
     }
 }
 
+/// The sandbox and the job a posted form acts on, once the form's token checked; `None` when
+/// nobody is signed in (or no sandbox is picked).
+async fn job_of_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    raw: &str,
+    body: &[u8],
+) -> Result<Option<(Tenant, ExportJobRecord)>, PageError> {
+    let Some(viewer) = viewer(state, headers).await? else { return Ok(None) };
+    checked_form(&form_token(&viewer, headers), body)?;
+    let record = load_job(state, &viewer.tenant, raw).await?;
+    Ok(Some((viewer.tenant, record)))
+}
+
 /// Cancels a waiting or running job, or deletes one that ended (as `DELETE /export/jobs/{id}`).
 async fn cancel_job(
     State(state): State<AppState>,
@@ -835,10 +849,9 @@ async fn cancel_job(
     Path(raw): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    let tenant = viewer.tenant.clone();
-    checked_form(&form_token(&viewer, &headers), &body)?;
-    let record = load_job(&state, &tenant, &raw).await?;
+    let Some((tenant, record)) = job_of_form(&state, &headers, &raw, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
     let outcome = state
         .catalog
         .cancel_export_job(&tenant, record.id, segport_model::time::now_ms())
@@ -857,10 +870,9 @@ async fn rerun_job(
     Path(raw): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    let tenant = viewer.tenant.clone();
-    checked_form(&form_token(&viewer, &headers), &body)?;
-    let record = load_job(&state, &tenant, &raw).await?;
+    let Some((tenant, record)) = job_of_form(&state, &headers, &raw, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
     let mut request = job_request(&record);
     request["mergePolicy"] = json!({"id": record.spec.merge_policy.id});
     let mut profile = HeaderMap::new();
