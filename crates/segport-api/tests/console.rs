@@ -260,6 +260,16 @@ async fn token_mode_signs_in_with_a_token(setup: Setup) {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(html.contains("not valid"), "{html}");
+    // A token past its length limit is not looked up.
+    let (status, _, _) = send(
+        &t,
+        "POST",
+        "/ui/sign-in",
+        &format!("segport_ui_csrf={csrf}"),
+        &format!("csrf={csrf}&token={}&sandbox={SANDBOX}", "s".repeat(8193)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Signed in: the token's org, the sandbox named.
     let session = signed_in(&t, &good.secret).await;
