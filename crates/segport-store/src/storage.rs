@@ -231,15 +231,18 @@ impl Storage {
         let Some(path) = source.rows_path().map(std::path::Path::to_path_buf) else {
             return Ok(source);
         };
-        let mut shared = self.shared_rows.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((rows, at)) = shared.get(&path) {
+        let lock = || self.shared_rows.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((rows, at)) = lock().get(&path) {
             if at.elapsed() < SHARED_ROWS_FOR {
                 return Ok(source.with_shared_rows(rows.clone()));
             }
         }
+        // Mapped without the lock, so that other reads are not held up by this file's opening
+        // (two reads opening the same file at once both map it; the later one is kept).
         let Some(rows) = RowFile::open_trusted(&path)?.map(Arc::new) else {
             return Ok(source);
         };
+        let mut shared = lock();
         if shared.len() >= SHARED_ROWS_MAX {
             shared.retain(|_, (_, at)| at.elapsed() < SHARED_ROWS_FOR);
             if shared.len() >= SHARED_ROWS_MAX {
