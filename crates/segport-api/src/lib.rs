@@ -13,6 +13,7 @@ pub mod metrics;
 mod openapi;
 pub mod reads;
 pub(crate) mod routes;
+mod segments;
 pub mod server;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub public_url: Option<Arc<str>>,
     /// Engine reads (profile look-ups) running in this process.
     pub reads: reads::ReadPool,
+    /// The segments of each sandbox's store, counted once per commit (the console's picker).
+    segments: segments::SegmentCache,
 }
 
 /// Time and concurrency limits of requests (docs/limits.md). Connection-level limits (header
@@ -100,6 +103,7 @@ impl AppState {
                 RequestLimits::default().read_slots,
                 RequestLimits::default().read_deadline,
             ),
+            segments: segments::SegmentCache::default(),
         }
     }
 

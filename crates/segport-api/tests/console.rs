@@ -15,27 +15,19 @@ use tower::ServiceExt;
 both_backends!(
     pages_show_the_sandbox_jobs,
     token_mode_signs_in_with_a_token,
-    actions_need_the_form_token
+    actions_need_the_form_token,
+    new_export_form_previews_and_creates,
+    jobs_list_filters_by_destination_and_time
 );
 
-/// A GET of a console page with the sandbox cookie (`None`: without); status, headers, body.
+/// A GET of a console page with the sandbox cookie (`None`: without): status, headers, body.
 async fn page(
     t: &TestApp,
     path: &str,
     tenant: Option<(&str, &str)>,
 ) -> (StatusCode, header::HeaderMap, String) {
-    let mut request = Request::builder().uri(path);
-    if let Some((org, sandbox)) = tenant {
-        let org = org.replace('@', "%40");
-        request = request.header(header::COOKIE, format!("segport_ui_tenant={org}~{sandbox}"));
-    }
-    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let (status, headers) = (response.status(), response.headers().clone());
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+    let (status, headers, bytes) = download(t, path, tenant, None).await;
+    (status, headers, String::from_utf8(bytes).unwrap())
 }
 
 async fn pages_show_the_sandbox_jobs(setup: Setup) {
@@ -73,7 +65,7 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
             && !failed.contains(&format!("/ui/jobs/{first}\""))
     );
     let (_, _, none) = page(&t, "/ui/jobs?status=SUCCEEDED", tenant).await;
-    assert!(none.contains("No jobs with status SUCCEEDED"), "{none}");
+    assert!(none.contains("No jobs match these filters"), "{none}");
 
     // A job's page: its request as sent, and the live refresh while it waits.
     let (status, _, html) = page(&t, &format!("/ui/jobs/{first}"), tenant).await;
@@ -102,6 +94,31 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
             "{done}"
         );
     }
+    // Each file downloads through the session (a link sends no API headers), Range included,
+    // and reads back as Parquet with the job's rows.
+    let file = &files[0];
+    let link = format!("/ui/files/{batch}?path={}", file.name);
+    assert!(done.contains(&format!("href=\"{link}\"")), "{done}");
+    let (status, headers, _) = page(&t, &link, None).await;
+    assert_eq!(
+        (status, &headers[header::LOCATION]),
+        (StatusCode::SEE_OTHER, &"/ui/tenants".parse().unwrap())
+    );
+    let whole = download(&t, &link, tenant, None).await;
+    assert_eq!(whole.0, StatusCode::OK);
+    assert!(whole.1[header::CONTENT_DISPOSITION].to_str().unwrap().contains(&file.name));
+    assert_eq!(whole.2.len() as i64, file.bytes);
+    let rows =
+        parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(whole.2.clone()))
+            .map(|r| parquet::file::reader::FileReader::metadata(&r).file_metadata().num_rows())
+            .unwrap();
+    assert_eq!(rows, file.rows);
+    let part = download(&t, &link, tenant, Some("bytes=4-9")).await;
+    assert_eq!(part.0, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.2, whole.2[4..10]);
+    assert_eq!(download(&t, &link, Some((ORG, "dev")), None).await.0, StatusCode::NOT_FOUND);
+    let missing = format!("/ui/files/{batch}?path=nope.parquet");
+    assert_eq!(download(&t, &missing, tenant, None).await.0, StatusCode::NOT_FOUND);
 
     // Datasets: the list, and a dataset's batches with their status and counts.
     let source = t.store_dataset(PROFILE_SCHEMA).await;
@@ -177,6 +194,30 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
     assert_eq!(status, StatusCode::OK);
     assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/css"));
     assert!(css.contains("max-width"));
+}
+
+/// A console download with the sandbox cookie and an optional `Range`: status, headers, bytes.
+async fn download(
+    t: &TestApp,
+    path: &str,
+    tenant: Option<(&str, &str)>,
+    range: Option<&str>,
+) -> (StatusCode, header::HeaderMap, Vec<u8>) {
+    let mut request = Request::builder().uri(path);
+    if let Some((org, sandbox)) = tenant {
+        let org = org.replace('@', "%40");
+        request = request.header(header::COOKIE, format!("segport_ui_tenant={org}~{sandbox}"));
+    }
+    if let Some(range) = range {
+        request = request.header(header::RANGE, range);
+    }
+    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, headers, bytes.to_vec())
 }
 
 /// A request with `cookies` (and a form body for a POST); status, headers, body.
@@ -382,4 +423,184 @@ async fn actions_need_the_form_token(setup: Setup) {
         post(&t, &format!("/ui/jobs/{id}/cancel"), &cookies, &format!("csrf={token}")).await;
     assert_eq!((status, location.as_str()), (StatusCode::SEE_OTHER, "/ui/jobs"));
     assert_eq!(t.get(&format!("/export/jobs/{id}")).await.status, StatusCode::NOT_FOUND);
+}
+
+/// A JSON POST to the console's preview with the form token in its header (`None`: without).
+async fn preview(
+    t: &TestApp,
+    cookies: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri("/ui/preview")
+        .header(header::COOKIE, cookies)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header("x-segport-csrf", token);
+    }
+    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
+        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// The new-export form lists the sandbox's export datasets, its segments with their
+/// memberships by status (equal to a count over the records ingested) and its fields; its
+/// preview needs the form token and counts what the job then exports; a body it refuses comes
+/// back with what is wrong.
+async fn new_export_form_previews_and_creates(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    let export = t.export_dataset().await;
+    let source = t.store_dataset(PROFILE_SCHEMA).await;
+    let statuses = ["realized", "existing", "exited"];
+    let mut records = String::new();
+    // (segment, status) of each profile, the oracle's input.
+    let mut memberships = Vec::new();
+    for i in 0..30usize {
+        let mut segments = serde_json::Map::new();
+        for (s, every) in [("s1", 2usize), ("s2", 3)] {
+            if i % every == 0 {
+                let status = statuses[(i / every) % 3];
+                segments.insert(s.into(), serde_json::json!({"status": status}));
+                memberships.push((i, s, status));
+            }
+        }
+        let record = serde_json::json!({
+            "identityMap": {"ECID": [{"id": format!("p{i}"), "primary": true}]},
+            "loyalty": {"points": i},
+            "segmentMembership": {"ups": segments},
+        });
+        records.push_str(&format!("{record}\n"));
+    }
+    t.ingest(
+        &source,
+        serde_json::json!({"format": "json"}),
+        vec![("p.json", records.into_bytes())],
+    )
+    .await;
+
+    let tenant = format!("segport_ui_tenant={}~{SANDBOX}", ORG.replace('@', "%40"));
+    let (status, headers, html) = send(&t, "GET", "/ui/new", &tenant, "").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    let (token, _) = set_cookie(&headers, "segport_ui_csrf");
+    let cookies = format!("{tenant}; segport_ui_csrf={token}");
+    assert!(html.contains(&format!("<option value=\"{export}\"")), "{html}");
+    assert!(
+        !html.contains(&format!("<option value=\"{source}\"")),
+        "a profile dataset is no destination"
+    );
+    assert!(html.contains("<option value=\"loyalty.points\">"), "{html}");
+    for segment in ["s1", "s2"] {
+        let counts: Vec<String> = statuses
+            .iter()
+            .filter_map(|status| {
+                let n =
+                    memberships.iter().filter(|(_, s, st)| *s == segment && st == status).count();
+                (n > 0).then(|| format!("{status} {n}"))
+            })
+            .collect();
+        let mut counts = counts;
+        counts.sort();
+        let shown =
+            format!("<code>{segment}</code> <span class=\"muted\">{}</span>", counts.join(" · "));
+        assert!(html.contains(&shown), "{shown} in {html}");
+    }
+
+    let body = serde_json::json!({
+        "destination": {"datasetId": export},
+        "schema": {"name": "_xdm.context.profile"},
+        "fields": "loyalty.points",
+        "filter": {"segments": [{"segmentId": "s1", "status": ["realized", "exited"]}]},
+    });
+    let wanted = memberships
+        .iter()
+        .filter(|(_, s, st)| *s == "s1" && (*st == "realized" || *st == "exited"))
+        .count();
+    assert_eq!(preview(&t, &cookies, None, &body.to_string()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(
+        preview(&t, &tenant, Some(&token), &body.to_string()).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let (status, previewed) = preview(&t, &cookies, Some(&token), &body.to_string()).await;
+    assert_eq!(status, StatusCode::OK, "{previewed}");
+    assert_eq!(previewed["totalExportedProfileCounter"], wanted as u64, "{previewed}");
+    assert_eq!(previewed["rows"].as_array().unwrap().len(), wanted.min(5));
+    let (status, refused) = preview(&t, &cookies, Some(&token), "{\"schema\": 1}").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+
+    // Created from the form: the job page; it exports what the preview counted.
+    let form = serde_urlencoded::to_string([("csrf", token.as_str()), ("body", &body.to_string())])
+        .unwrap();
+    let (status, location) = post(&t, "/ui/new", &cookies, &form).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "{location}");
+    let id: i64 = location.trim_start_matches("/ui/jobs/").parse().unwrap();
+    t.run_tasks().await;
+    let job = t.get(&format!("/export/jobs/{id}")).await.body;
+    assert_eq!(job["status"], "SUCCEEDED", "{job}");
+    assert_eq!(job["metrics"]["totalExportedProfileCounter"], wanted as u64, "{job}");
+    // Without the token, nothing is created; a body the API refuses comes back with why.
+    let jobs_before = t.get("/export/jobs").await.body["records"].as_array().unwrap().len();
+    let no_token = serde_urlencoded::to_string([("body", body.to_string())]).unwrap();
+    assert_eq!(post(&t, "/ui/new", &cookies, &no_token).await.0, StatusCode::FORBIDDEN);
+    let bad = serde_json::json!({"destination": {"datasetId": source}, "schema": {"name": "_xdm.context.profile"}});
+    let form = serde_urlencoded::to_string([("csrf", token.as_str()), ("body", &bad.to_string())])
+        .unwrap();
+    let (status, _, html) = send(&t, "POST", "/ui/new", &cookies, &form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(
+        html.contains("<code>destination.datasetId</code>") && html.contains(&source),
+        "{html}"
+    );
+    let form =
+        serde_urlencoded::to_string([("csrf", token.as_str()), ("body", "{not json")]).unwrap();
+    let (status, _, html) = send(&t, "POST", "/ui/new", &cookies, &form).await;
+    assert!(status == StatusCode::BAD_REQUEST && html.contains("not JSON"), "{html}");
+    assert_eq!(t.get("/export/jobs").await.body["records"].as_array().unwrap().len(), jobs_before);
+}
+
+/// The jobs list filtered by destination dataset and creation time keeps its filters in its
+/// links, and its running rows refresh from `/ui/jobs/live`.
+async fn jobs_list_filters_by_destination_and_time(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    let (a, b) = (t.export_dataset().await, t.export_dataset().await);
+    let first = t.create_job(minimal_job(&a)).await["id"].as_i64().unwrap();
+    let second = t.create_job(minimal_job(&b)).await["id"].as_i64().unwrap();
+    let tenant = Some((ORG, SANDBOX));
+    let listed = |html: &str, id: i64| html.contains(&format!("href=\"/ui/jobs/{id}\""));
+    let (_, _, html) = page(&t, &format!("/ui/jobs?dataset={a}"), tenant).await;
+    assert!(listed(&html, first) && !listed(&html, second), "{html}");
+    assert!(html.contains(&format!("<option value=\"{a}\" selected>")), "{html}");
+    assert!(
+        html.contains(&format!("/ui/jobs?status=NEW&#38;dataset={a}")),
+        "the counts keep the filter: {html}"
+    );
+    let (_, _, html) = page(&t, &format!("/ui/jobs?dataset={b}&status=NEW"), tenant).await;
+    assert!(!listed(&html, first) && listed(&html, second), "{html}");
+    let (_, _, html) = page(&t, "/ui/jobs?since=2999-01-01", tenant).await;
+    assert!(!listed(&html, first) && html.contains("No jobs match"), "{html}");
+    let (_, _, html) = page(&t, "/ui/jobs?before=2999-01-01T00:00", tenant).await;
+    assert!(listed(&html, first) && listed(&html, second), "{html}");
+    let (_, _, html) = page(&t, "/ui/jobs?before=2000-01-01", tenant).await;
+    assert!(!listed(&html, first), "{html}");
+    for bad in ["/ui/jobs?since=yesterday", "/ui/jobs?dataset=..%2Fx", "/ui/jobs/live?ids=1,x"] {
+        assert_eq!(page(&t, bad, tenant).await.0, StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Live rows: the listed jobs of this sandbox only.
+    let (_, _, live) =
+        page(&t, &format!("/ui/jobs/live?ids={first},{second},999999"), tenant).await;
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    let ids: Vec<i64> =
+        live["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_i64().unwrap()).collect();
+    assert_eq!(ids, [first, second]);
+    assert_eq!(live["jobs"][0]["status"], "NEW");
+    let (_, _, other) = page(&t, &format!("/ui/jobs/live?ids={first}"), Some((ORG, "dev"))).await;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&other).unwrap()["jobs"],
+        serde_json::json!([])
+    );
 }

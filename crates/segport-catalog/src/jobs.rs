@@ -9,9 +9,13 @@ use segport_model::Tenant;
 use crate::Result;
 
 /// A page request over a tenant's export jobs, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobListQuery {
     pub status: Option<JobStatus>,
+    /// Only jobs writing into this dataset.
+    pub dataset_id: Option<segport_model::DatasetId>,
+    /// Only jobs created at or after this time (ms since the epoch).
+    pub created_since_ms: Option<i64>,
     /// Keyset cursor `(creation_ms, id)`: return only jobs strictly after it in list order.
     pub after: Option<(i64, i64)>,
     /// Rows to skip (the legacy integer `offset`); applied after the cursor.

@@ -34,6 +34,11 @@ pub const SEGMENTS_KEY: &str = "segport.segments";
 /// Schema metadata key: `"true"` when no key occurs twice in the data file, so that a
 /// profile's row in it is known from its index rows alone.
 pub const UNIQUE_KEYS: &str = "segport.unique_keys";
+/// Schema metadata key: per segment, its memberships by status (`{segment: {status: n}}`), so
+/// that a sandbox's segments are counted from the indexes' footers without reading their rows.
+pub const STATUS_COUNTS_KEY: &str = "segport.status_counts";
+/// A segment's memberships by status.
+pub type StatusCounts = BTreeMap<String, u64>;
 /// The membership fields an index row carries.
 pub const FIELDS: [&str; 4] = ["ns", "segmentId", "status", "lastQualificationTime"];
 
@@ -100,18 +105,26 @@ impl IndexBuilder {
             return Ok(None);
         };
         let names: Vec<&str> = self.segments.keys().map(String::as_str).collect();
-        let metadata = [
-            (SEGMENTS_KEY.to_owned(), serde_json::to_string(&names).unwrap_or_default()),
-            (UNIQUE_KEYS.to_owned(), (!self.repeated_key).to_string()),
-        ];
-        let metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
-        let schema = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
         let error = |e: arrow::error::ArrowError| {
             StoreError::Schema(format!("cannot write the index of {path}: {e}"))
         };
-        let mut writer = FileWriter::try_new(Vec::new(), &schema).map_err(error)?;
-        for batches in self.segments.values() {
+        let mut grouped = Vec::with_capacity(self.segments.len());
+        let mut counts = BTreeMap::new();
+        for (segment, batches) in &self.segments {
             let batch = concat_batches(&schema, batches).map_err(error)?;
+            counts.insert(segment.as_str(), count_statuses(&batch)?);
+            grouped.push(batch);
+        }
+        let metadata = [
+            (SEGMENTS_KEY.to_owned(), serde_json::to_string(&names).unwrap_or_default()),
+            (UNIQUE_KEYS.to_owned(), (!self.repeated_key).to_string()),
+            (STATUS_COUNTS_KEY.to_owned(), serde_json::to_string(&counts).unwrap_or_default()),
+        ];
+        let metadata: std::collections::HashMap<String, String> = metadata.into_iter().collect();
+        let schema = Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata));
+        let mut writer = FileWriter::try_new(Vec::new(), &schema).map_err(error)?;
+        for batch in grouped {
+            let batch = batch.with_schema(schema.clone()).map_err(error)?;
             writer.write(&batch).map_err(error)?;
         }
         writer.finish().map_err(error)?;
@@ -162,6 +175,20 @@ impl Index {
         self.unique
     }
 
+    /// Each segment's memberships by status: from the footer of an index that records them,
+    /// else counted from its rows (indexes written before the counts were).
+    pub fn status_counts(&self) -> Result<BTreeMap<String, StatusCounts>> {
+        let recorded = self.file.schema().metadata().get(STATUS_COUNTS_KEY);
+        if let Some(counts) = recorded.and_then(|v| serde_json::from_str(v).ok()) {
+            return Ok(counts);
+        }
+        self.segments
+            .iter()
+            .enumerate()
+            .map(|(i, segment)| Ok((segment.clone(), count_statuses(&self.file.batch(i)?)?)))
+            .collect()
+    }
+
     /// The index rows of the `wanted` segments (the batches point into the mapping).
     pub fn batches_of(&self, wanted: &HashSet<&str>) -> Result<Vec<RecordBatch>> {
         self.segments
@@ -171,6 +198,19 @@ impl Index {
             .map(|(i, _)| self.file.batch(i))
             .collect()
     }
+}
+
+/// The memberships of index rows by status.
+fn count_statuses(rows: &RecordBatch) -> Result<StatusCounts> {
+    let status = rows
+        .column_by_name("status")
+        .and_then(|c| c.as_string_opt::<i32>())
+        .ok_or_else(|| StoreError::Schema("index without statuses".into()))?;
+    let mut counts = StatusCounts::new();
+    for value in status.iter() {
+        *counts.entry(value.unwrap_or("unknown").to_owned()).or_default() += 1;
+    }
+    Ok(counts)
 }
 
 /// The index rows of `data`, whose first row is row `offset` of its file: one per membership.
@@ -317,6 +357,12 @@ mod tests {
                     .collect::<Vec<_>>()
             })
             .collect();
+        // The footer counts each segment's memberships by status, as its rows do.
+        let counted = index.status_counts().unwrap();
+        assert_eq!(
+            serde_json::to_value(&counted).unwrap(),
+            json!({"s1": {"existing": 1, "exited": 1}, "s2": {"existing": 1, "realized": 1}})
+        );
         // Data rows are sorted by key: a, b, c, d.
         assert_eq!(
             rows,

@@ -385,6 +385,27 @@ impl UnionSchema {
         self.fields.values().map(|t| 1 + t.field_count()).sum()
     }
 
+    /// The dotted paths of its fields, objects before their fields, in name order, at most
+    /// `max` of them (suggestions for a job's `fields`).
+    pub fn field_paths(&self, max: usize) -> Vec<String> {
+        fn walk(prefix: &str, fields: &BTreeMap<String, XType>, max: usize, out: &mut Vec<String>) {
+            for (name, t) in fields {
+                if out.len() >= max {
+                    return;
+                }
+                let path =
+                    if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                out.push(path.clone());
+                if let XType::Object { fields } = t {
+                    walk(&path, fields, max, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk("", &self.fields, max, &mut out);
+        out
+    }
+
     /// The Arrow fields of the attributes, in name order.
     pub fn arrow_fields(&self) -> Fields {
         self.fields.iter().map(|(k, t)| Arc::new(Field::new(k, arrow_type(t), true))).collect()
@@ -446,6 +467,18 @@ mod tests {
 
     fn absorb(schema: &mut UnionSchema, v: Value) -> Result<(), Conflict> {
         schema.absorb(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn field_paths_list_objects_before_their_fields_up_to_a_bound() {
+        let mut schema = UnionSchema::default();
+        absorb(&mut schema, json!({"person": {"name": {"last": "x"}, "age": 3}, "tags": ["a"]}))
+            .unwrap();
+        assert_eq!(
+            schema.field_paths(100),
+            ["person", "person.age", "person.name", "person.name.last", "tags"]
+        );
+        assert_eq!(schema.field_paths(2), ["person", "person.age"]);
     }
 
     #[test]

@@ -47,13 +47,17 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/sign-in", get(sign_in_form).post(sign_in))
         .route("/ui/sign-out", axum::routing::post(sign_out))
         .route("/ui/jobs", get(jobs))
+        .route("/ui/jobs/live", get(jobs_live))
         .route("/ui/jobs/{id}", get(job))
         .route("/ui/jobs/{id}/live", get(job_live))
         .route("/ui/jobs/{id}/cancel", axum::routing::post(cancel_job))
         .route("/ui/jobs/{id}/rerun", axum::routing::post(rerun_job))
+        .route("/ui/new", get(new_export).post(create_export))
+        .route("/ui/preview", axum::routing::post(preview))
         .route("/ui/datasets", get(datasets))
         .route("/ui/datasets/{id}", get(dataset))
         .route("/ui/profile", get(profile))
+        .route("/ui/files/{batch}", get(download))
 }
 
 /// An error under `/ui`: an HTML page with the status, the message and the request id.
@@ -398,6 +402,84 @@ struct JobRow {
     created_ago: String,
     progress: String,
     exported: String,
+    /// Waiting or running: the page refreshes its row.
+    live: bool,
+}
+
+impl JobRow {
+    fn of(record: &ExportJobRecord, now: i64) -> Self {
+        JobRow {
+            id: record.id,
+            status: record.status.as_str().to_owned(),
+            dataset: record.spec.destination.dataset_id.to_string(),
+            created: utc(record.creation_ms),
+            created_ago: ago(now, record.creation_ms),
+            progress: progress(record),
+            exported: record.counters.as_ref().map(|c| c.total.to_string()).unwrap_or_default(),
+            live: matches!(record.status, JobStatus::New | JobStatus::Processing),
+        }
+    }
+}
+
+/// The filters of the jobs list, as its form and links carry them.
+#[derive(Default)]
+struct JobFilters {
+    status: Option<JobStatus>,
+    dataset: Option<segport_model::DatasetId>,
+    /// Created at or after (`YYYY-MM-DD` or `YYYY-MM-DDTHH:MM`, UTC), as typed and as ms.
+    since: Option<(String, i64)>,
+    /// Created before, likewise.
+    before: Option<(String, i64)>,
+}
+
+impl JobFilters {
+    fn parse(query: &QueryPairs) -> Result<Self, ApiError> {
+        let given = |name| query.get(name).map(str::trim).filter(|s| !s.is_empty());
+        let status =
+            match given("status") {
+                None => None,
+                Some(s) => Some(serde_json::from_value::<JobStatus>(json!(s)).map_err(|_| {
+                    ApiError::invalid("status", format!("{s:?} is not a job status"))
+                })?),
+            };
+        let dataset = match given("dataset") {
+            None => None,
+            Some(raw) => Some(segport_model::DatasetId::parse(raw).map_err(|_| {
+                ApiError::invalid("dataset", format!("{raw:?} is not a dataset id"))
+            })?),
+        };
+        let time = |name: &'static str| -> Result<Option<(String, i64)>, ApiError> {
+            let Some(raw) = given(name) else { return Ok(None) };
+            let parsed = chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M")
+                .or_else(|_| {
+                    chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+                        .map(|d| d.and_time(chrono::NaiveTime::MIN))
+                })
+                .map_err(|_| {
+                    ApiError::invalid(name, format!("{raw:?} is not a UTC time YYYY-MM-DD[THH:MM]"))
+                })?;
+            Ok(Some((raw.to_owned(), parsed.and_utc().timestamp_millis())))
+        };
+        Ok(Self { status, dataset, since: time("since")?, before: time("before")? })
+    }
+
+    /// The filters as query parameters (each followed by `&`), for links that keep them.
+    fn query(&self, status: Option<JobStatus>) -> String {
+        let mut pairs = Vec::new();
+        if let Some(s) = status {
+            pairs.push(("status", s.as_str().to_owned()));
+        }
+        if let Some(d) = &self.dataset {
+            pairs.push(("dataset", d.to_string()));
+        }
+        if let Some((raw, _)) = &self.since {
+            pairs.push(("since", raw.clone()));
+        }
+        if let Some((raw, _)) = &self.before {
+            pairs.push(("before", raw.clone()));
+        }
+        pairs.iter().map(|(k, v)| format!("{k}={}&", encode(v))).collect()
+    }
 }
 
 #[derive(Template)]
@@ -405,8 +487,16 @@ struct JobRow {
 struct JobsPage {
     nav: Nav,
     status: Option<String>,
-    counts: Vec<(String, i64)>,
+    /// Each status with its count and the link that lists it (other filters kept).
+    counts: Vec<(String, i64, String)>,
     total: i64,
+    all_link: String,
+    dataset: String,
+    since: String,
+    before: String,
+    /// Export datasets to pick a destination from.
+    destinations: Vec<(String, String)>,
+    filtered: bool,
     jobs: Vec<JobRow>,
     next: Option<String>,
 }
@@ -418,15 +508,9 @@ async fn jobs(
 ) -> Result<Response, PageError> {
     let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
     let tenant = viewer.tenant.clone();
-    let status = match query.get("status").filter(|s| !s.is_empty()) {
-        None => None,
-        Some(s) => Some(
-            serde_json::from_value::<JobStatus>(json!(s))
-                .map_err(|_| ApiError::invalid("status", format!("{s:?} is not a job status")))?,
-        ),
-    };
+    let filters = JobFilters::parse(&query)?;
     let after = match query.get("after") {
-        None => None,
+        None => filters.before.as_ref().map(|(_, ms)| (*ms, 0)),
         Some(raw) => {
             let parsed = raw
                 .split_once('_')
@@ -435,51 +519,105 @@ async fn jobs(
         }
     };
     // Counts by status come from the catalog's maintained counters.
-    let mut counts: Vec<(String, i64)> = state
+    let mut counts: Vec<(JobStatus, i64)> = state
         .catalog
         .count_jobs()
         .await?
         .into_iter()
         .filter(|c| c.org == tenant.org.as_str() && c.sandbox == tenant.sandbox.as_str())
-        .map(|c| (c.status.as_str().to_owned(), c.n))
+        .map(|c| (c.status, c.n))
         .collect();
-    counts.sort();
+    counts.sort_by_key(|(s, _)| s.as_str());
     let total = counts.iter().map(|(_, n)| n).sum();
-    let list = JobListQuery { status, after, skip: 0, limit: PAGE_SIZE + 1 };
+    let list = JobListQuery {
+        status: filters.status,
+        dataset_id: filters.dataset.clone(),
+        created_since_ms: filters.since.as_ref().map(|(_, ms)| *ms),
+        after,
+        skip: 0,
+        limit: PAGE_SIZE + 1,
+    };
     let mut records = state.catalog.list_export_jobs(&tenant, &list).await?;
     let more = records.len() > PAGE_SIZE as usize;
     records.truncate(PAGE_SIZE as usize);
     let next = more.then(|| {
         let last = &records[records.len() - 1];
-        let status = status.map(|s| format!("status={}&", s.as_str())).unwrap_or_default();
-        format!("/ui/jobs?{status}after={}_{}", last.creation_ms, last.id)
+        format!("/ui/jobs?{}after={}_{}", filters.query(filters.status), last.creation_ms, last.id)
     });
     let now = segport_model::time::now_ms();
-    let jobs = records
-        .iter()
-        .map(|r| JobRow {
-            id: r.id,
-            status: r.status.as_str().to_owned(),
-            dataset: r.spec.destination.dataset_id.to_string(),
-            created: utc(r.creation_ms),
-            created_ago: ago(now, r.creation_ms),
-            progress: progress(r),
-            exported: r.counters.as_ref().map(|c| c.total.to_string()).unwrap_or_default(),
-        })
+    let jobs = records.iter().map(|r| JobRow::of(r, now)).collect();
+    let export_class = segport_model::dataset::DatasetClass::Export;
+    let destinations = state
+        .catalog
+        .list_datasets(&tenant, &segport_catalog::ListQuery { limit: 200, start: 0 })
+        .await?
+        .into_iter()
+        .filter(|d| d.class == export_class)
+        .map(|d| (d.id.to_string(), d.name))
         .collect();
+    let link = |status: Option<JobStatus>| {
+        let query = filters.query(status);
+        format!("/ui/jobs?{}", query.trim_end_matches('&'))
+    };
     let page = JobsPage {
         nav: viewer.nav(),
-        status: status.map(|s| s.as_str().to_owned()),
-        counts,
+        status: filters.status.map(|s| s.as_str().to_owned()),
+        counts: counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n, link(Some(*s)))).collect(),
         total,
+        all_link: link(None),
+        dataset: filters.dataset.as_ref().map(ToString::to_string).unwrap_or_default(),
+        since: filters.since.as_ref().map(|(raw, _)| raw.clone()).unwrap_or_default(),
+        before: filters.before.as_ref().map(|(raw, _)| raw.clone()).unwrap_or_default(),
+        destinations,
+        filtered: filters.status.is_some()
+            || filters.dataset.is_some()
+            || filters.since.is_some()
+            || filters.before.is_some(),
         jobs,
         next,
     };
     Ok(render(&page))
 }
 
-/// A batch file as a job's page lists it: name, rows, bytes.
-type FileRow = (String, i64, i64);
+/// Rows a jobs list refreshes at most at once.
+const LIVE_ROWS_MAX: usize = PAGE_SIZE as usize;
+
+/// The status and progress of the listed jobs that wait or run (`?ids=1,2,…`), for the jobs
+/// list's refresh: jobs of other sandboxes, or gone, are left out.
+async fn jobs_live(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: QueryPairs,
+) -> Result<Json<Value>, PageError> {
+    let viewer = viewer(&state, &headers)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("not signed in, or no sandbox picked".into()))?;
+    let ids: Vec<i64> = query
+        .get("ids")
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .take(LIVE_ROWS_MAX)
+        .map(|s| s.parse().map_err(|_| ApiError::invalid("ids", format!("{s:?} is not a job id"))))
+        .collect::<Result<_, _>>()?;
+    let now = segport_model::time::now_ms();
+    let mut rows = Vec::new();
+    for id in ids {
+        if let Some(record) = state.catalog.get_export_job(&viewer.tenant, id).await? {
+            let row = JobRow::of(&record, now);
+            rows.push(json!({
+                "id": row.id,
+                "status": row.status,
+                "progress": row.progress,
+                "exported": row.exported,
+            }));
+        }
+    }
+    Ok(Json(json!({ "jobs": rows })))
+}
+
+/// A batch file as a job's page lists it: name, rows, bytes, download link.
+type FileRow = (String, i64, i64, String);
 
 #[derive(Template)]
 #[template(path = "console/job.html")]
@@ -555,7 +693,13 @@ async fn job(
         let files = state.catalog.list_batch_files(&tenant, batch).await?;
         batches.push((
             batch.to_string(),
-            files.into_iter().map(|f| (f.name, f.rows, f.bytes)).collect(),
+            files
+                .into_iter()
+                .map(|f| {
+                    let link = format!("/ui/files/{batch}?path={}", encode(&f.name));
+                    (f.name, f.rows, f.bytes, link)
+                })
+                .collect(),
         ));
     }
     let request = job_request(&record);
@@ -881,6 +1025,151 @@ async fn rerun_job(
     }
     let created = crate::routes::jobs::create_job(&state, &tenant, &profile, &request).await?;
     Ok(Redirect::to(&format!("/ui/jobs/{}", created.id)).into_response())
+}
+
+/// A committed file of a batch of the viewer's sandbox (`?path=` names it), Range supported:
+/// a link cannot send the API's headers, so the console's session stands in for them.
+async fn download(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(batch): Path<String>,
+    query: QueryPairs,
+) -> Result<Response, PageError> {
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let name = query.get("path").ok_or_else(|| ApiError::invalid("path", "name a file"))?;
+    let tenant = &viewer.tenant;
+    Ok(crate::routes::data_access::download(&state, tenant, &batch, name, &headers).await?)
+}
+
+/// Field paths suggested for `fields`, at most.
+const FIELD_SUGGESTIONS: usize = 500;
+
+#[derive(Template)]
+#[template(path = "console/new.html")]
+struct NewExportPage {
+    nav: Nav,
+    csrf: String,
+    /// Export datasets: id, name.
+    destinations: Vec<(String, String)>,
+    /// Segment ids with their memberships by status, as text.
+    segments: Vec<(String, String)>,
+    profile_fields: Vec<String>,
+    event_fields: Vec<String>,
+    /// The body to start from (a refused one, kept).
+    body: String,
+    /// What was wrong with the body last sent: where, what.
+    problems: Vec<(String, String)>,
+}
+
+/// The new-export form: its parts, with the body (`body`) and what was wrong with it.
+async fn new_export_page(
+    state: &AppState,
+    viewer: &Viewer,
+    body: String,
+    problems: Vec<(String, String)>,
+) -> Result<Response, PageError> {
+    let tenant = &viewer.tenant;
+    let destinations = state
+        .catalog
+        .list_datasets(tenant, &segport_catalog::ListQuery { limit: 200, start: 0 })
+        .await?
+        .into_iter()
+        .filter(|d| d.class == segport_model::dataset::DatasetClass::Export)
+        .map(|d| (d.id.to_string(), d.name))
+        .collect();
+    let segments = crate::segments::segment_counts(state, tenant)
+        .await?
+        .iter()
+        .map(|(id, counts)| {
+            let text: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            (id.clone(), text.join(" · "))
+        })
+        .collect();
+    let paths = |text: Option<&str>| {
+        text.and_then(|t| segport_store::schema::UnionSchema::from_json(t).ok())
+            .map(|s| s.field_paths(FIELD_SUGGESTIONS))
+            .unwrap_or_default()
+    };
+    let store = state.catalog.find_store_state(tenant).await?;
+    let page = NewExportPage {
+        nav: viewer.nav(),
+        csrf: viewer.csrf.clone(),
+        destinations,
+        segments,
+        profile_fields: paths(store.as_ref().map(|s| s.profile_schema.as_str())),
+        event_fields: paths(store.as_ref().map(|s| s.event_schema.as_str())),
+        body,
+        problems,
+    };
+    let status = if page.problems.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let mut response = (status, render(&page)).into_response();
+    if viewer.fresh_csrf {
+        if let Ok(value) = csrf_cookie(&viewer.csrf).parse() {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+    }
+    Ok(response)
+}
+
+async fn new_export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, PageError> {
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    new_export_page(&state, &viewer, String::new(), Vec::new()).await
+}
+
+/// Creates the job of the form's `body` (as `POST /export/jobs` would) and shows it; a body
+/// refused comes back with what was wrong, kept as typed.
+async fn create_export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let fields = checked_form(&form_token(&viewer, &headers), &body)?;
+    let text = fields.iter().find(|(k, _)| k == "body").map(|(_, v)| v.clone()).unwrap_or_default();
+    let problems = match serde_json::from_str::<Value>(&text) {
+        Err(e) => vec![("body".to_owned(), format!("not JSON: {e}"))],
+        Ok(request) => {
+            let none = HeaderMap::new();
+            match crate::routes::jobs::create_job(&state, &viewer.tenant, &none, &request).await {
+                Ok(created) => {
+                    return Ok(Redirect::to(&format!("/ui/jobs/{}", created.id)).into_response())
+                }
+                Err(ApiError::Invalid(errors)) => {
+                    errors.0.iter().map(|e| (e.field.clone(), e.message.clone())).collect()
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    new_export_page(&state, &viewer, text, problems).await
+}
+
+/// The header a console script sends its form token in.
+const CSRF_HEADER: &str = "x-segport-csrf";
+
+/// What the job body posted (JSON) would export now: the preview API's answer, for the
+/// new-export form's script, which sends the form token in a header.
+async fn preview(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let viewer = viewer(&state, &headers)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("not signed in, or no sandbox picked".into()))?;
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !same_token(sent, &form_token(&viewer, &headers)) {
+        return Err(ApiError::Forbidden(STALE_FORM.to_owned()));
+    }
+    let request: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
+    let none = HeaderMap::new();
+    let answer =
+        crate::routes::preview::preview_of(&state, &viewer.tenant, &none, &request, 5).await?;
+    Ok(Json(answer))
 }
 
 /// A profile found, as its page shows it.

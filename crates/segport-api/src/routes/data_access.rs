@@ -149,6 +149,40 @@ async fn file(
             Json(json!({"data": data, "_page": {"limit": 100, "count": count}})).into_response()
         );
     };
+    send_file(&state, &id, &files, name, &headers).await
+}
+
+/// A committed file of batch `raw` of `tenant`, as an attachment (Range supported): the
+/// console's download, for a browser signed in to the sandbox.
+pub(crate) async fn download(
+    state: &AppState,
+    tenant: &Tenant,
+    raw: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let (id, files, _) = committed_files(state, tenant, raw).await?;
+    let mut response = send_file(state, &id, &files, name, headers).await?;
+    // The name is the store's (`part-…parquet`); one that is not a plain token is left to the
+    // browser to name.
+    let plain = name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let disposition =
+        if plain { format!("attachment; filename=\"{name}\"") } else { "attachment".to_owned() };
+    if let Ok(value) = header::HeaderValue::from_str(&disposition) {
+        response.headers_mut().insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// The bytes of the committed file `name` of batch `id` (whose files are `files`), the part a
+/// `Range` header asks for when it has one: for the API and the console's downloads.
+async fn send_file(
+    state: &AppState,
+    id: &BatchId,
+    files: &[Listed],
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let listed = files
         .iter()
         .find(|f| f.name == name)

@@ -360,7 +360,7 @@ async fn list(
     };
     // `limit` is at most MAX_LIMIT, so it fits a u32 with room for the look-ahead row.
     let limit = u32::try_from(limit).unwrap_or(1000);
-    let q = JobListQuery { status, after, skip, limit: limit + 1 };
+    let q = JobListQuery { status, after, skip, limit: limit + 1, ..Default::default() };
     let mut records = state.catalog.list_export_jobs(&tenant, &q).await?;
     let has_more = records.len() > limit as usize;
     records.truncate(limit as usize);

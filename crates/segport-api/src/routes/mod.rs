@@ -2,12 +2,12 @@
 
 pub(crate) mod access;
 mod catalog;
-mod data_access;
+pub(crate) mod data_access;
 mod import;
 pub(crate) mod jobs;
 mod merge_policies;
 pub(crate) mod ops;
-mod preview;
+pub(crate) mod preview;
 
 use axum::http::{Method, Uri};
 use utoipa_axum::router::OpenApiRouter;

@@ -15,7 +15,7 @@ use segport_engine::{
     PartitionInput, Progress,
 };
 use segport_model::time::now_ms;
-use segport_model::{BatchId, ValidationErrors};
+use segport_model::{BatchId, Tenant, ValidationErrors};
 use segport_store::schema::UnionSchema;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
@@ -55,8 +55,20 @@ async fn preview(
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
+    Ok(Json(preview_of(&state, &tenant, &headers, &body, rows).await?))
+}
+
+/// What the job `body` would export now in `tenant`'s sandbox: its counts and first `rows`
+/// rows (the preview API's answer, and the console's).
+pub(crate) async fn preview_of(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body: &Value,
+    rows: u64,
+) -> Result<Value, ApiError> {
     let Checked { request, policy, warnings, profile_instance_id } =
-        check_create(&state, &tenant, &headers, &body, now_ms()).await?;
+        check_create(state, tenant, headers, body, now_ms()).await?;
     let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
     let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
     let entries: Vec<Value> = match (&spec.filter.segments, spec.destination.segment_per_batch) {
@@ -66,8 +78,8 @@ async fn preview(
             .collect(),
         _ => vec![json!({})],
     };
-    let tenant_ref = &tenant;
-    let state_ref = &state;
+    let tenant_ref = tenant;
+    let state_ref = state;
     let evaluated = state
         .reads
         .run(|slot| async move {
@@ -113,13 +125,13 @@ async fn preview(
             entry
         })
         .collect();
-    Ok(Json(json!({
+    Ok(json!({
         "totalExportedProfileCounter": counts.iter().sum::<u64>(),
         "batches": batches,
         "rows": sample,
         "warnings": warnings,
         "commitSeq": commit_seq,
-    })))
+    }))
 }
 
 /// What a preview found: rows per destination batch, and the first rows of the first batch.

@@ -46,25 +46,30 @@ const SELECT_JOB: &str = concat!(
     " FROM export_jobs WHERE org = $1 AND sandbox = $2 AND id = $3"
 );
 
-/// One page of jobs, with or without a status filter. Lists leave the policy's body in the
-/// table (a job shows the policy's id and version from its spec, and a body can run to the
-/// size of a 1,000-dataset `order`). The keyset comparison `(creation_ms, id) < (…)` walks the
-/// `(org, sandbox[, status], creation_ms DESC, id DESC)` index, so a deep page costs what the
-/// first one does.
+/// One page of jobs, with or without a status or destination filter. Lists leave the policy's
+/// body in the table (a job shows the policy's id and version from its spec, and a body can run
+/// to the size of a 1,000-dataset `order`). The keyset comparison `(creation_ms, id) < (…)`
+/// walks the `(org, sandbox[, status | dataset_id], creation_ms DESC, id DESC)` index, so a
+/// deep page costs what the first one does, and `creation_ms >= $5` ends the walk at the
+/// oldest creation time asked for.
 macro_rules! list_jobs {
-    ($status:literal, $limit:literal) => {
+    ($filter:literal, $limit:literal) => {
         concat!(
             "SELECT ",
             job_columns!("CAST(NULL AS TEXT)"),
-            " FROM export_jobs WHERE org = $1 AND sandbox = $2 AND (creation_ms, id) < ($3, $4) ",
-            $status,
+            " FROM export_jobs WHERE org = $1 AND sandbox = $2 AND (creation_ms, id) < ($3, $4) \
+             AND creation_ms >= $5 ",
+            $filter,
             "ORDER BY creation_ms DESC, id DESC LIMIT ",
             $limit
         )
     };
 }
-const LIST_JOBS: &str = list_jobs!("", "$5 OFFSET $6");
-const LIST_JOBS_BY_STATUS: &str = list_jobs!("AND status = $5 ", "$6 OFFSET $7");
+const LIST_JOBS: &str = list_jobs!("", "$6 OFFSET $7");
+const LIST_JOBS_BY_STATUS: &str = list_jobs!("AND status = $6 ", "$7 OFFSET $8");
+const LIST_JOBS_BY_DATASET: &str = list_jobs!("AND dataset_id = $6 ", "$7 OFFSET $8");
+const LIST_JOBS_BY_DATASET_STATUS: &str =
+    list_jobs!("AND dataset_id = $6 AND status = $7 ", "$8 OFFSET $9");
 
 /// Rows per multi-row insert: far below either backend's limit of bound parameters.
 const ROWS_PER_INSERT: usize = 256;
@@ -72,7 +77,7 @@ const ROWS_PER_INSERT: usize = 256;
 /// Followed by the VALUES of each job (`QueryBuilder::push_values`) and `RETURNING id`.
 const INSERT_JOBS: &str = "INSERT INTO export_jobs \
      (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, warnings, creation_ms, \
-     update_ms) ";
+     update_ms, dataset_id) ";
 
 /// Followed by the VALUES of each task.
 const INSERT_EXPORT_TASKS: &str =
@@ -138,7 +143,8 @@ impl SqlCatalog {
                     .push_bind(job.request_id.as_str())
                     .push_bind(text.2.as_deref())
                     .push_bind(job.now_ms)
-                    .push_bind(job.now_ms);
+                    .push_bind(job.now_ms)
+                    .push_bind(job.spec.destination.dataset_id.as_str());
             });
             insert.push(" RETURNING id");
             // Statements of every group size would crowd the connection's statement
@@ -361,12 +367,21 @@ impl Jobs for SqlCatalog {
         q: &JobListQuery,
     ) -> Result<Vec<ExportJobRecord>> {
         let (after_ms, after_id) = q.after.unwrap_or((i64::MAX, i64::MAX));
-        let sql = if q.status.is_some() { LIST_JOBS_BY_STATUS } else { LIST_JOBS };
+        let sql = match (&q.dataset_id, q.status) {
+            (None, None) => LIST_JOBS,
+            (None, Some(_)) => LIST_JOBS_BY_STATUS,
+            (Some(_), None) => LIST_JOBS_BY_DATASET,
+            (Some(_), Some(_)) => LIST_JOBS_BY_DATASET_STATUS,
+        };
         let mut query = sqlx::query_as::<_, JobRow>(sql)
             .bind(tenant.org.as_str())
             .bind(tenant.sandbox.as_str())
             .bind(after_ms)
-            .bind(after_id);
+            .bind(after_id)
+            .bind(q.created_since_ms.unwrap_or(i64::MIN));
+        if let Some(dataset) = &q.dataset_id {
+            query = query.bind(dataset.as_str());
+        }
         if let Some(status) = q.status {
             query = query.bind(status.as_str());
         }

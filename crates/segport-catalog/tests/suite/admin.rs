@@ -32,7 +32,13 @@ async fn tenants_are_isolated(backend: Backend) {
             .catalog
             .list_export_jobs(
                 other,
-                &JobListQuery { status: None, after: None, skip: 0, limit: 10 },
+                &JobListQuery {
+                    status: None,
+                    after: None,
+                    skip: 0,
+                    limit: 10,
+                    ..Default::default()
+                },
             )
             .await
             .unwrap();

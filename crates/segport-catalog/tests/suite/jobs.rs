@@ -7,6 +7,7 @@ suite!(
     the_job_writer_answers_every_concurrent_create,
     jobs_and_batches_round_trip,
     keyset_listing_orders_and_filters,
+    listing_by_destination_and_creation_time,
     job_counts_are_maintained,
     cancel_by_status
 );
@@ -121,7 +122,10 @@ async fn keyset_listing_orders_and_filters(backend: Backend) {
     loop {
         let page = db
             .catalog
-            .list_export_jobs(&t, &JobListQuery { status: None, after, skip: 0, limit: 4 })
+            .list_export_jobs(
+                &t,
+                &JobListQuery { status: None, after, skip: 0, limit: 4, ..Default::default() },
+            )
             .await
             .unwrap();
         if page.is_empty() {
@@ -142,7 +146,10 @@ async fn keyset_listing_orders_and_filters(backend: Backend) {
 
     let skipped = db
         .catalog
-        .list_export_jobs(&t, &JobListQuery { status: None, after: None, skip: 7, limit: 10 })
+        .list_export_jobs(
+            &t,
+            &JobListQuery { status: None, after: None, skip: 7, limit: 10, ..Default::default() },
+        )
         .await
         .unwrap();
     assert_eq!(skipped.iter().map(|j| (j.creation_ms, j.id)).collect::<Vec<_>>(), expected[7..]);
@@ -152,7 +159,13 @@ async fn keyset_listing_orders_and_filters(backend: Backend) {
         .catalog
         .list_export_jobs(
             &t,
-            &JobListQuery { status: Some(JobStatus::Failed), after: None, skip: 0, limit: 10 },
+            &JobListQuery {
+                status: Some(JobStatus::Failed),
+                after: None,
+                skip: 0,
+                limit: 10,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -161,6 +174,59 @@ async fn keyset_listing_orders_and_filters(backend: Backend) {
     let counts = db.catalog.count_jobs().await.unwrap();
     let new = counts.iter().find(|c| c.status == JobStatus::New).map(|c| c.n);
     assert_eq!(new, Some(8));
+}
+
+/// Issue 20: jobs listed by destination dataset and creation time (with and without a status),
+/// paged by keyset, equal a naive filter over every job created.
+async fn listing_by_destination_and_creation_time(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let t = tenant("org", "prod");
+    let (d1, d2) = (dataset(&db, &t).await, dataset(&db, &t).await);
+    // (creation_ms, id, dataset, failed)
+    let mut all = Vec::new();
+    for i in 0..12i64 {
+        let d = if i % 3 == 0 { &d2 } else { &d1 };
+        let id = job(&db, &t, d, 1000 + i / 2, false).await;
+        let failed = i % 4 == 1;
+        if failed {
+            db.catalog.cancel_export_job(&t, id, 5000).await.unwrap();
+        }
+        all.push((1000 + i / 2, id, d.id.clone(), failed));
+    }
+    // Another sandbox's job into the same dataset id is never listed.
+    job(&db, &tenant("org", "dev"), &d1, 1003, false).await;
+    for dataset_id in [None, Some(d1.id.clone()), Some(d2.id.clone())] {
+        for status in [None, Some(JobStatus::New), Some(JobStatus::Failed)] {
+            for since in [None, Some(1003)] {
+                let mut expected: Vec<(i64, i64)> = all
+                    .iter()
+                    .filter(|(ms, _, d, failed)| {
+                        dataset_id.as_ref().is_none_or(|want| want == d)
+                            && since.is_none_or(|s| *ms >= s)
+                            && status.is_none_or(|s| (s == JobStatus::Failed) == *failed)
+                    })
+                    .map(|(ms, id, _, _)| (*ms, *id))
+                    .collect();
+                expected.sort_by(|a, b| b.cmp(a));
+                let (mut seen, mut after) = (Vec::new(), None);
+                loop {
+                    let query = JobListQuery {
+                        status,
+                        dataset_id: dataset_id.clone(),
+                        created_since_ms: since,
+                        after,
+                        skip: 0,
+                        limit: 2,
+                    };
+                    let page = db.catalog.list_export_jobs(&t, &query).await.unwrap();
+                    let Some(last) = page.last() else { break };
+                    after = Some((last.creation_ms, last.id));
+                    seen.extend(page.iter().map(|j| (j.creation_ms, j.id)));
+                }
+                assert_eq!(seen, expected, "{dataset_id:?} {status:?} {since:?}");
+            }
+        }
+    }
 }
 
 /// Issue 7, point 16: job counts by tenant and status are maintained as jobs are created,
@@ -210,7 +276,16 @@ async fn counted(db: &TestCatalog, tenants: &[&Tenant]) -> BTreeMap<(String, Str
     for t in tenants {
         let all = db
             .catalog
-            .list_export_jobs(t, &JobListQuery { status: None, after: None, skip: 0, limit: 1000 })
+            .list_export_jobs(
+                t,
+                &JobListQuery {
+                    status: None,
+                    after: None,
+                    skip: 0,
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )
             .await
             .unwrap();
         for j in all {

@@ -155,7 +155,13 @@ async fn concurrent_claims_keep_the_cap(backend: Backend) {
         .catalog
         .list_export_jobs(
             &t,
-            &JobListQuery { status: Some(JobStatus::Processing), after: None, skip: 0, limit: 100 },
+            &JobListQuery {
+                status: Some(JobStatus::Processing),
+                after: None,
+                skip: 0,
+                limit: 100,
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
