@@ -17,6 +17,7 @@ both_backends!(
     token_mode_signs_in_with_a_token,
     actions_need_the_form_token,
     new_export_form_previews_and_creates,
+    upload_makes_a_completed_batch,
     jobs_list_filters_by_destination_and_time
 );
 
@@ -425,28 +426,36 @@ async fn actions_need_the_form_token(setup: Setup) {
     assert_eq!(t.get(&format!("/export/jobs/{id}")).await.status, StatusCode::NOT_FOUND);
 }
 
-/// A JSON POST to the console's preview with the form token in its header (`None`: without).
+/// A POST of a console script to `path`, with the form token in its header (`None`: without):
+/// status, JSON answer.
+async fn script_post(
+    t: &TestApp,
+    path: &str,
+    cookies: &str,
+    token: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let mut request = Request::builder().method("POST").uri(path).header(header::COOKIE, cookies);
+    if let Some(token) = token {
+        request = request.header("x-segport-csrf", token);
+    }
+    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
+        .oneshot(request.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+/// The console's preview of a job body.
 async fn preview(
     t: &TestApp,
     cookies: &str,
     token: Option<&str>,
     body: &str,
 ) -> (StatusCode, serde_json::Value) {
-    let mut request = Request::builder()
-        .method("POST")
-        .uri("/ui/preview")
-        .header(header::COOKIE, cookies)
-        .header(header::CONTENT_TYPE, "application/json");
-    if let Some(token) = token {
-        request = request.header("x-segport-csrf", token);
-    }
-    let response = segport_api::app(t.state.clone(), segport_api::Surface::Full)
-        .oneshot(request.body(Body::from(body.to_owned())).unwrap())
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    script_post(t, "/ui/preview", cookies, token, body.as_bytes().to_vec()).await
 }
 
 /// The new-export form lists the sandbox's export datasets, its segments with their
@@ -603,4 +612,58 @@ async fn jobs_list_filters_by_destination_and_time(setup: Setup) {
         serde_json::from_str::<serde_json::Value>(&other).unwrap()["jobs"],
         serde_json::json!([])
     );
+}
+
+/// A file uploaded from a dataset's page becomes a completed batch whose records are
+/// ingested; without the form token, into an export dataset, or empty, nothing is ingested.
+async fn upload_makes_a_completed_batch(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    let source = t.store_dataset(PROFILE_SCHEMA).await;
+    let export = t.export_dataset().await;
+    let tenant = format!("segport_ui_tenant={}~{SANDBOX}", ORG.replace('@', "%40"));
+    let (status, headers, html) =
+        send(&t, "GET", &format!("/ui/datasets/{source}"), &tenant, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("id=\"upload\"") && html.contains("<progress"), "{html}");
+    let (token, _) = set_cookie(&headers, "segport_ui_csrf");
+    let cookies = format!("{tenant}; segport_ui_csrf={token}");
+    let (_, _, html) = send(&t, "GET", &format!("/ui/datasets/{export}"), &cookies, "").await;
+    assert!(!html.contains("id=\"upload\""), "an export dataset takes no upload: {html}");
+
+    let records: String = (0..4)
+        .map(|i| {
+            format!(
+                "{{\"identityMap\": {{\"ECID\": [{{\"id\": \"u{i}\", \"primary\": true}}]}}}}\n"
+            )
+        })
+        .collect();
+    let path = |dataset: &str| format!("/ui/datasets/{dataset}/upload?name=u.json&format=json");
+    let batches = format!("/data/foundation/catalog/batches?dataSet={source}");
+    let before = t.get(&batches).await.body;
+    let refused = [
+        (path(&source), &cookies, None, records.clone(), StatusCode::FORBIDDEN),
+        (path(&source), &tenant, Some(token.as_str()), records.clone(), StatusCode::FORBIDDEN),
+        (path(&export), &cookies, Some(token.as_str()), records.clone(), StatusCode::BAD_REQUEST),
+    ];
+    for (path, cookies, token, body, status) in refused {
+        let (got, answer) = script_post(&t, &path, cookies, token, body.into_bytes()).await;
+        assert_eq!(got, status, "{path}: {answer}");
+    }
+    assert_eq!(t.get(&batches).await.body, before, "a refused upload makes no batch");
+    // An empty file: refused, and its batch aborted.
+    let (status, answer) =
+        script_post(&t, &path(&source), &cookies, Some(&token), Vec::new()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+
+    let (status, answer) =
+        script_post(&t, &path(&source), &cookies, Some(&token), records.into_bytes()).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let batch = answer["id"].as_str().unwrap().to_owned();
+    t.run_tasks().await;
+    let got = t.get(&format!("/data/foundation/catalog/batches/{batch}")).await.body;
+    assert_eq!(got[&batch]["status"], "success", "{got}");
+    assert_eq!(got[&batch]["recordCount"], 4, "{got}");
+    let all = t.get(&batches).await.body;
+    let aborted = all.as_object().unwrap().values().filter(|b| b["status"] == "aborted").count();
+    assert_eq!(aborted, 1, "the empty upload's batch was aborted: {all}");
 }

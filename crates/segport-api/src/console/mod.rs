@@ -56,6 +56,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/preview", axum::routing::post(preview))
         .route("/ui/datasets", get(datasets))
         .route("/ui/datasets/{id}", get(dataset))
+        .route("/ui/datasets/{id}/upload", axum::routing::post(upload))
         .route("/ui/profile", get(profile))
         .route("/ui/files/{batch}", get(download))
 }
@@ -722,13 +723,7 @@ async fn job(
         cancellable: matches!(record.status, JobStatus::New | JobStatus::Processing),
         csrf: csrf.clone(),
     };
-    let mut response = render(&page);
-    if viewer.fresh_csrf {
-        if let Ok(value) = csrf_cookie(&csrf).parse() {
-            response.headers_mut().insert(header::SET_COOKIE, value);
-        }
-    }
-    Ok(response)
+    Ok(with_csrf_cookie(&viewer, render(&page)))
 }
 
 /// A running job's status and progress, for the job page's refresh.
@@ -880,6 +875,9 @@ struct DatasetPage {
     class: String,
     profile: &'static str,
     schema: String,
+    /// Records can be uploaded into it (it is no export destination).
+    uploadable: bool,
+    csrf: String,
     batches: Vec<BatchRow>,
     start: u64,
     previous: Option<String>,
@@ -926,12 +924,55 @@ async fn dataset(
         class: found.class.as_str().to_owned(),
         profile: if found.unified_profile() { "yes" } else { "no" },
         schema: found.schema_ref.id.clone(),
+        uploadable: found.class != segport_model::dataset::DatasetClass::Export,
+        csrf: viewer.csrf.clone(),
         batches,
         start,
         previous,
         next,
     };
-    Ok(render(&page))
+    Ok(with_csrf_cookie(&viewer, render(&page)))
+}
+
+/// Uploads the request's body as the file `?name=` (format `?format=`: json or parquet) into a
+/// new ingest batch of the dataset and completes it, as a client of the Batch Ingestion API
+/// would; an upload that fails aborts its batch. The page's script sends the form token in a
+/// header and shows the upload's progress. Answers `{batchId, status}`.
+async fn upload(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(raw): Path<String>,
+    query: QueryPairs,
+    body: axum::body::Body,
+) -> Result<Json<Value>, ApiError> {
+    let viewer = viewer(&state, &headers)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("not signed in, or no sandbox picked".into()))?;
+    checked_header(&viewer, &headers)?;
+    let tenant = &viewer.tenant;
+    let name = query.get("name").unwrap_or_default();
+    let format = query.get("format").unwrap_or("json");
+    let create = json!({"datasetId": raw, "inputFormat": {"format": format}});
+    let batch = crate::routes::import::create_batch(&state, tenant, &create).await?;
+    let id = batch.id.to_string();
+    use crate::routes::import::{act_on_batch, store_upload};
+    if let Err(e) = store_upload(&state, tenant, &id, &raw, name, body).await {
+        if let Err(abort) = act_on_batch(&state, tenant, &id, "ABORT").await {
+            tracing::warn!(batch_id = %id, error = %abort, "cannot abort a failed console upload");
+        }
+        return Err(e);
+    }
+    Ok(Json(act_on_batch(&state, tenant, &id, "COMPLETE").await?))
+}
+
+/// Checks the form token a console script sends in its header.
+fn checked_header(viewer: &Viewer, headers: &HeaderMap) -> Result<(), ApiError> {
+    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if same_token(sent, &form_token(viewer, headers)) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(STALE_FORM.to_owned()))
+    }
 }
 
 /// A new form token: 32 random bytes, hex.
@@ -940,6 +981,16 @@ fn fresh_csrf_token() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
+}
+
+/// `response` with the cookie of the viewer's form token when the page made it (dev mode).
+fn with_csrf_cookie(viewer: &Viewer, mut response: Response) -> Response {
+    if viewer.fresh_csrf {
+        if let Ok(value) = csrf_cookie(&viewer.csrf).parse() {
+            response.headers_mut().insert(header::SET_COOKIE, value);
+        }
+    }
+    response
 }
 
 fn csrf_cookie(token: &str) -> String {
@@ -1102,13 +1153,7 @@ async fn new_export_page(
         problems,
     };
     let status = if page.problems.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
-    let mut response = (status, render(&page)).into_response();
-    if viewer.fresh_csrf {
-        if let Ok(value) = csrf_cookie(&viewer.csrf).parse() {
-            response.headers_mut().insert(header::SET_COOKIE, value);
-        }
-    }
-    Ok(response)
+    Ok(with_csrf_cookie(viewer, (status, render(&page)).into_response()))
 }
 
 async fn new_export(
@@ -1160,10 +1205,7 @@ async fn preview(
     let viewer = viewer(&state, &headers)
         .await?
         .ok_or_else(|| ApiError::Forbidden("not signed in, or no sandbox picked".into()))?;
-    let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if !same_token(sent, &form_token(&viewer, &headers)) {
-        return Err(ApiError::Forbidden(STALE_FORM.to_owned()));
-    }
+    checked_header(&viewer, &headers)?;
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
     let none = HeaderMap::new();

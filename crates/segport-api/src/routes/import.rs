@@ -43,7 +43,21 @@ async fn create(
     Authenticated(tenant): Authenticated,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, [(&'static str, String); 1], Json<Value>), ApiError> {
-    let new = NewIngestBatch::parse(&body)?;
+    let batch = create_batch(&state, &tenant, &body).await?;
+    let mut wire = batch.to_wire();
+    wire["id"] = json!(batch.id);
+    // The per-file cap, so that a client can split larger input across files (a segport
+    // addition; `segport ingest --server` reads it).
+    Ok((StatusCode::CREATED, [(MAX_UPLOAD_HEADER, state.max_upload_bytes.to_string())], Json(wire)))
+}
+
+/// Creates the ingest batch `body` asks for (the API's create, and the console's upload).
+pub(crate) async fn create_batch(
+    state: &AppState,
+    tenant: &Tenant,
+    body: &Value,
+) -> Result<Batch, ApiError> {
+    let new = NewIngestBatch::parse(body)?;
     let dataset = state.catalog.get_dataset(&tenant, &new.dataset_id).await?.ok_or_else(|| {
         ApiError::invalid(
             "datasetId",
@@ -65,11 +79,7 @@ async fn create(
     let batch = Batch::new_ingest(tenant.org.as_str(), tenant.sandbox.as_str(), &new, now);
     state.catalog.create_ingest_batch(&batch).await?;
     tracing::info!(batch_id = %batch.id, dataset_id = %batch.dataset_id, "ingest batch created");
-    let mut wire = batch.to_wire();
-    wire["id"] = json!(batch.id);
-    // The per-file cap, so that a client can split larger input across files (a segport
-    // addition; `segport ingest --server` reads it).
-    Ok((StatusCode::CREATED, [(MAX_UPLOAD_HEADER, state.max_upload_bytes.to_string())], Json(wire)))
+    Ok(batch)
 }
 
 /// The batch an import call names, which must be an ingest batch of this tenant.
@@ -91,9 +101,22 @@ async fn upload(
     Path((batch_raw, dataset_raw, name)): Path<(String, String, String)>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    valid_upload_name(&name).map_err(|m| ApiError::invalid("fileName", m))?;
-    let dataset = DatasetId::parse(&dataset_raw).map_err(|m| ApiError::invalid("datasetId", m))?;
-    let batch = ingest_batch(&state, &tenant, &batch_raw).await?;
+    Ok(Json(store_upload(&state, &tenant, &batch_raw, &dataset_raw, &name, body).await?))
+}
+
+/// Stores the file `name` of a loading ingest batch from `body`, streamed, within the upload
+/// limit (the API's upload, and the console's).
+pub(crate) async fn store_upload(
+    state: &AppState,
+    tenant: &Tenant,
+    batch_raw: &str,
+    dataset_raw: &str,
+    name: &str,
+    body: Body,
+) -> Result<Value, ApiError> {
+    valid_upload_name(name).map_err(|m| ApiError::invalid("fileName", m))?;
+    let dataset = DatasetId::parse(dataset_raw).map_err(|m| ApiError::invalid("datasetId", m))?;
+    let batch = ingest_batch(state, tenant, batch_raw).await?;
     if batch.dataset_id != dataset {
         return Err(ApiError::NotFound(format!(
             "batch {} belongs to dataset {}, not {dataset}",
@@ -113,7 +136,7 @@ async fn upload(
     // removed after the switch.
     let (org, sandbox) = (tenant.org.as_str(), tenant.sandbox.as_str());
     let object = new_upload_object();
-    let path = upload_location(org, sandbox, batch.id.as_str(), &name, Some(&object));
+    let path = upload_location(org, sandbox, batch.id.as_str(), name, Some(&object));
     let limit = state.max_upload_bytes;
     let mut writer = BufWriter::new(state.storage.object_store(), path.clone());
     let mut stream = body.into_data_stream();
@@ -149,12 +172,12 @@ async fn upload(
     }
     writer.shutdown().await.map_err(|e| ApiError::Internal(Box::new(e)))?;
     let upload = Upload {
-        name: name.clone(),
+        name: name.to_owned(),
         object: Some(object),
         bytes: i64::try_from(size).unwrap_or(i64::MAX),
         uploaded_ms: now_ms(),
     };
-    let recorded = state.catalog.record_upload(&tenant, &batch.id, &upload).await;
+    let recorded = state.catalog.record_upload(tenant, &batch.id, &upload).await;
     let stale = match &recorded {
         // The catalog never took these bytes. (After an error it may have: they stay, and go
         // with the batch's folder if they were not taken.)
@@ -177,7 +200,7 @@ async fn upload(
         )));
     }
     tracing::info!(batch_id = %batch.id, file = %name, bytes = size, "file uploaded");
-    Ok(Json(json!({"batchId": batch.id, "name": name, "size": size})))
+    Ok(json!({"batchId": batch.id, "name": name, "size": size}))
 }
 
 #[utoipa::path(post, path = "/data/foundation/import/batches/{id}", operation_id = "actOnIngestBatch", tag = "batch ingestion", params(("id" = segport_model::BatchId, Path, description = "The resource id."), ("action" = String, Query, description = "COMPLETE, ABORT or FAIL a loading batch; REVERT a successful one (any letter case).")), responses((status = 200, description = "Done: `{id, status}`.", body = Object)))]
@@ -188,19 +211,29 @@ async fn action(
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
     let raw_action = query.get("action").unwrap_or_default();
+    Ok(Json(act_on_batch(&state, &tenant, &raw, raw_action).await?))
+}
+
+/// COMPLETE, ABORT, FAIL or REVERT (any letter case) the ingest batch `raw`: `{id, status}`.
+pub(crate) async fn act_on_batch(
+    state: &AppState,
+    tenant: &Tenant,
+    raw: &str,
+    raw_action: &str,
+) -> Result<Value, ApiError> {
     let Some(action) = BatchAction::parse(raw_action) else {
         return Err(ApiError::invalid("action", "must be COMPLETE, ABORT, FAIL or REVERT"));
     };
-    let batch = ingest_batch(&state, &tenant, &raw).await?;
+    let batch = ingest_batch(state, tenant, raw).await?;
     let now = now_ms();
     if action == BatchAction::Revert {
-        let status = revert(&state, &tenant, &batch).await?;
+        let status = revert(state, tenant, &batch).await?;
         tracing::info!(batch_id = %batch.id, "batch reverted");
         // Its records are gone: so are the types only they held.
-        if let Err(e) = super::catalog::release_unheld_types(&state, &tenant).await {
+        if let Err(e) = super::catalog::release_unheld_types(state, tenant).await {
             tracing::warn!(batch_id = %batch.id, error = %e, "cannot release the batch's types");
         }
-        return Ok(Json(json!({"id": batch.id, "status": status.as_str()})));
+        return Ok(json!({"id": batch.id, "status": status.as_str()}));
     }
     // A reverted batch keeps `success` in its status column; no action moves it any more.
     if batch.status == BatchStatus::Reverted {
@@ -211,10 +244,10 @@ async fn action(
         )));
     }
     let transition = match action {
-        BatchAction::Complete => state.catalog.complete_batch(&tenant, &batch.id, now).await?,
-        BatchAction::Abort => state.catalog.abort_batch(&tenant, &batch.id, now).await?,
+        BatchAction::Complete => state.catalog.complete_batch(tenant, &batch.id, now).await?,
+        BatchAction::Abort => state.catalog.abort_batch(tenant, &batch.id, now).await?,
         BatchAction::Fail | BatchAction::Revert => {
-            state.catalog.fail_batch(&tenant, &batch.id, now).await?
+            state.catalog.fail_batch(tenant, &batch.id, now).await?
         }
     }
     .ok_or_else(|| ApiError::NotFound(format!("batch {} not found", batch.id)))?;
@@ -246,7 +279,7 @@ async fn action(
         }
     }
     tracing::info!(batch_id = %batch.id, action = action.as_str(), status = status.as_str(), "batch action");
-    Ok(Json(json!({"id": batch.id, "status": status.as_str()})))
+    Ok(json!({"id": batch.id, "status": status.as_str()}))
 }
 
 /// The actions of `POST /import/batches/{id}?action=`, as Batch Ingestion names them.

@@ -3,7 +3,7 @@
 pub(crate) mod access;
 mod catalog;
 pub(crate) mod data_access;
-mod import;
+pub(crate) mod import;
 pub(crate) mod jobs;
 mod merge_policies;
 pub(crate) mod ops;
