@@ -58,7 +58,7 @@ pub(crate) async fn create_batch(
     body: &Value,
 ) -> Result<Batch, ApiError> {
     let new = NewIngestBatch::parse(body)?;
-    let dataset = state.catalog.get_dataset(&tenant, &new.dataset_id).await?.ok_or_else(|| {
+    let dataset = state.catalog.get_dataset(tenant, &new.dataset_id).await?.ok_or_else(|| {
         ApiError::invalid(
             "datasetId",
             format!("no dataset {} in sandbox {}", new.dataset_id, tenant.sandbox),
@@ -75,7 +75,7 @@ pub(crate) async fn create_batch(
         ));
     }
     let now = now_ms();
-    state.catalog.ensure_sandbox(&tenant, now).await?;
+    state.catalog.ensure_sandbox(tenant, now).await?;
     let batch = Batch::new_ingest(tenant.org.as_str(), tenant.sandbox.as_str(), &new, now);
     state.catalog.create_ingest_batch(&batch).await?;
     tracing::info!(batch_id = %batch.id, dataset_id = %batch.dataset_id, "ingest batch created");
