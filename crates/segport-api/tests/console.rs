@@ -18,6 +18,8 @@ both_backends!(
     actions_need_the_form_token,
     new_export_form_previews_and_creates,
     upload_makes_a_completed_batch,
+    workers_page_shows_what_the_viewer_may_see,
+    workers_page_shows_operators_everything,
     jobs_list_filters_by_destination_and_time
 );
 
@@ -666,4 +668,90 @@ async fn upload_makes_a_completed_batch(setup: Setup) {
     let all = t.get(&batches).await.body;
     let aborted = all.as_object().unwrap().values().filter(|b| b["status"] == "aborted").count();
     assert_eq!(aborted, 1, "the empty upload's batch was aborted: {all}");
+}
+
+/// The workers page: operators (dev mode) see the live workers, every sandbox's queue and the
+/// running tasks with their worker; a signed-in tenant (token mode) sees only its own queue and
+/// tasks, and no worker names.
+async fn workers_page_shows_what_the_viewer_may_see(setup: Setup) {
+    let t = TestApp::with_auth(setup, AuthMode::Token).await.with_api_token().await;
+    let c = &t.db.catalog;
+    let export = t.export_dataset().await;
+    let mine = t.create_job(minimal_job(&export)).await["id"].as_i64().unwrap();
+    let now = segport_model::time::now_ms();
+    c.register_worker(
+        &segport_catalog::WorkerInfo {
+            owner: "w-alpha".into(),
+            host: "host-a".into(),
+            slots: 3,
+            started_ms: now - 60_000,
+            seen_ms: now,
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let first = c.claim_task("w-alpha", 60_000, now).await.unwrap().unwrap();
+    assert_eq!(first.job_id, Some(mine));
+
+    let good = segport_api::auth::issue_token(ORG, None);
+    c.insert_token(&good.record).await.unwrap();
+    let session = signed_in(&t, &good.secret).await;
+    let (status, _, html) = send(&t, "GET", "/ui/workers", &session, "").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("1 worker(s) alive") && !html.contains("w-alpha"), "{html}");
+    assert!(html.contains(&format!("href=\"/ui/jobs/{mine}\"")), "its running job: {html}");
+    assert!(
+        html.contains(&format!("{ORG} / {SANDBOX}</td><td>export</td><td>0</td><td>1</td>")),
+        "{html}"
+    );
+    // Another sandbox of the org (signed in there) sees neither the task nor the queue row.
+    let form_page = send(&t, "GET", "/ui/tenants", &session, "").await.2;
+    let token = form_page.split("csrf=").nth(1).map(|s| s[..64].to_owned()).unwrap();
+    let (status, _, _) =
+        send(&t, "GET", &format!("/ui/tenant?sandbox=dev&csrf={token}"), &session, "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, html) = send(&t, "GET", "/ui/workers", &session, "").await;
+    assert!(html.contains(&format!("{ORG} / dev")), "{html}");
+    assert!(
+        !html.contains(&format!("/ui/jobs/{mine}"))
+            && html.contains("No task is running for this sandbox"),
+        "{html}"
+    );
+    assert!(html.contains("Nothing queued or running for this sandbox"), "{html}");
+}
+
+/// Dev mode: the operator sees the workers, with their running tasks, and every sandbox.
+async fn workers_page_shows_operators_everything(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    let c = &t.db.catalog;
+    let export = t.export_dataset().await;
+    let job = t.create_job(minimal_job(&export)).await["id"].as_i64().unwrap();
+    let (status, _, html) = page(&t, "/ui/workers", Some((ORG, "dev"))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("No worker has said it is alive"), "{html}");
+    assert!(
+        html.contains(&format!("{ORG} / {SANDBOX}</td><td>export</td><td>1</td><td>0</td>")),
+        "{html}"
+    );
+    let now = segport_model::time::now_ms();
+    let worker = segport_catalog::WorkerInfo {
+        owner: "w-beta".into(),
+        host: "host-b".into(),
+        slots: 2,
+        started_ms: now,
+        seen_ms: now,
+    };
+    c.register_worker(&worker, now).await.unwrap();
+    c.claim_task("w-beta", 60_000, now).await.unwrap().unwrap();
+    let (_, _, html) = page(&t, "/ui/workers", Some((ORG, "dev"))).await;
+    assert!(html.contains("<code>w-beta</code></td><td>host-b</td><td>2</td><td>1</td>"), "{html}");
+    // Another sandbox's running job is listed without a link to its page.
+    assert!(
+        html.contains(&format!("job {job}")) && !html.contains(&format!("/ui/jobs/{job}\"")),
+        "{html}"
+    );
+    c.forget_worker("w-beta").await.unwrap();
+    let (_, _, html) = page(&t, "/ui/workers", Some((ORG, "dev"))).await;
+    assert!(!html.contains("host-b"), "{html}");
 }

@@ -53,8 +53,8 @@ pub use store::{
 };
 pub use tasks::{
     ClaimedTask, ExportCommit, ExportUnit, ExportedBatch, Heartbeat, IngestCommit, IngestCommitted,
-    Locality, NewUnit, QueueDepth, QueueStats, ReapedTask, TaskKind, TaskQueue, UnitCommit,
-    UnitCommitted, UnitResult, UnitState,
+    Locality, NewUnit, QueueDepth, QueueStats, ReapedTask, RunningTask, TaskKind, TaskQueue,
+    UnitCommit, UnitCommitted, UnitResult, UnitState, WorkerInfo,
 };
 pub use tokens::{SessionRecord, TokenRecord, Tokens};
 

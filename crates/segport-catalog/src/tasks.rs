@@ -260,6 +260,11 @@ pub trait TaskQueue: Send + Sync + 'static {
     async fn announce_cache(&self, owner: &str, held: &[u32], now_ms: i64) -> Result<()>;
     /// Forgets the cache of worker `owner` (it stops).
     async fn forget_cache(&self, owner: &str) -> Result<()>;
+    /// Records that worker `worker.owner` is alive at `now_ms` (and forgets workers not seen
+    /// for an hour).
+    async fn register_worker(&self, worker: &WorkerInfo, now_ms: i64) -> Result<()>;
+    /// Forgets worker `owner` (it stops).
+    async fn forget_worker(&self, owner: &str) -> Result<()>;
     /// Claims the queued task of one batch, if it is still queued.
     async fn claim_batch_task(
         &self,
@@ -337,10 +342,45 @@ impl TaskKind {
     }
 }
 
-/// The queue as operators watch it: read-only, so that the API's metrics address can show it
-/// without seeing the queue's workings.
+/// A worker process, as it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerInfo {
+    pub owner: String,
+    pub host: String,
+    pub slots: u32,
+    pub started_ms: i64,
+    pub seen_ms: i64,
+}
+
+/// A task being run, as operators watch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningTask {
+    pub id: i64,
+    pub kind: TaskKind,
+    pub org: String,
+    pub sandbox: String,
+    pub job_id: Option<i64>,
+    pub batch_id: Option<String>,
+    /// The unit of its job, when the job runs as units.
+    pub unit_no: Option<u32>,
+    pub owner: String,
+    pub attempt: i32,
+    /// When it was claimed (its last change).
+    pub since_ms: i64,
+}
+
+/// The queue as operators watch it: read-only, so that the API's metrics address and the
+/// console can show it without seeing the queue's workings.
 #[async_trait]
 pub trait QueueStats: Send + Sync + 'static {
     /// Queued and running tasks by tenant and kind; tenants with none left out.
     async fn queue_depth(&self) -> Result<Vec<QueueDepth>>;
+    /// Workers seen at or after `seen_since_ms`, by owner.
+    async fn live_workers(&self, seen_since_ms: i64) -> Result<Vec<WorkerInfo>>;
+    /// Running tasks, the oldest first, at most `limit`; only `tenant`'s when given.
+    async fn running_tasks(
+        &self,
+        tenant: Option<&segport_model::Tenant>,
+        limit: u32,
+    ) -> Result<Vec<RunningTask>>;
 }

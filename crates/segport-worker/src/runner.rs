@@ -70,6 +70,39 @@ impl Worker {
         held
     }
 
+    /// Says every few seconds that this worker is alive (operators see it) and what its cache
+    /// holds, until `stop`; then withdraws both. Best effort: a failed word costs only what
+    /// operators and other workers' locality see.
+    async fn presence(&self, stop: CancellationToken) {
+        let me = segport_catalog::WorkerInfo {
+            owner: self.owner.clone(),
+            host: host_name(),
+            slots: u32::try_from(self.ctx.config.slots.max(1)).unwrap_or(u32::MAX),
+            started_ms: now_ms(),
+            seen_ms: now_ms(),
+        };
+        let mut every = tokio::time::interval(ANNOUNCE_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = every.tick() => {
+                    if let Err(e) = self.ctx.catalog.register_worker(&me, now_ms()).await {
+                        tracing::debug!(error = %e, "cannot say this worker is alive");
+                    }
+                    self.announce_cache().await;
+                }
+            }
+        }
+        if let Err(e) = self.ctx.catalog.forget_worker(&self.owner).await {
+            tracing::debug!(error = %e, "cannot withdraw this worker");
+        }
+        if self.ctx.storage.cache().is_some() {
+            if let Err(e) = self.ctx.catalog.forget_cache(&self.owner).await {
+                tracing::debug!(error = %e, "cannot withdraw the cache announcement");
+            }
+        }
+    }
+
     /// The name this worker claims tasks under.
     pub fn owner(&self) -> &str {
         &self.owner
@@ -89,21 +122,8 @@ impl Worker {
         }
         let (worker, stop) = (self.clone(), shutdown.clone());
         handles.push(tokio::spawn(async move { crate::maintenance::run(&worker.ctx, stop).await }));
-        if self.ctx.storage.cache().is_some() {
-            let (worker, stop) = (self.clone(), shutdown.clone());
-            handles.push(tokio::spawn(async move {
-                let mut every = tokio::time::interval(ANNOUNCE_EVERY);
-                loop {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        _ = every.tick() => { worker.announce_cache().await; }
-                    }
-                }
-                if let Err(e) = worker.ctx.catalog.forget_cache(&worker.owner).await {
-                    tracing::debug!(error = %e, "cannot withdraw the cache announcement");
-                }
-            }));
-        }
+        let (worker, stop) = (self.clone(), shutdown.clone());
+        handles.push(tokio::spawn(async move { worker.presence(stop).await }));
         tracing::info!(owner = %self.owner, slots = self.ctx.config.slots, "worker started");
         for handle in handles {
             if let Err(e) = handle.await {
@@ -355,4 +375,14 @@ impl Worker {
             }
         }
     }
+}
+
+/// The machine's name (a pod's, under Kubernetes), for operators; `unknown` when unreadable.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

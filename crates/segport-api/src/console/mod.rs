@@ -58,6 +58,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/datasets/{id}", get(dataset))
         .route("/ui/datasets/{id}/upload", axum::routing::post(upload))
         .route("/ui/profile", get(profile))
+        .route("/ui/workers", get(workers))
         .route("/ui/files/{batch}", get(download))
 }
 
@@ -1212,6 +1213,127 @@ async fn preview(
     let answer =
         crate::routes::preview::preview_of(&state, &viewer.tenant, &none, &request, 5).await?;
     Ok(Json(answer))
+}
+
+/// A worker is shown as live while it said so this recently.
+const WORKER_LIVE_MS: i64 = 10_000;
+/// Running tasks the workers page lists, at most.
+const RUNNING_SHOWN: u32 = 200;
+
+/// A live worker as its row shows it.
+struct WorkerRow {
+    owner: String,
+    host: String,
+    slots: u32,
+    running: usize,
+    started: String,
+    started_ago: String,
+    seen_ago: String,
+}
+
+/// A running task as its row shows it.
+struct RunningRow {
+    id: i64,
+    kind: &'static str,
+    sandbox: String,
+    subject: String,
+    link: Option<String>,
+    unit: String,
+    owner: String,
+    attempt: i32,
+    since_ago: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/workers.html")]
+struct WorkersPage {
+    nav: Nav,
+    /// Dev mode: every sandbox's queue and the workers; token mode: the viewer's own.
+    operator: bool,
+    workers: Vec<WorkerRow>,
+    workers_count: usize,
+    live_seconds: i64,
+    /// Sandbox, kind, queued, running.
+    queue: Vec<(String, &'static str, i64, i64)>,
+    running: Vec<RunningRow>,
+    running_max: usize,
+    now: String,
+}
+
+/// Live workers, queue depth by sandbox and the running tasks. Operators (dev mode) see all of
+/// it; a signed-in tenant (token mode) sees its own queue and tasks, and how many workers live.
+async fn workers(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
+    let operator = viewer.session.is_none();
+    let now = segport_model::time::now_ms();
+    let own = (!operator).then_some(&viewer.tenant);
+    let running = state.catalog.running_tasks(own, RUNNING_SHOWN).await?;
+    let live = state.catalog.live_workers(now - WORKER_LIVE_MS).await?;
+    let workers_count = live.len();
+    let workers = if operator {
+        live.into_iter()
+            .map(|w| WorkerRow {
+                running: running.iter().filter(|r| r.owner == w.owner).count(),
+                started: utc(w.started_ms),
+                started_ago: ago(now, w.started_ms),
+                seen_ago: ago(now, w.seen_ms),
+                owner: w.owner,
+                host: w.host,
+                slots: w.slots,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let queue = state
+        .catalog
+        .queue_depth()
+        .await?
+        .into_iter()
+        .filter(|q| {
+            operator
+                || (q.org == viewer.tenant.org.as_str()
+                    && q.sandbox == viewer.tenant.sandbox.as_str())
+        })
+        .map(|q| (format!("{} / {}", q.org, q.sandbox), q.kind.as_str(), q.queued, q.running))
+        .collect();
+    let running = running
+        .into_iter()
+        .map(|r| {
+            let (subject, link) = match (r.job_id, &r.batch_id) {
+                (Some(job), _) => (format!("job {job}"), Some(format!("/ui/jobs/{job}"))),
+                (None, Some(batch)) => (format!("batch {batch}"), None),
+                (None, None) => (String::new(), None),
+            };
+            RunningRow {
+                id: r.id,
+                kind: r.kind.as_str(),
+                sandbox: format!("{} / {}", r.org, r.sandbox),
+                // Another sandbox's job has no page for this viewer.
+                link: link.filter(|_| {
+                    r.org == viewer.tenant.org.as_str()
+                        && r.sandbox == viewer.tenant.sandbox.as_str()
+                }),
+                subject,
+                unit: r.unit_no.map(|u| u.to_string()).unwrap_or_default(),
+                owner: r.owner,
+                attempt: r.attempt,
+                since_ago: ago(now, r.since_ms),
+            }
+        })
+        .collect();
+    let page = WorkersPage {
+        nav: viewer.nav(),
+        operator,
+        workers,
+        workers_count,
+        live_seconds: WORKER_LIVE_MS / 1000,
+        queue,
+        running,
+        running_max: RUNNING_SHOWN as usize,
+        now: utc(now),
+    };
+    Ok(render(&page))
 }
 
 /// A profile found, as its page shows it.

@@ -24,6 +24,8 @@ pub struct TestApp {
     /// The storage root on a local root, the local cache on an S3 one; removed on drop.
     pub storage_dir: std::path::PathBuf,
     pub root: Root,
+    /// The token API calls carry (token mode, after [`TestApp::with_api_token`]).
+    pub bearer: Option<String>,
 }
 
 /// Where a test's storage root is.
@@ -140,7 +142,15 @@ impl TestApp {
         };
         let state = AppState::new(db.catalog.clone(), storage, auth);
         let app = segport_api::app(state.clone(), Surface::Full);
-        Self { app, db, state, storage_dir, root }
+        Self { app, db, state, storage_dir, root, bearer: None }
+    }
+
+    /// The app with a live token of `ORG` that its API calls carry (token mode).
+    pub async fn with_api_token(mut self) -> Self {
+        let issued = segport_api::auth::issue_token(ORG, None);
+        self.db.catalog.insert_token(&issued.record).await.expect("token stored");
+        self.bearer = Some(issued.secret);
+        self
     }
 
     /// Every file under `prefix` of the storage root, by path.
@@ -178,7 +188,10 @@ impl TestApp {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("authorization", "Bearer dev-token")
+            .header(
+                "authorization",
+                format!("Bearer {}", self.bearer.as_deref().unwrap_or("dev-token")),
+            )
             .header("x-api-key", "test")
             .header("x-gw-ims-org-id", org)
             .header("x-sandbox-name", sandbox);

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use segport_model::batch::{BatchError, BatchStatus};
 use segport_model::job::{ExportCounters, JobError, JobProgress, JobWarning};
-use segport_model::BatchId;
+use segport_model::{BatchId, Tenant};
 
 use super::common::{fences_text, SandboxCommit, FAIL_JOB_BATCHES, INSERT_STORE_FILE};
 use super::store::SELECT_SCHEMA_VERSION;
@@ -17,8 +17,8 @@ use super::{SqlCatalog, Tx, DIALECT};
 use crate::model::{corrupt, task_kind, ClaimRow};
 use crate::{
     CatalogError, ClaimedTask, ExportCommit, ExportedBatch, Heartbeat, IngestCommit,
-    IngestCommitted, Locality, NewUnit, QueueDepth, QueueStats, ReapedTask, Result, TaskLease,
-    TaskQueue, UnitCommit, UnitCommitted, UnitResult,
+    IngestCommitted, Locality, NewUnit, QueueDepth, QueueStats, ReapedTask, Result, RunningTask,
+    TaskLease, TaskQueue, UnitCommit, UnitCommitted, UnitResult, WorkerInfo,
 };
 
 /// Gives tenant (`$1`, `$2`) the newest turn, after one of its tasks was claimed.
@@ -46,6 +46,34 @@ const ANNOUNCE_CACHE: &str =
 const FORGET_GONE_CACHES: &str = "DELETE FROM worker_caches WHERE seen_ms < $1";
 
 const FORGET_CACHE: &str = "DELETE FROM worker_caches WHERE owner = $1";
+
+const REGISTER_WORKER: &str =
+    "INSERT INTO workers (owner, host, slots, started_ms, seen_ms) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (owner) DO UPDATE SET seen_ms = excluded.seen_ms";
+
+/// Workers not seen for an hour are gone (killed without saying so).
+const FORGET_GONE_WORKERS: &str = "DELETE FROM workers WHERE seen_ms < $1";
+
+const FORGET_WORKER: &str = "DELETE FROM workers WHERE owner = $1";
+
+const LIVE_WORKERS: &str =
+    "SELECT owner, host, CAST(slots AS BIGINT), started_ms, seen_ms FROM workers \
+     WHERE seen_ms >= $1 ORDER BY owner";
+
+/// Running tasks (the partial index on running leases finds them), oldest first.
+macro_rules! running_tasks {
+    ($tenant:literal, $limit:literal) => {
+        concat!(
+            "SELECT id, kind, org, sandbox, job_id, batch_id, CAST(unit_no AS BIGINT), lease_owner, attempt, \
+             updated_ms FROM tasks WHERE state = 'running' ",
+            $tenant,
+            "ORDER BY updated_ms, id LIMIT ",
+            $limit
+        )
+    };
+}
+const RUNNING_TASKS: &str = running_tasks!("", "$1");
+const RUNNING_TASKS_OF: &str = running_tasks!("AND org = $1 AND sandbox = $2 ", "$3");
 
 const START_JOB: &str = "UPDATE export_jobs SET status = 'PROCESSING', attempt_id = $2, \
      attempt = $3, started_ms = COALESCE(started_ms, $4), update_ms = $4 \
@@ -338,6 +366,27 @@ impl TaskQueue for SqlCatalog {
 
     async fn forget_cache(&self, owner: &str) -> Result<()> {
         sqlx::query(FORGET_CACHE).bind(owner).execute(self.write()).await?;
+        Ok(())
+    }
+
+    async fn register_worker(&self, worker: &WorkerInfo, now_ms: i64) -> Result<()> {
+        const GONE_MS: i64 = 3_600_000;
+        let mut tx = self.write().begin().await?;
+        sqlx::query(REGISTER_WORKER)
+            .bind(&worker.owner)
+            .bind(&worker.host)
+            .bind(i64::from(worker.slots))
+            .bind(worker.started_ms)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(FORGET_GONE_WORKERS).bind(now_ms - GONE_MS).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn forget_worker(&self, owner: &str) -> Result<()> {
+        sqlx::query(FORGET_WORKER).bind(owner).execute(self.write()).await?;
         Ok(())
     }
 
@@ -689,6 +738,59 @@ impl QueueStats for SqlCatalog {
         rows.into_iter()
             .map(|(org, sandbox, kind, queued, running)| {
                 Ok(QueueDepth { org, sandbox, kind: task_kind(&kind)?, queued, running })
+            })
+            .collect()
+    }
+
+    async fn live_workers(&self, seen_since_ms: i64) -> Result<Vec<WorkerInfo>> {
+        let rows: Vec<(String, String, i64, i64, i64)> =
+            sqlx::query_as(LIVE_WORKERS).bind(seen_since_ms).fetch_all(self.read()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(owner, host, slots, started_ms, seen_ms)| WorkerInfo {
+                owner,
+                host,
+                slots: u32::try_from(slots).unwrap_or(0),
+                started_ms,
+                seen_ms,
+            })
+            .collect())
+    }
+
+    async fn running_tasks(&self, tenant: Option<&Tenant>, limit: u32) -> Result<Vec<RunningTask>> {
+        type Row = (
+            i64,
+            String,
+            String,
+            String,
+            Option<i64>,
+            Option<String>,
+            Option<i64>,
+            Option<String>,
+            i32,
+            i64,
+        );
+        let query = match tenant {
+            None => sqlx::query_as::<_, Row>(RUNNING_TASKS),
+            Some(t) => sqlx::query_as::<_, Row>(RUNNING_TASKS_OF)
+                .bind(t.org.as_str())
+                .bind(t.sandbox.as_str()),
+        };
+        let rows = query.bind(i64::from(limit)).fetch_all(self.read()).await?;
+        rows.into_iter()
+            .map(|(id, kind, org, sandbox, job_id, batch_id, unit, owner, attempt, since_ms)| {
+                Ok(RunningTask {
+                    id,
+                    kind: task_kind(&kind)?,
+                    org,
+                    sandbox,
+                    job_id,
+                    batch_id,
+                    unit_no: unit.and_then(|u| u32::try_from(u).ok()),
+                    owner: owner.unwrap_or_default(),
+                    attempt,
+                    since_ms,
+                })
             })
             .collect()
     }

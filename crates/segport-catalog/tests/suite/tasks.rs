@@ -7,7 +7,64 @@ suite!(
     claims_take_turns_between_tenants,
     a_tenant_runs_at_most_its_cap,
     concurrent_claims_keep_the_cap,
+    workers_and_running_tasks_as_operators_see_them,
 );
+
+/// Issue 20: workers say they are alive and are listed while recent; running tasks are listed
+/// with their worker, all of them or one tenant's, as a naive filter over the claims finds.
+async fn workers_and_running_tasks_as_operators_see_them(backend: Backend) {
+    let db = TestCatalog::new(backend).await;
+    let c = &db.catalog;
+    let worker = |owner: &str| segport_catalog::WorkerInfo {
+        owner: owner.into(),
+        host: "h1".into(),
+        slots: 2,
+        started_ms: 100,
+        seen_ms: 0,
+    };
+    c.register_worker(&worker("w1"), 1_000).await.unwrap();
+    c.register_worker(&worker("w2"), 5_000).await.unwrap();
+    c.register_worker(&worker("w1"), 6_000).await.unwrap();
+    let live = c.live_workers(4_000).await.unwrap();
+    assert_eq!(
+        live.iter()
+            .map(|w| (w.owner.as_str(), w.seen_ms, w.slots, w.started_ms))
+            .collect::<Vec<_>>(),
+        [("w1", 6_000, 2, 100), ("w2", 5_000, 2, 100)]
+    );
+    assert_eq!(c.live_workers(5_500).await.unwrap().len(), 1);
+    c.forget_worker("w1").await.unwrap();
+    assert_eq!(
+        c.live_workers(0).await.unwrap().iter().map(|w| &w.owner).collect::<Vec<_>>(),
+        ["w2"]
+    );
+    // An hour unseen: gone at the next word of any worker.
+    c.register_worker(&worker("w3"), 5_000 + 3_600_001).await.unwrap();
+    assert_eq!(
+        c.live_workers(0).await.unwrap().iter().map(|w| &w.owner).collect::<Vec<_>>(),
+        ["w3"]
+    );
+
+    let (a, b) = (tenant("org", "prod"), tenant("org", "dev"));
+    let mut claimed = Vec::new();
+    for (t, owner, at) in [(&a, "w3", 10_000), (&b, "w4", 11_000), (&a, "w4", 12_000)] {
+        queued_batch(&db, t, at).await;
+        let task = c.claim_task(owner, 60_000, at).await.unwrap().unwrap();
+        claimed.push((task.batch_id.clone().unwrap().to_string(), t.clone(), owner, at));
+    }
+    queued_batch(&db, &a, 13_000).await; // queued, not running
+    let all = c.running_tasks(None, 10).await.unwrap();
+    let seen: Vec<_> =
+        all.iter().map(|r| (r.batch_id.clone().unwrap(), r.owner.as_str(), r.since_ms)).collect();
+    let expected: Vec<_> = claimed.iter().map(|(b, _, o, at)| (b.clone(), *o, *at)).collect();
+    assert_eq!(seen, expected);
+    assert!(all.iter().all(|r| r.kind == segport_catalog::TaskKind::Ingest && r.attempt == 1));
+    let of_a = c.running_tasks(Some(&a), 10).await.unwrap();
+    let expected: Vec<_> =
+        claimed.iter().filter(|(_, t, _, _)| *t == a).map(|(b, _, _, _)| b.clone()).collect();
+    assert_eq!(of_a.iter().map(|r| r.batch_id.clone().unwrap()).collect::<Vec<_>>(), expected);
+    assert_eq!(c.running_tasks(None, 2).await.unwrap().len(), 2);
+}
 
 async fn task_leases_fence_and_reap(backend: Backend) {
     let db = TestCatalog::new(backend).await;
