@@ -82,6 +82,9 @@ async fn pages_show_the_sandbox_jobs(setup: Setup) {
     t.run_tasks().await;
     let (_, _, done) = page(&t, &format!("/ui/jobs/{first}"), tenant).await;
     assert!(done.contains("SUCCEEDED") && !done.contains("/live\""), "{done}");
+    for phase in ["<td>Waiting</td>", "<td>Exporting</td>", "<td>Total</td>"] {
+        assert!(done.contains(phase), "{phase} in {done}");
+    }
     let record = t.get(&format!("/export/jobs/{first}")).await.body;
     let batch = record["destination"]["batchId"].as_str().unwrap();
     let tenant_id = segport_model::Tenant::parse(ORG, SANDBOX).unwrap();

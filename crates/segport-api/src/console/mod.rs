@@ -630,6 +630,10 @@ struct JobPage {
     created: String,
     created_ago: String,
     updated: String,
+    /// Phases with their start and length: waiting, exporting, and the whole.
+    phases: Vec<(&'static str, String, String)>,
+    /// Profiles exported by identity namespace.
+    by_namespace: Vec<(String, u64)>,
     progress: String,
     exported: String,
     errors: Vec<(String, String)>,
@@ -713,6 +717,12 @@ async fn job(
         created: utc(record.creation_ms),
         created_ago: ago(now, record.creation_ms),
         updated: utc(record.update_ms),
+        phases: phases(&record, now),
+        by_namespace: record
+            .counters
+            .as_ref()
+            .map(|c| c.by_namespace.iter().map(|(ns, n)| (ns.clone(), *n)).collect())
+            .unwrap_or_default(),
         progress: progress(&record),
         exported: record.counters.as_ref().map(|c| c.total.to_string()).unwrap_or_default(),
         errors: record.errors.iter().map(|e| (e.code.clone(), e.msg.clone())).collect(),
@@ -739,6 +749,31 @@ async fn job_live(
     let tenant = viewer.tenant.clone();
     let record = load_job(&state, &tenant, &raw).await?;
     Ok(Json(json!({"status": record.status.as_str(), "progress": progress(&record)})))
+}
+
+/// A job's phases: waiting in the queue, exporting, and the whole, each with its start and
+/// how long it took (or has taken so far).
+fn phases(record: &ExportJobRecord, now: i64) -> Vec<(&'static str, String, String)> {
+    let end = record.finished_ms.unwrap_or(now);
+    let length = |from: i64, to: i64| {
+        let ms = (to - from).max(0);
+        if ms < 10_000 {
+            format!("{ms} ms")
+        } else {
+            format!("{:.1} s", ms as f64 / 1000.0)
+        }
+    };
+    let started = record.started_ms;
+    let mut rows = vec![(
+        "Waiting",
+        utc(record.creation_ms),
+        length(record.creation_ms, started.unwrap_or(end)),
+    )];
+    if let Some(started) = started {
+        rows.push(("Exporting", utc(started), length(started, end)));
+    }
+    rows.push(("Total", utc(record.creation_ms), length(record.creation_ms, end)));
+    rows
 }
 
 /// The body a job was created with, as the API takes it.
@@ -1343,6 +1378,8 @@ struct FoundProfile {
     sources: Vec<String>,
     modified: String,
     entity: String,
+    /// Its segment memberships: namespace, segment, status, last qualification.
+    memberships: Vec<(String, String, String, String)>,
     event_count: usize,
     /// The latest events: timestamp, `_id`, event type (or the event as JSON).
     events: Vec<(String, String, String)>,
@@ -1357,6 +1394,22 @@ struct ProfilePage {
     policy: String,
     searched: bool,
     found: Option<FoundProfile>,
+}
+
+/// The memberships of a merged profile (`segmentMembership.{ns}.{segment}`), in key order.
+fn memberships(entity: &Value) -> Vec<(String, String, String, String)> {
+    let Some(namespaces) = entity["segmentMembership"].as_object() else { return Vec::new() };
+    let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    namespaces
+        .iter()
+        .filter_map(|(ns, segments)| Some((ns, segments.as_object()?)))
+        .flat_map(|(ns, segments)| {
+            segments.iter().map(move |(id, m)| {
+                let when = m.get("lastQualificationTime").map(text).unwrap_or_default();
+                (ns.clone(), id.clone(), m.get("status").map(text).unwrap_or_default(), when)
+            })
+        })
+        .collect()
 }
 
 /// Events a profile's page lists, the latest first.
@@ -1385,6 +1438,7 @@ async fn profile(
                 policy: policy.id.to_string(),
                 sources: profile.sources,
                 modified: utc(profile.last_modified_ms),
+                memberships: memberships(&profile.entity),
                 entity: serde_json::to_string_pretty(&profile.entity).unwrap_or_default(),
                 event_count: events.len(),
                 events: events
