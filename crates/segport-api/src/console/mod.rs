@@ -618,8 +618,42 @@ async fn jobs_live(
     Ok(Json(json!({ "jobs": rows })))
 }
 
-/// A batch file as a job's page lists it: name, rows, bytes, download link.
-type FileRow = (String, i64, i64, String);
+/// A batch file as a job's page lists it: batch, name, rows, bytes, download link.
+type FileRow = (String, String, i64, i64, String);
+
+/// Rows a job page shows of its units, and of its files, at once.
+const JOB_ROWS: usize = 100;
+
+/// One page of a list shown whole in memory: the rows from `from`, and the links to the pages
+/// before and after (`param` set to their offsets, `base` the page's path and other query).
+struct Paged<T> {
+    rows: Vec<T>,
+    previous: Option<String>,
+    next: Option<String>,
+}
+
+impl<T> Paged<T> {
+    fn of(all: Vec<T>, from: usize, base: &str, param: &str) -> Self {
+        let total = all.len();
+        let rows: Vec<T> = all.into_iter().skip(from).take(JOB_ROWS).collect();
+        let link = |at: usize| format!("{base}{param}={at}");
+        Paged {
+            previous: (from > 0).then(|| link(from.saturating_sub(JOB_ROWS))),
+            next: (from + rows.len() < total).then(|| link(from + JOB_ROWS)),
+            rows,
+        }
+    }
+}
+
+/// The row offset `name` of a query (0 when absent).
+fn offset(query: &QueryPairs, name: &'static str) -> Result<usize, ApiError> {
+    match query.get(name) {
+        None => Ok(0),
+        Some(raw) => {
+            raw.parse().map_err(|_| ApiError::invalid(name, format!("{raw:?} is not a row offset")))
+        }
+    }
+}
 
 #[derive(Template)]
 #[template(path = "console/job.html")]
@@ -639,9 +673,11 @@ struct JobPage {
     errors: Vec<(String, String)>,
     warnings: Vec<(String, String)>,
     /// Unit, partitions, state, worker, attempt, exported.
-    units: Vec<(u32, String, String, String, i32, String)>,
-    /// Each destination batch with its files.
-    batches: Vec<(String, Vec<FileRow>)>,
+    units: Paged<(u32, String, String, String, i32, String)>,
+    /// The destination batches.
+    batches: Vec<String>,
+    /// Their files, batch by batch.
+    files: Paged<FileRow>,
     request: String,
     live: bool,
     /// Whether the job can be cancelled (it waits or runs) or deleted (it ended).
@@ -666,11 +702,13 @@ async fn job(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(raw): Path<String>,
+    query: QueryPairs,
 ) -> Result<Response, PageError> {
     let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
     let tenant = viewer.tenant.clone();
     let record = load_job(&state, &tenant, &raw).await?;
     let csrf = viewer.csrf.clone();
+    let (units_from, files_from) = (offset(&query, "units_from")?, offset(&query, "files_from")?);
     let units = if record.units_total.is_some() {
         state
             .catalog
@@ -694,20 +732,20 @@ async fn job(
     } else {
         Vec::new()
     };
+    let mut files = Vec::new();
     let mut batches = Vec::new();
     for batch in record.spec.destination.batch_ids() {
-        let files = state.catalog.list_batch_files(&tenant, batch).await?;
-        batches.push((
-            batch.to_string(),
-            files
-                .into_iter()
-                .map(|f| {
-                    let link = format!("/ui/files/{batch}?path={}", encode(&f.name));
-                    (f.name, f.rows, f.bytes, link)
-                })
-                .collect(),
-        ));
+        batches.push(batch.to_string());
+        for f in state.catalog.list_batch_files(&tenant, batch).await? {
+            let link = format!("/ui/files/{batch}?path={}", encode(&f.name));
+            files.push((batch.to_string(), f.name, f.rows, f.bytes, link));
+        }
     }
+    let base = format!("/ui/jobs/{}?", record.id);
+    let units =
+        Paged::of(units, units_from, &format!("{base}files_from={files_from}&"), "units_from");
+    let files =
+        Paged::of(files, files_from, &format!("{base}units_from={units_from}&"), "files_from");
     let request = job_request(&record);
     let now = segport_model::time::now_ms();
     let page = JobPage {
@@ -729,6 +767,7 @@ async fn job(
         warnings: record.warnings.iter().map(|w| (w.code.clone(), w.msg.clone())).collect(),
         units,
         batches,
+        files,
         request: serde_json::to_string_pretty(&request).unwrap_or_default(),
         live: matches!(record.status, JobStatus::New | JobStatus::Processing),
         cancellable: matches!(record.status, JobStatus::New | JobStatus::Processing),
@@ -1400,7 +1439,7 @@ struct ProfilePage {
 fn memberships(entity: &Value) -> Vec<(String, String, String, String)> {
     let Some(namespaces) = entity["segmentMembership"].as_object() else { return Vec::new() };
     let text = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    namespaces
+    let mut found: Vec<_> = namespaces
         .iter()
         .filter_map(|(ns, segments)| Some((ns, segments.as_object()?)))
         .flat_map(|(ns, segments)| {
@@ -1409,7 +1448,9 @@ fn memberships(entity: &Value) -> Vec<(String, String, String, String)> {
                 (ns.clone(), id.clone(), m.get("status").map(text).unwrap_or_default(), when)
             })
         })
-        .collect()
+        .collect();
+    found.sort();
+    found
 }
 
 /// Events a profile's page lists, the latest first.
@@ -1459,4 +1500,40 @@ async fn profile(
     };
     let page = ProfilePage { nav: viewer.nav(), ns, id, policy, searched, found };
     Ok(render(&page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_shown_whole_pages_by_offset() {
+        let rows = |p: &Paged<usize>| (p.rows.first().copied(), p.rows.len());
+        let first = Paged::of((0..250).collect(), 0, "/ui/jobs/1?a=0&", "b");
+        assert_eq!(rows(&first), (Some(0), JOB_ROWS));
+        assert_eq!((first.previous, first.next.as_deref()), (None, Some("/ui/jobs/1?a=0&b=100")));
+        let last = Paged::of((0..250).collect(), 200, "/x?", "b");
+        assert_eq!(rows(&last), (Some(200), 50));
+        assert_eq!((last.previous.as_deref(), last.next), (Some("/x?b=100"), None));
+        let past = Paged::of((0..250).collect::<Vec<usize>>(), 900, "/x?", "b");
+        assert_eq!((past.rows.len(), past.next), (0, None));
+        let exact = Paged::of((0..100).collect::<Vec<usize>>(), 0, "/x?", "b");
+        assert_eq!(exact.next, None, "no empty page after a full one");
+    }
+
+    #[test]
+    fn memberships_come_from_the_merged_profile() {
+        let entity = json!({"segmentMembership": {"ups": {
+            "s2": {"status": "exited", "lastQualificationTime": "2026-01-01T00:00:00Z"},
+            "s1": {"status": "realized"}
+        }}});
+        assert_eq!(
+            memberships(&entity),
+            [
+                ("ups".into(), "s1".into(), "realized".into(), String::new()),
+                ("ups".into(), "s2".into(), "exited".into(), "2026-01-01T00:00:00Z".into()),
+            ]
+        );
+        assert!(memberships(&json!({"segmentMembership": 3})).is_empty());
+    }
 }
