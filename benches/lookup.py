@@ -7,7 +7,9 @@ clients with kept-alive connections, against `segport serve` on a local root.
   2. `segport ingest` of `segport generate` data (seed 1): profiles, updates, events;
   3. a warm-up pass, then CLIENTS threads each sending look-ups of random keys for DURATION
      seconds: profiles, then a profile's events;
-  4. previews (`POST /segport/preview/export`) of two export cases, three times each.
+  4. previews (`POST /segport/preview/export`) of two export cases, three times each;
+  5. the console's new-export page (`GET /ui/new`, dev mode), whose segment counts are summed
+     from the membership indexes' footers on its first view of a commit and kept for the next.
 
 Prints p50/p95/p99 and the rate per phase. Standard library only; the load generator runs on
 the same machine (its CPU share is printed).
@@ -182,6 +184,20 @@ def main():
                 answer = http_json("POST", api + "/segport/preview/export?rows=10", body)
                 times.append(time.perf_counter() - started)
             print(f"| {name} | {answer['totalExportedProfileCounter']:,} | {', '.join(f'{t:.2f}' for t in times)} |")
+        # The console's new-export page: the first view of this commit sums the segment counts
+        # of every index; the next ones find them kept.
+        cookie = {"Cookie": f"segport_ui_tenant={ORG.replace('@', '%40')}~{SANDBOX}"}
+        print("\n| console page | view | s | segments listed |\n|---|---|---|---|")
+        for view in ["first", "second", "third"]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            started = time.perf_counter()
+            connection.request("GET", "/ui/new", headers=cookie)
+            response = connection.getresponse()
+            html = response.read().decode()
+            took = time.perf_counter() - started
+            assert response.status == 200, (response.status, html[:500])
+            listed = html.count('name="segment"')
+            print(f"| /ui/new | {view} | {took:.3f} | {listed} |")
         sys.stdout.flush()
     finally:
         server.stop()

@@ -5,11 +5,15 @@
 //! cannot be interrupted midway, keeps its slot until it ends, so the pool's bound holds.
 
 use std::future::Future;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use segport_catalog::StoreFile;
+use segport_model::Tenant;
 
 use crate::ApiError;
 
@@ -19,6 +23,9 @@ const WAITING_PER_SLOT: usize = 16;
 /// Engine reads in flight in the api process.
 #[derive(Clone)]
 pub struct ReadPool {
+    /// The files of a partition at a store commit, which never change once committed: a
+    /// look-up reads the commit it sees and finds its partition's files here after the first.
+    files: Arc<Mutex<HashMap<(Tenant, i64, u32), Arc<Vec<StoreFile>>>>>,
     /// Reads admitted: running or waiting for a slot.
     admitted: Arc<Semaphore>,
     /// Reads running.
@@ -31,6 +38,7 @@ impl ReadPool {
     pub fn new(slots: usize, deadline: Duration) -> Self {
         let slots = slots.max(1);
         Self {
+            files: Arc::default(),
             admitted: Arc::new(Semaphore::new(slots * (1 + WAITING_PER_SLOT))),
             running: Arc::new(Semaphore::new(slots)),
             slots,
@@ -75,6 +83,34 @@ impl ReadPool {
         }
     }
 }
+
+impl ReadPool {
+    /// The files of `partition` of `tenant`'s store at commit `seq`, from the catalog the first
+    /// time, then kept (a commit's files are fixed; the cache starts again when it is full).
+    pub(crate) async fn partition_files(
+        &self,
+        catalog: &dyn crate::ApiCatalog,
+        tenant: &Tenant,
+        seq: i64,
+        partition: u32,
+    ) -> Result<Arc<Vec<StoreFile>>, ApiError> {
+        let key = (tenant.clone(), seq, partition);
+        let lock = || self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(files) = lock().get(&key) {
+            return Ok(files.clone());
+        }
+        let files = Arc::new(catalog.snapshot_files(tenant, seq, partition..=partition).await?);
+        let mut kept = lock();
+        if kept.len() >= PARTITION_FILES_KEPT {
+            kept.clear();
+        }
+        kept.insert(key, files.clone());
+        Ok(files)
+    }
+}
+
+/// Partitions whose files [`ReadPool::partition_files`] keeps.
+const PARTITION_FILES_KEPT: usize = 4096;
 
 /// A read's place in the pool, held until its blocking work ends.
 pub struct ReadSlot {

@@ -232,12 +232,12 @@ pub struct HttpArgs {
     #[arg(long, env = "SEGPORT_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
 
-    /// Profile look-ups run at once in the api process; beyond it they answer 503 (default:
-    /// twice the cores).
+    /// Engine reads (profile look-ups, previews) run at once in the api process; up to 16 per
+    /// slot wait, beyond them they answer 503 (default: twice the cores).
     #[arg(long, env = "SEGPORT_LOOKUP_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..))]
     pub lookup_concurrency: Option<u16>,
 
-    /// How long a profile look-up may take before it answers 504.
+    /// How long a look-up or preview may take, its wait included, before it answers 504.
     #[arg(long, env = "SEGPORT_LOOKUP_DEADLINE", value_parser = humantime::parse_duration, default_value = "10s")]
     pub lookup_deadline: Duration,
 }

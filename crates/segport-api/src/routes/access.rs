@@ -267,8 +267,8 @@ async fn read(
         .run(|slot| async move {
             let partition = segport_store::ingest::partition_of(key, store.partitions);
             let files = state
-                .catalog
-                .snapshot_files(tenant, store.commit_seq, partition..=partition)
+                .reads
+                .partition_files(state.catalog.as_ref(), tenant, store.commit_seq, partition)
                 .await?;
             let schema = |text: &str| {
                 UnionSchema::from_json(text).map_err(|e| {
