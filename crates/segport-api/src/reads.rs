@@ -4,8 +4,8 @@
 //! full is refused at once (503); one past its deadline is answered 504, and its work, which
 //! cannot be interrupted midway, keeps its slot until it ends, so the pool's bound holds.
 
-use std::future::Future;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
