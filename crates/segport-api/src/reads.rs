@@ -20,12 +20,15 @@ use crate::ApiError;
 /// Reads that may wait for a slot, per slot, before more are refused.
 const WAITING_PER_SLOT: usize = 16;
 
+/// A partition of a sandbox's store at a commit: sandbox, commit, partition.
+type PartitionAt = (Tenant, i64, u32);
+
 /// Engine reads in flight in the api process.
 #[derive(Clone)]
 pub struct ReadPool {
     /// The files of a partition at a store commit, which never change once committed: a
     /// look-up reads the commit it sees and finds its partition's files here after the first.
-    files: Arc<Mutex<HashMap<(Tenant, i64, u32), Arc<Vec<StoreFile>>>>>,
+    files: Arc<Mutex<HashMap<PartitionAt, Arc<Vec<StoreFile>>>>>,
     /// Reads admitted: running or waiting for a slot.
     admitted: Arc<Semaphore>,
     /// Reads running.
