@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use segport_catalog::StoreKind;
+use segport_catalog::{StoreKind, StoreState};
 use segport_model::Tenant;
 use segport_store::index::StatusCounts;
 use segport_store::snapshot::FileRef;
@@ -43,14 +43,12 @@ impl SegmentCache {
     }
 }
 
-/// The segments of `tenant`'s profile store at its latest commit, with their counts.
+/// The segments of `tenant`'s profile store at commit `store`, with their counts.
 pub(crate) async fn segment_counts(
     state: &AppState,
     tenant: &Tenant,
+    store: &StoreState,
 ) -> Result<SegmentCounts, ApiError> {
-    let Some(store) = state.catalog.find_store_state(tenant).await? else {
-        return Ok(SegmentCounts::default());
-    };
     if let Some(counts) = state.segments.get(tenant, store.commit_seq) {
         return Ok(counts);
     }

@@ -318,6 +318,34 @@ async fn token_mode_signs_in_with_a_token(setup: Setup) {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 
+    // No sandbox typed: the org's first known sandbox, then the picker of the org's sandboxes.
+    t.db.catalog
+        .ensure_sandbox(&segport_model::Tenant::parse(ORG, "dev").unwrap(), 1)
+        .await
+        .unwrap();
+    t.db.catalog
+        .ensure_sandbox(&segport_model::Tenant::parse("OtherOrg@AdobeOrg", "secret").unwrap(), 1)
+        .await
+        .unwrap();
+    let (_, headers, _) = send(&t, "GET", "/ui/sign-in", "", "").await;
+    let (csrf, _) = set_cookie(&headers, "segport_ui_csrf");
+    let (status, headers, _) = send(
+        &t,
+        "POST",
+        "/ui/sign-in",
+        &format!("segport_ui_csrf={csrf}"),
+        &format!("csrf={csrf}&token={}&sandbox=", good.secret),
+    )
+    .await;
+    assert_eq!(
+        (status, &headers[header::LOCATION]),
+        (StatusCode::SEE_OTHER, &"/ui/tenants".parse().unwrap())
+    );
+    let (session, _) = set_cookie(&headers, "segport_ui_session");
+    let (_, _, html) =
+        send(&t, "GET", "/ui/tenants", &format!("segport_ui_session={session}"), "").await;
+    assert!(html.contains(&format!("{ORG} / dev")) && !html.contains("OtherOrg"), "{html}");
+
     // Signed in: the token's org, the sandbox named.
     let session = signed_in(&t, &good.secret).await;
     let (status, _, html) = send(&t, "GET", "/ui/jobs", &session, "").await;
@@ -649,6 +677,13 @@ async fn upload_makes_a_completed_batch(setup: Setup) {
         (path(&source), &cookies, None, records.clone(), StatusCode::FORBIDDEN),
         (path(&source), &tenant, Some(token.as_str()), records.clone(), StatusCode::FORBIDDEN),
         (path(&export), &cookies, Some(token.as_str()), records.clone(), StatusCode::BAD_REQUEST),
+        (
+            format!("/ui/datasets/{source}/upload?name=../x.json&format=json"),
+            &cookies,
+            Some(token.as_str()),
+            records.clone(),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (path, cookies, token, body, status) in refused {
         let (got, answer) = script_post(&t, &path, cookies, token, body.into_bytes()).await;

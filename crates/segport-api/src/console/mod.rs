@@ -350,6 +350,22 @@ async fn sign_in(
             StatusCode::UNAUTHORIZED,
         ));
     };
+    // No sandbox typed: the first the catalog knows for the token's org, then the picker of
+    // all of them.
+    let (sandbox, pick) = if sandbox.is_empty() {
+        let known = state.catalog.sandboxes().await?;
+        match known.into_iter().find(|t| t.org.as_str() == token.org) {
+            Some(first) => (first.sandbox.as_str().to_owned(), true),
+            None => {
+                return Ok(again(
+                    "The catalog knows no sandbox of this token's org yet: type one.",
+                    StatusCode::BAD_REQUEST,
+                ))
+            }
+        }
+    } else {
+        (sandbox.clone(), false)
+    };
     let Ok(tenant) = Tenant::parse(&token.org, &sandbox) else {
         return Ok(again("Name a sandbox (letters, digits, - and _).", StatusCode::BAD_REQUEST));
     };
@@ -370,7 +386,8 @@ async fn sign_in(
         "{SESSION_COOKIE}={secret_of_session}; Path={PREFIX}; HttpOnly; SameSite=Strict{secure}"
     );
     tracing::info!(org = %tenant.org, sandbox = %tenant.sandbox, token = %token.id, "console sign-in");
-    Ok(([(header::SET_COOKIE, cookie)], Redirect::to("/ui/jobs")).into_response())
+    let to = if pick { "/ui/tenants" } else { "/ui/jobs" };
+    Ok(([(header::SET_COOKIE, cookie)], Redirect::to(to)).into_response())
 }
 
 /// Whether the console is reached over HTTPS (its public URL says so, or the proxy in front).
@@ -1012,7 +1029,7 @@ async fn dataset(
 /// Uploads the request's body as the file `?name=` (format `?format=`: json or parquet) into a
 /// new ingest batch of the dataset and completes it, as a client of the Batch Ingestion API
 /// would; an upload that fails aborts its batch. The page's script sends the form token in a
-/// header and shows the upload's progress. Answers `{batchId, status}`.
+/// header and shows the upload's progress. Answers `{id, status}` of the batch.
 async fn upload(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -1020,12 +1037,11 @@ async fn upload(
     query: QueryPairs,
     body: axum::body::Body,
 ) -> Result<Json<Value>, ApiError> {
-    let viewer = viewer(&state, &headers)
-        .await?
-        .ok_or_else(|| ApiError::Forbidden("not signed in, or no sandbox picked".into()))?;
-    checked_header(&viewer, &headers)?;
+    let viewer = script_viewer(&state, &headers).await?;
     let tenant = &viewer.tenant;
     let name = query.get("name").unwrap_or_default();
+    // A name the upload would refuse makes no batch.
+    segport_store::storage::valid_upload_name(name).map_err(|m| ApiError::invalid("name", m))?;
     let format = query.get("format").unwrap_or("json");
     let create = json!({"datasetId": raw, "inputFormat": {"format": format}});
     let batch = crate::routes::import::create_batch(&state, tenant, &create).await?;
@@ -1040,11 +1056,15 @@ async fn upload(
     Ok(Json(act_on_batch(&state, tenant, &id, "COMPLETE").await?))
 }
 
-/// Checks the form token a console script sends in its header.
-fn checked_header(viewer: &Viewer, headers: &HeaderMap) -> Result<(), ApiError> {
+/// The viewer of a console script's state-changing call, once the form token it sends in its
+/// header checked.
+async fn script_viewer(state: &AppState, headers: &HeaderMap) -> Result<Viewer, ApiError> {
+    let viewer = viewer(state, headers)
+        .await?
+        .ok_or_else(|| ApiError::Forbidden("not signed in, or no sandbox picked".into()))?;
     let sent = headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if same_token(sent, &form_token(viewer, headers)) {
-        Ok(())
+    if same_token(sent, &form_token(&viewer, headers)) {
+        Ok(viewer)
     } else {
         Err(ApiError::Forbidden(STALE_FORM.to_owned()))
     }
@@ -1203,8 +1223,12 @@ async fn new_export_page(
         .filter(|d| d.class == segport_model::dataset::DatasetClass::Export)
         .map(|d| (d.id.to_string(), d.name))
         .collect();
-    let segments = crate::segments::segment_counts(state, tenant)
-        .await?
+    let store = state.catalog.find_store_state(tenant).await?;
+    let counts = match &store {
+        Some(store) => crate::segments::segment_counts(state, tenant, store).await?,
+        None => crate::segments::SegmentCounts::default(),
+    };
+    let segments = counts
         .iter()
         .map(|(id, counts)| {
             let text: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
@@ -1216,7 +1240,6 @@ async fn new_export_page(
             .map(|s| s.field_paths(FIELD_SUGGESTIONS))
             .unwrap_or_default()
     };
-    let store = state.catalog.find_store_state(tenant).await?;
     let page = NewExportPage {
         nav: viewer.nav(),
         csrf: viewer.csrf.clone(),
@@ -1277,10 +1300,7 @@ async fn preview(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let viewer = viewer(&state, &headers)
-        .await?
-        .ok_or_else(|| ApiError::Forbidden("not signed in, or no sandbox picked".into()))?;
-    checked_header(&viewer, &headers)?;
+    let viewer = script_viewer(&state, &headers).await?;
     let request: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("body", format!("not JSON: {e}")))?;
     let none = HeaderMap::new();
