@@ -18,6 +18,7 @@ both_backends!(
     actions_need_the_form_token,
     new_export_form_previews_and_creates,
     upload_makes_a_completed_batch,
+    segment_picker_lists_at_most_a_thousand,
     workers_page_shows_what_the_viewer_may_see,
     workers_page_shows_operators_everything,
     jobs_list_filters_by_destination_and_time
@@ -640,6 +641,11 @@ async fn jobs_list_filters_by_destination_and_time(setup: Setup) {
         live["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_i64().unwrap()).collect();
     assert_eq!(ids, [first, second]);
     assert_eq!(live["jobs"][0]["status"], "NEW");
+    // At most a page's worth of rows (50) per refresh.
+    let many = vec![first.to_string(); 60].join(",");
+    let (_, _, live) = page(&t, &format!("/ui/jobs/live?ids={many}"), tenant).await;
+    let live: serde_json::Value = serde_json::from_str(&live).unwrap();
+    assert_eq!(live["jobs"].as_array().unwrap().len(), 50);
     let (_, _, other) = page(&t, &format!("/ui/jobs/live?ids={first}"), Some((ORG, "dev"))).await;
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&other).unwrap()["jobs"],
@@ -792,4 +798,30 @@ async fn workers_page_shows_operators_everything(setup: Setup) {
     c.forget_worker("w-beta").await.unwrap();
     let (_, _, html) = page(&t, "/ui/workers", Some((ORG, "dev"))).await;
     assert!(!html.contains("host-b"), "{html}");
+}
+
+/// A store of 1,001 segments: the new-export form lists the first 1,000 and says so.
+async fn segment_picker_lists_at_most_a_thousand(setup: Setup) {
+    let t = TestApp::new(setup).await;
+    let source = t.store_dataset(PROFILE_SCHEMA).await;
+    let records: String = (0..1001)
+        .map(|i| {
+            let record = serde_json::json!({
+                "identityMap": {"ECID": [{"id": format!("p{i}"), "primary": true}]},
+                "segmentMembership": {"ups": {format!("s{i:04}"): {"status": "realized"}}},
+            });
+            format!("{record}\n")
+        })
+        .collect();
+    t.ingest(
+        &source,
+        serde_json::json!({"format": "json"}),
+        vec![("p.json", records.into_bytes())],
+    )
+    .await;
+    let (status, _, html) = page(&t, "/ui/new", Some((ORG, SANDBOX))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches("name=\"segment\"").count(), 1000);
+    assert!(html.contains("value=\"s0999\"") && !html.contains("value=\"s1000\""));
+    assert!(html.contains("The first 1000 of 1001 segments are listed"), "{html}");
 }

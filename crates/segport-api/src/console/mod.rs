@@ -1189,6 +1189,8 @@ async fn download(
 
 /// Field paths suggested for `fields`, at most.
 const FIELD_SUGGESTIONS: usize = 500;
+/// Segments the new-export form lists to pick from, at most (the first in id order).
+const SEGMENTS_SHOWN: usize = 1000;
 
 #[derive(Template)]
 #[template(path = "console/new.html")]
@@ -1199,6 +1201,8 @@ struct NewExportPage {
     destinations: Vec<(String, String)>,
     /// Segment ids with their memberships by status, as text.
     segments: Vec<(String, String)>,
+    /// How many segments the store has (more than listed past [`SEGMENTS_SHOWN`]).
+    segments_total: usize,
     profile_fields: Vec<String>,
     event_fields: Vec<String>,
     /// The body to start from (a refused one, kept).
@@ -1228,8 +1232,10 @@ async fn new_export_page(
         Some(store) => crate::segments::segment_counts(state, tenant, store).await?,
         None => crate::segments::SegmentCounts::default(),
     };
+    let segments_total = counts.len();
     let segments = counts
         .iter()
+        .take(SEGMENTS_SHOWN)
         .map(|(id, counts)| {
             let text: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
             (id.clone(), text.join(" · "))
@@ -1245,6 +1251,7 @@ async fn new_export_page(
         csrf: viewer.csrf.clone(),
         destinations,
         segments,
+        segments_total,
         profile_fields: paths(store.as_ref().map(|s| s.profile_schema.as_str())),
         event_fields: paths(store.as_ref().map(|s| s.event_schema.as_str())),
         body,
