@@ -905,16 +905,6 @@ struct DatasetsPage {
     next: Option<String>,
 }
 
-/// `start` of a paged list (a row offset).
-fn start_of(query: &QueryPairs) -> Result<u64, ApiError> {
-    match query.get("start") {
-        None => Ok(0),
-        Some(raw) => raw
-            .parse::<u64>()
-            .map_err(|_| ApiError::invalid("start", format!("{raw:?} is not a row offset"))),
-    }
-}
-
 /// Links to the previous and next pages of a list at `path` showing `shown` rows from `start`.
 fn links(path: &str, start: u64, shown: usize) -> (Option<String>, Option<String>) {
     let page = u64::from(PAGE_SIZE);
@@ -930,7 +920,7 @@ async fn datasets(
 ) -> Result<Response, PageError> {
     let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
     let tenant = viewer.tenant.clone();
-    let start = start_of(&query)?;
+    let start = offset(&query, "start")? as u64;
     let list = segport_catalog::ListQuery { limit: PAGE_SIZE, start };
     let found = state.catalog.list_datasets(&tenant, &list).await?;
     let (previous, next) = links("/ui/datasets", start, found.len());
@@ -988,7 +978,7 @@ async fn dataset(
     let id = segport_model::DatasetId::parse(&raw).map_err(|_| missing())?;
     let found = state.catalog.get_dataset(&tenant, &id).await?.ok_or_else(missing)?;
     let path = format!("/ui/datasets/{id}");
-    let start = start_of(&query)?;
+    let start = offset(&query, "start")? as u64;
     let filter = segport_catalog::BatchFilter { dataset_id: Some(id.clone()), status: None };
     let list = segport_catalog::ListQuery { limit: PAGE_SIZE, start };
     let listed = state.catalog.list_batches(&tenant, &filter, &list).await?;
