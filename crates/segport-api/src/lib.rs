@@ -13,6 +13,7 @@ pub mod metrics;
 mod openapi;
 pub mod reads;
 pub(crate) mod routes;
+pub mod scheduler;
 mod segments;
 pub mod server;
 

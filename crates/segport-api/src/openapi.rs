@@ -433,3 +433,80 @@ pub(crate) struct MergePolicyWrite {
     is_active_on_edge: Option<bool>,
     default: Option<bool>,
 }
+
+/// `POST /data/core/ups/config/schedules`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ScheduleCreate {
+    /// The schedule's name.
+    name: String,
+    /// `export` (`batch_segmentation` is refused until segport evaluates segments).
+    #[serde(rename = "type")]
+    kind: String,
+    properties: ScheduleProperties,
+    /// A Quartz cron expression in UTC, 6 or 7 fields: `0 30 13 * * ?` is every day at 13:30.
+    /// More than one run a day is allowed (a segport extension).
+    schedule: String,
+    /// `active` or `inactive` (the default).
+    state: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleProperties {
+    /// The export job body each due time creates, as `POST /export/jobs` takes it.
+    export_job: ExportJobCreate,
+    /// Each run exports only profiles updated after the previous successful run's snapshot.
+    delta: Option<bool>,
+}
+
+/// A schedule as answered: AEP's fields, then segport's (times in ms since the epoch).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ScheduleAnswer {
+    id: String,
+    ims_org_id: String,
+    name: String,
+    #[serde(rename = "type")]
+    kind: String,
+    properties: ScheduleProperties,
+    schedule: String,
+    state: String,
+    /// Seconds since the epoch.
+    create_epoch: i64,
+    update_epoch: i64,
+    next_due_time: Option<i64>,
+    last_due_time: Option<i64>,
+    last_job_id: Option<i64>,
+    /// Due times skipped because the previous run was still in flight.
+    missed_count: i64,
+}
+
+/// A page of schedules.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ScheduleList {
+    #[serde(rename = "_page")]
+    page: SchedulePage,
+    children: Vec<ScheduleAnswer>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct SchedulePage {
+    total_count: u64,
+    page_size: u64,
+    /// The `start` of the next page, when there is one.
+    next: Option<String>,
+}
+
+/// The body of a webhook endpoint create or change.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct WebhookEndpointWrite {
+    /// `https://…` (or `http://…`); private, loopback and link-local addresses are refused at
+    /// delivery unless the operator allows them.
+    url: String,
+    description: Option<String>,
+    /// The event types sent (`export.succeeded`, `export.failed`, `export.cancelled`,
+    /// `ingest.succeeded`, `ingest.failed`, `schedule.missed`); leave out for all.
+    events: Option<Vec<String>>,
+    enabled: Option<bool>,
+}

@@ -25,7 +25,23 @@ pub(crate) struct Dialect {
     /// claim counts the tenant's running tasks after every concurrent claim of it committed.
     /// `None` where the single writer serialises every claim anyway.
     pub lock_tenant_claims: Option<&'static str>,
+    /// The ids of up to `$2` pending webhook deliveries due at `$1`, the longest waiting first,
+    /// locked for the claim (skipping those another dispatcher is claiming).
+    pub due_deliveries: &'static str,
 }
+
+/// [`Dialect::due_deliveries`] with the backend's locking clause.
+macro_rules! due_deliveries_sql {
+    ($lock:literal) => {
+        concat!(
+            "SELECT id FROM webhook_deliveries WHERE state = 'pending' AND next_attempt_ms <= $1 ",
+            "ORDER BY next_attempt_ms, id LIMIT $2 ",
+            $lock
+        )
+    };
+}
+
+pub(crate) use due_deliveries_sql;
 
 /// The claim statement, with the row-locking clause of the backend (`FOR UPDATE SKIP LOCKED` on
 /// PostgreSQL, so that concurrent workers never wait for each other's claims). The `capped`

@@ -33,6 +33,10 @@ pub struct NewExportJob {
     pub warnings: Vec<JobWarning>,
     pub request_id: String,
     pub now_ms: i64,
+    /// The schedule whose due time makes the job.
+    pub schedule_id: Option<String>,
+    /// A delta run's key: the export body and resolved merge policy its mark belongs to.
+    pub delta_key: Option<String>,
 }
 
 /// What `DELETE /export/jobs/{id}` did.

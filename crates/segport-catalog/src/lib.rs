@@ -29,11 +29,13 @@ mod lease;
 mod model;
 mod policies;
 pub mod postgres;
+mod schedules;
 pub mod sqlite;
 mod store;
 mod tasks;
 pub mod testing;
 mod tokens;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -47,6 +49,7 @@ pub use jobs::{CancelOutcome, JobCount, JobListQuery, Jobs, NewExportJob};
 pub use lease::TaskLease;
 pub use policies::MergePolicies;
 pub use postgres::PgCatalog;
+pub use schedules::{FailedRun, FireOutcome, ScheduleFire, Schedules};
 pub use sqlite::SqliteCatalog;
 pub use store::{
     HeldSchemas, NewStoreFile, StoreFile, StoreKind, StoreManifest, StoreSnapshot, StoreState,
@@ -57,6 +60,7 @@ pub use tasks::{
     UnitCommit, UnitCommitted, UnitResult, UnitState, WorkerInfo,
 };
 pub use tokens::{SessionRecord, TokenRecord, Tokens};
+pub use webhooks::{job_end_event, AttemptResult, ClaimedDelivery, Webhooks};
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
@@ -129,9 +133,20 @@ pub struct ListQuery {
 }
 
 /// What the API role uses: every concern but the task queue, whose claims, leases and fenced
-/// commits belong to workers (it sees the queue's depth only, for its metrics address).
+/// commits belong to workers (it sees the queue's depth only, for its metrics address). The
+/// scheduler and the webhook dispatcher run in API processes, so schedules and webhooks are
+/// here.
 pub trait ApiCatalog:
-    Admin + Jobs + Datasets + Batches + MergePolicies + Tokens + StoreManifest + QueueStats
+    Admin
+    + Jobs
+    + Datasets
+    + Batches
+    + MergePolicies
+    + Tokens
+    + StoreManifest
+    + QueueStats
+    + Schedules
+    + Webhooks
 {
 }
 
@@ -144,6 +159,8 @@ impl<T> ApiCatalog for T where
         + Tokens
         + StoreManifest
         + QueueStats
+        + Schedules
+        + Webhooks
         + ?Sized
 {
 }

@@ -10,6 +10,8 @@ use segport_model::batch::{Batch, BatchError, BatchKind, BatchStatus};
 use segport_model::dataset::{Dataset, DatasetClass, SchemaRef};
 use segport_model::job::{ExportJobRecord, JobStatus};
 use segport_model::merge_policy::MergePolicy;
+use segport_model::schedule::{RunOutcome, Schedule, ScheduleBody, ScheduleRun};
+use segport_model::webhook::{parse_events_column, Delivery, DeliveryState, Endpoint};
 use segport_model::{BatchId, DatasetId, Tenant};
 
 use crate::{CatalogError, Result};
@@ -82,6 +84,8 @@ pub(crate) struct JobRow {
     finished_ms: Option<i64>,
     #[sqlx(default)]
     units_total: Option<i64>,
+    #[sqlx(default)]
+    schedule_id: Option<String>,
 }
 
 impl TryFrom<JobRow> for ExportJobRecord {
@@ -94,7 +98,13 @@ impl TryFrom<JobRow> for ExportJobRecord {
                 .parse::<JobStatus>()
                 .map_err(|e| corrupt("export_jobs.status", e))?,
             spec: serde_json::from_str(&row.spec)?,
-            merge_policy: row.merge_policy.as_deref().map(serde_json::from_str).transpose()?,
+            // `null` for a job that failed before its policy resolved (a schedule's run).
+            merge_policy: row
+                .merge_policy
+                .as_deref()
+                .map(serde_json::from_str::<Option<MergePolicy>>)
+                .transpose()?
+                .flatten(),
             errors: json_or_default(row.errors.as_deref())?,
             warnings: json_or_default(row.warnings.as_deref())?,
             progress: row.progress.as_deref().map(serde_json::from_str).transpose()?,
@@ -110,6 +120,7 @@ impl TryFrom<JobRow> for ExportJobRecord {
             started_ms: row.started_ms,
             finished_ms: row.finished_ms,
             units_total: row.units_total,
+            schedule_id: row.schedule_id,
         })
     }
 }
@@ -391,4 +402,143 @@ pub(crate) fn tenant(org: &str, sandbox: &str, table: &str) -> Result<Tenant> {
 /// A batch id from a stored column.
 pub(crate) fn batch_id(id: &str, column: &str) -> Result<BatchId> {
     BatchId::parse(id).map_err(|e| corrupt(column, e))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EndpointRow {
+    id: String,
+    org: String,
+    sandbox: String,
+    url: String,
+    description: String,
+    events: Option<String>,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_until_ms: Option<i64>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    create_ms: i64,
+    update_ms: i64,
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = CatalogError;
+    fn try_from(row: EndpointRow) -> Result<Self> {
+        Ok(Endpoint {
+            events: parse_events_column(row.events.as_deref())
+                .map_err(|e| corrupt("webhook_endpoints.events", e))?,
+            id: row.id,
+            org: row.org,
+            sandbox: row.sandbox,
+            url: row.url,
+            description: row.description,
+            secret: row.secret,
+            previous_secret: row.previous_secret,
+            previous_until_ms: row.previous_until_ms,
+            enabled: row.enabled,
+            disabled_reason: row.disabled_reason,
+            create_ms: row.create_ms,
+            update_ms: row.update_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    id: i64,
+    endpoint_id: String,
+    msg_id: String,
+    event_type: String,
+    state: String,
+    attempts: i32,
+    next_attempt_ms: i64,
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = CatalogError;
+    fn try_from(row: DeliveryRow) -> Result<Self> {
+        let state =
+            DeliveryState::parse(&row.state).map_err(|e| corrupt("webhook_deliveries.state", e))?;
+        Ok(Delivery {
+            id: row.id,
+            endpoint_id: row.endpoint_id,
+            msg_id: row.msg_id,
+            event_type: row.event_type,
+            next_attempt_ms: (state == DeliveryState::Pending).then_some(row.next_attempt_ms),
+            state,
+            attempts: row.attempts,
+            last_status: row.last_status,
+            last_error: row.last_error,
+            created_ms: row.created_ms,
+            updated_ms: row.updated_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ScheduleRow {
+    id: String,
+    org: String,
+    sandbox: String,
+    name: String,
+    kind: String,
+    properties: String,
+    cron: String,
+    state: String,
+    next_due_ms: Option<i64>,
+    last_due_ms: Option<i64>,
+    last_job_id: Option<i64>,
+    missed: i64,
+    delta_mark_ms: Option<i64>,
+    delta_key: Option<String>,
+    create_ms: i64,
+    update_ms: i64,
+}
+
+impl TryFrom<ScheduleRow> for Schedule {
+    type Error = CatalogError;
+    fn try_from(row: ScheduleRow) -> Result<Self> {
+        let properties: serde_json::Value = serde_json::from_str(&row.properties)
+            .map_err(|e| corrupt("schedules.properties", e))?;
+        let document = serde_json::json!({
+            "name": row.name,
+            "type": row.kind,
+            "properties": properties,
+            "schedule": row.cron,
+            "state": row.state,
+        });
+        let body = ScheduleBody::parse(&document).map_err(|e| corrupt("schedules", e))?;
+        Ok(Schedule {
+            id: row.id,
+            org: row.org,
+            sandbox: row.sandbox,
+            body,
+            next_due_ms: row.next_due_ms,
+            last_due_ms: row.last_due_ms,
+            last_job_id: row.last_job_id,
+            missed: row.missed,
+            delta_mark_ms: row.delta_mark_ms,
+            delta_key: row.delta_key,
+            create_ms: row.create_ms,
+            update_ms: row.update_ms,
+        })
+    }
+}
+
+/// A row of `schedule_runs`: due time, outcome, job, caught-up count, fired time.
+pub(crate) type ScheduleRunRow = (i64, String, Option<i64>, i64, i64);
+
+pub(crate) fn schedule_run(
+    (due_ms, outcome, job_id, caught_up, fired_ms): ScheduleRunRow,
+) -> Result<ScheduleRun> {
+    let outcome = match outcome.as_str() {
+        "created" => RunOutcome::Created,
+        "missed" => RunOutcome::Missed,
+        other => return Err(corrupt("schedule_runs.outcome", other)),
+    };
+    Ok(ScheduleRun { due_ms, outcome, job_id, caught_up, fired_ms })
 }

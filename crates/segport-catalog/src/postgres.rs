@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 
 use crate::admin::SandboxCache;
-use crate::dialect::{claim_sql, Dialect};
+use crate::dialect::{claim_sql, due_deliveries_sql, Dialect};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
@@ -136,6 +136,7 @@ const DIALECT: Dialect = Dialect {
         AND kind = 'ingest' AND status = 'loading' FOR UPDATE",
     lock_job_task: "SELECT id FROM tasks WHERE job_id = $1 FOR UPDATE",
     lock_tenant_claims: Some("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))"),
+    due_deliveries: due_deliveries_sql!("FOR UPDATE SKIP LOCKED"),
 };
 
 #[path = "sql/admin.rs"]
@@ -150,9 +151,13 @@ mod datasets;
 mod jobs;
 #[path = "sql/policies.rs"]
 mod policies;
+#[path = "sql/schedules.rs"]
+mod schedules;
 #[path = "sql/store.rs"]
 mod store;
 #[path = "sql/tasks.rs"]
 mod tasks;
 #[path = "sql/tokens.rs"]
 mod tokens;
+#[path = "sql/webhooks.rs"]
+mod webhooks;

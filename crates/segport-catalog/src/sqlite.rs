@@ -15,7 +15,7 @@ use sqlx::SqlitePool;
 use tokio::sync::Notify;
 
 use crate::admin::SandboxCache;
-use crate::dialect::{claim_sql, Dialect};
+use crate::dialect::{claim_sql, due_deliveries_sql, Dialect};
 use crate::{Backend, CatalogError, ConnectOptions, Result};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
@@ -93,6 +93,7 @@ const DIALECT: Dialect = Dialect {
         AND kind = 'ingest' AND status = 'loading'",
     lock_job_task: "SELECT id FROM tasks WHERE job_id = $1",
     lock_tenant_claims: None,
+    due_deliveries: due_deliveries_sql!(""),
 };
 
 #[path = "sql/admin.rs"]
@@ -107,9 +108,13 @@ mod datasets;
 mod jobs;
 #[path = "sql/policies.rs"]
 mod policies;
+#[path = "sql/schedules.rs"]
+mod schedules;
 #[path = "sql/store.rs"]
 mod store;
 #[path = "sql/tasks.rs"]
 mod tasks;
 #[path = "sql/tokens.rs"]
 mod tokens;
+#[path = "sql/webhooks.rs"]
+mod webhooks;

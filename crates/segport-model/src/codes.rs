@@ -22,6 +22,9 @@ pub enum FailureCode {
     IngestFailed,
     /// An export failed for another reason.
     Internal,
+    /// A schedule's export body no longer resolved when its due time came (dataset or merge
+    /// policy gone, a field no longer known).
+    ScheduleUnresolved,
 }
 
 impl FailureCode {
@@ -34,6 +37,7 @@ impl FailureCode {
             FailureCode::NoRecords => "NO_RECORDS",
             FailureCode::IngestFailed => "INGEST_FAILED",
             FailureCode::Internal => "INTERNAL",
+            FailureCode::ScheduleUnresolved => "SCHEDULE_UNRESOLVED",
         }
     }
 }
@@ -55,6 +59,8 @@ pub enum WarningCode {
     UnknownField,
     /// A dataset of records that does not feed the profile store.
     DatasetNotInProfile,
+    /// A delta schedule's run: only profiles updated after the previous successful run.
+    DeltaExport,
 }
 
 impl WarningCode {
@@ -64,6 +70,7 @@ impl WarningCode {
             WarningCode::FieldNotChecked => "FIELD_NOT_CHECKED",
             WarningCode::UnknownField => "UNKNOWN_FIELD",
             WarningCode::DatasetNotInProfile => "DATASET_NOT_IN_PROFILE",
+            WarningCode::DeltaExport => "DELTA_EXPORT",
         }
     }
 }

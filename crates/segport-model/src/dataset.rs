@@ -194,6 +194,7 @@ const PATCH_PATHS: crate::patch::Paths<'static> = crate::patch::Paths {
     allowed: &[&["name"], &["description"], &["tags"], &["tags", "*"]],
     hint: "/name, /description, /tags or /tags/{key}",
     dotted: false,
+    remove: true,
 };
 
 impl Dataset {

@@ -401,6 +401,8 @@ pub struct ExportJobRecord {
     pub finished_ms: Option<i64>,
     /// How many units the job was split into; `None` when it runs as one task.
     pub units_total: Option<i64>,
+    /// The schedule whose due time made the job (a segport addition).
+    pub schedule_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -433,6 +435,9 @@ pub struct ExportJob {
     pub creation_time: i64,
     pub update_time: i64,
     pub request_id: String,
+    /// The schedule that made the job (a segport addition; absent for jobs made by a request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_id: Option<String>,
 }
 
 impl ExportJobRecord {
@@ -466,6 +471,7 @@ impl ExportJobRecord {
             started_ms: None,
             finished_ms: None,
             units_total: None,
+            schedule_id: None,
         }
     }
 
@@ -495,6 +501,7 @@ impl ExportJobRecord {
             creation_time: self.creation_ms,
             update_time: self.update_ms,
             request_id: self.request_id.clone(),
+            schedule_id: self.schedule_id.clone(),
         }
     }
 }

@@ -15,9 +15,11 @@ pub mod job;
 pub mod merge_policy;
 pub mod openapi;
 pub mod patch;
+pub mod schedule;
 pub mod suggest;
 pub mod time;
 mod validate;
+pub mod webhook;
 
 pub use error::{FieldError, ValidationErrors};
 pub use ids::{BatchId, DatasetId, OrgId, SandboxName, Tenant};

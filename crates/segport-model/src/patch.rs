@@ -19,6 +19,8 @@ pub struct Paths<'a> {
     pub hint: &'a str,
     /// Adobe's merge-policy examples write `/identityGraph.type`: dots separate segments too.
     pub dotted: bool,
+    /// Whether `remove` is allowed (schedules take `add` and `replace` only).
+    pub remove: bool,
 }
 
 /// Applies `ops` to `doc`, or answers every invalid operation.
@@ -60,6 +62,10 @@ pub fn apply(doc: &mut Value, ops: &[Value], paths: &Paths<'_>) -> Result<(), Va
                 }
             }
             ("add" | "replace", None) => c.fail(format!("{at}.value"), "is required"),
+            ("remove", _) if !paths.remove => c.fail(
+                format!("{at}.op"),
+                format!("{:?} is not supported here; use add or replace", truncate(kind)),
+            ),
             ("remove", _) => {
                 if parent.remove(last).is_none() {
                     c.fail(format!("{at}.path"), format!("{:?} does not exist", truncate(path)));
@@ -101,6 +107,7 @@ mod tests {
         allowed: &[&["name"], &["tags", "*"], &["graph", "type"]],
         hint: "/name",
         dotted: true,
+        remove: true,
     };
 
     #[test]

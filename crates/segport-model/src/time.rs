@@ -25,6 +25,14 @@ impl Rfc3339 {
         Ok(Self { text: text.to_owned(), epoch_ms: parsed.timestamp_millis() })
     }
 
+    /// The timestamp of `epoch_ms`, written in UTC with milliseconds.
+    pub fn from_ms(epoch_ms: i64) -> Self {
+        let text = DateTime::from_timestamp_millis(epoch_ms)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        Self { text, epoch_ms }
+    }
+
     /// Milliseconds since the Unix epoch, UTC.
     pub fn epoch_ms(&self) -> i64 {
         self.epoch_ms

@@ -197,6 +197,38 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub worker: WorkerArgs,
+
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// The scheduler and the webhook dispatcher, which every api process runs.
+#[derive(Debug, Clone, Args)]
+pub struct NotifyArgs {
+    /// How often the scheduler looks for due schedules (a due time's job is created within
+    /// about this).
+    #[arg(long, env = "SEGPORT_SCHEDULER_TICK", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub scheduler_tick: Duration,
+
+    /// A network webhook deliveries may call although it is not public (CIDR such as
+    /// 10.0.0.0/8, or one address); repeat it, or separate them with commas. By default
+    /// loopback, private, link-local and other non-public addresses are refused.
+    #[arg(long, env = "SEGPORT_WEBHOOK_ALLOW_NETWORK", value_delimiter = ',')]
+    pub webhook_allow_network: Vec<String>,
+
+    /// How long one webhook request may take, connection included.
+    #[arg(long, env = "SEGPORT_WEBHOOK_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub webhook_timeout: Duration,
+
+    /// The wait before a failed webhook delivery is tried again; each later wait doubles (with
+    /// jitter), up to an hour.
+    #[arg(long, env = "SEGPORT_WEBHOOK_RETRY_FIRST", value_parser = humantime::parse_duration, default_value = "5s")]
+    pub webhook_retry_first: Duration,
+
+    /// A webhook delivery not made within this time of its event is given up, and its
+    /// endpoint disabled when nothing was delivered to it meanwhile.
+    #[arg(long, env = "SEGPORT_WEBHOOK_RETRY_WINDOW", value_parser = humantime::parse_duration, default_value = "24h")]
+    pub webhook_retry_window: Duration,
 }
 
 /// Connection and request limits of the HTTP server.

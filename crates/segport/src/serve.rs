@@ -50,11 +50,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let addresses = segport_webhooks::AddressPolicy::parse(&args.notify.webhook_allow_network)
+        .map_err(|e| anyhow::anyhow!("--webhook-allow-network: {e}"))?;
     let pool = crate::config::serve_connections(args.role, config.slots);
     let catalog = open_catalog(&args.catalog, pool).await?;
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
 
+    let dispatcher = segport_webhooks::Dispatcher::new(
+        catalog.clone(),
+        segport_webhooks::DispatchConfig {
+            timeout: args.notify.webhook_timeout,
+            retry: segport_webhooks::RetryPolicy {
+                first: args.notify.webhook_retry_first,
+                window: args.notify.webhook_retry_window,
+                ..Default::default()
+            },
+            addresses,
+            ..Default::default()
+        },
+    )
+    .map_err(anyhow::Error::msg)?;
     let storage = open_serve_storage(&args).await?;
     let surface = match args.role {
         Role::Api | Role::All => Surface::Full,
@@ -93,6 +109,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             connection_limits,
             shutdown.clone().cancelled_owned(),
         ));
+    }
+    // The scheduler and the webhook dispatcher run in every process serving the API.
+    if surface == Surface::Full {
+        tokio::spawn(segport_api::scheduler::run(
+            state.clone(),
+            args.notify.scheduler_tick,
+            shutdown.clone(),
+        ));
+        tokio::spawn(dispatcher.run(shutdown.clone()));
     }
     let app = segport_api::app(state, surface);
     let bound = listener.local_addr().context("cannot read the bound address")?;

@@ -10,6 +10,9 @@
 //! after 12 h unused, on sign-out, and when its token is revoked or expires. Every form
 //! carries a token checked on its way back.
 
+mod schedules;
+mod webhooks;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -60,6 +63,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/profile", get(profile))
         .route("/ui/workers", get(workers))
         .route("/ui/files/{batch}", get(download))
+        .route("/ui/schedules", get(schedules::list).post(schedules::create))
+        .route("/ui/schedules/{id}", get(schedules::one))
+        .route("/ui/schedules/{id}/state", axum::routing::post(schedules::set_state))
+        .route("/ui/schedules/{id}/delete", axum::routing::post(schedules::delete))
+        .route("/ui/webhooks", get(webhooks::list).post(webhooks::create))
+        .route("/ui/webhooks/{id}", get(webhooks::one))
+        .route("/ui/webhooks/{id}/{action}", axum::routing::post(webhooks::act))
 }
 
 /// An error under `/ui`: an HTML page with the status, the message and the request id.

@@ -70,6 +70,8 @@ pub(crate) async fn create_job(
         warnings,
         request_id: current_request_id(),
         now_ms: now,
+        schedule_id: None,
+        delta_key: None,
     };
     let record = state.jobs.create(tenant.clone(), job).await?;
     tracing::info!(job_id = record.id, org = %tenant.org, sandbox = %tenant.sandbox, "export job created");

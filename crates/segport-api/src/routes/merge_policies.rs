@@ -116,6 +116,7 @@ const POLICY_PATCH: segport_model::patch::Paths<'static> = segport_model::patch:
     hint: "/name, /identityGraph.type, /attributeMerge.type, /attributeMerge.order, \
            /schema.name, /default or /isActiveOnEdge",
     dotted: true,
+    remove: true,
 };
 
 /// Applies a JSON Patch, or the top-level fields of an object, to the current policy, then

@@ -8,6 +8,8 @@ pub(crate) mod jobs;
 mod merge_policies;
 pub(crate) mod ops;
 pub(crate) mod preview;
+pub(crate) mod schedules;
+pub(crate) mod webhooks;
 
 use axum::http::{Method, Uri};
 use utoipa_axum::router::OpenApiRouter;
@@ -24,6 +26,8 @@ pub(crate) fn api_routes() -> OpenApiRouter<AppState> {
         .merge(merge_policies::routes())
         .merge(access::routes())
         .merge(preview::routes())
+        .merge(schedules::routes())
+        .merge(webhooks::routes())
 }
 
 /// The batch a path names (validated id) in the request's tenant, or 400/404.

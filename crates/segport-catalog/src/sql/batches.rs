@@ -112,6 +112,9 @@ impl SqlCatalog {
                 .execute(&mut *tx)
                 .await?;
         }
+        if moved && to == "failed" {
+            Self::emit_batch_end(&mut tx, batch_id.as_str(), now_ms).await?;
+        }
         let state: Option<(String, String)> = sqlx::query_as(BATCH_STATE)
             .bind(tenant.org.as_str())
             .bind(tenant.sandbox.as_str())

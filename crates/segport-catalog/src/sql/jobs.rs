@@ -28,7 +28,7 @@ macro_rules! job_columns {
             $policy,
             " AS merge_policy, errors, warnings, progress, counters, attempt, attempt_id, \
              cancel_requested, request_id, creation_ms, update_ms, started_ms, finished_ms, \
-             units_total"
+             units_total, schedule_id"
         )
     };
 }
@@ -77,7 +77,7 @@ const ROWS_PER_INSERT: usize = 256;
 /// Followed by the VALUES of each job (`QueryBuilder::push_values`) and `RETURNING id`.
 const INSERT_JOBS: &str = "INSERT INTO export_jobs \
      (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, warnings, creation_ms, \
-     update_ms, dataset_id) ";
+     update_ms, dataset_id, schedule_id, delta_key) ";
 
 /// Followed by the VALUES of each task.
 const INSERT_EXPORT_TASKS: &str =
@@ -144,7 +144,9 @@ impl SqlCatalog {
                     .push_bind(text.2.as_deref())
                     .push_bind(job.now_ms)
                     .push_bind(job.now_ms)
-                    .push_bind(job.spec.destination.dataset_id.as_str());
+                    .push_bind(job.spec.destination.dataset_id.as_str())
+                    .push_bind(job.schedule_id.as_deref())
+                    .push_bind(job.delta_key.as_deref());
             });
             insert.push(" RETURNING id");
             // Statements of every group size would crowd the connection's statement
@@ -207,7 +209,7 @@ impl SqlCatalog {
     /// Inserts `jobs` inside `tx`, each whose merge policy still exists at the version
     /// it resolved (each distinct policy is looked up and locked once). A job whose
     /// policy changed or went fails alone; any other error fails them all.
-    async fn insert_checked_jobs(
+    pub(super) async fn insert_checked_jobs(
         tx: &mut Tx<'_>,
         jobs: &[(Tenant, NewExportJob)],
     ) -> Result<Vec<Result<ExportJobRecord>>> {
@@ -245,6 +247,7 @@ impl SqlCatalog {
                     .map(|((tenant, job), id)| {
                         Ok(ExportJobRecord {
                             warnings: job.warnings.clone(),
+                            schedule_id: job.schedule_id.clone(),
                             ..ExportJobRecord::created(
                                 id,
                                 tenant.org.as_str().to_owned(),
@@ -416,6 +419,7 @@ impl Jobs for SqlCatalog {
         {
             sqlx::query(FAIL_JOB_BATCHES).bind(id).bind(now_ms).execute(&mut *tx).await?;
             sqlx::query(FAIL_QUEUED_JOB_TASK).bind(id).bind(now_ms).execute(&mut *tx).await?;
+            Self::emit_job_end(&mut tx, id, now_ms).await?;
             Some(CancelOutcome::CancelledNew)
         } else if sqlx::query(FLAG_RUNNING_JOB)
             .bind(org)

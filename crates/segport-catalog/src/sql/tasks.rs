@@ -162,6 +162,16 @@ const SUCCEED_BATCH: &str = "UPDATE batches SET status = 'success', record_count
 const INSERT_BATCH_FILE: &str = "INSERT INTO batch_files \
      (batch_id, name, path, row_count, byte_count, created_ms) VALUES ($1, $2, $3, $4, $5, $6)";
 
+/// A delta schedule's mark moves to the store commit its successful job `$1` read (the
+/// planning task's snapshot for a job run as units), under the key the job ran with.
+const MOVE_DELTA_MARK: &str = "UPDATE schedules SET \
+     delta_mark_ms = (SELECT t.snapshot_ingest_ms FROM tasks t \
+         WHERE t.job_id = $1 AND t.unit_no IS NULL), \
+     delta_key = (SELECT j.delta_key FROM export_jobs j WHERE j.id = $1) \
+     WHERE id = (SELECT j.schedule_id FROM export_jobs j WHERE j.id = $1 AND j.delta_key IS NOT NULL) \
+     AND (SELECT t.snapshot_ingest_ms FROM tasks t WHERE t.job_id = $1 AND t.unit_no IS NULL) \
+     IS NOT NULL";
+
 const JOB_PROGRESS: &str = "UPDATE export_jobs SET progress = $3, update_ms = $4 \
      WHERE id = $1 AND attempt_id = $2 AND status = 'PROCESSING'";
 
@@ -261,12 +271,16 @@ impl SqlCatalog {
                 call_stack: String::new(),
             })
             .collect();
-        sqlx::query(FAIL_JOB)
+        let failed = sqlx::query(FAIL_JOB)
             .bind(job_id)
             .bind(serde_json::to_string(&job_errors)?)
             .bind(now_ms)
             .execute(&mut **tx)
-            .await?;
+            .await?
+            .rows_affected();
+        if failed == 1 {
+            Self::emit_job_end(tx, job_id, now_ms).await?;
+        }
         sqlx::query(FAIL_JOB_BATCHES).bind(job_id).bind(now_ms).execute(&mut **tx).await?;
         sqlx::query(DROP_QUEUED_UNITS).bind(job_id).bind(now_ms).execute(&mut **tx).await?;
         Ok(())
@@ -294,6 +308,7 @@ impl SqlCatalog {
         if succeeded != 1 {
             return Err(CatalogError::LeaseLost);
         }
+        sqlx::query(MOVE_DELTA_MARK).bind(job_id).execute(&mut **tx).await?;
         for batch in batches {
             sqlx::query(SUCCEED_BATCH)
                 .bind(batch.batch_id.as_str())
@@ -313,6 +328,7 @@ impl SqlCatalog {
                     .await?;
             }
         }
+        Self::emit_job_end(tx, job_id, now_ms).await?;
         Ok(())
     }
 
@@ -462,11 +478,12 @@ impl TaskQueue for SqlCatalog {
         let Some((batch_id, job_id)) = row else { return Ok(false) };
         if let Some(batch_id) = batch_id {
             sqlx::query(FAIL_BATCH)
-                .bind(batch_id)
+                .bind(&batch_id)
                 .bind(serde_json::to_string(errors)?)
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?;
+            Self::emit_batch_end(&mut tx, &batch_id, now_ms).await?;
         }
         if let Some(job_id) = job_id {
             Self::fail_job(&mut tx, job_id, errors, now_ms).await?;
@@ -490,11 +507,12 @@ impl TaskQueue for SqlCatalog {
             let requeued = state == "queued";
             if let (false, Some(batch_id)) = (requeued, batch_id) {
                 sqlx::query(FAIL_BATCH)
-                    .bind(batch_id)
+                    .bind(&batch_id)
                     .bind(&lost)
                     .bind(now_ms)
                     .execute(&mut *tx)
                     .await?;
+                Self::emit_batch_end(&mut tx, &batch_id, now_ms).await?;
             }
             match (requeued, job_id) {
                 // A unit queued again leaves its job running: the other units go on.
@@ -613,6 +631,7 @@ impl TaskQueue for SqlCatalog {
             .bind(success.then_some(seq))
             .execute(&mut *tx)
             .await?;
+        Self::emit_batch_end(&mut tx, c.batch_id.as_str(), c.now_ms).await?;
         tx.commit().await?;
         Ok(IngestCommitted { completed_ms, seq, status })
     }

@@ -63,6 +63,8 @@ async fn new_job(
         warnings: Vec::new(),
         request_id: "r".into(),
         now_ms,
+        schedule_id: None,
+        delta_key: None,
     }
 }
 
@@ -161,7 +163,9 @@ mod batches;
 mod datasets;
 mod jobs;
 mod policies;
+mod schedules;
 mod store;
 mod tasks;
 mod tokens;
 mod units;
+mod webhooks;

@@ -54,6 +54,8 @@ async fn merge_policy_lifecycle(backend: Backend) {
                 warnings: Vec::new(),
                 request_id: "r".into(),
                 now_ms: 4000,
+                schedule_id: None,
+                delta_key: None,
             },
         )
         .await
