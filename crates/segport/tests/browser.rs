@@ -329,7 +329,9 @@ async fn the_console_in_a_real_browser() {
     drop(server);
 
     // Second run, without the pause: the same catalog, data and browser session.
-    let server = Server::start(&dir.0, &["--auth", "token"], &env);
+    // Webhooks may call this test's receiver on loopback.
+    let server =
+        Server::start(&dir.0, &["--auth", "token", "--webhook-allow-network", "127.0.0.0/8"], &env);
     let base = format!("http://{}", server.addr);
 
     // New export through the form: segment s1 (realized and existing, the defaults), previewed.
@@ -474,6 +476,101 @@ async fn the_console_in_a_real_browser() {
     let text = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
     assert!(text.contains("worker(s) alive") && !text.contains("0 worker(s)"), "{text}");
     screenshot(&client, "workers").await;
+
+    // Schedules: one made from the form (its job body prefilled with the export dataset),
+    // then deactivated from its page.
+    client.goto(&format!("{base}/ui/schedules")).await.unwrap();
+    check_usable(&client, "schedules").await;
+    client.find(Locator::Css("#schedule-name")).await.unwrap().send_keys("nightly").await.unwrap();
+    let prefilled =
+        client.find(Locator::Css("#schedule-job")).await.unwrap().prop("value").await.unwrap();
+    assert!(
+        prefilled.is_some_and(|body| body.contains(&export)),
+        "the job body names the export dataset"
+    );
+    client.find(Locator::Css("#schedule-create")).await.unwrap().click().await.unwrap();
+    wait_for_text(&client, "#schedule-state", "active", 10).await;
+    let next = client.find(Locator::Css("#schedule-next")).await.unwrap().text().await.unwrap();
+    assert!(next.contains("13:30:00") && next.contains("(in "), "daily at 13:30 UTC: {next}");
+    let (status, listed) =
+        server.tenant_call("GET", "/data/core/ups/config/schedules", &secret, ORG, None);
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["_page"]["totalCount"], 1);
+    let schedule = &listed["children"][0];
+    assert_eq!(
+        (schedule["name"].as_str(), schedule["state"].as_str()),
+        (Some("nightly"), Some("active"))
+    );
+    assert_eq!(schedule["nextDueTime"].as_i64().unwrap() % 86_400_000, (13 * 60 + 30) * 60_000);
+    check_usable(&client, "schedule").await;
+    screenshot(&client, "schedule").await;
+    client.find(Locator::Css("#schedule-toggle")).await.unwrap().click().await.unwrap();
+    wait_for_text(&client, "#schedule-state", "inactive", 10).await;
+    let (_, listed) =
+        server.tenant_call("GET", "/data/core/ups/config/schedules", &secret, ORG, None);
+    assert_eq!(listed["children"][0]["state"], "inactive");
+    client.goto(&format!("{base}/ui/schedules")).await.unwrap();
+    screenshot(&client, "schedules").await;
+
+    // Webhooks: an endpoint added from the form shows its secret once; a test event sent from
+    // its page reaches a receiver in this test, which checks the signature itself.
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", receiver.local_addr().unwrap());
+    let received =
+        std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String, String, String)>::new()));
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                let h =
+                    |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                sink.lock().unwrap().push((
+                    h("webhook-id"),
+                    h("webhook-timestamp"),
+                    h("webhook-signature"),
+                    body,
+                ));
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(receiver, app).await.unwrap() });
+    client.goto(&format!("{base}/ui/webhooks")).await.unwrap();
+    check_usable(&client, "webhooks").await;
+    client.find(Locator::Css("#endpoint-url")).await.unwrap().send_keys(&hook).await.unwrap();
+    client.find(Locator::Css("#endpoint-create")).await.unwrap().click().await.unwrap();
+    let whsec = client.find(Locator::Css("#new-secret")).await.unwrap().text().await.unwrap();
+    assert!(whsec.starts_with("whsec_"), "{whsec}");
+    screenshot(&client, "webhooks").await;
+    client.find(Locator::Css(".notice a")).await.unwrap().click().await.unwrap();
+    check_usable(&client, "webhook").await;
+    let page = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(!page.contains(&whsec), "the secret is shown once only");
+    client.find(Locator::Css("#endpoint-test")).await.unwrap().click().await.unwrap();
+    let (id, timestamp, signature, body) =
+        eventually(30, "the test event", || received.lock().unwrap().first().cloned());
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let key = base64::engine::general_purpose::STANDARD.decode(&whsec["whsec_".len()..]).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(signature, format!("v1,{expected}"));
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["type"], "segport.test");
+    // The delivery log says so once the page is loaded again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        client.refresh().await.unwrap();
+        let log = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+        if log.contains("delivered") && log.contains(&id) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the log never showed the delivery: {log}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    screenshot(&client, "webhook").await;
 
     // At phone width the jobs list still reads without sideways scrolling.
     client.set_window_size(390, 844).await.unwrap();

@@ -887,12 +887,19 @@ fn utc(ms: i64) -> String {
 
 /// "5 min ago" and the like.
 fn ago(now: i64, then: i64) -> String {
-    let s = (now - then).max(0) / 1000;
+    if then > now + 999 {
+        return format!("in {}", span((then - now) / 1000));
+    }
+    format!("{} ago", span((now - then).max(0) / 1000))
+}
+
+/// `s` seconds in the largest unit that fits.
+fn span(s: i64) -> String {
     match s {
-        0..60 => format!("{s} s ago"),
-        60..3600 => format!("{} min ago", s / 60),
-        3600..86400 => format!("{} h ago", s / 3600),
-        _ => format!("{} d ago", s / 86400),
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86400),
     }
 }
 
