@@ -86,6 +86,14 @@ impl QueryPairs {
         segport_catalog::ListQuery { limit: u32::try_from(limit).unwrap_or(u32::MAX), start }
     }
 
+    /// [`Self::page`] as a 400 when invalid, widened by one row: the list is fetched with it
+    /// and cut by [`Peeked::cut`], which tells whether a next page exists.
+    pub fn peeked_page(&self, default: u64, max: u64) -> Result<Peeked, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let page = self.page(default, max, &mut errors);
+        errors.into_result(Peeked(page))
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
@@ -195,6 +203,28 @@ pub fn parse_public_url(text: &str) -> Result<String, String> {
         ));
     }
     Ok(text.trim_end_matches('/').to_owned())
+}
+
+/// A page asked for with `limit` and `start`, fetched one row longer to see past its end.
+pub struct Peeked(segport_catalog::ListQuery);
+
+impl Peeked {
+    /// The query to fetch with: one row more than the page.
+    pub fn fetch(&self) -> segport_catalog::ListQuery {
+        segport_catalog::ListQuery { limit: self.0.limit.saturating_add(1), start: self.0.start }
+    }
+
+    /// Cuts `rows` (fetched with [`Self::fetch`]) to the page; answers the next page's `start`,
+    /// empty on the last page.
+    pub fn cut<T>(&self, rows: &mut Vec<T>) -> String {
+        let limit = self.0.limit as usize;
+        if rows.len() > limit {
+            rows.truncate(limit);
+            (self.0.start + u64::from(self.0.limit)).to_string()
+        } else {
+            String::new()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -259,6 +259,19 @@ async fn due_times_fire_once_and_catch_up_once(setup: Setup) {
     assert_eq!(fire_due(&t.state, first + 100 * HOUR).await.unwrap(), 0);
 }
 
+/// The oracle of a delta run: the profiles touched by ingests `from..to` (those after the
+/// previous successful run's snapshot, up to this run's), as they stand after ingest `to - 1`.
+fn expect(ingests: &[Vec<(String, u32)>], from: usize, to: usize) -> BTreeMap<String, u64> {
+    let mut state: BTreeMap<String, u64> = BTreeMap::new();
+    for rows in &ingests[..to] {
+        for (key, v) in rows {
+            state.insert(key.clone(), u64::from(*v));
+        }
+    }
+    let touched: BTreeSet<&String> = ingests[from..to].iter().flatten().map(|(k, _)| k).collect();
+    state.into_iter().filter(|(k, _)| touched.contains(k)).collect()
+}
+
 fn profile(id: usize, v: u32) -> Value {
     json!({"identityMap": {"ECID": [{"id": format!("p{id}"), "primary": true}]}, "loyalty": {"points": v}})
 }
@@ -392,21 +405,10 @@ async fn delta_runs_export_each_update_once(setup: Setup) {
 
     // The oracle: a run exports the profiles touched by the ingests after the previous
     // successful run's snapshot, as they stand at its own snapshot.
-    let expect = |from: usize, to: usize| {
-        let mut state: BTreeMap<String, u64> = BTreeMap::new();
-        for rows in &ingests[..to] {
-            for (key, v) in rows {
-                state.insert(key.clone(), u64::from(*v));
-            }
-        }
-        let touched: BTreeSet<&String> =
-            ingests[from..to].iter().flatten().map(|(k, _)| k).collect();
-        state.into_iter().filter(|(k, _)| touched.contains(k)).collect::<BTreeMap<_, _>>()
-    };
     let outputs = [
-        (exported(&t, &run1).await, expect(0, run1_snapshot)),
-        (exported(&t, &run2).await, expect(run1_snapshot, run2_snapshot)),
-        (exported(&t, &run4).await, expect(run2_snapshot, run4_snapshot)),
+        (exported(&t, &run1).await, expect(&ingests, 0, run1_snapshot)),
+        (exported(&t, &run2).await, expect(&ingests, run1_snapshot, run2_snapshot)),
+        (exported(&t, &run4).await, expect(&ingests, run2_snapshot, run4_snapshot)),
     ];
     for (i, (got, want)) in outputs.iter().enumerate() {
         assert_eq!(got, want, "run {i}");
@@ -444,6 +446,52 @@ async fn delta_runs_export_each_update_once(setup: Setup) {
     assert!(t.run_tasks_on(&worker).await >= 1);
     let run5 = jobs_of(&t, &id).await.pop().unwrap();
     assert!(run5["filter"]["fromIngestTimestamp"].is_null(), "{run5}");
-    assert_eq!(exported(&t, &run5).await, expect(0, ingests.len()));
+    assert_eq!(exported(&t, &run5).await, expect(&ingests, 0, ingests.len()));
+
+    // The next run is a delta again, from run 5's snapshot.
+    let run5_snapshot = ingests.len();
+    let (rows, bytes) = ingest(vec![(30, 6)]);
+    t.ingest_on(&worker, &input, json_format.clone(), vec![("e.json", bytes)]).await;
+    ingests.push(rows);
+    let next_run = async |due: &mut i64| {
+        *due += HOUR;
+        assert_eq!(fire_due(&t.state, *due).await.unwrap(), 1);
+        assert!(t.run_tasks_on(&worker).await >= 1);
+        let run = jobs_of(&t, &id).await.pop().unwrap();
+        assert_eq!(run["status"], "SUCCEEDED", "{run}");
+        run
+    };
+    let run6 = next_run(&mut due).await;
+    assert_eq!(exported(&t, &run6).await, expect(&ingests, run5_snapshot, ingests.len()));
+
+    // A new version of the merge policy the body resolves to makes the next run full.
+    let a = t
+        .call(
+            Method::PATCH,
+            "/data/core/ups/config/mergePolicies/timestampOrdered-none-mp",
+            Some(json!([{"op": "replace", "path": "/name", "value": "renamed"}])),
+        )
+        .await;
+    assert_eq!(a.status, 200, "{}", a.text);
+    let run7 = next_run(&mut due).await;
+    assert!(run7["filter"]["fromIngestTimestamp"].is_null(), "{run7}");
+    assert_eq!(exported(&t, &run7).await, expect(&ingests, 0, ingests.len()));
+
+    // The body's own threshold wins when it is later than the mark.
+    let mut later = changed.clone();
+    later["filter"] = json!({"fromIngestTimestamp": "2100-01-01T00:00:00Z"});
+    let a =
+        patch(&t, &id, json!([{"op": "replace", "path": "/properties/exportJob", "value": later}]))
+            .await;
+    assert_eq!(a.status, 204, "{}", a.text);
+    let got = t.get(&format!("{SCHEDULES}/{id}")).await.body;
+    due = got["nextDueTime"].as_i64().unwrap() - HOUR;
+    let run8 = next_run(&mut due).await;
+    let (rows, bytes) = ingest(vec![(31, 7)]);
+    t.ingest_on(&worker, &input, json_format.clone(), vec![("f.json", bytes)]).await;
+    ingests.push(rows);
+    let run9 = next_run(&mut due).await;
+    assert_eq!(run9["filter"]["fromIngestTimestamp"], "2100-01-01T00:00:00Z", "{run9}");
+    assert!(exported(&t, &run8).await.is_empty() && exported(&t, &run9).await.is_empty());
     let _ = tenant;
 }

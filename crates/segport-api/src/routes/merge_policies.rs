@@ -2,10 +2,9 @@
 
 use axum::extract::State;
 use axum::Json;
-use segport_catalog::ListQuery;
 use segport_model::merge_policy::{parse_policy_id, MergePolicy, MergePolicyInput};
 use segport_model::time::now_ms;
-use segport_model::{Tenant, ValidationErrors};
+use segport_model::Tenant;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -37,18 +36,10 @@ async fn list(
     Authenticated(tenant): Authenticated,
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
-    let mut errors = ValidationErrors::default();
-    let ListQuery { limit, start } = query.page(DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
-    errors.into_result(())?;
+    let page = query.peeked_page(DEFAULT_LIMIT, MAX_LIMIT)?;
     state.catalog.ensure_sandbox(&tenant, now_ms()).await?;
-    let mut policies =
-        state.catalog.list_merge_policies(&tenant, &ListQuery { limit: limit + 1, start }).await?;
-    let next = if policies.len() > limit as usize {
-        policies.truncate(limit as usize);
-        (start + u64::from(limit)).to_string()
-    } else {
-        String::new()
-    };
+    let mut policies = state.catalog.list_merge_policies(&tenant, &page.fetch()).await?;
+    let next = page.cut(&mut policies);
     Ok(Json(json!({"_page": {"count": policies.len(), "next": next}, "children": policies})))
 }
 

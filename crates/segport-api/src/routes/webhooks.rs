@@ -7,10 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine;
-use segport_catalog::ListQuery;
 use segport_model::time::now_ms;
 use segport_model::webhook::{Endpoint, EndpointInput, EventType, MAX_ENDPOINTS_PER_SANDBOX};
-use segport_model::{Tenant, ValidationErrors};
+use segport_model::Tenant;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -61,17 +60,9 @@ async fn list(
     Authenticated(tenant): Authenticated,
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
-    let mut errors = ValidationErrors::default();
-    let ListQuery { limit, start } = query.page(DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
-    errors.into_result(())?;
-    let mut endpoints =
-        state.catalog.list_endpoints(&tenant, &ListQuery { limit: limit + 1, start }).await?;
-    let next = if endpoints.len() > limit as usize {
-        endpoints.truncate(limit as usize);
-        (start + u64::from(limit)).to_string()
-    } else {
-        String::new()
-    };
+    let page = query.peeked_page(DEFAULT_LIMIT, MAX_LIMIT)?;
+    let mut endpoints = state.catalog.list_endpoints(&tenant, &page.fetch()).await?;
+    let next = page.cut(&mut endpoints);
     let children: Vec<Value> = endpoints.iter().map(Endpoint::to_wire).collect();
     Ok(Json(json!({"_page": {"count": children.len(), "next": next}, "children": children})))
 }
@@ -254,18 +245,10 @@ async fn deliveries(
     PathId(id): PathId,
     query: QueryPairs,
 ) -> Result<Json<Value>, ApiError> {
-    let mut errors = ValidationErrors::default();
-    let ListQuery { limit, start } = query.page(DEFAULT_LIMIT, MAX_LIMIT, &mut errors);
-    errors.into_result(())?;
+    let page = query.peeked_page(DEFAULT_LIMIT, MAX_LIMIT)?;
     find(&state, &tenant, &id).await?;
-    let mut log =
-        state.catalog.list_deliveries(&tenant, &id, &ListQuery { limit: limit + 1, start }).await?;
-    let next = if log.len() > limit as usize {
-        log.truncate(limit as usize);
-        (start + u64::from(limit)).to_string()
-    } else {
-        String::new()
-    };
+    let mut log = state.catalog.list_deliveries(&tenant, &id, &page.fetch()).await?;
+    let next = page.cut(&mut log);
     let children: Vec<Value> = log.iter().map(|d| d.to_wire()).collect();
     Ok(Json(json!({"_page": {"count": children.len(), "next": next}, "children": children})))
 }

@@ -32,6 +32,10 @@ const REMOVE_STORE_FILE: &str = "UPDATE store_files SET removed_seq = $4, remove
 pub(super) const FAIL_JOB_BATCHES: &str = "UPDATE batches SET status = 'failed', updated_ms = $2, \
      completed_ms = $2 WHERE job_id = $1 AND status IN ('loading', 'staging')";
 
+/// A statement with its arguments, for the helpers that bind the columns several statements
+/// share.
+pub(super) type Statement<'q> = sqlx::query::Query<'q, Db, <Db as sqlx::Database>::Arguments<'q>>;
+
 /// A commit of a sandbox's store, as [`SqlCatalog::next_commit`] took it.
 pub(super) struct SandboxCommit {
     pub seq: i64,

@@ -15,6 +15,7 @@ use segport_model::webhook::EventType;
 use segport_model::Tenant;
 use serde_json::json;
 
+use super::common::Statement;
 use super::{SqlCatalog, Tx};
 use crate::model::{as_i64, convert_all, schedule_run, ScheduleRow, ScheduleRunRow};
 use crate::schedules::{FailedRun, FireOutcome, ScheduleFire};
@@ -31,7 +32,7 @@ const COUNT_SCHEDULES: &str = "SELECT COUNT(*) FROM schedules WHERE org = $1 AND
 
 const UPDATE_SCHEDULE: &str = "UPDATE schedules SET name = $4, kind = $5, properties = $6, \
      cron = $7, state = $8, next_due_ms = $9, update_ms = $10 \
-     WHERE org = $1 AND sandbox = $2 AND id = $3";
+     WHERE id = $1 AND org = $2 AND sandbox = $3";
 
 const DELETE_SCHEDULE: &str = "DELETE FROM schedules WHERE org = $1 AND sandbox = $2 AND id = $3";
 
@@ -63,6 +64,21 @@ const INSERT_FAILED_JOB: &str = "INSERT INTO export_jobs (org, sandbox, status, 
      VALUES ($1, $2, 'FAILED', $3, $4, 'null', $5, NULL, $6, $7, $7, $7, $8, $9, NULL) RETURNING id";
 
 const PRUNE_RUNS: &str = "DELETE FROM schedule_runs WHERE fired_ms < $1";
+
+/// Binds `$1` to `$9` of [`INSERT_SCHEDULE`] and [`UPDATE_SCHEDULE`]: the schedule's id and
+/// tenant, what a client sets, and the next due time.
+fn bind_schedule<'q>(statement: Statement<'q>, s: &'q Schedule) -> Statement<'q> {
+    statement
+        .bind(&s.id)
+        .bind(&s.org)
+        .bind(&s.sandbox)
+        .bind(&s.body.name)
+        .bind(s.body.kind.as_str())
+        .bind(s.body.properties().to_string())
+        .bind(s.body.cron.as_str())
+        .bind(s.body.state.as_str())
+        .bind(s.next_due_ms)
+}
 
 impl SqlCatalog {
     async fn insert_schedule_job(
@@ -116,16 +132,7 @@ impl Schedules for SqlCatalog {
                 s.sandbox
             )));
         }
-        sqlx::query(INSERT_SCHEDULE)
-            .bind(&s.id)
-            .bind(&s.org)
-            .bind(&s.sandbox)
-            .bind(&s.body.name)
-            .bind(s.body.kind.as_str())
-            .bind(s.body.properties().to_string())
-            .bind(s.body.cron.as_str())
-            .bind(s.body.state.as_str())
-            .bind(s.next_due_ms)
+        bind_schedule(sqlx::query(INSERT_SCHEDULE), s)
             .bind(s.create_ms)
             .bind(s.update_ms)
             .execute(&mut *tx)
@@ -160,16 +167,7 @@ impl Schedules for SqlCatalog {
     }
 
     async fn update_schedule(&self, s: &Schedule) -> Result<bool> {
-        let n = sqlx::query(UPDATE_SCHEDULE)
-            .bind(&s.org)
-            .bind(&s.sandbox)
-            .bind(&s.id)
-            .bind(&s.body.name)
-            .bind(s.body.kind.as_str())
-            .bind(s.body.properties().to_string())
-            .bind(s.body.cron.as_str())
-            .bind(s.body.state.as_str())
-            .bind(s.next_due_ms)
+        let n = bind_schedule(sqlx::query(UPDATE_SCHEDULE), s)
             .bind(s.update_ms)
             .execute(self.write())
             .await?

@@ -12,6 +12,7 @@ use segport_model::webhook::{self, Delivery, Endpoint, EventType};
 use segport_model::Tenant;
 use serde_json::json;
 
+use super::common::Statement;
 use super::{SqlCatalog, Tx, DIALECT};
 use crate::model::{as_i64, convert_all, BatchRow, DeliveryRow, EndpointRow, JobRow};
 use crate::webhooks::{job_end_event, AttemptResult, ClaimedDelivery};
@@ -29,7 +30,7 @@ const COUNT_ENDPOINTS: &str =
 
 const UPDATE_ENDPOINT: &str = "UPDATE webhook_endpoints SET url = $4, description = $5, \
      events = $6, secret = $7, previous_secret = $8, previous_until_ms = $9, enabled = $10, \
-     disabled_reason = $11, update_ms = $12 WHERE org = $1 AND sandbox = $2 AND id = $3";
+     disabled_reason = $11, update_ms = $12 WHERE id = $1 AND org = $2 AND sandbox = $3";
 
 const DELETE_ENDPOINT: &str =
     "DELETE FROM webhook_endpoints WHERE org = $1 AND sandbox = $2 AND id = $3";
@@ -221,8 +222,21 @@ impl SqlCatalog {
     }
 }
 
-fn endpoint_binds(e: &Endpoint) -> Option<String> {
-    webhook::events_column(e.events.as_deref())
+/// Binds `$1` to `$11` of [`INSERT_ENDPOINT`] and [`UPDATE_ENDPOINT`]: the endpoint's id and
+/// tenant, then what clients and the dispatcher set.
+fn bind_endpoint<'q>(statement: Statement<'q>, e: &'q Endpoint) -> Statement<'q> {
+    statement
+        .bind(&e.id)
+        .bind(&e.org)
+        .bind(&e.sandbox)
+        .bind(&e.url)
+        .bind(&e.description)
+        .bind(webhook::events_column(e.events.as_deref()))
+        .bind(&e.secret)
+        .bind(&e.previous_secret)
+        .bind(e.previous_until_ms)
+        .bind(e.enabled)
+        .bind(&e.disabled_reason)
 }
 
 #[async_trait]
@@ -243,18 +257,7 @@ impl Webhooks for SqlCatalog {
                 e.sandbox
             )));
         }
-        sqlx::query(INSERT_ENDPOINT)
-            .bind(&e.id)
-            .bind(&e.org)
-            .bind(&e.sandbox)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(endpoint_binds(e))
-            .bind(&e.secret)
-            .bind(&e.previous_secret)
-            .bind(e.previous_until_ms)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
+        bind_endpoint(sqlx::query(INSERT_ENDPOINT), e)
             .bind(e.create_ms)
             .bind(e.update_ms)
             .execute(&mut *tx)
@@ -281,18 +284,7 @@ impl Webhooks for SqlCatalog {
 
     async fn update_endpoint(&self, e: &Endpoint) -> Result<bool> {
         let mut tx = self.write().begin().await?;
-        let n = sqlx::query(UPDATE_ENDPOINT)
-            .bind(&e.org)
-            .bind(&e.sandbox)
-            .bind(&e.id)
-            .bind(&e.url)
-            .bind(&e.description)
-            .bind(endpoint_binds(e))
-            .bind(&e.secret)
-            .bind(&e.previous_secret)
-            .bind(e.previous_until_ms)
-            .bind(e.enabled)
-            .bind(&e.disabled_reason)
+        let n = bind_endpoint(sqlx::query(UPDATE_ENDPOINT), e)
             .bind(e.update_ms)
             .execute(&mut *tx)
             .await?
