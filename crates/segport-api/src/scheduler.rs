@@ -27,7 +27,8 @@ const PER_TICK: u32 = 100;
 /// Runs are kept this long (the schedule's page lists the latest).
 const RUN_RETENTION_MS: i64 = 30 * 24 * 3_600_000;
 
-/// Fires due schedules every `tick` until `shutdown`.
+/// Fires due schedules until `shutdown`: at the earliest due time it knows of, and at least
+/// every `tick` (which finds schedules created or changed meanwhile, in any process).
 pub async fn run(state: AppState, tick: Duration, shutdown: CancellationToken) {
     let mut last_prune = 0;
     loop {
@@ -43,9 +44,18 @@ pub async fn run(state: AppState, tick: Duration, shutdown: CancellationToken) {
                 tracing::warn!(error = %e, "cannot prune schedule runs");
             }
         }
+        let wait = match state.catalog.earliest_due().await {
+            // Due after this round began: sleep until then (not at all when it came meanwhile).
+            Ok(Some(due)) if due > now => {
+                Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0)).min(tick)
+            }
+            // Due when this round fired (another process holds it, or it failed): the tick,
+            // rather than spinning.
+            _ => tick,
+        };
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(tick) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

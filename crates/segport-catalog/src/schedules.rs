@@ -74,6 +74,8 @@ pub trait Schedules: Send + Sync + 'static {
         id: &str,
         limit: u32,
     ) -> Result<Vec<ScheduleRun>>;
+    /// The earliest next due time of any active schedule (the scheduler sleeps until it).
+    async fn earliest_due(&self) -> Result<Option<i64>>;
     /// Active schedules whose next due time is at or before `now_ms`, the most overdue first.
     async fn due_schedules(&self, now_ms: i64, limit: u32) -> Result<Vec<Schedule>>;
     /// Fires one due time in one transaction: the run's unique row, the job (or the missed

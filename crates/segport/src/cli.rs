@@ -205,8 +205,8 @@ pub struct ServeArgs {
 /// The scheduler and the webhook dispatcher, which every api process runs.
 #[derive(Debug, Clone, Args)]
 pub struct NotifyArgs {
-    /// How often the scheduler looks for due schedules (a due time's job is created within
-    /// about this).
+    /// The longest the scheduler sleeps: it wakes at the earliest due time it knows of, and at
+    /// least this often to see schedules created or changed in other processes.
     #[arg(long, env = "SEGPORT_SCHEDULER_TICK", value_parser = humantime::parse_duration, default_value = "1s")]
     pub scheduler_tick: Duration,
 

@@ -207,6 +207,14 @@ impl Schedules for SqlCatalog {
         rows.into_iter().map(schedule_run).collect()
     }
 
+    async fn earliest_due(&self) -> Result<Option<i64>> {
+        let (earliest,): (Option<i64>,) =
+            sqlx::query_as("SELECT MIN(next_due_ms) FROM schedules WHERE state = 'active'")
+                .fetch_one(self.read())
+                .await?;
+        Ok(earliest)
+    }
+
     async fn due_schedules(&self, now_ms: i64, limit: u32) -> Result<Vec<Schedule>> {
         let sql = format!(
             "SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE state = 'active' \
