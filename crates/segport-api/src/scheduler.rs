@@ -12,14 +12,16 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use segport_catalog::{FailedRun, FireOutcome, NewExportJob, ScheduleFire};
 use segport_model::codes::{FailureCode, WarningCode};
-use segport_model::job::{ExportJobRequest, JobError, JobWarning, MergePolicyRef};
+use segport_model::job::{
+    ExportJobRequest, JobError, JobWarning, MergePolicyRef, DEFAULT_PROFILE_INSTANCE,
+};
 use segport_model::schedule::Schedule;
 use segport_model::time::{now_ms, Rfc3339};
-use segport_model::{BatchId, Tenant};
+use segport_model::Tenant;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::routes::jobs::{check_create, Checked};
+use crate::routes::jobs::check_create;
 use crate::{ApiError, AppState};
 
 /// Due schedules taken per tick.
@@ -125,30 +127,23 @@ async fn build_job(
     s: &Schedule,
     now: i64,
 ) -> Result<(BuiltJob, Option<i64>), ApiError> {
-    let new_job = |spec, merge_policy, warnings, delta_key| NewExportJob {
-        spec,
-        merge_policy,
-        warnings,
-        request_id: format!("schedule-{}", s.id),
-        now_ms: now,
-        schedule_id: Some(s.id.clone()),
-        delta_key,
-    };
+    let request_id = format!("schedule-{}", s.id);
     match check_create(state, tenant, &HeaderMap::new(), &s.body.export_job, now).await {
-        Ok(Checked { mut request, policy, mut warnings, profile_instance_id }) => {
-            let policy_ref = policy.to_ref();
-            let key = s.body.delta.then(|| delta_key(s, &policy_ref));
+        Ok(mut checked) => {
+            let policy = checked.policy.to_ref();
+            let key = s.body.delta.then(|| delta_key(s, &policy));
             let mark = match (&key, &s.delta_key, s.delta_mark_ms) {
                 (Some(key), Some(marked), Some(mark)) if key == marked => Some(mark),
                 _ => None,
             };
             if let Some(mark) = mark {
                 // The later of the mark and the body's own threshold.
-                let own = request.filter.from_ingest_timestamp.as_ref().map(Rfc3339::epoch_ms);
+                let filter = &mut checked.request.filter;
+                let own = filter.from_ingest_timestamp.as_ref().map(Rfc3339::epoch_ms);
                 if own.is_none_or(|own| own < mark) {
-                    request.filter.from_ingest_timestamp = Some(Rfc3339::from_ms(mark));
+                    filter.from_ingest_timestamp = Some(Rfc3339::from_ms(mark));
                 }
-                warnings.push(JobWarning {
+                checked.warnings.push(JobWarning {
                     code: WarningCode::DeltaExport.as_str().to_owned(),
                     msg: format!(
                         "a delta run of schedule {}: only profiles updated after {} (the store \
@@ -158,9 +153,12 @@ async fn build_job(
                     ),
                 });
             }
-            let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
-            let spec = request.into_spec(policy_ref, batches, profile_instance_id);
-            Ok((Ok(new_job(spec, policy, warnings, key)), s.delta_mark_ms))
+            let job = NewExportJob {
+                schedule_id: Some(s.id.clone()),
+                delta_key: key,
+                ..checked.into_job(request_id, now)
+            };
+            Ok((Ok(job), s.delta_mark_ms))
         }
         Err(ApiError::Invalid(errors)) => {
             // The body was checked at creation; what no longer resolves is the sandbox's
@@ -170,7 +168,7 @@ async fn build_job(
                 id: request.merge_policy.as_ref().map(|(id, _)| id.clone()).unwrap_or_default(),
                 version: request.merge_policy.as_ref().and_then(|(_, v)| *v).unwrap_or(0),
             };
-            let spec = request.into_spec(policy_ref, Vec::new(), "ups".to_owned());
+            let spec = request.into_spec(policy_ref, Vec::new(), DEFAULT_PROFILE_INSTANCE.into());
             let why: Vec<String> =
                 errors.0.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
             let error = JobError::new(

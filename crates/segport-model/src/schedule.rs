@@ -502,6 +502,13 @@ mod tests {
         ] {
             assert!(fields.iter().any(|f| f == field), "{field} not in {fields:?}");
         }
+        // Past the limits: a name over 256 characters, an expression over 256.
+        let long = json!({"name": "n".repeat(MAX_NAME_CHARS + 1), "type": "export",
+            "schedule": format!("0 0 12 * * ? {}", "1,".repeat(200)),
+            "properties": {"exportJob": {}}});
+        let fields: Vec<String> =
+            ScheduleBody::parse(&long).unwrap_err().0.into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["name", "schedule"]);
         let missing = ScheduleBody::parse(&json!({"name": "x", "type": "export",
             "schedule": "0 0 1 * * ?", "properties": {}}))
         .unwrap_err();

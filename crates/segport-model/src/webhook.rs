@@ -336,6 +336,22 @@ mod tests {
             assert!(EndpointInput::parse(&json!({"url": url})).is_err(), "{url}");
         }
         assert!(EndpointInput::parse(&json!({"url": "x", "events": []})).is_err());
+        // Past the limits: a URL over 2,048 bytes, a description over 512 characters.
+        let long_url = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES));
+        let fields = |body: Value| -> Vec<String> {
+            EndpointInput::parse(&body).unwrap_err().0.into_iter().map(|e| e.field).collect()
+        };
+        assert_eq!(fields(json!({"url": long_url})), ["url"]);
+        let long_text = "é".repeat(MAX_DESCRIPTION_CHARS + 1);
+        assert_eq!(
+            fields(json!({"url": "https://example.com/", "description": long_text})),
+            ["description"]
+        );
+        let at_limit = "é".repeat(MAX_DESCRIPTION_CHARS);
+        assert!(EndpointInput::parse(
+            &json!({"url": "https://example.com/", "description": at_limit})
+        )
+        .is_ok());
     }
 
     #[test]

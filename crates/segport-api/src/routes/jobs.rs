@@ -60,19 +60,8 @@ pub(crate) async fn create_job(
     body: &Value,
 ) -> Result<ExportJobRecord, ApiError> {
     let now = now_ms();
-    let Checked { request, policy, warnings, profile_instance_id } =
-        check_create(state, tenant, headers, body, now).await?;
-    let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
-    let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
-    let job = NewExportJob {
-        spec,
-        merge_policy: policy,
-        warnings,
-        request_id: current_request_id(),
-        now_ms: now,
-        schedule_id: None,
-        delta_key: None,
-    };
+    let job =
+        check_create(state, tenant, headers, body, now).await?.into_job(current_request_id(), now);
     let record = state.jobs.create(tenant.clone(), job).await?;
     tracing::info!(job_id = record.id, org = %tenant.org, sandbox = %tenant.sandbox, "export job created");
     Ok(record)
@@ -85,6 +74,22 @@ pub(crate) struct Checked {
     /// The warnings the job starts with.
     pub warnings: Vec<JobWarning>,
     pub profile_instance_id: String,
+}
+
+impl Checked {
+    /// The job to insert: its destination batches allocated.
+    pub(crate) fn into_job(self, request_id: String, now_ms: i64) -> NewExportJob {
+        let batches = (0..self.request.batch_count()).map(|_| BatchId::generate()).collect();
+        NewExportJob {
+            spec: self.request.into_spec(self.policy.to_ref(), batches, self.profile_instance_id),
+            merge_policy: self.policy,
+            warnings: self.warnings,
+            request_id,
+            now_ms,
+            schedule_id: None,
+            delta_key: None,
+        }
+    }
 }
 
 /// Checks a job body (and its `x-profile-instance-id` header) as a create does: every problem,

@@ -15,13 +15,13 @@ use segport_engine::{
     PartitionInput, Progress,
 };
 use segport_model::time::now_ms;
-use segport_model::{BatchId, Tenant, ValidationErrors};
+use segport_model::{Tenant, ValidationErrors};
 use segport_store::schema::UnionSchema;
 use serde_json::{json, Value};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::jobs::{check_create, Checked};
+use super::jobs::check_create;
 use crate::auth::Authenticated;
 use crate::extract::{JsonBody, QueryPairs};
 use crate::{ApiError, AppState};
@@ -67,10 +67,10 @@ pub(crate) async fn preview_of(
     body: &Value,
     rows: u64,
 ) -> Result<Value, ApiError> {
-    let Checked { request, policy, warnings, profile_instance_id } =
-        check_create(state, tenant, headers, body, now_ms()).await?;
-    let batches = (0..request.batch_count()).map(|_| BatchId::generate()).collect();
-    let spec = request.into_spec(policy.to_ref(), batches, profile_instance_id);
+    let now = now_ms();
+    // The job a create would insert (its batches allocated but never stored).
+    let job = check_create(state, tenant, headers, body, now).await?.into_job(String::new(), now);
+    let (spec, policy, warnings) = (job.spec, job.merge_policy, job.warnings);
     let entries: Vec<Value> = match (&spec.filter.segments, spec.destination.segment_per_batch) {
         (Some(list), true) => list
             .iter()

@@ -66,9 +66,8 @@ fn next_due(body: &ScheduleBody, now: i64) -> Result<Option<i64>, ApiError> {
 }
 
 /// A schedule as answered: AEP's fields and segport's, with its latest runs.
-pub(crate) async fn answer(state: &AppState, schedule: &Schedule) -> Result<Value, ApiError> {
-    let tenant = Tenant::parse(&schedule.org, &schedule.sandbox)?;
-    let runs = state.catalog.schedule_runs(&tenant, &schedule.id, RECENT_RUNS).await?;
+async fn answer(state: &AppState, tenant: &Tenant, schedule: &Schedule) -> Result<Value, ApiError> {
+    let runs = state.catalog.schedule_runs(tenant, &schedule.id, RECENT_RUNS).await?;
     let mut wire = schedule.to_wire();
     wire["recentRuns"] = runs.iter().map(|r| r.to_wire()).collect();
     Ok(wire)
@@ -139,7 +138,7 @@ async fn get_one(
     PathId(id): PathId,
 ) -> Result<Json<Value>, ApiError> {
     let schedule = state.catalog.get_schedule(&tenant, &id).await?.ok_or_else(|| not_found(&id))?;
-    Ok(Json(answer(&state, &schedule).await?))
+    Ok(Json(answer(&state, &tenant, &schedule).await?))
 }
 
 /// What a JSON Patch of a schedule may change (`add` and `replace` only).

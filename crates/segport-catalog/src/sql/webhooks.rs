@@ -7,7 +7,7 @@
 //! transaction.
 
 use async_trait::async_trait;
-use segport_model::job::ExportJobRecord;
+use segport_model::job::{ExportJobRecord, JobStatus};
 use segport_model::webhook::{self, Delivery, Endpoint, EventType};
 use segport_model::Tenant;
 use serde_json::json;
@@ -92,9 +92,32 @@ const JOB_BY_ID: &str = "SELECT id, org, sandbox, status, spec, merge_policy, er
 
 const BATCH_BY_ID: &str = "SELECT * FROM batches WHERE id = $1";
 
+/// What decides the event of a job's end, and whether any endpoint takes it.
+const JOB_END: &str =
+    "SELECT org, sandbox, status, cancel_requested FROM export_jobs WHERE id = $1";
+
+/// The same for a batch.
+const BATCH_END: &str = "SELECT org, sandbox, kind, status FROM batches WHERE id = $1";
+
 impl SqlCatalog {
+    /// The enabled endpoints of `tenant` that take events of `kind`, inside `tx`.
+    async fn subscribers(
+        tx: &mut Tx<'_>,
+        tenant: (&str, &str),
+        kind: EventType,
+    ) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(SUBSCRIBED_ENDPOINTS)
+            .bind(tenant.0)
+            .bind(tenant.1)
+            .bind(format!("%,{},%", kind.as_str()))
+            .bind(true)
+            .fetch_all(&mut **tx)
+            .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
     /// Writes an event of `kind` for every enabled endpoint of the tenant that takes it, inside
-    /// `tx`; nothing when none does. `data` is built only then.
+    /// `tx`; nothing when none does. `data` (the object and its reference) is built only then.
     pub(super) async fn emit(
         tx: &mut Tx<'_>,
         tenant: (&str, &str),
@@ -102,20 +125,13 @@ impl SqlCatalog {
         data: impl FnOnce() -> Result<(serde_json::Value, serde_json::Value)>,
         now_ms: i64,
     ) -> Result<()> {
-        let endpoints: Vec<(String,)> = sqlx::query_as(SUBSCRIBED_ENDPOINTS)
-            .bind(tenant.0)
-            .bind(tenant.1)
-            .bind(format!("%,{},%", kind.as_str()))
-            .bind(true)
-            .fetch_all(&mut **tx)
-            .await?;
+        let endpoints = Self::subscribers(tx, tenant, kind).await?;
         if endpoints.is_empty() {
             return Ok(());
         }
         let (data, reference) = data()?;
         let payload = webhook::payload(kind, now_ms, &data, &reference);
-        let ids: Vec<String> = endpoints.into_iter().map(|(id,)| id).collect();
-        Self::write_event(tx, tenant, kind, &payload, &ids, now_ms).await?;
+        Self::write_event(tx, tenant, kind, &payload, &endpoints, now_ms).await?;
         Ok(())
     }
 
@@ -150,75 +166,56 @@ impl SqlCatalog {
     }
 
     /// The event that export job `job_id`'s end reports (succeeded, failed, or cancelled when
-    /// a cancel was asked for), inside the transaction that ended it.
+    /// a cancel was asked for), inside the transaction that ended it. The whole job is read
+    /// only when an endpoint takes the event.
     pub(super) async fn emit_job_end(tx: &mut Tx<'_>, job_id: i64, now_ms: i64) -> Result<()> {
-        let Some(row) =
-            sqlx::query_as::<_, JobRow>(JOB_BY_ID).bind(job_id).fetch_optional(&mut **tx).await?
-        else {
+        let ended: Option<(String, String, String, bool)> =
+            sqlx::query_as(JOB_END).bind(job_id).fetch_optional(&mut **tx).await?;
+        let Some((org, sandbox, status, cancel_requested)) = ended else { return Ok(()) };
+        let kind = job_end_event(status == JobStatus::Succeeded.as_str(), cancel_requested);
+        let endpoints = Self::subscribers(tx, (&org, &sandbox), kind).await?;
+        if endpoints.is_empty() {
             return Ok(());
-        };
+        }
+        let row: JobRow = sqlx::query_as(JOB_BY_ID).bind(job_id).fetch_one(&mut **tx).await?;
         let job = ExportJobRecord::try_from(row)?;
-        let kind = job_end_event(
-            job.status == segport_model::job::JobStatus::Succeeded,
-            job.cancel_requested,
-        );
-        let tenant = (job.org.clone(), job.sandbox.clone());
-        Self::emit(
-            tx,
-            (&tenant.0, &tenant.1),
-            kind,
-            || {
-                let data = serde_json::to_value(job.to_wire())?;
-                let reference = json!({
-                    "id": job.id,
-                    "status": job.status,
-                    "href": format!("/data/core/ups/export/jobs/{}", job.id),
-                });
-                Ok((data, reference))
-            },
-            now_ms,
-        )
-        .await
+        let reference = json!({
+            "id": job.id,
+            "status": job.status,
+            "href": format!("/data/core/ups/export/jobs/{}", job.id),
+        });
+        let data = serde_json::to_value(job.to_wire())?;
+        let payload = webhook::payload(kind, now_ms, &data, &reference);
+        Self::write_event(tx, (&org, &sandbox), kind, &payload, &endpoints, now_ms).await?;
+        Ok(())
     }
 
     /// The event of ingest batch `batch_id` ending as it now stands, inside the transaction
     /// that ended it (export batches report through their jobs).
     pub(super) async fn emit_batch_end(tx: &mut Tx<'_>, batch_id: &str, now_ms: i64) -> Result<()> {
-        let Some(row) = sqlx::query_as::<_, BatchRow>(BATCH_BY_ID)
-            .bind(batch_id)
-            .fetch_optional(&mut **tx)
-            .await?
-        else {
-            return Ok(());
-        };
-        let batch = segport_model::batch::Batch::try_from(row)?;
-        let kind = match (batch.kind, batch.status) {
-            (
-                segport_model::batch::BatchKind::Ingest,
-                segport_model::batch::BatchStatus::Success,
-            ) => EventType::IngestSucceeded,
-            (
-                segport_model::batch::BatchKind::Ingest,
-                segport_model::batch::BatchStatus::Failed,
-            ) => EventType::IngestFailed,
+        let ended: Option<(String, String, String, String)> =
+            sqlx::query_as(BATCH_END).bind(batch_id).fetch_optional(&mut **tx).await?;
+        let kind = match ended.as_ref().map(|(_, _, kind, status)| (kind.as_str(), status.as_str()))
+        {
+            Some(("ingest", "success")) => EventType::IngestSucceeded,
+            Some(("ingest", "failed")) => EventType::IngestFailed,
             _ => return Ok(()),
         };
-        let tenant = (batch.org.clone(), batch.sandbox.clone());
-        Self::emit(
-            tx,
-            (&tenant.0, &tenant.1),
-            kind,
-            || {
-                let reference = json!({
-                    "id": batch.id.as_str(),
-                    "status": batch.status.as_str(),
-                    "href": format!("/data/foundation/catalog/batches/{}", batch.id.as_str()),
-                });
-                Ok((batch.to_wire(), reference))
-            },
-            now_ms,
-        )
-        .await
+        let Some((org, sandbox, _, _)) = ended else { return Ok(()) };
+        let endpoints = Self::subscribers(tx, (&org, &sandbox), kind).await?;
+        if endpoints.is_empty() {
+            return Ok(());
+        }
+        let row: BatchRow = sqlx::query_as(BATCH_BY_ID).bind(batch_id).fetch_one(&mut **tx).await?;
+        let batch = segport_model::batch::Batch::try_from(row)?;
+        let reference = json!({
+            "id": batch.id.as_str(),
+            "status": batch.status.as_str(),
+            "href": format!("/data/foundation/catalog/batches/{}", batch.id.as_str()),
+        });
+        let payload = webhook::payload(kind, now_ms, &batch.to_wire(), &reference);
+        Self::write_event(tx, (&org, &sandbox), kind, &payload, &endpoints, now_ms).await?;
+        Ok(())
     }
 }
 
