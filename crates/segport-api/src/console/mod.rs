@@ -1125,6 +1125,23 @@ fn form_token(viewer: &Viewer, headers: &HeaderMap) -> String {
     }
 }
 
+/// The viewer of a posted form and its fields, once the form's token checked; `None` when
+/// nobody is signed in (or no sandbox is picked).
+async fn form_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<(Viewer, Vec<(String, String)>)>, PageError> {
+    let Some(viewer) = viewer(state, headers).await? else { return Ok(None) };
+    let fields = checked_form(&form_token(&viewer, headers), body)?;
+    Ok(Some((viewer, fields)))
+}
+
+/// A posted form's field `name`.
+fn field(fields: &[(String, String)], name: &str) -> Option<String> {
+    fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+}
+
 /// The sandbox and the job a posted form acts on, once the form's token checked; `None` when
 /// nobody is signed in (or no sandbox is picked).
 async fn job_of_form(
@@ -1133,8 +1150,7 @@ async fn job_of_form(
     raw: &str,
     body: &[u8],
 ) -> Result<Option<(Tenant, ExportJobRecord)>, PageError> {
-    let Some(viewer) = viewer(state, headers).await? else { return Ok(None) };
-    checked_form(&form_token(&viewer, headers), body)?;
+    let Some((viewer, _)) = form_of(state, headers, body).await? else { return Ok(None) };
     let record = load_job(state, &viewer.tenant, raw).await?;
     Ok(Some((viewer.tenant, record)))
 }
@@ -1283,9 +1299,10 @@ async fn create_export(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    let fields = checked_form(&form_token(&viewer, &headers), &body)?;
-    let text = fields.iter().find(|(k, _)| k == "body").map(|(_, v)| v.clone()).unwrap_or_default();
+    let Some((viewer, fields)) = form_of(&state, &headers, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
+    let text = field(&fields, "body").unwrap_or_default();
     let problems = match serde_json::from_str::<Value>(&text) {
         Err(e) => vec![("body".to_owned(), format!("not JSON: {e}"))],
         Ok(request) => {

@@ -11,8 +11,8 @@ use segport_model::schedule::{RunOutcome, Schedule, ScheduleState};
 use serde_json::{json, Value};
 
 use super::{
-    ago, checked_form, form_token, links, offset, render, to_sign_in, utc, viewer,
-    with_csrf_cookie, Nav, PageError, PAGE_SIZE,
+    ago, field, form_of, links, offset, render, to_sign_in, utc, viewer, with_csrf_cookie, Nav,
+    PageError, PAGE_SIZE,
 };
 use crate::extract::QueryPairs;
 use crate::routes::schedules::{create_schedule, patch_schedule, RECENT_RUNS};
@@ -142,15 +142,16 @@ pub(super) async fn create(
     query: QueryPairs,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    let fields = checked_form(&form_token(&viewer, &headers), &body)?;
-    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let Some((viewer, fields)) = form_of(&state, &headers, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
+    let get = |name: &str| field(&fields, name);
     let draft = Draft {
-        name: field("name").unwrap_or_default(),
-        cron: field("schedule").unwrap_or_default(),
-        active: field("active").is_some(),
-        delta: field("delta").is_some(),
-        job: field("job").unwrap_or_default(),
+        name: get("name").unwrap_or_default(),
+        cron: get("schedule").unwrap_or_default(),
+        active: get("active").is_some(),
+        delta: get("delta").is_some(),
+        job: get("job").unwrap_or_default(),
     };
     let job: Value = match serde_json::from_str(&draft.job) {
         Ok(job) => job,
@@ -251,9 +252,10 @@ pub(super) async fn set_state(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    let fields = checked_form(&form_token(&viewer, &headers), &body)?;
-    let wanted = fields.iter().find(|(k, _)| k == "state").map(|(_, v)| v.as_str()).unwrap_or("");
+    let Some((viewer, fields)) = form_of(&state, &headers, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
+    let wanted = field(&fields, "state").unwrap_or_default();
     let ops = [json!({"op": "replace", "path": "/state", "value": wanted})];
     patch_schedule(&state, &viewer.tenant, &id, &ops).await?;
     Ok(Redirect::to(&format!("/ui/schedules/{id}")).into_response())
@@ -265,8 +267,9 @@ pub(super) async fn delete(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    checked_form(&form_token(&viewer, &headers), &body)?;
+    let Some((viewer, _)) = form_of(&state, &headers, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
     if !state.catalog.delete_schedule(&viewer.tenant, &id).await? {
         return Err(ApiError::NotFound(format!("schedule {id:?} not found")).into());
     }

@@ -11,8 +11,8 @@ use segport_model::webhook::{Endpoint, EventType};
 use serde_json::{json, Value};
 
 use super::{
-    ago, checked_form, form_token, links, offset, render, to_sign_in, utc, viewer,
-    with_csrf_cookie, Nav, PageError, PAGE_SIZE,
+    ago, field, form_of, links, offset, render, to_sign_in, utc, viewer, with_csrf_cookie, Nav,
+    PageError, PAGE_SIZE,
 };
 use crate::extract::QueryPairs;
 use crate::routes::webhooks::{change_endpoint, create_endpoint, find, queue_test, rotate};
@@ -100,13 +100,14 @@ pub(super) async fn create(
     query: QueryPairs,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    let fields = checked_form(&form_token(&viewer, &headers), &body)?;
-    let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let url = field("url").unwrap_or_default();
+    let Some((viewer, fields)) = form_of(&state, &headers, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
+    let get = |name: &str| field(&fields, name);
+    let url = get("url").unwrap_or_default();
     let events: Vec<&str> =
         fields.iter().filter(|(k, _)| k == "events").map(|(_, v)| v.as_str()).collect();
-    let mut request = json!({"url": url, "description": field("description").unwrap_or_default()});
+    let mut request = json!({"url": url, "description": get("description").unwrap_or_default()});
     if !events.is_empty() {
         request["events"] = json!(events);
     }
@@ -207,8 +208,9 @@ pub(super) async fn act(
     query: QueryPairs,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let Some(viewer) = viewer(&state, &headers).await? else { return Ok(to_sign_in(&state)) };
-    checked_form(&form_token(&viewer, &headers), &body)?;
+    let Some((viewer, _)) = form_of(&state, &headers, &body).await? else {
+        return Ok(to_sign_in(&state));
+    };
     let tenant = &viewer.tenant;
     let back = format!("/ui/webhooks/{id}");
     match action.as_str() {
