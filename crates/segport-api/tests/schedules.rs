@@ -334,13 +334,7 @@ async fn delta_runs_export_each_update_once(setup: Setup) {
     assert!(run1["filter"]["fromIngestTimestamp"].is_null(), "the first run is full: {run1}");
     let plan = t.claim(&worker).await;
     assert_eq!(plan.job_id, run1["id"].as_i64());
-    worker
-        .run_claimed(
-            plan,
-            tokio_util::sync::CancellationToken::new(),
-            std::time::Duration::from_secs(30),
-        )
-        .await;
+    run_one(&worker, plan).await;
     let planned = t.get(&format!("/export/jobs/{}", run1["id"])).await.body;
     assert!(planned["units"].as_array().is_some_and(|u| u.len() > 1), "{planned}");
     let run1_snapshot = ingests.len();
@@ -359,13 +353,7 @@ async fn delta_runs_export_each_update_once(setup: Setup) {
             .await
             .unwrap()
             .unwrap();
-    worker
-        .run_claimed(
-            task,
-            tokio_util::sync::CancellationToken::new(),
-            std::time::Duration::from_secs(30),
-        )
-        .await;
+    run_one(&worker, task).await;
     assert_eq!(t.batch(&during).await["status"], "success");
     ingests.push(rows);
     assert!(t.run_tasks_on(&worker).await > 1);

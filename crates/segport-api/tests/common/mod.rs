@@ -424,13 +424,7 @@ impl TestApp {
             .await
             .unwrap()
         {
-            worker
-                .run_claimed(
-                    task,
-                    tokio_util::sync::CancellationToken::new(),
-                    std::time::Duration::from_secs(30),
-                )
-                .await;
+            run_one(worker, task).await;
             ran += 1;
         }
         ran
@@ -587,4 +581,15 @@ pub fn naive_key(record: &Value) -> String {
     let chosen =
         all.iter().find(|i| i.2).or(if all.len() == 1 { all.first() } else { None }).unwrap();
     format!("{}:{}", chosen.0, chosen.1)
+}
+
+/// Runs one claimed task on `worker` to its end.
+pub async fn run_one(worker: &segport_worker::Worker, task: segport_catalog::ClaimedTask) {
+    worker
+        .run_claimed(
+            task,
+            tokio_util::sync::CancellationToken::new(),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
 }
