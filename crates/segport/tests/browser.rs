@@ -213,9 +213,16 @@ async fn sign_in(client: &Client, base: &str, secret: &str) {
     assert_eq!(sandbox.attr("name").await.unwrap().as_deref(), Some("sandbox"), "Tab order");
     sandbox.send_keys("prod").await.unwrap();
     sandbox.send_keys(ENTER).await.unwrap();
-    client.wait().for_element(Locator::Css("h1")).await.unwrap();
-    let url = client.current_url().await.unwrap();
-    assert_eq!(url.path(), "/ui/jobs", "signed in");
+    // Enter posts the form; the answer is the jobs page once it has loaded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = client.current_url().await.unwrap();
+        if url.path() == "/ui/jobs" && client.find(Locator::Css("h1")).await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not signed in: still at {url}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The whole console, as an operator uses it, in Chromium.
@@ -541,10 +548,25 @@ async fn the_console_in_a_real_browser() {
     check_usable(&client, "webhooks").await;
     client.find(Locator::Css("#endpoint-url")).await.unwrap().send_keys(&hook).await.unwrap();
     client.find(Locator::Css("#endpoint-create")).await.unwrap().click().await.unwrap();
-    let whsec = client.find(Locator::Css("#new-secret")).await.unwrap().text().await.unwrap();
+    // The form posts and the answer is a new page: wait for it rather than reading the old one.
+    let whsec = client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#new-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(whsec.starts_with("whsec_"), "{whsec}");
     screenshot(&client, "webhooks").await;
     client.find(Locator::Css(".notice a")).await.unwrap().click().await.unwrap();
+    client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("#endpoint-test"))
+        .await
+        .unwrap();
     check_usable(&client, "webhook").await;
     let page = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
     assert!(!page.contains(&whsec), "the secret is shown once only");
