@@ -2,10 +2,17 @@
 """DuckDB side of the export benchmark (segport issue 4).
 
     python run.py convert --gen GENDIR --data DATADIR
+    python run.py load --data DATADIR --db DBFILE
     python run.py query --case q1 --data DATADIR --out OUTDIR --params PARAMS [--threads N]
+                        [--db DBFILE]
 
 `convert` turns the NDJSON of `segport generate` into the Parquet layout of convert.sql (once,
-not timed). `query` runs one case (q1..q5, the SQL of q1.sql..q5.sql) and prints one JSON line:
+not timed). `load` copies those Parquet files into native tables of a DuckDB database file (one
+table per file, named after it: profiles_a, memberships_a, …, in the files' order, so that each
+table's zone maps skip as the files' row-group statistics do) and prints
+{"seconds": <load time>, "bytes": <database file size>}; `query --db DBFILE` then runs the same
+SQL against those tables instead of the Parquet files (every `read_parquet('{data}/NAME.parquet')`
+becomes the table NAME): the engine a DuckDB user reaches for next. `query` runs one case (q1..q5, the SQL of q1.sql..q5.sql) and prints one JSON line:
 
     {"case": "q1", "seconds": <wall time of the query statements only>, "rows": <rows written>,
      "peak_rss_kib": <peak RSS of this process (Python and DuckDB), from getrusage>,
@@ -63,8 +70,14 @@ CONVERT_MEMORY = os.environ.get("DUCK_CONVERT_MEMORY", "8GB")
 CONVERT_SLICES = int(os.environ.get("DUCK_CONVERT_SLICES", "8"))
 
 
-def connect(threads=None):
-    con = duckdb.connect()  # in-memory database: nothing but the Parquet files is read
+# The converted files, each loaded as the table of the same name by `load`.
+TABLES = ["profiles_a", "profiles_b", "memberships_a", "memberships_b", "events"]
+
+
+def connect(threads=None, db=None):
+    # In memory (nothing but the Parquet files is read), or the database file `load` made,
+    # read-only: the query writes only its output.
+    con = duckdb.connect(db, read_only=True) if db else duckdb.connect()
     # Settings a skilled DuckDB user sets for this job; everything else is DuckDB's default.
     # - preserve_insertion_order=false: an export has no defined row order (segport's rows come
     #   in partition order), so DuckDB may write the Parquet output in parallel without
@@ -147,6 +160,24 @@ def convert(args):
     print(f"converted in {time.time() - t0:.1f} s", file=sys.stderr)
 
 
+def load(args):
+    """Loads the converted Parquet files into native tables of a new database file (timed)."""
+    for leftover in (args.db, args.db + ".wal"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    con = duckdb.connect(args.db)
+    con.execute("SET enable_progress_bar = false")
+    t0 = time.perf_counter()
+    for table in TABLES:
+        path = os.path.join(os.path.abspath(args.data), f"{table}.parquet")
+        # Insertion order kept (the default) so that the table is sorted as its file is.
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet('{path}')")
+    con.execute("CHECKPOINT")
+    seconds = time.perf_counter() - t0
+    con.close()
+    print(json.dumps({"seconds": round(seconds, 3), "bytes": os.path.getsize(args.db)}))
+
+
 def load_params(args):
     spec = args.params
     if spec.startswith("@"):
@@ -195,10 +226,12 @@ def query(args):
     values["segment"] = p["seg0"] if args.case == "q2" else p["seg31"]
     sql_file = "q1.sql" if args.case == "q2" else f"{args.case}.sql"
     sql = open(os.path.join(HERE, sql_file)).read()
+    if args.db:
+        sql = re.sub(r"read_parquet\('\{data\}/(\w+)\.parquet'\)", r"\1", sql)
     stmts = [fill(s, values) for s in statements(sql)]
     if args.case == "q5" and os.path.exists(os.path.join(args.out, "q5")):
         shutil.rmtree(os.path.join(args.out, "q5"))
-    con = connect(args.threads)
+    con = connect(args.threads, args.db)
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     rss_before = ru0.ru_maxrss
     rows = 0
@@ -211,7 +244,8 @@ def query(args):
     ru1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
     peak = ru1.ru_maxrss
-    out = {"case": args.case, "seconds": round(seconds, 4), "rows": rows, "peak_rss_kib": peak,
+    out = {"case": args.case, "engine": "duckdb-native" if args.db else "duckdb-parquet",
+           "seconds": round(seconds, 4), "rows": rows, "peak_rss_kib": peak,
            "cpu_seconds": round(cpu, 3),
            "rss_before_query_kib": rss_before, "threads": con.execute(
                "SELECT current_setting('threads')").fetchone()[0]}
@@ -233,6 +267,9 @@ def main():
     c = sub.add_parser("convert")
     c.add_argument("--gen", required=True)
     c.add_argument("--data", required=True)
+    lo = sub.add_parser("load")
+    lo.add_argument("--data", required=True)
+    lo.add_argument("--db", required=True)
     q = sub.add_parser("query")
     q.add_argument("--case", required=True, choices=["q1", "q2", "q3", "q4", "q5"])
     q.add_argument("--data", required=True)
@@ -240,9 +277,12 @@ def main():
     q.add_argument("--params", required=True)
     q.add_argument("--gen")
     q.add_argument("--threads", type=int)
+    q.add_argument("--db")
     args = ap.parse_args()
     if args.cmd == "convert":
         convert(args)
+    elif args.cmd == "load":
+        load(args)
     else:
         query(args)
 

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::canon::{digest_files, Digest};
 use crate::client::{Client, Tenant};
-use crate::proc::{self, Server};
+use crate::proc::{self, drop_page_cache, Server};
 
 const ORG: &str = "bench";
 const SANDBOX: &str = "prod";
@@ -58,6 +58,14 @@ pub struct ExportArgs {
     /// Run each case once untimed before its timed runs, per engine (a warm page cache).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     warmup: bool,
+    /// Drop the page cache (`sync; echo 3 > /proc/sys/vm/drop_caches`, needs root) before every
+    /// timed run of every engine, and run no warm-up: times from a cold start.
+    #[arg(long)]
+    cold: bool,
+    /// Skip the second DuckDB reference: the Parquet copy loaded into native tables of a
+    /// DuckDB database file.
+    #[arg(long)]
+    no_duckdb_native: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -380,13 +388,51 @@ fn parquet_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The bytes of a store by kind of file: the durable Parquet data files, and the companions
+/// built from them (kept beside them on a local root, in the cache on a remote one).
+#[derive(Debug, Default)]
+struct StoreBytes {
+    parquet: u64,
+    rows: u64,
+    indexes: u64,
+}
+
+impl StoreBytes {
+    fn of(dir: &Path) -> anyhow::Result<Self> {
+        let mut bytes = Self::default();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else if name.ends_with(".rows.arrow") {
+                    bytes.rows += meta.len();
+                } else if name.ends_with(".members.arrow") || name.ends_with(".members.parquet") {
+                    bytes.indexes += meta.len();
+                } else if name.ends_with(".parquet") {
+                    bytes.parquet += meta.len();
+                }
+            }
+        }
+        Ok(bytes)
+    }
+}
+
 fn bytes_of(files: &[PathBuf]) -> u64 {
     files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum()
 }
 
 /// segport's side of one case.
 struct SegportRun {
+    /// As the client sees it: from sending the create to reading SUCCEEDED (polled every
+    /// 10 ms).
     seconds: f64,
+    /// The job's own `metrics.totalTime`: creation to commit.
+    job_seconds: f64,
     rows: u64,
     bytes: u64,
     peak_kib: u64,
@@ -401,19 +447,20 @@ async fn run_segport(
     body: &Value,
 ) -> anyhow::Result<SegportRun> {
     proc::reset_peak_rss(server.pid())?;
+    let started = Instant::now();
     let job = client.json(Method::POST, "/export/jobs", Some(body)).await?;
     let id = job["id"].as_i64().context("job without id")?;
-    let done = loop {
+    let (done, seconds) = loop {
         let job = client.json(Method::GET, &format!("/export/jobs/{id}"), None).await?;
         match job["status"].as_str() {
-            Some("SUCCEEDED") => break job,
+            Some("SUCCEEDED") => break (job, started.elapsed().as_secs_f64()),
             Some("FAILED") => anyhow::bail!("export job {id} failed: {}", job["errors"]),
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     };
     let peak_kib = proc::peak_rss_kib(server.pid()).unwrap_or(0);
     let metrics = &done["metrics"];
-    let seconds = metrics["totalTime"]["totalTimeInMs"].as_f64().unwrap_or(0.0) / 1000.0;
+    let job_seconds = metrics["totalTime"]["totalTimeInMs"].as_f64().unwrap_or(0.0) / 1000.0;
     let batches: Vec<String> = match done["destination"]["batches"].as_array() {
         Some(list) => {
             list.iter().filter_map(|b| b["batchId"].as_str().map(str::to_owned)).collect()
@@ -429,6 +476,7 @@ async fn run_segport(
     }
     Ok(SegportRun {
         seconds,
+        job_seconds,
         rows: metrics["totalExportedProfileCounter"].as_u64().unwrap_or(0),
         bytes,
         peak_kib,
@@ -450,19 +498,71 @@ struct DuckAnswer {
     peak_rss_kib: u64,
 }
 
-fn run_duckdb(dir: &Path, case: &Case, params: &Value) -> anyhow::Result<DuckRun> {
-    let out = dir.join("out").join(case.name);
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out)?;
+/// Where DuckDB's native tables are: a database file loaded from the Parquet copy.
+fn native_db(dir: &Path) -> PathBuf {
+    dir.join("duckdb-native.duckdb")
+}
+
+/// What loading DuckDB's native tables took (kept beside the database file).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct NativeLoad {
+    seconds: f64,
+    bytes: u64,
+}
+
+/// Loads the Parquet copy into native tables unless a previous run did.
+fn load_native(dir: &Path) -> anyhow::Result<NativeLoad> {
+    let record = dir.join("duckdb-native.json");
+    if let Ok(text) = std::fs::read_to_string(&record) {
+        return Ok(serde_json::from_str(&text)?);
+    }
+    eprintln!("loading DuckDB's native tables into {}", native_db(dir).display());
     let output = Command::new(python()?)
         .arg(duckdb_script())
-        .args(["query", "--case", case.name, "--data"])
+        .args(["load", "--data"])
+        .arg(dir.join("duckdb"))
+        .arg("--db")
+        .arg(native_db(dir))
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "loading DuckDB's native tables failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let loaded: NativeLoad = text
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .with_context(|| format!("DuckDB's load printed no result: {text}"))?;
+    std::fs::write(&record, serde_json::to_vec(&loaded)?)?;
+    Ok(loaded)
+}
+
+/// The two forms DuckDB runs a case in: over the Parquet copy, or over native tables.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Duck {
+    Parquet,
+    Native,
+}
+
+fn run_duckdb(dir: &Path, case: &Case, params: &Value, form: Duck) -> anyhow::Result<DuckRun> {
+    let out = dir.join(if form == Duck::Native { "out-native" } else { "out" }).join(case.name);
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let mut command = Command::new(python()?);
+    command
+        .arg(duckdb_script())
+        .args(["query", "--case", case.name, "--threads", "2", "--data"])
         .arg(dir.join("duckdb"))
         .arg("--out")
         .arg(&out)
         .arg("--params")
-        .arg(params.to_string())
-        .output()?;
+        .arg(params.to_string());
+    if form == Duck::Native {
+        command.arg("--db").arg(native_db(dir));
+    }
+    let output = command.output()?;
     anyhow::ensure!(
         output.status.success(),
         "DuckDB {} failed: {}",
@@ -550,10 +650,13 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     // Per million profiles: NDJSON ~2.3 GB (unless generated already; segport's batches
     // hard-link it), segport's store ~2.6 GB (Parquet ~0.6 GB, its row files and membership
-    // indexes the rest), DuckDB's copy ~0.4 GB plus its conversion's spill, ~2.4 GB.
+    // indexes the rest), DuckDB's copy ~0.4 GB plus its conversion's spill, ~2.4 GB, and its
+    // native tables ~0.6 GB.
     let generated = dir.join("gen/.done").exists();
+    let native = if args.no_duckdb || args.no_duckdb_native { 0 } else { 600 };
     let need = args.profiles
-        * (2_600 + if generated { 0 } else { 2_300 } + if args.no_duckdb { 0 } else { 2_800 });
+        * (2_600 + if generated { 0 } else { 2_300 } + if args.no_duckdb { 0 } else { 2_800 }
+            + native);
     let free = proc::free_bytes(&dir)?;
     let cached = dir.join("segport-loaded.json").exists();
     anyhow::ensure!(
@@ -607,6 +710,25 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
 
     let data = dir.join("segport");
     let data_arg = data.to_string_lossy().into_owned();
+    let profiles = loaded.counts.profiles.max(1) as f64;
+    let store = StoreBytes::of(&data.join(ORG).join(SANDBOX).join("store"))?;
+    println!(
+        "segport store: Parquet {:.0} MiB ({:.0} bytes/profile), row files {:.0} MiB, membership indexes {:.0} MiB ({:.0} bytes/profile with both)",
+        store.parquet as f64 / 1_048_576.0,
+        store.parquet as f64 / profiles,
+        store.rows as f64 / 1_048_576.0,
+        store.indexes as f64 / 1_048_576.0,
+        (store.parquet + store.rows + store.indexes) as f64 / profiles,
+    );
+    if !args.no_duckdb {
+        let copy = bytes_of(&parquet_files(&dir.join("duckdb"))?);
+        println!(
+            "DuckDB's Parquet copy: {:.0} MiB ({:.0} bytes/profile); segport's Parquet is {:.2}× it",
+            copy as f64 / 1_048_576.0,
+            copy as f64 / profiles,
+            store.parquet as f64 / copy.max(1) as f64
+        );
+    }
     // Compaction runs in the server; the cases are timed on the compacted store, not beside
     // a compaction: a server with a 1 s maintenance interval compacts, then the cases run on
     // a server with the default interval (a pass listing the whole store every second would
@@ -640,79 +762,111 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     .await?;
 
     println!();
+    if args.cold {
+        println!("cold: the page cache dropped before every timed run, no warm-up");
+    }
+    let forms: Vec<Duck> = match (args.no_duckdb, args.no_duckdb_native) {
+        (true, _) => vec![],
+        (false, true) => vec![Duck::Parquet],
+        (false, false) => vec![Duck::Parquet, Duck::Native],
+    };
+    if forms.contains(&Duck::Native) {
+        let native = load_native(&dir)?;
+        println!(
+            "DuckDB native tables: loaded from the Parquet copy in {:.1} s, database file {:.0} MiB",
+            native.seconds,
+            native.bytes as f64 / 1_048_576.0
+        );
+    }
     println!(
-        "| case | rows | output MiB | segport s | rows/s | segport peak RSS MiB | DuckDB s | DuckDB peak RSS MiB | DuckDB ÷ segport | same rows |"
+        "| case | rows | output MiB | segport s | job s | rows/s | segport peak RSS MiB | DuckDB Parquet s | RSS MiB | ÷ segport | DuckDB native s | RSS MiB | ÷ segport | same rows |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let warmup = args.warmup && !args.cold;
     let mut mismatches = Vec::new();
     for case in CASES.iter().filter(|c| args.cases.iter().any(|n| n == c.name)) {
         let body = job_body(case, &segments, &loaded, &destination);
         // One untimed run first, for each engine: the timed runs all see a warm page cache
         // (a case after another can otherwise find its files evicted, and row files are
         // several times the bytes of DuckDB's Parquet).
-        if args.warmup {
+        if warmup {
             run_segport(&server, &mut client, &data, &body).await?;
         }
         let mut runs = Vec::new();
         for _ in 0..args.repeat.max(1) {
-            let started = Instant::now();
+            if args.cold {
+                drop_page_cache()?;
+            }
             runs.push(run_segport(&server, &mut client, &data, &body).await?);
-            eprintln!(
-                "{}: segport done in {:.2} s wall",
-                case.name,
-                started.elapsed().as_secs_f64()
-            );
         }
         anyhow::ensure!(
             runs.windows(2).all(|w| w[0].digests == w[1].digests),
             "{}: segport's runs disagree",
             case.name
         );
+        eprintln!(
+            "{}: segport {:?} s",
+            case.name,
+            runs.iter().map(|r| (r.seconds * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+        );
         let seconds = median(runs.iter().map(|r| r.seconds).collect());
+        let job_seconds = median(runs.iter().map(|r| r.job_seconds).collect());
         let peak_kib = runs.iter().map(|r| r.peak_kib).max().unwrap_or(0);
         let Some(ours) = runs.pop() else { continue };
-        let ours = SegportRun { seconds, peak_kib, ..ours };
-        let (duck_s, duck_mib, ratio, same) = if args.no_duckdb {
-            ("-".to_owned(), "-".to_owned(), "-".to_owned(), "not compared".to_owned())
-        } else {
-            if args.warmup {
-                run_duckdb(&dir, case, &duckdb_params(&segments, &loaded))?;
+        let ours = SegportRun { seconds, job_seconds, peak_kib, ..ours };
+        let mut cells = Vec::new();
+        let mut same = Vec::new();
+        for form in [Duck::Parquet, Duck::Native] {
+            if !forms.contains(&form) {
+                cells.push("- | - | -".to_owned());
+                continue;
+            }
+            let params = duckdb_params(&segments, &loaded);
+            if warmup {
+                run_duckdb(&dir, case, &params, form)?;
             }
             let mut runs = Vec::new();
             for _ in 0..args.repeat.max(1) {
-                runs.push(run_duckdb(&dir, case, &duckdb_params(&segments, &loaded))?);
+                if args.cold {
+                    drop_page_cache()?;
+                }
+                runs.push(run_duckdb(&dir, case, &params, form)?);
             }
             let seconds = median(runs.iter().map(|r| r.seconds).collect());
             let peak_kib = runs.iter().map(|r| r.peak_kib).max().unwrap_or(0);
             let Some(theirs) = runs.pop() else { continue };
-            let theirs = DuckRun { seconds, peak_kib, ..theirs };
-            let same = ours.digests == theirs.digests;
-            if !same {
-                mismatches.push(case.name);
+            let agree = ours.digests == theirs.digests;
+            if !agree {
+                mismatches.push(format!("{} ({form:?})", case.name));
+                same.push(format!(
+                    "NO ({form:?}): segport {:?} vs DuckDB {:?}",
+                    ours.digests.iter().map(|d| d.rows).collect::<Vec<_>>(),
+                    theirs.digests.iter().map(|d| d.rows).collect::<Vec<_>>()
+                ));
             }
-            (
-                format!("{:.2}", theirs.seconds),
-                format!("{:.0}", mib(theirs.peak_kib)),
-                if same { format!("{:.1}×", theirs.seconds / ours.seconds) } else { "—".into() },
-                if same {
-                    format!("yes ({:016x})", ours.digests.iter().fold(0u64, |a, d| a ^ d.hash))
-                } else {
-                    format!(
-                        "NO: segport {:?} vs DuckDB {:?}",
-                        ours.digests.iter().map(|d| d.rows).collect::<Vec<_>>(),
-                        theirs.digests.iter().map(|d| d.rows).collect::<Vec<_>>()
-                    )
-                },
-            )
+            cells.push(format!(
+                "{seconds:.2} | {:.0} | {}",
+                mib(peak_kib),
+                if agree { format!("{:.1}×", seconds / ours.seconds) } else { "—".into() }
+            ));
+        }
+        let same = if forms.is_empty() {
+            "not compared".to_owned()
+        } else if same.is_empty() {
+            format!("yes ({:016x})", ours.digests.iter().fold(0u64, |a, d| a ^ d.hash))
+        } else {
+            same.join("; ")
         };
         println!(
-            "| {} | {} | {:.1} | {:.2} | {:.0} | {:.0} | {duck_s} | {duck_mib} | {ratio} | {same} |",
+            "| {} | {} | {:.1} | {:.3} | {:.3} | {:.0} | {:.0} | {} | {same} |",
             case.name.to_uppercase(),
             ours.rows,
             ours.bytes as f64 / 1_048_576.0,
             ours.seconds,
+            ours.job_seconds,
             ours.rows as f64 / ours.seconds.max(1e-9),
             mib(ours.peak_kib),
+            cells.join(" | "),
         );
     }
     drop(client);

@@ -141,3 +141,12 @@ pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
         .context("cannot read df's answer")?;
     Ok(kib * 1024)
 }
+
+/// Writes dirty pages back and drops the page cache, so that the next run reads its files from
+/// disk (Linux, as root).
+pub fn drop_page_cache() -> anyhow::Result<()> {
+    let synced = Command::new("sync").status()?.success();
+    anyhow::ensure!(synced, "sync failed");
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+        .context("dropping the page cache needs root (/proc/sys/vm/drop_caches)")
+}
