@@ -655,7 +655,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let generated = dir.join("gen/.done").exists();
     let native = if args.no_duckdb || args.no_duckdb_native { 0 } else { 600 };
     let need = args.profiles
-        * (2_600 + if generated { 0 } else { 2_300 } + if args.no_duckdb { 0 } else { 2_800 }
+        * (2_600
+            + if generated { 0 } else { 2_300 }
+            + if args.no_duckdb { 0 } else { 2_800 }
             + native);
     let free = proc::free_bytes(&dir)?;
     let cached = dir.join("segport-loaded.json").exists();
@@ -710,6 +712,21 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
 
     let data = dir.join("segport");
     let data_arg = data.to_string_lossy().into_owned();
+    // Compaction runs in the server; the cases are timed on the compacted store, not beside
+    // a compaction: a server with a 1 s maintenance interval compacts, then the cases run on
+    // a server with the default interval (a pass listing the whole store every second would
+    // share the two cores with the export being timed).
+    let compacting = Server::start(
+        &binary,
+        ADDR,
+        &["--data-dir", &data_arg, "--maintenance-interval", "1s", "--file-grace", "0s"],
+        &[],
+        &dir.join("serve-compact.log"),
+    )
+    .await?;
+    wait_for_compaction(&data).await?;
+    compacting.stop()?;
+    // Bytes per profile of the compacted store, as the cases read it.
     let profiles = loaded.counts.profiles.max(1) as f64;
     let store = StoreBytes::of(&data.join(ORG).join(SANDBOX).join("store"))?;
     println!(
@@ -729,20 +746,6 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             store.parquet as f64 / copy.max(1) as f64
         );
     }
-    // Compaction runs in the server; the cases are timed on the compacted store, not beside
-    // a compaction: a server with a 1 s maintenance interval compacts, then the cases run on
-    // a server with the default interval (a pass listing the whole store every second would
-    // share the two cores with the export being timed).
-    let compacting = Server::start(
-        &binary,
-        ADDR,
-        &["--data-dir", &data_arg, "--maintenance-interval", "1s", "--file-grace", "0s"],
-        &[],
-        &dir.join("serve-compact.log"),
-    )
-    .await?;
-    wait_for_compaction(&data).await?;
-    compacting.stop()?;
     let server = Server::start(
         &binary,
         ADDR,

@@ -9,9 +9,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use arrow::array::{AsArray, Int64Array, RecordBatch, RecordBatchReader, StringArray, UInt64Array};
-use arrow::compute::{
-    concat_batches, interleave_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
-};
+use arrow::compute::{concat_batches, interleave_record_batch, lexsort_to_indices, SortColumn};
 use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt64Type};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -95,7 +93,7 @@ fn sort_fragments(batch: &RecordBatch) -> Result<RecordBatch> {
         .collect::<Result<Vec<_>>>()?;
     let indices =
         lexsort_to_indices(&columns, None).map_err(StoreError::arrow("sorting fragments"))?;
-    take_record_batch(batch, &indices).map_err(StoreError::arrow("sorting fragments"))
+    crate::gather::take_rows(batch, &indices).map_err(StoreError::arrow("sorting fragments"))
 }
 
 /// What a compaction wrote.

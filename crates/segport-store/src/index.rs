@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use arrow::compute::{cast, concat_batches, take, take_record_batch};
+use arrow::compute::{cast, concat_batches, take};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::FileWriter;
 use bytes::Bytes;
@@ -89,7 +89,7 @@ impl IndexBuilder {
                 by_segment.entry(ids.value(i)).or_default().push(i as u32);
             }
             for (id, picked) in by_segment {
-                let part = take_record_batch(&rows, &UInt32Array::from(picked))
+                let part = crate::gather::take_rows(&rows, &UInt32Array::from(picked))
                     .map_err(StoreError::arrow("grouping memberships"))?;
                 self.segments.entry(id.to_owned()).or_default().push(part);
             }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use arrow::compute::{concat_batches, lexsort_to_indices, SortColumn};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -522,7 +522,7 @@ pub fn sort_by_key(batch: &RecordBatch) -> Result<RecordBatch> {
         None,
     )
     .map_err(StoreError::arrow("sorting by key"))?;
-    take_record_batch(batch, &indices).map_err(StoreError::arrow("sorting by key"))
+    crate::gather::take_rows(batch, &indices).map_err(StoreError::arrow("sorting by key"))
 }
 
 /// Rows per data page of store files.

@@ -14,6 +14,7 @@ mod chunked;
 pub mod columns;
 pub mod compact;
 mod error;
+pub mod gather;
 pub mod index;
 pub mod ingest;
 pub mod input;

@@ -63,7 +63,7 @@ pub fn latest_events(batch: &RecordBatch) -> Result<RecordBatch> {
     }
     let mut rows: Vec<u32> = latest.into_values().collect();
     rows.sort_unstable();
-    arrow::compute::take_record_batch(batch, &UInt32Array::from(rows))
+    crate::gather::take_rows(batch, &UInt32Array::from(rows))
         .map_err(StoreError::arrow("keeping the latest events"))
 }
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::take_record_batch;
+
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use arrow::ipc::reader::FileDecoder;
 use arrow::ipc::writer::FileWriter;
@@ -380,7 +380,7 @@ impl Iterator for TakeRows<'_> {
             .collect();
         self.at += chunk.len();
         Some(
-            take_record_batch(batch, &UInt32Array::from(chunk))
+            crate::gather::take_rows(batch, &UInt32Array::from(chunk))
                 .map_err(StoreError::arrow("gathering rows of a row file")),
         )
     }
