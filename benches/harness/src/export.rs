@@ -212,9 +212,12 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// The virtualenv's python with DuckDB installed (made on first use).
+/// The virtualenv's python with DuckDB installed (made on first use): `benches/.venv`, or
+/// `SEGPORT_BENCH_VENV` (the test script keeps it beside the build, out of the clone).
 fn python() -> anyhow::Result<PathBuf> {
-    let venv = repo_root().join("benches/.venv");
+    let venv = std::env::var_os("SEGPORT_BENCH_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("benches/.venv"));
     let python = venv.join("bin/python");
     if !python.exists() {
         eprintln!("installing DuckDB into {}", venv.display());
