@@ -221,8 +221,17 @@ async fn load(
 ) -> anyhow::Result<()> {
     let (server, mut client, body) = start(binary, ADDR_API, "api", common, work, tenant).await?;
     println!();
-    println!("| operation | clients | requests | errors | requests/s | p50 ms | p99 ms |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| operation | clients | requests | errors | requests/s | p50 ms | p99 ms | server CPU | load generator CPU |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // CPU shares are of the machine's cores over the phase: the load generator (this process)
+    // runs on the same machine as the server and competes with it.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let share = |before: Option<f64>, after: Option<f64>, elapsed: Duration| match (before, after) {
+        (Some(b), Some(a)) => format!("{:.0}%", 100.0 * (a - b) / elapsed.as_secs_f64() / cores),
+        _ => "-".to_owned(),
+    };
     let mut ids = Arc::new(Vec::new());
     for op in [Op::Create, Op::Get, Op::List] {
         let name = format!("{op:?}").to_lowercase();
@@ -233,14 +242,20 @@ async fn load(
             }
         }
         for &clients in args.clients.iter().filter(|_| args.ops.contains(&name)) {
+            let (server_before, own_before) =
+                (proc::cpu_seconds(server.pid()), proc::cpu_seconds(std::process::id()));
             let result = phase(op, clients, tenant, &body, &ids, args).await?;
+            let (server_after, own_after) =
+                (proc::cpu_seconds(server.pid()), proc::cpu_seconds(std::process::id()));
             println!(
-                "| {op:?} | {clients} | {} | {} | {:.0} | {:.2} | {:.2} |",
+                "| {op:?} | {clients} | {} | {} | {:.0} | {:.2} | {:.2} | {} | {} |",
                 result.latencies.len(),
                 result.errors,
                 result.latencies.len() as f64 / result.elapsed.as_secs_f64(),
                 result.percentile(0.50),
                 result.percentile(0.99),
+                share(server_before, server_after, result.elapsed),
+                share(own_before, own_after, result.elapsed),
             );
         }
         if matches!(op, Op::Create) {

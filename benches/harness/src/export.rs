@@ -224,7 +224,11 @@ fn python() -> anyhow::Result<PathBuf> {
         let ok = Command::new("python3").arg("-m").arg("venv").arg(&venv).status()?.success();
         anyhow::ensure!(ok, "python3 -m venv failed");
     }
-    let has = Command::new(&python).args(["-c", "import duckdb"]).status()?.success();
+    let has = Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .stderr(std::process::Stdio::null())
+        .status()?
+        .success();
     if !has {
         let ok = Command::new(venv.join("bin/pip"))
             .args(["install", "--quiet", "-r"])

@@ -150,3 +150,15 @@ pub fn drop_page_cache() -> anyhow::Result<()> {
     std::fs::write("/proc/sys/vm/drop_caches", "3")
         .context("dropping the page cache needs root (/proc/sys/vm/drop_caches)")
 }
+
+/// CPU time (user + system) a process has used so far, in seconds, from `/proc/{pid}/stat`
+/// (Linux; counted in clock ticks of 1/100 s, the kernel's `USER_HZ` on every common build).
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after its end.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
+}
