@@ -524,26 +524,36 @@ fn load_native(dir: &Path) -> anyhow::Result<NativeLoad> {
         return Ok(serde_json::from_str(&text)?);
     }
     eprintln!("loading DuckDB's native tables into {}", native_db(dir).display());
-    let output = Command::new(python()?)
-        .arg(duckdb_script())
-        .args(["load", "--data"])
-        .arg(dir.join("duckdb"))
-        .arg("--db")
-        .arg(native_db(dir))
-        .output()?;
+    let loaded: NativeLoad = json_answer(
+        Command::new(python()?)
+            .arg(duckdb_script())
+            .args(["load", "--data"])
+            .arg(dir.join("duckdb"))
+            .arg("--db")
+            .arg(native_db(dir)),
+        "DuckDB's load",
+    )?;
+    std::fs::write(&record, serde_json::to_vec(&loaded)?)?;
+    Ok(loaded)
+}
+
+/// Runs `command` (a `run.py` step) and reads its answer: the last line of its output that is
+/// JSON of the expected shape.
+fn json_answer<T: serde::de::DeserializeOwned>(
+    command: &mut Command,
+    what: &str,
+) -> anyhow::Result<T> {
+    let output = command.output()?;
     anyhow::ensure!(
         output.status.success(),
-        "loading DuckDB's native tables failed: {}",
+        "{what} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let text = String::from_utf8_lossy(&output.stdout);
-    let loaded: NativeLoad = text
-        .lines()
+    text.lines()
         .rev()
         .find_map(|l| serde_json::from_str(l).ok())
-        .with_context(|| format!("DuckDB's load printed no result: {text}"))?;
-    std::fs::write(&record, serde_json::to_vec(&loaded)?)?;
-    Ok(loaded)
+        .with_context(|| format!("{what} printed no result: {text}"))
 }
 
 /// The two forms DuckDB runs a case in: over the Parquet copy, or over native tables.
@@ -569,19 +579,7 @@ fn run_duckdb(dir: &Path, case: &Case, params: &Value, form: Duck) -> anyhow::Re
     if form == Duck::Native {
         command.arg("--db").arg(native_db(dir));
     }
-    let output = command.output()?;
-    anyhow::ensure!(
-        output.status.success(),
-        "DuckDB {} failed: {}",
-        case.name,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8_lossy(&output.stdout);
-    let answer: DuckAnswer = text
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .with_context(|| format!("DuckDB {} printed no result: {text}", case.name))?;
+    let answer: DuckAnswer = json_answer(&mut command, &format!("DuckDB {}", case.name))?;
     // One output per batch: `out/{case}.parquet`, or `out/{case}/entry={i}/` per segment entry.
     let digests = if case.per_segment {
         (0..case.segments.len())

@@ -104,6 +104,11 @@ async fn screenshot(client: &Client, name: &str) {
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
+/// The element `css` of the page a click is loading, once it is there (at most 10 s).
+async fn wait_for(client: &Client, css: &str) -> fantoccini::elements::Element {
+    client.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap()
+}
+
 /// Waits until the text of the element `css` is `want` (the page may reload meanwhile).
 async fn wait_for_text(client: &Client, css: &str, want: &str, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -549,24 +554,11 @@ async fn the_console_in_a_real_browser() {
     client.find(Locator::Css("#endpoint-url")).await.unwrap().send_keys(&hook).await.unwrap();
     client.find(Locator::Css("#endpoint-create")).await.unwrap().click().await.unwrap();
     // The form posts and the answer is a new page: wait for it rather than reading the old one.
-    let whsec = client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#new-secret"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let whsec = wait_for(&client, "#new-secret").await.text().await.unwrap();
     assert!(whsec.starts_with("whsec_"), "{whsec}");
     screenshot(&client, "webhooks").await;
     client.find(Locator::Css(".notice a")).await.unwrap().click().await.unwrap();
-    client
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#endpoint-test"))
-        .await
-        .unwrap();
+    wait_for(&client, "#endpoint-test").await;
     check_usable(&client, "webhook").await;
     let page = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
     assert!(!page.contains(&whsec), "the secret is shown once only");
