@@ -49,7 +49,7 @@ pub fn take_array(array: &dyn Array, indices: &UInt32Array) -> Result<ArrayRef, 
             take_list(array.as_list::<i64>(), indices)
         }
         DataType::Map(_, _) => take_map(array.as_map(), indices),
-        DataType::Struct(_) => take_struct(array.as_struct(), indices),
+        DataType::Struct(_) => Ok(Arc::new(take_struct(array.as_struct(), indices)?)),
         _ => take(array, indices, None),
     }
 }
@@ -108,10 +108,10 @@ fn take_map(map: &MapArray, indices: &UInt32Array) -> Result<ArrayRef, ArrowErro
         other => return Err(ArrowError::InvalidArgumentError(format!("{other} is not a map"))),
     };
     let nulls = take_nulls(map.nulls(), indices);
-    Ok(Arc::new(MapArray::try_new(field, offsets, entries.as_struct().clone(), nulls, ordered)?))
+    Ok(Arc::new(MapArray::try_new(field, offsets, entries, nulls, ordered)?))
 }
 
-fn take_struct(array: &StructArray, indices: &UInt32Array) -> Result<ArrayRef, ArrowError> {
+fn take_struct(array: &StructArray, indices: &UInt32Array) -> Result<StructArray, ArrowError> {
     let columns = array
         .columns()
         .iter()
@@ -119,9 +119,9 @@ fn take_struct(array: &StructArray, indices: &UInt32Array) -> Result<ArrayRef, A
         .collect::<Result<Vec<_>, _>>()?;
     let nulls = take_nulls(array.nulls(), indices);
     if array.fields().is_empty() {
-        return Ok(Arc::new(StructArray::new_empty_fields(indices.len(), nulls)));
+        return Ok(StructArray::new_empty_fields(indices.len(), nulls));
     }
-    Ok(Arc::new(StructArray::try_new(array.fields().clone(), columns, nulls)?))
+    StructArray::try_new(array.fields().clone(), columns, nulls)
 }
 
 #[cfg(test)]
