@@ -654,16 +654,17 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let dir = std::path::absolute(args.work.join(format!("n{}-s{}", args.profiles, args.seed)))?;
     std::fs::create_dir_all(&dir)?;
     // Per million profiles: NDJSON ~2.3 GB (unless generated already; segport's batches
-    // hard-link it), segport's store ~2.6 GB (Parquet ~0.6 GB, its row files and membership
-    // indexes the rest), DuckDB's copy ~0.4 GB plus its conversion's spill, ~2.4 GB, and its
-    // native tables ~0.6 GB.
+    // hard-link it, so deleting it later frees nothing while the store holds its uploads),
+    // segport's store ~2.6 GB (Parquet ~0.6 GB, its row files and membership indexes the rest),
+    // DuckDB's copy ~0.4 GB, its conversion's spill ~2.4 GB (gone before segport loads), and its
+    // native tables ~0.6 GB. The peak is the larger of the conversion and the loads.
     let generated = dir.join("gen/.done").exists();
-    let native = if args.no_duckdb || args.no_duckdb_native { 0 } else { 600 };
+    let duck = !args.no_duckdb;
+    let native = if duck && !args.no_duckdb_native { 600 } else { 0 };
+    let convert_phase = if duck { 400 + 2_400 } else { 0 };
+    let load_phase = 2_600 + if duck { 400 } else { 0 } + native;
     let need = args.profiles
-        * (2_600
-            + if generated { 0 } else { 2_300 }
-            + if args.no_duckdb { 0 } else { 2_800 }
-            + native);
+        * (if generated { 0 } else { 2_300 } + convert_phase.max(load_phase));
     let free = proc::free_bytes(&dir)?;
     let cached = dir.join("segport-loaded.json").exists();
     anyhow::ensure!(
