@@ -66,8 +66,20 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONVERT_CODEC = os.environ.get("DUCK_CONVERT_CODEC", "snappy")
 # Memory the one-time conversion may use before it spills (DUCK_CONVERT_MEMORY overrides).
 CONVERT_MEMORY = os.environ.get("DUCK_CONVERT_MEMORY", "8GB")
-# Slices the events' identities are built in (DUCK_CONVERT_SLICES overrides).
-CONVERT_SLICES = int(os.environ.get("DUCK_CONVERT_SLICES", "8"))
+# Slices the events' identities are built in (DUCK_CONVERT_SLICES overrides): by default one
+# per 400 MB of events NDJSON, at least 8. A slice's list aggregates do not spill: at 10M (12 GB
+# of events) 8 slices ran out of 14 GB.
+CONVERT_SLICES_SET = os.environ.get("DUCK_CONVERT_SLICES")
+
+
+def convert_slices(gen):
+    if CONVERT_SLICES_SET:
+        return int(CONVERT_SLICES_SET)
+    try:
+        size = os.path.getsize(os.path.join(gen, "events.ndjson"))
+    except OSError:
+        size = 0
+    return max(8, -(-size // 400_000_000))
 
 
 # The converted files, each loaded as the table of the same name by `load`.
@@ -126,6 +138,7 @@ def convert(args):
     con.execute(f"SET temp_directory = '{tmp}'")
     con.execute(f"SET memory_limit = '{CONVERT_MEMORY}'")
     t0 = time.time()
+    slices = convert_slices(args.gen)
     jobs = [(sec["profile dataset"], {"src": os.path.join(args.gen, "profiles.ndjson"), "ds": "a"}),
             (sec["profile dataset"], {"src": os.path.join(args.gen, "updates.ndjson"), "ds": "b"}),
             (sec["events"], {})]
@@ -139,10 +152,10 @@ def convert(args):
             # A finished dataset's macros are still defined: later sections use them.
             if done and not stmt.lstrip().upper().startswith(("SET", "CREATE OR REPLACE TEMP MACRO")):
                 continue
-            for k in range(CONVERT_SLICES if "{slice}" in stmt else 1):
+            for k in range(slices if "{slice}" in stmt else 1):
                 sliced = stmt if k == 0 else stmt.replace(
                     "CREATE OR REPLACE TABLE ids AS", "INSERT INTO ids", 1)
-                values = {**subst, "slice": k, "slices": CONVERT_SLICES}
+                values = {**subst, "slice": k, "slices": slices}
                 sliced = re.sub(r"\{(\w+)\}", lambda m: str(values[m.group(1)])
                                 if m.group(1) in values else m.group(0), sliced)
                 res = con.execute(sliced)

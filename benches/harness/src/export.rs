@@ -663,8 +663,13 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let native = if duck && !args.no_duckdb_native { 600 } else { 0 };
     let convert_phase = if duck { 400 + 2_400 } else { 0 };
     let load_phase = 2_600 + if duck { 400 } else { 0 } + native;
-    let need = args.profiles
-        * (if generated { 0 } else { 2_300 } + convert_phase.max(load_phase));
+    // What an interrupted conversion already wrote counts as used (its database file is
+    // rewritten from the start).
+    let present = bytes_of(&parquet_files(&dir.join("duckdb"))?)
+        + std::fs::metadata(dir.join("duckdb/convert.duckdb")).map_or(0, |m| m.len());
+    let need = (args.profiles
+        * (if generated { 0 } else { 2_300 } + convert_phase.max(load_phase)))
+    .saturating_sub(present);
     let free = proc::free_bytes(&dir)?;
     let cached = dir.join("segport-loaded.json").exists();
     anyhow::ensure!(
