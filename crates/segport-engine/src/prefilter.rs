@@ -123,6 +123,9 @@ struct Read {
     indexed: bool,
     /// Whether no key occurs twice in the file (its index says so).
     unique: bool,
+    /// The file's row of the first row scanned (a file without an index, read from the start
+    /// of the run's key range).
+    first_row: usize,
 }
 
 impl Read {
@@ -153,7 +156,7 @@ impl Read {
             return Ok(lists);
         }
         let mut seen: Vec<Vec<Seen>> = slots.0.iter().map(|_| Vec::new()).collect();
-        let mut base = 0;
+        let mut base = self.first_row;
         for (b, batch) in self.batches.iter().enumerate() {
             scan_entries(batch, first + b as u32, base, file, slots, &mut seen)?;
             base += batch.num_rows();
@@ -206,21 +209,45 @@ impl<'a> Recency<'a> {
 }
 
 /// The wanted segments' memberships of a profile file: from its membership index
-/// ([`segport_store::index`]) when it has one, else by scanning the file.
+/// ([`segport_store::index`]) when it has one, else by scanning the file. Only the rows inside
+/// the run's key range count: a unit that is one range of a large partition resolves its own
+/// profiles, not the whole partition's (and then looks up only their events).
 fn read(open: &OpenFile, wanted: &HashSet<&str>) -> Result<Read, EngineError> {
     let file = open.source;
     let error = |e: &dyn std::fmt::Display| file.error(e);
     let index = file.open_index().map_err(|e| error(&segport_model::error::chain(&e)))?;
     match index {
-        Some(index) => Ok(Read {
-            batches: index
-                .batches_of(wanted)
-                .map_err(|e| error(&segport_model::error::chain(&e)))?,
-            indexed: true,
-            unique: index.unique_keys(),
+        Some(index) => {
+            let batches =
+                index.batches_of(wanted).map_err(|e| error(&segport_model::error::chain(&e)))?;
+            let batches = match &open.bounds {
+                Some(bounds) => {
+                    batches.into_iter().map(|b| within(b, bounds)).collect::<Result<_, _>>()?
+                }
+                None => batches,
+            };
+            Ok(Read { batches, indexed: true, unique: index.unique_keys(), first_row: 0 })
+        }
+        None => Ok(Read {
+            batches: scan(open)?,
+            indexed: false,
+            unique: false,
+            first_row: open.bounds.as_ref().map_or(0, |b| b.start),
         }),
-        None => Ok(Read { batches: scan(open)?, indexed: false, unique: false }),
     }
+}
+
+/// The memberships of an index batch whose store-file rows are in `bounds`. An index batch
+/// lists its segment's memberships in file order, so they are one slice of it.
+fn within(batch: RecordBatch, bounds: &Range<usize>) -> Result<RecordBatch, EngineError> {
+    let rows = batch
+        .column_by_name(segport_store::index::ROW)
+        .and_then(|c| c.as_primitive_opt::<UInt32Type>())
+        .ok_or_else(|| missing("index rows"))?
+        .values();
+    let start = rows.partition_point(|r| (*r as usize) < bounds.start);
+    let end = rows.partition_point(|r| (*r as usize) < bounds.end);
+    Ok(batch.slice(start, end.saturating_sub(start)))
 }
 
 /// One wanted segment's memberships in one file, in key order.
@@ -311,7 +338,7 @@ fn index_list<'a>(
 }
 
 /// The key, recency and the memberships' namespace, segment id, status and qualification time
-/// of every row of a file without an index.
+/// of every row of a file without an index (inside the run's key range).
 fn scan(open: &OpenFile) -> Result<Vec<RecordBatch>, EngineError> {
     let file = open.source;
     let store_error = |e: &dyn std::fmt::Display| file.error(e);
@@ -334,11 +361,13 @@ fn scan(open: &OpenFile) -> Result<Vec<RecordBatch>, EngineError> {
         .map(|(i, _)| i)
         .collect();
     let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
-    let reader = builder
-        .with_projection(mask)
-        .with_batch_size(64 * 1024)
-        .build()
-        .map_err(|e| store_error(&e))?;
+    let mut builder = builder.with_projection(mask).with_batch_size(64 * 1024);
+    if let Some(bounds) = &open.bounds {
+        let ranges = std::iter::once(bounds.clone());
+        builder =
+            builder.with_row_selection(RowSelection::from_consecutive_ranges(ranges, open.rows()?));
+    }
+    let reader = builder.build().map_err(|e| store_error(&e))?;
     reader.map(|b| b.map_err(|e| store_error(&e))).collect()
 }
 
@@ -432,9 +461,9 @@ fn matching_rows<'a>(rows: impl Iterator<Item = (usize, &'a str)>, wanted: &[&st
 }
 
 /// The rows of a scanned file's `keys` whose key is one of `wanted` (sorted).
-fn select(keys: &[&StringArray], wanted: &[&str]) -> Vec<usize> {
-    let all = keys.iter().flat_map(|a| (0..a.len()).map(move |i| a.value(i))).enumerate();
-    matching_rows(all, wanted)
+fn select(keys: &[&StringArray], first: usize, wanted: &[&str]) -> Vec<usize> {
+    let all = keys.iter().flat_map(|a| (0..a.len()).map(move |i| a.value(i)));
+    matching_rows((first..).zip(all), wanted)
 }
 
 /// The profiles that match, in key order, with the segment entries (indices into the plan's)
@@ -605,7 +634,7 @@ pub(crate) fn by_segment(
         .enumerate()
         .map(|(f, (file, read))| {
             let selection = match read.keys() {
-                Some(keys) => select(&keys, &wanted),
+                Some(keys) => select(&keys, read.first_row, &wanted),
                 None if unique[f] => {
                     // A matching profile's only row here is the one its index rows name; the
                     // others are looked up by key (they matched through another file).

@@ -15,7 +15,8 @@ use serde_json::Value;
 use super::builders_agree::{plan, read_back, store, Store};
 use super::{projections, run_partition, Progress};
 use crate::plan::{EventWindow, ExportPlan, SegmentMatch};
-use crate::source::KeyRange;
+use crate::prefilter::by_segment;
+use crate::source::{KeyRange, OpenFile};
 
 /// Every key of the partition's profile files, sorted, without repeats.
 fn keys(store: &Store) -> Vec<String> {
@@ -111,22 +112,16 @@ fn ranges_that_split_the_keys_export_each_profile_once() {
         Some(EventWindow { from_ms: None, to_ms: None, fields: vec![vec!["eventType".into()]] });
     with_events.empty_profiles = true;
     cases.push(("events and profiles without fragments", with_events));
+    let mut both = plan(&store, &["personalEmail.address"]);
+    both.segments = Some(vec![segment(1)]);
+    both.events =
+        Some(EventWindow { from_ms: None, to_ms: None, fields: vec![vec!["eventType".into()]] });
+    cases.push(("rows picked by segment, with their events", both));
 
-    for row_files in [true, false] {
-        if !row_files {
-            // Stores from before row files: the bounds are found from the Parquet keys.
-            let mut stack = vec![store.dir.path().to_path_buf()];
-            while let Some(dir) = stack.pop() {
-                for entry in std::fs::read_dir(dir).unwrap() {
-                    let path = entry.unwrap().path();
-                    if path.is_dir() {
-                        stack.push(path);
-                    } else if path.to_string_lossy().ends_with(".rows.arrow") {
-                        std::fs::remove_file(path).unwrap();
-                    }
-                }
-            }
-        }
+    // With every companion; without row files (the bounds are found from the Parquet keys);
+    // without membership indexes either (the first pass scans the files).
+    for companions in [Companions::All, Companions::NoRowFiles, Companions::None] {
+        companions.remove(&store);
         for (case, plan) in &cases {
             let whole = run(&store, plan, KeyRange::all());
             assert!(whole.0.iter().any(|b| b.len() > 100), "{case}: too few rows");
@@ -134,12 +129,12 @@ fn ranges_that_split_the_keys_export_each_profile_once() {
             for range in &ranges {
                 add(&mut parts, run(&store, plan, range.clone()));
             }
-            assert_eq!(parts.1, whole.1, "{case}, row files {row_files}: rows by namespace");
+            assert_eq!(parts.1, whole.1, "{case}, {companions:?}: rows by namespace");
             for (b, (mut got, mut want)) in parts.0.into_iter().zip(whole.0).enumerate() {
                 got.sort();
                 want.sort();
-                assert_eq!(got.len(), want.len(), "{case}, row files {row_files}: batch {b}");
-                assert!(got == want, "{case}, row files {row_files}: batch {b}'s rows differ");
+                assert_eq!(got.len(), want.len(), "{case}, {companions:?}: batch {b}");
+                assert!(got == want, "{case}, {companions:?}: batch {b}'s rows differ");
             }
         }
     }
@@ -147,4 +142,88 @@ fn ranges_that_split_the_keys_export_each_profile_once() {
     let empty = KeyRange { from: Some(keys[10].clone()), to: Some(keys[10].clone()) };
     let (rows, _) = run(&store, &cases[0].1, empty);
     assert!(rows.iter().all(Vec::is_empty));
+}
+
+/// Which companions of the store files a test leaves in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Companions {
+    All,
+    NoRowFiles,
+    None,
+}
+
+impl Companions {
+    /// Deletes the companions this case goes without.
+    fn remove(self, store: &Store) {
+        let gone: &[&str] = match self {
+            Companions::All => &[],
+            Companions::NoRowFiles => &[".rows.arrow"],
+            Companions::None => &[".rows.arrow", ".members.arrow"],
+        };
+        let mut stack = vec![store.dir.path().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.to_string_lossy().into_owned();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if gone.iter().any(|g| name.ends_with(g)) {
+                    std::fs::remove_file(path).unwrap();
+                }
+            }
+        }
+    }
+}
+
+/// The first pass of a segment filter, over a key range, picks exactly the rows a pass over
+/// the whole partition picks inside that range: it resolves the range's memberships and looks
+/// up the range's events, not the whole partition's (a unit of a large partition would
+/// otherwise redo the whole partition's first pass).
+#[test]
+fn the_first_pass_keeps_to_the_range() {
+    let store = store();
+    let keys = keys(&store);
+    let range = KeyRange { from: Some(keys[120].clone()), to: Some(keys[330].clone()) };
+    let entries = vec![SegmentMatch {
+        segment_id: store.segments[0].clone(),
+        ns: "ups".into(),
+        statuses: vec!["realized".into(), "existing".into()],
+        from_ms: None,
+        to_ms: None,
+    }];
+    for companions in [Companions::All, Companions::NoRowFiles, Companions::None] {
+        companions.remove(&store);
+        // Per file (profiles, then events): the rows picked and the rows of the range.
+        let first_pass = |keys: &KeyRange| {
+            let open = |f| OpenFile::open(f, true, keys).unwrap();
+            let profiles: Vec<OpenFile> = store.input.profiles.iter().map(open).collect();
+            let events: Vec<OpenFile> = store.input.events.iter().map(open).collect();
+            let found = by_segment(
+                &entries,
+                &profiles.iter().collect::<Vec<_>>(),
+                &events.iter().collect::<Vec<_>>(),
+            )
+            .unwrap();
+            let picked: Vec<Vec<usize>> = found
+                .profile_rows
+                .into_iter()
+                .chain(found.event_rows)
+                .map(|rows| rows.expect("rows are picked"))
+                .collect();
+            let bounds: Vec<_> = profiles.iter().chain(&events).map(|f| f.bounds.clone()).collect();
+            (picked, bounds)
+        };
+        let (whole, _) = first_pass(&KeyRange::all());
+        let (picked, bounds) = first_pass(&range);
+        assert_eq!(picked.len(), store.input.profiles.len() + store.input.events.len());
+        let mut inside = 0;
+        for (f, ((got, all), bounds)) in picked.iter().zip(&whole).zip(&bounds).enumerate() {
+            let bounds = bounds.clone().expect("a range bounds every file");
+            let want: Vec<usize> = all.iter().copied().filter(|r| bounds.contains(r)).collect();
+            assert_eq!(got, &want, "{companions:?}: file {f}");
+            inside += want.len();
+        }
+        let all: usize = whole.iter().map(Vec::len).sum();
+        assert!(inside > 20 && all > inside, "{companions:?}: {inside} of {all} rows in the range");
+    }
 }
