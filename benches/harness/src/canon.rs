@@ -10,6 +10,7 @@ use anyhow::Context;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, TimeUnit};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rayon::prelude::*;
 use serde_json::{Map, Value};
 
 /// Rows and the order-independent sum of their hashes.
@@ -26,29 +27,47 @@ impl Digest {
     }
 }
 
-/// The digest of every row of the Parquet files `paths`.
-pub fn digest_files(paths: &[impl AsRef<Path>]) -> anyhow::Result<Digest> {
-    let mut digest = Digest::default();
+/// The digest of every row of the Parquet files `paths`, their row groups digested in
+/// parallel (a full export at 10M profiles is gigabytes of output, digested once per run).
+pub fn digest_files(paths: &[impl AsRef<Path> + Sync]) -> anyhow::Result<Digest> {
+    let mut groups = Vec::new();
     for path in paths {
         let path = path.as_ref();
         let file =
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .and_then(|b| b.build())
+        let metadata = ParquetRecordBatchReaderBuilder::try_new(file)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
-            let schema = batch.schema();
-            for row in 0..batch.num_rows() {
-                let mut object = Vec::new();
-                for (field, column) in schema.fields().iter().zip(batch.columns()) {
-                    if let Some(v) = value(column, row, field.name() == "timeSeriesEvents") {
-                        object.push((field.name().clone(), v));
-                    }
+        groups.extend((0..metadata.metadata().num_row_groups()).map(|g| (path, g)));
+    }
+    groups.par_iter().map(|(path, group)| digest_row_group(path, *group)).try_reduce(
+        Digest::default,
+        |mut a, b| {
+            a.add(b);
+            Ok(a)
+        },
+    )
+}
+
+/// The digest of the rows of row group `group` of the Parquet file at `path`.
+fn digest_row_group(path: &Path, group: usize) -> anyhow::Result<Digest> {
+    let mut digest = Digest::default();
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.with_row_groups(vec![group]).build())
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    for batch in reader {
+        let batch = batch.with_context(|| format!("cannot read {}", path.display()))?;
+        let schema = batch.schema();
+        for row in 0..batch.num_rows() {
+            let mut object = Vec::new();
+            for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                if let Some(v) = value(column, row, field.name() == "timeSeriesEvents") {
+                    object.push((field.name().clone(), v));
                 }
-                let text = serde_json::to_string(&sorted_object(object))?;
-                digest.add(Digest { rows: 1, hash: xxhash_rust::xxh3::xxh3_64(text.as_bytes()) });
             }
+            let text = serde_json::to_string(&sorted_object(object))?;
+            digest.add(Digest { rows: 1, hash: xxhash_rust::xxh3::xxh3_64(text.as_bytes()) });
         }
     }
     Ok(digest)
