@@ -177,13 +177,13 @@ impl MappedFile {
         })
     }
 
-    /// Gives back the memory pages of record batch `i` that this process has touched: they
-    /// stop counting in its resident set, and the page cache keeps them. Nothing read from
-    /// them changes (the next access maps the same file bytes again). A reader done with a
-    /// batch calls this so that a job's resident memory stays near the batches it works on,
-    /// not the sum of every page it read.
-    pub fn release(&self, i: usize) {
-        self.release_batches(i..i + 1);
+    /// Gives back the memory pages of the record batches `batches` that this process has
+    /// touched: they stop counting in its resident set, and the page cache keeps them. Nothing
+    /// read from them changes (the next access maps the same file bytes again). A reader done
+    /// with batches calls this so that a job's resident memory stays near the batches it works
+    /// on, not the sum of every page it read.
+    pub fn release(&self, batches: std::ops::Range<usize>) {
+        self.release_batches(batches);
     }
 
     /// For a reader passing over the file's batches in order, done with batch `i`: gives back
@@ -195,7 +195,28 @@ impl MappedFile {
         }
     }
 
-    /// Gives back the pages of the record batches `batches` (see [`MappedFile::release`]).
+    /// For a reader skipping through the file's batches in order, done with the batches
+    /// `passed` (those whose pages it has not given back yet): gives their pages back once
+    /// they hold at least `RELEASE_BYTES`, and answers the first batch still held. Each call
+    /// costs the other cores a TLB flush (an interrupt each, a costly exit in a virtual
+    /// machine), so a reader gathering from many small batches must not make one per batch.
+    pub fn passed_stretch(&self, passed: std::ops::Range<usize>) -> usize {
+        let bytes =
+            match (self.blocks.get(passed.start), self.blocks.get(passed.end.wrapping_sub(1))) {
+                (Some(first), Some(last)) => {
+                    (last.offset() + last.metaDataLength() as i64 + last.bodyLength())
+                        .saturating_sub(first.offset())
+                }
+                _ => 0,
+            };
+        if usize::try_from(bytes).unwrap_or(usize::MAX) < RELEASE_BYTES {
+            return passed.start;
+        }
+        self.release_batches(passed.clone());
+        passed.end
+    }
+
+    /// Gives back the pages of the record batches `batches`.
     fn release_batches(&self, batches: std::ops::Range<usize>) {
         let Some(mapping) = &self.mapping else { return };
         let (Some(first), Some(last)) =
@@ -269,6 +290,11 @@ impl MappedFile {
 /// How many record batches a reader passing over a file's batches gives back at a time
 /// ([`MappedFile::passed`]).
 const RELEASE_BATCHES: usize = 16;
+
+/// How many bytes of batches a reader skipping through a file holds before giving their pages
+/// back ([`MappedFile::passed_stretch`]): its resident set grows by at most this much per file
+/// it reads, and it makes one call per this many bytes, not one per batch.
+const RELEASE_BYTES: usize = 16 << 20;
 
 #[cfg(test)]
 mod tests {

@@ -206,7 +206,16 @@ impl RowFile {
     /// previous one.
     pub fn rows_of(&self, wanted: &[&str]) -> Result<Vec<usize>> {
         let mut found = Vec::new();
-        for (b, (keys, start)) in self.keys.iter().zip(&self.starts).enumerate() {
+        let (Some(first), Some(last)) = (wanted.first(), wanted.last()) else {
+            return Ok(found);
+        };
+        // Only the batches whose keys reach from the first wanted key to the last: a unit of a
+        // large partition wants the keys of its own range, a stretch of the file.
+        let from = self.keys.partition_point(|k| k.is_empty() || k.value(k.len() - 1) < *first);
+        let to = self.keys.partition_point(|k| k.is_empty() || k.value(0) <= *last).max(from);
+        let mut held_from = from;
+        for b in from..to {
+            let (keys, start) = (&self.keys[b], self.starts[b]);
             let n = keys.len();
             if n == 0 {
                 continue;
@@ -230,8 +239,9 @@ impl RowFile {
                 low = row;
             }
             // The keys probed are not read again by this search (see `open`).
-            self.file.passed(b);
+            held_from = self.file.passed_stretch(held_from..b + 1);
         }
+        self.file.release(held_from..to);
         Ok(found)
     }
 
@@ -267,6 +277,7 @@ impl RowFile {
             batch_rows,
             narrow: None,
             current: None,
+            held_from: 0,
         })
     }
 }
@@ -315,15 +326,17 @@ pub struct TakeRows<'a> {
     batch_rows: usize,
     narrow: Option<Narrow<'a>>,
     /// The batch rows are being gathered from (its number, and its projected and narrowed
-    /// columns): its pages are given back when the gathering moves past it (rows come out as
-    /// copies, so nothing points into them).
+    /// columns). Rows come out as copies, so nothing points into the batches passed.
     current: Option<(usize, RecordBatch)>,
+    /// The first batch whose pages have not been given back: those of the batches passed are
+    /// given back a stretch at a time (see [`MappedFile::passed_stretch`]).
+    held_from: usize,
 }
 
 impl Drop for TakeRows<'_> {
     fn drop(&mut self) {
         if let Some((b, _)) = &self.current {
-            self.file.file.release(*b);
+            self.file.file.release(self.held_from..*b + 1);
         }
     }
 }
@@ -347,15 +360,18 @@ impl Iterator for TakeRows<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         let Some(&first) = self.rows.get(self.at) else {
             if let Some((done, _)) = self.current.take() {
-                self.file.file.release(done);
+                self.file.file.release(self.held_from..done + 1);
             }
             return None;
         };
         // The batch holding the next row, and the rows of it in this chunk.
         let b = self.file.starts.partition_point(|s| *s <= first).saturating_sub(1);
         if self.current.as_ref().is_none_or(|(at, _)| *at != b) {
-            if let Some((done, _)) = self.current.take() {
-                self.file.file.release(done);
+            match self.current.take() {
+                Some((done, _)) => {
+                    self.held_from = self.file.file.passed_stretch(self.held_from..done + 1);
+                }
+                None => self.held_from = b,
             }
             let decoded = self.file.file.batch_with(&self.decoder, b).and_then(|projected| {
                 match &self.narrow {
