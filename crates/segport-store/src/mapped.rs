@@ -183,7 +183,23 @@ impl MappedFile {
     /// with batches calls this so that a job's resident memory stays near the batches it works
     /// on, not the sum of every page it read.
     pub fn release(&self, batches: std::ops::Range<usize>) {
-        self.release_batches(batches);
+        let Some(mapping) = &self.mapping else { return };
+        let (Some(first), Some(last)) =
+            (self.blocks.get(batches.start), self.blocks.get(batches.end.wrapping_sub(1)))
+        else {
+            return;
+        };
+        let page = 4096;
+        // Whole pages inside the batches only: a page shared with a neighbour stays.
+        let start = (first.offset() as usize).div_ceil(page) * page;
+        let end =
+            (last.offset() as usize + last.metaDataLength() as usize + last.bodyLength() as usize)
+                .min(mapping.len())
+                / page
+                * page;
+        if start < end {
+            dont_need(mapping, start, end - start);
+        }
     }
 
     /// For a reader passing over the file's batches in order, done with batch `i`: gives back
@@ -191,7 +207,7 @@ impl MappedFile {
     /// call costs the other cores a TLB flush), and the rest after the last batch.
     pub fn passed(&self, i: usize) {
         if (i + 1).is_multiple_of(RELEASE_BATCHES) || i + 1 == self.len() {
-            self.release_batches(i / RELEASE_BATCHES * RELEASE_BATCHES..i + 1);
+            self.release(i / RELEASE_BATCHES * RELEASE_BATCHES..i + 1);
         }
     }
 
@@ -212,29 +228,8 @@ impl MappedFile {
         if usize::try_from(bytes).unwrap_or(usize::MAX) < RELEASE_BYTES {
             return passed.start;
         }
-        self.release_batches(passed.clone());
+        self.release(passed.clone());
         passed.end
-    }
-
-    /// Gives back the pages of the record batches `batches`.
-    fn release_batches(&self, batches: std::ops::Range<usize>) {
-        let Some(mapping) = &self.mapping else { return };
-        let (Some(first), Some(last)) =
-            (self.blocks.get(batches.start), self.blocks.get(batches.end.wrapping_sub(1)))
-        else {
-            return;
-        };
-        let page = 4096;
-        // Whole pages inside the batches only: a page shared with a neighbour stays.
-        let start = (first.offset() as usize).div_ceil(page) * page;
-        let end =
-            (last.offset() as usize + last.metaDataLength() as usize + last.bodyLength() as usize)
-                .min(mapping.len())
-                / page
-                * page;
-        if start < end {
-            dont_need(mapping, start, end - start);
-        }
     }
 
     /// How many record batches the file holds.
