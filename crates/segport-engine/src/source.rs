@@ -125,10 +125,11 @@ impl<'a> OpenFile<'a> {
     /// reading the file's key column.
     fn rows_in(&self, keys: &KeyRange) -> Result<Range<usize>, EngineError> {
         if let Some(rows) = &self.rows {
-            let before = |key: &Option<String>, none: usize| {
-                key.as_deref().map_or(none, |k| rows.rows_before(k))
+            let before = |key: &Option<String>, none: usize| match key {
+                Some(k) => rows.rows_before(k).map_err(EngineError::store),
+                None => Ok(none),
             };
-            return Ok(before(&keys.from, 0)..before(&keys.to, rows.rows()));
+            return Ok(before(&keys.from, 0)?..before(&keys.to, rows.rows())?);
         }
         let builder = self.builder()?;
         let mask = ProjectionMask::columns(builder.parquet_schema(), [KEY]);

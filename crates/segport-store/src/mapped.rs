@@ -41,6 +41,8 @@ pub struct MappedFile {
     decoder: FileDecoder,
     /// Written by the store itself: decoded without Arrow's validation.
     trusted: bool,
+    /// The footer's custom metadata (a row file's directory of its batches).
+    metadata: std::collections::HashMap<String, String>,
 }
 
 /// A shared mapping as the owner of the bytes a [`Buffer`] points into.
@@ -152,6 +154,12 @@ impl MappedFile {
         let decoder = decoder_for(FileDecoder::new(schema.clone(), version), trusted);
         let blocks: Vec<Block> =
             footer.recordBatches().iter().flat_map(|v| v.iter()).copied().collect();
+        let metadata = footer
+            .custom_metadata()
+            .iter()
+            .flat_map(|v| v.iter())
+            .filter_map(|kv| Some((kv.key()?.to_owned(), kv.value()?.to_owned())))
+            .collect();
         for b in &blocks {
             let start = usize::try_from(b.offset()).ok();
             let size = usize::try_from(b.bodyLength())
@@ -174,7 +182,13 @@ impl MappedFile {
             version,
             decoder,
             trusted,
+            metadata,
         })
+    }
+
+    /// The value of `key` in the footer's custom metadata.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.metadata.get(key).map(String::as_str)
     }
 
     /// Gives back the memory pages of the record batches `batches` that this process has

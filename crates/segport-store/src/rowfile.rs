@@ -17,7 +17,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
@@ -58,6 +58,36 @@ pub struct RowFileWriter {
     temporary: PathBuf,
     path: PathBuf,
     last_key: Option<String>,
+    /// What readers need to know of each batch without decoding it (see [`Directory`]).
+    directory: Directory,
+}
+
+/// The footer metadata entry holding a row file's [`Directory`].
+const DIRECTORY: &str = "segport.directory";
+
+/// Each batch's row count and first and last key, written in the row file's footer: a reader
+/// opening the file finds the batches holding the keys it wants from the footer alone, and
+/// decodes only those batches' keys. (A unit of a large partition wants a fifth of it; decoding
+/// every batch's keys at every opening was a tenth of such an export's time.)
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Directory {
+    rows: Vec<usize>,
+    first: Vec<String>,
+    last: Vec<String>,
+}
+
+impl Directory {
+    /// The directory in `file`'s footer, when it has one that fits the file (files written
+    /// before directories were have none).
+    fn of(file: &MappedFile) -> Option<Self> {
+        let directory: Self = serde_json::from_str(file.metadata(DIRECTORY)?).ok()?;
+        let n = file.len();
+        let fits = directory.rows.len() == n
+            && directory.first.len() == n
+            && directory.last.len() == n
+            && directory.rows.iter().all(|r| *r > 0);
+        fits.then_some(directory)
+    }
 }
 
 impl RowFileWriter {
@@ -80,7 +110,14 @@ impl RowFileWriter {
         // costs its readers less per page in large folios (see `crate::chunked`).
         let writer = FileWriter::try_new(ChunkedWriter::new(file), &schema)
             .map_err(StoreError::arrow("starting a row file"))?;
-        Ok(Self { writer, schema, temporary, path: path.to_owned(), last_key: None })
+        Ok(Self {
+            writer,
+            schema,
+            temporary,
+            path: path.to_owned(),
+            last_key: None,
+            directory: Directory::default(),
+        })
     }
 
     /// Appends `batch`, whose rows follow the previous batches' in key order.
@@ -105,7 +142,11 @@ impl RowFileWriter {
         }
         self.last_key = previous.map(str::to_owned);
         let plain = align_batch(batch, &self.schema)?;
-        self.writer.write(&plain).map_err(StoreError::arrow("writing a row file"))
+        self.writer.write(&plain).map_err(StoreError::arrow("writing a row file"))?;
+        self.directory.rows.push(batch.num_rows());
+        self.directory.first.push(keys.value(0).to_owned());
+        self.directory.last.push(keys.value(batch.num_rows() - 1).to_owned());
+        Ok(())
     }
 
     /// Completes the file and moves it into place.
@@ -113,6 +154,8 @@ impl RowFileWriter {
         let error = |e: &dyn std::fmt::Display| {
             StoreError::Location(format!("cannot write row file {}: {e}", self.path.display()))
         };
+        let directory = serde_json::to_string(&self.directory).map_err(|e| error(&e))?;
+        self.writer.write_metadata(DIRECTORY, directory);
         self.writer.finish().map_err(StoreError::arrow("finishing a row file"))?;
         self.writer.get_mut().flush().map_err(|e| error(&e))?;
         // On disk before it takes its name: readers map row files without validating them,
@@ -141,47 +184,124 @@ pub fn write(path: &Path, batch: &RecordBatch) -> Result<()> {
 pub struct RowFile {
     /// The mapped file (its path and schema), to give back the pages of batches done with.
     file: MappedFile,
-    /// Each batch's key column, decoded at open. The rest of a batch is decoded only when rows
-    /// are taken from it, and only the columns taken: a wide file (events have dozens of leaf
-    /// columns) opened for a few rows pays for its keys, not for every column of every batch.
-    keys: Vec<StringArray>,
-    /// The file's row of each batch's first row.
+    /// Each batch's key column, decoded when first searched. The rest of a batch is decoded
+    /// only when rows are taken from it, and only the columns taken: a wide file (events have
+    /// dozens of leaf columns) opened for a few rows pays for the keys it searches, not for
+    /// every column of every batch.
+    keys: Vec<OnceLock<StringArray>>,
+    /// Each batch's first and last key; `None` for an empty batch.
+    bounds: Vec<Option<(Box<str>, Box<str>)>>,
+    /// The file's row of each batch's first row, and the file's row count after the last.
     starts: Vec<usize>,
-    rows: usize,
 }
 
 impl std::fmt::Debug for RowFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowFile").field("path", &self.file.path).field("rows", &self.rows).finish()
+        f.debug_struct("RowFile")
+            .field("path", &self.file.path)
+            .field("rows", &self.rows())
+            .finish()
     }
 }
 
 impl RowFile {
     /// Opens the row file at `path`, a file this store wrote (see [`crate::snapshot`]), mapped
-    /// without validation; `None` when there is none.
+    /// without validation; `None` when there is none. Its footer's directory says where each
+    /// batch's keys start and end; a file without one (written before directories were) has
+    /// every batch's keys decoded now instead.
     pub(crate) fn open_trusted(path: &Path) -> Result<Option<Self>> {
         let Some(file) = MappedFile::open_trusted(path)? else { return Ok(None) };
-        let no_key =
-            || StoreError::Schema(format!("row file {}: no key column", file.path.display()));
-        let key = file.schema.index_of(KEY).map_err(|_| no_key())?;
-        let decoder = file.projected(vec![key]);
-        let (mut keys, mut starts, mut rows) = (Vec::new(), Vec::new(), 0);
-        for i in 0..file.len() {
-            let batch = file.batch_with(&decoder, i)?;
-            let column = batch.column(0).as_string_opt::<i32>().ok_or_else(no_key)?;
-            starts.push(rows);
-            rows += column.len();
-            keys.push(column.clone());
-            // Decoding touched the batch's header only, which is not read again. Given back
-            // as the decoding goes: the page cache maps a file held in large folios a whole
-            // folio at a time, so every header touched would keep megabytes of it mapped.
-            file.passed(i);
+        let mut starts = vec![0];
+        let (keys, bounds) =
+            match Directory::of(&file) {
+                Some(directory) => {
+                    for rows in &directory.rows {
+                        starts.push(starts[starts.len() - 1] + rows);
+                    }
+                    let bounds = directory
+                        .first
+                        .into_iter()
+                        .zip(directory.last)
+                        .map(|(first, last)| Some((first.into(), last.into())))
+                        .collect();
+                    ((0..file.len()).map(|_| OnceLock::new()).collect(), bounds)
+                }
+                None => {
+                    let decoder = Self::key_decoder(&file)?;
+                    let (mut keys, mut bounds) = (Vec::new(), Vec::new());
+                    for i in 0..file.len() {
+                        let column = Self::decode_keys(&file, &decoder, i)?;
+                        starts.push(starts[i] + column.len());
+                        bounds.push((!column.is_empty()).then(|| {
+                            (column.value(0).into(), column.value(column.len() - 1).into())
+                        }));
+                        keys.push(OnceLock::from(column));
+                        // Decoding touched the batch's header only, which is not read again.
+                        // Given back as the decoding goes: the page cache maps a file held in
+                        // large folios a whole folio at a time, so every header touched would
+                        // keep megabytes of it mapped.
+                        file.passed(i);
+                    }
+                    (keys, bounds)
+                }
+            };
+        Ok(Some(Self { file, keys, bounds, starts }))
+    }
+
+    /// A decoder of the key column alone.
+    fn key_decoder(file: &MappedFile) -> Result<FileDecoder> {
+        let key = file.schema.index_of(KEY).map_err(|_| Self::no_key(file))?;
+        Ok(file.projected(vec![key]))
+    }
+
+    fn no_key(file: &MappedFile) -> StoreError {
+        StoreError::Schema(format!("row file {}: no key column", file.path.display()))
+    }
+
+    /// Batch `i`'s key column.
+    fn decode_keys(file: &MappedFile, decoder: &FileDecoder, i: usize) -> Result<StringArray> {
+        let batch = file.batch_with(decoder, i)?;
+        let column = batch.column(0).as_string_opt::<i32>().ok_or_else(|| Self::no_key(file))?;
+        Ok(column.clone())
+    }
+
+    /// Batch `b`'s key column, decoded on first use.
+    fn keys(&self, b: usize) -> Result<&StringArray> {
+        if let Some(keys) = self.keys[b].get() {
+            return Ok(keys);
         }
-        Ok(Some(Self { file, keys, starts, rows }))
+        let keys = Self::decode_keys(&self.file, &Self::key_decoder(&self.file)?, b)?;
+        self.check_rows(b, keys.len())?;
+        // Two readers decoding it at once keep the first one's (both are the same).
+        Ok(self.keys[b].get_or_init(|| keys))
+    }
+
+    /// How many rows batch `b` holds.
+    fn batch_rows(&self, b: usize) -> usize {
+        self.starts[b + 1] - self.starts[b]
+    }
+
+    /// Checks that batch `b`, decoded, holds the `rows` rows the directory says. The directory
+    /// is the file's own, but a batch that disagrees with it is an error, not rows read past
+    /// its end.
+    fn check_rows(&self, b: usize, rows: usize) -> Result<()> {
+        if rows == self.batch_rows(b) {
+            return Ok(());
+        }
+        Err(StoreError::Schema(format!(
+            "row file {}: batch {b} holds {rows} rows, its directory says {}",
+            self.file.path.display(),
+            self.batch_rows(b)
+        )))
+    }
+
+    /// The first batch whose last key is not before `key` (empty batches count as before it).
+    fn first_batch_reaching(&self, key: &str) -> usize {
+        self.bounds.partition_point(|b| b.as_ref().is_none_or(|(_, last)| &**last < key))
     }
 
     pub fn rows(&self) -> usize {
-        self.rows
+        self.starts[self.starts.len() - 1]
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -189,16 +309,15 @@ impl RowFile {
     }
 
     /// How many rows have a key before `key` (the file's first row with a key at or after it).
-    pub fn rows_before(&self, key: &str) -> usize {
+    pub fn rows_before(&self, key: &str) -> Result<usize> {
         // The first batch whose last key is not before `key` holds the answer.
-        let batch = self.keys.partition_point(|k| k.is_empty() || k.value(k.len() - 1) < key);
-        match self.keys.get(batch) {
-            Some(keys) => {
-                let n = keys.len();
-                self.starts[batch] + partition_point(keys, 0, n, n.max(1), |k| k < key)
-            }
-            None => self.rows,
+        let batch = self.first_batch_reaching(key);
+        if batch == self.bounds.len() {
+            return Ok(self.rows());
         }
+        let keys = self.keys(batch)?;
+        let n = keys.len();
+        Ok(self.starts[batch] + partition_point(keys, 0, n, n.max(1), |k| k < key))
     }
 
     /// The rows whose key is one of `wanted` (sorted), in file order. Keys are sorted in the
@@ -211,18 +330,23 @@ impl RowFile {
         };
         // Only the batches whose keys reach from the first wanted key to the last: a unit of a
         // large partition wants the keys of its own range, a stretch of the file.
-        let from = self.keys.partition_point(|k| k.is_empty() || k.value(k.len() - 1) < *first);
-        let to = self.keys.partition_point(|k| k.is_empty() || k.value(0) <= *last).max(from);
+        let from = self.first_batch_reaching(first);
+        let to = self
+            .bounds
+            .partition_point(|b| b.as_ref().is_none_or(|(first, _)| &**first <= *last))
+            .max(from);
         let mut held_from = from;
         for b in from..to {
-            let (keys, start) = (&self.keys[b], self.starts[b]);
-            let n = keys.len();
-            if n == 0 {
+            let Some((low_key, high_key)) = &self.bounds[b] else { continue };
+            // Only the wanted keys within this batch's range; a batch holding none of them is
+            // not decoded.
+            let from = wanted.partition_point(|k| *k < &**low_key);
+            let to = wanted.partition_point(|k| *k <= &**high_key);
+            if from == to {
                 continue;
             }
-            // Only the wanted keys within this batch's range.
-            let from = wanted.partition_point(|k| *k < keys.value(0));
-            let to = wanted.partition_point(|k| *k <= keys.value(n - 1));
+            let (keys, start) = (self.keys(b)?, self.starts[b]);
+            let n = keys.len();
             let mut low = 0;
             for (i, key) in wanted[from..to].iter().enumerate() {
                 // Galloped to from the last one found, in first steps of about half the
@@ -238,7 +362,7 @@ impl RowFile {
                 }
                 low = row;
             }
-            // The keys probed are not read again by this search (see `open`).
+            // The keys probed are not read again by this search.
             held_from = self.file.passed_stretch(held_from..b + 1);
         }
         self.file.release(held_from..to);
@@ -262,11 +386,11 @@ impl RowFile {
             .filter(|(_, f)| columns.contains(&f.name().as_str()))
             .map(|(i, _)| i)
             .collect();
-        if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|r| *r >= self.rows) {
+        if rows.windows(2).any(|w| w[0] >= w[1]) || rows.last().is_some_and(|r| *r >= self.rows()) {
             return Err(StoreError::Schema(format!(
                 "row file {}: rows to take must be ascending and within its {} rows",
                 self.file.path.display(),
-                self.rows
+                self.rows()
             )));
         }
         Ok(TakeRows {
@@ -379,14 +503,18 @@ impl Iterator for TakeRows<'_> {
                     None => Ok(projected),
                 }
             });
-            match decoded {
+            let checked = decoded.and_then(|batch| {
+                self.file.check_rows(b, batch.num_rows())?;
+                Ok(batch)
+            });
+            match checked {
                 Ok(batch) => self.current = Some((b, batch)),
                 Err(e) => return Some(Err(e)),
             }
         }
         let (_, batch) = self.current.as_ref()?;
         let start = self.file.starts[b];
-        let end = start + self.file.keys[b].len();
+        let end = self.file.starts[b + 1];
         let chunk: Vec<u32> = self.rows[self.at..]
             .iter()
             .take(self.batch_rows.max(1))
@@ -419,19 +547,50 @@ mod tests {
         .unwrap()
     }
 
+    /// Writes `batches` as a row file at `path` the way files were written before they had a
+    /// directory: plain Arrow IPC, dictionaries stored plain.
+    fn write_without_directory(path: &Path, batches: &[RecordBatch], metadata: Option<&str>) {
+        let schema = Schema::new(
+            batches[0].schema().fields().iter().map(|f| plain_field(f)).collect::<Fields>(),
+        );
+        let mut writer =
+            FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema).unwrap();
+        for b in batches {
+            writer.write(&align_batch(b, &Arc::new(schema.clone())).unwrap()).unwrap();
+        }
+        if let Some(directory) = metadata {
+            writer.write_metadata(DIRECTORY, directory);
+        }
+        writer.finish().unwrap();
+    }
+
+    /// How many batches of `file` have had their keys decoded.
+    fn decoded(file: &RowFile) -> usize {
+        file.keys.iter().filter(|k| k.get().is_some()).count()
+    }
+
     #[test]
     fn finds_and_gathers_rows_across_batches() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p=0/f.rows.arrow");
-        let first = batch(&["a", "b", "b", "d"], &[0, 1, 2, 3]);
-        let mut writer = RowFileWriter::create(&path, &first.schema()).unwrap();
-        writer.write(&first).unwrap();
-        writer.write(&batch(&["d", "e1", "g"], &[4, 5, 6])).unwrap();
+        let batches =
+            [batch(&["a", "b", "b", "d"], &[0, 1, 2, 3]), batch(&["d", "e1", "g"], &[4, 5, 6])];
+        let mut writer = RowFileWriter::create(&path, &batches[0].schema()).unwrap();
+        for b in &batches {
+            writer.write(b).unwrap();
+        }
         writer.finish().unwrap();
         // Only the finished file is in the folder.
         assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        // A file of an older store, without a directory, is read the same way.
+        let old = dir.path().join("old.rows.arrow");
+        write_without_directory(&old, &batches, None);
+        for path in [path, old] {
+            finds_and_gathers(&RowFile::open_trusted(&path).unwrap().unwrap());
+        }
+    }
 
-        let file = RowFile::open_trusted(&path).unwrap().unwrap();
+    fn finds_and_gathers(file: &RowFile) {
         assert_eq!(file.rows(), 7);
         // A naive oracle: every row whose key is wanted.
         let all = ["a", "b", "b", "d", "d", "e1", "g"];
@@ -443,7 +602,7 @@ mod tests {
         // Rows before a key, as a naive count finds them, at and between keys and past both ends.
         for key in ["", "a", "a0", "b", "c", "d", "d0", "e1", "f", "g", "h"] {
             let expected = all.iter().filter(|k| **k < key).count();
-            assert_eq!(file.rows_before(key), expected, "{key:?}");
+            assert_eq!(file.rows_before(key).unwrap(), expected, "{key:?}");
         }
 
         let taken: Vec<RecordBatch> =
@@ -460,6 +619,68 @@ mod tests {
         assert_eq!(taken[1].column(1).as_string::<i32>().value(1), "one");
         assert!(file.take(&[3, 1], &["value"], 2).is_err());
         assert!(file.take(&[7], &["value"], 2).is_err());
+    }
+
+    #[test]
+    fn only_the_batches_a_reader_reaches_are_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.rows.arrow");
+        let all: Vec<String> = (0..1000).map(|i| format!("k{i:04}")).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let values: Vec<i64> = (0..1000).collect();
+        let mut writer =
+            RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema()).unwrap();
+        for b in 0..10 {
+            writer.write(&batch(&refs[b * 100..][..100], &values[b * 100..][..100])).unwrap();
+        }
+        writer.finish().unwrap();
+        let file = RowFile::open_trusted(&path).unwrap().unwrap();
+        assert_eq!((file.rows(), decoded(&file)), (1000, 0));
+        assert_eq!(file.rows_before("k0450").unwrap(), 450);
+        assert_eq!(decoded(&file), 1);
+        // Past the last key: no batch is needed.
+        assert_eq!(file.rows_before("z").unwrap(), 1000);
+        assert_eq!(file.rows_of(&["k0510", "k0520", "k05200"]).unwrap(), [510, 520]);
+        assert_eq!(decoded(&file), 2);
+        // Rows are gathered by position: no keys are decoded for it.
+        let taken: Vec<RecordBatch> =
+            file.take(&[701, 702], &["value"], 10).unwrap().map(Result::unwrap).collect();
+        assert_eq!(
+            taken[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().values(),
+            &[701, 702]
+        );
+        assert_eq!(decoded(&file), 2);
+        // A wanted set spread over the file reaches every batch holding one of its keys.
+        assert_eq!(file.rows_of(&["k0001", "k0999"]).unwrap(), [1, 999]);
+        assert_eq!(decoded(&file), 4);
+    }
+
+    #[test]
+    fn a_directory_that_does_not_fit_is_an_error_or_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let batches =
+            [batch(&["a", "b", "b", "d"], &[0, 1, 2, 3]), batch(&["d", "e1", "g"], &[4, 5, 6])];
+        // Row counts that disagree with the batches: reading them is an error, never rows
+        // past a batch's end.
+        let lying = dir.path().join("lying.rows.arrow");
+        let directory = r#"{"rows":[3,4],"first":["a","d"],"last":["d","g"]}"#;
+        write_without_directory(&lying, &batches, Some(directory));
+        let file = RowFile::open_trusted(&lying).unwrap().unwrap();
+        assert!(file.rows_of(&["b"]).is_err());
+        assert!(file.rows_before("c").is_err());
+        assert!(file.take(&[0, 5], &["value"], 8).unwrap().any(|b| b.is_err()));
+        // A directory of another shape, or unreadable, is ignored: the keys are decoded.
+        for directory in [
+            r#"{"rows":[7],"first":["a"],"last":["g"]}"#,
+            "{",
+            r#"{"rows":[4,0],"first":["a","d"],"last":["d","g"]}"#,
+        ] {
+            let path = dir.path().join("ignored.rows.arrow");
+            write_without_directory(&path, &batches, Some(directory));
+            let file = RowFile::open_trusted(&path).unwrap().unwrap();
+            assert_eq!(decoded(&file), 2, "{directory}");
+            finds_and_gathers(&file);
+        }
     }
 
     #[test]
