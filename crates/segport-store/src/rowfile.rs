@@ -58,9 +58,18 @@ pub struct RowFileWriter {
     temporary: PathBuf,
     path: PathBuf,
     last_key: Option<String>,
+    /// Batches written but not yet in the file, gathered into one of [`BATCH_ROWS`] rows.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    batch_rows: usize,
     /// What readers need to know of each batch without decoding it (see [`Directory`]).
     directory: Directory,
 }
+
+/// The rows of a row file's batches (but the last). A reader decodes the header of every batch
+/// it gathers rows from, and a header lists every column's buffers (events have dozens): few
+/// large batches cost less than many small ones, and nothing reads a batch whole.
+const BATCH_ROWS: usize = 65_536;
 
 /// The footer metadata entry holding a row file's [`Directory`].
 const DIRECTORY: &str = "segport.directory";
@@ -116,8 +125,18 @@ impl RowFileWriter {
             temporary,
             path: path.to_owned(),
             last_key: None,
+            pending: Vec::new(),
+            pending_rows: 0,
+            batch_rows: BATCH_ROWS,
             directory: Directory::default(),
         })
+    }
+
+    /// Gathers the batches written into batches of at least `rows` rows (default
+    /// [`BATCH_ROWS`]); 1 keeps them as written.
+    pub fn with_batch_rows(mut self, rows: usize) -> Self {
+        self.batch_rows = rows.max(1);
+        self
     }
 
     /// Appends `batch`, whose rows follow the previous batches' in key order.
@@ -141,8 +160,31 @@ impl RowFileWriter {
             previous = Some(key);
         }
         self.last_key = previous.map(str::to_owned);
-        let plain = align_batch(batch, &self.schema)?;
-        self.writer.write(&plain).map_err(StoreError::arrow("writing a row file"))?;
+        self.pending.push(align_batch(batch, &self.schema)?);
+        self.pending_rows += batch.num_rows();
+        if self.pending_rows >= self.batch_rows {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending batches as one.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = match self.pending.as_slice() {
+            [one] => one.clone(),
+            many => arrow::compute::concat_batches(&self.schema, many)
+                .map_err(StoreError::arrow("gathering a row file's batch"))?,
+        };
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.writer.write(&batch).map_err(StoreError::arrow("writing a row file"))?;
+        let keys = batch
+            .column_by_name(KEY)
+            .and_then(|c| c.as_string_opt::<i32>())
+            .ok_or_else(|| StoreError::Schema("the key column is missing".into()))?;
         self.directory.rows.push(batch.num_rows());
         self.directory.first.push(keys.value(0).to_owned());
         self.directory.last.push(keys.value(batch.num_rows() - 1).to_owned());
@@ -151,6 +193,7 @@ impl RowFileWriter {
 
     /// Completes the file and moves it into place.
     pub fn finish(mut self) -> Result<()> {
+        self.flush()?;
         let error = |e: &dyn std::fmt::Display| {
             StoreError::Location(format!("cannot write row file {}: {e}", self.path.display()))
         };
@@ -628,14 +671,15 @@ mod tests {
         let all: Vec<String> = (0..1000).map(|i| format!("k{i:04}")).collect();
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let values: Vec<i64> = (0..1000).collect();
-        let mut writer =
-            RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema()).unwrap();
+        let mut writer = RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema())
+            .unwrap()
+            .with_batch_rows(1);
         for b in 0..10 {
             writer.write(&batch(&refs[b * 100..][..100], &values[b * 100..][..100])).unwrap();
         }
         writer.finish().unwrap();
         let file = RowFile::open_trusted(&path).unwrap().unwrap();
-        assert_eq!((file.rows(), decoded(&file)), (1000, 0));
+        assert_eq!((file.rows(), file.file.len(), decoded(&file)), (1000, 10, 0));
         assert_eq!(file.rows_before("k0450").unwrap(), 450);
         assert_eq!(decoded(&file), 1);
         // Past the last key: no batch is needed.
@@ -653,6 +697,47 @@ mod tests {
         // A wanted set spread over the file reaches every batch holding one of its keys.
         assert_eq!(file.rows_of(&["k0001", "k0999"]).unwrap(), [1, 999]);
         assert_eq!(decoded(&file), 4);
+    }
+
+    #[test]
+    fn small_batches_are_written_as_large_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.rows.arrow");
+        let all: Vec<String> = (0..1000).map(|i| format!("k{:04}", i / 3)).collect();
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let values: Vec<i64> = (0..1000).collect();
+        let mut writer = RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema())
+            .unwrap()
+            .with_batch_rows(250);
+        for b in 0..10 {
+            writer.write(&batch(&refs[b * 100..][..100], &values[b * 100..][..100])).unwrap();
+        }
+        writer.finish().unwrap();
+        let file = RowFile::open_trusted(&path).unwrap().unwrap();
+        let sizes: Vec<usize> = (0..file.file.len()).map(|b| file.batch_rows(b)).collect();
+        assert_eq!(sizes, [300, 300, 300, 100]);
+        // Read back as written, row for row: keys, values and the kind dictionary's values.
+        let taken: Vec<RecordBatch> = file
+            .take(&(0..1000).collect::<Vec<_>>(), &[KEY, "value", "kind"], 1000)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let taken = arrow::compute::concat_batches(&taken[0].schema(), &taken).unwrap();
+        let keys: Vec<&str> = taken.column(0).as_string::<i32>().iter().flatten().collect();
+        assert_eq!(keys, refs);
+        let read: Vec<i64> =
+            taken.column(1).as_primitive::<arrow::datatypes::Int64Type>().values().to_vec();
+        assert_eq!(read, values);
+        let kinds: Vec<&str> = taken.column(2).as_string::<i32>().iter().flatten().collect();
+        let expected: Vec<&str> =
+            refs.iter().map(|k| if k.ends_with('1') { "one" } else { "other" }).collect();
+        assert_eq!(kinds, expected);
+        // Each key's three rows, whichever batch they fell in.
+        for key in ["k0000", "k0099", "k0100", "k0333"] {
+            let expected: Vec<usize> = (0..1000).filter(|i| refs[*i] == key).collect();
+            assert_eq!(file.rows_of(&[key]).unwrap(), expected, "{key}");
+            assert_eq!(file.rows_before(key).unwrap(), expected[0], "{key}");
+        }
     }
 
     #[test]
@@ -699,8 +784,9 @@ mod tests {
         let path = dir.path().join("f.rows.arrow");
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let values: Vec<i64> = (0..all.len() as i64).collect();
-        let mut writer =
-            RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema()).unwrap();
+        let mut writer = RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema())
+            .unwrap()
+            .with_batch_rows(1);
         for range in [0..1000, 1000..1001, 1001..3000] {
             writer.write(&batch(&refs[range.clone()], &values[range])).unwrap();
         }
