@@ -19,11 +19,14 @@ pub fn run(args: &RewriteArgs) -> anyhow::Result<()> {
     let mut files = Vec::new();
     find(&args.root, &mut files)?;
     let started = std::time::Instant::now();
+    let (mut rows, mut batches) = (0, 0);
     for path in &files {
-        rewrite(path).with_context(|| format!("rewriting {}", path.display()))?;
+        let (r, b) = rewrite(path).with_context(|| format!("rewriting {}", path.display()))?;
+        rows += r;
+        batches += b;
     }
     eprintln!(
-        "rewrote {} row files under {} in {:.1} s",
+        "rewrote {} row files under {} ({rows} rows, in {batches} batches before) in {:.1} s",
         files.len(),
         args.root.display(),
         started.elapsed().as_secs_f64()
@@ -44,13 +47,18 @@ fn find(dir: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rewrite(path: &Path) -> anyhow::Result<()> {
+/// Rewrites the row file at `path`; answers its rows and how many batches it had.
+fn rewrite(path: &Path) -> anyhow::Result<(usize, usize)> {
     let reader = arrow::ipc::reader::FileReader::try_new(std::fs::File::open(path)?, None)?;
+    let batches = reader.num_batches();
     let mut writer = RowFileWriter::create(path, &reader.schema())?;
+    let mut rows = 0;
     for batch in reader {
-        writer.write(&batch?)?;
+        let batch = batch?;
+        rows += batch.num_rows();
+        writer.write(&batch)?;
     }
     // Renamed over the old file: a reader still holding it keeps the old bytes.
     writer.finish()?;
-    Ok(())
+    Ok((rows, batches))
 }
