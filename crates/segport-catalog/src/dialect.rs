@@ -1,6 +1,7 @@
 //! The statements that differ between the backends: PostgreSQL's row locks, which SQLite (one
-//! writer at a time, so the write transaction itself is the lock) does without. Each backend
-//! module defines its [`Dialect`]; everything else is shared.
+//! writer at a time, so the write transaction itself is the lock) does without, and the way a
+//! statement reads rows from a JSON array. Each backend module defines its [`Dialect`];
+//! everything else is shared.
 
 /// A backend's versions of the statements that lock rows.
 pub(crate) struct Dialect {
@@ -28,6 +29,15 @@ pub(crate) struct Dialect {
     /// The ids of up to `$2` pending webhook deliveries due at `$1`, the longest waiting first,
     /// locked for the claim (skipping those another dispatcher is claiming).
     pub due_deliveries: &'static str,
+    /// Inserts the export jobs in `$1`, a JSON array of rows (`sql/jobs.rs`'s `NewJob`), in
+    /// the array's order; yields their ids. A create group of any size is this one statement,
+    /// prepared once per connection: statements of a text that varied with the group's size
+    /// were parsed and planned anew at every group, most of PostgreSQL's time per create.
+    pub insert_jobs: &'static str,
+    /// Inserts the export batches in `$1`, a JSON array of `NewBatch`es.
+    pub insert_export_batches: &'static str,
+    /// Inserts the export tasks in `$1`, a JSON array of `NewTask`s.
+    pub insert_export_tasks: &'static str,
 }
 
 /// [`Dialect::due_deliveries`] with the backend's locking clause.

@@ -137,6 +137,28 @@ const DIALECT: Dialect = Dialect {
     lock_job_task: "SELECT id FROM tasks WHERE job_id = $1 FOR UPDATE",
     lock_tenant_claims: Some("SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))"),
     due_deliveries: due_deliveries_sql!("FOR UPDATE SKIP LOCKED"),
+    // `json_to_recordset` yields the rows in the array's order, and the ids are drawn from
+    // the sequence as they are inserted.
+    insert_jobs: "INSERT INTO export_jobs (org, sandbox, status, spec, merge_policy_id, \
+        merge_policy, request_id, warnings, creation_ms, update_ms, dataset_id, schedule_id, \
+        delta_key) \
+        SELECT org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, warnings, \
+        now_ms, now_ms, dataset_id, schedule_id, delta_key \
+        FROM json_to_recordset($1::json) AS r(org TEXT, sandbox TEXT, status TEXT, spec TEXT, \
+        merge_policy_id TEXT, merge_policy TEXT, request_id TEXT, warnings TEXT, now_ms BIGINT, \
+        dataset_id TEXT, schedule_id TEXT, delta_key TEXT) \
+        RETURNING id",
+    insert_export_batches: "INSERT INTO batches (id, org, sandbox, dataset_id, kind, status, \
+        job_id, input_format, multiline_json, created_ms, updated_ms) \
+        SELECT id, org, sandbox, dataset_id, kind, status, job_id, input_format, FALSE, now_ms, \
+        now_ms \
+        FROM json_to_recordset($1::json) AS r(id TEXT, org TEXT, sandbox TEXT, dataset_id TEXT, \
+        kind TEXT, status TEXT, job_id BIGINT, input_format TEXT, now_ms BIGINT)",
+    insert_export_tasks: "INSERT INTO tasks (kind, org, sandbox, job_id, state, created_ms, \
+        updated_ms) \
+        SELECT kind, org, sandbox, job_id, state, now_ms, now_ms \
+        FROM json_to_recordset($1::json) AS r(kind TEXT, org TEXT, sandbox TEXT, job_id BIGINT, \
+        state TEXT, now_ms BIGINT)",
 };
 
 #[path = "sql/admin.rs"]

@@ -94,6 +94,34 @@ const DIALECT: Dialect = Dialect {
     lock_job_task: "SELECT id FROM tasks WHERE job_id = $1",
     lock_tenant_claims: None,
     due_deliveries: due_deliveries_sql!(""),
+    // `json_each` numbers the array's elements in `key`; rowids are drawn as rows are inserted.
+    insert_jobs: "INSERT INTO export_jobs (org, sandbox, status, spec, merge_policy_id, \
+        merge_policy, request_id, warnings, creation_ms, update_ms, dataset_id, schedule_id, \
+        delta_key) \
+        SELECT json_extract(value, '$.org'), json_extract(value, '$.sandbox'), \
+        json_extract(value, '$.status'), json_extract(value, '$.spec'), \
+        json_extract(value, '$.merge_policy_id'), json_extract(value, '$.merge_policy'), \
+        json_extract(value, '$.request_id'), json_extract(value, '$.warnings'), \
+        json_extract(value, '$.now_ms'), json_extract(value, '$.now_ms'), \
+        json_extract(value, '$.dataset_id'), json_extract(value, '$.schedule_id'), \
+        json_extract(value, '$.delta_key') \
+        FROM json_each($1) ORDER BY key \
+        RETURNING id",
+    insert_export_batches: "INSERT INTO batches (id, org, sandbox, dataset_id, kind, status, \
+        job_id, input_format, multiline_json, created_ms, updated_ms) \
+        SELECT json_extract(value, '$.id'), json_extract(value, '$.org'), \
+        json_extract(value, '$.sandbox'), json_extract(value, '$.dataset_id'), \
+        json_extract(value, '$.kind'), json_extract(value, '$.status'), \
+        json_extract(value, '$.job_id'), json_extract(value, '$.input_format'), 0, \
+        json_extract(value, '$.now_ms'), json_extract(value, '$.now_ms') \
+        FROM json_each($1) ORDER BY key",
+    insert_export_tasks: "INSERT INTO tasks (kind, org, sandbox, job_id, state, created_ms, \
+        updated_ms) \
+        SELECT json_extract(value, '$.kind'), json_extract(value, '$.org'), \
+        json_extract(value, '$.sandbox'), json_extract(value, '$.job_id'), \
+        json_extract(value, '$.state'), json_extract(value, '$.now_ms'), \
+        json_extract(value, '$.now_ms') \
+        FROM json_each($1) ORDER BY key",
 };
 
 #[path = "sql/admin.rs"]

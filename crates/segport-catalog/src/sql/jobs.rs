@@ -11,9 +11,8 @@ use segport_model::batch::{BatchKind, BatchStatus};
 use segport_model::job::{ExportJobRecord, JobError, JobStatus};
 use segport_model::Tenant;
 
-use super::batches::INSERT_BATCHES;
 use super::common::FAIL_JOB_BATCHES;
-use super::{Db, SqlCatalog, Tx, DIALECT};
+use super::{SqlCatalog, Tx, DIALECT};
 use crate::model::{as_i64, convert_all, corrupt, unit_partitions, JobRow};
 use crate::{
     CancelOutcome, CatalogError, JobCount, JobListQuery, Jobs, NewExportJob, Result, UnitResult,
@@ -71,17 +70,47 @@ const LIST_JOBS_BY_DATASET: &str = list_jobs!("AND dataset_id = $6 ", "$7 OFFSET
 const LIST_JOBS_BY_DATASET_STATUS: &str =
     list_jobs!("AND dataset_id = $6 AND status = $7 ", "$8 OFFSET $9");
 
-/// Rows per multi-row insert: far below either backend's limit of bound parameters.
-const ROWS_PER_INSERT: usize = 256;
+/// A job to insert, as a row of [`Dialect::insert_jobs`](crate::dialect::Dialect)'s array.
+#[derive(serde::Serialize)]
+struct NewJob<'a> {
+    org: &'a str,
+    sandbox: &'a str,
+    status: &'a str,
+    spec: String,
+    merge_policy_id: &'a str,
+    merge_policy: String,
+    request_id: &'a str,
+    warnings: Option<String>,
+    now_ms: i64,
+    dataset_id: &'a str,
+    schedule_id: Option<&'a str>,
+    delta_key: Option<&'a str>,
+}
 
-/// Followed by the VALUES of each job (`QueryBuilder::push_values`) and `RETURNING id`.
-const INSERT_JOBS: &str = "INSERT INTO export_jobs \
-     (org, sandbox, status, spec, merge_policy_id, merge_policy, request_id, warnings, creation_ms, \
-     update_ms, dataset_id, schedule_id, delta_key) ";
+/// An export job's destination batch to insert.
+#[derive(serde::Serialize)]
+struct NewBatch<'a> {
+    id: &'a str,
+    org: &'a str,
+    sandbox: &'a str,
+    dataset_id: &'a str,
+    kind: &'a str,
+    status: &'a str,
+    job_id: i64,
+    input_format: &'a str,
+    now_ms: i64,
+}
 
-/// Followed by the VALUES of each task.
-const INSERT_EXPORT_TASKS: &str =
-    "INSERT INTO tasks (kind, org, sandbox, job_id, state, created_ms, updated_ms) ";
+/// An export job's task to insert.
+#[derive(serde::Serialize)]
+struct NewTask<'a> {
+    kind: &'a str,
+    org: &'a str,
+    sandbox: &'a str,
+    job_id: i64,
+    state: &'a str,
+    now_ms: i64,
+}
 
 const CANCEL_NEW_JOB: &str = "UPDATE export_jobs SET status = 'FAILED', errors = $4, \
      cancel_requested = $5, finished_ms = $6, update_ms = $6 \
@@ -111,98 +140,92 @@ const ADD_JOB_COUNT: &str = "INSERT INTO job_counts (org, sandbox, status, n) \
 
 impl SqlCatalog {
     /// Inserts `jobs` (their merge policies checked), their destination batches and
-    /// their tasks inside `tx`: three multi-row statements, however many jobs, so that a
-    /// group of creates costs three round trips rather than three per job. Yields the
-    /// jobs' ids, in order.
+    /// their tasks inside `tx`: three statements, however many jobs, each taking its rows as
+    /// one JSON array, so that a group of creates costs three round trips rather than three
+    /// per job, and the statements stay prepared. Yields the jobs' ids, in order.
     async fn insert_export_jobs(
         tx: &mut Tx<'_>,
         jobs: &[(&Tenant, &NewExportJob)],
     ) -> Result<Vec<i64>> {
-        let mut ids = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(ROWS_PER_INSERT) {
-            let texts = chunk
-                .iter()
-                .map(|(_, job)| {
-                    Ok((
-                        serde_json::to_string(&job.spec)?,
-                        serde_json::to_string(&job.merge_policy)?,
-                        (!job.warnings.is_empty())
-                            .then(|| serde_json::to_string(&job.warnings))
-                            .transpose()?,
-                    ))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_JOBS);
-            insert.push_values(chunk.iter().zip(&texts), |mut row, ((tenant, job), text)| {
-                row.push_bind(tenant.org.as_str())
-                    .push_bind(tenant.sandbox.as_str())
-                    .push_bind(JobStatus::New.as_str())
-                    .push_bind(text.0.as_str())
-                    .push_bind(job.merge_policy.id.as_str())
-                    .push_bind(text.1.as_str())
-                    .push_bind(job.request_id.as_str())
-                    .push_bind(text.2.as_deref())
-                    .push_bind(job.now_ms)
-                    .push_bind(job.now_ms)
-                    .push_bind(job.spec.destination.dataset_id.as_str())
-                    .push_bind(job.schedule_id.as_deref())
-                    .push_bind(job.delta_key.as_deref());
-            });
-            insert.push(" RETURNING id");
-            // Statements of every group size would crowd the connection's statement
-            // cache: these are not kept.
-            let mut inserted: Vec<i64> =
-                insert.build_query_scalar().persistent(false).fetch_all(&mut **tx).await?;
-            // The ids come from a sequence (PostgreSQL) or the rowid (SQLite), drawn
-            // row by row as the VALUES are inserted, so they ascend in the VALUES'
-            // order; RETURNING does not promise an order, sorting restores it.
-            inserted.sort_unstable();
-            if inserted.len() != chunk.len() {
-                return Err(CatalogError::Conflict(format!(
-                    "{} of {} jobs were inserted",
-                    inserted.len(),
-                    chunk.len()
-                )));
-            }
-            ids.extend(inserted);
+        if jobs.is_empty() {
+            return Ok(Vec::new());
         }
-        let batches: Vec<_> = jobs
+        let rows = jobs
+            .iter()
+            .map(|(tenant, job)| {
+                Ok(NewJob {
+                    org: tenant.org.as_str(),
+                    sandbox: tenant.sandbox.as_str(),
+                    status: JobStatus::New.as_str(),
+                    spec: serde_json::to_string(&job.spec)?,
+                    merge_policy_id: job.merge_policy.id.as_str(),
+                    merge_policy: serde_json::to_string(&job.merge_policy)?,
+                    request_id: job.request_id.as_str(),
+                    warnings: (!job.warnings.is_empty())
+                        .then(|| serde_json::to_string(&job.warnings))
+                        .transpose()?,
+                    now_ms: job.now_ms,
+                    dataset_id: job.spec.destination.dataset_id.as_str(),
+                    schedule_id: job.schedule_id.as_deref(),
+                    delta_key: job.delta_key.as_deref(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut ids: Vec<i64> = sqlx::query_scalar(DIALECT.insert_jobs)
+            .bind(serde_json::to_string(&rows)?)
+            .fetch_all(&mut **tx)
+            .await?;
+        // The ids come from a sequence (PostgreSQL) or the rowid (SQLite), drawn row by row
+        // as the array's rows are inserted, so they ascend in its order; RETURNING does not
+        // promise an order, sorting restores it.
+        ids.sort_unstable();
+        if ids.len() != jobs.len() {
+            return Err(CatalogError::Conflict(format!(
+                "{} of {} jobs were inserted",
+                ids.len(),
+                jobs.len()
+            )));
+        }
+        let batch_ids: Vec<_> =
+            jobs.iter().map(|(_, job)| job.spec.destination.batch_ids()).collect();
+        let batches: Vec<NewBatch> = jobs
             .iter()
             .zip(&ids)
-            .flat_map(|((tenant, job), id)| {
-                job.spec.destination.batch_ids().into_iter().map(move |b| (*tenant, *job, *id, b))
+            .zip(&batch_ids)
+            .flat_map(|(((tenant, job), id), batches)| {
+                batches.iter().map(move |batch| NewBatch {
+                    id: batch.as_str(),
+                    org: tenant.org.as_str(),
+                    sandbox: tenant.sandbox.as_str(),
+                    dataset_id: job.spec.destination.dataset_id.as_str(),
+                    kind: BatchKind::Export.as_str(),
+                    status: BatchStatus::Loading.as_str(),
+                    job_id: *id,
+                    input_format: "parquet",
+                    now_ms: job.now_ms,
+                })
             })
             .collect();
-        for chunk in batches.chunks(ROWS_PER_INSERT) {
-            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_BATCHES);
-            insert.push_values(chunk, |mut row, (tenant, job, id, batch)| {
-                row.push_bind(batch.as_str())
-                    .push_bind(tenant.org.as_str())
-                    .push_bind(tenant.sandbox.as_str())
-                    .push_bind(job.spec.destination.dataset_id.as_str())
-                    .push_bind(BatchKind::Export.as_str())
-                    .push_bind(BatchStatus::Loading.as_str())
-                    .push_bind(*id)
-                    .push_bind("parquet")
-                    .push_bind(false)
-                    .push_bind(job.now_ms)
-                    .push_bind(job.now_ms);
-            });
-            insert.build().persistent(false).execute(&mut **tx).await?;
-        }
-        for (chunk, ids) in jobs.chunks(ROWS_PER_INSERT).zip(ids.chunks(ROWS_PER_INSERT)) {
-            let mut insert = sqlx::QueryBuilder::<Db>::new(INSERT_EXPORT_TASKS);
-            insert.push_values(chunk.iter().zip(ids), |mut row, ((tenant, job), id)| {
-                row.push_bind("export")
-                    .push_bind(tenant.org.as_str())
-                    .push_bind(tenant.sandbox.as_str())
-                    .push_bind(*id)
-                    .push_bind("queued")
-                    .push_bind(job.now_ms)
-                    .push_bind(job.now_ms);
-            });
-            insert.build().persistent(false).execute(&mut **tx).await?;
-        }
+        sqlx::query(DIALECT.insert_export_batches)
+            .bind(serde_json::to_string(&batches)?)
+            .execute(&mut **tx)
+            .await?;
+        let tasks: Vec<NewTask> = jobs
+            .iter()
+            .zip(&ids)
+            .map(|((tenant, job), id)| NewTask {
+                kind: "export",
+                org: tenant.org.as_str(),
+                sandbox: tenant.sandbox.as_str(),
+                job_id: *id,
+                state: "queued",
+                now_ms: job.now_ms,
+            })
+            .collect();
+        sqlx::query(DIALECT.insert_export_tasks)
+            .bind(serde_json::to_string(&tasks)?)
+            .execute(&mut **tx)
+            .await?;
         Ok(ids)
     }
 
