@@ -664,21 +664,26 @@ mod tests {
         assert!(file.take(&[7], &["value"], 2).is_err());
     }
 
+    /// Writes the 1,000 rows of `keys` (values 0 to 999) as ten batches of 100 into a row file
+    /// of batches of `batch_rows` rows at `path`, and opens it.
+    fn ten_batches(path: &Path, keys: &[&str], batch_rows: usize) -> RowFile {
+        let values: Vec<i64> = (0..1000).collect();
+        let mut writer = RowFileWriter::create(path, &batch(&keys[..1], &values[..1]).schema())
+            .unwrap()
+            .with_batch_rows(batch_rows);
+        for b in 0..10 {
+            writer.write(&batch(&keys[b * 100..][..100], &values[b * 100..][..100])).unwrap();
+        }
+        writer.finish().unwrap();
+        RowFile::open_trusted(path).unwrap().unwrap()
+    }
+
     #[test]
     fn only_the_batches_a_reader_reaches_are_decoded() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.rows.arrow");
         let all: Vec<String> = (0..1000).map(|i| format!("k{i:04}")).collect();
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
-        let values: Vec<i64> = (0..1000).collect();
-        let mut writer = RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema())
-            .unwrap()
-            .with_batch_rows(1);
-        for b in 0..10 {
-            writer.write(&batch(&refs[b * 100..][..100], &values[b * 100..][..100])).unwrap();
-        }
-        writer.finish().unwrap();
-        let file = RowFile::open_trusted(&path).unwrap().unwrap();
+        let file = ten_batches(&dir.path().join("f.rows.arrow"), &refs, 1);
         assert_eq!((file.rows(), file.file.len(), decoded(&file)), (1000, 10, 0));
         assert_eq!(file.rows_before("k0450").unwrap(), 450);
         assert_eq!(decoded(&file), 1);
@@ -702,18 +707,10 @@ mod tests {
     #[test]
     fn small_batches_are_written_as_large_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f.rows.arrow");
         let all: Vec<String> = (0..1000).map(|i| format!("k{:04}", i / 3)).collect();
         let refs: Vec<&str> = all.iter().map(String::as_str).collect();
         let values: Vec<i64> = (0..1000).collect();
-        let mut writer = RowFileWriter::create(&path, &batch(&refs[..1], &values[..1]).schema())
-            .unwrap()
-            .with_batch_rows(250);
-        for b in 0..10 {
-            writer.write(&batch(&refs[b * 100..][..100], &values[b * 100..][..100])).unwrap();
-        }
-        writer.finish().unwrap();
-        let file = RowFile::open_trusted(&path).unwrap().unwrap();
+        let file = ten_batches(&dir.path().join("f.rows.arrow"), &refs, 250);
         let sizes: Vec<usize> = (0..file.file.len()).map(|b| file.batch_rows(b)).collect();
         assert_eq!(sizes, [300, 300, 300, 100]);
         // Read back as written, row for row: keys, values and the kind dictionary's values.
