@@ -66,7 +66,8 @@ pub struct RowFileWriter {
     directory: Directory,
 }
 
-/// The rows of a row file's batches (but the last). A reader decodes the header of every batch
+/// The fewest rows of a row file's batches (but the last; a batch written whole may make one
+/// larger). A reader decodes the header of every batch
 /// it gathers rows from, and a header lists every column's buffers (events have dozens): few
 /// large batches cost less than many small ones, and nothing reads a batch whole.
 const BATCH_ROWS: usize = 65_536;
