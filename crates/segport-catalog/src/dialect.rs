@@ -32,7 +32,7 @@ pub(crate) struct Dialect {
     /// Inserts the export jobs in `$1`, a JSON array of rows (`sql/jobs.rs`'s `NewJob`), in
     /// the array's order; yields their ids. A create group of any size is this one statement,
     /// prepared once per connection: statements of a text that varied with the group's size
-    /// were parsed and planned anew at every group, most of PostgreSQL's time per create.
+    /// were parsed and planned anew at every group (benches/README.md, the API section).
     pub insert_jobs: &'static str,
     /// Inserts the export batches in `$1`, a JSON array of `NewBatch`es.
     pub insert_export_batches: &'static str,
