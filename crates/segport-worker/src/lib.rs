@@ -75,7 +75,7 @@ impl Default for WorkerConfig {
             compact_min_files: 8,
             retention: None,
             tenant_max_running: None,
-            export_unit_profiles: 250_000,
+            export_unit_profiles: 1_000_000,
             locality_wait: Duration::from_secs(1),
             ingest: IngestLimits::default(),
             failpoints: Failpoints::default(),
