@@ -30,6 +30,10 @@ pub use metrics::WorkerMetrics;
 pub use runner::{TaskOutcome, Worker};
 pub use units::plan_units;
 
+/// Profiles per export unit unless configured: large enough that a unit's evaluation outweighs
+/// its claim, catalog reads and commit (docs/store.md#export-units).
+pub const DEFAULT_EXPORT_UNIT_PROFILES: u64 = 1_000_000;
+
 /// How a worker behaves; docs/store.md describes the defaults.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -75,7 +79,7 @@ impl Default for WorkerConfig {
             compact_min_files: 8,
             retention: None,
             tenant_max_running: None,
-            export_unit_profiles: 1_000_000,
+            export_unit_profiles: DEFAULT_EXPORT_UNIT_PROFILES,
             locality_wait: Duration::from_secs(1),
             ingest: IngestLimits::default(),
             failpoints: Failpoints::default(),

@@ -314,7 +314,7 @@ pub struct WorkerArgs {
 
     /// Profiles per work unit of an export job: a larger job is split into units (by partition
     /// and profile-key range) that any worker may claim, so that many workers share one export.
-    #[arg(long, env = "SEGPORT_EXPORT_UNIT_PROFILES", default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = "SEGPORT_EXPORT_UNIT_PROFILES", default_value_t = segport_worker::DEFAULT_EXPORT_UNIT_PROFILES, value_parser = clap::value_parser!(u64).range(1..))]
     pub export_unit_profiles: u64,
 
     /// How long a queued export unit whose partition another live worker holds in its cache is
